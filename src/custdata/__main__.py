@@ -1,0 +1,10 @@
+"""Run the ``custdata`` command with ``python -m custdata``."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+
+sys.exit(main())

@@ -1,0 +1,281 @@
+"""The custodian: the one runtime object that holds policy, keys and audit trail."""
+
+from __future__ import annotations
+
+import contextlib
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from ._context import _custodian, _default_custodian, current_access
+from ._decision import AccessDecision, Action, DecisionRecorder, DenyReason, Outcome
+from ._errors import (
+    AccessDeniedError,
+    ActorRequiredError,
+    ConfigurationError,
+    PurposeNotGrantedError,
+    PurposeRequiredError,
+    PurposeViolationError,
+)
+from ._policy import FieldPolicy, Policy
+
+
+__all__ = ["Custodian", "current_custodian"]
+
+_ERRORS: Mapping[DenyReason, type[AccessDeniedError]] = {
+    DenyReason.NO_ACTOR: ActorRequiredError,
+    DenyReason.NO_PURPOSE: PurposeRequiredError,
+    DenyReason.UNKNOWN_PURPOSE: PurposeViolationError,
+    DenyReason.UNKNOWN_ROLE: PurposeNotGrantedError,
+    DenyReason.PURPOSE_NOT_GRANTED: PurposeNotGrantedError,
+    DenyReason.PURPOSE_NOT_PERMITTED: PurposeViolationError,
+    DenyReason.UNTAGGED_FIELD: PurposeViolationError,
+}
+
+
+class Custodian:
+    """Holds the policy, the keyring and the audit trail, and decides access.
+
+    An application builds one at start-up and makes it current with
+    :meth:`make_current`; tests may build several and scope each with
+    :meth:`activate`. Nothing else in custdata is global.
+
+    Args:
+        policy: The policy that decides.
+        keyring: The :class:`custdata.crypto.Keyring` used by encrypted columns.
+        audit: Where decisions are recorded (:class:`custdata.audit.AuditTrail`
+            or any :class:`custdata.DecisionRecorder`); ``None`` records nothing,
+            which is for tests and tools only.
+        subject_keys: The per-subject key store, for crypto-shredding.
+
+    Raises:
+        TypeError: If *policy* is not a :class:`Policy` or *audit* does not
+            implement ``record_decision``.
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        keyring: Any = None,
+        audit: DecisionRecorder | None = None,
+        subject_keys: Any = None,
+    ) -> None:
+        _check_arguments(policy, audit)
+        self._policy = policy
+        self._keyring = keyring
+        self._audit = audit
+        self._subject_keys = subject_keys
+
+    @property
+    def policy(self) -> Policy:
+        """The policy in force."""
+        return self._policy
+
+    @property
+    def keyring(self) -> Any:
+        """The keyring, or ``None`` if none was given."""
+        return self._keyring
+
+    @property
+    def audit(self) -> DecisionRecorder | None:
+        """The audit recorder, or ``None``."""
+        return self._audit
+
+    @property
+    def subject_keys(self) -> Any:
+        """The per-subject key store, or ``None``."""
+        return self._subject_keys
+
+    def __repr__(self) -> str:
+        return (
+            f"<Custodian policy={self._policy.organisation!r} v{self._policy.version}>"
+        )
+
+    # -- currency ------------------------------------------------------------------
+
+    def make_current(self) -> None:
+        """Make this the process-wide current custodian (at application start-up)."""
+        _default_custodian[0] = self
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[Custodian]:
+        """Make this the current custodian within the block, in this context only."""
+        token = _custodian.set(self)
+        try:
+            yield self
+        finally:
+            _custodian.reset(token)
+
+    # -- decisions -------------------------------------------------------------
+
+    def check_claim(self) -> AccessDecision:
+        """Check that the actor in force may claim the purpose in force.
+
+        Called by :func:`custdata.purpose` on entry. The decision is recorded.
+
+        Raises:
+            ActorRequiredError: If no actor is in force.
+            PurposeRequiredError: If no purpose is in force.
+            PurposeViolationError: If the purpose is not declared.
+            PurposeNotGrantedError: If the role may not claim it.
+            AuditUnavailableError: If the decision cannot be recorded.
+        """
+        return self.authorize(action=Action.CLAIM)
+
+    def authorize(
+        self,
+        *,
+        action: Action,
+        entity: str | None = None,
+        fields: Mapping[str, FieldPolicy | None] | None = None,
+        subjects: Sequence[object] = (),
+        count: int = 0,
+    ) -> AccessDecision:
+        """Decide whether the access context in force may do *action* on *fields*.
+
+        This is the one function every access decision passes through. The
+        decision, allowed or denied, is handed to the audit recorder before this
+        returns or raises, so no value can be released without its record.
+
+        Args:
+            action: What is attempted.
+            entity: The table or model.
+            fields: The fields concerned, by name, with their policies; ``None``
+                for a field on a customer table that has no tags (always denied).
+            subjects: The data subjects concerned.
+            count: How many (subject, field) values are concerned.
+
+        Returns:
+            The allowed decision. Fields whose policy says ``on_violation="mask"``
+            and whose purpose check failed are listed in ``denied_fields``: the
+            caller may reveal only their masks.
+
+        Raises:
+            ActorRequiredError: No actor is in force.
+            PurposeRequiredError: No purpose is in force.
+            PurposeNotGrantedError: The actor's role may not claim the purpose.
+            PurposeViolationError: The purpose is unknown, or not permitted for a
+                field that does not mask on violation, or a field is untagged.
+            AuditUnavailableError: The decision could not be recorded.
+        """
+        ctx = current_access()
+        policy = self._policy
+        fields = fields or {}
+        reason = _context_reason(policy, ctx.actor, ctx.role, ctx.purpose)
+        denied: list[str] = []
+        masked: list[str] = []
+        if reason is None and fields:
+            assert ctx.purpose is not None  # noqa: S101 - checked by _context_reason
+            for name, fp in fields.items():
+                if fp is None or not fp.purposes:
+                    denied.append(name)
+                    reason = DenyReason.UNTAGGED_FIELD
+                elif not policy.permits(fp, ctx.purpose):
+                    if fp.on_violation == "mask":
+                        masked.append(name)
+                    else:
+                        denied.append(name)
+                        if reason is None:
+                            reason = DenyReason.PURPOSE_NOT_PERMITTED
+        decision = AccessDecision(
+            outcome=Outcome.ALLOWED if reason is None else Outcome.DENIED,
+            reason=reason,
+            action=action,
+            actor=ctx.actor,
+            role=ctx.role,
+            purpose=ctx.purpose,
+            policy_version=policy.version,
+            entity=entity,
+            fields=tuple(fields),
+            categories=tuple(
+                sorted({fp.category for fp in fields.values() if fp is not None})
+            ),
+            denied_fields=(*denied, *masked),
+            subjects=tuple(str(s) for s in subjects),
+            count=count,
+            request_id=ctx.request_id,
+            trace_id=ctx.trace_id,
+        )
+        if self._audit is not None:
+            # AuditUnavailableError propagates: an access whose decision cannot
+            # be recorded is refused, allowed or not (fail closed).
+            self._audit.record_decision(decision)
+        if reason is not None:
+            raise _ERRORS[reason](
+                _message(
+                    reason,
+                    actor=ctx.actor,
+                    role=ctx.role,
+                    purpose=ctx.purpose,
+                    entity=entity,
+                    fields=denied,
+                )
+            )
+        return decision
+
+
+def _check_arguments(policy: object, audit: object) -> None:
+    # Checked at run time too: a policy path passed by mistake fails here, at
+    # start-up, rather than at the first query.
+    if not isinstance(policy, Policy):
+        msg = f"policy must be a custdata.Policy, not {type(policy).__name__}"
+        raise TypeError(msg)
+    if audit is not None and not isinstance(audit, DecisionRecorder):
+        msg = "audit must implement record_decision(decision)"
+        raise TypeError(msg)
+
+
+def _context_reason(
+    policy: Policy, actor: str | None, role: str | None, purpose: str | None
+) -> DenyReason | None:
+    if actor is None:
+        return DenyReason.NO_ACTOR
+    if purpose is None:
+        return DenyReason.NO_PURPOSE
+    if purpose not in policy.purposes:
+        return DenyReason.UNKNOWN_PURPOSE
+    if role not in policy.roles:
+        return DenyReason.UNKNOWN_ROLE
+    if not policy.may_claim(role, purpose):  # type: ignore[arg-type]
+        return DenyReason.PURPOSE_NOT_GRANTED
+    return None
+
+
+def _message(
+    reason: DenyReason,
+    *,
+    actor: str | None,
+    role: str | None,
+    purpose: str | None,
+    entity: str | None,
+    fields: Sequence[str],
+) -> str:
+    if reason is DenyReason.NO_ACTOR:
+        return "no actor is in force: wrap the access in custdata.acting_as(...)"
+    if reason is DenyReason.NO_PURPOSE:
+        return f"actor {actor!r} has no purpose in force: wrap the access in custdata.purpose(...)"
+    if reason is DenyReason.UNKNOWN_PURPOSE:
+        return f"purpose {purpose!r} is not declared in the policy"
+    if reason is DenyReason.UNKNOWN_ROLE:
+        return f"role {role!r} is not declared in the policy"
+    if reason is DenyReason.PURPOSE_NOT_GRANTED:
+        return f"role {role!r} may not claim purpose {purpose!r}"
+    where = f"{entity}." if entity else ""
+    names = ", ".join(f"{where}{f}" for f in fields)
+    if reason is DenyReason.UNTAGGED_FIELD:
+        return f"field(s) {names} carry no purpose tags: access denied"
+    return f"purpose {purpose!r} is not permitted for field(s) {names}"
+
+
+def current_custodian() -> Custodian:
+    """Return the custodian in force: the activated one, else the process default.
+
+    Raises:
+        ConfigurationError: If no custodian has been made current.
+    """
+    custodian = _custodian.get() or _default_custodian[0]
+    if custodian is None:
+        msg = "no custdata.Custodian is current: call custodian.make_current() at start-up"
+        raise ConfigurationError(msg)
+    return custodian

@@ -1,0 +1,118 @@
+"""Access decisions: the record of every allow and deny.
+
+Every purpose decision custdata makes, allowed or denied, is an
+:class:`AccessDecision` produced by one function,
+:meth:`custdata.Custodian.authorize`, and handed to the custodian's
+:class:`DecisionRecorder` (the audit trail) before any value is released.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from ._util import str_tuple
+
+
+__all__ = ["AccessDecision", "Action", "DecisionRecorder", "DenyReason", "Outcome"]
+
+
+class Outcome(str, enum.Enum):
+    """Whether an access was allowed."""
+
+    ALLOWED = "allowed"
+    DENIED = "denied"
+
+
+class Action(str, enum.Enum):
+    """What the actor tried to do with customer data."""
+
+    #: Claim a purpose (checked when a purpose context is entered).
+    CLAIM = "claim"
+    #: Read (decrypt and reveal) field values.
+    READ = "read"
+    #: Write field values.
+    WRITE = "write"
+    #: Update rows in bulk.
+    UPDATE = "update"
+    #: Delete rows.
+    DELETE = "delete"
+    #: Hand data to a third party or out of the system.
+    EXPORT = "export"
+
+
+class DenyReason(str, enum.Enum):
+    """Why an access was denied; ``None`` on an allowed decision."""
+
+    NO_ACTOR = "no_actor"
+    NO_PURPOSE = "no_purpose"
+    UNKNOWN_PURPOSE = "unknown_purpose"
+    UNKNOWN_ROLE = "unknown_role"
+    PURPOSE_NOT_GRANTED = "purpose_not_granted"
+    PURPOSE_NOT_PERMITTED = "purpose_not_permitted"
+    UNTAGGED_FIELD = "untagged_field"
+
+
+@attrs.frozen(kw_only=True)
+class AccessDecision:
+    """One purpose decision, allowed or denied.
+
+    It holds names and identifiers only, never a field value. ``subjects``
+    holds the data subjects' raw identifiers as strings; the audit trail
+    replaces them with keyed pseudonyms before anything is written.
+
+    Attributes:
+        outcome: Allowed or denied.
+        reason: Why it was denied; ``None`` when allowed.
+        action: What was attempted.
+        actor: The actor in force, or ``None`` if there was none.
+        role: The actor's role.
+        purpose: The purpose in force.
+        policy_version: The version of the policy that decided.
+        entity: The table or model the fields belong to.
+        fields: The fields the decision covers.
+        categories: The data categories of those fields.
+        denied_fields: The fields whose purpose tags refused the access.
+        subjects: The data subjects concerned (raw ids; pseudonymised on write).
+        count: How many (subject, field) values the decision releases or refuses.
+        request_id: The application's request id, if one is in force.
+        trace_id: The distributed-tracing id, if one is in force.
+    """
+
+    outcome: Outcome
+    reason: DenyReason | None = None
+    action: Action
+    actor: str | None
+    role: str | None
+    purpose: str | None
+    policy_version: str
+    entity: str | None = None
+    fields: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
+    categories: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
+    denied_fields: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
+    subjects: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
+    count: int = 0
+    request_id: str | None = None
+    trace_id: str | None = None
+
+    @property
+    def allowed(self) -> bool:
+        """Whether the access was allowed."""
+        return self.outcome is Outcome.ALLOWED
+
+
+@runtime_checkable
+class DecisionRecorder(Protocol):
+    """Receives every access decision before its effect is released.
+
+    :class:`custdata.audit.AuditTrail` implements it. ``record_decision`` must
+    either record the decision durably enough for the trail's guarantees or raise
+    :class:`custdata.AuditUnavailableError`; an allowed access whose decision
+    cannot be recorded is then refused (fail closed).
+    """
+
+    def record_decision(self, decision: AccessDecision) -> None:
+        """Record *decision*; raise ``AuditUnavailableError`` if it cannot be."""

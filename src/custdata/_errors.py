@@ -1,0 +1,151 @@
+"""The errors custdata raises.
+
+Every error derives from :class:`CustdataError`; each failure kind has its own
+subclass, mixing in the builtin exception it resembles so that generic handlers
+keep working::
+
+    CustdataError
+    ├── ConfigurationError (ValueError)          bad policy, keyring or mapping
+    │   └── UnclassifiedFieldError               a customer column without a category
+    ├── AccessDeniedError (PermissionError)      the access context does not allow it
+    │   ├── ActorRequiredError                   no actor is in force
+    │   ├── PurposeRequiredError                 no purpose is in force
+    │   ├── PurposeNotGrantedError               the actor's role may not claim the purpose
+    │   ├── PurposeViolationError                the purpose is not permitted for a field
+    │   └── ConsentRequiredError                 the purpose needs consent that is missing
+    ├── DecryptionError                          any authenticity or format failure
+    │   ├── UnknownKeyError (LookupError)        the envelope names a key the keyring lacks
+    │   └── KeyDestroyedError                    the key was destroyed (crypto-shredding)
+    ├── KeyManagementError                       a key operation failed (provider, store)
+    ├── UnsupportedOperationError (TypeError)    an operator that cannot work on ciphertext
+    └── AuditError
+        └── AuditUnavailableError                an audit event could not be recorded
+
+Messages name fields, purposes, roles and key ids; they never contain a customer
+value, a key or a ciphertext.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+__all__ = [
+    "AccessDeniedError",
+    "ActorRequiredError",
+    "AuditError",
+    "AuditUnavailableError",
+    "ConfigurationError",
+    "ConsentRequiredError",
+    "CustdataError",
+    "DecryptionError",
+    "KeyDestroyedError",
+    "KeyManagementError",
+    "PurposeNotGrantedError",
+    "PurposeRequiredError",
+    "PurposeViolationError",
+    "UnclassifiedFieldError",
+    "UnknownKeyError",
+    "UnsupportedOperationError",
+]
+
+
+class CustdataError(Exception):
+    """Base class of every error custdata raises."""
+
+
+class ConfigurationError(CustdataError, ValueError):
+    """A policy, keyring, mapping or other configuration is invalid.
+
+    Attributes:
+        reason: What is wrong, in one sentence.
+        path: The file the configuration came from, if any.
+        key_path: The dotted location inside that file or object
+            (``purposes.billing.parent``), if known.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        path: str | Path | None = None,
+        key_path: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.path = None if path is None else str(path)
+        self.key_path = key_path
+        where = []
+        if self.path is not None:
+            where.append(self.path)
+        if key_path:
+            where.append(key_path)
+        prefix = ": ".join(where)
+        super().__init__(f"{prefix}: {reason}" if prefix else reason)
+
+
+class UnclassifiedFieldError(ConfigurationError):
+    """A column of a table that holds customer data declares no category."""
+
+
+class AccessDeniedError(CustdataError, PermissionError):
+    """The access context in force does not allow the operation.
+
+    Every subclass is raised before any value is decrypted or returned.
+    """
+
+
+class ActorRequiredError(AccessDeniedError):
+    """No actor is in force; anonymous access to customer data is refused."""
+
+
+class PurposeRequiredError(AccessDeniedError):
+    """No purpose is in force for an operation that needs one."""
+
+
+class PurposeNotGrantedError(AccessDeniedError):
+    """The actor's role may not claim the purpose it asserted."""
+
+
+class PurposeViolationError(AccessDeniedError):
+    """The purpose in force is not permitted for a field.
+
+    Also raised for an unknown purpose and for a field that carries no purpose
+    tags (fail closed).
+    """
+
+
+class ConsentRequiredError(AccessDeniedError):
+    """The purpose requires the data subject's consent, which is not recorded."""
+
+
+class DecryptionError(CustdataError):
+    """A stored value could not be decrypted.
+
+    One opaque error for every failure of authenticity or format: a flipped byte,
+    a truncated envelope, an unknown version, a value moved to another column or
+    subject, or a wrong key. Raised ``from None`` so no partial state leaks.
+    """
+
+
+class UnknownKeyError(DecryptionError, LookupError):
+    """The envelope names a key id that the keyring does not hold."""
+
+
+class KeyDestroyedError(DecryptionError):
+    """The value's key was destroyed on purpose (crypto-shredding)."""
+
+
+class KeyManagementError(CustdataError):
+    """A key operation failed: a provider refused, a key store is inconsistent."""
+
+
+class UnsupportedOperationError(CustdataError, TypeError):
+    """An operation cannot work on encrypted values (LIKE, ordering, ranges)."""
+
+
+class AuditError(CustdataError):
+    """The audit trail failed."""
+
+
+class AuditUnavailableError(AuditError):
+    """An audit event could not be recorded, so the guarded operation is refused."""

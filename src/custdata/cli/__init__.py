@@ -1,0 +1,49 @@
+"""The ``custdata`` command.
+
+A thin layer over the library: each command group lives in its own private
+module and registers its sub-commands on the shared parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from collections.abc import Sequence
+
+from .. import __version__
+from . import _audit, _check, _demo, _keys, _reencrypt
+
+
+__all__ = ["main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``custdata`` argument parser with every command registered."""
+    parser = argparse.ArgumentParser(
+        prog="custdata",
+        description="Customer-data management regulation as code.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"custdata {__version__}"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (_demo, _check, _keys, _reencrypt, _audit):
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``custdata`` command and return its exit status.
+
+    Exit status 0 means success, 1 findings or a failed check, 2 a usage or
+    configuration error.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    status: int = args.handler(args)
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
