@@ -1,0 +1,536 @@
+"""Column ciphers: randomized AES-256-GCM and deterministic AES-SIV."""
+
+from __future__ import annotations
+
+import os
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
+
+from custdata._errors import DecryptionError
+
+from ._cache import Lease
+from ._codecs import Codec
+from ._envelope import (
+    GCM_OVERHEAD,
+    HEADER_SIZE,
+    NONCE_SIZE,
+    SIV_OVERHEAD,
+    Algorithm,
+    Subject,
+    context_bytes,
+    header_bytes,
+    length_prefixed,
+    parse_header,
+    subject_bytes,
+)
+from ._kdf import LABEL_FIELD_GCM, LABEL_FIELD_SIV, column_key
+
+
+if TYPE_CHECKING:
+    from ._keyring import Keyring
+    from ._subject import SubjectKeyScope
+
+__all__ = ["DeterministicFieldCipher", "FieldCipher"]
+
+T = TypeVar("T")
+
+_NONCE_END = HEADER_SIZE + NONCE_SIZE
+_urandom = os.urandom
+
+
+def _as_bytes(blob: object) -> bytes:
+    if isinstance(blob, (bytearray, memoryview)):
+        return bytes(blob)
+    raise TypeError("an envelope must be bytes")
+
+
+@final
+class _ColumnKey:
+    """One data key's derived AEAD for one column, with its associated-data prefixes."""
+
+    __slots__ = ("aad", "aad_subject", "aead", "header", "lease")
+
+    def __init__(
+        self,
+        *,
+        header: bytes,
+        aead: Any,
+        context: bytes,
+        subject_context: bytes,
+        lease: Lease | None,
+    ) -> None:
+        self.header = header
+        self.aead = aead
+        self.aad = header + context
+        self.aad_subject = header + subject_context
+        self.lease = lease
+
+
+class _ColumnCipher(Generic[T]):
+    """What the randomized and the deterministic cipher share."""
+
+    __slots__ = (
+        "_clock",
+        "_codec",
+        "_context",
+        "_decode",
+        "_encode",
+        "_keyring",
+        "_read",
+        "_subject_context",
+        "_write",
+        "codec",
+        "column",
+        "table",
+    )
+
+    _algorithm: Algorithm
+
+    def __init__(
+        self, keyring: Keyring, *, table: str, column: str, codec: Codec[T]
+    ) -> None:
+        if not table or not column:
+            raise ValueError("table and column must be non-empty")
+        self.table = table
+        self.column = column
+        self.codec = codec
+        self._keyring = keyring
+        self._encode: Callable[[T], bytes] = codec.encode
+        self._decode: Callable[[bytes], T] = codec.decode
+        self._clock = keyring.cache.clock
+        context = context_bytes(table, column)
+        self._context = context
+        # The subject-bound context has a field count of 3 and ends with the
+        # subject's length-prefixed bytes, appended per value.
+        self._subject_context = b"\x03" + context[1:]
+        self._write: _ColumnKey | None = None
+        self._read: dict[bytes, _ColumnKey] = {}
+
+    def _reset(self) -> None:
+        """Drop every derived key; called by the keyring when its keys change."""
+        self._write = None
+        self._read = {}
+
+    def _derive(self, key: bytes) -> Any:
+        raise NotImplementedError
+
+    def _column_key(self, key_id: int) -> _ColumnKey:
+        material, lease = self._keyring._data_key(key_id)  # noqa: SLF001 - package-internal
+        return _ColumnKey(
+            header=header_bytes(self._algorithm, key_id),
+            aead=self._derive(material),
+            context=self._context,
+            subject_context=self._subject_context,
+            lease=lease,
+        )
+
+    def _new_write_key(self) -> _ColumnKey:
+        """Derive the primary key's column key: the slow path of every write."""
+        entry = self._write = self._column_key(self._keyring.primary_key_id)
+        return entry
+
+    def _new_read_key(self, blob: bytes) -> _ColumnKey:
+        """Parse the header and derive the column key it names: the slow path of a read."""
+        algorithm, key_id = parse_header(blob)
+        if algorithm is not self._algorithm:
+            raise DecryptionError(
+                f"{self} cannot decrypt an envelope of algorithm {algorithm.name}"
+            )
+        entry = self._column_key(key_id)
+        self._read[entry.header] = entry
+        return entry
+
+    def _write_key(self) -> _ColumnKey:
+        entry = self._write
+        if entry is None or (
+            entry.lease is not None and entry.lease.spend(self._clock())
+        ):
+            entry = self._new_write_key()
+        return entry
+
+    def _read_key(self, blob: bytes) -> _ColumnKey:
+        entry = self._read.get(blob[:HEADER_SIZE])
+        if entry is None or (
+            entry.lease is not None and entry.lease.spend(self._clock())
+        ):
+            entry = self._new_read_key(blob)
+        return entry
+
+    def _failed(self) -> DecryptionError:
+        return DecryptionError(
+            f"cannot decrypt a value of {self.table}.{self.column}: authentication failed"
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.table}.{self.column} codec={self.codec.name}>"
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}({self.table}.{self.column})"
+
+
+@final
+class FieldCipher(_ColumnCipher[T]):
+    """Encrypts and decrypts the values of one column with AES-256-GCM.
+
+    Get one from :meth:`Keyring.field_cipher`. Each value gets a fresh random
+    96-bit nonce, so equal values give unrelated ciphertexts. The envelope is
+    described in :mod:`custdata.crypto._envelope` and the security docs; its
+    associated data binds the value to the envelope header, the table, the column
+    and, when given, the data subject.
+
+    Without a subject key store, values are encrypted under the keyring's primary
+    data key (through a per-column HKDF subkey) and decrypted under whichever key
+    their header names. With one, each subject's values are encrypted under that
+    subject's own data key and ``subject`` is required.
+
+    Attributes:
+        table: The table name bound into every value.
+        column: The column name bound into every value.
+        codec: The codec that frames the plaintext.
+        subject_keys: The per-subject key scope, or ``None``.
+    """
+
+    __slots__ = ("subject_keys",)
+
+    _algorithm = Algorithm.AES_256_GCM
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        *,
+        table: str,
+        column: str,
+        codec: Codec[T],
+        subject_keys: SubjectKeyScope | None = None,
+    ) -> None:
+        super().__init__(keyring, table=table, column=column, codec=codec)
+        self.subject_keys = subject_keys
+
+    def _derive(self, key: bytes) -> Any:
+        return AESGCM(column_key(key, LABEL_FIELD_GCM, self.table, self.column))
+
+    def encrypt(self, value: T, subject: Subject | None = None) -> bytes:
+        """Encrypt one value and return its envelope.
+
+        Args:
+            value: The value; its type must match the column's codec.
+            subject: The data subject's id (UUID, str, bytes or int) to bind the
+                value to; required when the column uses per-subject keys.
+
+        Raises:
+            TypeError: ``value`` or ``subject`` has the wrong type, or a subject is
+                missing for a per-subject column.
+            ValueError: The codec cannot encode ``value``.
+            KeyDestroyedError: The subject's key was destroyed.
+            UnknownKeyError: The key that wraps the subject's key is retired.
+            KeyManagementError: The key provider could not unwrap a data key.
+        """
+        if self.subject_keys is not None:
+            return self._encrypt_for_subject(value, subject)
+        entry = self._write
+        if entry is None or (
+            entry.lease is not None and entry.lease.spend(self._clock())
+        ):
+            entry = self._new_write_key()
+        frame = self._encode(value)
+        nonce = _urandom(NONCE_SIZE)
+        if subject is None:
+            sealed: bytes = entry.aead.encrypt(nonce, frame, entry.aad)
+        else:
+            aad = entry.aad_subject + length_prefixed(subject_bytes(subject))
+            sealed = entry.aead.encrypt(nonce, frame, aad)
+        return entry.header + nonce + sealed
+
+    def decrypt(self, blob: bytes, subject: Subject | None = None) -> T:
+        """Decrypt one envelope made by :meth:`encrypt` for this column.
+
+        Performs exactly one AEAD open, under the key the header names.
+
+        Args:
+            blob: The envelope (bytes, bytearray or memoryview).
+            subject: The data subject the value was bound to, if any.
+
+        Raises:
+            TypeError: ``blob`` is not bytes-like, or ``subject`` has the wrong type
+                or is missing for a per-subject column.
+            DecryptionError: The envelope is malformed, truncated, tampered with,
+                of an unknown version, or belongs to another column or subject.
+            UnknownKeyError: The header names a key the keyring does not hold or
+                has retired.
+            KeyDestroyedError: The subject's key was destroyed.
+            KeyManagementError: The key provider could not unwrap a data key.
+        """
+        if type(blob) is not bytes:
+            blob = _as_bytes(blob)
+        if self.subject_keys is not None:
+            return self._decrypt_for_subject(blob, subject)
+        if len(blob) < GCM_OVERHEAD:
+            raise DecryptionError(
+                f"cannot decrypt a value of {self.table}.{self.column}: truncated envelope"
+            )
+        entry = self._read.get(blob[:HEADER_SIZE])
+        if entry is None or (
+            entry.lease is not None and entry.lease.spend(self._clock())
+        ):
+            entry = self._new_read_key(blob)
+        aad = (
+            entry.aad
+            if subject is None
+            else entry.aad_subject + length_prefixed(subject_bytes(subject))
+        )
+        try:
+            frame = entry.aead.decrypt(
+                blob[HEADER_SIZE:_NONCE_END], blob[_NONCE_END:], aad
+            )
+        except InvalidTag:
+            raise self._failed() from None
+        return self._decode(frame)
+
+    def encrypt_many(
+        self, values: Iterable[T], subjects: Iterable[Subject | None] | None = None
+    ) -> list[bytes]:
+        """Encrypt many values; equivalent to calling :meth:`encrypt` for each.
+
+        Args:
+            values: The values.
+            subjects: One subject per value, or ``None`` for no subject binding.
+
+        Raises:
+            The same errors as :meth:`encrypt`; ``ValueError`` if ``subjects`` is
+            not as long as ``values``.
+        """
+        values = list(values)
+        if subjects is None:
+            if self.subject_keys is not None or not values:
+                return [self.encrypt(v) for v in values]
+            entry = self._write_key()
+            if entry.lease is not None:
+                return [self.encrypt(v) for v in values]
+            # One call to the system's random source for all nonces is a third
+            # cheaper per value than one call each.
+            nonces = _urandom(NONCE_SIZE * len(values))
+            header, seal, aad, encode = (
+                entry.header,
+                entry.aead.encrypt,
+                entry.aad,
+                self._encode,
+            )
+            out = []
+            for i, value in enumerate(values):
+                nonce = nonces[i * NONCE_SIZE : (i + 1) * NONCE_SIZE]
+                out.append(header + nonce + seal(nonce, encode(value), aad))
+            return out
+        subject_list = list(subjects)
+        if len(subject_list) != len(values):
+            raise ValueError("values and subjects differ in length")
+        return [self.encrypt(v, s) for v, s in zip(values, subject_list, strict=True)]
+
+    def decrypt_many(
+        self, blobs: Iterable[bytes], subjects: Iterable[Subject | None] | None = None
+    ) -> list[T]:
+        """Decrypt many envelopes of this column, for bulk loads.
+
+        Equivalent to calling :meth:`decrypt` for each, with the per-value work
+        hoisted out of the loop for the common case of no subjects.
+
+        Args:
+            blobs: The envelopes.
+            subjects: One subject per envelope, or ``None`` if none were bound.
+
+        Raises:
+            The same errors as :meth:`decrypt`, for the first value that fails;
+            ``ValueError`` if ``subjects`` is not as long as ``blobs``.
+        """
+        if subjects is not None:
+            blob_list = list(blobs)
+            subject_list = list(subjects)
+            if len(subject_list) != len(blob_list):
+                raise ValueError("blobs and subjects differ in length")
+            return [
+                self.decrypt(b, s) for b, s in zip(blob_list, subject_list, strict=True)
+            ]
+        if self.subject_keys is not None:
+            raise TypeError(
+                f"{self.table}.{self.column} uses per-subject keys: pass subjects"
+            )
+        read = self._read
+        decode = self._decode
+        clock = self._clock
+        out: list[T] = []
+        append = out.append
+        for blob in blobs:
+            if type(blob) is not bytes:
+                blob = _as_bytes(blob)  # noqa: PLW2901 - normalised in place
+            if len(blob) < GCM_OVERHEAD:
+                raise DecryptionError(
+                    f"cannot decrypt a value of {self.table}.{self.column}: truncated envelope"
+                )
+            entry = read.get(blob[:HEADER_SIZE])
+            if entry is None or (
+                entry.lease is not None and entry.lease.spend(clock())
+            ):
+                entry = self._new_read_key(blob)
+                read = self._read
+            try:
+                frame = entry.aead.decrypt(
+                    blob[HEADER_SIZE:_NONCE_END], blob[_NONCE_END:], entry.aad
+                )
+            except InvalidTag:
+                raise self._failed() from None
+            append(decode(frame))
+        return out
+
+    def _encrypt_for_subject(self, value: T, subject: object) -> bytes:
+        if subject is None:
+            raise TypeError(
+                f"{self.table}.{self.column} uses per-subject keys: pass subject="
+            )
+        canonical = subject_bytes(subject)
+        key = self.subject_keys.write_key(canonical)  # type: ignore[union-attr]
+        frame = self._encode(value)
+        nonce = _urandom(NONCE_SIZE)
+        aad = key.header + self._subject_context + length_prefixed(canonical)
+        return key.header + nonce + key.aead.encrypt(nonce, frame, aad)
+
+    def _decrypt_for_subject(self, blob: bytes, subject: Subject | None) -> T:
+        if subject is None:
+            raise TypeError(
+                f"{self.table}.{self.column} uses per-subject keys: pass subject="
+            )
+        canonical = subject_bytes(subject)
+        key = self.subject_keys.cached(canonical)  # type: ignore[union-attr]
+        if key is None or key.header != blob[:HEADER_SIZE] or len(blob) < GCM_OVERHEAD:
+            # The slow path checks the header properly and names what is wrong.
+            algorithm, key_id = parse_header(blob)
+            if algorithm is not Algorithm.AES_256_GCM_SUBJECT:
+                raise DecryptionError(
+                    f"{self} cannot decrypt an envelope of algorithm {algorithm.name}"
+                )
+            key = self.subject_keys.read_key(canonical, key_id)  # type: ignore[union-attr]
+        aad = key.header + self._subject_context + length_prefixed(canonical)
+        try:
+            frame = key.aead.decrypt(
+                blob[HEADER_SIZE:_NONCE_END], blob[_NONCE_END:], aad
+            )
+        except InvalidTag:
+            raise self._failed() from None
+        return self._decode(frame)
+
+
+@final
+class DeterministicFieldCipher(_ColumnCipher[T]):
+    """Encrypts the values of one column deterministically, with AES-SIV.
+
+    Get one from :meth:`Keyring.deterministic_field_cipher`. Equal values in the
+    same column (and under the same data key and subject) give equal envelopes, so
+    the database can compare and index them. That is also what it leaks: anyone
+    who sees the column sees which rows hold equal values, and how often each value
+    occurs. Prefer :class:`FieldCipher` with a :class:`BlindIndex`; see the
+    security docs for the leakage of each mode.
+
+    The associated data is the envelope header and the column's context, so equal
+    values in different columns give unrelated envelopes. Envelope:
+    ``header(6, algorithm 0x02) ‖ synthetic IV(16) ‖ ciphertext``.
+
+    Attributes:
+        table: The table name bound into every value.
+        column: The column name bound into every value.
+        codec: The codec that frames the plaintext.
+    """
+
+    __slots__ = ()
+
+    _algorithm = Algorithm.AES_SIV
+
+    def _derive(self, key: bytes) -> Any:
+        return AESSIV(
+            column_key(key, LABEL_FIELD_SIV, self.table, self.column, length=64)
+        )
+
+    def _seal(self, entry: _ColumnKey, value: T, subject: object) -> bytes:
+        context = (
+            entry.aad
+            if subject is None
+            else entry.aad_subject + length_prefixed(subject_bytes(subject))
+        )
+        # AES-SIV takes the associated data as a vector; the header and the context
+        # go in as one component, exactly as the GCM cipher binds them.
+        sealed: bytes = entry.aead.encrypt(self._encode(value), [context])
+        return entry.header + sealed
+
+    def encrypt(self, value: T, subject: Subject | None = None) -> bytes:
+        """Encrypt one value deterministically under the primary data key.
+
+        Args:
+            value: The value; its type must match the column's codec.
+            subject: A data subject to bind the value to, if any.
+
+        Raises:
+            TypeError: ``value`` or ``subject`` has the wrong type.
+            ValueError: The codec cannot encode ``value``.
+            KeyManagementError: The key provider could not unwrap a data key.
+        """
+        return self._seal(self._write_key(), value, subject)
+
+    def candidates(self, value: T, subject: Subject | None = None) -> tuple[bytes, ...]:
+        """Return the envelopes of ``value`` under every usable data key.
+
+        During a data-key rotation, rows written before it carry the old key's
+        envelope; an equality search matches any of these (primary key first).
+
+        Raises:
+            The same errors as :meth:`encrypt`.
+        """
+        return tuple(
+            self._seal(self._column_key(k), value, subject)
+            for k in self._keyring._usable_data_ids()  # noqa: SLF001
+        )
+
+    def decrypt(self, blob: bytes, subject: Subject | None = None) -> T:
+        """Decrypt one envelope made by :meth:`encrypt` for this column.
+
+        Raises:
+            TypeError: ``blob`` is not bytes-like or ``subject`` has the wrong type.
+            DecryptionError: The envelope is malformed, truncated, tampered with,
+                of an unknown version, or belongs to another column or subject.
+            UnknownKeyError: The header names a key the keyring does not hold or
+                has retired.
+            KeyManagementError: The key provider could not unwrap a data key.
+        """
+        if type(blob) is not bytes:
+            blob = _as_bytes(blob)
+        if len(blob) < SIV_OVERHEAD:
+            raise DecryptionError(
+                f"cannot decrypt a value of {self.table}.{self.column}: truncated envelope"
+            )
+        entry = self._read_key(blob)
+        context = (
+            entry.aad
+            if subject is None
+            else entry.aad_subject + length_prefixed(subject_bytes(subject))
+        )
+        try:
+            frame = entry.aead.decrypt(blob[HEADER_SIZE:], [context])
+        except InvalidTag:
+            raise self._failed() from None
+        return self._decode(frame)
+
+    def decrypt_many(
+        self, blobs: Iterable[bytes], subjects: Sequence[Subject | None] | None = None
+    ) -> list[T]:
+        """Decrypt many envelopes; equivalent to calling :meth:`decrypt` for each.
+
+        Raises:
+            The same errors as :meth:`decrypt`; ``ValueError`` if ``subjects`` is
+            not as long as ``blobs``.
+        """
+        blob_list = list(blobs)
+        if subjects is None:
+            return [self.decrypt(b) for b in blob_list]
+        if len(subjects) != len(blob_list):
+            raise ValueError("blobs and subjects differ in length")
+        return [self.decrypt(b, s) for b, s in zip(blob_list, subjects, strict=True)]

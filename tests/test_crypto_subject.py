@@ -1,0 +1,234 @@
+"""Per-subject keys and crypto-shredding."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from pathlib import Path
+
+import pytest
+
+from custdata import (
+    ConfigurationError,
+    DecryptionError,
+    KeyDestroyedError,
+    UnknownKeyError,
+)
+from custdata.crypto import (
+    FileSubjectKeyStore,
+    InMemorySubjectKeyStore,
+    Keyring,
+    SubjectKeyRecord,
+    SubjectKeyStore,
+    codec_for,
+)
+
+
+NOW = dt.datetime(2026, 11, 29, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture(params=["memory", "file"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> SubjectKeyStore:
+    if request.param == "memory":
+        return InMemorySubjectKeyStore()
+    return FileSubjectKeyStore(tmp_path / "subjects.json")
+
+
+class TestPerSubjectKeys:
+    def test_round_trip_and_own_key_per_subject(self, store: SubjectKeyStore) -> None:
+        """Each subject's values use that subject's own key (algorithm 3)."""
+        keyring = Keyring.generate()
+        cipher = keyring.field_cipher(
+            table="customers", column="email", codec=codec_for(str), subject_keys=store
+        )
+        alice, bob = uuid.uuid4(), uuid.uuid4()
+        a, b = cipher.encrypt("a@x", alice), cipher.encrypt("b@x", bob)
+        assert ("a@x", "b@x", 3, 3) == (
+            cipher.decrypt(a, alice),
+            cipher.decrypt(b, bob),
+            a[1],
+            b[1],
+        )
+        assert a[2:6] != b[2:6]
+        assert 2 == len(list(store.records()))
+
+    def test_value_moved_to_other_subject_fails(self, store: SubjectKeyStore) -> None:
+        """A value copied into another subject's row does not decrypt."""
+        keyring = Keyring.generate()
+        cipher = keyring.field_cipher(
+            table="customers", column="email", codec=codec_for(str), subject_keys=store
+        )
+        alice, bob = uuid.uuid4(), uuid.uuid4()
+        cipher.encrypt("b", bob)
+        with pytest.raises(UnknownKeyError):
+            cipher.decrypt(cipher.encrypt("a", alice), bob)
+
+    def test_value_moved_to_other_column_fails(self, store: SubjectKeyStore) -> None:
+        """The column binding holds under per-subject keys too."""
+        keyring = Keyring.generate()
+        email = keyring.field_cipher(
+            table="c", column="email", codec=codec_for(str), subject_keys=store
+        )
+        phone = keyring.field_cipher(
+            table="c", column="phone", codec=codec_for(str), subject_keys=store
+        )
+        alice = uuid.uuid4()
+        with pytest.raises(DecryptionError):
+            phone.decrypt(email.encrypt("a", alice), alice)
+
+    def test_shred_destroys_and_leaves_tombstone(self, store: SubjectKeyStore) -> None:
+        """After shred_subject, the subject's values raise KeyDestroyedError; others still read."""
+        keyring = Keyring.generate()
+        cipher = keyring.field_cipher(
+            table="customers", column="email", codec=codec_for(str), subject_keys=store
+        )
+        alice, bob = uuid.uuid4(), uuid.uuid4()
+        a, b = cipher.encrypt("a", alice), cipher.encrypt("b", bob)
+        assert True is keyring.shred_subject(alice, store, now=NOW)
+        with pytest.raises(KeyDestroyedError):
+            cipher.decrypt(a, alice)
+        with pytest.raises(KeyDestroyedError):
+            cipher.encrypt("again", alice)
+        assert "b" == cipher.decrypt(b, bob)
+        record = store.get(b"u" + alice.bytes)
+        assert record is not None
+        assert (True, NOW, None) == (
+            record.destroyed,
+            record.destroyed_at,
+            record.wrapped_key,
+        )
+        assert False is keyring.shred_subject(alice, store)
+
+    def test_destroyed_differs_from_never_existed(self, store: SubjectKeyStore) -> None:
+        """A subject that never had a key raises UnknownKeyError, not KeyDestroyedError."""
+        keyring = Keyring.generate()
+        cipher = keyring.field_cipher(
+            table="customers", column="email", codec=codec_for(str), subject_keys=store
+        )
+        blob = cipher.encrypt("a", "someone")
+        with pytest.raises(UnknownKeyError) as info:
+            cipher.decrypt(blob, "nobody")
+        assert not isinstance(info.value, KeyDestroyedError)
+
+    def test_shred_survives_a_restart(self, tmp_path: Path) -> None:
+        """A fresh process with the saved keyring and store still cannot read the shredded subject."""
+        keyring = Keyring.generate()
+        store = FileSubjectKeyStore(tmp_path / "subjects.json")
+        cipher = keyring.field_cipher(
+            table="t", column="c", codec=codec_for(str), subject_keys=store
+        )
+        alice = uuid.uuid4()
+        blob = cipher.encrypt("a", alice)
+        keyring.shred_subject(alice, store)
+        keyring.save(tmp_path / "k.json")
+        again = Keyring.load(tmp_path / "k.json")
+        store_again = FileSubjectKeyStore(tmp_path / "subjects.json")
+        reader = again.field_cipher(
+            table="t", column="c", codec=codec_for(str), subject_keys=store_again
+        )
+        with pytest.raises(KeyDestroyedError):
+            reader.decrypt(blob, alice)
+        assert 0o600 == (tmp_path / "subjects.json").stat().st_mode & 0o777
+
+    def test_subject_required(self, store: SubjectKeyStore) -> None:
+        """A per-subject column refuses values without a subject."""
+        keyring = Keyring.generate()
+        cipher = keyring.field_cipher(
+            table="t", column="c", codec=codec_for(str), subject_keys=store
+        )
+        with pytest.raises(TypeError):
+            cipher.encrypt("v")
+        with pytest.raises(TypeError):
+            cipher.decrypt(cipher.encrypt("v", 1))
+        with pytest.raises(TypeError):
+            cipher.decrypt_many([cipher.encrypt("v", 1)])
+
+    def test_rewrap_subject_keys_then_retire(self, store: SubjectKeyStore) -> None:
+        """After rotate and rewrap_subject_keys, the old data key can be retired safely."""
+        keyring = Keyring.generate()
+        cipher = keyring.field_cipher(
+            table="t", column="c", codec=codec_for(str), subject_keys=store
+        )
+        subjects = [uuid.uuid4() for _ in range(5)]
+        blobs = [cipher.encrypt("v", s) for s in subjects]
+        old = keyring.primary_key_id
+        keyring.rotate()
+        assert 5 == keyring.rewrap_subject_keys(store)
+        keyring.retire(old)
+        assert ["v"] * 5 == cipher.decrypt_many(blobs, subjects)
+        assert 0 == keyring.rewrap_subject_keys(store)
+
+    def test_retired_wrapping_key_refuses(self, store: SubjectKeyStore) -> None:
+        """Without re-wrapping, retiring the wrapping key makes the subject keys refuse."""
+        keyring = Keyring.generate()
+        cipher = keyring.field_cipher(
+            table="t", column="c", codec=codec_for(str), subject_keys=store
+        )
+        blob = cipher.encrypt("v", 1)
+        old = keyring.primary_key_id
+        keyring.rotate()
+        keyring.retire(old)
+        with pytest.raises(UnknownKeyError):
+            cipher.decrypt(blob, 1)
+
+    def test_tampered_record_fails(self) -> None:
+        """A key record moved to another subject fails authentication."""
+        keyring = Keyring.generate()
+        store = InMemorySubjectKeyStore()
+        cipher = keyring.field_cipher(
+            table="t", column="c", codec=codec_for(str), subject_keys=store
+        )
+        cipher.encrypt("v", "alice")
+        record = store.get(b"salice")
+        assert record is not None
+        store.put(
+            SubjectKeyRecord(
+                subject=b"smallory",
+                key_id=record.key_id,
+                wrapped_key=record.wrapped_key,
+                wrapping_key_id=record.wrapping_key_id,
+                created_at=record.created_at,
+            )
+        )
+        with pytest.raises(DecryptionError):
+            cipher.encrypt("v", "mallory")
+
+    def test_store_protocol(self) -> None:
+        """Both stores satisfy the SubjectKeyStore protocol; add keeps the first record."""
+        store = InMemorySubjectKeyStore()
+        first = SubjectKeyRecord(
+            subject=b"s1", key_id=1, wrapped_key=b"x", wrapping_key_id=1, created_at=NOW
+        )
+        second = SubjectKeyRecord(
+            subject=b"s1", key_id=2, wrapped_key=b"y", wrapping_key_id=1, created_at=NOW
+        )
+        assert (True, first, first) == (
+            isinstance(store, SubjectKeyStore),
+            store.add(first),
+            store.add(second),
+        )
+        with pytest.raises(TypeError):
+            Keyring.generate().subject_scope(object())  # type: ignore[arg-type]
+
+    def test_file_store_refuses_loose_mode_and_garbage(self, tmp_path: Path) -> None:
+        """The file store checks its file's mode and format."""
+        path = tmp_path / "s.json"
+        path.write_text("{}")
+        path.chmod(0o600)
+        with pytest.raises(ConfigurationError):
+            FileSubjectKeyStore(path)
+        path.chmod(0o644)
+        with pytest.raises(ConfigurationError, match="chmod"):
+            FileSubjectKeyStore(path)
+
+    def test_record_repr_hides_subject_and_key(self) -> None:
+        """A record's repr shows neither the subject id nor the wrapped key."""
+        record = SubjectKeyRecord(
+            subject=b"sCANARYSUBJECT",
+            key_id=1,
+            wrapped_key=b"CANARYKEY",
+            wrapping_key_id=1,
+            created_at=NOW,
+        )
+        assert "CANARY" not in repr(record)
