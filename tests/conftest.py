@@ -18,6 +18,10 @@ import pytest
 import custdata
 
 
+# tests/typing and tests/typing_errors hold files for mypy to check (the second
+# deliberately wrong), not tests to collect.
+collect_ignore_glob = ["typing/*", "typing_errors/*"]
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 POSTGRES_ENV = "CUSTDATA_TEST_POSTGRES_URL"
 MYSQL_ENV = "CUSTDATA_TEST_MYSQL_URL"

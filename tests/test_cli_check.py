@@ -82,12 +82,16 @@ class TestCheckPolicy:
 
     def test_consent_inherited_from_parent(self, tmp_path: Path) -> None:
         """A child of a consent-required purpose needs consent too, so no finding."""
-        path = _variant(
-            tmp_path,
-            'categories = ["name", "contact.email"]\n\n[purposes."marketing.third_party"]',
-            'categories = ["name", "special_care.creed"]\nconsent_required = false\n\n[purposes."marketing.third_party"]',
+        path = tmp_path / "custdata.toml"
+        path.write_text(
+            EXAMPLE.read_text(encoding="utf-8")
+            + '\n[purposes."marketing.survey"]\nparent = "marketing"\n'
+            'text_ja = "アンケートのため"\ntext_en = "For surveys"\nowner = "sales_manager"\n'
+            'categories = ["special_care.creed"]\n',
+            encoding="utf-8",
         )
         policy = Policy.from_toml(path)
+        assert not policy.purposes["marketing.survey"].consent_required
         assert [] == check_policy(policy, today=dt.date(2027, 1, 1))
 
 

@@ -51,7 +51,7 @@ class TestDecoratorTyping:
 
     def test_wrong_calls_rejected(self) -> None:
         """Each call marked '# E: code' is reported by mypy with that code, and only those."""
-        path = TYPING / "test_requires_purpose_errors.py"
+        path = TYPING.parent / "typing_errors" / "requires_purpose.py"
         expected = {
             (n, m.group(1))
             for n, line in enumerate(path.read_text().splitlines(), 1)

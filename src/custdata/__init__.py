@@ -10,7 +10,7 @@ optional dependencies (SQLAlchemy, boto3).
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib.metadata as _metadata
 
 from ._context import AccessContext as AccessContext
 from ._context import acting_as as acting_as
@@ -66,13 +66,11 @@ from ._taxonomy import Taxonomy as Taxonomy
 
 
 try:
-    __version__ = version("custdata")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _metadata.version("custdata")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
-    "BUILTIN_CATEGORIES",
-    "MASK_KINDS",
     "AccessContext",
     "AccessDecision",
     "AccessDeniedError",
@@ -82,6 +80,7 @@ __all__ = [
     "AppiBasis",
     "AuditError",
     "AuditUnavailableError",
+    "BUILTIN_CATEGORIES",
     "Category",
     "ConfigurationError",
     "ConsentRequiredError",
@@ -97,6 +96,7 @@ __all__ = [
     "KeyDestroyedError",
     "KeyManagementError",
     "LegalHold",
+    "MASK_KINDS",
     "MaskingFilter",
     "MaskingProcessor",
     "Outcome",

@@ -22,9 +22,10 @@ from ..crypto import (
     Keyring,
     LocalKeyProvider,
 )
+from ._usage import register_usage
 
 
-__all__ = ["register", "register_usage"]
+__all__ = ["register"]
 
 
 def register(commands: Any) -> None:
@@ -88,18 +89,8 @@ def register(commands: Any) -> None:
     _add_provider_arguments(show)
     show.set_defaults(handler=run_show)
 
+    # ``usage`` reads the database, so it lives with the SQLAlchemy commands.
     register_usage(sub)
-
-
-def register_usage(keys_commands: Any) -> None:
-    """Register ``custdata keys usage`` on the ``keys`` sub-command parser.
-
-    The hook for the database layer: ``usage`` counts stored values per key id
-    (the id sits at bytes 2..6 of every envelope, see
-    :func:`custdata.crypto.envelope_key_id`) in the tables of a database, so it
-    belongs with :mod:`custdata.sqlalchemy`. Until that layer provides it, this
-    registers nothing and ``custdata keys`` offers no ``usage`` sub-command.
-    """
 
 
 def _add_provider_arguments(

@@ -1,0 +1,201 @@
+"""Audit trail costs in one run: seal, stream, database sink, verification.
+
+Run: ``python benchmarks/bench_audit.py [--events N] [--db URL]``. Budgets (DESIGN §6):
+seal ≤ 10 µs per event; verification ≥ 200,000 events/s per core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import tempfile
+import time
+
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from custdata._decision import AccessDecision, Action, Outcome
+from custdata.audit import (
+    AuditTrail,
+    JsonLinesSink,
+    JsonLinesSource,
+    MemorySink,
+    SqlSink,
+    SqlSource,
+    verify_trail,
+)
+from custdata.audit._chain import ChainWriter, render_line
+from custdata.audit._schema import canonical_json
+
+
+class Keys:
+    def __init__(self) -> None:
+        self.root = os.urandom(32)
+
+    def audit_root_key(self) -> tuple[str, bytes]:
+        return "bench-1", self.root
+
+    def audit_root_key_for(self, key_id: object) -> bytes:
+        return self.root
+
+
+NOW = dt.datetime(2026, 11, 29, 9, 0, tzinfo=dt.timezone.utc)
+DECISION = AccessDecision(
+    outcome=Outcome.ALLOWED,
+    action=Action.READ,
+    actor="u-102938",
+    role="support_agent",
+    purpose="support",
+    policy_version="2026.2",
+    entity="customers",
+    fields=("email", "name", "phone"),
+    categories=("contact", "name"),
+    subjects=("3f2a9c1e-0b7d-4f61-9a55-1c2d3e4f5a6b",),
+    count=3,
+    request_id="req-8a7b6c",
+)
+
+
+def best(fn: object, n: int, repeat: int = 3) -> float:
+    """Best wall time per call of ``fn()`` over *repeat* runs of *n* calls, in µs."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()  # type: ignore[operator]
+        times.append(time.perf_counter() - t0)
+    return min(times) / n * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--db", default=os.environ.get("CUSTDATA_TEST_POSTGRES_URL"))
+    args = parser.parse_args()
+    n = args.events
+    keys = Keys()
+    rows: list[tuple[str, str, str]] = []
+
+    # 1. Seal only: canonical JSON + SHA-256 + HMAC + key evolution.
+    mem = MemorySink()
+    trail = AuditTrail(keys, sinks=[mem], checkpoint_interval=None)
+    trail.record_decision(DECISION, now=NOW)
+    body = dict(mem.records[-1].fields)
+    writer = ChainWriter(keys, deployment="bench", service="seal")
+
+    def seal() -> None:
+        rec = writer.prepare(canonical_json(body), body)
+        writer.commit(rec)
+
+    us = best(seal, n)
+    rows.append(
+        (
+            "seal (canonical JSON + SHA-256 + HMAC + evolve)",
+            f"{us:.2f} µs/event",
+            "budget ≤ 10 µs",
+        )
+    )
+
+    # 2. Whole pipeline into memory: record_decision → structlog processors → seal.
+    mem.records.clear()
+    us = best(lambda: trail.record_decision(DECISION, now=NOW), n)
+    rows.append(
+        (
+            "record_decision → structlog pipeline → seal (memory sink)",
+            f"{us:.2f} µs/event",
+            f"{1e6 / us:,.0f} events/s",
+        )
+    )
+    trail.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # 3. Stream sink to a file (one O_APPEND write per line).
+        path = Path(tmp) / "audit.jsonl"
+        trail = AuditTrail(keys, sinks=[JsonLinesSink(path)], checkpoint_interval=None)
+        us = best(lambda: trail.record_decision(DECISION, now=NOW), n, repeat=1)
+        trail.close()
+        rows.append(
+            (
+                "stream sink (JSON lines file), end to end",
+                f"{us:.2f} µs/event",
+                f"{1e6 / us:,.0f} events/s",
+            )
+        )
+        line = render_line(mem.records[0]) if mem.records else b""
+        rows.append(("  line size", f"{len(line)} B", ""))
+
+        # 4. Verification of that file (parse + SHA-256 + HMAC + evolve + links).
+        src = JsonLinesSource(path)
+        t0 = time.perf_counter()
+        report = verify_trail(src, keys)
+        elapsed = time.perf_counter() - t0
+        if not report.intact:
+            raise SystemExit(report.kinds())
+        rows.append(
+            (
+                "verify JSON lines (one core)",
+                f"{report.events / elapsed:,.0f} events/s",
+                "budget ≥ 200,000/s",
+            )
+        )
+
+        # 5. Database sink with batching.
+        for url in [f"sqlite:///{Path(tmp) / 'audit.db'}", args.db]:
+            if not url:
+                continue
+            prefix = f"bench_audit_{os.urandom(3).hex()}"
+            sink = SqlSink(
+                url, prefix=prefix, batch_size=500, max_queue=50_000, block_timeout=5
+            )
+            trail = AuditTrail(keys, sinks=[sink], checkpoint_interval=None)
+            m = min(n, 50_000)
+            t0 = time.perf_counter()
+            for _ in range(m):
+                trail.record_decision(DECISION, now=NOW)
+            enqueue = time.perf_counter() - t0
+            trail.flush(timeout=300)
+            total = time.perf_counter() - t0
+            engine = sink.engine
+            name = engine.dialect.name
+            rows.append(
+                (
+                    f"database sink {name}, batch 500: enqueue",
+                    f"{enqueue / m * 1e6:.2f} µs/event",
+                    "",
+                )
+            )
+            rows.append(
+                (
+                    f"database sink {name}, batch 500: committed",
+                    f"{m / total:,.0f} events/s",
+                    "target ≥ 10,000/s",
+                )
+            )
+            verify_engine = sa.create_engine(url)
+            t0 = time.perf_counter()
+            report = verify_trail(SqlSource(verify_engine, sink.tables), keys)
+            elapsed = time.perf_counter() - t0
+            if not report.intact:
+                raise SystemExit(report.kinds())
+            rows.append(
+                (
+                    f"verify {name} tables (incl. fetch + column checks)",
+                    f"{report.events / elapsed:,.0f} events/s",
+                    "",
+                )
+            )
+            trail.close()
+            sink.tables.metadata.drop_all(verify_engine)
+            verify_engine.dispose()
+
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measurement':<{width}}  {'result':>20}  note")
+    print("-" * (width + 40))
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>20}  {note}")
+
+
+if __name__ == "__main__":
+    main()

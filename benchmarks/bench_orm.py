@@ -1,0 +1,272 @@
+"""ORM benchmark: 4 encrypted short string columns vs plain columns vs sqlalchemy-utils.
+
+One process, interleaved repetitions, medians; prints per-row microseconds and the
+ratio to plain columns for each operation and database.
+
+Usage::
+
+    python benchmarks/bench_orm.py                  # SQLite file + memory, N=20000
+    python benchmarks/bench_orm.py --rows 2000      # quicker
+    CUSTDATA_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
+        python benchmarks/bench_orm.py              # adds PostgreSQL
+
+Variants (same table shape: UUID key + 4 string columns):
+
+- ``plain``: ``String`` columns.
+- ``custdata``: ``customer_data(...)`` columns bound to a ``subject_key()``; reads run
+  inside ``acting_as`` + ``purpose`` with a real audit trail (HMAC chain into a memory
+  sink), i.e. purpose checks and audit on.
+- ``utils``: sqlalchemy-utils ``StringEncryptedType(String, key, AesGcmEngine)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import String, create_engine, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+import custdata  # noqa: E402
+
+from custdata.audit import AuditTrail, MemorySink  # noqa: E402
+from custdata.crypto import Keyring  # noqa: E402
+from custdata.sqlalchemy import customer_data, subject_key  # noqa: E402
+
+
+def build_models(tag: str) -> dict[str, Any]:
+    from sqlalchemy_utils import StringEncryptedType
+    from sqlalchemy_utils.types.encrypted.encrypted_type import AesGcmEngine
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Plain(Base):
+        __tablename__ = f"bench_plain_{tag}"
+        id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+        name: Mapped[str] = mapped_column(String(100))
+        email: Mapped[str] = mapped_column(String(100))
+        phone: Mapped[str] = mapped_column(String(100))
+        city: Mapped[str] = mapped_column(String(100))
+
+    class Cust(Base):
+        __tablename__ = f"bench_custdata_{tag}"
+        id: Mapped[uuid.UUID] = subject_key()
+        name: Mapped[str] = customer_data("name", purposes=["support"])
+        email: Mapped[str] = customer_data("contact.email", purposes=["support"])
+        phone: Mapped[str] = customer_data("contact.phone", purposes=["support"])
+        city: Mapped[str] = customer_data("contact.address", purposes=["support"])
+
+    key = "benchmark-passphrase"
+
+    class Utils(Base):
+        __tablename__ = f"bench_utils_{tag}"
+        id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+        name: Mapped[str] = mapped_column(
+            StringEncryptedType(String, key, AesGcmEngine)
+        )
+        email: Mapped[str] = mapped_column(
+            StringEncryptedType(String, key, AesGcmEngine)
+        )
+        phone: Mapped[str] = mapped_column(
+            StringEncryptedType(String, key, AesGcmEngine)
+        )
+        city: Mapped[str] = mapped_column(
+            StringEncryptedType(String, key, AesGcmEngine)
+        )
+
+    return {"Base": Base, "plain": Plain, "custdata": Cust, "utils": Utils}
+
+
+def rows(n: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": uuid.uuid4(),
+            "name": f"Customer Name {i:06d}",
+            "email": f"customer{i:06d}@example.jp",
+            "phone": f"090-{i % 10000:04d}-{i % 9999:04d}",
+            "city": f"Tokyo Shibuya {i % 97}",
+        }
+        for i in range(n)
+    ]
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    gc.collect()
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_db(
+    label: str,
+    url: str,
+    *,
+    n: int,
+    reps: int,
+    lookups: int,
+    custodian: custdata.Custodian,
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    models = build_models(tag)
+    engine = create_engine(url, hide_parameters=True)
+    models["Base"].metadata.create_all(engine)
+    data = rows(n)
+    ids = [r["id"] for r in data]
+    variants = ["plain", "custdata", "utils"]
+    results: dict[tuple[str, str], list[float]] = {}
+    try:
+        for rep in range(reps):
+            order = variants[rep % 3 :] + variants[: rep % 3]
+            for variant in order:
+                model = models[variant]
+
+                with (
+                    custodian.activate(),
+                    custdata.acting_as("bench", role="support_agent"),
+                    custdata.purpose("support"),
+                    Session(engine) as s,
+                ):
+                    s.query(model).delete()
+                    s.commit()
+                objs = [model(**r) for r in data]
+
+                def insert(objs: list[Any] = objs) -> None:
+                    with Session(engine) as s:
+                        s.add_all(objs)
+                        s.commit()
+
+                def select_all(model: Any = model) -> None:
+                    with Session(engine) as s:
+                        got = s.scalars(select(model)).all()
+                        if len(got) != n:
+                            raise RuntimeError("lost rows")
+
+                lookup_ids = ids[:: max(1, n // lookups)][:lookups]
+
+                def get(
+                    model: Any = model, lookup_ids: list[uuid.UUID] = lookup_ids
+                ) -> None:
+                    with Session(engine) as s:
+                        for i in lookup_ids:
+                            obj = s.get(model, i)
+                            if obj is None:
+                                raise RuntimeError("lost row")
+                            s.expunge_all()
+
+                with (
+                    custodian.activate(),
+                    custdata.acting_as("bench", role="support_agent"),
+                    custdata.purpose("support"),
+                ):
+                    results.setdefault((variant, "ORM insert"), []).append(
+                        timed(insert) / n
+                    )
+                    results.setdefault((variant, "ORM select-all"), []).append(
+                        timed(select_all) / n
+                    )
+                    results.setdefault((variant, "ORM session.get"), []).append(
+                        timed(get) / len(lookup_ids)
+                    )
+    finally:
+        models["Base"].metadata.drop_all(engine)
+        engine.dispose()
+
+    print(f"\n### {label} (N={n}, reps={reps}, lookups={lookups})\n")
+    print(
+        "| operation | plain µs | custdata µs (x plain) | sqlalchemy-utils µs (x plain) | budget |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    budgets = {
+        "ORM insert": "≤1.15x" if label.startswith("PostgreSQL") else "≤1.25x",
+        "ORM select-all": "≤1.5x",
+        "ORM session.get": "≤1.15x",
+    }
+    for op in ("ORM insert", "ORM select-all", "ORM session.get"):
+        plain = results[("plain", op)]
+        cells = []
+        for variant in ("custdata", "utils"):
+            vals = results[(variant, op)]
+            ratio = statistics.median(v / p for v, p in zip(vals, plain, strict=True))
+            cells.append(f"{statistics.median(vals) * 1e6:.2f} ({ratio:.2f}x)")
+        print(
+            f"| {op} | {statistics.median(plain) * 1e6:.2f} | {cells[0]} | {cells[1]} | {budgets[op]} |"
+        )
+
+
+class _ListRecorder:
+    """Keeps decisions in a list: the cheapest possible recorder."""
+
+    def __init__(self) -> None:
+        self.decisions: list[Any] = []
+
+    def record_decision(self, decision: Any) -> None:
+        self.decisions.append(decision)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--lookups", type=int, default=1000)
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip SQLite in memory"
+    )
+    parser.add_argument(
+        "--audit",
+        choices=["trail", "list"],
+        default="trail",
+        help="trail: custdata.audit.AuditTrail into a memory sink (default); "
+        "list: decisions appended to a list (isolates the SQLAlchemy layer)",
+    )
+    args = parser.parse_args()
+
+    policy = custdata.Policy.from_toml(ROOT / "examples" / "custdata.toml")
+    keyring = Keyring.generate()
+    audit: Any = (
+        AuditTrail(keys=keyring, sinks=[MemorySink()], checkpoint_interval=None)
+        if args.audit == "trail"
+        else _ListRecorder()
+    )
+    custodian = custdata.Custodian(policy=policy, keyring=keyring, audit=audit)
+    print(f"audit recorder: {type(audit).__name__}")
+
+    import sqlalchemy
+    import sqlalchemy_utils
+
+    print(
+        f"python {sys.version.split()[0]}, SQLAlchemy {sqlalchemy.__version__}, sqlalchemy-utils {sqlalchemy_utils.__version__}"
+    )
+    opts = {
+        "n": args.rows,
+        "reps": args.reps,
+        "lookups": args.lookups,
+        "custodian": custodian,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        run_db("SQLite file", f"sqlite:///{Path(tmp) / 'bench.db'}", **opts)  # type: ignore[arg-type]
+    if not args.no_memory:
+        run_db("SQLite memory", "sqlite://", **opts)  # type: ignore[arg-type]
+    pg = os.environ.get("CUSTDATA_TEST_POSTGRES_URL")
+    if pg:
+        run_db("PostgreSQL", pg, **opts)  # type: ignore[arg-type]
+    else:
+        print("\n(set CUSTDATA_TEST_POSTGRES_URL to include PostgreSQL)")
+
+
+if __name__ == "__main__":
+    main()

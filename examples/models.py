@@ -1,0 +1,58 @@
+"""A model file using ``Mapped[...]`` with ``customer_data``; ``mypy --strict`` passes on it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import uuid
+
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from custdata.sqlalchemy import customer_data, subject_key
+
+
+class Base(DeclarativeBase):
+    """The declarative base of the example models."""
+
+
+class Customer(Base):
+    """A customer: the data subject."""
+
+    __tablename__ = "customers"
+
+    id: Mapped[uuid.UUID] = subject_key()
+    plan: Mapped[str] = mapped_column(
+        String(20), default="basic", info={"custdata_exempt": "product tier"}
+    )
+    name: Mapped[str] = customer_data("name", purposes=["billing", "support"])
+    email: Mapped[str] = customer_data(
+        "contact.email",
+        purposes=["billing", "support", "marketing"],
+        searchable=True,
+        unique=True,
+    )
+    phone: Mapped[str | None] = customer_data(
+        "contact.phone", purposes=["support"], on_violation="mask"
+    )
+    card: Mapped[str | None] = customer_data("payment.card", purposes=["billing"])
+    birth_date: Mapped[dt.date | None] = customer_data(
+        "demographic.birth_date", purposes=["billing"]
+    )
+    orders: Mapped[list[Order]] = relationship(back_populates="customer")
+
+
+class Order(Base):
+    """An order: a child row bound to its customer."""
+
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[uuid.UUID] = subject_key(ForeignKey("customers.id"))
+    total: Mapped[decimal.Decimal | None] = customer_data(
+        "transaction.history", purposes=["billing", "support"]
+    )
+    note: Mapped[str | None] = customer_data(
+        "transaction.history", purposes=["support"]
+    )
+    customer: Mapped[Customer] = relationship(back_populates="orders")

@@ -1,0 +1,127 @@
+"""The shop example: encrypted customer data with purpose checks, search and rotation.
+
+Runs on SQLite in a temporary folder::
+
+    python examples/shop/app.py
+"""
+
+from __future__ import annotations
+
+import decimal
+import sys
+import tempfile
+
+from pathlib import Path
+
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.orm import Session
+
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from models import Base, Customer, Order  # noqa: E402
+
+import custdata  # noqa: E402
+
+from custdata.crypto import Keyring  # noqa: E402
+from custdata.sqlalchemy import key_usage, reencrypt  # noqa: E402
+
+
+class PrintRecorder:
+    """Prints every access decision (a real application uses custdata.audit)."""
+
+    def record_decision(self, decision: custdata.AccessDecision) -> None:
+        """Print the decision: names and outcome only, never values."""
+        print(
+            f"  audit: {decision.outcome.value:7} {decision.action.value:6} "
+            f"{decision.entity or '-'} {list(decision.fields)} purpose={decision.purpose}"
+        )
+
+
+def main() -> None:
+    """Run the walkthrough."""
+    policy = custdata.Policy.from_toml(HERE.parent / "custdata.toml")
+    keyring = Keyring.generate()
+    custodian = custdata.Custodian(
+        policy=policy, keyring=keyring, audit=PrintRecorder()
+    )
+    custodian.make_current()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = create_engine(
+            f"sqlite:///{Path(tmp) / 'shop.db'}", hide_parameters=True
+        )
+        Base.metadata.create_all(engine)
+
+        print("1. sign-up: values are encrypted on write")
+        with Session(engine) as session:
+            hanako = Customer(
+                name="Yamada Hanako",
+                email="Hanako@example.jp",
+                phone="090-1234-5678",
+                card="4111111111111111",
+            )
+            hanako.orders.append(Order(total=decimal.Decimal(3980), note="gift wrap"))
+            session.add(hanako)
+            session.commit()
+            with (
+                custdata.acting_as("system", role="support_agent"),
+                custdata.purpose("support"),
+            ):
+                hanako_id = hanako.id
+
+        print("2. at rest: raw SQL sees only ciphertext")
+        with engine.connect() as conn:
+            stored = conn.execute(text("SELECT email FROM shop_customers")).scalar_one()
+            print(f"  stored email: {len(stored)} bytes, starts {stored[:6].hex()}")
+
+        print("3. support agent: allowed fields read, the card is refused")
+        with (
+            Session(engine) as session,
+            custdata.acting_as("u-102", role="support_agent"),
+            custdata.purpose("support"),
+        ):
+            c = session.get(Customer, hanako_id)
+            assert c is not None
+            print(f"  {c.name} <{c.email}> {c.phone}")
+            try:
+                print(c.card)
+            except custdata.PurposeViolationError as exc:
+                print(f"  refused: {exc}")
+
+        print("4. warehouse: the phone is shown only as a mask")
+        with (
+            Session(engine) as session,
+            custdata.acting_as("w-7", role="warehouse"),
+            custdata.purpose("shipping"),
+        ):
+            print(f"  phone: {session.scalars(select(Customer.phone)).one()}")
+
+        print("5. search by e-mail through the blind index")
+        with (
+            Session(engine) as session,
+            custdata.acting_as("u-102", role="support_agent"),
+            custdata.purpose("support"),
+        ):
+            found = session.scalars(
+                select(Customer).where(Customer.email == "hanako@EXAMPLE.jp")
+            ).one()
+            print(f"  found {found.name}")
+
+        print("6. rotate the key and re-encrypt")
+        old = keyring.primary_key_id
+        keyring.rotate()
+        report = reencrypt(engine, custodian, tables=Base)
+        print(
+            f"  re-encrypted {report.reencrypted} values from key {old} to {keyring.primary_key_id}"
+        )
+        for usage in key_usage(engine, tables=Base):
+            print(
+                f"  {usage.table}.{usage.column}: key {usage.key_id} holds {usage.count}"
+            )
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

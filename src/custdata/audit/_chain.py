@@ -1,0 +1,154 @@
+"""Per-writer HMAC chains and the sealed record.
+
+Each writer process owns one chain. For the *i*-th event of a chain::
+
+    h_i     = SHA-256(body_i)
+    mac_i   = HMAC-SHA256(K_i, "custdata/audit/v1" || 0x00 || chain || 0x00
+                               || key_ref || 0x00 || u64be(i) || prev_i || h_i)
+    prev_1  = 32 zero bytes;  prev_{i+1} = mac_i
+    K_{i+1} = SHA-256("custdata/audit/evolve/v1" || K_i)
+
+The chain id and the key id are MAC inputs, so a record copied into another
+chain or relabelled with another key fails to verify.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+
+from typing import Any, Final
+
+import attrs
+
+from ._keys import AuditKeySource, chain_initial_key, evolve_key
+from ._schema import IDENTIFIER
+
+
+__all__ = ["ZERO_MAC", "ChainWriter", "SealedRecord", "compute_mac", "render_line"]
+
+#: The ``prev`` of the first record of every chain.
+ZERO_MAC: Final = bytes(32)
+_MAC_LABEL: Final = b"custdata/audit/v1\x00"
+
+
+def compute_mac(  # noqa: PLR0917 - mirrors the MAC formula's inputs
+    key: bytes, chain: str, key_ref: str, seq: int, prev: bytes, body_sha256: bytes
+) -> bytes:
+    """Return the chain MAC of one record (see the module docstring)."""
+    msg = b"".join(
+        (
+            _MAC_LABEL,
+            chain.encode("utf-8"),
+            b"\x00",
+            key_ref.encode("utf-8"),
+            b"\x00",
+            seq.to_bytes(8, "big"),
+            prev,
+            body_sha256,
+        )
+    )
+    return hmac.digest(key, msg, "sha256")
+
+
+@attrs.frozen(kw_only=True)
+class SealedRecord:
+    """One audit event sealed into its chain.
+
+    Attributes:
+        chain: The writer chain's id.
+        seq: The position in the chain, from 1.
+        key_ref: The id of the audit root key the chain key derives from.
+        prev: The MAC of the previous record (zeros for seq 1).
+        mac: This record's MAC.
+        body: The canonical body bytes the MAC covers.
+        body_sha256: SHA-256 of ``body``.
+        fields: The decoded body, for derived index columns.
+    """
+
+    chain: str
+    seq: int
+    key_ref: str
+    prev: bytes = attrs.field(repr=False)
+    mac: bytes = attrs.field(repr=False)
+    body: bytes = attrs.field(repr=False)
+    body_sha256: bytes = attrs.field(repr=False)
+    fields: dict[str, Any] = attrs.field(repr=False, eq=False)
+
+    @property
+    def action(self) -> str:
+        """The body's action."""
+        return str(self.fields["action"])
+
+
+def render_line(record: SealedRecord) -> bytes:
+    r"""Render *record* as one JSON line (the stream sink format).
+
+    The envelope keys come first in a fixed order and ``body`` is last, holding
+    the exact canonical body bytes, so a verifier can hash the body without
+    re-encoding it::
+
+        {"custdata_audit":1,"chain":"…","seq":7,"key_ref":"…","prev":"<hex>",
+         "mac":"<hex>","body_sha256":"<hex>","body":{…}}\\n
+    """
+    head = (
+        f'{{"custdata_audit":1,"chain":"{record.chain}","seq":{record.seq},'
+        f'"key_ref":"{record.key_ref}","prev":"{record.prev.hex()}",'
+        f'"mac":"{record.mac.hex()}","body_sha256":"{record.body_sha256.hex()}",'
+        '"body":'
+    )
+    return head.encode("utf-8") + record.body + b"}\n"
+
+
+class ChainWriter:
+    """The state of one writer chain: id, last seq, last MAC and current key.
+
+    Not thread-safe on its own; :class:`~custdata.audit.AuditTrail` holds a lock
+    around :meth:`prepare` and :meth:`commit`. The key is never exposed.
+    """
+
+    def __init__(
+        self,
+        keys: AuditKeySource,
+        *,
+        deployment: str,
+        service: str,
+    ) -> None:
+        key_id, root = keys.audit_root_key()
+        key_ref = str(key_id)
+        chain = f"{deployment}/{service}/{uuid.uuid4()}"
+        if IDENTIFIER.fullmatch(chain) is None or IDENTIFIER.fullmatch(key_ref) is None:
+            raise ValueError("deployment, service and key id must be identifiers")
+        self.chain = chain
+        self.key_ref = key_ref
+        self.seq = 0
+        self._prev = ZERO_MAC
+        self._key = chain_initial_key(root, chain)
+
+    def __repr__(self) -> str:
+        return f"<ChainWriter chain={self.chain!r} seq={self.seq}>"
+
+    def prepare(self, body: bytes, fields: dict[str, Any]) -> SealedRecord:
+        """Seal *body* as the next record without advancing the chain."""
+        seq = self.seq + 1
+        digest = hashlib.sha256(body).digest()
+        mac = compute_mac(self._key, self.chain, self.key_ref, seq, self._prev, digest)
+        return SealedRecord(
+            chain=self.chain,
+            seq=seq,
+            key_ref=self.key_ref,
+            prev=self._prev,
+            mac=mac,
+            body=body,
+            body_sha256=digest,
+            fields=fields,
+        )
+
+    def commit(self, record: SealedRecord) -> None:
+        """Advance the chain past *record* and evolve the key (forgetting the old)."""
+        if record.seq != self.seq + 1 or record.chain != self.chain:
+            raise ValueError("record does not extend this chain")
+        self.seq = record.seq
+        self._prev = record.mac
+        self._key = evolve_key(self._key)

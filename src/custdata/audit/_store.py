@@ -1,0 +1,308 @@
+"""Reading a stored trail back: JSON-lines files and audit tables.
+
+The verifier and the checkpointer read records through :class:`StoredRecord`
+tuples so that both sinks are checked by one algorithm.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import os
+import re
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+
+from ._sql import AuditTables
+
+
+__all__ = ["JsonLinesSource", "SqlSource", "StoredRecord", "TrailSource"]
+
+_BODY_MARK = b',"body":'
+# The exact layout JsonLinesSink writes; anything else takes the slow JSON path.
+_FAST = re.compile(
+    rb'\{"custdata_audit":1,"chain":"([A-Za-z0-9_.:/+\-]{1,256})","seq":([0-9]{1,19}),'
+    rb'"key_ref":"([A-Za-z0-9_.:/+\-]{1,256})","prev":"([0-9a-f]{64})","mac":"([0-9a-f]{64})",'
+    rb'"body_sha256":"([0-9a-f]{64})","body":'
+)
+_unhex = binascii.unhexlify
+_DIGEST = 32
+
+
+class StoredRecord(NamedTuple):
+    """One record as stored, possibly tampered with.
+
+    ``prev``, ``mac`` and ``body_sha256`` are ``None`` when they do not decode;
+    ``body`` is ``None`` when it is missing. ``columns`` holds the derived
+    columns of a database row (``None`` for a JSON line).
+    """
+
+    loc: str | int
+    chain: str
+    seq: int
+    key_ref: str
+    prev: bytes | None
+    mac: bytes | None
+    body_sha256: bytes | None
+    body: bytes | None
+    columns: Mapping[str, Any] | None
+
+
+class Malformed(NamedTuple):
+    """A stored item that cannot even be attributed to a chain position."""
+
+    loc: str
+
+
+def _hex(value: object) -> bytes | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        return None
+    return raw if len(raw) == _DIGEST else None
+
+
+def parse_line(line: bytes, loc: str) -> StoredRecord | Malformed:
+    """Parse one JSON line written by :class:`~custdata.audit.JsonLinesSink`."""
+    m = _FAST.match(line)
+    if m is not None and line.endswith(b"}\n"):
+        chain, seq, key_ref, prev, mac, digest = m.groups()
+        return StoredRecord(
+            loc,
+            chain.decode(),
+            int(seq),
+            key_ref.decode(),
+            _unhex(prev),
+            _unhex(mac),
+            _unhex(digest),
+            line[m.end() : -2],
+            None,
+        )
+    cut = line.find(_BODY_MARK)
+    try:
+        if cut < 0:
+            env = json.loads(line)
+            body = None
+        else:
+            env = json.loads(line[:cut] + b"}")
+            body = line[cut + len(_BODY_MARK) :].rstrip(b"\r\n")
+            body = body[:-1] if body.endswith(b"}") else None
+        chain, seq, key_ref = env["chain"], env["seq"], env["key_ref"]
+    except (ValueError, KeyError, TypeError):
+        return Malformed(loc)
+    if (
+        not isinstance(chain, str)
+        or not isinstance(seq, int)
+        or not isinstance(key_ref, str)
+    ):
+        return Malformed(loc)
+    return StoredRecord(
+        loc,
+        chain,
+        seq,
+        key_ref,
+        _hex(env.get("prev")),
+        _hex(env.get("mac")),
+        _hex(env.get("body_sha256")),
+        body,
+        None,
+    )
+
+
+class TrailSource:
+    """Base of the stored-trail readers."""
+
+    #: What the source is, for reports (a path or a URL without password).
+    description: str = ""
+
+    def records(self) -> Iterator[StoredRecord | Malformed]:
+        """Yield every stored record."""
+        raise NotImplementedError
+
+    def entries_after(
+        self, heads: Mapping[str, int]
+    ) -> Iterator[tuple[str, int, bytes | None]]:
+        """Yield ``(chain, seq, mac)`` of records past *heads*, in any order."""
+        for rec in self.records():
+            if isinstance(rec, StoredRecord) and rec.seq > heads.get(rec.chain, 0):
+                yield rec.chain, rec.seq, rec.mac
+
+    def close(self) -> None:
+        """Release resources."""
+
+
+class JsonLinesSource(TrailSource):
+    """Read a JSON-lines trail file.
+
+    Args:
+        path: The file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.description = str(self.path)
+        self._offset = 0
+        self._pending: list[tuple[str, int, bytes | None]] = []
+
+    def __repr__(self) -> str:
+        return f"<JsonLinesSource {self.path}>"
+
+    def records(self) -> Iterator[StoredRecord | Malformed]:
+        """Yield every record in file order; a partial last line is ignored."""
+        match = _FAST.match
+        new = tuple.__new__
+        with self.path.open("rb") as fh:
+            for n, line in enumerate(fh, 1):
+                # The fast path covers every line JsonLinesSink writes; locations
+                # are rendered lazily, only for findings.
+                m = match(line)
+                if m is not None and line[-2:] == b"}\n":
+                    chain, seq, key_ref, prev, mac, digest = m.groups()
+                    yield new(
+                        StoredRecord,
+                        (
+                            n,
+                            chain.decode(),
+                            int(seq),
+                            key_ref.decode(),
+                            _unhex(prev),
+                            _unhex(mac),
+                            _unhex(digest),
+                            line[m.end() : -2],
+                            None,
+                        ),
+                    )
+                    continue
+                if not line.endswith(b"\n"):
+                    break
+                if line.strip():
+                    yield parse_line(line, f"line {n}")
+
+    def entries_after(
+        self, heads: Mapping[str, int]
+    ) -> Iterator[tuple[str, int, bytes | None]]:
+        """Read only what was appended since the previous call (complete lines)."""
+        entries = [e for e in self._pending if e[1] > heads.get(e[0], 0)]
+        with self.path.open("rb") as fh:
+            fh.seek(self._offset)
+            data = fh.read()
+        end = data.rfind(b"\n") + 1
+        for line in data[:end].splitlines():
+            rec = parse_line(line, "")
+            if isinstance(rec, StoredRecord) and rec.seq > heads.get(rec.chain, 0):
+                entries.append((rec.chain, rec.seq, rec.mac))
+        self._offset += end
+        self._pending = entries
+        return iter(entries)
+
+
+class SqlSource(TrailSource):
+    """Read the audit tables.
+
+    Args:
+        engine: The engine (not disposed here).
+        tables: The tables of the trail's prefix.
+        chunk: Rows fetched per round trip.
+    """
+
+    def __init__(
+        self, engine: sa.Engine, tables: AuditTables, *, chunk: int = 20_000
+    ) -> None:
+        self.engine = engine
+        self.tables = tables
+        self.chunk = chunk
+        self.description = engine.url.render_as_string(hide_password=True)
+
+    def __repr__(self) -> str:
+        return f"<SqlSource {self.tables.event.name}>"
+
+    def records(self) -> Iterator[StoredRecord | Malformed]:
+        """Yield every row ordered by (chain, seq), streaming."""
+        t = self.tables.event
+        stmt = sa.select(
+            t.c.id,
+            t.c.chain,
+            t.c.seq,
+            t.c.key_ref,
+            t.c.prev,
+            t.c.mac,
+            t.c.body_sha256,
+            t.c.body,
+            t.c.ts,
+            t.c.action,
+            t.c.outcome,
+            t.c.actor_id,
+            t.c.subject_ref,
+            t.c.entity,
+            t.c.purpose,
+        ).order_by(t.c.chain, t.c.seq)
+        with self.engine.connect() as conn:
+            result = conn.execution_options(
+                stream_results=True, yield_per=self.chunk
+            ).execute(stmt)
+            for row in result:
+                yield StoredRecord(
+                    f"row id={row.id}",
+                    row.chain,
+                    row.seq,
+                    row.key_ref,
+                    _bytes(row.prev),
+                    _bytes(row.mac),
+                    _bytes(row.body_sha256),
+                    None if row.body is None else bytes(row.body),
+                    {
+                        "ts": row.ts,
+                        "action": row.action,
+                        "outcome": row.outcome,
+                        "actor_id": row.actor_id,
+                        "subject_ref": row.subject_ref,
+                        "entity": row.entity,
+                        "purpose": row.purpose,
+                    },
+                )
+
+    def subject_rows(self) -> dict[tuple[str, int], set[str]]:
+        """Return the fan-out table as ``{(chain, seq): {subject_ref, ...}}``."""
+        s = self.tables.subject
+        out: dict[tuple[str, int], set[str]] = {}
+        with self.engine.connect() as conn:
+            for chain, seq, ref in conn.execute(
+                sa.select(s.c.chain, s.c.seq, s.c.subject_ref)
+            ):
+                out.setdefault((chain, seq), set()).add(ref)
+        return out
+
+    def entries_after(
+        self, heads: Mapping[str, int]
+    ) -> Iterator[tuple[str, int, bytes | None]]:
+        """Query only rows past the per-chain heads."""
+        t = self.tables.event
+        with self.engine.connect() as conn:
+            tops = conn.execute(
+                sa.select(t.c.chain, sa.func.max(t.c.seq)).group_by(t.c.chain)
+            )
+            chains = [(c, heads.get(c, 0)) for c, top in tops if top > heads.get(c, 0)]
+            rows: list[tuple[str, int, bytes | None]] = []
+            for chain, head in chains:
+                q = (
+                    sa.select(t.c.chain, t.c.seq, t.c.mac)
+                    .where(t.c.chain == chain, t.c.seq > head)
+                    .order_by(t.c.seq)
+                )
+                rows.extend((c, s, _bytes(m)) for c, s, m in conn.execute(q))
+        return iter(rows)
+
+
+def _bytes(value: object) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        return raw if len(raw) == _DIGEST else None
+    return None

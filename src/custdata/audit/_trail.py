@@ -1,0 +1,790 @@
+"""The audit trail: a structlog pipeline custdata owns, sealing into per-process chains.
+
+The pipeline is built with :func:`structlog.wrap_logger` and custdata's own
+processors, wrapper class and context class, so the application's
+``structlog.configure(...)`` or ``structlog.contextvars.clear_contextvars()``
+cannot drop or alter audit events; custdata never calls ``structlog.configure``::
+
+    trail method → _stamp → _validate → _render → _Dispatcher.audit (lock: reserve,
+                   seal, emit to every sink)
+
+Each writer process has one chain, started lazily with ``audit.chain_start``
+and again in a child after ``fork``; :meth:`AuditTrail.close` (also run at
+exit) appends ``audit.chain_stop``, flushes the sinks and anchors a final
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import logging
+import os
+import socket
+import sys
+import threading
+import weakref
+
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import metadata
+from typing import Any, Final
+
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # pragma: no cover - Python 3.10
+    from typing_extensions import Self
+
+import structlog
+
+from custdata._decision import AccessDecision, Action, Outcome
+from custdata._errors import AuditError, AuditUnavailableError
+
+from ._chain import ChainWriter, SealedRecord
+from ._checkpoint import Checkpoint, Checkpointer
+from ._keys import AuditKeySource, pseudonym_key, subject_ref
+from ._schema import (
+    MAX_SUBJECTS_PER_EVENT,
+    AuditAction,
+    AuditOutcome,
+    canonical_json,
+    format_ts,
+    new_event_id,
+    validate_body,
+)
+from ._sinks import AuditSink
+
+
+__all__ = ["AuditTrail"]
+
+_log = logging.getLogger("custdata.audit")
+_log.addHandler(logging.NullHandler())
+
+
+def _lib_version() -> str:
+    try:
+        return metadata.version("custdata")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a checkout
+        return "0+unknown"
+
+
+_LIB: Final = _lib_version()
+
+_SYNC_ANCHOR: Final = frozenset(
+    {
+        "key.rotate",
+        "key.shred",
+        "key.retire",
+        "audit.config_change",
+        "record.purge.intent",
+        "record.purge.done",
+        "export.third_party",
+    }
+)
+
+_REF_CACHE: Final = 65_536
+_LIVE: weakref.WeakSet[AuditTrail] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    for trail in list(_LIVE):
+        trail._lock.acquire()  # noqa: SLF001 - fork protocol of this module
+
+
+def _after_fork_parent() -> None:
+    for trail in list(_LIVE):
+        trail._lock.release()  # noqa: SLF001
+
+
+def _after_fork_child() -> None:
+    for trail in list(_LIVE):
+        trail._reset_after_fork()  # noqa: SLF001
+
+
+def _close_all_at_exit() -> None:
+    for trail in list(_LIVE):
+        _close_quietly(trail)
+
+
+def _close_quietly(trail: AuditTrail) -> None:
+    try:
+        trail.close()
+    except Exception:  # noqa: BLE001 - best effort at interpreter exit
+        _log.exception("audit trail could not be closed at exit")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_parent,
+        after_in_child=_after_fork_child,
+    )
+atexit.register(_close_all_at_exit)
+
+
+class _AuditLogger(structlog.BoundLoggerBase):
+    """The wrapper class of the audit pipeline: one method, ``audit``."""
+
+    def audit(self, **body: Any) -> SealedRecord:
+        """Run *body* through the processors and seal it."""
+        return self._proxy_to_logger("audit", None, **body)  # type: ignore[no-any-return]
+
+
+def _stamp(
+    logger: object, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Add the schema version, a UUIDv7 event id, the timestamp and the library version."""
+    now = event.pop("now", None) or dt.datetime.now(dt.timezone.utc)
+    event["v"] = 1
+    event["event_id"] = new_event_id(now=now)
+    event["ts"] = format_ts(now)
+    event["lib"] = _LIB
+    for key in [k for k, v in event.items() if v is None]:
+        del event[key]
+    return event
+
+
+def _validate(
+    logger: object, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Refuse keys not allowlisted for the action and values of the wrong shape."""
+    validate_body(event)
+    return event
+
+
+def _render(logger: object, method: str, event: structlog.typing.EventDict) -> Any:
+    """Encode the body as canonical JSON and hand it to the dispatcher."""
+    return ((canonical_json(event), event), {})
+
+
+class _Dispatcher:
+    """The "logger" at the end of the pipeline: seals and fans out to the sinks."""
+
+    def __init__(self, trail: AuditTrail) -> None:
+        self._trail = weakref.ref(trail)
+
+    def audit(self, body: bytes, fields: dict[str, Any]) -> SealedRecord:
+        trail = self._trail()
+        if trail is None:  # pragma: no cover - the trail owns the dispatcher
+            raise AuditUnavailableError("the audit trail is gone")
+        return trail._seal_and_emit(body, fields)  # noqa: SLF001
+
+
+class AuditTrail:
+    """The tamper-evident audit trail; implements :class:`custdata.DecisionRecorder`.
+
+    Args:
+        keys: The audit root key source (a :class:`custdata.crypto.Keyring`).
+        sinks: Where sealed records go (at least one).
+        checkpointer: Makes signed checkpoints; ``None`` for a writer that leaves
+            checkpointing to another process. Forked children never checkpoint.
+        checkpoint_interval: Seconds between periodic checkpoints (heartbeats),
+            or ``None`` to checkpoint only on demand and after key, purge,
+            export and audit-configuration events.
+        deployment: First part of chain ids (an identifier).
+        service: Second part of chain ids (an identifier).
+        fail_closed: Refuse (raise) when an event cannot be recorded. When
+            false, :meth:`record_decision` logs a warning instead; changing it is
+            itself audited (:meth:`set_fail_closed`).
+        tenant: Mixed into subject pseudonyms.
+        actor_type: The ``actor.type`` written for decision actors.
+
+    Raises:
+        ValueError: No sink is given.
+    """
+
+    def __init__(
+        self,
+        keys: AuditKeySource,
+        *,
+        sinks: Sequence[AuditSink],
+        checkpointer: Checkpointer | None = None,
+        checkpoint_interval: float | None = 60.0,
+        deployment: str = "custdata",
+        service: str = "app",
+        fail_closed: bool = True,
+        tenant: str = "",
+        actor_type: str = "user",
+    ) -> None:
+        if not sinks:
+            raise ValueError("an audit trail needs at least one sink")
+        self._keys = keys
+        self._sinks: list[AuditSink] = list(sinks)
+        self._checkpointer = checkpointer
+        self._deployment = deployment
+        self._service = service
+        self._fail_closed = fail_closed
+        self._tenant = tenant
+        self._actor_type = actor_type
+        self._lock = threading.Lock()
+        self._writer: ChainWriter | None = None
+        self._parent_chain: str | None = None
+        self._pid = os.getpid()
+        self._closed = False
+        _, root = keys.audit_root_key()
+        self._pseudo = pseudonym_key(root)
+        # Pseudonyms of recently seen subjects (raw ids stay in memory only).
+        self._refs: dict[str, str] = {}
+        self._log: _AuditLogger = structlog.wrap_logger(
+            _Dispatcher(self),
+            processors=[_stamp, _validate, _render],
+            wrapper_class=_AuditLogger,
+            context_class=dict,
+            cache_logger_on_first_use=True,
+        ).bind()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        if checkpointer is not None and checkpoint_interval is not None:
+            self._ticker = threading.Thread(
+                target=self._tick,
+                args=(checkpoint_interval,),
+                name="custdata-audit-checkpointer",
+                daemon=True,
+            )
+            self._ticker.start()
+        _LIVE.add(self)
+
+    def __repr__(self) -> str:
+        chain = self._writer.chain if self._writer is not None else None
+        return f"<AuditTrail chain={chain!r} sinks={[s.name for s in self._sinks]}>"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- properties --------------------------------------------------------
+
+    @property
+    def chain(self) -> str | None:
+        """The id of this process's chain, once the first event started it."""
+        return self._writer.chain if self._writer is not None else None
+
+    @property
+    def fail_closed(self) -> bool:
+        """Whether an event that cannot be recorded refuses the operation."""
+        return self._fail_closed
+
+    @property
+    def sinks(self) -> tuple[AuditSink, ...]:
+        """The sinks, in emit order."""
+        return tuple(self._sinks)
+
+    def subject_ref(self, subject: str) -> str:
+        """Return the keyed pseudonym written for *subject* (``sr_…``)."""
+        ref = self._refs.get(subject)
+        if ref is None:
+            ref = subject_ref(self._pseudo, subject, tenant=self._tenant)
+            if len(self._refs) >= _REF_CACHE:
+                self._refs.clear()
+            self._refs[subject] = ref
+        return ref
+
+    # -- the core emit path --------------------------------------------------
+
+    def _start_chain_locked(self) -> None:
+        writer = ChainWriter(
+            self._keys, deployment=self._deployment, service=self._service
+        )
+        info: dict[str, Any] = {"pid": os.getpid(), "host": _hostname()}
+        if self._parent_chain is not None:
+            info["parent_chain"] = self._parent_chain
+        body: dict[str, Any] = {
+            "action": AuditAction.AUDIT_CHAIN_START.value,
+            "outcome": AuditOutcome.ALLOWED.value,
+            "actor": {"type": "system", "id": "custdata"},
+            "chain_info": info,
+            "reason": "startup",
+        }
+        _stamp(None, "audit", body)
+        validate_body(body)
+        self._emit_locked(writer, canonical_json(body), body)
+        self._writer = writer
+
+    def _emit_locked(
+        self, writer: ChainWriter, body: bytes, fields: dict[str, Any]
+    ) -> SealedRecord:
+        for sink in self._sinks:
+            sink.reserve()
+        record = writer.prepare(body, fields)
+        accepted = 0
+        try:
+            for sink in self._sinks:
+                sink.emit(record)
+                accepted += 1
+        finally:
+            # A record some sink holds is part of the chain; one nobody took is not.
+            if accepted:
+                writer.commit(record)
+        return record
+
+    def _seal_and_emit(self, body: bytes, fields: dict[str, Any]) -> SealedRecord:
+        with self._lock:
+            if self._closed:
+                raise AuditUnavailableError("the audit trail is closed")
+            if self._writer is None:
+                self._start_chain_locked()
+            assert self._writer is not None  # noqa: S101 - set just above
+            return self._emit_locked(self._writer, body, fields)
+
+    def record(
+        self,
+        action: AuditAction | str,
+        *,
+        outcome: AuditOutcome | str,
+        actor: Mapping[str, Any],
+        now: dt.datetime | None = None,
+        **fields: Any,
+    ) -> SealedRecord:
+        """Record one event of *action* with allowlisted *fields*.
+
+        Args:
+            action: The action.
+            outcome: The outcome.
+            actor: ``{"type": ..., "id": ...}`` (ids are surrogate keys).
+            now: The event time; the wall clock when omitted.
+            **fields: Further body keys allowlisted for the action.
+
+        Returns:
+            The sealed record.
+
+        Raises:
+            ValueError: A key is not allowed or a value has the wrong shape.
+            AuditUnavailableError: A sink could not take the event.
+        """
+        action_s = action.value if isinstance(action, AuditAction) else action
+        outcome_s = outcome.value if isinstance(outcome, AuditOutcome) else outcome
+        record = self._log.audit(
+            action=action_s, outcome=outcome_s, actor=dict(actor), now=now, **fields
+        )
+        if action_s in _SYNC_ANCHOR:
+            self._anchor_now(now)
+        return record
+
+    # -- decisions -----------------------------------------------------------
+
+    def record_decision(
+        self, decision: AccessDecision, *, now: dt.datetime | None = None
+    ) -> None:
+        """Record one access decision before its effect is released.
+
+        READ allowed → ``field.reveal``; any denial → ``purpose.check`` denied
+        with the reason; CLAIM and WRITE → ``purpose.check``; EXPORT →
+        ``export.third_party``; DELETE → ``record.delete``; UPDATE →
+        ``record.bulk_update``. Subjects are pseudonymised; more than 1,000 are
+        split over several events.
+
+        Raises:
+            AuditUnavailableError: The event could not be recorded (unless the
+                trail is fail-open, which logs a warning instead).
+        """
+        if decision.allowed:
+            action = {
+                Action.READ: AuditAction.FIELD_REVEAL,
+                Action.EXPORT: AuditAction.EXPORT_THIRD_PARTY,
+                Action.DELETE: AuditAction.RECORD_DELETE,
+                Action.UPDATE: AuditAction.RECORD_BULK_UPDATE,
+            }.get(decision.action, AuditAction.PURPOSE_CHECK)
+        else:
+            action = AuditAction.PURPOSE_CHECK
+        base: dict[str, Any] = {
+            "purpose": decision.purpose,
+            "policy_version": decision.policy_version,
+            "entity": decision.entity,
+            "fields": sorted(set(decision.fields)) or None,
+            "data_categories": sorted(set(decision.categories)) or None,
+            "request_id": decision.request_id,
+            "trace_id": decision.trace_id,
+        }
+        if action is AuditAction.PURPOSE_CHECK:
+            base["requested"] = decision.action.value
+            base["denied_fields"] = sorted(set(decision.denied_fields)) or None
+        if decision.outcome is Outcome.DENIED:
+            base["reason"] = decision.reason.value if decision.reason else "no_policy"
+        actor: dict[str, Any] = {"type": self._actor_type}
+        if decision.actor is not None:
+            actor["id"] = decision.actor
+            if decision.role is not None:
+                actor["roles"] = [decision.role]
+        else:
+            actor = {"type": "none"}
+        outcome = AuditOutcome.ALLOWED if decision.allowed else AuditOutcome.DENIED
+        try:
+            self._record_for_subjects(
+                action,
+                outcome=outcome,
+                actor=actor,
+                subjects=decision.subjects,
+                count=decision.count,
+                now=now,
+                fields=base,
+            )
+        except AuditUnavailableError:
+            if self._fail_closed:
+                raise
+            _log.warning("audit event not recorded (fail-open trail): %s", action.value)
+
+    def _record_for_subjects(
+        self,
+        action: AuditAction,
+        *,
+        outcome: AuditOutcome,
+        actor: Mapping[str, Any],
+        subjects: Iterable[str],
+        count: int,
+        now: dt.datetime | None,
+        fields: Mapping[str, Any],
+    ) -> list[SealedRecord]:
+        refs = list(dict.fromkeys(self.subject_ref(s) for s in subjects))
+        if len(refs) <= 1:
+            return [
+                self.record(
+                    action,
+                    outcome=outcome,
+                    actor=actor,
+                    now=now,
+                    subject_ref=refs[0] if refs else None,
+                    count=count,
+                    **fields,
+                )
+            ]
+        chunks = [
+            refs[i : i + MAX_SUBJECTS_PER_EVENT]
+            for i in range(0, len(refs), MAX_SUBJECTS_PER_EVENT)
+        ]
+        out = []
+        given = 0
+        for n, chunk in enumerate(chunks, 1):
+            share = (
+                count - given if n == len(chunks) else count * len(chunk) // len(refs)
+            )
+            given += share
+            out.append(
+                self.record(
+                    action,
+                    outcome=outcome,
+                    actor=actor,
+                    now=now,
+                    subjects=chunk,
+                    count=share,
+                    batch={"index": n, "total": len(chunks)}
+                    if len(chunks) > 1
+                    else None,
+                    **fields,
+                )
+            )
+        return out
+
+    # -- events for the upper layers ----------------------------------------
+
+    def export(
+        self,
+        *,
+        actor: str,
+        recipient_id: str,
+        basis: str,
+        purpose: str,
+        policy_version: str,
+        entity: str,
+        fields: Sequence[str],
+        subjects: Iterable[str] = (),
+        categories: Sequence[str] = (),
+        count: int = 0,
+        provision_record_id: str | None = None,
+        payload_sha256: str | None = None,
+        country: str | None = None,
+        now: dt.datetime | None = None,
+    ) -> list[SealedRecord]:
+        """Record a third-party provision (``export.third_party``) and anchor at once.
+
+        Args:
+            actor: Who exports.
+            recipient_id: The recipient's registry id.
+            basis: The legal basis id (e.g. ``consent_27_1``).
+            purpose: The purpose of the provision.
+            policy_version: The policy version in force.
+            entity: The table or model exported.
+            fields: The fields exported.
+            subjects: The subjects' raw ids (pseudonymised here).
+            categories: The data categories exported.
+            count: How many (subject, field) values.
+            provision_record_id: The provision record's id.
+            payload_sha256: Hex SHA-256 of the *ciphertext* bundle, never of values.
+            country: The recipient's country code.
+            now: The event time.
+        """
+        optional = {
+            "provision_record_id": provision_record_id,
+            "payload_sha256": payload_sha256,
+            "country": country,
+        }
+        recipient: dict[str, Any] = {
+            "recipient_id": recipient_id,
+            "basis": basis,
+            **{k: v for k, v in optional.items() if v is not None},
+        }
+        return self._record_for_subjects(
+            AuditAction.EXPORT_THIRD_PARTY,
+            outcome=AuditOutcome.ALLOWED,
+            actor={"type": self._actor_type, "id": actor},
+            subjects=subjects,
+            count=count,
+            now=now,
+            fields={
+                "purpose": purpose,
+                "policy_version": policy_version,
+                "entity": entity,
+                "fields": sorted(set(fields)),
+                "data_categories": sorted(set(categories)) or None,
+                "recipient": recipient,
+            },
+        )
+
+    def key_rotated(
+        self,
+        *,
+        old_key_id: str | None,
+        new_key_id: str,
+        actor: str,
+        kind: str = "data",
+        now: dt.datetime | None = None,
+    ) -> SealedRecord:
+        """Record a key rotation (``key.rotate``) and anchor at once."""
+        keys: dict[str, Any] = {"new": new_key_id, "kind": kind}
+        if old_key_id is not None:
+            keys["old"] = old_key_id
+        return self.record(
+            AuditAction.KEY_ROTATE,
+            outcome=AuditOutcome.ALLOWED,
+            actor={"type": self._actor_type, "id": actor},
+            keys=keys,
+            now=now,
+        )
+
+    def key_shredded(
+        self,
+        *,
+        key_id: str,
+        actor: str,
+        subject: str | None = None,
+        reason: str = "erasure_request",
+        now: dt.datetime | None = None,
+    ) -> SealedRecord:
+        """Record the destruction of a key (``key.shred``) and anchor at once."""
+        return self.record(
+            AuditAction.KEY_SHRED,
+            outcome=AuditOutcome.ALLOWED,
+            actor={"type": self._actor_type, "id": actor},
+            keys={"shredded": key_id},
+            subject_ref=None if subject is None else self.subject_ref(subject),
+            reason=reason,
+            now=now,
+        )
+
+    def key_retired(
+        self, *, key_id: str, actor: str, now: dt.datetime | None = None
+    ) -> SealedRecord:
+        """Record that a key no longer encrypts (``key.retire``) and anchor at once."""
+        return self.record(
+            AuditAction.KEY_RETIRE,
+            outcome=AuditOutcome.ALLOWED,
+            actor={"type": self._actor_type, "id": actor},
+            keys={"retired": key_id},
+            now=now,
+        )
+
+    def purge(
+        self,
+        *,
+        stage: str,
+        purge_id: str,
+        actor: str,
+        entity: str,
+        subjects: Iterable[str] = (),
+        count: int = 0,
+        retention_policy: str | None = None,
+        reason: str = "retention_expired",
+        outcome: AuditOutcome | str | None = None,
+        now: dt.datetime | None = None,
+    ) -> list[SealedRecord]:
+        """Record a purge intent (before) or its completion (after), anchoring at once.
+
+        Args:
+            stage: ``"intent"`` (outcome ``unknown``) or ``"done"``.
+            purge_id: Links the intent to its outcome.
+            actor: The job or person purging.
+            entity: The table or model purged.
+            subjects: The subjects' raw ids.
+            count: How many records.
+            retention_policy: The retention rule applied.
+            reason: An enumerated reason.
+            outcome: For ``"done"``: ``allowed`` (default) or ``error``.
+            now: The event time.
+
+        Raises:
+            ValueError: *stage* is neither ``"intent"`` nor ``"done"``.
+        """
+        if stage == "intent":
+            action, result = AuditAction.RECORD_PURGE_INTENT, AuditOutcome.UNKNOWN
+        elif stage == "done":
+            action = AuditAction.RECORD_PURGE_DONE
+            result = (
+                AuditOutcome(outcome) if outcome is not None else AuditOutcome.ALLOWED
+            )
+        else:
+            raise ValueError("stage must be 'intent' or 'done'")
+        return self._record_for_subjects(
+            action,
+            outcome=result,
+            actor={"type": "job", "id": actor},
+            subjects=subjects,
+            count=count,
+            now=now,
+            fields={
+                "purge_id": purge_id,
+                "entity": entity,
+                "retention_policy": retention_policy,
+                "reason": reason,
+            },
+        )
+
+    def config_changed(
+        self,
+        *,
+        setting: str,
+        old: str | int | bool | None,
+        new: str | int | bool | None,
+        actor: str,
+        now: dt.datetime | None = None,
+    ) -> SealedRecord:
+        """Record a change of the audit configuration and anchor at once."""
+        change: dict[str, Any] = {"setting": setting}
+        if old is not None:
+            change["old"] = old
+        if new is not None:
+            change["new"] = new
+        return self.record(
+            AuditAction.AUDIT_CONFIG_CHANGE,
+            outcome=AuditOutcome.ALLOWED,
+            actor={"type": self._actor_type, "id": actor},
+            change=change,
+            now=now,
+        )
+
+    def set_fail_closed(
+        self, value: bool, *, actor: str, now: dt.datetime | None = None
+    ) -> None:
+        """Switch fail-closed on or off; the change is audited (before it applies)."""
+        self.config_changed(
+            setting="fail_closed",
+            old=self._fail_closed,
+            new=value,
+            actor=actor,
+            now=now,
+        )
+        self._fail_closed = value
+
+    def add_sink(
+        self, sink: AuditSink, *, actor: str, now: dt.datetime | None = None
+    ) -> None:
+        """Add a sink; the change is audited (to the existing sinks, then applies)."""
+        self.config_changed(
+            setting="sink_added", old=None, new=sink.name, actor=actor, now=now
+        )
+        with self._lock:
+            self._sinks.append(sink)
+
+    # -- checkpoints, flushing, shutdown -------------------------------------
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every sink has persisted every record.
+
+        Raises:
+            AuditUnavailableError: A sink could not persist in time.
+        """
+        for sink in self._sinks:
+            sink.flush(timeout)
+
+    def checkpoint(self, *, now: dt.datetime | None = None) -> Checkpoint:
+        """Flush the sinks, then sign and anchor a checkpoint.
+
+        Raises:
+            AuditError: This trail has no checkpointer (or is a forked child).
+        """
+        if self._checkpointer is None:
+            raise AuditError("this audit trail has no checkpointer")
+        self.flush()
+        return self._checkpointer.checkpoint(now=now)
+
+    def _anchor_now(self, now: dt.datetime | None) -> None:
+        if self._checkpointer is None:
+            return
+        try:
+            self.checkpoint(now=now)
+        except Exception:  # noqa: BLE001 - anchor failures alert, never block writers
+            _log.warning("audit checkpoint after a high-risk event failed; will retry")
+
+    def _tick(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self._anchor_now(None)
+
+    def close(
+        self, *, now: dt.datetime | None = None, timeout: float | None = None
+    ) -> None:
+        """Append ``audit.chain_stop``, flush, anchor a final checkpoint, close sinks.
+
+        Idempotent; also run at interpreter exit.
+
+        Args:
+            now: The time of the stop event and final checkpoint.
+            timeout: How long each sink may take to persist (30 s when omitted).
+
+        Raises:
+            AuditUnavailableError: Records could not be persisted.
+        """
+        if self._closed or self._pid != os.getpid():
+            return
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        try:
+            with self._lock:
+                if self._writer is not None:
+                    body: dict[str, Any] = {
+                        "action": AuditAction.AUDIT_CHAIN_STOP.value,
+                        "outcome": AuditOutcome.ALLOWED.value,
+                        "actor": {"type": "system", "id": "custdata"},
+                        "final_seq": self._writer.seq + 1,
+                        "reason": "shutdown",
+                        "now": now,
+                    }
+                    _stamp(None, "audit", body)
+                    validate_body(body)
+                    self._emit_locked(self._writer, canonical_json(body), body)
+                self._closed = True
+            self.flush(timeout)
+            if self._checkpointer is not None:
+                self._checkpointer.checkpoint(now=now)
+        finally:
+            self._closed = True
+            for sink in self._sinks:
+                sink.close(timeout)
+            _LIVE.discard(self)
+
+    def _reset_after_fork(self) -> None:
+        self._lock = threading.Lock()
+        if self._writer is not None:
+            self._parent_chain = self._writer.chain
+        self._writer = None
+        self._pid = os.getpid()
+        self._checkpointer = None
+        self._ticker = None
+        self._stop = threading.Event()
+        for sink in self._sinks:
+            sink.after_fork_in_child()
+
+
+def _hostname() -> str:
+    name = socket.gethostname().split(".")[0] or "unknown"
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:64]

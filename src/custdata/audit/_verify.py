@@ -1,0 +1,571 @@
+"""Verifying a stored trail against its keys and its anchored checkpoints.
+
+The verifier reads every record of a JSON-lines file or the audit tables,
+recomputes each chain (body hash, MAC with the evolved key, ``prev`` links,
+contiguous ``seq``), checks derived database columns against the body, then
+replays the anchored checkpoints: signatures, ``prev`` links between notes,
+Merkle roots, and whether every anchored chain head is still present.
+Findings are grouped into runs per chain, so one tampered range is one finding.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import datetime as dt
+import enum
+import hashlib
+import hmac
+import json
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from ._chain import _MAC_LABEL, ZERO_MAC
+from ._checkpoint import Checkpoint, CheckpointAnchor, CheckpointVerifier
+from ._keys import _EVOLVE_LABEL as _EVOLVE
+from ._keys import AuditKeySource, chain_initial_key, root_for
+from ._merkle import MerkleAccumulator, leaf_hash
+from ._sql import derived_columns
+from ._store import Malformed, SqlSource, StoredRecord, TrailSource
+
+
+__all__ = ["Finding", "FindingKind", "VerificationReport", "verify_trail"]
+
+
+class FindingKind(str, enum.Enum):
+    """The kinds of finding the verifier reports."""
+
+    #: A body no longer hashes to its recorded digest, or is missing or unreadable.
+    MODIFIED = "MODIFIED"
+    #: A derived database column (or the subject fan-out) disagrees with the body.
+    COLUMN_MISMATCH = "COLUMN_MISMATCH"
+    #: Positions are missing from the middle of a chain.
+    MISSING = "MISSING"
+    #: A MAC does not verify: reordered, forged, copied or relabelled records.
+    MAC_INVALID = "MAC_INVALID"
+    #: A chain ends before the head an anchored checkpoint recorded.
+    TRUNCATED = "TRUNCATED"
+    #: Several chains end before their anchored heads: an older copy was restored.
+    ROLLBACK = "ROLLBACK"
+    #: Checkpoints are missing from the anchor (broken link or heartbeat).
+    CHECKPOINT_GAP = "CHECKPOINT_GAP"
+    #: A checkpoint's signature or heads list does not verify.
+    SIGNATURE_INVALID = "SIGNATURE_INVALID"
+    #: A chain that an anchored checkpoint covers is gone.
+    CHAIN_MISSING = "CHAIN_MISSING"
+    #: A recomputed Merkle root differs from the anchored one.
+    ROOT_MISMATCH = "ROOT_MISMATCH"
+    #: Informational: records newer than the last anchored checkpoint.
+    UNANCHORED_TAIL = "UNANCHORED_TAIL"
+
+
+_INFORMATIONAL = frozenset({FindingKind.UNANCHORED_TAIL})
+
+
+@attrs.frozen(kw_only=True)
+class Finding:
+    """One thing the verifier found.
+
+    Attributes:
+        kind: What was found.
+        chain: The chain concerned, if any.
+        seq: The first position concerned, if any.
+        last_seq: The last position of a run (equal to ``seq`` for one record).
+        column: The derived column that disagrees (``COLUMN_MISMATCH``).
+        count: How many records (``UNANCHORED_TAIL``, ``ROLLBACK``).
+        detail: A value-free explanation.
+    """
+
+    kind: FindingKind
+    chain: str | None = None
+    seq: int | None = None
+    last_seq: int | None = None
+    column: str | None = None
+    count: int | None = None
+    detail: str = ""
+
+    @property
+    def informational(self) -> bool:
+        """Whether this finding is not evidence of tampering."""
+        return self.kind in _INFORMATIONAL
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the finding as JSON-ready data (``None`` fields omitted)."""
+        data: dict[str, Any] = {
+            "kind": self.kind.value,
+            "informational": self.informational,
+        }
+        for name in ("chain", "seq", "last_seq", "column", "count"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        data["detail"] = self.detail
+        return data
+
+    def __str__(self) -> str:
+        where = ""
+        if self.chain is not None:
+            where = f" chain={self.chain}"
+            if self.seq is not None:
+                rng = (
+                    self.seq
+                    if self.last_seq in (None, self.seq)
+                    else f"{self.seq}..{self.last_seq}"
+                )
+                where += f" seq={rng}"
+        if self.column:
+            where += f" column={self.column}"
+        if self.count is not None:
+            where += f" count={self.count}"
+        return f"{self.kind.value}{where}: {self.detail}"
+
+
+@attrs.frozen(kw_only=True)
+class VerificationReport:
+    """The result of :func:`verify_trail`.
+
+    Attributes:
+        source: What was verified (a path or a URL without password).
+        findings: Every finding, tampering first, informational last.
+        events: How many records were read.
+        chains: How many chains they form.
+        checkpoints: How many anchored checkpoints were read.
+        verified_through: The latest anchored checkpoint with a valid signature.
+        unanchored: How many records are newer than that checkpoint.
+    """
+
+    source: str
+    findings: tuple[Finding, ...]
+    events: int
+    chains: int
+    checkpoints: int
+    verified_through: Checkpoint | None
+    unanchored: int
+
+    @property
+    def intact(self) -> bool:
+        """Whether no finding is evidence of tampering."""
+        return not any(not f.informational for f in self.findings)
+
+    def kinds(self) -> list[str]:
+        """Return the kinds of the findings, in report order."""
+        return [f.kind.value for f in self.findings]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as JSON-ready data."""
+        vt = self.verified_through
+        return {
+            "source": self.source,
+            "intact": self.intact,
+            "events": self.events,
+            "chains": self.chains,
+            "checkpoints": self.checkpoints,
+            "verified_through": None
+            if vt is None
+            else {
+                "tree_size": vt.tree_size,
+                "time": vt.time.isoformat().replace("+00:00", "Z"),
+            },
+            "unanchored": self.unanchored,
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+class _Collector:
+    """Collects findings, merging consecutive positions of one kind and chain."""
+
+    def __init__(self) -> None:
+        self.items: list[Finding] = []
+
+    def add(
+        self,
+        kind: FindingKind,
+        chain: str | None = None,
+        seq: int | None = None,
+        **kw: Any,
+    ) -> None:
+        last = self.items[-1] if self.items else None
+        if (
+            last is not None
+            and seq is not None
+            and last.kind is kind
+            and last.chain == chain
+            and last.last_seq is not None
+            and last.last_seq + 1 == seq
+            and last.detail == kw.get("detail", "")
+            and last.column == kw.get("column")
+        ):
+            self.items[-1] = attrs.evolve(last, last_seq=seq)
+            return
+        self.items.append(
+            Finding(
+                kind=kind, chain=chain, seq=seq, last_seq=kw.pop("last_seq", seq), **kw
+            )
+        )
+
+
+def _naive_utc(value: object) -> object:
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _check_columns(
+    out: _Collector,
+    rec: StoredRecord,
+    fanout: Mapping[tuple[str, int], set[str]] | None,
+) -> None:
+    assert rec.body is not None  # noqa: S101 - checked by the caller
+    assert rec.columns is not None  # noqa: S101
+    try:
+        fields = json.loads(rec.body)
+        expected = derived_columns(fields)
+    except (ValueError, KeyError, TypeError):
+        out.add(
+            FindingKind.MODIFIED, rec.chain, rec.seq, detail="body is not a valid event"
+        )
+        return
+    for column, want in expected.items():
+        have = rec.columns.get(column)
+        if column == "ts":
+            have = _naive_utc(have)
+        if have != want:
+            out.add(
+                FindingKind.COLUMN_MISMATCH,
+                rec.chain,
+                rec.seq,
+                column=column,
+                detail="derived column differs from the body",
+            )
+    if fanout is not None:
+        refs = set(fields.get("subjects") or ())
+        if fields.get("subject_ref"):
+            refs.add(fields["subject_ref"])
+        if fanout.get((rec.chain, rec.seq), set()) != refs:
+            out.add(
+                FindingKind.COLUMN_MISMATCH,
+                rec.chain,
+                rec.seq,
+                column="subject_fanout",
+                detail="subject fan-out rows differ from the body",
+            )
+
+
+def _verify_chain(  # noqa: PLR0917 - internal, called once
+    chain: str,
+    recs: list[StoredRecord],
+    keys: AuditKeySource,
+    out: _Collector,
+    valid: dict[str, dict[int, bytes]],
+    fanout: Mapping[tuple[str, int], set[str]] | None,
+) -> int:
+    """Verify one chain; return the highest seq present."""
+    recs.sort(key=lambda r: r.seq)
+    key_ref = collections.Counter(r.key_ref for r in recs).most_common(1)[0][0]
+    try:
+        root = root_for(keys, key_ref)
+    except LookupError:
+        out.add(
+            FindingKind.MAC_INVALID,
+            chain,
+            recs[0].seq,
+            last_seq=recs[-1].seq,
+            detail="the chain's key_ref names no known audit root key",
+        )
+        return recs[-1].seq
+    key = chain_initial_key(root, chain)
+    prefix = _MAC_LABEL + chain.encode() + b"\x00" + key_ref.encode() + b"\x00"
+    hmac_digest = hmac.digest
+    cur = 1
+    expected = 1
+    sha256 = hashlib.sha256
+    digest_eq = hmac.compare_digest
+    cvalid: dict[int, bytes] = {0: ZERO_MAC}
+    prev_seq = -1
+    prev_rec: StoredRecord | None = None
+    for rec in recs:
+        _, _, seq, kref, prev, rmac, rdigest, body, columns = rec
+        if seq == prev_seq and rec[1:] == prev_rec[1:]:  # type: ignore[index]
+            continue  # an identical copy of a line, e.g. a file concatenated twice
+        prev_seq, prev_rec = seq, rec
+        if seq < 1:
+            out.add(
+                FindingKind.MAC_INVALID,
+                chain,
+                seq,
+                detail="sequence number out of range",
+            )
+            continue
+        if seq > expected:
+            out.add(
+                FindingKind.MISSING,
+                chain,
+                expected,
+                last_seq=seq - 1,
+                detail="records missing",
+            )
+        if seq >= expected:
+            expected = seq + 1
+        while cur < seq:
+            key = sha256(_EVOLVE + key).digest()
+            cur += 1
+        if body is None or rdigest is None:
+            out.add(
+                FindingKind.MODIFIED, chain, seq, detail="body missing or unreadable"
+            )
+            continue
+        h = sha256(body).digest()
+        if h != rdigest:
+            out.add(
+                FindingKind.MODIFIED,
+                chain,
+                seq,
+                detail="body does not match its digest",
+            )
+            continue
+        if rmac is None or prev is None or kref != key_ref:
+            out.add(FindingKind.MAC_INVALID, chain, seq, detail="MAC does not verify")
+            continue
+        if not digest_eq(
+            hmac_digest(key, prefix + seq.to_bytes(8, "big") + prev + h, "sha256"), rmac
+        ):
+            out.add(FindingKind.MAC_INVALID, chain, seq, detail="MAC does not verify")
+            continue
+        linked = cvalid.get(seq - 1)
+        if seq in cvalid or (linked is not None and linked != prev):
+            out.add(
+                FindingKind.MAC_INVALID,
+                chain,
+                seq,
+                detail="chain forks at this position",
+            )
+            continue
+        cvalid[seq] = rmac
+        if columns is not None:
+            _check_columns(out, rec, fanout)
+    del cvalid[0]
+    valid[chain] = cvalid
+    return expected - 1
+
+
+def _load_checkpoints(
+    anchor: CheckpointAnchor | Sequence[str],
+    verifier: CheckpointVerifier,
+    out: _Collector,
+    *,
+    heartbeat: float | None,
+    now: dt.datetime | None,
+) -> list[tuple[Checkpoint, bool]]:
+    """Return ``(checkpoint, linked_to_previous)`` for every valid checkpoint."""
+    records = anchor.records() if isinstance(anchor, CheckpointAnchor) else list(anchor)
+    result: list[tuple[Checkpoint, bool]] = []
+    prev: Checkpoint | None = None
+    for n, record in enumerate(records, 1):
+        try:
+            cp = verifier.verify(record)
+        except ValueError as exc:
+            out.add(FindingKind.SIGNATURE_INVALID, detail=f"checkpoint {n}: {exc}")
+            continue
+        linked = cp.prev == (None if prev is None else prev.note_hash)
+        if not linked:
+            out.add(
+                FindingKind.CHECKPOINT_GAP,
+                detail=f"checkpoint {n} does not link to the one before it",
+            )
+        elif prev is not None and (
+            cp.tree_size < prev.tree_size or cp.time < prev.time
+        ):
+            out.add(
+                FindingKind.CHECKPOINT_GAP,
+                detail=f"checkpoint {n} goes back in size or time",
+            )
+            linked = False
+        elif (
+            prev is not None
+            and heartbeat is not None
+            and (cp.time - prev.time).total_seconds() > heartbeat * 1.5
+        ):
+            out.add(
+                FindingKind.CHECKPOINT_GAP,
+                detail=f"no checkpoint for {int((cp.time - prev.time).total_seconds())} s before checkpoint {n}",
+            )
+        result.append((cp, linked))
+        prev = cp
+    if prev is not None and heartbeat is not None and now is not None:
+        silent = (now - prev.time).total_seconds()
+        if silent > heartbeat * 1.5:
+            out.add(
+                FindingKind.CHECKPOINT_GAP,
+                detail=f"no checkpoint for the last {int(silent)} s",
+            )
+    return result
+
+
+def _replay(
+    cps: list[tuple[Checkpoint, bool]],
+    valid: Mapping[str, Mapping[int, bytes]],
+    out: _Collector,
+) -> None:
+    """Recompute each checkpoint's Merkle root from its predecessor's range."""
+    prev: Checkpoint | None = None
+    for n, (cp, linked) in enumerate(cps, 1):
+        base = prev
+        prev = cp
+        if not linked:
+            continue
+        if base is None:
+            tree, before = MerkleAccumulator(), {}
+        else:
+            try:
+                tree = MerkleAccumulator(base.tree_size, base.subtrees)
+            except ValueError:
+                continue
+            if tree.root() != base.root:
+                continue  # the unsigned range was edited; cannot replay this step
+            before = {c: s for c, s, _ in base.heads}
+        complete = True
+        for chain, head, head_mac in cp.heads:
+            macs = valid.get(chain, {})
+            for seq in range(before.get(chain, 0) + 1, head + 1):
+                mac = macs.get(seq)
+                if mac is None:
+                    complete = False
+                    break
+                tree.append(leaf_hash(chain, seq, mac))
+            else:
+                if head and macs.get(head, head_mac) != head_mac:
+                    complete = False
+            if not complete:
+                break
+        if complete and (tree.size != cp.tree_size or tree.root() != cp.root):
+            out.add(
+                FindingKind.ROOT_MISMATCH,
+                detail=f"checkpoint {n}: recomputed Merkle root differs from the anchored root",
+            )
+
+
+def verify_trail(
+    source: TrailSource,
+    keys: AuditKeySource,
+    *,
+    checkpoints: CheckpointAnchor | Sequence[str] | None = None,
+    verifier: CheckpointVerifier | None = None,
+    heartbeat: float | None = None,
+    now: dt.datetime | None = None,
+) -> VerificationReport:
+    """Verify a stored trail.
+
+    Args:
+        source: The stored trail.
+        keys: Gives the audit root key for each ``key_ref``.
+        checkpoints: The anchor (or its records). Without it, every record is an
+            unanchored tail and truncation cannot be detected.
+        verifier: The pinned checkpoint verifier key; required with *checkpoints*.
+        heartbeat: The checkpoint interval in seconds; a silence longer than 1.5
+            intervals between checkpoints (or before *now*) is a ``CHECKPOINT_GAP``.
+        now: The time the verification runs, for the heartbeat check.
+
+    Returns:
+        The report; :attr:`VerificationReport.intact` says whether it is clean.
+
+    Raises:
+        ValueError: *checkpoints* is given without *verifier*.
+    """
+    if checkpoints is not None and verifier is None:
+        raise ValueError("verifying checkpoints needs the checkpoint verifier key")
+    out = _Collector()
+    chains: dict[str, list[StoredRecord]] = {}
+    events = 0
+    for rec in source.records():
+        events += 1
+        if isinstance(rec, Malformed):
+            out.add(FindingKind.MODIFIED, detail=f"{rec.loc}: not an audit record")
+            continue
+        chains.setdefault(rec.chain, []).append(rec)
+    fanout = source.subject_rows() if isinstance(source, SqlSource) else None
+    valid: dict[str, dict[int, bytes]] = {}
+    tops: dict[str, int] = {}
+    for chain in sorted(chains):
+        tops[chain] = _verify_chain(chain, chains[chain], keys, out, valid, fanout)
+    if fanout is not None:
+        present = {(c, r.seq) for c, rs in chains.items() for r in rs}
+        for chain, seq in sorted(set(fanout) - present):
+            out.add(
+                FindingKind.COLUMN_MISMATCH,
+                chain,
+                seq,
+                column="subject_fanout",
+                detail="fan-out rows for a record that does not exist",
+            )
+
+    cps: list[tuple[Checkpoint, bool]] = []
+    if checkpoints is not None and verifier is not None:
+        cps = _load_checkpoints(
+            checkpoints, verifier, out, heartbeat=heartbeat, now=now
+        )
+        _replay(cps, valid, out)
+    latest = cps[-1][0] if cps else None
+    anchored: dict[str, int] = {}
+    if latest is not None:
+        anchored = {c: s for c, s, _ in latest.heads}
+        _check_heads(latest, tops, out)
+    unanchored = 0
+    for chain, recs in chains.items():
+        # Each list is sorted by seq after _verify_chain.
+        unanchored += len(recs) - bisect.bisect_right(
+            recs, anchored.get(chain, 0), key=lambda r: r.seq
+        )
+    if unanchored:
+        out.add(
+            FindingKind.UNANCHORED_TAIL,
+            count=unanchored,
+            detail="records newer than the last anchored checkpoint; their tail "
+            "could be truncated undetectably",
+        )
+    findings = sorted(out.items, key=lambda f: f.informational)
+    return VerificationReport(
+        source=source.description,
+        findings=tuple(findings),
+        events=events,
+        chains=len(chains),
+        checkpoints=len(cps),
+        verified_through=latest,
+        unanchored=unanchored,
+    )
+
+
+def _check_heads(latest: Checkpoint, tops: Mapping[str, int], out: _Collector) -> None:
+    short = [(c, tops.get(c), s) for c, s, _ in latest.heads if tops.get(c, 0) < s]
+    partial = [x for x in short if x[1] is not None]
+    if partial and len(short) > 1:
+        missing = sum(s - (top or 0) for _, top, s in short)
+        out.add(
+            FindingKind.ROLLBACK,
+            count=latest.tree_size - missing,
+            detail=f"the store holds {latest.tree_size - missing} of the "
+            f"{latest.tree_size} anchored records; {len(short)} chains end early",
+        )
+        return
+    for chain, top, head in short:
+        if top is None:
+            out.add(
+                FindingKind.CHAIN_MISSING,
+                chain,
+                detail=f"an anchored chain with {head} records is gone",
+            )
+        else:
+            out.add(
+                FindingKind.TRUNCATED,
+                chain,
+                top + 1,
+                last_seq=head,
+                detail=f"chain ends at {top}; the anchored head is {head}",
+            )

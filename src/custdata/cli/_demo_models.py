@@ -1,0 +1,33 @@
+"""The demo's model: imported only when ``custdata demo`` runs."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.orm import DeclarativeBase, Mapped
+
+from ..sqlalchemy import customer_data, subject_key
+
+
+class Base(DeclarativeBase):
+    """The demo's declarative base."""
+
+
+class Customer(Base):
+    """A customer of the sample mail-order business."""
+
+    __tablename__ = "demo_customers"
+
+    id: Mapped[uuid.UUID] = subject_key()
+    name: Mapped[str] = customer_data(
+        "name", purposes=["billing", "shipping", "support"]
+    )
+    email: Mapped[str] = customer_data(
+        "contact.email",
+        purposes=["billing", "support", "marketing.email"],
+        searchable=True,
+    )
+    phone: Mapped[str] = customer_data(
+        "contact.phone", purposes=["shipping"], on_violation="mask"
+    )
+    card: Mapped[str] = customer_data("payment.card", purposes=["billing"])

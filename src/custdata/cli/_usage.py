@@ -1,0 +1,68 @@
+"""``custdata keys usage``: count stored values per key id."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from typing import Any
+
+from .._errors import CustdataError
+from ._reencrypt import add_database_arguments, load_models
+
+
+__all__ = ["register_usage", "run"]
+
+
+def register_usage(keys_commands: Any) -> None:
+    """Register ``usage`` under the ``keys`` command group."""
+    parser = keys_commands.add_parser(
+        "usage",
+        help="count stored values per key id",
+        description=(
+            "Count the stored values of every encrypted column per key id, read from "
+            "the fixed-offset key id in each envelope header (no keys needed)."
+        ),
+    )
+    add_database_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``custdata keys usage``."""
+    from sqlalchemy import create_engine  # noqa: PLC0415 - optional layer
+
+    from ..sqlalchemy import key_usage  # noqa: PLC0415
+
+    try:
+        models = load_models(args.models)
+        engine = create_engine(args.url, hide_parameters=True)
+        try:
+            usage = key_usage(engine, tables=models)
+        finally:
+            engine.dispose()
+    except CustdataError as exc:
+        print(f"custdata keys usage: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        rows = [
+            {
+                "table": u.table,
+                "column": u.column,
+                "algorithm": u.algorithm,
+                "key_id": u.key_id,
+                "count": u.count,
+            }
+            for u in usage
+        ]
+        print(json.dumps({"usage": rows}, indent=2))
+        return 0
+    for u in usage:
+        print(
+            f"{u.table}.{u.column}\talgorithm {u.algorithm}\tkey {u.key_id}\t{u.count}"
+        )
+    if not usage:
+        print("no stored values")
+    return 0

@@ -1,0 +1,84 @@
+"""SQLAlchemy integration: customer-data columns that encrypt, check purpose and audit.
+
+Declare customer-data columns with :func:`customer_data` and the data subject
+with :func:`subject_key`; from then on every write is encrypted, every read is
+authorized once per statement through :meth:`custdata.Custodian.authorize` and
+recorded, and equality search goes through a blind index. Importing this module
+installs the statement hooks on every engine and session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from ._check import check_models as check_models
+from ._declare import BLIND_INDEX_SUFFIX as BLIND_INDEX_SUFFIX
+from ._declare import CustomerDataInfo as CustomerDataInfo
+from ._declare import customer_data as customer_data
+from ._declare import subject_key as subject_key
+from ._declare import uuid7 as uuid7
+from ._jobs import KeyUsage as KeyUsage
+from ._jobs import MigrationReport as MigrationReport
+from ._jobs import ReencryptReport as ReencryptReport
+from ._jobs import encrypt_plaintext_columns as encrypt_plaintext_columns
+from ._jobs import key_usage as key_usage
+from ._jobs import reencrypt as reencrypt
+from ._keystore import SqlSubjectKeyStore as SqlSubjectKeyStore
+from ._keystore import shred_subject as shred_subject
+from ._runtime import MASK_TEXT as MASK_TEXT
+from ._runtime import install as install
+from ._runtime import validate_models as validate_models
+from ._types import EncryptedBoolean as EncryptedBoolean
+from ._types import EncryptedBytes as EncryptedBytes
+from ._types import EncryptedDate as EncryptedDate
+from ._types import EncryptedDateTime as EncryptedDateTime
+from ._types import EncryptedDecimal as EncryptedDecimal
+from ._types import EncryptedEnum as EncryptedEnum
+from ._types import EncryptedInteger as EncryptedInteger
+from ._types import EncryptedJSON as EncryptedJSON
+from ._types import EncryptedString as EncryptedString
+from ._types import EncryptedTime as EncryptedTime
+from ._types import EncryptedType as EncryptedType
+from ._types import EncryptedUUID as EncryptedUUID
+from ._types import bind_subject as bind_subject
+
+
+__all__ = [
+    "BLIND_INDEX_SUFFIX",
+    "CustomerDataInfo",
+    "EncryptedBoolean",
+    "EncryptedBytes",
+    "EncryptedDate",
+    "EncryptedDateTime",
+    "EncryptedDecimal",
+    "EncryptedEnum",
+    "EncryptedInteger",
+    "EncryptedJSON",
+    "EncryptedString",
+    "EncryptedTime",
+    "EncryptedType",
+    "EncryptedUUID",
+    "KeyUsage",
+    "MASK_TEXT",
+    "MigrationReport",
+    "ReencryptReport",
+    "SqlSubjectKeyStore",
+    "bind_subject",
+    "check_models",
+    "customer_data",
+    "encrypt_plaintext_columns",
+    "install",
+    "key_usage",
+    "reencrypt",
+    "shred_subject",
+    "subject_key",
+    "uuid7",
+    "validate_models",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) or callable(_obj):
+        with contextlib.suppress(AttributeError, TypeError):
+            _obj.__module__ = __name__
+del _name, _obj

@@ -1,0 +1,229 @@
+"""Per-subject data keys in a SQL table, and crypto-shredding through the ORM."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    LargeBinary,
+    MetaData,
+    Table,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from custdata._errors import ConfigurationError
+from custdata.crypto import SubjectKeyRecord
+
+from ._binding import SUBJECT_INFO_KEY
+
+
+__all__ = ["SqlSubjectKeyStore", "shred_subject"]
+
+_DEFAULT_TABLE = "custdata_subject_keys"
+
+
+def _subject_type() -> Any:
+    return LargeBinary().with_variant(mysql.VARBINARY(255), "mysql", "mariadb")
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value
+
+
+class SqlSubjectKeyStore:
+    """A :class:`custdata.crypto.SubjectKeyStore` in a SQL table.
+
+    Each row holds one subject's wrapped data key (never a plain key) or, after
+    shredding, its tombstone. :meth:`add` is atomic through the primary key, so
+    several processes racing for a new subject end up with one key.
+
+    The table (``custdata_subject_keys`` by default) is created by
+    :meth:`create_table` or by your migrations (it is in :attr:`metadata`).
+
+    Args:
+        engine: The engine the store uses, on its own connections.
+        table_name: The table's name.
+        metadata: The ``MetaData`` to define the table in (a new one by default),
+            so Alembic can see it when you pass your models' metadata.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        table_name: str = _DEFAULT_TABLE,
+        metadata: MetaData | None = None,
+    ) -> None:
+        self._engine = engine
+        self.metadata = metadata if metadata is not None else MetaData()
+        existing = self.metadata.tables.get(table_name)
+        self.table: Table = (
+            existing
+            if existing is not None
+            else Table(
+                table_name,
+                self.metadata,
+                Column("subject", _subject_type(), primary_key=True),
+                Column("key_id", BigInteger, nullable=False),
+                Column("wrapped_key", LargeBinary, nullable=True),
+                Column("wrapping_key_id", BigInteger, nullable=True),
+                Column("created_at", DateTime(timezone=True), nullable=False),
+                Column("destroyed_at", DateTime(timezone=True), nullable=True),
+            )
+        )
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<SqlSubjectKeyStore table={self.table.name!r}>"
+
+    def create_table(self) -> None:
+        """Create the table if it does not exist."""
+        self.table.create(self._engine, checkfirst=True)
+
+    def _record(self, row: Any) -> SubjectKeyRecord:
+        return SubjectKeyRecord(
+            subject=bytes(row.subject),
+            key_id=int(row.key_id),
+            wrapped_key=None if row.wrapped_key is None else bytes(row.wrapped_key),
+            wrapping_key_id=None
+            if row.wrapping_key_id is None
+            else int(row.wrapping_key_id),
+            created_at=_aware(row.created_at),  # type: ignore[arg-type]
+            destroyed_at=_aware(row.destroyed_at),
+        )
+
+    @staticmethod
+    def _values(record: SubjectKeyRecord) -> dict[str, Any]:
+        return {
+            "subject": record.subject,
+            "key_id": record.key_id,
+            "wrapped_key": record.wrapped_key,
+            "wrapping_key_id": record.wrapping_key_id,
+            "created_at": record.created_at,
+            "destroyed_at": record.destroyed_at,
+        }
+
+    def get(self, subject: bytes) -> SubjectKeyRecord | None:
+        """Return the record of *subject* (live or tombstone), or ``None``."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(self.table).where(self.table.c.subject == subject)
+            ).first()
+        return None if row is None else self._record(row)
+
+    def add(self, record: SubjectKeyRecord) -> SubjectKeyRecord:
+        """Insert *record* unless its subject has one; return the stored record."""
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(self.table).values(**self._values(record)))
+        except IntegrityError:
+            existing = self.get(record.subject)
+            if existing is None:  # pragma: no cover - deleted in between
+                raise
+            return existing
+        return record
+
+    def put(self, record: SubjectKeyRecord) -> None:
+        """Insert or replace the record of ``record.subject``."""
+        values = self._values(record)
+        with self._lock, self._engine.begin() as conn:
+            done = conn.execute(
+                update(self.table)
+                .where(self.table.c.subject == record.subject)
+                .values(**values)
+            )
+            if done.rowcount == 0:
+                conn.execute(insert(self.table).values(**values))
+
+    def records(self) -> Iterator[SubjectKeyRecord]:
+        """Iterate over every record, live and tombstone."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(self.table).order_by(self.table.c.subject)).all()
+        for row in rows:
+            yield self._record(row)
+
+    def delete_all(self) -> None:
+        """Delete every record (for tests and teardown)."""
+        with self._engine.begin() as conn:
+            conn.execute(delete(self.table))
+
+
+def _subject_tables(metadata: MetaData | None) -> list[Table]:
+    from ._runtime import known_tables  # noqa: PLC0415
+
+    tables = list(metadata.tables.values()) if metadata is not None else known_tables()
+    return [t for t in tables if any(c.info.get(SUBJECT_INFO_KEY) for c in t.columns)]
+
+
+def shred_subject(
+    custodian: Any,
+    subject_id: object,
+    *,
+    session_or_engine: Session | Engine,
+    metadata: MetaData | None = None,
+    now: dt.datetime | None = None,
+) -> int:
+    """Crypto-shred one data subject.
+
+    Destroys the subject's data key in the custodian's subject key store, so
+    every value stored under ``key_scope="subject"`` for the subject becomes
+    unreadable (:class:`custdata.KeyDestroyedError`), and clears the subject's
+    blind-index entries in every table with a subject column, so they can no
+    longer be linked to a search.
+
+    :meth:`custdata.Custodian.shred` delegates here.
+
+    Args:
+        custodian: The custodian whose keyring and subject key store to use.
+        subject_id: The subject's id, as stored in its ``subject_key`` column.
+        session_or_engine: Where to clear the blind-index entries. A session
+            is used in its current transaction (commit it yourself); an engine
+            runs its own transaction.
+        metadata: The tables to clear; by default every table custdata knows.
+        now: When the key was destroyed (aware); defaults to now.
+
+    Returns:
+        How many rows had blind-index entries cleared.
+
+    Raises:
+        ConfigurationError: If the custodian has no subject key store.
+    """
+    store = custodian.subject_keys
+    if store is None:
+        raise ConfigurationError("shred_subject needs a custodian with subject_keys")
+    custodian.keyring.shred_subject(subject_id, store, now=now)
+    statements = []
+    for table in _subject_tables(metadata):
+        subject_col = next(c for c in table.columns if c.info.get(SUBJECT_INFO_KEY))
+        companions = [c for c in table.columns if c.info.get("custdata_blind_index_of")]
+        if companions:
+            statements.append(
+                update(table)
+                .where(subject_col == subject_id)
+                .values(**dict.fromkeys((c.key for c in companions), None))
+            )
+    cleared = 0
+    if isinstance(session_or_engine, Session):
+        for stmt in statements:
+            cleared += session_or_engine.execute(stmt).rowcount  # type: ignore[attr-defined]
+    else:
+        with session_or_engine.begin() as conn:
+            for stmt in statements:
+                cleared += conn.execute(stmt).rowcount
+    return cleared

@@ -1,0 +1,812 @@
+"""The statement hooks: where writes get their subject and reads their authorization.
+
+Three SQLAlchemy events, installed once for every engine and session when
+:mod:`custdata.sqlalchemy` is imported:
+
+``Engine.before_execute``
+    For an ``INSERT`` or ``UPDATE`` on a table with encrypted columns: pairs
+    each subject-bound value with the row's subject id and computes the blind
+    index of each searchable value into its companion column.
+
+``Session.do_orm_execute``
+    For ORM ``SELECT``: leaves out (defers) the encrypted attributes of loaded
+    entities that the access context may not read, so an entity load succeeds
+    and touching such an attribute later raises, through its own audited load.
+    For ORM bulk ``update()``/``delete()``: authorizes the action.
+
+``Engine.before_cursor_execute``
+    For every statement that fetches encrypted columns (Core or ORM, entity,
+    column, relationship or ``get``): one :meth:`custdata.Custodian.authorize`
+    call for the whole statement, before anything is fetched. A denied read
+    raises there, so nothing is decrypted; an allowed read records grants that
+    let the result processors decrypt (or mask) the values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import typing
+import weakref
+
+from base64 import b64encode
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Table, event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Mapper, ORMExecuteState, Session, defer
+from sqlalchemy.sql import Insert, Select, Update, operators
+from sqlalchemy.sql.elements import (
+    BinaryExpression,
+    BindParameter,
+    Label,
+    UnaryExpression,
+)
+
+from custdata._context import _custodian, _default_custodian, current_access
+from custdata._decision import Action
+from custdata._errors import ConfigurationError, UnsupportedOperationError
+from custdata._policy import FieldPolicy
+
+from ._binding import INFO_KEY, FieldBinding, subject_value
+from ._declare import KNOWN_TABLES, CustomerDataInfo, _Inferred, settle_table, uuid7
+from ._types import _GRANTS, TYPE_FOR, EncryptedType, _Bound, _Sealed
+
+
+__all__ = [
+    "MASK_TEXT",
+    "install",
+    "known_tables",
+    "table_fields",
+    "validate_mapper",
+    "validate_models",
+]
+
+#: What a field revealed only as a mask reads as. It is the same for every
+#: value, because a denied value is never decrypted, not even to mask it.
+MASK_TEXT = "***"
+
+_lock = threading.Lock()
+
+
+def _current_custodian() -> Any:
+    return _custodian.get() or _default_custodian[0]
+
+
+# -- per-table facts -----------------------------------------------------------------
+
+
+class _TableFacts:
+    """What the hooks need to know about one table (cached)."""
+
+    __slots__ = (
+        "encrypted",
+        "name",
+        "sealing",
+        "searchable",
+        "subject_col",
+        "subject_default",
+    )
+
+    def __init__(self, table: Table) -> None:
+        settle_table(table)
+        self.name = table.name
+        self.encrypted: list[tuple[str, FieldBinding]] = []
+        self.searchable: list[tuple[str, str, FieldBinding]] = []
+        self.sealing: list[tuple[str, FieldBinding, bool]] = []
+        self.subject_col: Any = None
+        self.subject_default = False
+        for col in table.columns:
+            if col.info.get("custdata_subject"):
+                self.subject_col = col
+                self.subject_default = bool(col.info.get("custdata_uuid7"))
+            if isinstance(col.type, EncryptedType):
+                b = col.type._binding  # noqa: SLF001
+                self.encrypted.append((col.key, b))
+                self.sealing.append((col.key, b, col.type.storage == "text"))
+                if b.companion_key is not None:
+                    self.searchable.append((col.key, b.companion_key, b))
+
+    @property
+    def subject_bound(self) -> list[tuple[str, FieldBinding]]:
+        return [(k, b) for k, b in self.encrypted if b.subject_key is not None]
+
+
+_TABLES: weakref.WeakKeyDictionary[Table, _TableFacts] = weakref.WeakKeyDictionary()
+
+
+def _facts(table: Any) -> _TableFacts | None:
+    if not isinstance(table, Table):
+        return None
+    facts = _TABLES.get(table)
+    if facts is None:
+        facts = _TableFacts(table)
+        _TABLES[table] = facts
+    return facts if facts.encrypted or facts.subject_col is not None else None
+
+
+def table_fields(table: Table) -> dict[str, FieldPolicy | None]:
+    """Return the encrypted columns of *table* with their field policies."""
+    facts = _facts(table)
+    if facts is None:
+        return {}
+    return {b.column or k: b.field for k, b in facts.encrypted}
+
+
+# -- writes: subject binding and blind indexes -------------------------------------------
+
+
+def _prepare_row(
+    row: Mapping[str, Any],
+    facts: _TableFacts,
+    custodian: Any,
+    extra_subject: object,
+    indexes: dict[str, Any],
+    *,
+    in_place: bool = False,
+) -> Mapping[str, Any]:
+    """Encrypt a parameter set's customer values with their subject (internal).
+
+    Values are encrypted here, once per statement's cipher lookup, and handed to
+    the type's bind processor sealed; blind indexes go into companion columns.
+    """
+    out: Any = row if in_place else dict(row)
+    subject_col = facts.subject_col
+    subject: object = None
+    if subject_col is not None:
+        subject = row.get(subject_col.key)
+        if subject is None:
+            subject = row.get(subject_col._label, extra_subject)  # noqa: SLF001
+    for key, companion, b in facts.searchable:
+        if key not in row:
+            continue
+        value = row[key]
+        if value.__class__ is _Bound:
+            value = value.value
+        if value is None:
+            out[companion] = None
+            continue
+        bidx = indexes.get(companion)
+        if bidx is None:
+            bidx = indexes[companion] = b.blind_index(custodian)
+        out[companion] = bidx.compute(value)
+    sealers = indexes.get("\x00sealers")
+    if sealers is None:
+        sealers = indexes["\x00sealers"] = [
+            (key, b.cipher(custodian).encrypt, b.subject_key is not None, text, b)
+            for key, b, text in facts.sealing
+        ]
+    canonical: object = None
+    for key, encrypt, bound, text, b in sealers:
+        value = row.get(key)
+        if value is None or value.__class__ is _Sealed:
+            continue
+        if value.__class__ is _Bound:
+            own = value.subject
+            value = value.value
+            if value is None:
+                continue
+            blob = (
+                encrypt(value, subject=subject_value(own, b.subject_kind))
+                if bound
+                else encrypt(value)
+            )
+        elif not bound:
+            blob = encrypt(value)
+        else:
+            if canonical is None:
+                if subject is None:
+                    raise ConfigurationError(
+                        f"{b.where}: the row's subject id is missing; include {b.subject_key!r} "
+                        "in the statement or use bind_subject()"
+                    )
+                canonical = subject_value(subject, b.subject_kind)
+            blob = encrypt(value, subject=canonical)
+        out[key] = _Sealed(b64encode(blob).decode("ascii") if text else blob)
+    result: Mapping[str, Any] = out
+    return result
+
+
+def _where_subject(statement: Any, subject_col: Any) -> object:
+    """The subject id pinned by ``WHERE subject_col = <literal>``, if any."""
+    where = getattr(statement, "whereclause", None)
+    if where is None:
+        return None
+    stack = [where]
+    while stack:
+        clause = stack.pop()
+        if isinstance(clause, BinaryExpression) and clause.operator is operators.eq:
+            left, right = clause.left, clause.right
+            if (
+                isinstance(right, BindParameter)
+                and getattr(left, "key", None) == subject_col.key
+                and getattr(left, "table", None) is subject_col.table
+            ):
+                return right.effective_value
+        stack.extend(getattr(clause, "clauses", ()))
+    return None
+
+
+@event.listens_for(Engine, "before_execute", retval=True)
+def _before_execute(
+    conn: Connection,
+    clauseelement: Any,
+    multiparams: Sequence[Mapping[str, Any]],
+    params: Mapping[str, Any],
+    execution_options: Mapping[str, Any],
+) -> tuple[Any, Sequence[Mapping[str, Any]], Mapping[str, Any]]:
+    if not isinstance(clauseelement, (Insert, Update)):
+        return clauseelement, multiparams, params
+    facts = _facts(clauseelement.table)
+    if facts is None or not facts.encrypted:
+        return clauseelement, multiparams, params
+    custodian = _current_custodian()
+    indexes: dict[str, Any] = {}
+    subject_col = facts.subject_col
+    extra_subject: object = None
+    if subject_col is not None and isinstance(clauseelement, Update):
+        extra_subject = _where_subject(clauseelement, subject_col)
+    values = getattr(clauseelement, "_values", None)
+    if values and clauseelement._propagate_attrs.get("compile_state_plugin") != "orm":  # noqa: SLF001
+        clauseelement = _prepare_embedded(
+            clauseelement, values, facts, custodian, extra_subject, indexes
+        )
+    is_insert = isinstance(clauseelement, Insert)
+    # The ORM's flush hands over parameter sets it built for this call alone
+    # (and marks the call with its mapper's compiled cache): no need to copy.
+    in_place = execution_options.get("compiled_cache") is not None
+    inject = is_insert and subject_col is not None and facts.subject_default
+    if multiparams:
+        rows = []
+        for given in multiparams:
+            row = given
+            if inject and row.get(subject_col.key) is None:
+                row = {**row, subject_col.key: uuid7()}
+            rows.append(
+                _prepare_row(
+                    row, facts, custodian, extra_subject, indexes, in_place=in_place
+                )
+            )
+        return clauseelement, rows, params
+    if params:
+        row = params
+        if inject and row.get(subject_col.key) is None and not values:
+            row = {**row, subject_col.key: uuid7()}
+        return (
+            clauseelement,
+            multiparams,
+            _prepare_row(row, facts, custodian, extra_subject, indexes),
+        )
+    if inject and not values:
+        return clauseelement, multiparams, {subject_col.key: uuid7()}
+    return clauseelement, multiparams, params
+
+
+def _prepare_embedded(  # noqa: PLR0917
+    statement: Any,
+    values: Mapping[Any, Any],
+    facts: _TableFacts,
+    custodian: Any,
+    extra_subject: object,
+    indexes: dict[str, Any],
+) -> Any:
+    row: dict[str, Any] = {}
+    for col, value in values.items():
+        key = getattr(col, "key", col)
+        if isinstance(value, BindParameter):
+            row[key] = value.effective_value
+        else:
+            return statement  # a SQL expression: leave it to the type layer
+    if facts.subject_col is not None and isinstance(statement, Insert):
+        key = facts.subject_col.key
+        if row.get(key) is None and facts.subject_default:
+            row[key] = uuid7()
+    prepared = _prepare_row(row, facts, custodian, extra_subject, indexes)
+    return statement.values(**prepared)
+
+
+# -- reads: one authorization per statement -----------------------------------------------
+
+
+class _Plan:
+    """The encrypted columns a compiled statement fetches (cached per compiled)."""
+
+    __slots__ = ("bindings", "entity", "fields", "names")
+
+    def __init__(self, bindings: list[FieldBinding]) -> None:
+        self.bindings = bindings
+        tables = sorted({b.table or "?" for b in bindings})
+        single = len(tables) == 1
+        self.entity = tables[0] if single else ", ".join(tables)
+        self.names = [(b.column or "?") if single else b.where for b in bindings]
+        self.fields: dict[str, FieldPolicy | None] = dict(
+            zip(self.names, (b.field for b in bindings), strict=True)
+        )
+
+
+_NO_PLAN = _Plan([])
+_PLANS: weakref.WeakKeyDictionary[Any, _Plan] = weakref.WeakKeyDictionary()
+
+
+def _is_encrypted(expr: Any) -> bool:
+    while isinstance(expr, (Label, UnaryExpression)):
+        expr = expr.element
+    return isinstance(getattr(expr, "type", None), EncryptedType)
+
+
+def _plan_for(compiled: Any) -> _Plan:
+    plan = _PLANS.get(compiled)
+    if plan is not None:
+        return plan
+    statement = getattr(compiled, "statement", None)
+    if isinstance(statement, Select):
+        for clause in (*statement._order_by_clauses, *statement._group_by_clauses):  # noqa: SLF001
+            if _is_encrypted(clause):
+                raise UnsupportedOperationError(
+                    "ordering or grouping by an encrypted column cannot work on ciphertext"
+                )
+    seen: dict[FieldBinding, None] = {}
+    for entry in getattr(compiled, "_result_columns", ()) or ():
+        type_ = entry[3]
+        if isinstance(type_, EncryptedType):
+            seen[type_._binding] = None  # noqa: SLF001
+    plan = _Plan(list(seen)) if seen else _NO_PLAN
+    with contextlib.suppress(TypeError):  # not weak-referenceable: no cache
+        _PLANS[compiled] = plan
+    return plan
+
+
+def authorize_read(
+    bindings: Sequence[FieldBinding],
+    plan: _Plan | None = None,
+    *,
+    subjects: Sequence[object] = (),
+) -> None:
+    """Authorize reading *bindings* now and record the grants (internal).
+
+    Raises:
+        AccessDeniedError: If the access context may not read them.
+    """
+    custodian = _current_custodian()
+    if custodian is None:
+        raise ConfigurationError(
+            "no custodian is current: call custodian.make_current() or use custodian.activate()"
+        )
+    plan = plan or _Plan(list(bindings))
+    decision = custodian.authorize(
+        action=Action.READ, entity=plan.entity, fields=plan.fields, subjects=subjects
+    )
+    grants = _GRANTS.get()
+    if grants is None:
+        grants = {}
+        _GRANTS.set(grants)
+    masked = decision.denied_fields
+    for name, b in zip(plan.names, plan.bindings, strict=True):
+        if masked and name in masked:
+            grants[b] = MASK_TEXT
+        else:
+            grants[b] = b.cipher(custodian)
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _before_cursor_execute(  # noqa: PLR0917
+    conn: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: Any,
+    executemany: bool,
+) -> None:
+    compiled = getattr(context, "compiled", None)
+    if compiled is None:
+        return
+    plan = _plan_for(compiled)
+    if not plan.bindings:
+        return
+    subjects = context.execution_options.get("custdata_subjects", ())
+    authorize_read(plan.bindings, plan, subjects=subjects)
+
+
+# -- ORM: entity loads, bulk update/delete, validation -----------------------------------
+
+
+class _MapperFacts:
+    __slots__ = ("fields", "validated")
+
+    def __init__(self, mapper: Mapper[Any]) -> None:
+        self.fields: list[tuple[str, FieldPolicy]] = []
+        for prop in mapper.column_attrs:
+            for col in prop.columns:
+                info = col.info.get(INFO_KEY)
+                if isinstance(info, CustomerDataInfo):
+                    self.fields.append((prop.key, info.field))
+        self.validated: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+_MAPPERS: weakref.WeakKeyDictionary[Mapper[Any], _MapperFacts] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _mapper_facts(mapper: Mapper[Any]) -> _MapperFacts:
+    facts = _MAPPERS.get(mapper)
+    if facts is None:
+        facts = _MapperFacts(mapper)
+        _MAPPERS[mapper] = facts
+    return facts
+
+
+def validate_mapper(mapper: Mapper[Any], policy: Any) -> None:
+    """Check a mapped class's customer-data fields against *policy*.
+
+    Raises:
+        ConfigurationError: On an unknown category, purpose or retention rule.
+    """
+    facts = _mapper_facts(mapper)
+    if policy in facts.validated:
+        return
+    table = getattr(mapper.local_table, "name", mapper.class_.__name__)
+    for key, field in facts.fields:
+        policy.validate_field(field, where=f"{table}.{key}")
+    facts.validated.add(policy)
+
+
+def _annotation(klass: type[Any], key: str) -> Any:
+    import sys  # noqa: PLC0415
+
+    for base in klass.__mro__:
+        ann = base.__dict__.get("__annotations__", {}).get(key)  # noqa: RUF063
+        if ann is None:
+            continue
+        if not isinstance(ann, str):
+            return ann
+        module = sys.modules.get(base.__module__)
+        namespace = dict(vars(module)) if module is not None else {}
+        try:
+            return eval(ann, namespace, dict(vars(base)))  # noqa: S307 - the class's own annotation
+        except Exception:  # noqa: BLE001 - unresolvable names: fall through
+            return _annotation_text(ann)
+    return None
+
+
+def _annotation_text(ann: str) -> Any:
+    import datetime as dt  # noqa: PLC0415
+    import decimal  # noqa: PLC0415
+    import uuid  # noqa: PLC0415
+
+    inner = ann.strip()
+    if inner.startswith("Mapped[") and inner.endswith("]"):
+        inner = inner[len("Mapped[") : -1]
+    first = inner.split("|")[0].strip()
+    if first.startswith("Optional[") and first.endswith("]"):
+        first = first[len("Optional[") : -1]
+    names: dict[str, type[Any]] = {
+        "str": str,
+        "bytes": bytes,
+        "int": int,
+        "bool": bool,
+        "float": float,
+        "Decimal": decimal.Decimal,
+        "decimal.Decimal": decimal.Decimal,
+        "date": dt.date,
+        "dt.date": dt.date,
+        "datetime.date": dt.date,
+        "datetime": dt.datetime,
+        "dt.datetime": dt.datetime,
+        "datetime.datetime": dt.datetime,
+        "time": dt.time,
+        "dt.time": dt.time,
+        "datetime.time": dt.time,
+        "UUID": uuid.UUID,
+        "uuid.UUID": uuid.UUID,
+    }
+    return names.get(first)
+
+
+def _resolve_python_types(mapper: Mapper[Any]) -> None:
+    for prop in mapper.column_attrs:
+        for col in prop.columns:
+            if not isinstance(col.type, _Inferred):
+                continue
+            py = _mapped_inner(_annotation(mapper.class_, prop.key))
+            if py is not None:
+                col.type._binding.python_type = py  # noqa: SLF001
+
+
+def _mapped_inner(annotation: Any) -> type[Any] | None:
+    if annotation is None:
+        return None
+    if (
+        isinstance(annotation, type)
+        and typing.get_origin(annotation) is None
+        and not typing.get_args(annotation)
+    ):
+        return annotation if annotation in TYPE_FOR else None
+    args = typing.get_args(annotation)
+    inner = args[0] if args else annotation
+    options = [a for a in typing.get_args(inner) if a is not type(None)] or [inner]
+    py = options[0]
+    origin = typing.get_origin(py)
+    if origin is not None:
+        py = origin
+    if isinstance(py, type):
+        if py in TYPE_FOR or issubclass(py, __import__("enum").Enum):
+            return py
+        if issubclass(py, (dict, list)):
+            return dict
+    return None
+
+
+@event.listens_for(Mapper, "mapper_configured")
+def _on_mapper_configured(mapper: Mapper[Any], class_: type[Any]) -> None:
+    facts = _mapper_facts(mapper)
+    if not facts.fields and not any(
+        isinstance(c.type, EncryptedType) for c in mapper.local_table.columns
+    ):
+        return
+    _resolve_python_types(mapper)
+    for table in mapper.tables:
+        if isinstance(table, Table):
+            settle_table(table)
+    custodian = _current_custodian()
+    if custodian is not None:
+        validate_mapper(mapper, custodian.policy)
+    else:
+        from custdata._taxonomy import Taxonomy  # noqa: PLC0415
+
+        taxonomy = Taxonomy.default()
+        for key, field in facts.fields:
+            if field.category not in taxonomy:
+                raise ConfigurationError(
+                    f"unknown category {field.category!r}",
+                    key_path=f"{mapper.local_table.name}.{key}",  # type: ignore[attr-defined]
+                )
+
+
+def _context_ok(policy: Any) -> bool:
+    ctx = current_access()
+    if ctx.actor is None or ctx.purpose is None or ctx.role is None:
+        return False
+    return ctx.purpose in policy.purposes and bool(
+        policy.may_claim(ctx.role, ctx.purpose)
+    )
+
+
+def _withheld(policy: Any, field: FieldPolicy, context_ok: bool) -> bool:
+    """Whether an entity load should leave *field* unloaded."""
+    if not context_ok:
+        return True
+    if field.on_violation == "mask":
+        return False
+    purpose = current_access().purpose
+    return not policy.permits(field, purpose)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _do_orm_execute(state: ORMExecuteState) -> None:
+    if state.is_select:
+        _orm_select(state)
+    elif state.is_update or state.is_delete:
+        _orm_bulk(state)
+
+
+_WITHHELD_CACHE: dict[tuple[Any, ...], frozenset[str]] = {}
+
+
+def _withheld_keys(
+    mapper: Mapper[Any], facts: _MapperFacts, custodian: Any
+) -> frozenset[str]:
+    """The customer-data attributes of *mapper* an entity load leaves unloaded (cached)."""
+    policy = custodian.policy
+    ctx = current_access()
+    cache_key = (mapper, id(policy), ctx.actor is None, ctx.role, ctx.purpose)
+    keys = _WITHHELD_CACHE.get(cache_key)
+    if keys is None:
+        validate_mapper(mapper, policy)
+        context_ok = _context_ok(policy)
+        keys = frozenset(
+            key for key, field in facts.fields if _withheld(policy, field, context_ok)
+        )
+        if len(_WITHHELD_CACHE) > 4096:  # noqa: PLR2004 - a bound, not a tuning knob
+            _WITHHELD_CACHE.clear()
+        _WITHHELD_CACHE[cache_key] = keys
+    return keys
+
+
+def _statement_mappers(state: ORMExecuteState) -> list[Mapper[Any]]:
+    """The mappers at the top level of a select, cheaply (no column descriptions)."""
+    raw = getattr(state.statement, "_raw_columns", None)
+    if raw is None:
+        return list(state.all_mappers)
+    mappers: list[Mapper[Any]] = []
+    for element in raw:
+        entity = element._annotations.get("parententity")  # noqa: SLF001
+        mapper = getattr(entity, "mapper", None)
+        if mapper is not None and mapper not in mappers:
+            mappers.append(mapper)
+    return mappers
+
+
+def _known_subject(state: ORMExecuteState) -> None:
+    """Name the subject in the audit record when the load is for one object."""
+    source = state.lazy_loaded_from
+    if source is None:
+        source = getattr(state.load_options, "_refresh_state", None)
+    if source is None:
+        return
+    facts = _facts(source.mapper.local_table)
+    if facts is None or facts.subject_col is None:
+        return
+    prop = source.mapper.get_property_by_column(facts.subject_col)
+    subject = source.dict.get(prop.key)
+    if subject is not None:
+        state.update_execution_options(custdata_subjects=(subject,))
+
+
+def _orm_select(state: ORMExecuteState) -> None:
+    mappers = _statement_mappers(state)
+    if not mappers:
+        return
+    if state.is_relationship_load or state.is_column_load:
+        _known_subject(state)
+    custodian: Any = None
+    plan: list[tuple[Mapper[Any], frozenset[str]]] = []
+    for mapper in mappers:
+        facts = _mapper_facts(mapper)
+        if not facts.fields:
+            continue
+        if custodian is None:
+            custodian = _current_custodian()
+            if custodian is None:
+                raise ConfigurationError(
+                    "no custodian is current: call custodian.make_current() or use custodian.activate()"
+                )
+        keys = _withheld_keys(mapper, facts, custodian)
+        if keys:
+            plan.append((mapper, keys))
+    if not plan:
+        return
+    requested: frozenset[str] = frozenset()
+    compile_options = getattr(state.statement, "_compile_options", None)
+    if state.is_column_load:
+        requested = getattr(compile_options, "_only_load_props", None) or frozenset()
+    if requested:
+        mapper, keys = plan[0]
+        encrypted = {key for key, _ in _mapper_facts(mapper).fields}
+        if requested <= encrypted:
+            # Only customer-data attributes are left to load: one of them was
+            # touched, so its load is authorized (and raises if denied)
+            # instead of leaving it silently unloaded.
+            return
+        if hasattr(compile_options, "_only_load_props"):
+            # A refresh names the attributes to load: withhold ours from the list.
+            stmt: Any = state.statement
+            stmt = stmt._generate()  # noqa: SLF001
+            stmt._compile_options += {"_only_load_props": frozenset(requested - keys)}  # noqa: SLF001
+            state.statement = stmt
+            return
+    if state.is_relationship_load:
+        mapper, keys = plan[0]
+        state.statement = state.statement.options(*_relative(state, mapper, set(keys)))
+        return
+    withheld = dict(plan)
+    options: list[Any] = []
+    from sqlalchemy import inspect  # noqa: PLC0415
+
+    statement: Any = state.statement
+    for desc in statement.column_descriptions:
+        entity = desc.get("entity")
+        if entity is None or desc.get("expr") is not entity:
+            continue
+        insp: Any = inspect(entity)
+        found = withheld.get(getattr(insp, "mapper", insp))
+        options.extend(defer(getattr(entity, key)) for key in sorted(found or ()))
+    if options:
+        state.statement = state.statement.options(*options)
+
+
+def _relative(state: ORMExecuteState, mapper: Mapper[Any], keys: set[str]) -> list[Any]:
+    """``defaultload(A.rel)...defer(B.x)`` along the path of a relationship load."""
+    from sqlalchemy.orm import defaultload  # noqa: PLC0415
+
+    path = state.loader_strategy_path
+    elements: list[Any] = list(path.path) if path is not None else []
+    opt: Any = None
+    for i in range(0, len(elements) - 1, 2):
+        owner, prop = elements[i], elements[i + 1]
+        attr = getattr(owner.class_, prop.key)
+        opt = defaultload(attr) if opt is None else opt.defaultload(attr)
+    out = []
+    for key in sorted(keys):
+        attr = getattr(mapper.class_, key)
+        out.append(defer(attr) if opt is None else opt.defer(attr))
+    return out
+
+
+def _orm_bulk(state: ORMExecuteState) -> None:
+    mapper = state.bind_mapper
+    if mapper is None:
+        return
+    facts = _mapper_facts(mapper)
+    table_facts = _facts(mapper.local_table)
+    if not facts.fields and table_facts is None:
+        return
+    custodian = _current_custodian()
+    if custodian is None:
+        raise ConfigurationError("no custodian is current")
+    statement: Any = state.statement
+    if state.is_delete:
+        fields = dict(facts.fields)
+        action = Action.DELETE
+    else:
+        set_keys = {
+            getattr(k, "key", k) for k in (getattr(statement, "_values", None) or {})
+        }
+        fields = {k: f for k, f in facts.fields if k in set_keys}
+        action = Action.UPDATE
+        if table_facts is not None and set_keys:
+            special = {
+                k
+                for k, b in table_facts.encrypted
+                if b.subject_key is not None or b.companion_key is not None
+            }
+            if special & set_keys:
+                raise UnsupportedOperationError(
+                    f"{mapper.local_table.name}: a bulk update() cannot set subject-bound or "  # type: ignore[attr-defined]
+                    "searchable encrypted columns; load the objects and assign, or pass "
+                    "per-row parameters"
+                )
+    custodian.authorize(action=action, entity=mapper.local_table.name, fields=fields)  # type: ignore[attr-defined]
+
+
+def known_tables() -> list[Table]:
+    """Return every table with an encrypted or subject column (internal)."""
+    return sorted(KNOWN_TABLES, key=lambda t: t.fullname)
+
+
+def validate_models(base: Any, policy: Any) -> None:
+    """Validate every customer-data field of a declarative base against *policy*.
+
+    Mappers also validate themselves when they configure (against the current
+    custodian's policy, if one is current then) and before their first query.
+
+    Raises:
+        ConfigurationError: On an unknown category, purpose or retention rule.
+    """
+    registry = getattr(base, "registry", base)
+    for mapper in registry.mappers:
+        validate_mapper(mapper, policy)
+
+
+@event.listens_for(Mapper, "before_update")
+def _before_update(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+    facts = _facts(mapper.local_table)
+    if facts is None or facts.subject_col is None or facts.subject_col.primary_key:
+        return
+    from sqlalchemy import inspect  # noqa: PLC0415
+    from sqlalchemy.orm.attributes import flag_modified  # noqa: PLC0415
+
+    insp = inspect(target)
+    changed = insp.committed_state
+    bound = {
+        mapper.get_property_by_column(mapper.local_table.c[k]).key
+        for k, b in facts.subject_bound
+    }
+    if bound & set(changed):
+        # The UPDATE must carry the subject id so the new values can be bound to it.
+        key = mapper.get_property_by_column(facts.subject_col).key
+        if key not in changed and key in insp.dict:
+            flag_modified(target, key)
+
+
+def install() -> None:
+    """Install the hooks (they are installed on import; idempotent)."""
+    for target, name, fn, kw in (
+        (Engine, "before_execute", _before_execute, {"retval": True}),
+        (Engine, "before_cursor_execute", _before_cursor_execute, {}),
+        (Session, "do_orm_execute", _do_orm_execute, {}),
+        (Mapper, "mapper_configured", _on_mapper_configured, {}),
+    ):
+        if not event.contains(target, name, fn):
+            event.listen(target, name, fn, **kw)

@@ -1,0 +1,318 @@
+"""The attack matrix (research §7.5): each attack tampers with a real trail.
+
+Every test runs against a JSON-lines file and the audit tables on SQLite,
+PostgreSQL and MariaDB, and asserts the exact findings of the verifier.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from audit_fixtures import (
+    FakeKeys,
+    JsonLinesStore,
+    Scenario,
+    SqlStore,
+    Store,
+    build_scenario,
+    store_for,
+)
+from custdata.audit import (
+    Checkpointer,
+    CheckpointVerifier,
+    VerificationReport,
+    verify_trail,
+)
+
+
+PER_ROUND = 20  # events per chain per checkpoint round; 3 chains x 3 rounds
+
+
+@pytest.fixture(params=["jsonl", "sqlite", "postgresql", "mysql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    yield from store_for(request.param, tmp_path, request)
+
+
+@pytest.fixture
+def scenario(store: Store, tmp_path: Path) -> Iterator[Scenario]:
+    sc = build_scenario(store, tmp_path, per_round=PER_ROUND)
+    try:
+        yield sc
+    finally:
+        for trail in sc.trails:
+            with contextlib.suppress(Exception):
+                trail.close(now=sc.tick(), timeout=0.5)
+
+
+def summary(
+    report: VerificationReport,
+) -> list[tuple[str, str | None, int | None, int | None]]:
+    return [(f.kind.value, f.chain, f.seq, f.last_seq) for f in report.findings]
+
+
+def head(sc: Scenario, chain: str) -> int:
+    last = sc.checkpointer.last
+    assert last is not None
+    return next(s for c, s, _ in last.heads if c == chain)
+
+
+class TestIntact:
+    def test_untouched_trail_verifies(self, scenario: Scenario) -> None:
+        """A trail nobody touched has no findings and is covered by its last checkpoint."""
+        report = scenario.verify()
+        assert [] == summary(report)
+        assert report.intact
+        assert 3 == report.chains
+        assert 3 == report.checkpoints
+        assert 3 * (3 * PER_ROUND + 1) == report.events
+        assert report.verified_through is not None
+        assert report.events == report.verified_through.tree_size
+
+
+class TestRecordTampering:
+    def test_flipped_body_byte_is_modified_at_that_row(
+        self, scenario: Scenario
+    ) -> None:
+        """Flipping one byte of a body → MODIFIED at exactly that (chain, seq)."""
+        chain = scenario.chains[1]
+        scenario.store.flip_body_byte(chain, 17)
+        assert [("MODIFIED", chain, 17, 17)] == summary(scenario.verify())
+
+    def test_changed_derived_column_is_column_mismatch(
+        self, scenario: Scenario
+    ) -> None:
+        """Changing only actor_id in the table → COLUMN_MISMATCH(chain, seq, actor_id)."""
+        if scenario.store.kind != "sql":
+            pytest.skip("JSON lines have no derived columns")
+        chain = scenario.chains[0]
+        scenario.store.set_column(chain, 9, "actor_id", "u-someone-else")
+        report = scenario.verify()
+        assert [("COLUMN_MISMATCH", chain, 9, 9)] == summary(report)
+        assert "actor_id" == report.findings[0].column
+
+    def test_nulled_body_is_modified(self, scenario: Scenario) -> None:
+        """NULLing a body outside custdata → MODIFIED."""
+        chain = scenario.chains[0]
+        if scenario.store.kind == "sql":
+            scenario.store.set_column(chain, 5, "body", None)
+        else:
+            scenario.store.set_column(chain, 5, "body_sha256", "zz")
+        assert [("MODIFIED", chain, 5, 5)] == summary(scenario.verify())
+
+    def test_deleted_middle_row_is_missing(self, scenario: Scenario) -> None:
+        """Deleting a row from the middle → MISSING(chain, that seq)."""
+        chain = scenario.chains[2]
+        scenario.store.delete(chain, [30])
+        assert [("MISSING", chain, 30, 30)] == summary(scenario.verify())
+
+    def test_swapped_rows_are_mac_invalid_at_both(self, scenario: Scenario) -> None:
+        """Swapping two rows' seq → MAC_INVALID at both positions (reordering)."""
+        chain = scenario.chains[0]
+        scenario.store.swap_seq(chain, 10, 20)
+        assert [
+            ("MAC_INVALID", chain, 10, 10),
+            ("MAC_INVALID", chain, 20, 20),
+        ] == summary(scenario.verify())
+
+    def test_forged_row_is_mac_invalid(self, scenario: Scenario) -> None:
+        """A row with a made-up MAC appended to a chain → MAC_INVALID (and unanchored)."""
+        chain = scenario.chains[1]
+        n = head(scenario, chain)
+        scenario.store.append_raw(chain, n + 1, like=(chain, n), mac=os.urandom(32))
+        report = scenario.verify()
+        assert [
+            ("MAC_INVALID", chain, n + 1, n + 1),
+            ("UNANCHORED_TAIL", None, None, None),
+        ] == summary(report)
+        assert report.intact is False
+
+    def test_duplicate_position_is_refused_by_the_database(
+        self, scenario: Scenario
+    ) -> None:
+        """Inserting a second row at an existing (chain, seq) violates a unique constraint."""
+        if scenario.store.kind != "sql":
+            pytest.skip("a file has no constraints")
+        chain = scenario.chains[1]
+        with pytest.raises(sa.exc.IntegrityError):
+            scenario.store.append_raw(chain, 5, like=(chain, 6))
+
+    def test_row_copied_into_another_chain_is_mac_invalid(
+        self, scenario: Scenario
+    ) -> None:
+        """A valid row copied into another chain → MAC_INVALID (the chain id is MAC input)."""
+        src, dst = scenario.chains[0], scenario.chains[2]
+        n = head(scenario, dst)
+        scenario.store.append_raw(dst, n + 1, like=(src, n + 1 - 10))
+        assert [
+            ("MAC_INVALID", dst, n + 1, n + 1),
+            ("UNANCHORED_TAIL", None, None, None),
+        ] == summary(scenario.verify())
+
+    def test_tampered_key_ref_is_mac_invalid(self, scenario: Scenario) -> None:
+        """Relabelling one row with another key id → MAC_INVALID."""
+        chain = scenario.chains[0]
+        scenario.store.set_column(chain, 12, "key_ref", "audit-0")
+        assert [("MAC_INVALID", chain, 12, 12)] == summary(scenario.verify())
+
+
+class TestTruncation:
+    def test_tail_dropped_before_last_checkpoint_is_truncated(
+        self, scenario: Scenario
+    ) -> None:
+        """Dropping a chain's anchored tail → TRUNCATED(chain, first lost, anchored head)."""
+        chain = scenario.chains[1]
+        n = head(scenario, chain)
+        scenario.store.delete(chain, list(range(n - 4, n + 1)))
+        assert [("TRUNCATED", chain, n - 4, n)] == summary(scenario.verify())
+
+    def test_tail_dropped_after_last_checkpoint_is_only_unanchored(
+        self, scenario: Scenario
+    ) -> None:
+        """Dropping events newer than the last checkpoint is undetectable (documented limit)."""
+        scenario.write(3)
+        before = scenario.verify()
+        assert [("UNANCHORED_TAIL", None, None, None)] == summary(before)
+        assert 9 == before.unanchored
+        chain = scenario.chains[0]
+        n = head(scenario, chain)
+        scenario.store.delete(chain, [n + 2, n + 3])
+        after = scenario.verify()
+        assert after.intact
+        assert 7 == after.unanchored
+
+    def test_restored_backup_is_rollback(self, scenario: Scenario) -> None:
+        """Restoring an older copy of the store → ROLLBACK (store smaller than anchored tree)."""
+        snap = scenario.store.snapshot()
+        scenario.write(5)
+        scenario.checkpoint()
+        scenario.store.restore(snap)
+        report = scenario.verify()
+        assert [("ROLLBACK", None, None, None)] == summary(report)
+        assert report.findings[0].count == 3 * (3 * PER_ROUND + 1)
+
+    def test_deleted_chain_is_chain_missing(self, scenario: Scenario) -> None:
+        """Deleting a whole anchored chain → CHAIN_MISSING(chain)."""
+        chain = scenario.chains[2]
+        scenario.store.delete_chain(chain)
+        assert [("CHAIN_MISSING", chain, None, None)] == summary(scenario.verify())
+
+
+class TestCheckpoints:
+    def test_checkpoint_deleted_from_anchor_is_gap(self, scenario: Scenario) -> None:
+        """Deleting a checkpoint from the anchor → CHECKPOINT_GAP (broken prev link)."""
+        lines = scenario.anchor.path.read_text().splitlines()
+        scenario.anchor.path.write_text(lines[0] + "\n" + lines[2] + "\n")
+        assert [("CHECKPOINT_GAP", None, None, None)] == summary(scenario.verify())
+
+    def test_first_checkpoint_deleted_is_gap(self, scenario: Scenario) -> None:
+        """Deleting the first checkpoint → CHECKPOINT_GAP."""
+        lines = scenario.anchor.path.read_text().splitlines()
+        scenario.anchor.path.write_text("\n".join(lines[1:]) + "\n")
+        assert ["CHECKPOINT_GAP"] == scenario.verify().kinds()
+
+    def test_missing_heartbeat_is_gap(self, scenario: Scenario) -> None:
+        """A silence longer than the heartbeat interval → CHECKPOINT_GAP."""
+        last = scenario.checkpointer.last
+        assert last is not None
+        report = scenario.verify(
+            heartbeat=60, now=last.time.replace(hour=last.time.hour + 1)
+        )
+        assert ["CHECKPOINT_GAP"] == report.kinds()
+
+    def test_edited_checkpoint_is_signature_invalid(self, scenario: Scenario) -> None:
+        """Editing a note's tree size → SIGNATURE_INVALID for it; the next no longer links."""
+        lines = scenario.anchor.path.read_text().splitlines()
+        record = json.loads(lines[1])
+        origin, size, rest = record["note"].split("\n", 2)
+        record["note"] = f"{origin}\n{int(size) - 1}\n{rest}"
+        lines[1] = json.dumps(record)
+        scenario.anchor.path.write_text("\n".join(lines) + "\n")
+        assert ["SIGNATURE_INVALID", "CHECKPOINT_GAP"] == scenario.verify().kinds()
+
+    def test_db_checkpoint_copy_is_not_authoritative(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """Deleting or editing the database copy of checkpoints changes nothing."""
+        if not isinstance(store, SqlStore):
+            pytest.skip("only the SQL sink keeps a checkpoint copy")
+        sc = build_scenario(store, tmp_path, per_round=5, rounds=1)
+        copy = Checkpointer(
+            store.source(),
+            sc.signer,
+            sc.anchor,
+            db_copy=(store.engine, store.tables.checkpoint),
+        )
+        sc.write(2)
+        copy.checkpoint(now=sc.tick())
+        with store.engine.begin() as conn:
+            conn.execute(store.tables.checkpoint.delete())
+        report = verify_trail(
+            store.source(),
+            sc.keys,
+            checkpoints=sc.anchor,
+            verifier=CheckpointVerifier(sc.signer.verifier_key),
+        )
+        assert [] == report.kinds()
+        for trail in sc.trails:
+            trail.close()
+
+    def test_log_replaced_with_another_key_is_detected(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """A fresh log and anchor made with other keys → SIGNATURE_INVALID and MAC_INVALID."""
+        original = build_scenario(store, tmp_path, per_round=3, rounds=1)
+        fresh_store: Store
+        if isinstance(store, JsonLinesStore):
+            fresh_store = JsonLinesStore(tmp_path / "fresh.jsonl")
+        else:
+            assert isinstance(store, SqlStore)
+            fresh_store = SqlStore(store.url, store.prefix + "x")
+        try:
+            forged = build_scenario(fresh_store, tmp_path, per_round=3, rounds=1)
+            report = verify_trail(
+                fresh_store.source(),
+                original.keys,
+                checkpoints=forged.anchor,
+                verifier=CheckpointVerifier(original.signer.verifier_key),
+            )
+            assert {"SIGNATURE_INVALID", "MAC_INVALID", "UNANCHORED_TAIL"} == set(
+                report.kinds()
+            )
+            assert not report.intact
+            replaced = verify_trail(
+                fresh_store.source(),
+                original.keys,
+                checkpoints=original.anchor,
+                verifier=CheckpointVerifier(original.signer.verifier_key),
+            )
+            assert {"MAC_INVALID", "CHAIN_MISSING", "UNANCHORED_TAIL"} == set(
+                replaced.kinds()
+            )
+            for trail in forged.trails:
+                trail.close()
+        finally:
+            for trail in original.trails:
+                trail.close()
+            fresh_store.close()
+
+    def test_unknown_key_ref_is_mac_invalid_per_chain(self, scenario: Scenario) -> None:
+        """Verifying with a keyring that lacks the chains' key → one MAC_INVALID run per chain."""
+        report = verify_trail(
+            scenario.store.source(),
+            FakeKeys("other"),
+            checkpoints=scenario.anchor,
+            verifier=CheckpointVerifier(scenario.signer.verifier_key),
+        )
+        assert ["MAC_INVALID"] * 3 == report.kinds()
