@@ -7,6 +7,8 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import attrs
+
 from ._context import _custodian, _default_custodian, current_access
 from ._decision import AccessDecision, Action, DecisionRecorder, DenyReason, Outcome
 from ._errors import (
@@ -66,6 +68,7 @@ class Custodian:
         self._keyring = keyring
         self._audit = audit
         self._subject_keys = subject_keys
+        self._verdicts: dict[tuple[object, ...], _Verdict] = {}
 
     @property
     def policy(self) -> Policy:
@@ -108,6 +111,28 @@ class Custodian:
             _custodian.reset(token)
 
     # -- decisions -------------------------------------------------------------
+
+    def _verdict(
+        self,
+        actor: str | None,
+        role: str | None,
+        purpose: str | None,
+        fields: Mapping[str, FieldPolicy | None] | None,
+    ) -> _Verdict:
+        # The verdict depends only on the policy (immutable), whether there is
+        # an actor, the role, the purpose and the field policies, so it is
+        # memoised. Callers such as the column types pass the same mapping
+        # object for every statement on a table, so its identity is the key;
+        # the cached entry keeps that mapping alive, so the id cannot be reused.
+        key = (actor is None, role, purpose, id(fields))
+        cached = self._verdicts.get(key)
+        if cached is not None and cached.source is fields:
+            return cached
+        verdict = _decide(self._policy, actor, role, purpose, fields)
+        if len(self._verdicts) >= _VERDICT_CACHE_SIZE:
+            self._verdicts.clear()
+        self._verdicts[key] = verdict
+        return verdict
 
     def check_claim(self) -> AccessDecision:
         """Check that the actor in force may claim the purpose in force.
@@ -160,24 +185,8 @@ class Custodian:
             AuditUnavailableError: The decision could not be recorded.
         """
         ctx = current_access()
-        policy = self._policy
-        fields = fields or {}
-        reason = _context_reason(policy, ctx.actor, ctx.role, ctx.purpose)
-        denied: list[str] = []
-        masked: list[str] = []
-        if reason is None and fields:
-            assert ctx.purpose is not None  # noqa: S101 - checked by _context_reason
-            for name, fp in fields.items():
-                if fp is None or not fp.purposes:
-                    denied.append(name)
-                    reason = DenyReason.UNTAGGED_FIELD
-                elif not policy.permits(fp, ctx.purpose):
-                    if fp.on_violation == "mask":
-                        masked.append(name)
-                    else:
-                        denied.append(name)
-                        if reason is None:
-                            reason = DenyReason.PURPOSE_NOT_PERMITTED
+        verdict = self._verdict(ctx.actor, ctx.role, ctx.purpose, fields)
+        reason = verdict.reason
         decision = AccessDecision(
             outcome=Outcome.ALLOWED if reason is None else Outcome.DENIED,
             reason=reason,
@@ -185,14 +194,12 @@ class Custodian:
             actor=ctx.actor,
             role=ctx.role,
             purpose=ctx.purpose,
-            policy_version=policy.version,
+            policy_version=self._policy.version,
             entity=entity,
-            fields=tuple(fields),
-            categories=tuple(
-                sorted({fp.category for fp in fields.values() if fp is not None})
-            ),
-            denied_fields=(*denied, *masked),
-            subjects=tuple(str(s) for s in subjects),
+            fields=verdict.fields,
+            categories=verdict.categories,
+            denied_fields=verdict.denied_fields,
+            subjects=tuple(map(str, subjects)),
             count=count,
             request_id=ctx.request_id,
             trace_id=ctx.trace_id,
@@ -209,10 +216,62 @@ class Custodian:
                     role=ctx.role,
                     purpose=ctx.purpose,
                     entity=entity,
-                    fields=denied,
+                    fields=verdict.refused,
                 )
             )
         return decision
+
+
+_VERDICT_CACHE_SIZE = 4096
+
+
+@attrs.frozen(kw_only=True)
+class _Verdict:
+    """The part of a decision that depends only on the policy and the context."""
+
+    source: Mapping[str, FieldPolicy | None] | None = attrs.field(eq=False)
+    reason: DenyReason | None
+    fields: tuple[str, ...]
+    categories: tuple[str, ...]
+    #: Fields refused outright (they make the decision a denial).
+    refused: tuple[str, ...]
+    #: Refused and masked fields, as recorded in the decision.
+    denied_fields: tuple[str, ...]
+
+
+def _decide(
+    policy: Policy,
+    actor: str | None,
+    role: str | None,
+    purpose: str | None,
+    fields: Mapping[str, FieldPolicy | None] | None,
+) -> _Verdict:
+    fields = fields or {}
+    reason = _context_reason(policy, actor, role, purpose)
+    refused: list[str] = []
+    masked: list[str] = []
+    if reason is None and purpose is not None:
+        for name, fp in fields.items():
+            if fp is None or not fp.purposes:
+                refused.append(name)
+                reason = DenyReason.UNTAGGED_FIELD
+            elif not policy.permits(fp, purpose):
+                if fp.on_violation == "mask":
+                    masked.append(name)
+                else:
+                    refused.append(name)
+                    if reason is None:
+                        reason = DenyReason.PURPOSE_NOT_PERMITTED
+    return _Verdict(
+        source=fields,
+        reason=reason,
+        fields=tuple(fields),
+        categories=tuple(
+            sorted({fp.category for fp in fields.values() if fp is not None})
+        ),
+        refused=tuple(refused),
+        denied_fields=(*refused, *masked),
+    )
 
 
 def _check_arguments(policy: object, audit: object) -> None:

@@ -14,8 +14,6 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from ._util import str_tuple
-
 
 __all__ = ["AccessDecision", "Action", "DecisionRecorder", "DenyReason", "Outcome"]
 
@@ -90,10 +88,10 @@ class AccessDecision:
     purpose: str | None
     policy_version: str
     entity: str | None = None
-    fields: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
-    categories: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
-    denied_fields: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
-    subjects: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
+    fields: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    denied_fields: tuple[str, ...] = ()
+    subjects: tuple[str, ...] = ()
     count: int = 0
     request_id: str | None = None
     trace_id: str | None = None
