@@ -25,6 +25,8 @@ html_theme = "furo"
 html_title = f"custdata {release}"
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+# SQLAlchemy's own docstrings (cache_ok, ...) point at labels of its docs.
+autodoc_inherit_docstrings = False
 autodoc_default_options = {"members": True, "show-inheritance": True}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
