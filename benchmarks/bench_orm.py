@@ -13,9 +13,11 @@ Usage::
 Variants (same table shape: UUID key + 4 string columns):
 
 - ``plain``: ``String`` columns.
-- ``custdata``: ``customer_data(...)`` columns bound to a ``subject_key()``; reads run
-  inside ``acting_as`` + ``purpose`` with a real audit trail (HMAC chain into a memory
-  sink), i.e. purpose checks and audit on.
+- ``custdata``: ``customer_data(...)`` columns bound to a ``subject_key()``; writes and
+  reads run inside ``acting_as`` + ``purpose``, i.e. purpose checks and audit on. The
+  decisions go to the recorder chosen with ``--audit``: the real ``AuditTrail`` (HMAC
+  chain) into a JSON-lines file (``jsonl``, the default) or a memory sink (``trail``),
+  a list (``list``) or nowhere (``noop``, which isolates the SQLAlchemy layer).
 - ``utils``: sqlalchemy-utils ``StringEncryptedType(String, key, AesGcmEngine)``.
 """
 
@@ -43,7 +45,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import custdata  # noqa: E402
 
-from custdata.audit import AuditTrail, MemorySink  # noqa: E402
+from custdata.audit import AuditTrail, JsonLinesSink, MemorySink  # noqa: E402
 from custdata.crypto import Keyring  # noqa: E402
 from custdata.sqlalchemy import customer_data, subject_key  # noqa: E402
 
@@ -208,8 +210,15 @@ def run_db(
         )
 
 
+class _NoopRecorder:
+    """Drops every decision: the SQLAlchemy layer's cost alone."""
+
+    def record_decision(self, decision: Any) -> None:
+        pass
+
+
 class _ListRecorder:
-    """Keeps decisions in a list: the cheapest possible recorder."""
+    """Keeps decisions in a list: the cheapest recorder that keeps them."""
 
     def __init__(self) -> None:
         self.decisions: list[Any] = []
@@ -228,20 +237,36 @@ def main() -> None:
     )
     parser.add_argument(
         "--audit",
-        choices=["trail", "list"],
-        default="trail",
-        help="trail: custdata.audit.AuditTrail into a memory sink (default); "
-        "list: decisions appended to a list (isolates the SQLAlchemy layer)",
+        choices=["jsonl", "trail", "list", "noop"],
+        default="jsonl",
+        help="jsonl: custdata.audit.AuditTrail into a JSON-lines file (default); "
+        "trail: the same into a memory sink; list: decisions appended to a list; "
+        "noop: decisions dropped (isolates the SQLAlchemy layer)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["sqlite-file", "sqlite-memory", "postgresql"],
+        action="append",
+        help="run only these databases (repeatable)",
     )
     args = parser.parse_args()
 
     policy = custdata.Policy.from_toml(ROOT / "examples" / "custdata.toml")
     keyring = Keyring.generate()
-    audit: Any = (
-        AuditTrail(keys=keyring, sinks=[MemorySink()], checkpoint_interval=None)
-        if args.audit == "trail"
-        else _ListRecorder()
-    )
+    audit_dir = tempfile.TemporaryDirectory()
+    audit: Any
+    if args.audit == "jsonl":
+        audit = AuditTrail(
+            keys=keyring,
+            sinks=[JsonLinesSink(Path(audit_dir.name) / "audit.jsonl")],
+            checkpoint_interval=None,
+        )
+    elif args.audit == "trail":
+        audit = AuditTrail(keys=keyring, sinks=[MemorySink()], checkpoint_interval=None)
+    elif args.audit == "list":
+        audit = _ListRecorder()
+    else:
+        audit = _NoopRecorder()
     custodian = custdata.Custodian(policy=policy, keyring=keyring, audit=audit)
     print(f"audit recorder: {type(audit).__name__}")
 
@@ -257,15 +282,26 @@ def main() -> None:
         "lookups": args.lookups,
         "custodian": custodian,
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        run_db("SQLite file", f"sqlite:///{Path(tmp) / 'bench.db'}", **opts)  # type: ignore[arg-type]
-    if not args.no_memory:
-        run_db("SQLite memory", "sqlite://", **opts)  # type: ignore[arg-type]
-    pg = os.environ.get("CUSTDATA_TEST_POSTGRES_URL")
-    if pg:
-        run_db("PostgreSQL", pg, **opts)  # type: ignore[arg-type]
-    else:
-        print("\n(set CUSTDATA_TEST_POSTGRES_URL to include PostgreSQL)")
+    only = set(args.only or ["sqlite-file", "sqlite-memory", "postgresql"])
+    if args.no_memory:
+        only.discard("sqlite-memory")
+    try:
+        if "sqlite-file" in only:
+            with tempfile.TemporaryDirectory() as tmp:
+                run_db("SQLite file", f"sqlite:///{Path(tmp) / 'bench.db'}", **opts)  # type: ignore[arg-type]
+        if "sqlite-memory" in only:
+            run_db("SQLite memory", "sqlite://", **opts)  # type: ignore[arg-type]
+        pg = os.environ.get("CUSTDATA_TEST_POSTGRES_URL")
+        if "postgresql" not in only:
+            pass
+        elif pg:
+            run_db("PostgreSQL", pg, **opts)  # type: ignore[arg-type]
+        else:
+            print("\n(set CUSTDATA_TEST_POSTGRES_URL to include PostgreSQL)")
+    finally:
+        if isinstance(audit, AuditTrail):
+            audit.close()
+        audit_dir.cleanup()
 
 
 if __name__ == "__main__":

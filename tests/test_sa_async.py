@@ -61,14 +61,15 @@ class TestAsync:
         try:
             async with engine.begin() as conn:
                 await conn.run_sync(models.Base.metadata.create_all)
-            async with AsyncSession(engine) as session:
-                c = models.Customer(
-                    name=CANARIES["name"],
-                    email=CANARIES["email"],
-                    card=CANARIES["card"],
-                )
-                session.add(c)
-                await session.commit()
+            with billing():
+                async with AsyncSession(engine) as session:
+                    c = models.Customer(
+                        name=CANARIES["name"],
+                        email=CANARIES["email"],
+                        card=CANARIES["card"],
+                    )
+                    session.add(c)
+                    await session.commit()
             with support():
                 async with AsyncSession(engine) as session:
                     found = (
@@ -107,11 +108,12 @@ class TestAsync:
         try:
             async with engine.begin() as conn:
                 await conn.run_sync(models.Base.metadata.create_all)
-            async with AsyncSession(engine) as session:
-                session.add(
-                    models.Customer(name="A", email="a@example.jp", card="4111")
-                )
-                await session.commit()
+            with billing():
+                async with AsyncSession(engine) as session:
+                    session.add(
+                        models.Customer(name="A", email="a@example.jp", card="4111")
+                    )
+                    await session.commit()
 
             async def read_card(ctx: object) -> object:
                 with ctx:  # type: ignore[attr-defined]

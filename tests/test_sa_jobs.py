@@ -116,7 +116,7 @@ class TestReencrypt:
         m.Base.metadata.create_all(engine)
         try:
             with custodian.activate():
-                with Session(engine) as session:
+                with Session(engine) as session, support():
                     session.add_all(
                         m.Customer(name=f"name-{i}", email=f"u{i}@example.jp")
                         for i in range(120)
@@ -189,7 +189,7 @@ class TestWorkers:
         eng = create_engine(postgres_url, pool_size=5)
         m.Base.metadata.create_all(eng)
         try:
-            with custodian.activate(), Session(eng) as session:
+            with custodian.activate(), Session(eng) as session, support():
                 session.add_all(
                     m.Customer(name=f"n{i}", email=f"w{i}@example.jp")
                     for i in range(300)
@@ -309,7 +309,7 @@ class TestShredding:
         ctx = _consultation()
         try:
             with custodian.activate():
-                with Session(engine) as session:
+                with Session(engine) as session, _consultation():
                     a = Patient(email="a@example.jp", history="asthma")
                     b = Patient(email="b@example.jp", history="none")
                     session.add_all([a, b])
@@ -505,7 +505,7 @@ class TestCli:
         custodian = custdata.Custodian(policy=policy, keyring=keyring)
         try:
             m.Base.metadata.create_all(eng)
-            with custodian.activate(), Session(eng) as session:
+            with custodian.activate(), Session(eng) as session, support():
                 session.add_all(
                     m.Customer(name=f"n{i}", email=f"c{i}@example.jp")
                     for i in range(12)

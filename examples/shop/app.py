@@ -54,22 +54,35 @@ def main() -> None:
         )
         Base.metadata.create_all(engine)
 
-        print("1. sign-up: values are encrypted on write")
-        with Session(engine) as session:
+        print("1. sign-up: values are written for a purpose and encrypted on write")
+        # Each value is written by an actor for a purpose that permits it: the
+        # billing clerk enters the billing details, support the contact phone
+        # and the order note. A write without an actor is refused.
+        with (
+            Session(engine, expire_on_commit=False) as session,
+            custdata.acting_as("c-9", role="billing_clerk"),
+            custdata.purpose("billing"),
+        ):
             hanako = Customer(
                 name="Yamada Hanako",
                 email="Hanako@example.jp",
-                phone="090-1234-5678",
                 card="4111111111111111",
             )
-            hanako.orders.append(Order(total=decimal.Decimal(3980), note="gift wrap"))
+            order = Order(total=decimal.Decimal(3980))
+            hanako.orders.append(order)
             session.add(hanako)
             session.commit()
-            with (
-                custdata.acting_as("system", role="support_agent"),
-                custdata.purpose("support"),
-            ):
-                hanako_id = hanako.id
+            hanako_id = hanako.id
+        with (
+            Session(engine) as session,
+            custdata.acting_as("u-102", role="support_agent"),
+            custdata.purpose("support"),
+        ):
+            loaded = session.get(Customer, hanako_id)
+            assert loaded is not None
+            loaded.phone = "090-1234-5678"
+            loaded.orders[0].note = "gift wrap"
+            session.commit()
 
         print("2. at rest: raw SQL sees only ciphertext")
         with engine.connect() as conn:

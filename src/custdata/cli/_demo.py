@@ -134,7 +134,14 @@ def _walkthrough(folder: Path) -> None:
         with custodian.activate():
             Base.metadata.create_all(engine)
             _section(3, "Sign-up: every customer-data value is encrypted on write")
-            with Session(engine, expire_on_commit=False) as session:
+            # Writes need an actor and a purpose: the billing clerk enters the
+            # sign-up. The phone (shipping only, masked elsewhere) is write-only
+            # for billing: it can be entered but reads back as its mask.
+            with (
+                Session(engine, expire_on_commit=False) as session,
+                custdata.acting_as("c-9", role="billing_clerk"),
+                custdata.purpose("billing"),
+            ):
                 rows = [
                     Customer(name=n, email=e, phone=p, card=c)
                     for n, e, p, c in _CUSTOMERS
@@ -170,7 +177,7 @@ def _walkthrough(folder: Path) -> None:
                 assert hanako is not None  # noqa: S101 - just inserted
                 print(f"  {hanako.name} <{hanako.email}>")
                 print(
-                    f"  phone, kept for shipping only, is shown as a mask: {hanako.phone}"
+                    f"  phone, kept for billing and shipping, is shown as a mask: {hanako.phone}"
                 )
 
                 _section(6, "Denied: the same agent cannot read the payment card")

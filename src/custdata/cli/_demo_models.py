@@ -28,6 +28,6 @@ class Customer(Base):
         searchable=True,
     )
     phone: Mapped[str] = customer_data(
-        "contact.phone", purposes=["shipping"], on_violation="mask"
+        "contact.phone", purposes=["billing", "shipping"], on_violation="mask"
     )
     card: Mapped[str] = customer_data("payment.card", purposes=["billing"])

@@ -41,6 +41,25 @@ T = TypeVar("T")
 _NONCE_END = HEADER_SIZE + NONCE_SIZE
 _urandom = os.urandom
 
+#: The last subject whose associated-data tail was built, and that tail. The
+#: columns of one row share a subject, so a one-entry memo saves rebuilding the
+#: tail for every value but the first of each row. It is replaced as a whole
+#: (one tuple), so threads never see a subject paired with another's tail.
+_last_tail: tuple[object, bytes] = (None, b"")
+
+
+def _subject_tail(subject: object) -> bytes:
+    """Return ``len(subject bytes) ‖ subject bytes`` for the associated data (memoised)."""
+    global _last_tail  # noqa: PLW0603 - a one-entry memo, replaced atomically
+    last = _last_tail
+    if last[0] is subject or (
+        last[0].__class__ is subject.__class__ and last[0] == subject
+    ):
+        return last[1]
+    tail = length_prefixed(subject_bytes(subject))
+    _last_tail = (subject, tail)
+    return tail
+
 
 def _as_bytes(blob: object) -> bytes:
     if isinstance(blob, (bytearray, memoryview)):
@@ -241,8 +260,9 @@ class FieldCipher(_ColumnCipher[T]):
         if subject is None:
             sealed: bytes = entry.aead.encrypt(nonce, frame, entry.aad)
         else:
-            aad = entry.aad_subject + length_prefixed(subject_bytes(subject))
-            sealed = entry.aead.encrypt(nonce, frame, aad)
+            sealed = entry.aead.encrypt(
+                nonce, frame, entry.aad_subject + _subject_tail(subject)
+            )
         return entry.header + nonce + sealed
 
     def decrypt(self, blob: bytes, subject: Subject | None = None) -> T:
@@ -278,9 +298,7 @@ class FieldCipher(_ColumnCipher[T]):
         ):
             entry = self._new_read_key(blob)
         aad = (
-            entry.aad
-            if subject is None
-            else entry.aad_subject + length_prefixed(subject_bytes(subject))
+            entry.aad if subject is None else entry.aad_subject + _subject_tail(subject)
         )
         try:
             frame = entry.aead.decrypt(
@@ -304,30 +322,42 @@ class FieldCipher(_ColumnCipher[T]):
             not as long as ``values``.
         """
         values = list(values)
-        if subjects is None:
-            if self.subject_keys is not None or not values:
+        subject_list = None if subjects is None else list(subjects)
+        if subject_list is not None and len(subject_list) != len(values):
+            raise ValueError("values and subjects differ in length")
+        if self.subject_keys is not None or not values:
+            if subject_list is None:
                 return [self.encrypt(v) for v in values]
-            entry = self._write_key()
-            if entry.lease is not None:
-                return [self.encrypt(v) for v in values]
-            # One call to the system's random source for all nonces is a third
-            # cheaper per value than one call each.
-            nonces = _urandom(NONCE_SIZE * len(values))
-            header, seal, aad, encode = (
-                entry.header,
-                entry.aead.encrypt,
-                entry.aad,
-                self._encode,
-            )
-            out = []
+            return [
+                self.encrypt(v, s) for v, s in zip(values, subject_list, strict=True)
+            ]
+        entry = self._write_key()
+        if entry.lease is not None:
+            return [
+                self.encrypt(v, None if subject_list is None else subject_list[i])
+                for i, v in enumerate(values)
+            ]
+        # One call to the system's random source for all nonces is a third
+        # cheaper per value than one call each.
+        nonces = _urandom(NONCE_SIZE * len(values))
+        header, seal, aad, encode = (
+            entry.header,
+            entry.aead.encrypt,
+            entry.aad,
+            self._encode,
+        )
+        out = []
+        if subject_list is None:
             for i, value in enumerate(values):
                 nonce = nonces[i * NONCE_SIZE : (i + 1) * NONCE_SIZE]
                 out.append(header + nonce + seal(nonce, encode(value), aad))
             return out
-        subject_list = list(subjects)
-        if len(subject_list) != len(values):
-            raise ValueError("values and subjects differ in length")
-        return [self.encrypt(v, s) for v, s in zip(values, subject_list, strict=True)]
+        aad_subject = entry.aad_subject
+        for i, (value, subject) in enumerate(zip(values, subject_list, strict=True)):
+            nonce = nonces[i * NONCE_SIZE : (i + 1) * NONCE_SIZE]
+            context = aad if subject is None else aad_subject + _subject_tail(subject)
+            out.append(header + nonce + seal(nonce, encode(value), context))
+        return out
 
     def decrypt_many(
         self, blobs: Iterable[bytes], subjects: Iterable[Subject | None] | None = None

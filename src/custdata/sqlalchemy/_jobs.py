@@ -195,6 +195,11 @@ def reencrypt(
     On PostgreSQL the batches are claimed with ``FOR UPDATE SKIP LOCKED``, so
     several workers can run at once.
 
+    The job decrypts stored values, so when the custodian has an audit recorder
+    each table batch is recorded before any of its values is decrypted: one
+    ``record.bulk_update`` event (actor ``system``/``custdata.reencrypt``) with
+    the table, columns, categories, subjects and number of values.
+
     Args:
         engine: The database.
         custodian: Whose keyring to use.
@@ -254,6 +259,7 @@ def _reencrypt_table(  # noqa: PLR0917
             rows = conn.execute(query).all()
             if not rows:
                 break
+            _announce_batch(custodian, target, rows, primary, batch=done // batch_size)
             for row in rows:
                 _reencrypt_row(conn, custodian, target, row, primary, totals)
             last = getattr(rows[-1], target.pk.name)
@@ -261,6 +267,95 @@ def _reencrypt_table(  # noqa: PLR0917
         totals["scanned"] += len(rows)
         if progress is not None:
             progress(target.table.name, min(done, total), total)
+
+
+#: The actor id written for the re-encryption job's audit events.
+REENCRYPT_ACTOR = "custdata.reencrypt"
+
+
+def _announce_batch(
+    custodian: Any, target: _Target, rows: Sequence[Any], primary: int, *, batch: int
+) -> None:
+    """Record, before any value of the batch is decrypted, what the job will decrypt.
+
+    One event per table batch through the custodian's audit recorder: the
+    table, the columns and their categories, the subjects and the number of
+    values to decrypt -- never a value. An :class:`custdata.audit.AuditTrail`
+    gets a ``record.bulk_update`` event by a ``system`` actor; any other
+    recorder gets an allowed ``Action.UPDATE`` decision.
+    """
+    audit = getattr(custodian, "audit", None)
+    if audit is None:
+        return
+    fields: list[str] = []
+    categories: set[str] = set()
+    count = 0
+    subjects: dict[str, None] = {}
+    for col, b, text in target.encrypted:
+        touched = 0
+        for row in rows:
+            stored = getattr(row, col.name)
+            if stored is None:
+                continue
+            header = _blob(stored, text)[:6]
+            if (
+                b.companion_key is not None
+                or (
+                    len(header) == 6  # noqa: PLR2004 - the header size
+                    and header[1] == _GCM
+                    and int.from_bytes(header[2:6], "big") != primary
+                )
+            ):
+                touched += 1
+                if target.subject is not None:
+                    subjects[str(getattr(row, target.subject.name))] = None
+        if touched:
+            count += touched
+            fields.append(col.name)
+            if b.field is not None:
+                categories.add(b.field.category)
+    if not count:
+        return
+    record = getattr(audit, "record", None)
+    subject_ref = getattr(audit, "subject_ref", None)
+    if record is not None and subject_ref is not None:
+        refs = [subject_ref(s) for s in subjects]
+        chunks = [refs[i : i + 1000] for i in range(0, len(refs), 1000)] or [[]]
+        for chunk in chunks:
+            record(
+                "record.bulk_update",
+                outcome="allowed",
+                actor={"type": "system", "id": REENCRYPT_ACTOR},
+                reason="operator_request",
+                entity=target.table.name,
+                fields=sorted(fields),
+                data_categories=sorted(categories),
+                count=count if len(chunks) == 1 else len(chunk),
+                subjects=chunk or None,
+                batch=batch,
+            )
+        return
+    from custdata._decision import (  # noqa: PLC0415
+        AccessDecision,
+        Action,
+        Outcome,
+    )
+
+    audit.record_decision(
+        AccessDecision(
+            outcome=Outcome.ALLOWED,
+            action=Action.UPDATE,
+            actor=REENCRYPT_ACTOR,
+            role=None,
+            purpose=None,
+            policy_version=custodian.policy.version,
+            entity=target.table.name,
+            fields=tuple(sorted(fields)),
+            categories=tuple(sorted(categories)),
+            subjects=tuple(subjects),
+            count=count,
+        )
+    )
 
 
 def _reencrypt_row(  # noqa: PLR0917

@@ -33,6 +33,8 @@ from base64 import b64encode
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import attrs
+
 from sqlalchemy import Table, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, defer
@@ -49,9 +51,9 @@ from custdata._decision import Action
 from custdata._errors import ConfigurationError, UnsupportedOperationError
 from custdata._policy import FieldPolicy
 
-from ._binding import INFO_KEY, FieldBinding, subject_value
+from ._binding import INFO_KEY, FieldBinding, SubjectKind, subject_value
 from ._declare import KNOWN_TABLES, CustomerDataInfo, _Inferred, settle_table, uuid7
-from ._types import _GRANTS, TYPE_FOR, EncryptedType, _Bound, _Sealed
+from ._types import _GRANTS, SUBJECTS_KEY, TYPE_FOR, EncryptedType, _Bound, _Sealed
 
 
 __all__ = [
@@ -87,6 +89,7 @@ class _TableFacts:
         "searchable",
         "subject_col",
         "subject_default",
+        "write_fields",
     )
 
     def __init__(self, table: Table) -> None:
@@ -97,6 +100,9 @@ class _TableFacts:
         self.sealing: list[tuple[str, FieldBinding, bool]] = []
         self.subject_col: Any = None
         self.subject_default = False
+        #: The field mappings of written column sets, one object per set, so
+        #: the custodian's verdict memo (keyed on identity) hits.
+        self.write_fields: dict[tuple[str, ...], dict[str, FieldPolicy | None]] = {}
         for col in table.columns:
             if col.info.get("custdata_subject"):
                 self.subject_col = col
@@ -228,6 +234,74 @@ def _where_subject(statement: Any, subject_col: Any) -> object:
     return None
 
 
+def _row_subject(row: Mapping[str, Any], subject_col: Any, extra: object) -> object:
+    subject = row.get(subject_col.key)
+    if subject is None:
+        subject = row.get(subject_col._label, extra)  # noqa: SLF001
+    return subject
+
+
+def _authorize_write(
+    facts: _TableFacts,
+    custodian: Any,
+    rows: Sequence[Mapping[str, Any]],
+    embedded: Mapping[Any, Any] | None,
+    extra_subject: object,
+    *,
+    is_insert: bool,
+) -> None:
+    """Authorize writing the customer-data columns a statement sets (internal).
+
+    One :meth:`custdata.Custodian.authorize` call with ``Action.WRITE`` per
+    statement (an ORM flush sends one per table and batch of rows), naming the
+    written fields, the rows' subject ids and the number of values. An INSERT
+    that leaves a column NULL does not write it; an UPDATE to NULL erases it,
+    which is a write.
+
+    Raises:
+        AccessDeniedError: If the access context may not write them.
+    """
+    written = tuple(
+        k
+        for k, _b in facts.encrypted
+        if (embedded is not None and k in embedded)
+        or any(k in row and (not is_insert or row[k] is not None) for row in rows)
+    )
+    if not written:
+        return
+    fields = facts.write_fields.get(written)
+    if fields is None:
+        bindings = dict(facts.encrypted)
+        # Writing is never masked: a field may be written only for a purpose
+        # permitted for it, whatever it does on an out-of-purpose read.
+        fields = facts.write_fields[written] = {
+            (bindings[k].column or k): _strict(bindings[k].field) for k in written
+        }
+    subjects: list[object] = []
+    subject_col = facts.subject_col
+    if subject_col is not None:
+        if rows:
+            subjects = [_row_subject(row, subject_col, extra_subject) for row in rows]
+        elif embedded is not None:
+            subjects = [embedded.get(subject_col.key, extra_subject)]
+        else:
+            subjects = [extra_subject]
+        subjects = [s for s in dict.fromkeys(subjects) if s is not None]
+    custodian.authorize(
+        action=Action.WRITE,
+        entity=facts.name,
+        fields=fields,
+        subjects=subjects,
+        count=max(len(rows), 1) * len(written),
+    )
+
+
+def _strict(field: FieldPolicy | None) -> FieldPolicy | None:
+    if field is None or field.on_violation == "raise":
+        return field
+    return attrs.evolve(field, on_violation="raise")
+
+
 @event.listens_for(Engine, "before_execute", retval=True)
 def _before_execute(
     conn: Connection,
@@ -241,45 +315,64 @@ def _before_execute(
     facts = _facts(clauseelement.table)
     if facts is None or not facts.encrypted:
         return clauseelement, multiparams, params
-    custodian = _current_custodian()
+    custodian = _require_custodian()
     indexes: dict[str, Any] = {}
     subject_col = facts.subject_col
+    is_insert = isinstance(clauseelement, Insert)
     extra_subject: object = None
-    if subject_col is not None and isinstance(clauseelement, Update):
+    if subject_col is not None and not is_insert:
         extra_subject = _where_subject(clauseelement, subject_col)
     values = getattr(clauseelement, "_values", None)
-    if values and clauseelement._propagate_attrs.get("compile_state_plugin") != "orm":  # noqa: SLF001
-        clauseelement = _prepare_embedded(
-            clauseelement, values, facts, custodian, extra_subject, indexes
-        )
-    is_insert = isinstance(clauseelement, Insert)
+    orm = clauseelement._propagate_attrs.get("compile_state_plugin") == "orm"  # noqa: SLF001
+    embedded: dict[str, Any] | None = None
+    if values:
+        embedded = {getattr(col, "key", col): v for col, v in values.items()}
     # The ORM's flush hands over parameter sets it built for this call alone
     # (and marks the call with its mapper's compiled cache): no need to copy.
     in_place = execution_options.get("compiled_cache") is not None
     inject = is_insert and subject_col is not None and facts.subject_default
     if multiparams:
-        rows = []
+        rows: list[Mapping[str, Any]] = []
         for given in multiparams:
             row = given
             if inject and row.get(subject_col.key) is None:
                 row = {**row, subject_col.key: uuid7()}
-            rows.append(
-                _prepare_row(
-                    row, facts, custodian, extra_subject, indexes, in_place=in_place
-                )
-            )
-        return clauseelement, rows, params
-    if params:
+            rows.append(row)
+    elif params:
         row = params
         if inject and row.get(subject_col.key) is None and not values:
             row = {**row, subject_col.key: uuid7()}
+        rows = [row]
+    else:
+        rows = []
+    if inject and not rows and not values:
+        params = {subject_col.key: uuid7()}
+    if not (orm and not is_insert):
+        # ORM bulk update() was authorized (Action.UPDATE) in do_orm_execute.
+        _authorize_write(
+            facts, custodian, rows, embedded, extra_subject, is_insert=is_insert
+        )
+    if values and not orm:
+        clauseelement = _prepare_embedded(
+            clauseelement, values, facts, custodian, extra_subject, indexes
+        )
+    if multiparams:
+        return (
+            clauseelement,
+            [
+                _prepare_row(
+                    row, facts, custodian, extra_subject, indexes, in_place=in_place
+                )
+                for row in rows
+            ],
+            params,
+        )
+    if rows:
         return (
             clauseelement,
             multiparams,
-            _prepare_row(row, facts, custodian, extra_subject, indexes),
+            _prepare_row(rows[0], facts, custodian, extra_subject, indexes),
         )
-    if inject and not values:
-        return clauseelement, multiparams, {subject_col.key: uuid7()}
     return clauseelement, multiparams, params
 
 
@@ -306,15 +399,31 @@ def _prepare_embedded(  # noqa: PLR0917
     return statement.values(**prepared)
 
 
-# -- reads: one authorization per statement -----------------------------------------------
+# -- reads: one authorization per fetched batch ------------------------------------------
 
 
 class _Plan:
-    """The encrypted columns a compiled statement fetches (cached per compiled)."""
+    """The encrypted columns a compiled statement fetches (cached on the compiled).
 
-    __slots__ = ("bindings", "entity", "fields", "names")
+    ``fields`` is one mapping object for the life of the plan, so
+    :meth:`custdata.Custodian.authorize` can memoise its verdict by identity.
+    """
 
-    def __init__(self, bindings: list[FieldBinding]) -> None:
+    __slots__ = (
+        "_grants",
+        "bindings",
+        "entity",
+        "fields",
+        "names",
+        "predicted",
+        "subject_pos",
+    )
+
+    def __init__(
+        self,
+        bindings: list[FieldBinding],
+        subject_pos: Sequence[tuple[int, SubjectKind]] = (),
+    ) -> None:
         self.bindings = bindings
         tables = sorted({b.table or "?" for b in bindings})
         single = len(tables) == 1
@@ -323,10 +432,57 @@ class _Plan:
         self.fields: dict[str, FieldPolicy | None] = dict(
             zip(self.names, (b.field for b in bindings), strict=True)
         )
+        #: Where the subject ids can be read in a fetched row: the position of
+        #: one subject-packed column per table, with the subject kind.
+        self.subject_pos = list(subject_pos)
+        #: Whether a read is expected to be allowed, per policy and context.
+        self.predicted: dict[tuple[object, ...], bool] = {}
+        #: (custodian, keyring, denied fields, grants): the last grants built.
+        self._grants: tuple[object, object, object, dict[object, Any]] | None = None
+
+    def grants(self, custodian: Any, denied: tuple[str, ...]) -> dict[object, Any]:
+        """The grants of an allowed decision: binding -> cipher, or the mask."""
+        memo = self._grants
+        keyring = custodian.keyring
+        if (
+            memo is not None
+            and memo[0] is custodian
+            and memo[1] is keyring
+            and memo[2] == denied
+        ):
+            return memo[3]
+        grants: dict[object, Any] = {}
+        for name, b in zip(self.names, self.bindings, strict=True):
+            grants[b] = MASK_TEXT if denied and name in denied else b.cipher(custodian)
+        self._grants = (custodian, keyring, denied, grants)
+        return grants
+
+    def allowed(self, custodian: Any) -> bool:
+        """Predict (cached) whether the context in force may read this plan's fields.
+
+        Only a prediction: the decision itself is always made by
+        :meth:`custdata.Custodian.authorize`. A read predicted to be denied is
+        authorized before the statement runs, so it raises there.
+        """
+        ctx = current_access()
+        policy = custodian.policy
+        key = (policy, ctx.actor is None, ctx.role, ctx.purpose)
+        verdict = self.predicted.get(key)
+        if verdict is None:
+            verdict = _context_ok(policy) and all(
+                field is not None
+                and bool(field.purposes)
+                and (field.on_violation == "mask" or policy.permits(field, ctx.purpose))
+                for field in self.fields.values()
+            )
+            if len(self.predicted) > 64:  # noqa: PLR2004 - a bound, not a tuning knob
+                self.predicted.clear()
+            self.predicted[key] = verdict
+        return verdict
 
 
 _NO_PLAN = _Plan([])
-_PLANS: weakref.WeakKeyDictionary[Any, _Plan] = weakref.WeakKeyDictionary()
+_PLAN_ATTR = "_custdata_plan"
 
 
 def _is_encrypted(expr: Any) -> bool:
@@ -336,7 +492,7 @@ def _is_encrypted(expr: Any) -> bool:
 
 
 def _plan_for(compiled: Any) -> _Plan:
-    plan = _PLANS.get(compiled)
+    plan: _Plan | None = compiled.__dict__.get(_PLAN_ATTR)
     if plan is not None:
         return plan
     statement = getattr(compiled, "statement", None)
@@ -347,46 +503,177 @@ def _plan_for(compiled: Any) -> _Plan:
                     "ordering or grouping by an encrypted column cannot work on ciphertext"
                 )
     seen: dict[FieldBinding, None] = {}
-    for entry in getattr(compiled, "_result_columns", ()) or ():
+    subject_pos: dict[str | None, tuple[int, SubjectKind]] = {}
+    for index, entry in enumerate(getattr(compiled, "_result_columns", ()) or ()):
         type_ = entry[3]
         if isinstance(type_, EncryptedType):
-            seen[type_._binding] = None  # noqa: SLF001
-    plan = _Plan(list(seen)) if seen else _NO_PLAN
-    with contextlib.suppress(TypeError):  # not weak-referenceable: no cache
-        _PLANS[compiled] = plan
+            b = type_._binding  # noqa: SLF001
+            seen[b] = None
+            if b.subject_key is not None and b.table not in subject_pos:
+                subject_pos[b.table] = (index, b.subject_kind)
+    plan = _Plan(list(seen), list(subject_pos.values())) if seen else _NO_PLAN
+    with contextlib.suppress(AttributeError):  # no __dict__: no cache
+        setattr(compiled, _PLAN_ATTR, plan)
     return plan
 
 
-def authorize_read(
-    bindings: Sequence[FieldBinding],
-    plan: _Plan | None = None,
-    *,
-    subjects: Sequence[object] = (),
-) -> None:
-    """Authorize reading *bindings* now and record the grants (internal).
-
-    Raises:
-        AccessDeniedError: If the access context may not read them.
-    """
+def _require_custodian() -> Any:
     custodian = _current_custodian()
     if custodian is None:
         raise ConfigurationError(
             "no custodian is current: call custodian.make_current() or use custodian.activate()"
         )
-    plan = plan or _Plan(list(bindings))
+    return custodian
+
+
+def authorize_read(
+    plan: _Plan,
+    custodian: Any,
+    *,
+    subjects: Sequence[object] = (),
+    count: int = 0,
+    raw_subjects: Mapping[object, object] | None = None,
+) -> dict[object, Any]:
+    """Authorize reading *plan*'s fields now and put the grants in force (internal).
+
+    Returns:
+        The grants now in force: binding -> cipher, or the mask text.
+
+    Raises:
+        AccessDeniedError: If the access context may not read them.
+    """
     decision = custodian.authorize(
-        action=Action.READ, entity=plan.entity, fields=plan.fields, subjects=subjects
+        action=Action.READ,
+        entity=plan.entity,
+        fields=plan.fields,
+        subjects=subjects,
+        count=count,
     )
-    grants = _GRANTS.get()
-    if grants is None:
-        grants = {}
-        _GRANTS.set(grants)
-    masked = decision.denied_fields
-    for name, b in zip(plan.names, plan.bindings, strict=True):
-        if masked and name in masked:
-            grants[b] = MASK_TEXT
+    grants = plan.grants(custodian, decision.denied_fields)
+    if raw_subjects:
+        grants = {**grants, SUBJECTS_KEY: raw_subjects}
+    _GRANTS.set(grants)
+    return grants
+
+
+def _row_subjects(
+    rows: Sequence[Any], plan: _Plan
+) -> tuple[list[object], dict[object, object]]:
+    """The subjects of a fetched batch, read from the subject-packed columns.
+
+    Returns:
+        The distinct subject ids (as the crypto layer sees them) and a map from
+        the raw text in the packed values to those ids, for the result processors.
+    """
+    found: dict[object, object] = {}
+    for index, kind in plan.subject_pos:
+        for row in rows:
+            packed = row[index]
+            if packed is None:
+                continue
+            raw = packed.partition(b"|" if packed.__class__ is bytes else "|")[0]
+            if raw not in found:
+                found[raw] = subject_value(raw, kind)
+    return list(dict.fromkeys(found.values())), found
+
+
+class _AnnouncingCursor:
+    """A DBAPI cursor whose fetches authorize each batch before it is processed.
+
+    SQLAlchemy turns raw rows into result rows -- running the result processors
+    that decrypt -- only after the cursor's ``fetch*`` returns them. This proxy
+    makes one :meth:`custdata.Custodian.authorize` call per fetched batch, with
+    the batch's subject ids and value count, so every batch is announced (and a
+    denial raised) before any of its values is decrypted.
+    """
+
+    __slots__ = (
+        "_announced",
+        "_buffer",
+        "_cursor",
+        "_custodian",
+        "_extra",
+        "_grants",
+        "_plan",
+    )
+
+    #: Rows read ahead per announced batch when the rows are fetched one by one.
+    chunk = 100
+
+    def __init__(
+        self, cursor: Any, plan: _Plan, custodian: Any, extra: Sequence[object]
+    ) -> None:
+        self._cursor = cursor
+        self._extra = extra
+        self._plan = plan
+        self._custodian = custodian
+        self._announced = False
+        self._grants: dict[object, Any] | None = None
+        self._buffer: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+    def __repr__(self) -> str:
+        return f"<custdata announcing cursor {self._plan.entity}>"
+
+    def _announce(self, rows: Sequence[Any]) -> None:
+        if not rows:
+            if self._announced:
+                return
+            subjects: list[object] = []
+            raw: dict[object, object] = {}
         else:
-            grants[b] = b.cipher(custodian)
+            subjects, raw = _row_subjects(rows, self._plan)
+        if not subjects:
+            # Rows without a subject column of their own (e.g. a child table
+            # loaded through a relationship) name the subject they were loaded for.
+            subjects = list(self._extra)
+        self._announced = True
+        self._grants = authorize_read(
+            self._plan,
+            self._custodian,
+            subjects=subjects,
+            count=len(rows) * len(self._plan.bindings),
+            raw_subjects=raw,
+        )
+
+    def _in_force(self) -> None:
+        # Another statement may have put its own grants in force since this
+        # batch was announced (results read alternately): restore ours.
+        if _GRANTS.get() is not self._grants:
+            _GRANTS.set(self._grants)
+
+    def fetchall(self) -> Any:
+        rows = self._cursor.fetchall()
+        self._announce(rows)
+        if self._buffer:
+            rows = [*self._buffer, *rows]
+            self._buffer = []
+        self._in_force()
+        return rows
+
+    def fetchmany(self, size: int | None = None) -> Any:
+        if self._buffer:
+            want = self._cursor.arraysize if size is None else size
+            rows, self._buffer = self._buffer[:want], self._buffer[want:]
+            self._in_force()
+            return rows
+        rows = (
+            self._cursor.fetchmany() if size is None else self._cursor.fetchmany(size)
+        )
+        self._announce(rows)
+        self._in_force()
+        return rows
+
+    def fetchone(self) -> Any:
+        if not self._buffer:
+            self._buffer = list(self._cursor.fetchmany(self.chunk))
+            self._announce(self._buffer)
+            if not self._buffer:
+                return None
+        self._in_force()
+        return self._buffer.pop(0)
 
 
 @event.listens_for(Engine, "before_cursor_execute")
@@ -398,14 +685,43 @@ def _before_cursor_execute(  # noqa: PLR0917
     context: Any,
     executemany: bool,
 ) -> None:
-    compiled = getattr(context, "compiled", None)
+    compiled = context.compiled
     if compiled is None:
         return
-    plan = _plan_for(compiled)
+    plan = compiled.__dict__.get(_PLAN_ATTR) or _plan_for(compiled)
     if not plan.bindings:
         return
-    subjects = context.execution_options.get("custdata_subjects", ())
-    authorize_read(plan.bindings, plan, subjects=subjects)
+    custodian = _require_custodian()
+    if context.is_crud or executemany:
+        # RETURNING rows are fetched by SQLAlchemy itself: authorize them now.
+        subjects = context.execution_options.get("custdata_subjects", ())
+        authorize_read(plan, custodian, subjects=subjects)
+    elif not plan.allowed(custodian):
+        # Refused before the statement runs: nothing is fetched or decrypted.
+        authorize_read(plan, custodian)
+
+
+@event.listens_for(Engine, "after_cursor_execute")
+def _after_cursor_execute(  # noqa: PLR0917
+    conn: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: Any,
+    executemany: bool,
+) -> None:
+    compiled = context.compiled
+    if compiled is None or context.is_crud or executemany:
+        return
+    plan = compiled.__dict__.get(_PLAN_ATTR)
+    if plan is None or not plan.bindings:
+        return
+    context.cursor = _AnnouncingCursor(
+        cursor,
+        plan,
+        _require_custodian(),
+        context.execution_options.get("custdata_subjects", ()),
+    )
 
 
 # -- ORM: entity loads, bulk update/delete, validation -----------------------------------
@@ -805,6 +1121,7 @@ def install() -> None:
     for target, name, fn, kw in (
         (Engine, "before_execute", _before_execute, {"retval": True}),
         (Engine, "before_cursor_execute", _before_cursor_execute, {}),
+        (Engine, "after_cursor_execute", _after_cursor_execute, {}),
         (Session, "do_orm_execute", _do_orm_execute, {}),
         (Mapper, "mapper_configured", _on_mapper_configured, {}),
     ):

@@ -70,11 +70,15 @@ __all__ = [
 _T = TypeVar("_T")
 Storage = Literal["binary", "text"]
 
-#: Per-context grants: binding -> cipher (reveal) or mask text (mask only).
-#: Set by the statement hooks after ``Custodian.authorize``; read per value.
-_GRANTS: contextvars.ContextVar[dict[FieldBinding, Any] | None] = (
-    contextvars.ContextVar("custdata_sa_grants", default=None)
+#: The grants of the batch being processed: binding -> cipher (reveal) or mask
+#: text (mask only), and under :data:`SUBJECTS_KEY` the batch's subject ids by
+#: their raw text. Put in force by the statement hooks after
+#: ``Custodian.authorize``, once per fetched batch; read per value.
+_GRANTS: contextvars.ContextVar[dict[object, Any] | None] = contextvars.ContextVar(
+    "custdata_sa_grants", default=None
 )
+#: The key of the raw-text -> subject-id map in a grants dict.
+SUBJECTS_KEY = "\x00subjects"
 
 
 def _custodian_now() -> Any:
@@ -123,6 +127,7 @@ def bind_subject(value: _T, subject: object) -> _T:
 
 
 _MEMO: tuple[Any, object] = (None, None)
+_EMPTY: dict[object, object] = {}
 
 
 class EncryptedType(TypeDecorator[_T], Generic[_T]):
@@ -299,6 +304,7 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
             return process
 
         kind = b.subject_kind
+        subjects_key = SUBJECTS_KEY
 
         def process_subject(value: Any) -> Any:
             global _MEMO  # noqa: PLW0603 - a one-entry memo of the last subject parsed
@@ -311,12 +317,14 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
             if cipher.__class__ is str:
                 return cipher
             raw, _, blob = value.partition(b"|" if value.__class__ is bytes else "|")
-            memo = _MEMO
-            if memo[0] == raw:
-                subject = memo[1]
-            else:
-                subject = subject_value(raw, kind)
-                _MEMO = (raw, subject)
+            subject = grants.get(subjects_key, _EMPTY).get(raw)  # type: ignore[union-attr]
+            if subject is None:
+                memo = _MEMO
+                if memo[0] == raw:
+                    subject = memo[1]
+                else:
+                    subject = subject_value(raw, kind)
+                    _MEMO = (raw, subject)
             if text:
                 blob = _b64(b64decode, blob, where)
             return cipher.decrypt(blob, subject=subject)
