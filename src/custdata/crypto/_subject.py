@@ -139,13 +139,15 @@ class SubjectKeyStore(Protocol):
         ...
 
 
-@final
-class InMemorySubjectKeyStore:
-    """A :class:`SubjectKeyStore` in a dict; for tests and short-lived processes."""
+class _DictSubjectKeyStore:
+    """Records in a dict behind a lock; subclasses persist after each change."""
 
     def __init__(self) -> None:
         self._records: dict[bytes, SubjectKeyRecord] = {}
         self._lock = threading.Lock()
+
+    def _persist(self) -> None:
+        """Called under the lock after every change."""
 
     def get(self, subject: bytes) -> SubjectKeyRecord | None:
         """Return the record of ``subject``, or ``None``."""
@@ -154,12 +156,18 @@ class InMemorySubjectKeyStore:
     def add(self, record: SubjectKeyRecord) -> SubjectKeyRecord:
         """Insert ``record`` unless its subject has one; return the stored record."""
         with self._lock:
-            return self._records.setdefault(record.subject, record)
+            existing = self._records.get(record.subject)
+            if existing is not None:
+                return existing
+            self._records[record.subject] = record
+            self._persist()
+            return record
 
     def put(self, record: SubjectKeyRecord) -> None:
         """Insert or replace the record of ``record.subject``."""
         with self._lock:
             self._records[record.subject] = record
+            self._persist()
 
     def records(self) -> Iterator[SubjectKeyRecord]:
         """Iterate over a snapshot of every record."""
@@ -170,12 +178,17 @@ class InMemorySubjectKeyStore:
     def __len__(self) -> int:
         return len(self._records)
 
+
+@final
+class InMemorySubjectKeyStore(_DictSubjectKeyStore):
+    """A :class:`SubjectKeyStore` in a dict; for tests and short-lived processes."""
+
     def __repr__(self) -> str:
         return f"<InMemorySubjectKeyStore records={len(self._records)}>"
 
 
 @final
-class FileSubjectKeyStore:
+class FileSubjectKeyStore(_DictSubjectKeyStore):
     """A :class:`SubjectKeyStore` in a JSON file (mode 0600), rewritten on each change.
 
     For one process and modest numbers of subjects; use the SQL table store from
@@ -194,9 +207,8 @@ class FileSubjectKeyStore:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__()
         self.path = Path(path)
-        self._lock = threading.Lock()
-        self._records: dict[bytes, SubjectKeyRecord] = {}
         if self.path.exists():
             text = read_private_file(self.path, what="subject key file")
             try:
@@ -214,42 +226,13 @@ class FileSubjectKeyStore:
                     f"malformed subject key file ({type(exc).__name__})", path=self.path
                 ) from None
 
-    def _save(self) -> None:
+    def _persist(self) -> None:
         document = {
             "format": "custdata-subject-keys",
             "version": 1,
             "records": [r.to_json() for r in self._records.values()],
         }
         write_private_file(self.path, json.dumps(document, indent=1) + "\n")
-
-    def get(self, subject: bytes) -> SubjectKeyRecord | None:
-        """Return the record of ``subject``, or ``None``."""
-        return self._records.get(subject)
-
-    def add(self, record: SubjectKeyRecord) -> SubjectKeyRecord:
-        """Insert ``record`` unless its subject has one; return the stored record."""
-        with self._lock:
-            existing = self._records.get(record.subject)
-            if existing is not None:
-                return existing
-            self._records[record.subject] = record
-            self._save()
-            return record
-
-    def put(self, record: SubjectKeyRecord) -> None:
-        """Insert or replace the record of ``record.subject`` and rewrite the file."""
-        with self._lock:
-            self._records[record.subject] = record
-            self._save()
-
-    def records(self) -> Iterator[SubjectKeyRecord]:
-        """Iterate over a snapshot of every record."""
-        with self._lock:
-            snapshot = list(self._records.values())
-        return iter(snapshot)
-
-    def __len__(self) -> int:
-        return len(self._records)
 
     def __repr__(self) -> str:
         return f"<FileSubjectKeyStore {str(self.path)!r} records={len(self._records)}>"
