@@ -1,4 +1,4 @@
-"""The decorator's typing: mypy accepts correct calls and rejects wrong ones."""
+"""Typing: mypy --strict accepts the public API as users write it, and rejects misuse."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 
-TYPING = Path(__file__).parent / "typing"
+ROOT = Path(__file__).resolve().parent.parent
+TYPING = ROOT / "tests" / "typing"
 
 
 def _mypy(*paths: Path) -> subprocess.CompletedProcess[str]:
@@ -63,3 +64,15 @@ class TestDecoratorTyping:
             for m in re.finditer(r":(\d+): error: .*\[([a-z-]+)\]", result.stdout)
         }
         assert expected == found, result.stdout
+
+
+class TestModelTyping:
+    @pytest.mark.parametrize(
+        "path",
+        [TYPING / "test_sa_models.py", ROOT / "examples" / "shop" / "models.py"],
+        ids=["typing-samples", "shop-models"],
+    )
+    def test_models_type_check(self, path: Path) -> None:
+        """Models written with Mapped[...] and customer_data() pass mypy --strict."""
+        result = _mypy(path)
+        assert 0 == result.returncode, result.stdout
