@@ -1,7 +1,8 @@
 """Audit trail costs in one run: seal, stream, database sink, verification.
 
 Run: ``python benchmarks/bench_audit.py [--events N] [--db URL]``. Budgets (DESIGN §6):
-seal ≤ 10 µs per event; verification ≥ 200,000 events/s per core.
+an event sealed into the stream ≤ 10 µs (``record_decision`` into a JSON-lines
+file, end to end); verification ≥ 200,000 events/s per core.
 """
 
 from __future__ import annotations
@@ -78,23 +79,38 @@ def main() -> None:
     keys = Keys()
     rows: list[tuple[str, str, str]] = []
 
-    # 1. Seal only: canonical JSON + SHA-256 + HMAC + key evolution.
+    # 1. Seal only: body bytes + SHA-256 + HMAC + key evolution, no sink.
     mem = MemorySink()
     trail = AuditTrail(keys, sinks=[mem], checkpoint_interval=None)
     trail.record_decision(DECISION, now=NOW)
     body = dict(mem.records[-1].fields)
     writer = ChainWriter(keys, deployment="bench", service="seal")
+    shape = next(iter(trail._shapes.values()))  # noqa: SLF001 - the prepared decision
+    dynamic = {k: v for k, v in body.items() if k not in shape.static}
 
-    def seal() -> None:
+    def seal_prepared() -> None:
+        event = dict(dynamic)
+        rec = writer.prepare(shape.render(event), event)
+        writer.commit(rec)
+
+    def seal_generic() -> None:
         rec = writer.prepare(canonical_json(body), body)
         writer.commit(rec)
 
-    us = best(seal, n)
+    us = best(seal_prepared, n)
     rows.append(
         (
-            "seal (canonical JSON + SHA-256 + HMAC + evolve)",
+            "seal (prepared template + SHA-256 + HMAC + evolve)",
             f"{us:.2f} µs/event",
-            "budget ≤ 10 µs",
+            "",
+        )
+    )
+    us = best(seal_generic, n)
+    rows.append(
+        (
+            "seal (generic canonical JSON + SHA-256 + HMAC + evolve)",
+            f"{us:.2f} µs/event",
+            "",
         )
     )
 
@@ -111,16 +127,26 @@ def main() -> None:
     trail.close()
 
     with tempfile.TemporaryDirectory() as tmp:
-        # 3. Stream sink to a file (one O_APPEND write per line).
+        # 3. Stream sink to a file (one O_APPEND write per line), end to end:
+        # with an explicit now= (as tests do) and with the wall clock (as
+        # applications do).
         path = Path(tmp) / "audit.jsonl"
         trail = AuditTrail(keys, sinks=[JsonLinesSink(path)], checkpoint_interval=None)
         us = best(lambda: trail.record_decision(DECISION, now=NOW), n, repeat=1)
+        rows.append(
+            (
+                "stream sink (JSON lines file), end to end, now=",
+                f"{us:.2f} µs/event",
+                f"{1e6 / us:,.0f} events/s; budget ≤ 10 µs",
+            )
+        )
+        us = best(lambda: trail.record_decision(DECISION), n, repeat=1)
         trail.close()
         rows.append(
             (
-                "stream sink (JSON lines file), end to end",
+                "stream sink (JSON lines file), end to end, wall clock",
                 f"{us:.2f} µs/event",
-                f"{1e6 / us:,.0f} events/s",
+                f"{1e6 / us:,.0f} events/s; budget ≤ 10 µs",
             )
         )
         line = render_line(mem.records[0]) if mem.records else b""

@@ -608,3 +608,150 @@ class TestCanaries:
             for hay in haystacks:
                 assert canary not in hay
                 assert canary.encode().hex() not in hay
+
+
+class TestPreparedDecisions:
+    """Decision events are rendered from a prepared template; the bytes must not change."""
+
+    @pytest.mark.parametrize(
+        "extra",
+        [
+            {},
+            {"request_id": "req-1", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"},
+            {"subjects": ()},
+            {"subjects": ("c-1", "c-1")},
+            {"subjects": tuple(f"c-{i}" for i in range(1500)), "count": 3001},
+            {
+                "outcome": Outcome.DENIED,
+                "reason": DenyReason.PURPOSE_NOT_PERMITTED,
+                "denied_fields": ("card",),
+            },
+            {"action": Action.EXPORT},
+            {"role": None, "purpose": None, "entity": None, "fields": ()},
+            {"request_id": Action.READ},  # a str subclass: the generic path
+        ],
+    )
+    def test_body_is_canonical_json_of_its_fields(
+        self, trail: AuditTrail, mem: MemorySink, extra: dict[str, object]
+    ) -> None:
+        """Each sealed body is exactly ``canonical_json`` of its decoded fields, and valid."""
+        trail.record_decision(decision("u-1", **extra), now=T0)  # type: ignore[arg-type]
+        trail.record_decision(decision("u-1", **extra))  # type: ignore[arg-type]
+        for rec in mem.records[1:]:
+            assert canonical_json(json.loads(rec.body)) == rec.body
+            assert json.loads(rec.body) == json.loads(canonical_json(rec.fields))
+            validate_body(json.loads(rec.body))
+
+    @pytest.mark.parametrize(
+        "extra",
+        [
+            {"request_id": "free text"},
+            {"trace_id": "alice@example.com"},
+            {"count": 2**63},
+        ],
+    )
+    def test_bad_dynamic_values_are_refused(
+        self, trail: AuditTrail, extra: dict[str, object]
+    ) -> None:
+        """Per-event values of a prepared decision are checked like any body value."""
+        with pytest.raises(ValueError) as info:
+            trail.record_decision(decision("u-1", **extra), now=T0)  # type: ignore[arg-type]
+        assert "alice" not in str(info.value)
+        assert "free text" not in str(info.value)
+
+    def test_mac_matches_an_independent_implementation(
+        self, trail: AuditTrail, mem: MemorySink
+    ) -> None:
+        """Records chain by HMAC-SHA256 with forward-evolving keys exactly as documented."""
+        import hashlib
+        import hmac
+
+        keys = trail._keys
+        for n in range(3):
+            trail.record_decision(decision(f"u-{n}"), now=T0)
+        chain = mem.records[0].chain
+        key_ref = mem.records[0].key_ref
+        root = keys.audit_root_key_for(key_ref)
+        key = hmac.digest(
+            root, b"custdata/audit/chain/v1\x00" + chain.encode(), "sha256"
+        )
+        prev = bytes(32)
+        for seq, rec in enumerate(mem.records, 1):
+            digest = hashlib.sha256(rec.body).digest()
+            msg = b"".join(
+                (
+                    b"custdata/audit/v1\x00",
+                    chain.encode(),
+                    b"\x00",
+                    key_ref.encode(),
+                    b"\x00",
+                    seq.to_bytes(8, "big"),
+                    prev,
+                    digest,
+                )
+            )
+            assert (seq, prev, digest) == (rec.seq, rec.prev, rec.body_sha256)
+            assert hmac.digest(key, msg, "sha256") == rec.mac
+            prev = rec.mac
+            key = hashlib.sha256(b"custdata/audit/evolve/v1" + key).digest()
+
+
+class TestStamps:
+    def test_timestamps_match_datetime_formatting(self) -> None:
+        """``ts`` is the UTC time with microseconds, as ``strftime`` would write it."""
+        import datetime as dt
+
+        from custdata.audit._schema import format_ts, stamps_from_us
+
+        for when in (
+            T0,
+            T0 + dt.timedelta(microseconds=7),
+            dt.datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone.utc),
+            dt.datetime(2026, 3, 1, 9, tzinfo=dt.timezone(dt.timedelta(hours=9))),
+        ):
+            expected = when.astimezone(dt.timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ"
+            )
+            assert expected == format_ts(when)
+            us = round(
+                (when - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)).total_seconds()
+                * 1e6
+            )
+            assert expected == stamps_from_us(us)[1]
+        with pytest.raises(ValueError):
+            format_ts(dt.datetime(2026, 1, 1))
+
+    def test_event_ids_are_unique_uuid7_in_time_order(self) -> None:
+        """Event ids are version-7 UUIDs, unique within a millisecond, ordered by time."""
+        import uuid
+
+        from custdata.audit._schema import event_id_from_us, stamps_from_us
+
+        us = 1_764_406_800_123_456
+        ids = [stamps_from_us(us)[0] for _ in range(1000)] + [
+            event_id_from_us(us) for _ in range(1000)
+        ]
+        assert len(set(ids)) == len(ids)
+        parsed = [uuid.UUID(i) for i in ids]
+        assert {7} == {u.version for u in parsed}
+        assert {uuid.RFC_4122} == {u.variant for u in parsed}
+        assert {us // 1000} == {u.int >> 80 for u in parsed}
+        assert event_id_from_us(us + 1000) > event_id_from_us(us)
+
+
+class TestJsonLinesParsing:
+    def test_fast_parser_agrees_with_json(
+        self, trail: AuditTrail, mem: MemorySink, tmp_path: Path
+    ) -> None:
+        """Every line JsonLinesSink writes is read back exactly as the JSON parser reads it."""
+        from custdata.audit._store import parse_line
+
+        for n in range(5):
+            trail.record_decision(decision(f"u-{n}", subjects=("c-1", "c-2")), now=T0)
+        path = tmp_path / "a.jsonl"
+        path.write_bytes(mem.lines() + b'{"custdata_audit":1,"chain":"x"')
+        fast = list(JsonLinesSource(path).records())
+        lines = mem.lines().splitlines(keepends=True)
+        slow = [parse_line(line.replace(b'"seq":', b'"seq": '), "") for line in lines]
+        assert len(lines) == len(fast)
+        assert [r[1:] for r in slow] == [r[1:] for r in fast]

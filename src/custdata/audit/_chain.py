@@ -14,23 +14,43 @@ chain or relabelled with another key fails to verify.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import hmac
+import struct
 import uuid
 
 from typing import Any, Final
 
 import attrs
 
-from ._keys import AuditKeySource, chain_initial_key, evolve_key
+from ._keys import (
+    _EVOLVE_LABEL,
+    _TRANS_5C,
+    _TRANS_36,
+    AuditKeySource,
+    chain_initial_key,
+    hmac_pads,
+)
 from ._schema import IDENTIFIER
 
 
-__all__ = ["ZERO_MAC", "ChainWriter", "SealedRecord", "compute_mac", "render_line"]
+__all__ = [
+    "ZERO_MAC",
+    "ChainWriter",
+    "SealedRecord",
+    "compute_mac",
+    "mac_prefix",
+    "render_line",
+]
 
 #: The ``prev`` of the first record of every chain.
 ZERO_MAC: Final = bytes(32)
 _MAC_LABEL: Final = b"custdata/audit/v1\x00"
+
+
+_U64 = struct.Struct(">Q").pack
+_PAD32: Final = bytes(32)
 
 
 def compute_mac(  # noqa: PLR0917 - mirrors the MAC formula's inputs
@@ -39,12 +59,8 @@ def compute_mac(  # noqa: PLR0917 - mirrors the MAC formula's inputs
     """Return the chain MAC of one record (see the module docstring)."""
     msg = b"".join(
         (
-            _MAC_LABEL,
-            chain.encode("utf-8"),
-            b"\x00",
-            key_ref.encode("utf-8"),
-            b"\x00",
-            seq.to_bytes(8, "big"),
+            mac_prefix(chain, key_ref),
+            _U64(seq),
             prev,
             body_sha256,
         )
@@ -52,7 +68,15 @@ def compute_mac(  # noqa: PLR0917 - mirrors the MAC formula's inputs
     return hmac.digest(key, msg, "sha256")
 
 
-@attrs.frozen(kw_only=True)
+def mac_prefix(chain: str, key_ref: str) -> bytes:
+    """Return the constant start of a chain's MAC input (label, chain, key id)."""
+    return b"".join(
+        (_MAC_LABEL, chain.encode("utf-8"), b"\x00", key_ref.encode("utf-8"), b"\x00")
+    )
+
+
+# Not slotted: the hot path builds a record by setting its __dict__ in one step.
+@attrs.frozen(kw_only=True, slots=False)
 class SealedRecord:
     """One audit event sealed into its chain.
 
@@ -82,6 +106,46 @@ class SealedRecord:
         return str(self.fields["action"])
 
 
+_new_object = object.__new__
+_set_attr = object.__setattr__
+
+
+def _new_record(  # noqa: PLR0917 - the record's fields, in order
+    chain: str,
+    seq: int,
+    key_ref: str,
+    prev: bytes,
+    mac: bytes,
+    body: bytes,
+    body_sha256: bytes,
+    fields: dict[str, Any],
+) -> SealedRecord:
+    """Build a :class:`SealedRecord` without attrs' frozen ``__init__`` (hot path)."""
+    record = _new_object(SealedRecord)
+    _set_attr(
+        record,
+        "__dict__",
+        {
+            "chain": chain,
+            "seq": seq,
+            "key_ref": key_ref,
+            "prev": prev,
+            "mac": mac,
+            "body": body,
+            "body_sha256": body_sha256,
+            "fields": fields,
+        },
+    )
+    return record
+
+
+_hexlify = binascii.hexlify
+_LINE: Final = (
+    b'{"custdata_audit":1,"chain":"%s","seq":%d,"key_ref":"%s","prev":"%s",'
+    b'"mac":"%s","body_sha256":"%s","body":%s}\n'
+)
+
+
 def render_line(record: SealedRecord) -> bytes:
     r"""Render *record* as one JSON line (the stream sink format).
 
@@ -90,15 +154,19 @@ def render_line(record: SealedRecord) -> bytes:
     re-encoding it::
 
         {"custdata_audit":1,"chain":"…","seq":7,"key_ref":"…","prev":"<hex>",
-         "mac":"<hex>","body_sha256":"<hex>","body":{…}}\\n
+         "mac":"<hex>","body_sha256":"<hex>","body":{…}}\n
+
+    Chain ids and key ids are identifiers (ASCII, nothing to escape).
     """
-    head = (
-        f'{{"custdata_audit":1,"chain":"{record.chain}","seq":{record.seq},'
-        f'"key_ref":"{record.key_ref}","prev":"{record.prev.hex()}",'
-        f'"mac":"{record.mac.hex()}","body_sha256":"{record.body_sha256.hex()}",'
-        '"body":'
+    return _LINE % (
+        record.chain.encode("ascii"),
+        record.seq,
+        record.key_ref.encode("ascii"),
+        _hexlify(record.prev),
+        _hexlify(record.mac),
+        _hexlify(record.body_sha256),
+        record.body,
     )
-    return head.encode("utf-8") + record.body + b"}\n"
 
 
 class ChainWriter:
@@ -125,6 +193,10 @@ class ChainWriter:
         self.seq = 0
         self._prev = ZERO_MAC
         self._key = chain_initial_key(root, chain)
+        self._prefix = mac_prefix(chain, key_ref)
+        ipad, self._opad = hmac_pads(self._key)
+        # The inner hash always starts with the padded key and the constant prefix.
+        self._inner_head = ipad + self._prefix
 
     def __repr__(self) -> str:
         return f"<ChainWriter chain={self.chain!r} seq={self.seq}>"
@@ -132,18 +204,28 @@ class ChainWriter:
     def prepare(self, body: bytes, fields: dict[str, Any]) -> SealedRecord:
         """Seal *body* as the next record without advancing the chain."""
         seq = self.seq + 1
-        digest = hashlib.sha256(body).digest()
-        mac = compute_mac(self._key, self.chain, self.key_ref, seq, self._prev, digest)
-        return SealedRecord(
-            chain=self.chain,
-            seq=seq,
-            key_ref=self.key_ref,
-            prev=self._prev,
-            mac=mac,
-            body=body,
-            body_sha256=digest,
-            fields=fields,
+        digest = _sha256(body).digest()
+        prev = self._prev
+        # HMAC-SHA256(K_i, prefix || u64be(seq) || prev || h) from its padded keys.
+        inner = _sha256(b"".join((self._inner_head, _U64(seq), prev, digest)))
+        mac = _sha256(self._opad + inner.digest()).digest()
+        # _new_record, inlined.
+        record = _new_object(SealedRecord)
+        _set_attr(
+            record,
+            "__dict__",
+            {
+                "chain": self.chain,
+                "seq": seq,
+                "key_ref": self.key_ref,
+                "prev": prev,
+                "mac": mac,
+                "body": body,
+                "body_sha256": digest,
+                "fields": fields,
+            },
         )
+        return record
 
     def commit(self, record: SealedRecord) -> None:
         """Advance the chain past *record* and evolve the key (forgetting the old)."""
@@ -151,4 +233,14 @@ class ChainWriter:
             raise ValueError("record does not extend this chain")
         self.seq = record.seq
         self._prev = record.mac
-        self._key = evolve_key(self._key)
+        self._evolve()
+
+    def _evolve(self) -> None:
+        self._key = key = _sha256(_EVOLVE_LABEL + self._key).digest()
+        # hmac_pads, inlined: chain keys are 32 bytes, padded to the block.
+        padded = key + _PAD32
+        self._inner_head = padded.translate(_TRANS_36) + self._prefix
+        self._opad = padded.translate(_TRANS_5C)
+
+
+_sha256 = hashlib.sha256

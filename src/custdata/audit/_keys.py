@@ -5,8 +5,15 @@ provider), identified by a key id written into every record as ``key_ref``::
 
     K_1(chain)  = HMAC-SHA256(root, "custdata/audit/chain/v1" || 0x00 || chain)
     K_{i+1}     = SHA-256("custdata/audit/evolve/v1" || K_i)
-    K_pseudo    = HKDF-SHA256(root, salt=None, info="custdata/audit/pseudonym/v1")
+    K_pseudo    = HKDF-SHA256(root_p, salt=None, info="custdata/audit/pseudonym/v1")
     subject_ref = "sr_" + base32(HMAC-SHA256(K_pseudo, tenant || 0x00 || subject))[:26]
+
+Chain keys derive from the *current* root (the primary data key's), so new
+chains move to a new ``key_ref`` after a rotation. Pseudonyms must instead stay
+the same for the life of the deployment, or "who accessed subject S?" would
+split at every rotation: ``root_p`` is the *pseudonym root* chosen by
+:func:`pseudonym_root`, for a keyring the audit root of its oldest data key,
+which is kept (as a one-way HKDF output) even after that key is retired.
 
 The root never leaves the key source except to derive these; writers keep only
 the current evolved chain key, so a later memory dump cannot rewrite the past.
@@ -28,7 +35,9 @@ __all__ = [
     "AuditKeySource",
     "chain_initial_key",
     "evolve_key",
+    "hmac_pads",
     "pseudonym_key",
+    "pseudonym_root",
     "root_for",
     "subject_ref",
 ]
@@ -44,6 +53,11 @@ class AuditKeySource(Protocol):
 
     Writers call :meth:`audit_root_key` once per chain; the verifier calls
     :meth:`audit_root_key_for` with the ``key_ref`` stored in each record.
+    Subject pseudonyms use :func:`pseudonym_root`: a key source whose current
+    root changes (by rotation) must say which root is the stable one, either
+    with an optional ``pseudonym_root_key() -> bytes`` method or, like the
+    keyring, by listing its keys in ``keys`` (``KeyInfo`` with ``key_id``,
+    ``kind`` and ``created_at``).
     """
 
     def audit_root_key(self) -> tuple[Any, bytes]:
@@ -74,9 +88,55 @@ def root_for(keys: AuditKeySource, key_ref: str) -> bytes:
     return keys.audit_root_key_for(key_ref)
 
 
+def pseudonym_root(keys: AuditKeySource) -> bytes:
+    """Return the root that subject pseudonyms derive from, stable across rotations.
+
+    In order of preference: the key source's own ``pseudonym_root_key()``; for
+    a source that lists its keys (a :class:`custdata.crypto.Keyring`), the
+    audit root of its oldest data key (by ``created_at``, then listing order),
+    which retiring the key keeps; otherwise the current audit root, for a source
+    with a single root.
+
+    Raises:
+        LookupError: The oldest data key's audit root is gone (a keyring file
+            whose retired key kept no audit root).
+    """
+    own = getattr(keys, "pseudonym_root_key", None)
+    if callable(own):
+        return bytes(own())
+    listed = getattr(keys, "keys", None)
+    if listed is not None and not callable(listed):
+        data = [
+            info
+            for info in listed
+            if getattr(getattr(info, "kind", None), "value", None) == "data"
+        ]
+        if data:
+            oldest = min(data, key=lambda info: info.created_at)
+            return keys.audit_root_key_for(oldest.key_id)
+    return keys.audit_root_key()[1]
+
+
 def chain_initial_key(root: bytes, chain: str) -> bytes:
     """Derive the first key of *chain* from the audit *root* key."""
     return hmac.digest(root, _CHAIN_LABEL + chain.encode("utf-8"), "sha256")
+
+
+_BLOCK: Final = 64
+_TRANS_36: Final = bytes(x ^ 0x36 for x in range(256))
+_TRANS_5C: Final = bytes(x ^ 0x5C for x in range(256))
+
+
+def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
+    """Return the HMAC-SHA256 inner and outer padded keys of a key of ≤ 64 bytes.
+
+    With them, ``SHA-256(opad || SHA-256(ipad || msg))`` is exactly
+    ``HMAC-SHA256(key, msg)`` (RFC 2104), without the per-call set-up of
+    :func:`hmac.digest`; chain keys change with every record, so the pads are
+    computed once per key and used for one MAC.
+    """
+    padded = key.ljust(_BLOCK, b"\x00")
+    return padded.translate(_TRANS_36), padded.translate(_TRANS_5C)
 
 
 def evolve_key(key: bytes) -> bytes:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import itertools
 import json
 import os
 import re
 import time
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from json.encoder import encode_basestring
 from typing import Any, Final
 
 
@@ -33,9 +35,18 @@ __all__ = [
     "AuditAction",
     "AuditOutcome",
     "canonical_json",
+    "PLAIN_INT_KEYS",
+    "PLAIN_STR_KEYS",
+    "check_plain",
+    "check_values",
+    "encode_value",
+    "epoch_us",
+    "event_id_from_us",
     "format_ts",
     "new_event_id",
     "parse_ts",
+    "stamps_from_us",
+    "ts_from_us",
     "validate_body",
 ]
 
@@ -186,9 +197,75 @@ class _SchemaError(ValueError):
     """A body does not conform to the schema (raised as ``ValueError``)."""
 
 
+# Strings that already passed a check, so the hot path re-checks a repeated
+# actor, purpose or field name with one set lookup instead of a regex. The sets
+# are bounded: when one fills up it is emptied and refilled.
+_MEMO_LIMIT: Final = 65_536
+_GOOD_IDENTS: Final[set[str]] = set()
+_GOOD_REFS: Final[set[str]] = set()
+
+
+def _remember(memo: set[str], value: str) -> None:
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo.add(value)
+
+
 def _check_ident(key: str, value: object) -> None:
+    if value.__class__ is str and value in _GOOD_IDENTS:
+        return
     if not isinstance(value, str) or IDENTIFIER.fullmatch(value) is None:
         raise _SchemaError(f"audit key {key!r} must be an identifier")
+    if value.__class__ is str:
+        _remember(_GOOD_IDENTS, value)
+
+
+def _check_ident_list(key: str, value: object) -> None:
+    if not isinstance(value, list):
+        raise _SchemaError(f"audit key {key!r} must be a list")
+    good = _GOOD_IDENTS
+    for item in value:
+        if item.__class__ is not str or item not in good:
+            _check_ident(key, item)
+
+
+def _check_ref(key: str, value: object) -> None:
+    if value.__class__ is str and value in _GOOD_REFS:
+        return
+    if not isinstance(value, str) or _SUBJECT_REF.fullmatch(value) is None:
+        raise _SchemaError("audit key 'subject_ref' must be a subject pseudonym")
+    if value.__class__ is str:
+        _remember(_GOOD_REFS, value)
+
+
+def _check_refs(key: str, value: object) -> None:
+    if not isinstance(value, list) or len(value) > MAX_SUBJECTS_PER_EVENT:
+        raise _SchemaError("audit key 'subjects' must list at most 1000 refs")
+    good = _GOOD_REFS
+    match = _SUBJECT_REF.fullmatch
+    for item in value:
+        if item.__class__ is str and item in good:
+            continue
+        if not isinstance(item, str) or match(item) is None:
+            raise _SchemaError("audit key 'subjects' must hold pseudonyms")
+        if item.__class__ is str:
+            _remember(good, item)
+
+
+def _check_stamp(key: str, value: object) -> None:
+    if not isinstance(value, str) or len(value) > _MAX_STAMP:
+        raise _SchemaError(f"audit key {key!r} must be a short string")
+
+
+def _check_hex(key: str, value: object) -> None:
+    if not isinstance(value, str) or _HEX.fullmatch(value) is None:
+        raise _SchemaError("audit key 'statement_fp' must be a hex digest")
+
+
+def _check_int(key: str, value: object) -> None:
+    if value.__class__ is int and _INT64_MIN <= value <= _INT64_MAX:  # type: ignore[operator, unused-ignore]
+        return
+    _check_flat(key, value)
 
 
 def _check_flat(key: str, value: object, depth: int = 0) -> None:
@@ -214,6 +291,82 @@ def _check_flat(key: str, value: object, depth: int = 0) -> None:
     raise _SchemaError(f"audit key {key!r} holds a {type(value).__name__}")
 
 
+_Check = Callable[[str, object], None]
+
+# The value check of each key; a key not listed takes the generic check. The
+# keys checked against enumerations (``v``, ``action``, ``outcome``,
+# ``reason``) are handled by :func:`validate_body` itself.
+_CHECKS: Final[Mapping[str, _Check]] = {
+    **dict.fromkeys(_IDENT_KEYS, _check_ident),
+    **dict.fromkeys(_IDENT_LISTS, _check_ident_list),
+    "subject_ref": _check_ref,
+    "subjects": _check_refs,
+    "event_id": _check_stamp,
+    "ts": _check_stamp,
+    "statement_fp": _check_hex,
+    "count": _check_int,
+    "final_seq": _check_int,
+}
+_ENUMERATED: Final = frozenset({"v", "action", "outcome", "reason"})
+_REQUIRED: Final = frozenset({"v", "event_id", "ts", "outcome", "actor"})
+_OUTCOMES: Final = frozenset(o.value for o in AuditOutcome)
+
+
+def check_values(items: Iterable[tuple[str, Any]]) -> None:
+    """Check the shape of each ``(key, value)`` (not whether the key is allowed).
+
+    Raises:
+        ValueError: A value has the wrong type or shape; the message names the
+            key, never the value.
+    """
+    checks = _CHECKS
+    flat = _check_flat
+    for key, value in items:
+        if key in _ENUMERATED:
+            continue
+        checks.get(key, flat)(key, value)
+
+
+#: Keys a prepared decision event may write verbatim: between quotes once
+#: checked as a plain ``str`` (identifiers and pseudonyms need no escaping), or
+#: as a decimal ``int``. See :func:`check_plain`.
+PLAIN_STR_KEYS: Final = frozenset({"subject_ref", "request_id", "trace_id"})
+PLAIN_INT_KEYS: Final = frozenset({"count", "final_seq"})
+
+
+def check_plain(
+    items: Iterable[tuple[str, Any]], *, skip: frozenset[str] = frozenset()
+) -> None:
+    """Check values like :func:`check_values`, with plain types where written verbatim.
+
+    Keys in :data:`PLAIN_STR_KEYS` and :data:`PLAIN_INT_KEYS` must hold exactly
+    a ``str`` or an ``int`` (not a subclass such as an enum or ``bool``).
+
+    Keys in *skip* are not checked.
+
+    Raises:
+        ValueError: A value has the wrong type or shape.
+    """
+    idents = _GOOD_IDENTS
+    refs = _GOOD_REFS
+    for key, value in items:
+        if key in skip:
+            continue
+        cls = value.__class__
+        if key in PLAIN_STR_KEYS:
+            if cls is not str:
+                raise _SchemaError(f"audit key {key!r} must be a plain string")
+            if value not in (refs if key == "subject_ref" else idents):
+                _CHECKS[key](key, value)
+        elif key in PLAIN_INT_KEYS:
+            if cls is not int or not _INT64_MIN <= value <= _INT64_MAX:
+                raise _SchemaError(f"audit key {key!r} must be a 64-bit integer")
+        elif key in _ENUMERATED:
+            raise _SchemaError(f"audit key {key!r} cannot be given here")
+        else:
+            _CHECKS.get(key, _check_flat)(key, value)
+
+
 def validate_body(body: Mapping[str, Any]) -> None:
     """Check *body* against schema v1.
 
@@ -228,60 +381,59 @@ def validate_body(body: Mapping[str, Any]) -> None:
     allowed = EVENT_KEYS.get(action) if isinstance(action, str) else None
     if allowed is None:
         raise _SchemaError("audit body has an unknown action")
-    extra = set(body) - allowed
-    if extra:
-        raise _SchemaError(f"audit keys not allowed for {action}: {sorted(extra)}")
-    for key in ("v", "event_id", "ts", "outcome", "actor"):
-        if key not in body:
-            raise _SchemaError(f"audit body lacks {key!r}")
+    keys = body.keys()
+    if not keys <= allowed:
+        extra = sorted(set(keys) - allowed)
+        raise _SchemaError(f"audit keys not allowed for {action}: {extra}")
+    if not keys >= _REQUIRED:
+        missing = min(_REQUIRED - set(keys))
+        raise _SchemaError(f"audit body lacks {missing!r}")
     if body["v"] != SCHEMA_VERSION:
         raise _SchemaError("audit body has an unknown schema version")
-    if body["outcome"] not in AuditOutcome._value2member_map_:
+    if body["outcome"] not in _OUTCOMES:
         raise _SchemaError("audit key 'outcome' is not an outcome")
     reason = body.get("reason")
     if reason is not None and reason not in REASONS:
         raise _SchemaError("audit key 'reason' is not an enumerated reason")
-    for key, value in body.items():
-        if key in {"v", "action", "outcome", "reason"}:
-            continue
-        if key in _IDENT_KEYS:
-            _check_ident(key, value)
-        elif key in _IDENT_LISTS:
-            if not isinstance(value, list):
-                raise _SchemaError(f"audit key {key!r} must be a list")
-            for item in value:
-                _check_ident(key, item)
-        elif key == "subject_ref":
-            if not isinstance(value, str) or _SUBJECT_REF.fullmatch(value) is None:
-                raise _SchemaError(
-                    "audit key 'subject_ref' must be a subject pseudonym"
-                )
-        elif key == "subjects":
-            if not isinstance(value, list) or len(value) > MAX_SUBJECTS_PER_EVENT:
-                raise _SchemaError("audit key 'subjects' must list at most 1000 refs")
-            for item in value:
-                if not isinstance(item, str) or _SUBJECT_REF.fullmatch(item) is None:
-                    raise _SchemaError("audit key 'subjects' must hold pseudonyms")
-        elif key in {"event_id", "ts"}:
-            if not isinstance(value, str) or len(value) > _MAX_STAMP:
-                raise _SchemaError(f"audit key {key!r} must be a short string")
-        elif key == "statement_fp":
-            if not isinstance(value, str) or _HEX.fullmatch(value) is None:
-                raise _SchemaError("audit key 'statement_fp' must be a hex digest")
-        else:
-            _check_flat(key, value)
+    check_values(body.items())
 
 
+# ``check_circular=False``: bodies are small trees built by custdata, and the
+# circular-reference bookkeeping is a measurable share of the encoding time.
 _ENCODE: Final = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=False,
+    allow_nan=False,
+    check_circular=False,
 ).encode
+# The C string encoder json itself uses with ``ensure_ascii=False``.
+_STR: Final[Callable[[str], str]] = encode_basestring
+_INT_REPR: Final = int.__repr__
+
+
+def encode_value(value: object) -> str:
+    """Return the canonical JSON text of one body value.
+
+    The same text as ``json.dumps(value, sort_keys=True, separators=(",",
+    ":"), ensure_ascii=False)``; plain strings and integers skip the encoder.
+    """
+    cls = value.__class__
+    if cls is str:
+        return _STR(value)  # type: ignore[arg-type]
+    if cls is int:
+        return _INT_REPR(value)  # type: ignore[arg-type, unused-ignore]
+    return _ENCODE(value)
 
 
 def canonical_json(body: Mapping[str, Any]) -> bytes:
     """Encode *body* as canonical JSON bytes.
 
     Sorted keys, ``","`` and ``":"`` separators, no whitespace, UTF-8 without
-    ASCII escaping. Bodies hold no floats, so the encoding is unique.
+    ASCII escaping (:mod:`json`'s C encoder). Bodies hold no floats, so the
+    encoding is unique. Decision events normally skip this: their static part
+    is encoded once and their few dynamic values are filled into a template of
+    the same bytes (see :class:`custdata.audit.AuditTrail`).
 
     Args:
         body: A validated body.
@@ -292,20 +444,124 @@ def canonical_json(body: Mapping[str, Any]) -> bytes:
     return _ENCODE(body).encode("utf-8")
 
 
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH_NAIVE: Final = dt.datetime(1970, 1, 1)  # noqa: DTZ001 - UTC by construction
+_US: Final = 1_000_000
+_MS_MASK: Final = (1 << 48) - 1
+# The time part of the last event id, rendered once per millisecond.
+_millisecond: tuple[int, str] = (-1, "")
+# The seconds part of the last timestamp written, rendered once per second.
+_second: tuple[int, str] = (-1, "")
+
+
+def _id_state() -> tuple[str, Iterator[int]]:
+    """Return this process's random event-id middle and its 48-bit counter.
+
+    Event ids follow RFC 9562 (UUIDv7, method 2 of section 6.2): after the
+    48-bit millisecond and the version come 12 random bits, the variant and 14
+    random bits fixed per process, then 48 bits counting up from a random
+    start. Ids of one process are therefore distinct even if the clock steps
+    back, and ids of two processes collide only if 26 random bits and the
+    counter ranges coincide within one millisecond.
+    """
+    rand = int.from_bytes(os.urandom(10), "big")
+    rand_a = rand >> 68
+    rand_b_high = (rand >> 54) & 0x3FFF
+    middle = f"{rand_a:03x}-{0x8000 | rand_b_high:04x}-"
+    start = rand & _COUNTER_MASK
+    return middle, itertools.count(start)
+
+
+_COUNTER_MASK: Final = (1 << 48) - 1
+_id_middle, _id_counter = _id_state()
+
+
+def _reset_ids_after_fork() -> None:
+    global _id_middle, _id_counter
+    _id_middle, _id_counter = _id_state()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_ids_after_fork)
+
+
+def epoch_us(now: dt.datetime | None = None) -> int:
+    """Return *now* (the wall clock when omitted) as integer microseconds since 1970 UTC.
+
+    Raises:
+        ValueError: *now* is naive.
+    """
+    if now is None:
+        return time.time_ns() // 1000
+    if now.tzinfo is None:
+        raise ValueError("audit timestamps must be timezone-aware")
+    delta = now - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * _US + delta.microseconds
+
+
+def ts_from_us(us: int) -> str:
+    """Format microseconds since 1970 UTC as ``2026-11-29T15:38:12.123456Z``."""
+    global _second  # noqa: PLW0603 - a one-entry cache, replaced atomically
+    sec, frac = divmod(us, _US)
+    cached_sec, prefix = _second
+    if cached_sec != sec:
+        prefix = (_EPOCH_NAIVE + dt.timedelta(seconds=sec)).strftime(
+            "%Y-%m-%dT%H:%M:%S"
+        )
+        _second = (sec, prefix)
+    return f"{prefix}.{frac:06d}Z"
+
+
+def stamps_from_us(us: int) -> tuple[str, str]:
+    """Return ``(event_id, ts)`` for microseconds *us* since 1970 UTC.
+
+    The same as :func:`event_id_from_us` and :func:`ts_from_us`, in one call
+    (the hot path).
+    """
+    global _millisecond, _second  # noqa: PLW0603 - one-entry caches, replaced atomically
+    sec, frac = divmod(us, _US)
+    cached_sec, prefix = _second
+    if cached_sec != sec:
+        prefix = (_EPOCH_NAIVE + dt.timedelta(seconds=sec)).strftime(
+            "%Y-%m-%dT%H:%M:%S"
+        )
+        _second = (sec, prefix)
+    ms = us // 1000
+    cached_ms, head = _millisecond
+    if cached_ms != ms:
+        h = f"{ms & _MS_MASK:012x}"
+        head = f"{h[:8]}-{h[8:]}-7"
+        _millisecond = (ms, head)
+    # next() on itertools.count is atomic, so threads never share a value.
+    return (
+        "%s%s%012x" % (head, _id_middle, next(_id_counter) & _COUNTER_MASK),  # noqa: UP031 - the fastest here
+        "%s.%06dZ" % (prefix, frac),  # noqa: UP031
+    )
+
+
+def event_id_from_us(us: int) -> str:
+    """Return a new UUIDv7 (RFC 9562) embedding the millisecond of *us*.
+
+    48 bits of Unix milliseconds, version 7, then the process's random bits
+    and counter (see :func:`_id_state`), as ``xxxxxxxx-xxxx-7xxx-yxxx-xxxxxxxxxxxx``.
+    """
+    global _millisecond  # noqa: PLW0603 - a one-entry cache, replaced atomically
+    ms = us // 1000
+    cached_ms, head = _millisecond
+    if cached_ms != ms:
+        h = f"{ms & _MS_MASK:012x}"
+        head = f"{h[:8]}-{h[8:]}-7"
+        _millisecond = (ms, head)
+    return f"{head}{_id_middle}{next(_id_counter) & _COUNTER_MASK:012x}"
+
+
 def new_event_id(*, now: dt.datetime | None = None) -> str:
     """Return a new UUIDv7 (RFC 9562) as a string: time-ordered and unique.
 
     Args:
         now: The time to embed; the wall clock when omitted.
     """
-    ms = int(now.timestamp() * 1000) if now is not None else time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    rand_a = rand >> 68  # 12 bits
-    rand_b = rand & ((1 << 62) - 1)  # 62 bits
-    value = ((ms & ((1 << 48) - 1)) << 80) | (0x7 << 76) | (rand_a << 64)
-    value |= (0b10 << 62) | rand_b
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return event_id_from_us(epoch_us(now))
 
 
 def format_ts(now: dt.datetime) -> str:
@@ -314,9 +570,7 @@ def format_ts(now: dt.datetime) -> str:
     Raises:
         ValueError: *now* is naive.
     """
-    if now.tzinfo is None:
-        raise ValueError("audit timestamps must be timezone-aware")
-    return now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return ts_from_us(epoch_us(now))
 
 
 def parse_ts(value: str) -> dt.datetime:

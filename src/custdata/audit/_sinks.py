@@ -54,6 +54,9 @@ class AuditSink(Protocol):
         """Drop state inherited from the parent process (queues, threads, pools)."""
 
 
+_write = os.write
+
+
 class JsonLinesSink:
     """Write sealed records as JSON lines to a file or a stream.
 
@@ -95,6 +98,19 @@ class JsonLinesSink:
     def emit(self, record: SealedRecord) -> None:
         """Write *record* as one line."""
         line = render_line(record)
+        fd = self._fd
+        if fd is not None:
+            # The hot path: one write on the O_APPEND descriptor.
+            try:
+                if _write(fd, line) == len(line):
+                    return
+            except OSError as exc:
+                raise AuditUnavailableError(
+                    f"the audit JSON-lines sink cannot write ({type(exc).__name__})"
+                ) from None
+            raise AuditUnavailableError(
+                "the audit JSON-lines sink cannot write (short write)"
+            )
         try:
             if self._fd is not None:
                 written = os.write(self._fd, line)

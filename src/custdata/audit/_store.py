@@ -31,6 +31,21 @@ _FAST = re.compile(
 )
 _unhex = binascii.unhexlify
 _DIGEST = 32
+_HEAD = b'{"custdata_audit":1,"chain":"'
+_HEAD_LEN = len(_HEAD)
+_SEQ_DIGITS = 19
+_BLOCK = 1 << 22
+
+
+def _ident(raw: bytes) -> str:
+    """Decode a chain or key id, refusing what a writer could not have written."""
+    text = raw.decode("ascii")
+    if _IDENT.fullmatch(text) is None:
+        raise ValueError("not an identifier")
+    return text
+
+
+_IDENT = re.compile(r"[A-Za-z0-9_.:/+\-]{1,256}")
 
 
 class StoredRecord(NamedTuple):
@@ -155,34 +170,74 @@ class JsonLinesSource(TrailSource):
 
     def records(self) -> Iterator[StoredRecord | Malformed]:
         """Yield every record in file order; a partial last line is ignored."""
-        match = _FAST.match
         new = tuple.__new__
+        unhex = _unhex
+        names: dict[bytes, str] = {}
+        n = 0
+        for line in self._lines():
+            n += 1
+            # The fast path covers every line JsonLinesSink writes: fixed
+            # separators at fixed offsets after the key id, found by slicing
+            # rather than by a regular expression. Anything else takes the
+            # JSON path. Locations are rendered lazily, only for findings.
+            if line[:_HEAD_LEN] == _HEAD:
+                i = line.find(b'","seq":', _HEAD_LEN)
+                j = line.find(b',"key_ref":"', i)
+                k = line.find(b'","prev":"', j)
+                seq_text = line[i + 8 : j]
+                if (
+                    i > 0
+                    and j > 0
+                    and k > 0
+                    and line[k + 74 : k + 83] == b'","mac":"'
+                    and line[k + 147 : k + 164] == b'","body_sha256":"'
+                    and line[k + 228 : k + 237] == b'","body":'
+                    and line[-1:] == b"}"
+                    and seq_text.isdigit()
+                    and len(seq_text) <= _SEQ_DIGITS
+                ):
+                    chain_b = line[_HEAD_LEN:i]
+                    ref_b = line[j + 12 : k]
+                    try:
+                        chain = names.get(chain_b) or names.setdefault(
+                            chain_b, _ident(chain_b)
+                        )
+                        key_ref = names.get(ref_b) or names.setdefault(
+                            ref_b, _ident(ref_b)
+                        )
+                        record = new(
+                            StoredRecord,
+                            (
+                                n,
+                                chain,
+                                int(seq_text),
+                                key_ref,
+                                unhex(line[k + 10 : k + 74]),
+                                unhex(line[k + 83 : k + 147]),
+                                unhex(line[k + 164 : k + 228]),
+                                line[k + 237 : -1],
+                                None,
+                            ),
+                        )
+                    except (ValueError, binascii.Error):
+                        pass
+                    else:
+                        yield record
+                        continue
+            if line.strip():
+                yield parse_line(line + b"\n", f"line {n}")
+
+    def _lines(self) -> Iterator[bytes]:
+        """Yield complete lines without their newline, reading in large blocks."""
         with self.path.open("rb") as fh:
-            for n, line in enumerate(fh, 1):
-                # The fast path covers every line JsonLinesSink writes; locations
-                # are rendered lazily, only for findings.
-                m = match(line)
-                if m is not None and line[-2:] == b"}\n":
-                    chain, seq, key_ref, prev, mac, digest = m.groups()
-                    yield new(
-                        StoredRecord,
-                        (
-                            n,
-                            chain.decode(),
-                            int(seq),
-                            key_ref.decode(),
-                            _unhex(prev),
-                            _unhex(mac),
-                            _unhex(digest),
-                            line[m.end() : -2],
-                            None,
-                        ),
-                    )
-                    continue
-                if not line.endswith(b"\n"):
-                    break
-                if line.strip():
-                    yield parse_line(line, f"line {n}")
+            rest = b""
+            while True:
+                block = fh.read(_BLOCK)
+                if not block:
+                    return  # a partial last line (no newline) is ignored
+                lines = (rest + block).split(b"\n")
+                rest = lines.pop()
+                yield from lines
 
     def entries_after(
         self, heads: Mapping[str, int]

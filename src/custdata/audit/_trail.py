@@ -23,6 +23,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import weakref
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -42,14 +43,20 @@ from custdata._errors import AuditError, AuditUnavailableError
 
 from ._chain import ChainWriter, SealedRecord
 from ._checkpoint import Checkpoint, Checkpointer
-from ._keys import AuditKeySource, pseudonym_key, subject_ref
+from ._keys import AuditKeySource, pseudonym_key, pseudonym_root, subject_ref
 from ._schema import (
+    EVENT_KEYS,
     MAX_SUBJECTS_PER_EVENT,
+    PLAIN_INT_KEYS,
+    PLAIN_STR_KEYS,
+    SCHEMA_VERSION,
     AuditAction,
     AuditOutcome,
     canonical_json,
-    format_ts,
-    new_event_id,
+    check_plain,
+    encode_value,
+    epoch_us,
+    stamps_from_us,
     validate_body,
 )
 from ._sinks import AuditSink
@@ -83,6 +90,7 @@ _SYNC_ANCHOR: Final = frozenset(
 )
 
 _REF_CACHE: Final = 65_536
+_time_ns = time.time_ns
 _LIVE: weakref.WeakSet[AuditTrail] = weakref.WeakSet()
 
 
@@ -127,34 +135,145 @@ class _AuditLogger(structlog.BoundLoggerBase):
 
     def audit(self, **body: Any) -> SealedRecord:
         """Run *body* through the processors and seal it."""
-        return self._proxy_to_logger("audit", None, **body)  # type: ignore[no-any-return]
+        # The processors never drop an event, so this skips the DropEvent
+        # handling of ``_proxy_to_logger`` and calls the dispatcher directly.
+        args, kwargs = self._process_event("audit", None, body)
+        return self._logger.audit(*args, **kwargs)  # type: ignore[no-any-return]
+
+    def audit_event(self, event: dict[str, Any]) -> SealedRecord:
+        """Like :meth:`audit`, for an event already held in a dict."""
+        args, kwargs = self._process_event("audit", None, event)
+        return self._logger.audit(*args, **kwargs)  # type: ignore[no-any-return]
+
+
+#: The event-dict key under which :meth:`AuditTrail.record_decision` passes
+#: the prepared static part of a decision event through the pipeline.
+_SHAPE: Final = "_shape"
+_ENUMERATED: Final = frozenset({"v", "action", "outcome", "reason"})
+_STAMPED: Final = frozenset({_SHAPE, "event_id", "ts"})
+# Plain strings a template writes between quotes: the stamps (made by _stamp,
+# hex digits, digits and punctuation) and the checked identifiers.
+_PLAIN_STR: Final = PLAIN_STR_KEYS | {"event_id", "ts"}
+
+
+class _Shape:
+    """The static part of the events of one kind of decision, prepared once.
+
+    Decisions that differ only in their subjects, count and request ids (the
+    common case: one per SQL statement) share the action, actor, purpose,
+    policy version, entity, fields and categories. Those are validated once and
+    encoded once into JSON fragments; each event then only checks and encodes
+    its few dynamic values and fills them into a template of the sorted body.
+    """
+
+    __slots__ = ("action", "dynamic", "frags", "static", "sync", "templates")
+
+    def __init__(self, static: dict[str, Any]) -> None:
+        action = static["action"]
+        probe = dict(static, event_id="0", ts="0")
+        validate_body(probe)
+        self.static = static
+        self.action: str = action
+        self.sync = action in _SYNC_ANCHOR
+        #: The keys an event may add: allowlisted, not static, not enumerated.
+        self.dynamic = (EVENT_KEYS[action] - static.keys() - _ENUMERATED) | {_SHAPE}
+        self.frags = {k: f'"{k}":{encode_value(v)}' for k, v in static.items()}
+        self.templates: dict[tuple[str, ...], tuple[str, tuple[str, ...]]] = {}
+
+    def template(self, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+        """Return ``(template, encoded)`` for events whose dynamic keys are *keys*.
+
+        The template is the sorted canonical body with the static fragments in
+        place and a ``%``-mapping placeholder per dynamic key: ``"%(k)s"`` for
+        the plain strings (stamps, pseudonym, request and trace ids),
+        ``%(k)d`` for plain integers, and ``%(k)s`` for the keys listed in
+        *encoded*, whose values are JSON-encoded first.
+        """
+        found = self.templates.get(keys)
+        if found is not None:
+            return found
+        parts = []
+        encoded = []
+        for key in sorted(self.frags.keys() | set(keys)):
+            frag = self.frags.get(key)
+            if frag is not None:
+                parts.append(frag.replace("%", "%%"))
+            elif key in _PLAIN_STR:
+                parts.append(f'"{key}":"%({key})s"')
+            elif key in PLAIN_INT_KEYS:
+                parts.append(f'"{key}":%({key})d')
+            else:
+                parts.append(f'"{key}":%({key})s')
+                encoded.append(key)
+        found = ("{" + ",".join(parts) + "}", tuple(encoded))
+        if len(self.templates) < _TEMPLATES:
+            self.templates[keys] = found
+        return found
+
+    def render(self, event: dict[str, Any]) -> bytes:
+        """Return the canonical body of a checked *event* (its dynamic values)."""
+        keys = tuple(event)
+        template, encoded = self.templates.get(keys) or self.template(keys)
+        if encoded:
+            values = dict(event)
+            for key in encoded:
+                values[key] = encode_value(event[key])
+            return (template % values).encode("utf-8")
+        return (template % event).encode("utf-8")
 
 
 def _stamp(
     logger: object, method: str, event: structlog.typing.EventDict
 ) -> structlog.typing.EventDict:
     """Add the schema version, a UUIDv7 event id, the timestamp and the library version."""
-    now = event.pop("now", None) or dt.datetime.now(dt.timezone.utc)
-    event["v"] = 1
-    event["event_id"] = new_event_id(now=now)
-    event["ts"] = format_ts(now)
+    now = event.pop("now", None)
+    us = _time_ns() // 1000 if now is None else epoch_us(now)
+    event["event_id"], event["ts"] = stamps_from_us(us)
+    if _SHAPE in event:
+        # A prepared decision event carries ``v`` and ``lib`` in its static
+        # part and never holds a None.
+        return event
+    if None in event.values():
+        for key in [k for k, v in event.items() if v is None]:
+            del event[key]
+    event["v"] = SCHEMA_VERSION
     event["lib"] = _LIB
-    for key in [k for k, v in event.items() if v is None]:
-        del event[key]
     return event
 
 
 def _validate(
     logger: object, method: str, event: structlog.typing.EventDict
 ) -> structlog.typing.EventDict:
-    """Refuse keys not allowlisted for the action and values of the wrong shape."""
-    validate_body(event)
+    """Refuse keys not allowlisted for the action and values of the wrong shape.
+
+    A prepared decision event checks only its dynamic keys and values; its
+    static part was checked when the shape was prepared.
+    """
+    shape: _Shape | None = event.get(_SHAPE)
+    if shape is None:
+        validate_body(event)
+        return event
+    if not event.keys() <= shape.dynamic:
+        extra = sorted(set(event) - shape.dynamic)
+        raise ValueError(f"audit keys not allowed for {shape.action}: {extra}")
+    # The stamps were set by _stamp just before and the static part was checked
+    # when the shape was prepared; what is left are the decision's own values,
+    # which must have exactly the types the shape's template writes verbatim.
+    check_plain(event.items(), skip=_STAMPED)
     return event
 
 
 def _render(logger: object, method: str, event: structlog.typing.EventDict) -> Any:
     """Encode the body as canonical JSON and hand it to the dispatcher."""
-    return ((canonical_json(event), event), {})
+    shape: _Shape | None = event.pop(_SHAPE, None)
+    if shape is None:
+        return ((canonical_json(event), event), {})
+    found = shape.templates.get(tuple(event))
+    if found is not None and not found[1]:
+        body = (found[0] % event).encode("utf-8")
+    else:
+        body = shape.render(event)  # type: ignore[arg-type]
+    return ((body, {**shape.static, **event}), {})
 
 
 class _Dispatcher:
@@ -168,6 +287,17 @@ class _Dispatcher:
         if trail is None:  # pragma: no cover - the trail owns the dispatcher
             raise AuditUnavailableError("the audit trail is gone")
         return trail._seal_and_emit(body, fields)  # noqa: SLF001
+
+
+_DECISION_ACTIONS: Final = {
+    Action.READ: AuditAction.FIELD_REVEAL.value,
+    Action.EXPORT: AuditAction.EXPORT_THIRD_PARTY.value,
+    Action.DELETE: AuditAction.RECORD_DELETE.value,
+    Action.UPDATE: AuditAction.RECORD_BULK_UPDATE.value,
+}
+_SHAPES: Final = 4096
+_PLAIN_OR_NONE: Final = (str, type(None))
+_TEMPLATES: Final = 64
 
 
 class AuditTrail:
@@ -221,10 +351,12 @@ class AuditTrail:
         self._parent_chain: str | None = None
         self._pid = os.getpid()
         self._closed = False
-        _, root = keys.audit_root_key()
-        self._pseudo = pseudonym_key(root)
+        # Pseudonyms stay stable across key rotation (see _keys.pseudonym_root).
+        self._pseudo = pseudonym_key(pseudonym_root(keys))
         # Pseudonyms of recently seen subjects (raw ids stay in memory only).
         self._refs: dict[str, str] = {}
+        # Prepared static parts of decision events, by decision kind.
+        self._shapes: dict[tuple[Any, ...], _Shape] = {}
         self._log: _AuditLogger = structlog.wrap_logger(
             _Dispatcher(self),
             processors=[_stamp, _validate, _render],
@@ -320,13 +452,28 @@ class AuditTrail:
         return record
 
     def _seal_and_emit(self, body: bytes, fields: dict[str, Any]) -> SealedRecord:
+        # The hot path: the body of _emit_locked, inlined.
         with self._lock:
             if self._closed:
                 raise AuditUnavailableError("the audit trail is closed")
-            if self._writer is None:
+            writer = self._writer
+            if writer is None:
                 self._start_chain_locked()
-            assert self._writer is not None  # noqa: S101 - set just above
-            return self._emit_locked(self._writer, body, fields)
+                writer = self._writer
+                assert writer is not None  # noqa: S101 - set just above
+            sinks = self._sinks
+            for sink in sinks:
+                sink.reserve()
+            record = writer.prepare(body, fields)
+            accepted = 0
+            try:
+                for sink in sinks:
+                    sink.emit(record)
+                    accepted += 1
+            finally:
+                if accepted:
+                    writer.commit(record)
+            return record
 
     def record(
         self,
@@ -379,29 +526,119 @@ class AuditTrail:
             AuditUnavailableError: The event could not be recorded (unless the
                 trail is fail-open, which logs a warning instead).
         """
+        # Inlined _decision_shape and the single-subject case: this runs once
+        # per SQL statement that reveals customer data.
+        d = decision
+        key = (
+            d.outcome,
+            d.action,
+            d.reason,
+            d.actor,
+            d.role,
+            d.purpose,
+            d.policy_version,
+            d.entity,
+            d.fields,
+            d.categories,
+            d.denied_fields,
+        )
+        try:
+            shape = self._shapes.get(key)
+        except TypeError:  # lists where tuples were expected: do not cache
+            shape = self._new_shape(d)
+        if shape is None:
+            shape = self._decision_shape(d)
+        subjects = d.subjects
+        count = d.count
+        if (
+            len(subjects) == 1
+            and count.__class__ is int
+            and d.request_id.__class__ in _PLAIN_OR_NONE
+            and d.trace_id.__class__ in _PLAIN_OR_NONE
+        ):
+            subject = subjects[0]
+            event: dict[str, Any] = {
+                _SHAPE: shape,
+                "subject_ref": self._refs.get(subject) or self.subject_ref(subject),
+                "count": count,
+            }
+            if d.request_id is not None:
+                event["request_id"] = d.request_id
+            if d.trace_id is not None:
+                event["trace_id"] = d.trace_id
+            if now is not None:
+                event["now"] = now
+            try:
+                self._log.audit_event(event)
+            except AuditUnavailableError:
+                if self._fail_closed:
+                    raise
+                _log.warning(
+                    "audit event not recorded (fail-open trail): %s", shape.action
+                )
+                return
+            if shape.sync:
+                self._anchor_now(now)
+            return
+        try:
+            self._record_decision(shape, decision, now)
+        except AuditUnavailableError:
+            if self._fail_closed:
+                raise
+            _log.warning("audit event not recorded (fail-open trail): %s", shape.action)
+
+    def _decision_shape(self, decision: AccessDecision) -> _Shape:
+        """Return the prepared static part of *decision*'s event (cached)."""
+        d = decision
+        key = (
+            d.outcome,
+            d.action,
+            d.reason,
+            d.actor,
+            d.role,
+            d.purpose,
+            d.policy_version,
+            d.entity,
+            d.fields,
+            d.categories,
+            d.denied_fields,
+        )
+        try:
+            shape = self._shapes.get(key)
+        except TypeError:  # lists where tuples were expected: do not cache
+            return self._new_shape(decision)
+        if shape is None:
+            shape = self._new_shape(decision)
+            if len(self._shapes) >= _SHAPES:
+                self._shapes.clear()
+            self._shapes[key] = shape
+        return shape
+
+    def _new_shape(self, decision: AccessDecision) -> _Shape:
         if decision.allowed:
-            action = {
-                Action.READ: AuditAction.FIELD_REVEAL,
-                Action.EXPORT: AuditAction.EXPORT_THIRD_PARTY,
-                Action.DELETE: AuditAction.RECORD_DELETE,
-                Action.UPDATE: AuditAction.RECORD_BULK_UPDATE,
-            }.get(decision.action, AuditAction.PURPOSE_CHECK)
+            action = _DECISION_ACTIONS.get(
+                decision.action, AuditAction.PURPOSE_CHECK.value
+            )
         else:
-            action = AuditAction.PURPOSE_CHECK
-        base: dict[str, Any] = {
+            action = AuditAction.PURPOSE_CHECK.value
+        static: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "lib": _LIB,
+            "action": action,
+            "outcome": (
+                AuditOutcome.ALLOWED if decision.allowed else AuditOutcome.DENIED
+            ).value,
             "purpose": decision.purpose,
             "policy_version": decision.policy_version,
             "entity": decision.entity,
             "fields": sorted(set(decision.fields)) or None,
             "data_categories": sorted(set(decision.categories)) or None,
-            "request_id": decision.request_id,
-            "trace_id": decision.trace_id,
         }
-        if action is AuditAction.PURPOSE_CHECK:
-            base["requested"] = decision.action.value
-            base["denied_fields"] = sorted(set(decision.denied_fields)) or None
+        if action == AuditAction.PURPOSE_CHECK.value:
+            static["requested"] = decision.action.value
+            static["denied_fields"] = sorted(set(decision.denied_fields)) or None
         if decision.outcome is Outcome.DENIED:
-            base["reason"] = decision.reason.value if decision.reason else "no_policy"
+            static["reason"] = decision.reason.value if decision.reason else "no_policy"
         actor: dict[str, Any] = {"type": self._actor_type}
         if decision.actor is not None:
             actor["id"] = decision.actor
@@ -409,21 +646,56 @@ class AuditTrail:
                 actor["roles"] = [decision.role]
         else:
             actor = {"type": "none"}
-        outcome = AuditOutcome.ALLOWED if decision.allowed else AuditOutcome.DENIED
-        try:
-            self._record_for_subjects(
-                action,
-                outcome=outcome,
-                actor=actor,
-                subjects=decision.subjects,
-                count=decision.count,
-                now=now,
-                fields=base,
-            )
-        except AuditUnavailableError:
-            if self._fail_closed:
-                raise
-            _log.warning("audit event not recorded (fail-open trail): %s", action.value)
+        static["actor"] = actor
+        return _Shape({k: v for k, v in static.items() if v is not None})
+
+    def _record_decision(
+        self, shape: _Shape, decision: AccessDecision, now: dt.datetime | None
+    ) -> None:
+        subjects = decision.subjects
+        plain = (
+            decision.count.__class__ is int
+            and decision.request_id.__class__ in _PLAIN_OR_NONE
+            and decision.trace_id.__class__ in _PLAIN_OR_NONE
+        )
+        # Values of unexpected types (an enum as request id, say) cannot be
+        # written verbatim by the shape's template: such events take the
+        # generic path, fully validated and encoded (the same body bytes).
+        event: dict[str, Any] = {_SHAPE: shape} if plain else dict(shape.static)
+        if len(subjects) == 1:
+            subject = subjects[0]
+            event["subject_ref"] = self._refs.get(subject) or self.subject_ref(subject)
+            refs: list[str] = []
+        else:
+            refs = list(dict.fromkeys(self.subject_ref(s) for s in subjects))
+            if len(refs) == 1:
+                event["subject_ref"] = refs[0]
+        event["count"] = decision.count
+        if decision.request_id is not None:
+            event["request_id"] = decision.request_id
+        if decision.trace_id is not None:
+            event["trace_id"] = decision.trace_id
+        if now is not None:
+            event["now"] = now
+        if len(refs) <= 1:
+            self._log.audit_event(event)
+            if shape.sync:
+                self._anchor_now(now)
+            return
+        # Bulk: at most 1,000 pseudonyms per event, the count shared out.
+        count = decision.count
+        total = -(-len(refs) // MAX_SUBJECTS_PER_EVENT)
+        given = 0
+        for n in range(1, total + 1):
+            chunk = refs[(n - 1) * MAX_SUBJECTS_PER_EVENT : n * MAX_SUBJECTS_PER_EVENT]
+            share = count - given if n == total else count * len(chunk) // len(refs)
+            given += share
+            part = dict(event, subjects=chunk, count=share)
+            if total > 1:
+                part["batch"] = {"index": n, "total": total}
+            self._log.audit_event(part)
+            if shape.sync:
+                self._anchor_now(now)
 
     def _record_for_subjects(
         self,

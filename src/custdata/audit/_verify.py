@@ -26,7 +26,7 @@ import attrs
 from ._chain import _MAC_LABEL, ZERO_MAC
 from ._checkpoint import Checkpoint, CheckpointAnchor, CheckpointVerifier
 from ._keys import _EVOLVE_LABEL as _EVOLVE
-from ._keys import AuditKeySource, chain_initial_key, root_for
+from ._keys import _TRANS_5C, _TRANS_36, AuditKeySource, chain_initial_key, root_for
 from ._merkle import MerkleAccumulator, leaf_hash
 from ._sql import derived_columns
 from ._store import Malformed, SqlSource, StoredRecord, TrailSource
@@ -283,7 +283,10 @@ def _verify_chain(  # noqa: PLR0917 - internal, called once
         return recs[-1].seq
     key = chain_initial_key(root, chain)
     prefix = _MAC_LABEL + chain.encode() + b"\x00" + key_ref.encode() + b"\x00"
-    hmac_digest = hmac.digest
+    # HMAC-SHA256 from its padded keys (RFC 2104): the chain key changes with
+    # every record, so the one-shot set-up of hmac.digest buys nothing.
+    pad = bytes(32)
+    t36, t5c = _TRANS_36, _TRANS_5C
     cur = 1
     expected = 1
     sha256 = hashlib.sha256
@@ -334,9 +337,11 @@ def _verify_chain(  # noqa: PLR0917 - internal, called once
         if rmac is None or prev is None or kref != key_ref:
             out.add(FindingKind.MAC_INVALID, chain, seq, detail="MAC does not verify")
             continue
-        if not digest_eq(
-            hmac_digest(key, prefix + seq.to_bytes(8, "big") + prev + h, "sha256"), rmac
-        ):
+        padded = key + pad
+        inner = sha256(
+            b"".join((padded.translate(t36), prefix, seq.to_bytes(8, "big"), prev, h))
+        ).digest()
+        if not digest_eq(sha256(padded.translate(t5c) + inner).digest(), rmac):
             out.add(FindingKind.MAC_INVALID, chain, seq, detail="MAC does not verify")
             continue
         linked = cvalid.get(seq - 1)
@@ -484,12 +489,18 @@ def verify_trail(
     out = _Collector()
     chains: dict[str, list[StoredRecord]] = {}
     events = 0
+    last_chain: str | None = None
+    last_list: list[StoredRecord] = []
     for rec in source.records():
         events += 1
-        if isinstance(rec, Malformed):
+        if rec.__class__ is Malformed:
             out.add(FindingKind.MODIFIED, detail=f"{rec.loc}: not an audit record")
             continue
-        chains.setdefault(rec.chain, []).append(rec)
+        chain = rec.chain  # type: ignore[union-attr]
+        if chain is not last_chain:
+            last_chain = chain
+            last_list = chains.setdefault(chain, [])
+        last_list.append(rec)  # type: ignore[arg-type]
     fanout = source.subject_rows() if isinstance(source, SqlSource) else None
     valid: dict[str, dict[int, bytes]] = {}
     tops: dict[str, int] = {}
