@@ -7,6 +7,7 @@ PostgreSQL and MariaDB, and asserts the exact findings of the verifier.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import sys
@@ -101,6 +102,34 @@ class TestRecordTampering:
         report = scenario.verify()
         assert [("COLUMN_MISMATCH", chain, 9, 9)] == summary(report)
         assert "actor_id" == report.findings[0].column
+
+    def test_orphan_fanout_rows(self, scenario: Scenario) -> None:
+        """A fan-out row for a record that never existed is COLUMN_MISMATCH; rows
+        ahead of a chain's head (a live writer's newer events) are not findings."""
+        if scenario.store.kind != "sql":
+            pytest.skip("JSON lines have no fan-out table")
+        store = scenario.store
+        assert isinstance(store, SqlStore)
+        chain = scenario.chains[0]
+        fanout = store.tables.subject
+        when = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+        with store.engine.begin() as conn:
+            conn.execute(
+                fanout.insert(),
+                [
+                    {
+                        "chain": chain,
+                        "seq": seq,
+                        "subject_ref": ref,
+                        "ts": when,
+                        "action": "field.reveal",
+                    }
+                    for seq, ref in ((9, "sr_" + "a" * 26), (10**6, "sr_" + "b" * 26))
+                ],
+            )
+        report = scenario.verify()
+        assert [("COLUMN_MISMATCH", chain, 9, 9)] == summary(report)
+        assert "subject_fanout" == report.findings[0].column
 
     def test_nulled_body_is_modified(self, scenario: Scenario) -> None:
         """NULLing a body outside custdata → MODIFIED."""

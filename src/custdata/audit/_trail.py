@@ -1021,6 +1021,9 @@ class AuditTrail:
         if self._ticker is not None:
             self._ticker.join()
         try:
+            # Drain first, so a queue that was momentarily full has room for
+            # the stop event: shutting down waits rather than failing.
+            self.flush(timeout)
             with self._lock:
                 if self._writer is not None:
                     body: dict[str, Any] = {
