@@ -47,6 +47,18 @@ class CountingCipher:
         self._counter["decrypt"] += 1
         return self._inner.decrypt(blob, subject=subject)
 
+    def seal_many(self, values: Any, tails: Any = None) -> list[bytes]:
+        self._counter["encrypt"] += len(values)
+        return self._inner.seal_many(values, tails)  # type: ignore[no-any-return]
+
+    def open_value(self, blob: Any, tail: Any = None) -> Any:
+        self._counter["decrypt"] += 1
+        return self._inner.open_value(blob, tail)
+
+    def open_fetched(self, blobs: Any, tails: Any = None) -> list[Any]:
+        self._counter["decrypt"] += sum(blob is not None for blob in blobs)
+        return self._inner.open_fetched(blobs, tails)  # type: ignore[no-any-return]
+
 
 class CountingKeyring:
     """A keyring whose field ciphers count decrypt calls (``.counts["decrypt"]``)."""

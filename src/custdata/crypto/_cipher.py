@@ -414,12 +414,237 @@ class FieldCipher(_ColumnCipher[T]):
             append(decode(frame))
         return out
 
+    def open_fetched(
+        self, blobs: Sequence[Any], tails: Sequence[bytes | None] | None = None
+    ) -> list[T | None]:
+        """Decrypt one column of a fetched batch (internal, for the SQL layer).
+
+        Args:
+            blobs: The envelopes; ``None`` stays ``None``.
+            tails: Per envelope, the length-prefixed canonical subject bytes
+                (``len ‖ subject_bytes(subject)``) it is bound to; ``None`` for
+                the whole column when no value is bound to a subject. A ``None``
+                tail (a row without a subject id) reads as ``None``.
+
+        Raises:
+            The same errors as :meth:`decrypt`, for the first value that fails.
+        """
+        if self.subject_keys is not None:
+            if tails is None:
+                raise TypeError(
+                    f"{self.table}.{self.column} uses per-subject keys: pass subjects"
+                )
+            return [
+                None
+                if blob is None or tail is None
+                else self._decrypt_for_canonical(
+                    blob if type(blob) is bytes else _as_bytes(blob), tail[4:]
+                )
+                for blob, tail in zip(blobs, tails, strict=True)
+            ]
+        read = self._read
+        decode = self._decode
+        entry: Any
+        if (
+            blobs
+            and None not in blobs
+            and (tails is None or None not in tails)
+            and min(map(len, blobs)) >= GCM_OVERHEAD
+        ):
+            # The common batch: every value present, under one data key.
+            headers = {blob[:HEADER_SIZE] for blob in blobs}
+            header = headers.pop() if len(headers) == 1 else None
+            if header.__class__ is bytes:
+                entry = read.get(header)
+                if entry is None:
+                    entry = self._new_read_key(blobs[0])
+                if entry.lease is None:
+                    open_ = entry.aead.decrypt
+                    try:
+                        if tails is None:
+                            aad = entry.aad
+                            frames = [
+                                open_(b[HEADER_SIZE:_NONCE_END], b[_NONCE_END:], aad)
+                                for b in blobs
+                            ]
+                        else:
+                            aad = entry.aad_subject
+                            frames = [
+                                open_(
+                                    b[HEADER_SIZE:_NONCE_END], b[_NONCE_END:], aad + t
+                                )
+                                for b, t in zip(blobs, tails, strict=True)
+                            ]
+                    except InvalidTag:
+                        raise self._failed() from None
+                    return list(map(decode, frames))
+        clock = self._clock
+        failed = self._failed
+        out: list[T | None] = []
+        append = out.append
+        last_header = b""
+        entry = None
+        aad_subject = b""
+        for i, blob in enumerate(blobs):
+            if blob is None:
+                append(None)
+                continue
+            tail: bytes | None = None
+            if tails is not None:
+                tail = tails[i]
+                if tail is None:
+                    append(None)
+                    continue
+            if type(blob) is not bytes:
+                blob = _as_bytes(blob)  # noqa: PLW2901 - normalised in place
+            if len(blob) < GCM_OVERHEAD:
+                raise DecryptionError(
+                    f"cannot decrypt a value of {self.table}.{self.column}: truncated envelope"
+                )
+            header = blob[:HEADER_SIZE]
+            if header != last_header or (
+                entry.lease is not None and entry.lease.spend(clock())
+            ):
+                entry = read.get(header)
+                if entry is None or (
+                    entry.lease is not None and entry.lease.spend(clock())
+                ):
+                    entry = self._new_read_key(blob)
+                    read = self._read
+                last_header = header
+                aad_subject = entry.aad_subject
+            try:
+                frame = entry.aead.decrypt(
+                    blob[HEADER_SIZE:_NONCE_END],
+                    blob[_NONCE_END:],
+                    entry.aad if tail is None else aad_subject + tail,
+                )
+            except InvalidTag:
+                raise failed() from None
+            append(decode(frame))
+        return out
+
+    def open_value(self, blob: Any, tail: bytes | None = None) -> T:
+        """Decrypt one fetched envelope bound to *tail* (see :meth:`open_fetched`).
+
+        Raises:
+            The same errors as :meth:`decrypt`.
+        """
+        if type(blob) is not bytes:
+            blob = _as_bytes(blob)
+        if self.subject_keys is not None:
+            if tail is None:
+                raise TypeError(
+                    f"{self.table}.{self.column} uses per-subject keys: pass subjects"
+                )
+            return self._decrypt_for_canonical(blob, tail[4:])
+        if len(blob) < GCM_OVERHEAD:
+            raise DecryptionError(
+                f"cannot decrypt a value of {self.table}.{self.column}: truncated envelope"
+            )
+        entry = self._read.get(blob[:HEADER_SIZE])
+        if entry is None or (
+            entry.lease is not None and entry.lease.spend(self._clock())
+        ):
+            entry = self._new_read_key(blob)
+        try:
+            frame = entry.aead.decrypt(
+                blob[HEADER_SIZE:_NONCE_END],
+                blob[_NONCE_END:],
+                entry.aad if tail is None else entry.aad_subject + tail,
+            )
+        except InvalidTag:
+            raise self._failed() from None
+        return self._decode(frame)
+
+    def seal_many(
+        self, values: Sequence[T], tails: Sequence[bytes] | None = None
+    ) -> list[bytes]:
+        """Encrypt the values of one column of many rows (internal, for the SQL layer).
+
+        Equivalent to :meth:`encrypt` for each, with one call to the system's
+        random source for all the nonces.
+
+        Args:
+            values: The values (none of them ``None``).
+            tails: Per value, the length-prefixed canonical subject bytes
+                (``len ‖ subject_bytes(subject)``) to bind it to; ``None`` for
+                no subject binding.
+
+        Raises:
+            The same errors as :meth:`encrypt`.
+        """
+        if tails is not None and len(tails) != len(values):
+            raise ValueError("values and tails differ in length")
+        if self.subject_keys is not None:
+            if tails is None:
+                raise TypeError(
+                    f"{self.table}.{self.column} uses per-subject keys: pass subject="
+                )
+            return [
+                self._encrypt_for_canonical(v, t[4:])
+                for v, t in zip(values, tails, strict=True)
+            ]
+        nonces = _urandom(NONCE_SIZE * len(values))
+        encode = self._encode
+        entry = self._write_key()
+        lease = entry.lease
+        if lease is None:
+            header, seal = entry.header, entry.aead.encrypt
+            cuts = [
+                nonces[i : i + NONCE_SIZE] for i in range(0, len(nonces), NONCE_SIZE)
+            ]
+            if tails is None:
+                aad = entry.aad
+                return [
+                    header + n + seal(n, encode(v), aad)
+                    for n, v in zip(cuts, values, strict=True)
+                ]
+            aad_subject = entry.aad_subject
+            return [
+                header + n + seal(n, encode(v), aad_subject + t)
+                for n, v, t in zip(cuts, values, tails, strict=True)
+            ]
+        header, seal, aad, aad_subject = (
+            entry.header,
+            entry.aead.encrypt,
+            entry.aad,
+            entry.aad_subject,
+        )
+        out: list[bytes] = []
+        append = out.append
+        start = 0
+        for i, value in enumerate(values):
+            if i and lease is not None:
+                entry = self._write_key()
+                header, seal, aad, aad_subject = (
+                    entry.header,
+                    entry.aead.encrypt,
+                    entry.aad,
+                    entry.aad_subject,
+                )
+            end = start + NONCE_SIZE
+            nonce = nonces[start:end]
+            start = end
+            append(
+                header
+                + nonce
+                + seal(
+                    nonce,
+                    encode(value),
+                    aad if tails is None else aad_subject + tails[i],
+                )
+            )
+        return out
+
     def _encrypt_for_subject(self, value: T, subject: object) -> bytes:
         if subject is None:
             raise TypeError(
                 f"{self.table}.{self.column} uses per-subject keys: pass subject="
             )
-        canonical = subject_bytes(subject)
+        return self._encrypt_for_canonical(value, subject_bytes(subject))
+
+    def _encrypt_for_canonical(self, value: T, canonical: bytes) -> bytes:
         key = self.subject_keys.write_key(canonical)  # type: ignore[union-attr]
         frame = self._encode(value)
         nonce = _urandom(NONCE_SIZE)
@@ -431,7 +656,9 @@ class FieldCipher(_ColumnCipher[T]):
             raise TypeError(
                 f"{self.table}.{self.column} uses per-subject keys: pass subject="
             )
-        canonical = subject_bytes(subject)
+        return self._decrypt_for_canonical(blob, subject_bytes(subject))
+
+    def _decrypt_for_canonical(self, blob: bytes, canonical: bytes) -> T:
         key = self.subject_keys.cached(canonical)  # type: ignore[union-attr]
         if key is None or key.header != blob[:HEADER_SIZE] or len(blob) < GCM_OVERHEAD:
             # The slow path checks the header properly and names what is wrong.

@@ -272,12 +272,24 @@ def _ip_encode(value: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
     return value.packed
 
 
-STR: Codec[str] = Codec.tagged(
-    name="str",
-    tag=0x01,
-    python_type=str,
-    encode_payload=lambda v: v.encode("utf-8"),
-    decode_payload=lambda d: d.decode("utf-8"),
+def _str_encode(value: str) -> bytes:
+    # What Codec.tagged builds for str, written out: it runs for every value.
+    if not isinstance(value, str):
+        raise TypeError(f"the str codec cannot encode a {type(value).__name__}")
+    return b"\x01" + value.encode("utf-8")
+
+
+def _str_decode(frame: bytes) -> str:
+    if frame[:1] != b"\x01":
+        raise DecryptionError("the stored value is not a str frame")
+    try:
+        return frame[1:].decode("utf-8")
+    except ValueError:
+        raise DecryptionError("malformed str frame") from None
+
+
+STR: Codec[str] = Codec(
+    name="str", python_type=str, encode=_str_encode, decode=_str_decode
 )
 BYTES: Codec[bytes] = Codec.tagged(
     name="bytes",

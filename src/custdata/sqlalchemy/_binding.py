@@ -169,3 +169,73 @@ class FieldBinding:
             column=self.column,
             normalizer=normalizers[self.normalizer],
         )
+
+
+#: ``len ‖ b"u"`` : the fixed start of a UUID subject's associated-data tail.
+_UUID_TAIL = b"\x00\x00\x00\x11u"
+
+
+def subject_parts(raw: object, kind: SubjectKind) -> tuple[str, bytes]:
+    """Return a fetched subject id's canonical text and its associated-data tail.
+
+    *raw* is the subject as the driver returns it -- a ``uuid.UUID`` (native
+    UUID columns), 32 hex digits (``CHAR(32)`` storage), the text of a
+    concatenated value, an int -- and the result is the same on every dialect
+    and every path: the canonical text is ``str()`` of the value
+    :func:`subject_value` gives (what audit records name), and the tail is
+    ``len ‖ subject_bytes(...)``, what the crypto layer appends to the
+    associated data. For UUIDs no ``uuid.UUID`` object is built.
+
+    Raises:
+        TypeError: If *raw* cannot be a subject id of *kind*.
+        ValueError: If *raw* is not the text of a subject id of *kind*.
+    """
+    if kind == "uuid":
+        cls = raw.__class__
+        if cls is uuid.UUID:
+            number: int = raw.int  # type: ignore[attr-defined]
+            h = f"{number:032x}"
+            return (
+                f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
+                _UUID_TAIL + number.to_bytes(16, "big"),
+            )
+        data: bytes | None = None
+        if cls is bytes:
+            raw = raw.decode("ascii")  # type: ignore[attr-defined]
+            cls = str
+        if cls is str:
+            text: str = raw  # type: ignore[assignment]
+            size = len(text)
+            if size == 32:  # noqa: PLR2004 - CHAR(32) hex storage
+                data = bytes.fromhex(text)
+            elif size == 36 and text[8] == text[13] == text[18] == text[23] == "-":  # noqa: PLR2004
+                data = bytes.fromhex(text.replace("-", ""))
+            if data is None or len(data) != 16:  # noqa: PLR2004
+                data = uuid.UUID(text).bytes
+        elif isinstance(raw, uuid.UUID):
+            data = raw.bytes
+        else:
+            data = uuid.UUID(str(subject_value(raw, kind))).bytes
+        h = data.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}", _UUID_TAIL + data
+    from custdata.crypto._envelope import (  # noqa: PLC0415 - keep import light
+        length_prefixed,
+        subject_bytes,
+    )
+
+    value = subject_value(raw, kind)
+    return str(value), length_prefixed(subject_bytes(value))
+
+
+def subject_tail(value: object, kind: SubjectKind) -> bytes:
+    """Return the associated-data tail of a subject id given as a parameter.
+
+    The same bytes as :func:`subject_parts` gives for the fetched id.
+
+    Raises:
+        TypeError: If *value* cannot be a subject id of *kind*.
+        ValueError: If *value* is not the text of a subject id of *kind*.
+    """
+    if value.__class__ is uuid.UUID and kind == "uuid":
+        return _UUID_TAIL + value.bytes
+    return subject_parts(value, kind)[1]

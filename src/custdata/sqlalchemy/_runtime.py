@@ -4,9 +4,10 @@ Three SQLAlchemy events, installed once for every engine and session when
 :mod:`custdata.sqlalchemy` is imported:
 
 ``Engine.before_execute``
-    For an ``INSERT`` or ``UPDATE`` on a table with encrypted columns: pairs
-    each subject-bound value with the row's subject id and computes the blind
-    index of each searchable value into its companion column.
+    For an ``INSERT`` or ``UPDATE`` on a table with encrypted columns:
+    authorizes the write, encrypts each value with the row's subject id (a
+    multi-row statement one column at a time) and computes the blind index of
+    each searchable value into its companion column.
 
 ``Session.do_orm_execute``
     For ORM ``SELECT``: leaves out (defers) the encrypted attributes of loaded
@@ -16,22 +17,27 @@ Three SQLAlchemy events, installed once for every engine and session when
 
 ``Engine.before_cursor_execute``
     For every statement that fetches encrypted columns (Core or ORM, entity,
-    column, relationship or ``get``): one :meth:`custdata.Custodian.authorize`
-    call for the whole statement, before anything is fetched. A denied read
-    raises there, so nothing is decrypted; an allowed read records grants that
-    let the result processors decrypt (or mask) the values.
+    column, relationship or ``get``): a read the context cannot be allowed
+    raises before the statement runs; otherwise the results are read through
+    an announcing cursor, which makes one :meth:`custdata.Custodian.authorize`
+    call per fetched batch, with the batch's subject ids and value count, and
+    only then decrypts the batch (or leaves masked fields to their mask). For
+    ``RETURNING`` rows, which SQLAlchemy fetches itself, the read is authorized
+    before the statement runs and the result processors decrypt.
 """
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import threading
 import typing
 import weakref
 
-from base64 import b64encode
+from base64 import b64decode, b64encode
 from collections.abc import Mapping, Sequence
 from typing import Any
+from uuid import UUID
 
 import attrs
 
@@ -48,12 +54,32 @@ from sqlalchemy.sql.elements import (
 
 from custdata._context import _custodian, _default_custodian, current_access
 from custdata._decision import Action
-from custdata._errors import ConfigurationError, UnsupportedOperationError
+from custdata._errors import (
+    ConfigurationError,
+    DecryptionError,
+    UnsupportedOperationError,
+)
 from custdata._policy import FieldPolicy
 
-from ._binding import INFO_KEY, FieldBinding, SubjectKind, subject_value
+from ._binding import (
+    _UUID_TAIL,
+    INFO_KEY,
+    FieldBinding,
+    SubjectKind,
+    subject_parts,
+    subject_tail,
+    subject_value,
+)
 from ._declare import KNOWN_TABLES, CustomerDataInfo, _Inferred, settle_table, uuid7
-from ._types import _GRANTS, SUBJECTS_KEY, TYPE_FOR, EncryptedType, _Bound, _Sealed
+from ._types import (
+    _GRANTS,
+    RELEASED,
+    TYPE_FOR,
+    EncryptedType,
+    _Bound,
+    _Sealed,
+    _SubjectPacked,
+)
 
 
 __all__ = [
@@ -89,6 +115,7 @@ class _TableFacts:
         "searchable",
         "subject_col",
         "subject_default",
+        "subject_kind",
         "write_fields",
     )
 
@@ -113,6 +140,11 @@ class _TableFacts:
                 self.sealing.append((col.key, b, col.type.storage == "text"))
                 if b.companion_key is not None:
                     self.searchable.append((col.key, b.companion_key, b))
+        #: How the subject ids of subject-bound columns are typed (None: none are).
+        self.subject_kind: SubjectKind | None = next(
+            (b.subject_kind for _k, b in self.encrypted if b.subject_key is not None),
+            None,
+        )
 
     @property
     def subject_bound(self) -> list[tuple[str, FieldBinding]]:
@@ -214,6 +246,120 @@ def _prepare_row(
     return result
 
 
+def _prepare_rows(
+    rows: Sequence[Mapping[str, Any]],
+    facts: _TableFacts,
+    custodian: Any,
+    extra_subject: object,
+    indexes: dict[str, Any],
+    *,
+    in_place: bool = False,
+    tails: list[bytes | None] | None = None,
+) -> list[Mapping[str, Any]]:
+    """:func:`_prepare_row` for many parameter sets, one column at a time.
+
+    Each column's values are encrypted by one call (one read of the system's
+    random source for all nonces), each row's subject encoded once for all
+    its columns.
+    """
+    outs: list[Any] = [row if in_place else dict(row) for row in rows]
+    for key, companion, b in facts.searchable:
+        bidx = indexes.get(companion)
+        for row, out in zip(rows, outs, strict=True):
+            if key not in row:
+                continue
+            value = row[key]
+            if value.__class__ is _Bound:
+                value = value.value
+            if value is None:
+                out[companion] = None
+                continue
+            if bidx is None:
+                bidx = indexes[companion] = b.blind_index(custodian)
+            out[companion] = bidx.compute(value)
+    subject_col = facts.subject_col
+    everything = range(len(rows))
+    for key, b, text in facts.sealing:
+        todo: Sequence[int] = everything
+        values: list[Any] = [row.get(key) for row in rows]
+        if not _SPECIAL.isdisjoint({v.__class__ for v in values}):
+            todo, values = _gather(rows, key, outs, b, text, custodian)
+            if not values:
+                continue
+        chosen: list[bytes] | None = None
+        if b.subject_key is not None:
+            if tails is None:
+                kind = b.subject_kind
+                tails = []
+                for row in rows:
+                    subject = (
+                        None
+                        if subject_col is None
+                        else _row_subject(row, subject_col, extra_subject)
+                    )
+                    tails.append(
+                        None if subject is None else subject_tail(subject, kind)
+                    )
+            picked = tails if todo is everything else [tails[i] for i in todo]
+            if None in picked:
+                raise ConfigurationError(
+                    f"{b.where}: the row's subject id is missing; include {b.subject_key!r} "
+                    "in the statement or use bind_subject()"
+                )
+            chosen = picked  # type: ignore[assignment]
+        blobs = b.cipher(custodian).seal_many(values, chosen)
+        if text:
+            blobs = [b64encode(blob).decode("ascii") for blob in blobs]
+        if todo is everything:
+            for out, blob in zip(outs, blobs, strict=True):
+                out[key] = _Sealed(blob)
+        else:
+            for i, blob in zip(todo, blobs, strict=True):
+                outs[i][key] = _Sealed(blob)
+    return outs
+
+
+#: Classes of parameter values that are not plain values to encrypt.
+_SPECIAL = frozenset({type(None), _Sealed, _Bound})
+
+
+def _gather(  # noqa: PLR0917
+    rows: Sequence[Mapping[str, Any]],
+    key: str,
+    outs: list[Any],
+    b: FieldBinding,
+    text: bool,
+    custodian: Any,
+) -> tuple[list[int], list[Any]]:
+    """The rows whose *key* value is to be encrypted, and those values.
+
+    Values bound to their own subject (:func:`bind_subject`) are encrypted
+    here, one at a time; ``None`` and already sealed values stay as they are.
+    """
+    todo: list[int] = []
+    values: list[Any] = []
+    for i, row in enumerate(rows):
+        value = row.get(key)
+        if value is None or value.__class__ is _Sealed:
+            continue
+        if value.__class__ is _Bound:
+            own = value.subject
+            value = value.value
+            if value is None:
+                continue
+            cipher = b.cipher(custodian)
+            blob = (
+                cipher.encrypt(value, subject=subject_value(own, b.subject_kind))
+                if b.subject_key is not None
+                else cipher.encrypt(value)
+            )
+            outs[i][key] = _Sealed(b64encode(blob).decode("ascii") if text else blob)
+            continue
+        todo.append(i)
+        values.append(value)
+    return todo, values
+
+
 def _where_subject(statement: Any, subject_col: Any) -> object:
     """The subject id pinned by ``WHERE subject_col = <literal>``, if any."""
     where = getattr(statement, "whereclause", None)
@@ -249,6 +395,7 @@ def _authorize_write(
     extra_subject: object,
     *,
     is_insert: bool,
+    texts: Sequence[str] | None = None,
 ) -> None:
     """Authorize writing the customer-data columns a statement sets (internal).
 
@@ -279,14 +426,18 @@ def _authorize_write(
         }
     subjects: list[object] = []
     subject_col = facts.subject_col
-    if subject_col is not None:
+    if texts is not None:
+        subjects = list(dict.fromkeys(texts))
+    elif subject_col is not None:
         if rows:
             subjects = [_row_subject(row, subject_col, extra_subject) for row in rows]
         elif embedded is not None:
             subjects = [embedded.get(subject_col.key, extra_subject)]
         else:
             subjects = [extra_subject]
-        subjects = [s for s in dict.fromkeys(subjects) if s is not None]
+        # Canonical text (what the decision records) before deduplicating:
+        # cheaper to hash than UUID objects.
+        subjects = list(dict.fromkeys(str(s) for s in subjects if s is not None))
     custodian.authorize(
         action=Action.WRITE,
         entity=facts.name,
@@ -347,10 +498,27 @@ def _before_execute(
         rows = []
     if inject and not rows and not values:
         params = {subject_col.key: uuid7()}
+    parts: list[tuple[str, bytes] | None] | None = None
+    if multiparams and subject_col is not None and facts.subject_kind is not None:
+        # Each row's subject, as the decision names it and as the associated
+        # data binds it, worked out once for both.
+        kind = facts.subject_kind
+        parts = [
+            None if subject is None else subject_parts(subject, kind)
+            for subject in (
+                _row_subject(row, subject_col, extra_subject) for row in rows
+            )
+        ]
     if not (orm and not is_insert):
         # ORM bulk update() was authorized (Action.UPDATE) in do_orm_execute.
         _authorize_write(
-            facts, custodian, rows, embedded, extra_subject, is_insert=is_insert
+            facts,
+            custodian,
+            rows,
+            embedded,
+            extra_subject,
+            is_insert=is_insert,
+            texts=None if parts is None else [p[0] for p in parts if p is not None],
         )
     if values and not orm:
         clauseelement = _prepare_embedded(
@@ -359,12 +527,17 @@ def _before_execute(
     if multiparams:
         return (
             clauseelement,
-            [
-                _prepare_row(
-                    row, facts, custodian, extra_subject, indexes, in_place=in_place
-                )
-                for row in rows
-            ],
+            _prepare_rows(
+                rows,
+                facts,
+                custodian,
+                extra_subject,
+                indexes,
+                in_place=in_place,
+                tails=None
+                if parts is None
+                else [None if p is None else p[1] for p in parts],
+            ),
             params,
         )
     if rows:
@@ -411,18 +584,22 @@ class _Plan:
 
     __slots__ = (
         "_grants",
+        "_last",
+        "_released",
         "bindings",
+        "columns",
         "entity",
         "fields",
         "names",
         "predicted",
-        "subject_pos",
+        "sources",
     )
 
     def __init__(
         self,
         bindings: list[FieldBinding],
-        subject_pos: Sequence[tuple[int, SubjectKind]] = (),
+        columns: Sequence[tuple[int, FieldBinding, bool, int]] = (),
+        sources: Sequence[tuple[int, SubjectKind, bool]] = (),
     ) -> None:
         self.bindings = bindings
         tables = sorted({b.table or "?" for b in bindings})
@@ -432,13 +609,22 @@ class _Plan:
         self.fields: dict[str, FieldPolicy | None] = dict(
             zip(self.names, (b.field for b in bindings), strict=True)
         )
-        #: Where the subject ids can be read in a fetched row: the position of
-        #: one subject-packed column per table, with the subject kind.
-        self.subject_pos = list(subject_pos)
+        #: The encrypted columns of a fetched row: (position, binding, text
+        #: storage, index of the subject source or -1 for no subject).
+        self.columns = list(columns)
+        #: Where the subject ids of a fetched row are read: (position, kind,
+        #: packed) -- a subject column of the row, or a value fetched as
+        #: ``subject || '|' || envelope``.
+        self.sources = list(sources)
         #: Whether a read is expected to be allowed, per policy and context.
         self.predicted: dict[tuple[object, ...], bool] = {}
+        self._last: tuple[object, object, bool] = (None, None, False)
         #: (custodian, keyring, denied fields, grants): the last grants built.
         self._grants: tuple[object, object, object, dict[object, Any]] | None = None
+        #: The same for fetched batches: (..., (grants, columns to open)).
+        self._released: (
+            tuple[object, object, object, tuple[dict[object, Any], list[Any]]] | None
+        ) = None
 
     def grants(self, custodian: Any, denied: tuple[str, ...]) -> dict[object, Any]:
         """The grants of an allowed decision: binding -> cipher, or the mask."""
@@ -457,6 +643,41 @@ class _Plan:
         self._grants = (custodian, keyring, denied, grants)
         return grants
 
+    def released(
+        self, custodian: Any, denied: tuple[str, ...]
+    ) -> tuple[dict[object, Any], list[tuple[int, Any, bool, int]]]:
+        """The grants of a fetched batch and the columns its cursor decrypts.
+
+        Returns:
+            Binding -> :data:`RELEASED` or the mask text, and (position,
+            cipher, text storage, subject source) of every column to decrypt.
+        """
+        memo = self._released
+        keyring = custodian.keyring
+        if (
+            memo is not None
+            and memo[0] is custodian
+            and memo[1] is keyring
+            and memo[2] == denied
+        ):
+            return memo[3]
+        masked = {
+            b
+            for name, b in zip(self.names, self.bindings, strict=True)
+            if name in denied
+        }
+        grants: dict[object, Any] = {
+            b: MASK_TEXT if b in masked else RELEASED for b in self.bindings
+        }
+        opens = [
+            (pos, b.cipher(custodian), text, src)
+            for pos, b, text, src in self.columns
+            if b not in masked
+        ]
+        result = (grants, opens)
+        self._released = (custodian, keyring, denied, result)
+        return result
+
     def allowed(self, custodian: Any) -> bool:
         """Predict (cached) whether the context in force may read this plan's fields.
 
@@ -466,6 +687,10 @@ class _Plan:
         """
         ctx = current_access()
         policy = custodian.policy
+        last = self._last
+        if last[0] is ctx and last[1] is policy:
+            # The same (immutable) access context as the last execution.
+            return last[2]
         key = (policy, ctx.actor is None, ctx.role, ctx.purpose)
         verdict = self.predicted.get(key)
         if verdict is None:
@@ -478,6 +703,7 @@ class _Plan:
             if len(self.predicted) > 64:  # noqa: PLR2004 - a bound, not a tuning knob
                 self.predicted.clear()
             self.predicted[key] = verdict
+        self._last = (ctx, policy, verdict)
         return verdict
 
 
@@ -489,6 +715,33 @@ def _is_encrypted(expr: Any) -> bool:
     while isinstance(expr, (Label, UnaryExpression)):
         expr = expr.element
     return isinstance(getattr(expr, "type", None), EncryptedType)
+
+
+def _packed_in(objects: Sequence[Any]) -> _SubjectPacked | None:
+    for obj in objects:
+        element = getattr(obj, "element", None)
+        if isinstance(element, _SubjectPacked):
+            return element
+    return None
+
+
+def _subject_index(entries: Sequence[Any], subject: Any) -> int:
+    """The position of *subject* (a column) among a compiled statement's result columns."""
+    table, key = subject.table, subject.key
+    for index, entry in enumerate(entries):
+        if isinstance(entry[3], EncryptedType):
+            continue
+        for obj in entry[2]:
+            while isinstance(obj, Label):
+                obj = obj.element  # noqa: PLW2901 - unwrapped in place
+            if (
+                getattr(obj, "table", None) is table
+                and getattr(obj, "key", None) == key
+            ):
+                return index
+    raise UnsupportedOperationError(
+        f"{getattr(table, 'name', '?')}.{key}: the subject column is not among the fetched columns"
+    )
 
 
 def _plan_for(compiled: Any) -> _Plan:
@@ -503,15 +756,32 @@ def _plan_for(compiled: Any) -> _Plan:
                     "ordering or grouping by an encrypted column cannot work on ciphertext"
                 )
     seen: dict[FieldBinding, None] = {}
-    subject_pos: dict[str | None, tuple[int, SubjectKind]] = {}
-    for index, entry in enumerate(getattr(compiled, "_result_columns", ()) or ()):
+    entries = list(getattr(compiled, "_result_columns", ()) or ())
+    columns: list[tuple[int, FieldBinding, bool, int]] = []
+    sources: list[tuple[int, SubjectKind, bool]] = []
+    by_position: dict[int, int] = {}
+    for index, entry in enumerate(entries):
         type_ = entry[3]
-        if isinstance(type_, EncryptedType):
-            b = type_._binding  # noqa: SLF001
-            seen[b] = None
-            if b.subject_key is not None and b.table not in subject_pos:
-                subject_pos[b.table] = (index, b.subject_kind)
-    plan = _Plan(list(seen), list(subject_pos.values())) if seen else _NO_PLAN
+        if not isinstance(type_, EncryptedType):
+            continue
+        b = type_._binding  # noqa: SLF001
+        seen[b] = None
+        text = type_.storage == "text"
+        if b.subject_key is None:
+            columns.append((index, b, text, -1))
+            continue
+        packed = _packed_in(entry[2])
+        if packed is not None and packed.custdata_row:
+            position = _subject_index(entries, packed.clauses.clauses[0])
+            src = by_position.get(position)
+            if src is None:
+                src = by_position[position] = len(sources)
+                sources.append((position, b.subject_kind, False))
+        else:
+            src = len(sources)
+            sources.append((index, b.subject_kind, True))
+        columns.append((index, b, text, src))
+    plan = _Plan(list(seen), columns, sources) if seen else _NO_PLAN
     with contextlib.suppress(AttributeError):  # no __dict__: no cache
         setattr(compiled, _PLAN_ATTR, plan)
     return plan
@@ -532,9 +802,11 @@ def authorize_read(
     *,
     subjects: Sequence[object] = (),
     count: int = 0,
-    raw_subjects: Mapping[object, object] | None = None,
 ) -> dict[object, Any]:
     """Authorize reading *plan*'s fields now and put the grants in force (internal).
+
+    For values SQLAlchemy fetches and processes itself (``RETURNING``): the
+    result processors decrypt them.
 
     Returns:
         The grants now in force: binding -> cipher, or the mask text.
@@ -550,41 +822,174 @@ def authorize_read(
         count=count,
     )
     grants = plan.grants(custodian, decision.denied_fields)
-    if raw_subjects:
-        grants = {**grants, SUBJECTS_KEY: raw_subjects}
     _GRANTS.set(grants)
     return grants
 
 
-def _row_subjects(
+_HEX_UUID = 32
+_UUID_BYTES = 16
+
+
+def _batch_subjects(
     rows: Sequence[Any], plan: _Plan
-) -> tuple[list[object], dict[object, object]]:
-    """The subjects of a fetched batch, read from the subject-packed columns.
+) -> tuple[list[str], list[list[bytes | None]], dict[int, list[Any]]]:
+    """The subjects of a fetched batch, before anything in it is decrypted.
 
     Returns:
-        The distinct subject ids (as the crypto layer sees them) and a map from
-        the raw text in the packed values to those ids, for the result processors.
+        The distinct canonical subject ids (what the decision names); per
+        subject source, each row's associated-data tail (``None`` where the row
+        has no subject); and per packed source, each row's envelope.
     """
-    found: dict[object, object] = {}
-    for index, kind in plan.subject_pos:
-        for row in rows:
-            packed = row[index]
-            if packed is None:
+    seen: dict[str, None] = {}
+    tails: list[list[bytes | None]] = []
+    blobs: dict[int, list[Any]] = {}
+    if len(rows) == 1:
+        # One row (a get, a refresh): no memo.
+        first = rows[0]
+        for src, (index, kind, packed) in enumerate(plan.sources):
+            raw = first[index]
+            if packed and raw is not None:
+                raw, _, blob = raw.partition(b"|" if raw.__class__ is bytes else "|")
+                blobs[src] = [blob]
+            elif packed:
+                blobs[src] = [None]
+            if raw is None:
+                tails.append([None])
                 continue
-            raw = packed.partition(b"|" if packed.__class__ is bytes else "|")[0]
-            if raw not in found:
-                found[raw] = subject_value(raw, kind)
-    return list(dict.fromkeys(found.values())), found
+            text, tail = subject_parts(raw, kind)
+            seen[text] = None
+            tails.append([tail])
+        return list(seen), tails, blobs
+    for src, (index, kind, packed) in enumerate(plan.sources):
+        memo: dict[object, tuple[str, bytes]] = {}
+        out: list[bytes | None] = []
+        append = out.append
+        if packed:
+            envelopes: list[Any] = []
+            keep = envelopes.append
+            for row in rows:
+                value = row[index]
+                if value is None:
+                    append(None)
+                    keep(None)
+                    continue
+                raw, _, blob = value.partition(
+                    b"|" if value.__class__ is bytes else "|"
+                )
+                keep(blob)
+                parts = memo.get(raw)
+                if parts is None:
+                    parts = memo[raw] = subject_parts(raw, kind)
+                    seen[parts[0]] = None
+                append(parts[1])
+            blobs[src] = envelopes
+        elif kind == "uuid":
+            fromhex = bytes.fromhex
+            tails_of: dict[object, bytes] = {}
+            for row in rows:
+                raw = row[index]
+                if raw is None:
+                    append(None)
+                    continue
+                if raw.__class__ is UUID:
+                    # A native UUID column: no memo (UUIDs hash in Python).
+                    number = raw.int
+                    h = f"{number:032x}"
+                    text = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+                    seen[text] = None
+                    append(_UUID_TAIL + number.to_bytes(_UUID_BYTES, "big"))
+                    continue
+                found = tails_of.get(raw)
+                if found is None:
+                    # subject_parts() inlined for 32 hex digits (CHAR(32) storage);
+                    # no tuple per row (fewer objects for the garbage collector).
+                    data = (
+                        fromhex(raw)
+                        if raw.__class__ is str and len(raw) == _HEX_UUID
+                        else b""
+                    )
+                    if len(data) == _UUID_BYTES:
+                        h = data.hex()
+                        seen[f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"] = None
+                        found = _UUID_TAIL + data
+                    else:
+                        text, found = subject_parts(raw, kind)
+                        seen[text] = None
+                    tails_of[raw] = found
+                append(found)
+        else:
+            for row in rows:
+                raw = row[index]
+                if raw is None:
+                    append(None)
+                    continue
+                parts = memo.get(raw)
+                if parts is None:
+                    parts = memo[raw] = subject_parts(raw, kind)
+                    seen[parts[0]] = None
+                append(parts[1])
+        tails.append(out)
+    return list(seen), tails, blobs
+
+
+def _open_rows(
+    rows: Sequence[Any],
+    opens: Sequence[tuple[int, Any, bool, int]],
+    tails: list[list[bytes | None]],
+    blobs: dict[int, list[Any]],
+) -> list[Any]:
+    """Decrypt the released columns of a fetched batch, column by column."""
+    if len(rows) == 1:
+        # One row (a get, a refresh): no transposing.
+        row = list(rows[0])
+        for pos, cipher, text, src in opens:
+            if src >= 0:
+                tail = tails[src][0]
+                packed = blobs.get(src)
+                value = row[pos] if packed is None else packed[0]
+                if tail is None:
+                    row[pos] = None
+                    continue
+            else:
+                tail = None
+                value = row[pos]
+            if value is not None:
+                row[pos] = cipher.open_value(
+                    _b64(value, cipher) if text else value, tail
+                )
+            else:
+                row[pos] = None
+        return [tuple(row)]
+    columns: list[Any] = list(zip(*rows, strict=True))
+    for pos, cipher, text, src in opens:
+        values = blobs.get(src) if src >= 0 else None
+        if values is None:
+            values = columns[pos]
+        if text:
+            values = [None if v is None else _b64(v, cipher) for v in values]
+        columns[pos] = cipher.open_fetched(values, tails[src] if src >= 0 else None)
+    return list(zip(*columns, strict=True))
+
+
+def _b64(value: Any, cipher: Any) -> bytes:
+    try:
+        return b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise DecryptionError(
+            f"{cipher.table}.{cipher.column}: the stored value is not base64"
+        ) from None
 
 
 class _AnnouncingCursor:
-    """A DBAPI cursor whose fetches authorize each batch before it is processed.
+    """A DBAPI cursor whose fetches authorize, then decrypt, each batch.
 
-    SQLAlchemy turns raw rows into result rows -- running the result processors
-    that decrypt -- only after the cursor's ``fetch*`` returns them. This proxy
-    makes one :meth:`custdata.Custodian.authorize` call per fetched batch, with
-    the batch's subject ids and value count, so every batch is announced (and a
-    denial raised) before any of its values is decrypted.
+    SQLAlchemy turns raw rows into result rows only after the cursor's
+    ``fetch*`` returns them. This proxy makes one
+    :meth:`custdata.Custodian.authorize` call per fetched batch, with the
+    batch's subject ids and value count, so every batch is announced (and a
+    denial raised) before any of its values is decrypted; it then decrypts the
+    batch's released values column by column, each with the subject of its own
+    row, and the result processors pass them through.
     """
 
     __slots__ = (
@@ -614,29 +1019,48 @@ class _AnnouncingCursor:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cursor, name)
 
+    # What SQLAlchemy reads of every cursor, without the __getattr__ detour.
+    @property
+    def description(self) -> Any:
+        """The wrapped cursor's ``description``."""
+        return self._cursor.description
+
+    def close(self) -> None:
+        """Close the wrapped cursor."""
+        self._cursor.close()
+
     def __repr__(self) -> str:
         return f"<custdata announcing cursor {self._plan.entity}>"
 
-    def _announce(self, rows: Sequence[Any]) -> None:
+    def _release(self, rows: Sequence[Any]) -> Sequence[Any]:
+        """Announce a fetched batch, then decrypt what it releases."""
+        plan = self._plan
         if not rows:
             if self._announced:
-                return
-            subjects: list[object] = []
-            raw: dict[object, object] = {}
+                return rows
+            subjects: list[Any] = []
+            tails: list[list[bytes | None]] = []
+            blobs: dict[int, list[Any]] = {}
         else:
-            subjects, raw = _row_subjects(rows, self._plan)
-        if not subjects:
+            subjects, tails, blobs = _batch_subjects(rows, plan)
+        if not subjects and self._extra:
             # Rows without a subject column of their own (e.g. a child table
             # loaded through a relationship) name the subject they were loaded for.
             subjects = list(self._extra)
         self._announced = True
-        self._grants = authorize_read(
-            self._plan,
-            self._custodian,
+        decision = self._custodian.authorize(
+            action=Action.READ,
+            entity=plan.entity,
+            fields=plan.fields,
             subjects=subjects,
-            count=len(rows) * len(self._plan.bindings),
-            raw_subjects=raw,
+            count=len(rows) * len(plan.bindings),
         )
+        grants, opens = plan.released(self._custodian, decision.denied_fields)
+        self._grants = grants
+        _GRANTS.set(grants)
+        if rows and opens:
+            return _open_rows(rows, opens, tails, blobs)
+        return rows
 
     def _in_force(self) -> None:
         # Another statement may have put its own grants in force since this
@@ -645,8 +1069,7 @@ class _AnnouncingCursor:
             _GRANTS.set(self._grants)
 
     def fetchall(self) -> Any:
-        rows = self._cursor.fetchall()
-        self._announce(rows)
+        rows = self._release(self._cursor.fetchall())
         if self._buffer:
             rows = [*self._buffer, *rows]
             self._buffer = []
@@ -659,17 +1082,15 @@ class _AnnouncingCursor:
             rows, self._buffer = self._buffer[:want], self._buffer[want:]
             self._in_force()
             return rows
-        rows = (
+        fetched: Any = self._release(
             self._cursor.fetchmany() if size is None else self._cursor.fetchmany(size)
         )
-        self._announce(rows)
         self._in_force()
-        return rows
+        return fetched
 
     def fetchone(self) -> Any:
         if not self._buffer:
-            self._buffer = list(self._cursor.fetchmany(self.chunk))
-            self._announce(self._buffer)
+            self._buffer = list(self._release(self._cursor.fetchmany(self.chunk)))
             if not self._buffer:
                 return None
         self._in_force()
@@ -696,30 +1117,16 @@ def _before_cursor_execute(  # noqa: PLR0917
         # RETURNING rows are fetched by SQLAlchemy itself: authorize them now.
         subjects = context.execution_options.get("custdata_subjects", ())
         authorize_read(plan, custodian, subjects=subjects)
-    elif not plan.allowed(custodian):
+        return
+    if not plan.allowed(custodian):
         # Refused before the statement runs: nothing is fetched or decrypted.
         authorize_read(plan, custodian)
-
-
-@event.listens_for(Engine, "after_cursor_execute")
-def _after_cursor_execute(  # noqa: PLR0917
-    conn: Connection,
-    cursor: Any,
-    statement: str,
-    parameters: Any,
-    context: Any,
-    executemany: bool,
-) -> None:
-    compiled = context.compiled
-    if compiled is None or context.is_crud or executemany:
-        return
-    plan = compiled.__dict__.get(_PLAN_ATTR)
-    if plan is None or not plan.bindings:
-        return
+    # SQLAlchemy executes on the cursor it passed here and reads the results
+    # through ``context.cursor``: from now on, through the announcing proxy.
     context.cursor = _AnnouncingCursor(
         cursor,
         plan,
-        _require_custodian(),
+        custodian,
         context.execution_options.get("custdata_subjects", ()),
     )
 
@@ -728,7 +1135,7 @@ def _after_cursor_execute(  # noqa: PLR0917
 
 
 class _MapperFacts:
-    __slots__ = ("fields", "validated")
+    __slots__ = ("fields", "last", "validated")
 
     def __init__(self, mapper: Mapper[Any]) -> None:
         self.fields: list[tuple[str, FieldPolicy]] = []
@@ -738,6 +1145,8 @@ class _MapperFacts:
                 if isinstance(info, CustomerDataInfo):
                     self.fields.append((prop.key, info.field))
         self.validated: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: (access context, policy, withheld keys) of the last entity load.
+        self.last: tuple[object, object, frozenset[str]] = (None, None, frozenset())
 
 
 _MAPPERS: weakref.WeakKeyDictionary[Mapper[Any], _MapperFacts] = (
@@ -916,6 +1325,10 @@ def _withheld_keys(
     """The customer-data attributes of *mapper* an entity load leaves unloaded (cached)."""
     policy = custodian.policy
     ctx = current_access()
+    last = facts.last
+    if last[0] is ctx and last[1] is policy:
+        # The same (immutable) access context as the last load of this mapper.
+        return last[2]
     cache_key = (mapper, id(policy), ctx.actor is None, ctx.role, ctx.purpose)
     keys = _WITHHELD_CACHE.get(cache_key)
     if keys is None:
@@ -927,6 +1340,7 @@ def _withheld_keys(
         if len(_WITHHELD_CACHE) > 4096:  # noqa: PLR2004 - a bound, not a tuning knob
             _WITHHELD_CACHE.clear()
         _WITHHELD_CACHE[cache_key] = keys
+    facts.last = (ctx, policy, keys)
     return keys
 
 
@@ -964,12 +1378,10 @@ def _orm_select(state: ORMExecuteState) -> None:
     mappers = _statement_mappers(state)
     if not mappers:
         return
-    if state.is_relationship_load or state.is_column_load:
-        _known_subject(state)
     custodian: Any = None
     plan: list[tuple[Mapper[Any], frozenset[str]]] = []
     for mapper in mappers:
-        facts = _mapper_facts(mapper)
+        facts = _MAPPERS.get(mapper) or _mapper_facts(mapper)
         if not facts.fields:
             continue
         if custodian is None:
@@ -981,6 +1393,15 @@ def _orm_select(state: ORMExecuteState) -> None:
         keys = _withheld_keys(mapper, facts, custodian)
         if keys:
             plan.append((mapper, keys))
+    if custodian is None:
+        # No customer data at the top level: nothing to withhold or name.
+        return
+    load_options = state.load_options
+    if (
+        getattr(load_options, "_lazy_loaded_from", None) is not None
+        or getattr(load_options, "_refresh_state", None) is not None
+    ) and (state.is_relationship_load or state.is_column_load):
+        _known_subject(state)
     if not plan:
         return
     requested: frozenset[str] = frozenset()
@@ -1121,7 +1542,6 @@ def install() -> None:
     for target, name, fn, kw in (
         (Engine, "before_execute", _before_execute, {"retval": True}),
         (Engine, "before_cursor_execute", _before_cursor_execute, {}),
-        (Engine, "after_cursor_execute", _after_cursor_execute, {}),
         (Session, "do_orm_execute", _do_orm_execute, {}),
         (Mapper, "mapper_configured", _on_mapper_configured, {}),
     ):

@@ -10,11 +10,15 @@ Storage is binary by default (``BYTEA`` on PostgreSQL, ``BLOB`` on SQLite,
 "text"`` stores it base64-encoded in a text column instead.
 
 Where the table has a data-subject column, each value is bound to the row's
-subject: the subject id is part of the associated data. To give the result
-processor the subject of each row, such a column is selected as
-``subject || '|' || envelope`` (see :class:`_SubjectPacked`), so every kind of
-load -- Core, ORM entity, column, relationship, ``get`` -- decrypts with the
-subject of the row the value was read from.
+subject: the subject id is part of the associated data. Where a SELECT also
+fetches the subject column itself (every entity load, ``get``, joined eager
+loads), the envelope is fetched as stored and the cursor that fetched the row
+decrypts it, after the batch's authorization, with the subject read from the
+same row (see ``_runtime``); the result processor then passes the plaintext
+on. Elsewhere (a column select without the subject column, ``RETURNING``) the
+column is selected as ``subject || '|' || envelope`` (see
+:class:`_SubjectPacked`), so every kind of load decrypts with the subject of
+the row the value was read from.
 """
 
 from __future__ import annotations
@@ -79,6 +83,21 @@ _GRANTS: contextvars.ContextVar[dict[object, Any] | None] = contextvars.ContextV
 )
 #: The key of the raw-text -> subject-id map in a grants dict.
 SUBJECTS_KEY = "\x00subjects"
+
+
+class _Released:
+    """The grant of a column whose values the fetching cursor already decrypted."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<custdata released>"
+
+
+#: Grant of a binding whose fetched values were decrypted, after the batch's
+#: authorization, by the cursor that fetched them (see ``_runtime``): the result
+#: processor passes them through.
+RELEASED: Any = _Released()
 
 
 def _custodian_now() -> Any:
@@ -281,6 +300,8 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
         b64decode = base64.b64decode
         where = b.where
 
+        released = RELEASED
+
         def refuse() -> PurposeViolationError:
             return PurposeViolationError(
                 f"{b.where}: read outside an authorized statement; values are not decrypted"
@@ -293,6 +314,8 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
                     return None
                 grants = grants_var.get()
                 cipher = grants.get(b) if grants is not None else None
+                if cipher is released:
+                    return value
                 if cipher is None:
                     raise refuse()
                 if cipher.__class__ is str:
@@ -312,6 +335,8 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
                 return None
             grants = grants_var.get()
             cipher = grants.get(b) if grants is not None else None
+            if cipher is released:
+                return value
             if cipher is None:
                 raise refuse()
             if cipher.__class__ is str:
@@ -476,18 +501,52 @@ class _SubjectPacked(FunctionElement[Any]):
         super().__init__(subject, value)
         self.type = type_
         self._custdata_text = storage == "text"
+        #: Set when compiled: whether the value is fetched alone, its row
+        #: also holding the subject column (``None`` until then).
+        self.custdata_row: bool | None = None
+
+
+def _subject_selected(compiler: SQLCompiler, subject: Any) -> bool:
+    """Whether the SELECT being compiled also fetches *subject* as a column of its own."""
+    if not compiler.stack:
+        return False
+    state = compiler.stack[-1].get("compile_state")
+    columns = getattr(state, "columns_plus_names", None)
+    if not columns:
+        return False
+    table, key = subject.table, subject.key
+    for entry in columns:
+        col = entry[3]
+        while isinstance(col, Label):
+            col = col.element
+        if getattr(col, "table", None) is table and getattr(col, "key", None) == key:
+            return True
+    return False
 
 
 def _packed_args(
     element: _SubjectPacked, compiler: SQLCompiler, **kw: Any
-) -> tuple[str, str]:
+) -> tuple[str, str] | str:
+    """Both operands compiled; or the value alone, where the row has the subject.
+
+    Where the SELECT also fetches the subject column itself (every entity
+    load), the value is fetched as is and the cursor decrypts it with the
+    subject read from the same row: no per-value concatenation in SQL.
+    """
     subject, value = element.clauses.clauses
+    row = _subject_selected(compiler, subject)
+    element.custdata_row = row
+    if row:
+        return compiler.process(value, **kw)
     return compiler.process(subject, **kw), compiler.process(value, **kw)
 
 
 @compiles(_SubjectPacked)
 def _packed_default(element: _SubjectPacked, compiler: SQLCompiler, **kw: Any) -> str:
-    subject, value = _packed_args(element, compiler, **kw)
+    args = _packed_args(element, compiler, **kw)
+    if isinstance(args, str):
+        return args
+    subject, value = args
     if element._custdata_text:  # noqa: SLF001
         return f"(CAST({subject} AS TEXT) || '|' || {value})"
     return f"CAST(CAST({subject} AS TEXT) || '|' || {value} AS BLOB)"
@@ -497,7 +556,10 @@ def _packed_default(element: _SubjectPacked, compiler: SQLCompiler, **kw: Any) -
 def _packed_postgresql(
     element: _SubjectPacked, compiler: SQLCompiler, **kw: Any
 ) -> str:
-    subject, value = _packed_args(element, compiler, **kw)
+    args = _packed_args(element, compiler, **kw)
+    if isinstance(args, str):
+        return args
+    subject, value = args
     if element._custdata_text:  # noqa: SLF001
         return f"(CAST({subject} AS TEXT) || '|' || {value})"
     return f"(convert_to(CAST({subject} AS TEXT) || '|', 'UTF8') || {value})"
@@ -506,7 +568,10 @@ def _packed_postgresql(
 @compiles(_SubjectPacked, "mysql")
 @compiles(_SubjectPacked, "mariadb")
 def _packed_mysql(element: _SubjectPacked, compiler: SQLCompiler, **kw: Any) -> str:
-    subject, value = _packed_args(element, compiler, **kw)
+    args = _packed_args(element, compiler, **kw)
+    if isinstance(args, str):
+        return args
+    subject, value = args
     return f"CONCAT(CAST({subject} AS CHAR), '|', {value})"
 
 

@@ -1,0 +1,227 @@
+"""How encrypted values are fetched: entity loads read the row's own subject column.
+
+An entity load (select-all, ``get``, joined eager loads, aliases) selects each
+envelope as stored and decrypts it with the subject id read from the same row;
+only a column select that lacks the subject column selects ``subject || '|' ||
+envelope``. Either way the subject id is named by the same canonical text in
+the audit trail. On SQLite, PostgreSQL and MariaDB.
+"""
+
+# ruff: noqa: F811 - pytest fixtures imported from sa_fixtures
+
+from __future__ import annotations
+
+import decimal
+import sys
+import uuid
+
+from pathlib import Path
+
+import pytest
+
+from sqlalchemy import select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, aliased, joinedload
+
+import custdata
+
+from custdata.crypto._envelope import length_prefixed, subject_bytes
+from custdata.sqlalchemy._binding import subject_parts, subject_tail, subject_value
+
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sa_fixtures import (  # noqa: F401 - pytest fixtures
+    CANARIES,
+    CountingKeyring,
+    Models,
+    Recorder,
+    billing,
+    counting,
+    engine,
+    keyring,
+    models,
+    recorder,
+    sa_custodian,
+    support,
+)
+
+
+def _customer(session: Session, models: Models, name: str, total: str) -> uuid.UUID:
+    with billing():
+        customer = models.Customer(name=name, email=f"{name.lower()}@example.jp")
+        customer.orders.append(models.Order(total=decimal.Decimal(total)))
+        session.add(customer)
+        session.commit()
+        return customer.id  # type: ignore[no-any-return]
+
+
+def _concatenates(sql: str) -> bool:
+    return "||" in sql or "CONCAT(" in sql.upper()
+
+
+class TestEntityLoads:
+    """Entity loads fetch envelopes as stored; column selects carry the subject."""
+
+    def test_sql_of_entity_load_and_column_select(
+        self, engine: Engine, models: Models
+    ) -> None:
+        """select(Customer) has no concatenation; select(Customer.email) has one."""
+        entity = str(select(models.Customer).compile(engine))
+        column = str(select(models.Customer.email).compile(engine))
+        with_subject = str(
+            select(models.Customer.id, models.Customer.email).compile(engine)
+        )
+        assert not _concatenates(entity)
+        assert _concatenates(column)
+        assert not _concatenates(with_subject)
+
+    def test_aliased_and_joined_loads_decrypt(
+        self, engine: Engine, models: Models, sa_custodian: custdata.Custodian
+    ) -> None:
+        """An aliased entity and a joined eager load decrypt with their rows' subjects."""
+        with Session(engine) as session:
+            ids = [
+                _customer(session, models, "Alice", "1.50"),
+                _customer(session, models, "Bob", "2.50"),
+            ]
+        with Session(engine) as session, support():
+            alias = aliased(models.Customer)
+            got = session.execute(select(alias.id, alias.name)).all()
+            assert {(ids[0], "Alice"), (ids[1], "Bob")} == {tuple(r) for r in got}
+            loaded = (
+                session.scalars(
+                    select(models.Customer).options(joinedload(models.Customer.orders))
+                )
+                .unique()
+                .all()
+            )
+            assert {
+                ("Alice", decimal.Decimal("1.50")),
+                ("Bob", decimal.Decimal("2.50")),
+            } == {(c.name, c.orders[0].total) for c in loaded}
+
+    def test_swap_between_customers_in_joined_load(
+        self, engine: Engine, models: Models, sa_custodian: custdata.Custodian
+    ) -> None:
+        """An order total copied to another customer's order fails in a joined load."""
+        with Session(engine) as session:
+            _customer(session, models, "Alice", "1.50")
+            _customer(session, models, "Bob", "2.50")
+        t = models.Order.__table__.name
+        with engine.begin() as conn:
+            stolen = conn.execute(text(f"SELECT total FROM {t}").columns()).all()  # noqa: S608
+            conn.execute(text(f"UPDATE {t} SET total = :v"), {"v": stolen[0][0]})  # noqa: S608
+        with (
+            Session(engine) as session,
+            support(),
+            pytest.raises(custdata.DecryptionError),
+        ):
+            session.scalars(
+                select(models.Customer).options(joinedload(models.Customer.orders))
+            ).unique().all()
+
+    def test_denied_entity_load_decrypts_nothing(
+        self,
+        engine: Engine,
+        models: Models,
+        sa_custodian: custdata.Custodian,
+        counting: CountingKeyring,
+    ) -> None:
+        """Without an actor, the entity loads its plain columns and decrypts nothing."""
+        with Session(engine) as session:
+            cid = _customer(session, models, "Alice", "1.50")
+        before = counting.counts["decrypt"]
+        with Session(engine) as session:
+            c = session.get(models.Customer, cid)
+            assert c is not None
+            assert "basic" == c.plan
+            with pytest.raises(custdata.ActorRequiredError):
+                _ = c.name
+        assert before == counting.counts["decrypt"]
+
+
+class TestCanonicalSubject:
+    """The subject id is the same text in every decision, on every dialect and path."""
+
+    def test_every_path_names_the_same_text(
+        self,
+        engine: Engine,
+        models: Models,
+        sa_custodian: custdata.Custodian,
+        recorder: Recorder,
+    ) -> None:
+        """Write, entity load, get, column select, joined and lazy loads agree."""
+        with Session(engine) as session:
+            cid = _customer(session, models, "Alice", "1.50")
+        expected = (str(cid),)
+        writes = [d for d in recorder.decisions if d.action is custdata.Action.WRITE]
+        assert writes
+        assert all(expected == d.subjects for d in writes)
+        n = len(recorder.decisions)
+        # Support may read the orders' notes too, so a joined eager load of
+        # the orders is allowed (billing may not: a joined load cannot leave
+        # an eager-loaded entity's field unloaded).
+        with Session(engine) as session, support():
+            session.scalars(select(models.Customer)).all()
+            session.expunge_all()
+            session.get(models.Customer, cid)
+            session.expunge_all()
+            session.scalars(select(models.Customer.name)).all()
+            session.scalars(select(models.Order.total)).all()
+            customers = (
+                session.scalars(
+                    select(models.Customer).options(joinedload(models.Customer.orders))
+                )
+                .unique()
+                .all()
+            )
+            session.expunge_all()
+            _ = session.get(models.Customer, cid).orders[0].total  # type: ignore[union-attr]
+        reads = [d for d in recorder.decisions[n:] if d.action is custdata.Action.READ]
+        assert 1 == len(customers)
+        assert len(reads) >= 6
+        assert [expected] * len(reads) == [d.subjects for d in reads]
+
+    @pytest.mark.parametrize(
+        "form",
+        ["uuid", "hex", "HEX", "hyphenated", "hex-bytes", "hyphenated-bytes", "braces"],
+    )
+    def test_fetched_uuid_forms(self, form: str) -> None:
+        """Every form a driver or a concatenation returns gives the same text and tail."""
+        u = uuid.UUID("0192f0c4-7b1e-7c3a-9d4e-5f6a7b8c9d0e")
+        raw = {
+            "uuid": u,
+            "hex": u.hex,
+            "HEX": u.hex.upper(),
+            "hyphenated": str(u),
+            "hex-bytes": u.hex.encode(),
+            "hyphenated-bytes": str(u).encode(),
+            "braces": "{" + str(u) + "}",
+        }[form]
+        expected_tail = length_prefixed(subject_bytes(u))
+        assert (str(u), expected_tail) == subject_parts(raw, "uuid")
+        assert expected_tail == subject_tail(raw, "uuid")
+
+    @pytest.mark.parametrize(
+        ("raw", "kind"), [(12, "int"), (b"-5", "int"), ("ab", "str")]
+    )
+    def test_other_kinds(self, raw: object, kind: str) -> None:
+        """Integer and text subject ids: the text and tail of subject_value()."""
+        value = subject_value(raw, kind)  # type: ignore[arg-type]
+        assert (str(value), length_prefixed(subject_bytes(value))) == subject_parts(
+            raw,
+            kind,  # type: ignore[arg-type]
+        )
+
+    @pytest.mark.parametrize("raw", ["zz" * 16, " " + "a" * 31, "x", "a" * 30 + " b"])
+    def test_malformed_uuid_text(self, raw: str) -> None:
+        """Text that is not a UUID is refused, not read as some other subject."""
+        with pytest.raises(ValueError, match=r"."):
+            subject_parts(raw, "uuid")
+
+
+def test_canaries_are_not_in_messages() -> None:
+    """The helpers' errors name no value."""
+    with pytest.raises(ValueError, match=r".") as info:
+        subject_parts(CANARIES["card"], "uuid")
+    assert CANARIES["card"] not in str(info.value)
