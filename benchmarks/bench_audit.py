@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import os
 import tempfile
 import time
 
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -29,6 +31,8 @@ from custdata.audit import (
 )
 from custdata.audit._chain import ChainWriter, render_line
 from custdata.audit._schema import canonical_json
+from custdata.audit._trail import _SHAPE, _encode
+from custdata.audit._verify import VerificationReport, _Collector, _verify_records
 
 
 class Keys:
@@ -59,8 +63,12 @@ DECISION = AccessDecision(
 )
 
 
-def best(fn: object, n: int, repeat: int = 3) -> float:
-    """Best wall time per call of ``fn()`` over *repeat* runs of *n* calls, in µs."""
+def best(fn: object, n: int, repeat: int = 5) -> float:
+    """Best wall time per call of ``fn()`` over *repeat* runs of *n* calls, in µs.
+
+    The machines this runs on are shared and noisy: the best of several short
+    runs measures the code, one long run mostly the neighbours.
+    """
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -68,6 +76,17 @@ def best(fn: object, n: int, repeat: int = 3) -> float:
             fn()  # type: ignore[operator]
         times.append(time.perf_counter() - t0)
     return min(times) / n * 1e6
+
+
+def best_of(fn: Callable[[], object], repeat: int = 5) -> tuple[float, object]:
+    """Return the best wall time of ``fn()`` over *repeat* calls, and its result."""
+    elapsed = []
+    result: object = None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        elapsed.append(time.perf_counter() - t0)
+    return min(elapsed), result
 
 
 def main() -> None:
@@ -89,8 +108,9 @@ def main() -> None:
     dynamic = {k: v for k, v in body.items() if k not in shape.static}
 
     def seal_prepared() -> None:
-        event = dict(dynamic)
-        rec = writer.prepare(shape.render(event), event)
+        event = {_SHAPE: shape, **dynamic}
+        (body, fields), _ = _encode(None, "audit", event)
+        rec = writer.prepare(body, fields)
         writer.commit(rec)
 
     def seal_generic() -> None:
@@ -116,7 +136,7 @@ def main() -> None:
 
     # 2. Whole pipeline into memory: record_decision → structlog processors → seal.
     mem.records.clear()
-    us = best(lambda: trail.record_decision(DECISION, now=NOW), n)
+    us = best(lambda: trail.record_decision(DECISION, now=NOW), n // 5)
     rows.append(
         (
             "record_decision → structlog pipeline → seal (memory sink)",
@@ -125,6 +145,11 @@ def main() -> None:
         )
     )
     trail.close()
+    line = render_line(mem.records[0])
+    # Free the records kept in memory, so they do not slow the garbage
+    # collector (and every later measurement) down.
+    mem.records.clear()
+    gc.collect()
 
     with tempfile.TemporaryDirectory() as tmp:
         # 3. Stream sink to a file (one O_APPEND write per line), end to end:
@@ -132,7 +157,8 @@ def main() -> None:
         # applications do).
         path = Path(tmp) / "audit.jsonl"
         trail = AuditTrail(keys, sinks=[JsonLinesSink(path)], checkpoint_interval=None)
-        us = best(lambda: trail.record_decision(DECISION, now=NOW), n, repeat=1)
+        # n events in all per measurement, as five runs of n/5 (best run).
+        us = best(lambda: trail.record_decision(DECISION, now=NOW), n // 5)
         rows.append(
             (
                 "stream sink (JSON lines file), end to end, now=",
@@ -140,7 +166,7 @@ def main() -> None:
                 f"{1e6 / us:,.0f} events/s; budget ≤ 10 µs",
             )
         )
-        us = best(lambda: trail.record_decision(DECISION), n, repeat=1)
+        us = best(lambda: trail.record_decision(DECISION), n // 5)
         trail.close()
         rows.append(
             (
@@ -149,21 +175,31 @@ def main() -> None:
                 f"{1e6 / us:,.0f} events/s; budget ≤ 10 µs",
             )
         )
-        line = render_line(mem.records[0]) if mem.records else b""
         rows.append(("  line size", f"{len(line)} B", ""))
 
-        # 4. Verification of that file (parse + SHA-256 + HMAC + evolve + links).
+        # 4. Verification of that file (parse + SHA-256 + HMAC + evolve + links):
+        # the one-pass path every intact file takes, then the full algorithm
+        # that names findings (what a tampered file falls back to).
         src = JsonLinesSource(path)
-        t0 = time.perf_counter()
-        report = verify_trail(src, keys)
-        elapsed = time.perf_counter() - t0
+        elapsed, report = best_of(lambda: verify_trail(src, keys), repeat=3)
+        assert isinstance(report, VerificationReport)  # noqa: S101
         if not report.intact:
             raise SystemExit(report.kinds())
         rows.append(
             (
-                "verify JSON lines (one core)",
+                f"verify JSON lines (one core, {report.events:,} events)",
                 f"{report.events / elapsed:,.0f} events/s",
                 "budget ≥ 200,000/s",
+            )
+        )
+        elapsed, _ = best_of(
+            lambda: _verify_records(src, keys, _Collector(), {}, {}), repeat=3
+        )
+        rows.append(
+            (
+                "  full algorithm (tampered files; findings)",
+                f"{report.events / elapsed:,.0f} events/s",
+                "",
             )
         )
 

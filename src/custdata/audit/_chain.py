@@ -20,6 +20,7 @@ import hmac
 import struct
 import uuid
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 import attrs
@@ -75,6 +76,11 @@ def mac_prefix(chain: str, key_ref: str) -> bytes:
     )
 
 
+#: The decoded body of a record, or the two parts of a prepared decision
+#: event's body, ``(static, dynamic)``, which :attr:`SealedRecord.fields` merges.
+Fields = dict[str, Any] | tuple[Mapping[str, Any], dict[str, Any]]
+
+
 # Not slotted: the hot path builds a record by setting its __dict__ in one step.
 @attrs.frozen(kw_only=True, slots=False)
 class SealedRecord:
@@ -98,7 +104,22 @@ class SealedRecord:
     mac: bytes = attrs.field(repr=False)
     body: bytes = attrs.field(repr=False)
     body_sha256: bytes = attrs.field(repr=False)
-    fields: dict[str, Any] = attrs.field(repr=False, eq=False)
+    _fields: Fields = attrs.field(alias="fields", repr=False, eq=False)
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The decoded body, for derived index columns.
+
+        A prepared decision event arrives as its two parts, ``(static,
+        dynamic)``; they are merged here, on first use (the JSON-lines sink
+        never needs them).
+        """
+        fields = self._fields
+        if isinstance(fields, tuple):
+            static, dynamic = fields
+            fields = {**static, **dynamic}
+            _set_attr(self, "_fields", fields)
+        return fields
 
     @property
     def action(self) -> str:
@@ -118,7 +139,7 @@ def _new_record(  # noqa: PLR0917 - the record's fields, in order
     mac: bytes,
     body: bytes,
     body_sha256: bytes,
-    fields: dict[str, Any],
+    fields: Fields,
 ) -> SealedRecord:
     """Build a :class:`SealedRecord` without attrs' frozen ``__init__`` (hot path)."""
     record = _new_object(SealedRecord)
@@ -133,7 +154,7 @@ def _new_record(  # noqa: PLR0917 - the record's fields, in order
             "mac": mac,
             "body": body,
             "body_sha256": body_sha256,
-            "fields": fields,
+            "_fields": fields,
         },
     )
     return record
@@ -201,7 +222,7 @@ class ChainWriter:
     def __repr__(self) -> str:
         return f"<ChainWriter chain={self.chain!r} seq={self.seq}>"
 
-    def prepare(self, body: bytes, fields: dict[str, Any]) -> SealedRecord:
+    def prepare(self, body: bytes, fields: Fields) -> SealedRecord:
         """Seal *body* as the next record without advancing the chain."""
         seq = self.seq + 1
         digest = _sha256(body).digest()
@@ -222,7 +243,7 @@ class ChainWriter:
                 "mac": mac,
                 "body": body,
                 "body_sha256": digest,
-                "fields": fields,
+                "_fields": fields,
             },
         )
         return record
@@ -231,13 +252,19 @@ class ChainWriter:
         """Advance the chain past *record* and evolve the key (forgetting the old)."""
         if record.seq != self.seq + 1 or record.chain != self.chain:
             raise ValueError("record does not extend this chain")
-        self.seq = record.seq
-        self._prev = record.mac
-        self._evolve()
+        self.advance(record.mac)
 
-    def _evolve(self) -> None:
+    def advance(self, mac: bytes) -> None:
+        """Advance the chain past the record :meth:`prepare` just sealed (its *mac*).
+
+        The caller holds the record from the last :meth:`prepare` of this
+        writer (the trail's hot path, under its lock); :meth:`commit` checks that.
+        """
+        self.seq += 1
+        self._prev = mac
+        # The key evolves and the old one is forgotten; the pads of the new key
+        # (hmac_pads, inlined: chain keys are 32 bytes) are ready for the next MAC.
         self._key = key = _sha256(_EVOLVE_LABEL + self._key).digest()
-        # hmac_pads, inlined: chain keys are 32 bytes, padded to the block.
         padded = key + _PAD32
         self._inner_head = padded.translate(_TRANS_36) + self._prefix
         self._opad = padded.translate(_TRANS_5C)

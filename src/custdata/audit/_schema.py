@@ -452,6 +452,11 @@ _MS_MASK: Final = (1 << 48) - 1
 _millisecond: tuple[int, str] = (-1, "")
 # The seconds part of the last timestamp written, rendered once per second.
 _second: tuple[int, str] = (-1, "")
+# The millisecond of the last stamps, the event-id head with the process's
+# random middle, and the timestamp up to the milliseconds.
+_ms_parts: tuple[int, str, str] = (-1, "", "")
+# The end of a timestamp after the milliseconds: "000Z" to "999Z".
+_MICROS: Final = tuple(f"{n:03d}Z" for n in range(1000))
 
 
 def _id_state() -> tuple[str, Iterator[int]]:
@@ -477,8 +482,9 @@ _id_middle, _id_counter = _id_state()
 
 
 def _reset_ids_after_fork() -> None:
-    global _id_middle, _id_counter
+    global _id_middle, _id_counter, _ms_parts  # noqa: PLW0603
     _id_middle, _id_counter = _id_state()
+    _ms_parts = (-1, "", "")
 
 
 if hasattr(os, "register_at_fork"):
@@ -516,27 +522,34 @@ def stamps_from_us(us: int) -> tuple[str, str]:
     """Return ``(event_id, ts)`` for microseconds *us* since 1970 UTC.
 
     The same as :func:`event_id_from_us` and :func:`ts_from_us`, in one call
-    (the hot path).
+    (the hot path): what stays the same within a millisecond is rendered once
+    per millisecond.
     """
-    global _millisecond, _second  # noqa: PLW0603 - one-entry caches, replaced atomically
-    sec, frac = divmod(us, _US)
+    ms = us // 1000
+    parts = _ms_parts
+    if parts[0] != ms:
+        parts = _new_ms_parts(ms)
+    # next() on itertools.count is atomic, so threads never share a value.
+    return (
+        "%s%012x" % (parts[1], next(_id_counter) & _COUNTER_MASK),  # noqa: UP031 - the fastest here
+        parts[2] + _MICROS[us % 1000],
+    )
+
+
+def _new_ms_parts(ms: int) -> tuple[int, str, str]:
+    """Render and cache the parts of the stamps shared within millisecond *ms*."""
+    global _ms_parts, _second  # noqa: PLW0603 - one-entry caches, replaced atomically
+    sec, milli = divmod(ms, 1000)
     cached_sec, prefix = _second
     if cached_sec != sec:
         prefix = (_EPOCH_NAIVE + dt.timedelta(seconds=sec)).strftime(
             "%Y-%m-%dT%H:%M:%S"
         )
         _second = (sec, prefix)
-    ms = us // 1000
-    cached_ms, head = _millisecond
-    if cached_ms != ms:
-        h = f"{ms & _MS_MASK:012x}"
-        head = f"{h[:8]}-{h[8:]}-7"
-        _millisecond = (ms, head)
-    # next() on itertools.count is atomic, so threads never share a value.
-    return (
-        "%s%s%012x" % (head, _id_middle, next(_id_counter) & _COUNTER_MASK),  # noqa: UP031 - the fastest here
-        "%s.%06dZ" % (prefix, frac),  # noqa: UP031
-    )
+    h = f"{ms & _MS_MASK:012x}"
+    parts = (ms, f"{h[:8]}-{h[8:]}-7{_id_middle}", f"{prefix}.{milli:03d}")
+    _ms_parts = parts
+    return parts
 
 
 def event_id_from_us(us: int) -> str:

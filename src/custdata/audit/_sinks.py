@@ -19,7 +19,7 @@ from typing import IO, Protocol, runtime_checkable
 
 from custdata._errors import AuditUnavailableError
 
-from ._chain import SealedRecord, render_line
+from ._chain import _LINE, SealedRecord, _hexlify, render_line
 
 
 __all__ = ["AuditSink", "JsonLinesSink", "MemorySink"]
@@ -97,9 +97,18 @@ class JsonLinesSink:
 
     def emit(self, record: SealedRecord) -> None:
         """Write *record* as one line."""
-        line = render_line(record)
         fd = self._fd
         if fd is not None:
+            # render_line, inlined.
+            line = _LINE % (
+                record.chain.encode("ascii"),
+                record.seq,
+                record.key_ref.encode("ascii"),
+                _hexlify(record.prev),
+                _hexlify(record.mac),
+                _hexlify(record.body_sha256),
+                record.body,
+            )
             # The hot path: one write on the O_APPEND descriptor.
             try:
                 if _write(fd, line) == len(line):
@@ -111,12 +120,9 @@ class JsonLinesSink:
             raise AuditUnavailableError(
                 "the audit JSON-lines sink cannot write (short write)"
             )
+        line = render_line(record)
         try:
-            if self._fd is not None:
-                written = os.write(self._fd, line)
-                if written != len(line):
-                    raise OSError("short write")  # noqa: TRY301 - one error path for all write failures
-            elif self._stream is not None:
+            if self._stream is not None:
                 if isinstance(self._stream, io.TextIOBase):
                     self._stream.write(line.decode("utf-8"))
                 else:

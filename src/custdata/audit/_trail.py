@@ -5,8 +5,8 @@ processors, wrapper class and context class, so the application's
 ``structlog.configure(...)`` or ``structlog.contextvars.clear_contextvars()``
 cannot drop or alter audit events; custdata never calls ``structlog.configure``::
 
-    trail method → _stamp → _validate → _render → _Dispatcher.audit (lock: reserve,
-                   seal, emit to every sink)
+    trail method → _stamp → _encode (validate, canonicalise) → _Dispatcher.audit
+                   (lock: reserve, seal, emit to every sink)
 
 Each writer process has one chain, started lazily with ``audit.chain_start``
 and again in a child after ``fork``; :meth:`AuditTrail.close` (also run at
@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import datetime as dt
 import logging
+import operator
 import os
 import socket
 import sys
@@ -26,8 +27,9 @@ import threading
 import time
 import weakref
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
+from types import MappingProxyType
 from typing import Any, Final
 
 
@@ -41,10 +43,14 @@ import structlog
 from custdata._decision import AccessDecision, Action, Outcome
 from custdata._errors import AuditError, AuditUnavailableError
 
-from ._chain import ChainWriter, SealedRecord
+from ._chain import ChainWriter, Fields, SealedRecord
 from ._checkpoint import Checkpoint, Checkpointer
 from ._keys import AuditKeySource, pseudonym_key, pseudonym_root, subject_ref
 from ._schema import (
+    _GOOD_IDENTS,
+    _GOOD_REFS,
+    _INT64_MAX,
+    _INT64_MIN,
     EVENT_KEYS,
     MAX_SUBJECTS_PER_EVENT,
     PLAIN_INT_KEYS,
@@ -131,29 +137,100 @@ atexit.register(_close_all_at_exit)
 
 
 class _AuditLogger(structlog.BoundLoggerBase):
-    """The wrapper class of the audit pipeline: one method, ``audit``."""
+    """The wrapper class of the audit pipeline: one method, ``audit``.
+
+    It runs the bound context and the event through the processors the trail
+    gave :func:`structlog.wrap_logger` and hands the final processor's
+    ``(args, kwargs)`` to the wrapped logger, like structlog's own
+    ``_process_event``, without its per-call copy of the (empty) context: the
+    trail binds nothing, so the event dict the trail built is the event dict.
+    The processors never drop an event, so there is no ``DropEvent`` handling.
+    """
 
     def audit(self, **body: Any) -> SealedRecord:
         """Run *body* through the processors and seal it."""
-        # The processors never drop an event, so this skips the DropEvent
-        # handling of ``_proxy_to_logger`` and calls the dispatcher directly.
-        args, kwargs = self._process_event("audit", None, body)
-        return self._logger.audit(*args, **kwargs)  # type: ignore[no-any-return]
+        return self.audit_event(body)
 
     def audit_event(self, event: dict[str, Any]) -> SealedRecord:
-        """Like :meth:`audit`, for an event already held in a dict."""
-        args, kwargs = self._process_event("audit", None, event)
-        return self._logger.audit(*args, **kwargs)  # type: ignore[no-any-return]
+        """Like :meth:`audit`, for an event already held in a dict (which it consumes)."""
+        context = self._context
+        if context:
+            event = {**context, **event}
+        logger = self._logger
+        result: Any = event
+        for proc in self._processors:
+            result = proc(logger, "audit", result)
+        args, kwargs = result
+        if kwargs:
+            return logger.audit(*args, **kwargs)  # type: ignore[no-any-return]
+        return logger.audit(*args)  # type: ignore[no-any-return]
 
 
 #: The event-dict key under which :meth:`AuditTrail.record_decision` passes
 #: the prepared static part of a decision event through the pipeline.
 _SHAPE: Final = "_shape"
 _ENUMERATED: Final = frozenset({"v", "action", "outcome", "reason"})
-_STAMPED: Final = frozenset({_SHAPE, "event_id", "ts"})
 # Plain strings a template writes between quotes: the stamps (made by _stamp,
 # hex digits, digits and punctuation) and the checked identifiers.
 _PLAIN_STR: Final = PLAIN_STR_KEYS | {"event_id", "ts"}
+
+
+class _Template:
+    """The body template of one shape for one set of dynamic keys.
+
+    ``parts`` is the sorted canonical body cut at the dynamic values: the
+    static text (fragments, keys and quotes) at even positions and a
+    placeholder at each odd position, for the dynamic values in sorted key
+    order, which ``values`` picks from an event. Plain strings (stamps,
+    pseudonym, request and trace ids) go in between quotes as they are, plain
+    integers in decimal, and the values of the keys in ``encoded`` as JSON.
+    ``refs``, ``idents`` and ``ints`` name the values checked with a memoised
+    fast check; ``int_slots`` and ``encoded_slots`` are their positions.
+    """
+
+    __slots__ = (
+        "encoded",
+        "encoded_slots",
+        "idents",
+        "int_slots",
+        "ints",
+        "names",
+        "parts",
+        "refs",
+        "values",
+    )
+
+    def __init__(self, shape: _Shape, keys: Iterable[str]) -> None:
+        frags = shape.frags
+        names = sorted(set(keys) - frags.keys() - {_SHAPE})
+        parts: list[Any] = []
+        text = "{"
+        for n, key in enumerate(sorted(frags.keys() | set(names))):
+            if n:
+                text += ","
+            frag = frags.get(key)
+            if frag is not None:
+                text += frag
+                continue
+            quote = '"' if key in _PLAIN_STR else ""
+            parts += [f'{text}"{key}":{quote}', None]
+            text = quote
+        parts.append(text + "}")
+        self.parts = parts
+        self.names = tuple(names)
+        getter = operator.itemgetter(*names)
+        self.values: Callable[[Mapping[str, Any]], tuple[Any, ...]] = (
+            getter if len(names) > 1 else lambda event: (getter(event),)
+        )
+        self.refs = tuple(k for k in names if k == "subject_ref")
+        self.idents = tuple(k for k in names if k in PLAIN_STR_KEYS - {"subject_ref"})
+        self.ints = tuple(k for k in names if k in PLAIN_INT_KEYS)
+        self.encoded = tuple(
+            k for k in names if k not in _PLAIN_STR and k not in PLAIN_INT_KEYS
+        )
+        slot = {k: 2 * n + 1 for n, k in enumerate(names)}
+        self.int_slots = tuple(slot[k] for k in self.ints)
+        self.encoded_slots = tuple(slot[k] for k in self.encoded)
 
 
 class _Shape:
@@ -178,48 +255,25 @@ class _Shape:
         #: The keys an event may add: allowlisted, not static, not enumerated.
         self.dynamic = (EVENT_KEYS[action] - static.keys() - _ENUMERATED) | {_SHAPE}
         self.frags = {k: f'"{k}":{encode_value(v)}' for k, v in static.items()}
-        self.templates: dict[tuple[str, ...], tuple[str, tuple[str, ...]]] = {}
+        #: Templates by the event's keys in insertion order (``tuple(event)``).
+        self.templates: dict[tuple[str, ...], _Template] = {}
 
-    def template(self, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
-        """Return ``(template, encoded)`` for events whose dynamic keys are *keys*.
+    def template(self, keys: tuple[str, ...]) -> _Template:
+        """Return the template of events whose keys are *keys* (checked, cached).
 
-        The template is the sorted canonical body with the static fragments in
-        place and a ``%``-mapping placeholder per dynamic key: ``"%(k)s"`` for
-        the plain strings (stamps, pseudonym, request and trace ids),
-        ``%(k)d`` for plain integers, and ``%(k)s`` for the keys listed in
-        *encoded*, whose values are JSON-encoded first.
+        Raises:
+            ValueError: A key is not allowed in this shape's events.
         """
         found = self.templates.get(keys)
         if found is not None:
             return found
-        parts = []
-        encoded = []
-        for key in sorted(self.frags.keys() | set(keys)):
-            frag = self.frags.get(key)
-            if frag is not None:
-                parts.append(frag.replace("%", "%%"))
-            elif key in _PLAIN_STR:
-                parts.append(f'"{key}":"%({key})s"')
-            elif key in PLAIN_INT_KEYS:
-                parts.append(f'"{key}":%({key})d')
-            else:
-                parts.append(f'"{key}":%({key})s')
-                encoded.append(key)
-        found = ("{" + ",".join(parts) + "}", tuple(encoded))
+        if not self.dynamic.issuperset(keys):
+            extra = sorted(set(keys) - self.dynamic)
+            raise ValueError(f"audit keys not allowed for {self.action}: {extra}")
+        found = _Template(self, keys)
         if len(self.templates) < _TEMPLATES:
             self.templates[keys] = found
         return found
-
-    def render(self, event: dict[str, Any]) -> bytes:
-        """Return the canonical body of a checked *event* (its dynamic values)."""
-        keys = tuple(event)
-        template, encoded = self.templates.get(keys) or self.template(keys)
-        if encoded:
-            values = dict(event)
-            for key in encoded:
-                values[key] = encode_value(event[key])
-            return (template % values).encode("utf-8")
-        return (template % event).encode("utf-8")
 
 
 def _stamp(
@@ -227,8 +281,9 @@ def _stamp(
 ) -> structlog.typing.EventDict:
     """Add the schema version, a UUIDv7 event id, the timestamp and the library version."""
     now = event.pop("now", None)
-    us = _time_ns() // 1000 if now is None else epoch_us(now)
-    event["event_id"], event["ts"] = stamps_from_us(us)
+    event["event_id"], event["ts"] = stamps_from_us(
+        _time_ns() // 1000 if now is None else epoch_us(now)
+    )
     if _SHAPE in event:
         # A prepared decision event carries ``v`` and ``lib`` in its static
         # part and never holds a None.
@@ -241,39 +296,61 @@ def _stamp(
     return event
 
 
-def _validate(
-    logger: object, method: str, event: structlog.typing.EventDict
-) -> structlog.typing.EventDict:
-    """Refuse keys not allowlisted for the action and values of the wrong shape.
+def _encode(logger: object, method: str, event: structlog.typing.EventDict) -> Any:
+    """Validate the event and encode its body as canonical JSON for the dispatcher.
 
-    A prepared decision event checks only its dynamic keys and values; its
-    static part was checked when the shape was prepared.
+    A generic event is checked against the schema in full and encoded. A
+    prepared decision event (its shape under ``_SHAPE``) checks only its
+    dynamic keys and values, which must have exactly the types its template
+    writes verbatim (the static part was checked when the shape was prepared),
+    and fills them into the template: the same bytes as ``canonical_json`` of
+    the body.
+
+    Returns:
+        ``((body, fields), {})``: the dispatcher's arguments, where *fields* is
+        the decoded body, or for a prepared event its static and dynamic parts.
+
+    Raises:
+        ValueError: A key is not allowed or a value has the wrong shape.
     """
-    shape: _Shape | None = event.get(_SHAPE)
-    if shape is None:
-        validate_body(event)
-        return event
-    if not event.keys() <= shape.dynamic:
-        extra = sorted(set(event) - shape.dynamic)
-        raise ValueError(f"audit keys not allowed for {shape.action}: {extra}")
-    # The stamps were set by _stamp just before and the static part was checked
-    # when the shape was prepared; what is left are the decision's own values,
-    # which must have exactly the types the shape's template writes verbatim.
-    check_plain(event.items(), skip=_STAMPED)
-    return event
-
-
-def _render(logger: object, method: str, event: structlog.typing.EventDict) -> Any:
-    """Encode the body as canonical JSON and hand it to the dispatcher."""
     shape: _Shape | None = event.pop(_SHAPE, None)
     if shape is None:
-        return ((canonical_json(event), event), {})
-    found = shape.templates.get(tuple(event))
-    if found is not None and not found[1]:
-        body = (found[0] % event).encode("utf-8")
-    else:
-        body = shape.render(event)  # type: ignore[arg-type]
-    return ((body, {**shape.static, **event}), {})
+        validate_body(event)
+        return ((canonical_json(event), event), _NO_KWARGS)
+    keys = tuple(event)
+    template = shape.templates.get(keys) or shape.template(keys)
+    # The memoised checks of the values written verbatim; anything else (a
+    # new pseudonym or id, a wrong type) takes the full check, which raises
+    # or remembers the value.
+    good = _GOOD_REFS
+    for key in template.refs:
+        value = event[key]
+        if value.__class__ is not str or value not in good:
+            check_plain(((key, value),))
+    good = _GOOD_IDENTS
+    for key in template.idents:
+        value = event[key]
+        if value.__class__ is not str or value not in good:
+            check_plain(((key, value),))
+    for key in template.ints:
+        value = event[key]
+        if value.__class__ is not int or not _INT64_MIN <= value <= _INT64_MAX:
+            check_plain(((key, value),))
+    parts = template.parts.copy()
+    parts[1::2] = template.values(event)
+    for slot in template.int_slots:
+        parts[slot] = _INT_STR(parts[slot])
+    if template.encoded:
+        check_plain([(k, event[k]) for k in template.encoded])
+        for slot in template.encoded_slots:
+            parts[slot] = encode_value(parts[slot])
+    # The decoded body stays in two parts until a sink asks for it.
+    return (("".join(parts).encode("utf-8"), (shape.static, event)), _NO_KWARGS)
+
+
+_INT_STR: Final = int.__repr__
+#: The (unused) keyword arguments of the dispatcher call; never mutated.
+_NO_KWARGS: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
 class _Dispatcher:
@@ -282,11 +359,33 @@ class _Dispatcher:
     def __init__(self, trail: AuditTrail) -> None:
         self._trail = weakref.ref(trail)
 
-    def audit(self, body: bytes, fields: dict[str, Any]) -> SealedRecord:
+    def audit(self, body: bytes, fields: Fields) -> SealedRecord:
+        """Seal *body* into the trail's chain and emit it to every sink."""
         trail = self._trail()
         if trail is None:  # pragma: no cover - the trail owns the dispatcher
             raise AuditUnavailableError("the audit trail is gone")
-        return trail._seal_and_emit(body, fields)  # noqa: SLF001
+        # The hot path: AuditTrail._emit_locked, inlined.
+        with trail._lock:  # noqa: SLF001 - the trail's own dispatcher
+            if trail._closed:  # noqa: SLF001
+                raise AuditUnavailableError("the audit trail is closed")
+            writer = trail._writer  # noqa: SLF001
+            if writer is None:
+                writer = trail._start_chain_locked()  # noqa: SLF001
+            sinks = trail._sinks  # noqa: SLF001
+            for sink in sinks:
+                sink.reserve()
+            record = writer.prepare(body, fields)
+            accepted = 0
+            try:
+                for sink in sinks:
+                    sink.emit(record)
+                    accepted += 1
+            finally:
+                # A record some sink holds is part of the chain; one nobody
+                # took is not (commit, without its checks).
+                if accepted:
+                    writer.advance(record.mac)
+            return record
 
 
 _DECISION_ACTIONS: Final = {
@@ -359,7 +458,7 @@ class AuditTrail:
         self._shapes: dict[tuple[Any, ...], _Shape] = {}
         self._log: _AuditLogger = structlog.wrap_logger(
             _Dispatcher(self),
-            processors=[_stamp, _validate, _render],
+            processors=[_stamp, _encode],
             wrapper_class=_AuditLogger,
             context_class=dict,
             cache_logger_on_first_use=True,
@@ -415,7 +514,7 @@ class AuditTrail:
 
     # -- the core emit path --------------------------------------------------
 
-    def _start_chain_locked(self) -> None:
+    def _start_chain_locked(self) -> ChainWriter:
         writer = ChainWriter(
             self._keys, deployment=self._deployment, service=self._service
         )
@@ -433,6 +532,7 @@ class AuditTrail:
         validate_body(body)
         self._emit_locked(writer, canonical_json(body), body)
         self._writer = writer
+        return writer
 
     def _emit_locked(
         self, writer: ChainWriter, body: bytes, fields: dict[str, Any]
@@ -450,30 +550,6 @@ class AuditTrail:
             if accepted:
                 writer.commit(record)
         return record
-
-    def _seal_and_emit(self, body: bytes, fields: dict[str, Any]) -> SealedRecord:
-        # The hot path: the body of _emit_locked, inlined.
-        with self._lock:
-            if self._closed:
-                raise AuditUnavailableError("the audit trail is closed")
-            writer = self._writer
-            if writer is None:
-                self._start_chain_locked()
-                writer = self._writer
-                assert writer is not None  # noqa: S101 - set just above
-            sinks = self._sinks
-            for sink in sinks:
-                sink.reserve()
-            record = writer.prepare(body, fields)
-            accepted = 0
-            try:
-                for sink in sinks:
-                    sink.emit(record)
-                    accepted += 1
-            finally:
-                if accepted:
-                    writer.commit(record)
-            return record
 
     def record(
         self,

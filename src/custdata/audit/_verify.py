@@ -10,6 +10,7 @@ Findings are grouped into runs per chain, so one tampered range is one finding.
 
 from __future__ import annotations
 
+import binascii
 import bisect
 import collections
 import datetime as dt
@@ -18,7 +19,7 @@ import hashlib
 import hmac
 import json
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -29,7 +30,16 @@ from ._keys import _EVOLVE_LABEL as _EVOLVE
 from ._keys import _TRANS_5C, _TRANS_36, AuditKeySource, chain_initial_key, root_for
 from ._merkle import MerkleAccumulator, leaf_hash
 from ._sql import derived_columns
-from ._store import Malformed, SqlSource, StoredRecord, TrailSource
+from ._store import (
+    _HEAD,
+    _HEAD_LEN,
+    JsonLinesSource,
+    Malformed,
+    SqlSource,
+    StoredRecord,
+    TrailSource,
+    _ident,
+)
 
 
 __all__ = ["Finding", "FindingKind", "VerificationReport", "verify_trail"]
@@ -361,6 +371,177 @@ def _verify_chain(  # noqa: PLR0917 - internal, called once
     return expected - 1
 
 
+class _FastChain:
+    """The state of one chain during :func:`_verify_json_lines_fast`."""
+
+    __slots__ = (
+        "fixed",
+        "head",
+        "key",
+        "macs",
+        "mid",
+        "prefix",
+        "prev",
+        "prev_hex",
+        "seq",
+    )
+
+    def __init__(self, head: bytes, mid: bytes, prefix: bytes, key: bytes) -> None:
+        self.head = head
+        self.mid = mid
+        self.prefix = prefix
+        self.key = key
+        self.seq = 0
+        self.prev = ZERO_MAC
+        self.prev_hex = binascii.hexlify(ZERO_MAC)
+        self.macs: dict[int, bytes] = {}
+        #: The length of a line's envelope before the body, less the seq digits.
+        self.fixed = len(head) + len(mid) + _ENVELOPE_HEX
+
+
+_SEQ_MARK = b'","seq":'
+_REF_MARK = b',"key_ref":"'
+_PREV_MARK = b'","prev":"'
+_MAC_MARK = b'","mac":"'
+_DIGEST_MARK = b'","body_sha256":"'
+_BODY_MARK = b'","body":'
+_ENVELOPE_HEX = 64 + len(_MAC_MARK) + 64 + len(_DIGEST_MARK) + 64 + len(_BODY_MARK)
+_CLOSE = ord("}")
+
+
+def _fast_chain(line: bytes, end: int, keys: AuditKeySource) -> _FastChain | None:
+    """Start the state of the chain whose first line is *line* (chain id ends at *end*)."""
+    ref_at = line.find(_REF_MARK, end)
+    ref_end = line.find(_PREV_MARK, ref_at)
+    if ref_at < 0 or ref_end < 0:
+        return None
+    chain_b = line[_HEAD_LEN:end]
+    ref_b = line[ref_at + len(_REF_MARK) : ref_end]
+    try:
+        chain = _ident(chain_b)
+        key_ref = _ident(ref_b)
+        root = root_for(keys, key_ref)
+    except (ValueError, LookupError):
+        return None
+    return _FastChain(
+        _HEAD + chain_b + _SEQ_MARK,
+        _REF_MARK + ref_b + _PREV_MARK,
+        _MAC_LABEL + chain_b + b"\x00" + ref_b + b"\x00",
+        chain_initial_key(root, chain),
+    )
+
+
+def _verify_json_lines_fast(
+    source: JsonLinesSource, keys: AuditKeySource
+) -> tuple[int, dict[str, dict[int, bytes]]] | None:
+    """Verify an intact JSON-lines trail in one pass, or return ``None``.
+
+    The common case (every chain's lines in order from seq 1, exactly as
+    :class:`~custdata.audit.JsonLinesSink` writes them, nothing missing,
+    altered or repeated) needs no grouping, sorting or record objects: each
+    line is checked as it is read. For the line of ``seq`` in a chain, the
+    body (everything between the envelope and the closing brace) is hashed,
+    the MAC recomputed from the chain's evolved key, previous MAC and that
+    digest, and then the whole envelope this writer would have written,
+    ``{"custdata_audit":1,"chain":…,"seq":…,"key_ref":…,"prev":…,"mac":…,
+    "body_sha256":…,"body":``, is rebuilt from those values and compared with
+    the line byte for byte: one comparison checks the layout, the chain and
+    key ids, the sequence number, the ``prev`` link, the MAC and the digest.
+
+    At the first line that is not exactly that (a malformed or blank line, a
+    gap, a duplicate, a bad digest or MAC, an unknown key) it gives up and
+    returns ``None``: the caller then runs the full algorithm, which names the
+    findings. So this path accepts only what the full algorithm accepts
+    without findings, with the same chain heads and MACs.
+
+    Returns:
+        ``(events, macs)``: the number of lines and, per chain, its MACs by
+        seq (1 to its head), or ``None``.
+    """
+    states: dict[bytes, _FastChain] = {}
+    sha256 = hashlib.sha256
+    hexlify = binascii.hexlify
+    t36, t5c = _TRANS_36, _TRANS_5C
+    pad = bytes(32)
+    evolve = _EVOLVE
+    mac_mark, digest_mark, body_mark = _MAC_MARK, _DIGEST_MARK, _BODY_MARK
+    close = _CLOSE
+    digest_eq = hmac.compare_digest
+    # From the start of the stored MAC to the start of the body.
+    mac_end = 64 + len(_DIGEST_MARK) + 64 + len(_BODY_MARK)
+    events = 0
+    # The current chain's state lives in locals; it is saved on a switch.
+    state: _FastChain | None = None
+    head = b"\x00"  # matches no line
+    mid = prefix = key = prev = prev_hex = b""
+    seq = fixed = 0
+    macs: dict[int, bytes] = {}
+    for line in source._lines():  # noqa: SLF001 - the source's own reader
+        if not line.startswith(head):
+            end = line.find(_SEQ_MARK, _HEAD_LEN)
+            if end < 0 or not line.startswith(_HEAD):
+                return None
+            if state is not None:
+                state.key, state.seq, state.prev, state.prev_hex = (
+                    key,
+                    seq,
+                    prev,
+                    prev_hex,
+                )
+            chain_b = line[_HEAD_LEN:end]
+            state = states.get(chain_b)
+            if state is None:
+                state = _fast_chain(line, end, keys)
+                if state is None:
+                    return None
+                states[chain_b] = state
+            head, mid, prefix, fixed = state.head, state.mid, state.prefix, state.fixed
+            key, seq, prev, prev_hex = state.key, state.seq, state.prev, state.prev_hex
+            macs = state.macs
+        seq += 1
+        seq_b = b"%d" % seq
+        at = fixed + len(seq_b)  # where the body starts
+        h = sha256(line[at:-1]).digest()
+        padded = key + pad
+        inner = sha256(
+            b"".join((padded.translate(t36), prefix, seq.to_bytes(8, "big"), prev, h))
+        ).digest()
+        mac = sha256(padded.translate(t5c) + inner).digest()
+        # The stored MAC is compared in constant time; the envelope around it
+        # (built with the stored MAC) byte for byte.
+        stored = line[at - mac_end : at - mac_end + 64]
+        envelope = b"".join(
+            (
+                head,
+                seq_b,
+                mid,
+                prev_hex,
+                mac_mark,
+                stored,
+                digest_mark,
+                hexlify(h),
+                body_mark,
+            )
+        )
+        if (
+            not digest_eq(stored, hexlify(mac))
+            or not line.startswith(envelope)
+            or line[-1] != close
+        ):
+            return None
+        macs[seq] = prev = mac
+        prev_hex = stored
+        key = sha256(evolve + key).digest()
+        events += 1
+    if state is not None:
+        state.seq = seq
+    return events, {_text(c): st.macs for c, st in states.items()}
+
+
+def _text(chain: bytes) -> str:
+    return chain.decode("ascii")
+
+
 def _load_checkpoints(
     anchor: CheckpointAnchor | Sequence[str],
     verifier: CheckpointVerifier,
@@ -457,6 +638,53 @@ def _replay(
             )
 
 
+def _verify_records(
+    source: TrailSource,
+    keys: AuditKeySource,
+    out: _Collector,
+    valid: dict[str, dict[int, bytes]],
+    tops: dict[str, int],
+) -> tuple[int, dict[str, list[StoredRecord]]]:
+    """Verify every record of *source* (the full algorithm, any source).
+
+    Fills *valid* (per chain, the MACs that verified, by seq) and *tops* (per
+    chain, the highest seq present) and returns ``(events, records by chain)``.
+    """
+    chains: dict[str, list[StoredRecord]] = {}
+    events = 0
+    last_chain: str | None = None
+    last_list: list[StoredRecord] = []
+    for rec in source.records():
+        events += 1
+        if rec.__class__ is Malformed:
+            out.add(FindingKind.MODIFIED, detail=f"{rec.loc}: not an audit record")
+            continue
+        chain = rec.chain  # type: ignore[union-attr]
+        if chain is not last_chain:
+            last_chain = chain
+            last_list = chains.setdefault(chain, [])
+        last_list.append(rec)  # type: ignore[arg-type]
+    fanout = source.subject_rows() if isinstance(source, SqlSource) else None
+    for chain in sorted(chains):
+        tops[chain] = _verify_chain(chain, chains[chain], keys, out, valid, fanout)
+    if fanout is not None:
+        # The fan-out table is read after the events, so rows of events that a
+        # live writer committed in between are ahead of every chain head read:
+        # only rows at or below a chain's last record read can be orphans.
+        present = {(c, r.seq) for c, rs in chains.items() for r in rs}
+        read_to = {c: max(r.seq for r in rs) for c, rs in chains.items() if rs}
+        orphans = {(c, q) for c, q in set(fanout) - present if q <= read_to.get(c, -1)}
+        for chain, seq in sorted(orphans):
+            out.add(
+                FindingKind.COLUMN_MISMATCH,
+                chain,
+                seq,
+                column="subject_fanout",
+                detail="fan-out rows for a record that does not exist",
+            )
+    return events, chains
+
+
 def verify_trail(
     source: TrailSource,
     keys: AuditKeySource,
@@ -487,40 +715,31 @@ def verify_trail(
     if checkpoints is not None and verifier is None:
         raise ValueError("verifying checkpoints needs the checkpoint verifier key")
     out = _Collector()
-    chains: dict[str, list[StoredRecord]] = {}
-    events = 0
-    last_chain: str | None = None
-    last_list: list[StoredRecord] = []
-    for rec in source.records():
-        events += 1
-        if rec.__class__ is Malformed:
-            out.add(FindingKind.MODIFIED, detail=f"{rec.loc}: not an audit record")
-            continue
-        chain = rec.chain  # type: ignore[union-attr]
-        if chain is not last_chain:
-            last_chain = chain
-            last_list = chains.setdefault(chain, [])
-        last_list.append(rec)  # type: ignore[arg-type]
-    fanout = source.subject_rows() if isinstance(source, SqlSource) else None
+    fast = (
+        _verify_json_lines_fast(source, keys)
+        if type(source) is JsonLinesSource
+        else None
+    )
     valid: dict[str, dict[int, bytes]] = {}
     tops: dict[str, int] = {}
-    for chain in sorted(chains):
-        tops[chain] = _verify_chain(chain, chains[chain], keys, out, valid, fanout)
-    if fanout is not None:
-        # The fan-out table is read after the events, so rows of events that a
-        # live writer committed in between are ahead of every chain head read:
-        # only rows at or below a chain's last record read can be orphans.
-        present = {(c, r.seq) for c, rs in chains.items() for r in rs}
-        read_to = {c: max(r.seq for r in rs) for c, rs in chains.items() if rs}
-        orphans = {(c, q) for c, q in set(fanout) - present if q <= read_to.get(c, -1)}
-        for chain, seq in sorted(orphans):
-            out.add(
-                FindingKind.COLUMN_MISMATCH,
-                chain,
-                seq,
-                column="subject_fanout",
-                detail="fan-out rows for a record that does not exist",
-            )
+    # Per chain, how many records were read: in all, and at or below a seq.
+    read: dict[str, int]
+    read_upto: Callable[[str, int], int]
+    if fast is not None:
+        events, valid = fast
+        tops = {chain: len(macs) for chain, macs in valid.items()}
+        read = tops
+
+        def read_upto(chain: str, seq: int) -> int:
+            return min(seq, tops[chain])
+
+    else:
+        events, chains = _verify_records(source, keys, out, valid, tops)
+        read = {chain: len(recs) for chain, recs in chains.items()}
+
+        def read_upto(chain: str, seq: int) -> int:
+            # Each list is sorted by seq after _verify_chain.
+            return bisect.bisect_right(chains[chain], seq, key=lambda r: r.seq)
 
     cps: list[tuple[Checkpoint, bool]] = []
     if checkpoints is not None and verifier is not None:
@@ -534,11 +753,8 @@ def verify_trail(
         anchored = {c: s for c, s, _ in latest.heads}
         _check_heads(latest, tops, out)
     unanchored = 0
-    for chain, recs in chains.items():
-        # Each list is sorted by seq after _verify_chain.
-        unanchored += len(recs) - bisect.bisect_right(
-            recs, anchored.get(chain, 0), key=lambda r: r.seq
-        )
+    for chain, count in read.items():
+        unanchored += count - read_upto(chain, anchored.get(chain, 0))
     if unanchored:
         out.add(
             FindingKind.UNANCHORED_TAIL,
@@ -551,7 +767,7 @@ def verify_trail(
         source=source.description,
         findings=tuple(findings),
         events=events,
-        chains=len(chains),
+        chains=len(read),
         checkpoints=len(cps),
         verified_through=latest,
         unanchored=unanchored,
