@@ -316,7 +316,10 @@ class TestShredding:
                     session.commit()
                     with ctx:
                         a_id, b_id = a.id, b.id
-                with Session(engine) as session:
+                with (
+                    Session(engine) as session,
+                    custdata.acting_as("dpo-1", role="support_agent"),
+                ):
                     cleared = shred_subject(
                         custodian,
                         a_id,

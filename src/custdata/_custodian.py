@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -109,6 +110,65 @@ class Custodian:
             yield self
         finally:
             _custodian.reset(token)
+
+    # -- erasure -----------------------------------------------------------------
+
+    def shred(
+        self,
+        subject_id: object,
+        *,
+        erasers: Sequence[Callable[[object], int]] = (),
+        reason: str = "erasure_request",
+        now: dt.datetime | None = None,
+    ) -> int:
+        """Crypto-shred one data subject: destroy its data key for good.
+
+        Every value stored for the subject under a per-subject key becomes
+        unreadable (:class:`custdata.KeyDestroyedError`), in the database and in
+        every backup. The destruction is recorded in the audit trail first (a
+        ``key.shred`` event naming the acting actor and the subject's pseudonym);
+        if it cannot be recorded, nothing is destroyed. Then each of *erasers* is
+        called with the subject id: the SQLAlchemy layer's
+        :func:`custdata.sqlalchemy.blind_index_eraser` clears the subject's
+        blind-index entries so searches can no longer link them.
+
+        Shredding an already shredded subject destroys nothing more and is
+        recorded again.
+
+        Args:
+            subject_id: The subject's id, as stored in its ``subject_key`` column.
+            erasers: Callables that remove what else links to the subject; each
+                returns how many rows it changed.
+            reason: The enumerated reason recorded with the event.
+            now: When the key is destroyed (aware); defaults to now.
+
+        Returns:
+            The total the erasers returned.
+
+        Raises:
+            ActorRequiredError: If no actor is in force.
+            ConfigurationError: If the custodian has no keyring or no subject key
+                store.
+            AuditUnavailableError: If the event cannot be recorded.
+        """
+        actor = current_access().actor
+        if actor is None:
+            msg = "shredding a subject needs an actor: use custdata.acting_as()"
+            raise ActorRequiredError(msg)
+        if self._keyring is None or self._subject_keys is None:
+            msg = "shredding needs a custodian with a keyring and subject_keys"
+            raise ConfigurationError(msg)
+        record = getattr(self._audit, "key_shredded", None)
+        if record is not None:
+            record(
+                key_id="subject",
+                actor=actor,
+                subject=str(subject_id),
+                reason=reason,
+                now=now,
+            )
+        self._keyring.shred_subject(subject_id, self._subject_keys, now=now)
+        return sum(eraser(subject_id) for eraser in erasers)
 
     # -- decisions -------------------------------------------------------------
 

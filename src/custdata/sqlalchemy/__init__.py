@@ -24,6 +24,7 @@ from ._jobs import encrypt_plaintext_columns as encrypt_plaintext_columns
 from ._jobs import key_usage as key_usage
 from ._jobs import reencrypt as reencrypt
 from ._keystore import SqlSubjectKeyStore as SqlSubjectKeyStore
+from ._keystore import blind_index_eraser as blind_index_eraser
 from ._keystore import shred_subject as shred_subject
 from ._runtime import MASK_TEXT as MASK_TEXT
 from ._runtime import install as install
@@ -64,6 +65,7 @@ __all__ = [
     "ReencryptReport",
     "SqlSubjectKeyStore",
     "bind_subject",
+    "blind_index_eraser",
     "check_models",
     "customer_data",
     "encrypt_plaintext_columns",

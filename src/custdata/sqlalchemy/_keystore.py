@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import (
@@ -25,13 +25,12 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from custdata._errors import ConfigurationError
 from custdata.crypto import SubjectKeyRecord
 
 from ._binding import SUBJECT_INFO_KEY
 
 
-__all__ = ["SqlSubjectKeyStore", "shred_subject"]
+__all__ = ["SqlSubjectKeyStore", "blind_index_eraser", "shred_subject"]
 
 _DEFAULT_TABLE = "custdata_subject_keys"
 
@@ -171,6 +170,50 @@ def _subject_tables(metadata: MetaData | None) -> list[Table]:
     return [t for t in tables if any(c.info.get(SUBJECT_INFO_KEY) for c in t.columns)]
 
 
+def blind_index_eraser(
+    session_or_engine: Session | Engine, *, metadata: MetaData | None = None
+) -> Callable[[object], int]:
+    """Return an eraser for :meth:`custdata.Custodian.shred` that unlinks searches.
+
+    Blind-index entries are keyed per column, not per subject, so destroying a
+    subject's data key leaves them linkable. The eraser clears the subject's
+    blind-index companions in every table with a subject column.
+
+    Args:
+        session_or_engine: Where to clear them. A session is used in its current
+            transaction (commit it yourself); an engine runs its own transaction.
+        metadata: The tables to clear; by default every table custdata knows.
+
+    Returns:
+        A callable taking a subject id and returning how many rows it cleared.
+    """
+
+    def erase(subject_id: object) -> int:
+        statements = []
+        for table in _subject_tables(metadata):
+            subject_col = next(c for c in table.columns if c.info.get(SUBJECT_INFO_KEY))
+            companions = [
+                c for c in table.columns if c.info.get("custdata_blind_index_of")
+            ]
+            if companions:
+                statements.append(
+                    update(table)
+                    .where(subject_col == subject_id)
+                    .values(**dict.fromkeys((c.key for c in companions), None))
+                )
+        cleared = 0
+        if isinstance(session_or_engine, Session):
+            for stmt in statements:
+                cleared += session_or_engine.execute(stmt).rowcount  # type: ignore[attr-defined]
+        else:
+            with session_or_engine.begin() as conn:
+                for stmt in statements:
+                    cleared += conn.execute(stmt).rowcount
+        return cleared
+
+    return erase
+
+
 def shred_subject(
     custodian: Any,
     subject_id: object,
@@ -179,22 +222,19 @@ def shred_subject(
     metadata: MetaData | None = None,
     now: dt.datetime | None = None,
 ) -> int:
-    """Crypto-shred one data subject.
+    """Crypto-shred one data subject and clear its blind-index entries.
 
-    Destroys the subject's data key in the custodian's subject key store, so
-    every value stored under ``key_scope="subject"`` for the subject becomes
-    unreadable (:class:`custdata.KeyDestroyedError`), and clears the subject's
-    blind-index entries in every table with a subject column, so they can no
-    longer be linked to a search.
-
-    :meth:`custdata.Custodian.shred` delegates here.
+    Shorthand for ``custodian.shred(subject_id, erasers=[blind_index_eraser(...)])``
+    (see :meth:`custdata.Custodian.shred`): the destruction is audited, the
+    subject's data key is destroyed, so every value stored under
+    ``key_scope="subject"`` for it raises :class:`custdata.KeyDestroyedError`,
+    and its blind-index entries are cleared so they can no longer be linked.
 
     Args:
-        custodian: The custodian whose keyring and subject key store to use.
+        custodian: The custodian whose keyring, subject key store and audit
+            trail to use.
         subject_id: The subject's id, as stored in its ``subject_key`` column.
-        session_or_engine: Where to clear the blind-index entries. A session
-            is used in its current transaction (commit it yourself); an engine
-            runs its own transaction.
+        session_or_engine: Where to clear the blind-index entries.
         metadata: The tables to clear; by default every table custdata knows.
         now: When the key was destroyed (aware); defaults to now.
 
@@ -202,28 +242,8 @@ def shred_subject(
         How many rows had blind-index entries cleared.
 
     Raises:
+        ActorRequiredError: If no actor is in force.
         ConfigurationError: If the custodian has no subject key store.
     """
-    store = custodian.subject_keys
-    if store is None:
-        raise ConfigurationError("shred_subject needs a custodian with subject_keys")
-    custodian.keyring.shred_subject(subject_id, store, now=now)
-    statements = []
-    for table in _subject_tables(metadata):
-        subject_col = next(c for c in table.columns if c.info.get(SUBJECT_INFO_KEY))
-        companions = [c for c in table.columns if c.info.get("custdata_blind_index_of")]
-        if companions:
-            statements.append(
-                update(table)
-                .where(subject_col == subject_id)
-                .values(**dict.fromkeys((c.key for c in companions), None))
-            )
-    cleared = 0
-    if isinstance(session_or_engine, Session):
-        for stmt in statements:
-            cleared += session_or_engine.execute(stmt).rowcount  # type: ignore[attr-defined]
-    else:
-        with session_or_engine.begin() as conn:
-            for stmt in statements:
-                cleared += conn.execute(stmt).rowcount
-    return cleared
+    eraser = blind_index_eraser(session_or_engine, metadata=metadata)
+    return int(custodian.shred(subject_id, erasers=[eraser], now=now))
