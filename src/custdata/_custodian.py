@@ -111,6 +111,57 @@ class Custodian:
         finally:
             _custodian.reset(token)
 
+    # -- key operations ----------------------------------------------------------
+
+    def rotate_key(self, *, index: bool = False, now: dt.datetime | None = None) -> int:
+        """Add a new primary key to the keyring and record the rotation.
+
+        Old keys keep decrypting (and matching searches) until the stored
+        values are re-encrypted (``custdata reencrypt``) and the old key is
+        retired. The ``key.rotate`` event names the acting actor and both key
+        ids. Save the keyring afterwards (:meth:`custdata.crypto.Keyring.save`).
+
+        Args:
+            index: Rotate the blind-index key instead of the data key.
+            now: When the key is created (aware); defaults to now.
+
+        Returns:
+            The new primary key's id.
+
+        Raises:
+            ActorRequiredError: If no actor is in force.
+            ConfigurationError: If the custodian has no keyring.
+            AuditUnavailableError: If the event cannot be recorded; the new key
+                is then already in the keyring (in memory only until saved).
+        """
+        actor = self._operator("rotating a key")
+        keyring = self._keyring
+        if index:
+            old, new = keyring.primary_index_key_id, keyring.rotate_index_key(now=now)
+        else:
+            old, new = keyring.primary_key_id, keyring.rotate(now=now)
+        record = getattr(self._audit, "key_rotated", None)
+        if record is not None:
+            record(
+                old_key_id=str(old),
+                new_key_id=str(new),
+                actor=actor,
+                kind="index" if index else "data",
+                now=now,
+            )
+        return int(new)
+
+    def _operator(self, what: str) -> str:
+        """Return the acting actor of a key operation, which needs a keyring."""
+        actor = current_access().actor
+        if actor is None:
+            msg = f"{what} needs an actor: use custdata.acting_as()"
+            raise ActorRequiredError(msg)
+        if self._keyring is None:
+            msg = f"{what} needs a custodian with a keyring"
+            raise ConfigurationError(msg)
+        return actor
+
     # -- erasure -----------------------------------------------------------------
 
     def shred(
@@ -151,12 +202,9 @@ class Custodian:
                 store.
             AuditUnavailableError: If the event cannot be recorded.
         """
-        actor = current_access().actor
-        if actor is None:
-            msg = "shredding a subject needs an actor: use custdata.acting_as()"
-            raise ActorRequiredError(msg)
-        if self._keyring is None or self._subject_keys is None:
-            msg = "shredding needs a custodian with a keyring and subject_keys"
+        actor = self._operator("shredding a subject")
+        if self._subject_keys is None:
+            msg = "shredding needs a custodian with subject_keys"
             raise ConfigurationError(msg)
         record = getattr(self._audit, "key_shredded", None)
         if record is not None:

@@ -209,10 +209,9 @@ def _walkthrough(folder: Path) -> None:
 
             _section(9, "Rotation: a new primary key, then re-encryption")
             before = _values_per_key(key_usage(engine, tables=Base))
-            old = keyring.primary_key_id
-            new = keyring.rotate()
+            with custdata.acting_as("ops-1", role="billing_clerk"):
+                new = custodian.rotate_key()
             keyring.save(keyring_path)
-            trail.key_rotated(old_key_id=str(old), new_key_id=str(new), actor="demo")
             report = reencrypt(engine, custodian, tables=Base)
             after = _values_per_key(key_usage(engine, tables=Base))
             print(f"  values per key id before: {before}")

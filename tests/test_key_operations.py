@@ -1,4 +1,4 @@
-"""Crypto-shredding through the custodian: audited first, actor required (R-RET-4)."""
+"""Key operations through the custodian: rotation and crypto-shredding, audited, actor required."""
 
 from __future__ import annotations
 
@@ -113,3 +113,41 @@ class TestShred:
             pytest.raises(ConfigurationError),
         ):
             custodian.shred(uuid.uuid4())
+
+
+class TestRotate:
+    def test_rotation_is_recorded(self, sample_policy: Policy) -> None:
+        """rotate_key adds a primary key and records key.rotate with both ids and the actor."""
+        keyring = Keyring.generate()
+        sink = MemorySink()
+        trail = AuditTrail(keyring, sinks=[sink], checkpoint_interval=None)
+        custodian = Custodian(policy=sample_policy, keyring=keyring, audit=trail)
+        old = keyring.primary_key_id
+        with custdata.acting_as("ops-1", role="billing_clerk"):
+            new = custodian.rotate_key()
+            index_old = keyring.primary_index_key_id
+            index_new = custodian.rotate_key(index=True)
+        trail.close()
+        assert (new, index_new) == (
+            keyring.primary_key_id,
+            keyring.primary_index_key_id,
+        )
+        assert old != new
+        assert index_old != index_new
+        rotations = [
+            r.fields for r in sink.records if r.fields["action"] == "key.rotate"
+        ]
+        assert [
+            {"old": str(old), "new": str(new), "kind": "data"},
+            {"old": str(index_old), "new": str(index_new), "kind": "index"},
+        ] == [r["keys"] for r in rotations]
+        assert {"ops-1"} == {r["actor"]["id"] for r in rotations}
+
+    def test_rotation_needs_an_actor(self, sample_policy: Policy) -> None:
+        """Anonymous rotation is refused and leaves the keyring as it was."""
+        keyring = Keyring.generate()
+        custodian = Custodian(policy=sample_policy, keyring=keyring)
+        before = keyring.key_ids
+        with pytest.raises(ActorRequiredError):
+            custodian.rotate_key()
+        assert before == keyring.key_ids
