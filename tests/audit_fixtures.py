@@ -110,6 +110,14 @@ class Store:
     ) -> None:
         raise NotImplementedError
 
+    def drop_body(self, chain: str, seq: int) -> None:
+        """Remove a body the way a redaction would, but without a redaction event."""
+        raise NotImplementedError
+
+    def body(self, chain: str, seq: int) -> bytes | None:
+        """The stored body of (chain, seq), or ``None`` when it is gone."""
+        raise NotImplementedError
+
     def snapshot(self) -> object:
         raise NotImplementedError
 
@@ -129,19 +137,33 @@ class JsonLinesStore(Store):
     def source(self) -> TrailSource:
         return JsonLinesSource(self.path)
 
-    def _lines(self) -> list[tuple[dict[str, Any], bytes]]:
-        out = []
+    def _lines(self) -> list[tuple[dict[str, Any], bytes | None]]:
+        out: list[tuple[dict[str, Any], bytes | None]] = []
         for line in self.path.read_bytes().splitlines():
-            cut = line.index(b',"body":')
-            out.append((json.loads(line[:cut] + b"}"), line[cut + 8 : -1]))
+            cut = line.find(b',"body":')
+            if cut < 0:  # a redacted line
+                out.append((json.loads(line), None))
+            else:
+                out.append((json.loads(line[:cut] + b"}"), line[cut + 8 : -1]))
         return out
 
-    def _write(self, lines: list[tuple[dict[str, Any], bytes]]) -> None:
+    def _write(self, lines: list[tuple[dict[str, Any], bytes | None]]) -> None:
         data = b""
         for env, body in lines:
-            head = json.dumps(env, separators=(",", ":")).encode()[:-1]
-            data += head + b',"body":' + body + b"}\n"
+            head = json.dumps(env, separators=(",", ":")).encode()
+            if body is None:
+                data += head + b"\n"
+            else:
+                data += head[:-1] + b',"body":' + body + b"}\n"
         self.path.write_bytes(data)
+
+    def body(self, chain: str, seq: int) -> bytes | None:
+        return next(
+            b for e, b in self._lines() if (e["chain"], e["seq"]) == (chain, seq)
+        )
+
+    def drop_body(self, chain: str, seq: int) -> None:
+        self._edit(chain, seq, lambda env, body: (env, None))
 
     def _edit(self, chain: str, seq: int, fn: Any) -> None:
         lines = self._lines()
@@ -152,6 +174,7 @@ class JsonLinesStore(Store):
 
     def flip_body_byte(self, chain: str, seq: int) -> None:
         def flip(env: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
+            assert body is not None
             i = body.index(b'"event_id":"') + 13
             c = b"1" if body[i : i + 1] != b"1" else b"2"
             return env, body[:i] + c + body[i + 1 :]
@@ -308,6 +331,46 @@ class SqlStore(Store):
             for sub in subs:
                 sub.update(chain=chain, seq=seq)
                 conn.execute(s.insert(), sub)
+
+    def body(self, chain: str, seq: int) -> bytes | None:
+        t = self.tables.event
+        with self.engine.connect() as conn:
+            raw = conn.execute(
+                sa.select(t.c.body).where(self._where(chain, seq))
+            ).scalar_one()
+        return None if raw is None else bytes(raw)
+
+    def row(self, chain: str, seq: int) -> dict[str, Any]:
+        t = self.tables.event
+        with self.engine.connect() as conn:
+            return dict(
+                conn.execute(sa.select(t).where(self._where(chain, seq))).one()._mapping
+            )
+
+    def fanout(self, chain: str, seq: int) -> list[str]:
+        s = self.tables.subject
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(s.c.subject_ref).where(s.c.chain == chain, s.c.seq == seq)
+                ).scalars()
+            )
+
+    def drop_body(self, chain: str, seq: int) -> None:
+        t, s = self.tables.event, self.tables.subject
+        with self.engine.begin() as conn:
+            conn.execute(
+                t.update()
+                .where(self._where(chain, seq))
+                .values(
+                    body=None,
+                    actor_id=None,
+                    subject_ref=None,
+                    entity=None,
+                    purpose=None,
+                )
+            )
+            conn.execute(s.delete().where(s.c.chain == chain, s.c.seq == seq))
 
     def snapshot(self) -> object:
         with self.engine.connect() as conn:

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,20 +22,28 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from audit_fixtures import (
+    T0,
     FakeKeys,
     JsonLinesStore,
     Scenario,
     SqlStore,
     Store,
     build_scenario,
+    decision,
     store_for,
 )
+from custdata import AuditError, AuditUnavailableError
 from custdata.audit import (
+    AuditTrail,
     Checkpointer,
     CheckpointVerifier,
+    MemorySink,
+    SealedRecord,
     VerificationReport,
+    redact,
     verify_trail,
 )
+from custdata.audit._store import StoredRecord
 
 
 PER_ROUND = 20  # events per chain per checkpoint round; 3 chains x 3 rounds
@@ -345,3 +353,295 @@ class TestCheckpoints:
             verifier=CheckpointVerifier(scenario.signer.verifier_key),
         )
         assert ["MAC_INVALID"] * 3 == report.kinds()
+
+
+def _fork(child: Callable[[], None]) -> int:
+    """Run *child* in a forked process; return its pid."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 0
+        try:
+            child()
+        except BaseException as exc:
+            sys.stderr.write(f"forked child failed: {exc!r}\n")
+            code = 1
+        os._exit(code)
+    return pid
+
+
+def _wait(pid: int) -> int:
+    """Return the exit status of child *pid* (0: it passed)."""
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def _bodies(store: Store) -> list[bytes]:
+    return [
+        r.body
+        for r in store.source().records()
+        if isinstance(r, StoredRecord) and r.body is not None
+    ]
+
+
+# Python 3.12+ warns when forking with threads alive (the SQL sinks' flushers);
+# the at-fork handlers are what make that safe here.
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork:DeprecationWarning")
+class TestFork:
+    """Two processes continuing one chain after fork (research §7.5).
+
+    The normal path, ``os.register_at_fork``, gives each child its own chain
+    naming its ``parent_chain``; see also
+    ``test_audit_trail.py::TestConcurrency::test_tasks_threads_and_forks_keep_their_actors``.
+    """
+
+    def test_child_gets_its_own_chain(self, scenario: Scenario) -> None:
+        """With the at-fork reset a child starts a chain of its own; the trail is intact."""
+        parent = scenario.trails[0]
+        when = scenario.tick()
+
+        def child() -> None:
+            parent.record_decision(decision("u-child"), now=when)
+            assert parent.chain not in scenario.chains
+            parent.close(now=when)
+
+        assert 0 == _wait(_fork(child))
+        report = scenario.verify()
+        assert [("UNANCHORED_TAIL", None, None, None)] == summary(report)
+        assert 4 == report.chains
+        assert 3 == report.unanchored  # chain_start, the event, chain_stop
+        starts = [
+            json.loads(body)
+            for body in _bodies(scenario.store)
+            if b'"audit.chain_start"' in body and b"parent_chain" in body
+        ]
+        assert [scenario.chains[0]] == [b["chain_info"]["parent_chain"] for b in starts]
+
+    def test_child_without_reset_forks_the_chain(
+        self, scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Forced: a child that keeps the parent's chain → FORK in a file; refused in SQL."""
+        original = AuditTrail._reset_after_fork
+
+        def keep_chain(trail: AuditTrail) -> None:
+            writer = trail._writer
+            original(trail)
+            trail._writer = writer
+
+        monkeypatch.setattr(AuditTrail, "_reset_after_fork", keep_chain)
+        parent = scenario.trails[0]
+        chain = scenario.chains[0]
+        n = head(scenario, chain)
+        ready_r, ready_w = os.pipe()
+        sql = scenario.store.kind == "sql"
+
+        def child() -> None:
+            os.close(ready_w)
+            assert os.read(ready_r, 1) == b"g"  # the parent wrote n+1..n+3 first
+            assert chain == parent.chain
+            parent.record_decision(decision("u-child"), now=T0)
+            if not sql:
+                parent.record_decision(decision("u-child"), now=T0)
+                return
+            # The unique (chain, seq) constraint refuses the row: the flusher
+            # cannot write it, and the sink then refuses every new event.
+            with pytest.raises(AuditUnavailableError):
+                parent.flush(timeout=0.5)
+            with pytest.raises(AuditUnavailableError, match="refuses writes"):
+                parent.record_decision(decision("u-child"), now=T0)
+
+        pid = _fork(child)
+        os.close(ready_r)
+        for _ in range(3):
+            parent.record_decision(decision("u-parent"), now=scenario.tick())
+        parent.flush()
+        os.write(ready_w, b"g")
+        os.close(ready_w)
+        assert 0 == _wait(pid)
+        report = scenario.verify()
+        if sql:
+            assert [("UNANCHORED_TAIL", None, None, None)] == summary(report)
+            assert 3 == report.unanchored
+        else:
+            assert [
+                ("FORK", chain, n + 1, n + 1),
+                ("UNANCHORED_TAIL", None, None, None),
+            ] == summary(report)
+            assert 5 == report.unanchored
+            assert not report.intact
+
+    def test_duplicated_line_is_not_a_fork(self, scenario: Scenario) -> None:
+        """A copied row at a taken position is not a fork: MAC_INVALID (or refused in SQL)."""
+        chain = scenario.chains[1]
+        if scenario.store.kind == "sql":
+            with pytest.raises(sa.exc.IntegrityError):
+                scenario.store.append_raw(chain, 5, like=(chain, 5))
+            return
+        scenario.store.append_raw(chain, 5, like=(chain, 6))
+        assert [("MAC_INVALID", chain, 5, 5)] == summary(scenario.verify())
+
+
+class TestRedaction:
+    """``custdata.audit.redact()`` → REDACTED (valid); a body removed otherwise → MODIFIED."""
+
+    @pytest.fixture
+    def redactor(self, scenario: Scenario) -> AuditTrail:
+        """A fourth writer with the scenario's checkpointer (redactions anchor at once)."""
+        trail = AuditTrail(
+            scenario.keys,
+            sinks=[scenario.store.sink()],
+            checkpointer=scenario.checkpointer,
+            checkpoint_interval=None,
+            service="dpo",
+        )
+        scenario.trails.append(trail)  # flushed by verify(), closed at teardown
+        return trail
+
+    def _redact(
+        self, sc: Scenario, trail: AuditTrail, chain: str, seq: int
+    ) -> SealedRecord:
+        return redact(
+            trail,
+            sc.store.source(),  # type: ignore[arg-type]
+            chain=chain,
+            seq=seq,
+            reason="erasure_request",
+            actor="dpo-1",
+            now=sc.tick(),
+        )
+
+    def test_redacted_body_is_redacted_and_intact(
+        self, scenario: Scenario, redactor: AuditTrail
+    ) -> None:
+        """After redact() the body is gone, the chain verifies: REDACTED, intact, anchored."""
+        chain = scenario.chains[1]
+        anchored = len(scenario.anchor.records())
+        self._redact(scenario, redactor, chain, 7)
+        assert scenario.store.body(chain, 7) is None
+        assert len(scenario.anchor.records()) == anchored + 1  # anchored at once
+        report = scenario.verify()
+        assert [("REDACTED", chain, 7, 7)] == summary(report)
+        assert report.intact
+        assert report.findings[0].informational
+        assert "erasure_request" in report.findings[0].detail
+        assert 0 == report.unanchored
+        # Writers (the redactor's own sink too) go on into the rewritten file,
+        # and the checkpointer reads it again from the start.
+        scenario.write(2)
+        redactor.record_decision(decision("u-dpo"), now=scenario.tick())
+        scenario.checkpoint()
+        after = scenario.verify()
+        assert [("REDACTED", chain, 7, 7)] == summary(after)
+        assert 0 == after.unanchored
+        assert report.events + 4 * 2 + 1 == after.events  # 4 writers, then one more
+        if isinstance(scenario.store, SqlStore):
+            row = scenario.store.row(chain, 7)
+            assert {"actor_id": None, "subject_ref": None} == {
+                k: row[k] for k in ("actor_id", "subject_ref")
+            }
+            assert "field.reveal" == row["action"]
+            assert [] == scenario.store.fanout(chain, 7)
+
+    def test_body_removed_without_redaction_is_modified(
+        self, scenario: Scenario
+    ) -> None:
+        """The same removal (body and derived columns) without an audit.redact event → MODIFIED."""
+        chain = scenario.chains[1]
+        scenario.store.drop_body(chain, 7)
+        assert [("MODIFIED", chain, 7, 7)] == summary(scenario.verify())
+
+    def test_redaction_covers_only_its_own_row(
+        self, scenario: Scenario, redactor: AuditTrail
+    ) -> None:
+        """A redaction event names one (chain, seq, mac): neighbours and other chains stay MODIFIED."""
+        c1, c2 = scenario.chains[1], scenario.chains[2]
+        self._redact(scenario, redactor, c1, 7)
+        scenario.store.drop_body(c1, 8)
+        scenario.store.drop_body(c2, 7)
+        assert [
+            ("MODIFIED", c1, 8, 8),
+            ("MODIFIED", c2, 7, 7),
+            ("REDACTED", c1, 7, 7),
+        ] == summary(scenario.verify())
+
+    def test_redaction_event_is_in_the_chain_and_mac_valid(
+        self, scenario: Scenario, redactor: AuditTrail
+    ) -> None:
+        """The audit.redact event is a sealed record of the redactor's chain; tampering
+        with it is MODIFIED, and the row it covered is then MODIFIED too."""
+        chain = scenario.chains[0]
+        event = self._redact(scenario, redactor, chain, 12)
+        assert redactor.chain == event.chain
+        body = json.loads(scenario.store.body(event.chain, event.seq) or b"")
+        assert {
+            "action": "audit.redact",
+            "reason": "erasure_request",
+            "target": {"chain": chain, "seq": 12, "mac": body["target"]["mac"]},
+        } == {k: body[k] for k in ("action", "reason", "target")}
+        assert "dpo-1" == body["actor"]["id"]
+        report = scenario.verify()
+        assert [("REDACTED", chain, 12, 12)] == summary(report)
+        # The event verified in its chain: it is covered by the last checkpoint.
+        last = scenario.checkpointer.last
+        assert last is not None
+        assert (event.chain, event.seq, event.mac) in last.heads
+        scenario.store.flip_body_byte(event.chain, event.seq)
+        assert [
+            ("MODIFIED", event.chain, event.seq, event.seq),
+            ("MODIFIED", chain, 12, 12),
+        ] == sorted(summary(scenario.verify()), key=lambda f: f[1] != event.chain)
+
+    def test_redacted_row_keeps_no_derived_columns(
+        self, scenario: Scenario, redactor: AuditTrail
+    ) -> None:
+        """A derived column written back onto a redacted row → COLUMN_MISMATCH."""
+        if scenario.store.kind != "sql":
+            pytest.skip("JSON lines have no derived columns")
+        chain = scenario.chains[2]
+        self._redact(scenario, redactor, chain, 4)
+        scenario.store.set_column(chain, 4, "actor_id", "u-2")
+        report = scenario.verify()
+        assert [
+            ("REDACTED", chain, 4, 4),
+            ("COLUMN_MISMATCH", chain, 4, 4),
+        ] == sorted(summary(report), key=lambda f: f[0] != "REDACTED")
+        assert not report.intact
+
+    def test_what_cannot_be_redacted(
+        self, scenario: Scenario, redactor: AuditTrail
+    ) -> None:
+        """Tampered bodies, audit events, missing rows, twice, bad reasons are refused."""
+        chain = scenario.chains[1]
+        scenario.store.flip_body_byte(chain, 9)
+        with pytest.raises(ValueError, match="digest"):
+            self._redact(scenario, redactor, chain, 9)
+        with pytest.raises(ValueError, match="audit"):
+            self._redact(scenario, redactor, chain, 1)  # audit.chain_start
+        with pytest.raises(LookupError):
+            self._redact(scenario, redactor, chain, 10_000)
+        self._redact(scenario, redactor, chain, 10)
+        with pytest.raises(ValueError, match="already redacted"):
+            self._redact(scenario, redactor, chain, 10)
+        with pytest.raises(ValueError, match="reason"):
+            redact(
+                redactor,
+                scenario.store.source(),  # type: ignore[arg-type]
+                chain=chain,
+                seq=11,
+                reason="because",
+                actor="dpo-1",
+            )
+        assert [
+            ("MODIFIED", chain, 9, 9),
+            ("REDACTED", chain, 10, 10),
+        ] == summary(scenario.verify())
+
+    def test_redaction_event_must_reach_the_store(self, scenario: Scenario) -> None:
+        """A trail that does not write to the store cannot redact there; the body stays."""
+        elsewhere = AuditTrail(
+            scenario.keys, sinks=[MemorySink()], checkpoint_interval=None
+        )
+        chain = scenario.chains[0]
+        with pytest.raises(AuditError, match="not in"):
+            self._redact(scenario, elsewhere, chain, 3)
+        elsewhere.close()
+        assert scenario.store.body(chain, 3) is not None
+        assert [] == summary(scenario.verify())

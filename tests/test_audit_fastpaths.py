@@ -9,6 +9,7 @@ the general ones (never their speed).
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import sys
@@ -36,6 +37,7 @@ from custdata.audit import (
     MemorySink,
     SealedRecord,
     _verify,
+    redact,
     verify_trail,
 )
 from custdata.audit._schema import canonical_json, stamps_from_us, ts_from_us
@@ -230,6 +232,87 @@ class TestFastVerification:
         if data != built.data:
             found = built.fast_result(data)
             assert found is None or fast["intact"]
+
+
+class TestFallbackOnRedactionAndFork:
+    """Redacted lines and forked chains are never accepted by the one-pass check."""
+
+    def test_redacted_file_falls_back(self, tmp_path: Path) -> None:
+        """A line without its body (redacted) hands the file to the full algorithm."""
+        t = Trail(tmp_path)
+        chain = t.trails[1].chain
+        assert chain is not None
+        redact(
+            t.trails[0],
+            JsonLinesSource(t.path),
+            chain=chain,
+            seq=5,
+            reason="retention_expired",
+            actor="dpo-1",
+            now=T0 + dt.timedelta(seconds=50),
+        )
+        t.trails[0].close(now=T0 + dt.timedelta(seconds=51))
+        data = t.path.read_bytes()
+        assert b'"body":' not in next(
+            line
+            for line in data.splitlines()
+            if b'"seq":5,' in line and chain.encode() in line
+        )
+        assert t.fast_result(data) is None
+        fast = t.report(data, fast=True)
+        assert t.report(data, fast=False) == fast
+        assert ["REDACTED"] == [f["kind"] for f in fast["findings"]]
+        assert fast["intact"]
+
+    def test_intact_file_with_a_redaction_event_takes_the_fast_path(
+        self, tmp_path: Path
+    ) -> None:
+        """A redaction event alone (body not yet removed) is an ordinary record."""
+        t = Trail(tmp_path)
+        before = t.path.read_bytes()
+        chain = t.trails[1].chain
+        assert chain is not None
+        event = redact(
+            t.trails[0],
+            JsonLinesSource(t.path),
+            chain=chain,
+            seq=5,
+            reason="operator_request",
+            actor="dpo-1",
+            now=T0 + dt.timedelta(seconds=50),
+        )
+        t.trails[0].close(now=T0 + dt.timedelta(seconds=51))
+        # Put the body back: the event remains, covering a row that kept its body.
+        data = before + t.path.read_bytes().split(b"\n", before.count(b"\n"))[-1]
+        assert b'"audit.redact"' in data
+        assert event.seq > 0
+        assert t.fast_result(data) is not None
+        fast = t.report(data, fast=True)
+        assert t.report(data, fast=False) == fast
+        assert [] == fast["findings"]
+
+    def test_forked_file_falls_back(self, tmp_path: Path) -> None:
+        """Two writers with one chain state (a fork without reset) → FORK on both paths."""
+        t = Trail(tmp_path)
+        trail = t.trails[0]
+        writer = trail._writer
+        twin = copy.copy(writer)
+        trail.record_decision(decision("u-a"), now=T0 + dt.timedelta(seconds=50))
+        trail._writer = twin
+        for _ in range(2):
+            trail.record_decision(decision("u-b"), now=T0 + dt.timedelta(seconds=51))
+        trail._writer = writer
+        trail.record_decision(decision("u-a"), now=T0 + dt.timedelta(seconds=52))
+        data = t.path.read_bytes()
+        assert t.fast_result(data) is None
+        fast = t.report(data, fast=True)
+        assert t.report(data, fast=False) == fast
+        forks = [f for f in fast["findings"] if f["kind"] == "FORK"]
+        assert [(trail.chain, writer.seq - 1)] == [
+            (f["chain"], f["seq"]) for f in forks
+        ]
+        assert ["FORK", "UNANCHORED_TAIL"] == [f["kind"] for f in fast["findings"]]
+        trail.close(now=T0 + dt.timedelta(seconds=53))
 
 
 class TestPreparedRecords:

@@ -19,6 +19,7 @@ from ._checkpoint import FileAnchor as FileAnchor
 from ._keys import AuditKeySource as AuditKeySource
 from ._query import AuditQuery as AuditQuery
 from ._query import QueryResult as QueryResult
+from ._redact import redact as redact
 from ._schema import AuditAction as AuditAction
 from ._schema import AuditOutcome as AuditOutcome
 from ._sinks import AuditSink as AuditSink
@@ -63,6 +64,7 @@ __all__ = [
     "TrailSource",
     "VerificationReport",
     "audit_tables",
+    "redact",
     "verify_trail",
 ]
 

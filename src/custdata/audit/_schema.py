@@ -31,6 +31,7 @@ __all__ = [
     "IDENTIFIER",
     "MAX_SUBJECTS_PER_EVENT",
     "REASONS",
+    "REDACT_REASONS",
     "SCHEMA_VERSION",
     "AuditAction",
     "AuditOutcome",
@@ -86,6 +87,7 @@ class AuditAction(str, enum.Enum):
     AUDIT_CHAIN_START = "audit.chain_start"
     AUDIT_CHAIN_STOP = "audit.chain_stop"
     AUDIT_CONFIG_CHANGE = "audit.config_change"
+    AUDIT_REDACT = "audit.redact"
 
 
 class AuditOutcome(str, enum.Enum):
@@ -121,6 +123,11 @@ REASONS: Final = frozenset(
         "shutdown",
         "compromise",
     }
+)
+
+#: The reasons an ``audit.redact`` event may give (a subset of :data:`REASONS`).
+REDACT_REASONS: Final = frozenset(
+    {"erasure_request", "retention_expired", "operator_request"}
 )
 
 _COMMON: Final = frozenset(
@@ -184,6 +191,7 @@ EVENT_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "audit.chain_start": _COMMON | {"chain_info", "reason"},
     "audit.chain_stop": _COMMON | {"final_seq", "reason"},
     "audit.config_change": _COMMON | {"change", "reason"},
+    "audit.redact": _COMMON | {"target", "reason"},
 }
 
 _IDENT_KEYS: Final = frozenset(
@@ -262,6 +270,25 @@ def _check_hex(key: str, value: object) -> None:
         raise _SchemaError("audit key 'statement_fp' must be a hex digest")
 
 
+_MAC_HEX: Final = re.compile(r"[0-9a-f]{64}")
+_TARGET_KEYS: Final = frozenset({"chain", "seq", "mac"})
+
+
+def _check_target(key: str, value: object) -> None:
+    """Check an ``audit.redact`` target: ``{chain, seq, mac}`` of one record."""
+    if (
+        not isinstance(value, dict)
+        or value.keys() != _TARGET_KEYS
+        or not isinstance(value["chain"], str)
+        or IDENTIFIER.fullmatch(value["chain"]) is None
+        or value["seq"].__class__ is not int
+        or not 1 <= value["seq"] <= _INT64_MAX
+        or not isinstance(value["mac"], str)
+        or _MAC_HEX.fullmatch(value["mac"]) is None
+    ):
+        raise _SchemaError("audit key 'target' must be {chain, seq, mac} of one record")
+
+
 def _check_int(key: str, value: object) -> None:
     if value.__class__ is int and _INT64_MIN <= value <= _INT64_MAX:  # type: ignore[operator, unused-ignore]
         return
@@ -306,6 +333,7 @@ _CHECKS: Final[Mapping[str, _Check]] = {
     "statement_fp": _check_hex,
     "count": _check_int,
     "final_seq": _check_int,
+    "target": _check_target,
 }
 _ENUMERATED: Final = frozenset({"v", "action", "outcome", "reason"})
 _REQUIRED: Final = frozenset({"v", "event_id", "ts", "outcome", "actor"})
@@ -395,6 +423,10 @@ def validate_body(body: Mapping[str, Any]) -> None:
     reason = body.get("reason")
     if reason is not None and reason not in REASONS:
         raise _SchemaError("audit key 'reason' is not an enumerated reason")
+    if action == "audit.redact" and (
+        reason not in REDACT_REASONS or "target" not in keys
+    ):
+        raise _SchemaError("audit.redact needs a target and a redaction reason")
     check_values(body.items())
 
 

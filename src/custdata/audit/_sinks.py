@@ -150,6 +150,29 @@ class JsonLinesSink:
     def after_fork_in_child(self) -> None:
         """Nothing to do: the ``O_APPEND`` descriptor is shared safely."""
 
+    def reopen(self) -> None:
+        """Point the descriptor at the file now at :attr:`path` (after a rewrite).
+
+        :func:`custdata.audit.redact` replaces a JSON-lines file with a
+        rewritten copy; a sink that keeps its descriptor would go on appending
+        to the replaced file. The new descriptor takes the old one's number
+        (``dup2``), so a concurrent write goes to one file or the other, whole.
+        """
+        if self._fd is None or self.path is None or self._closed:
+            return
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.dup2(fd, self._fd)
+        finally:
+            os.close(fd)
+
+    def writes_to(self, st: os.stat_result) -> bool:
+        """Whether this sink's descriptor is open on the file *st* describes."""
+        if self._fd is None or self._closed:
+            return False
+        own = os.fstat(self._fd)
+        return (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)
+
 
 class MemorySink:
     """Keep sealed records in memory (tests and examples).

@@ -38,7 +38,13 @@ from ._chain import SealedRecord
 from ._schema import parse_ts
 
 
-__all__ = ["AuditTables", "SqlSink", "audit_tables", "derived_columns"]
+__all__ = [
+    "CLEARED_ON_REDACT",
+    "AuditTables",
+    "SqlSink",
+    "audit_tables",
+    "derived_columns",
+]
 
 _log = logging.getLogger("custdata.audit")
 
@@ -128,6 +134,11 @@ def audit_tables(
         sa.Column("created_at", _TS, nullable=False),
     )
     return AuditTables(metadata=md, event=event, subject=subject, checkpoint=checkpoint)
+
+
+#: The derived columns :func:`custdata.audit.redact` sets to NULL with the body
+#: (``ts``, ``action`` and ``outcome`` are NOT NULL and stay).
+CLEARED_ON_REDACT: Final = ("actor_id", "subject_ref", "entity", "purpose")
 
 
 def derived_columns(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -163,6 +163,7 @@ class JsonLinesSource(TrailSource):
         self.path = Path(path)
         self.description = str(self.path)
         self._offset = 0
+        self._file: tuple[int, int] | None = None
         self._pending: list[tuple[str, int, bytes | None]] = []
 
     def __repr__(self) -> str:
@@ -242,9 +243,17 @@ class JsonLinesSource(TrailSource):
     def entries_after(
         self, heads: Mapping[str, int]
     ) -> Iterator[tuple[str, int, bytes | None]]:
-        """Read only what was appended since the previous call (complete lines)."""
+        """Read only what was appended since the previous call (complete lines).
+
+        A file that was replaced (:func:`custdata.audit.redact` rewrites it) or
+        shrank is read again from the start; *heads* filter what was seen.
+        """
         entries = [e for e in self._pending if e[1] > heads.get(e[0], 0)]
         with self.path.open("rb") as fh:
+            st = os.fstat(fh.fileno())
+            if (st.st_dev, st.st_ino) != self._file or st.st_size < self._offset:
+                self._file = (st.st_dev, st.st_ino)
+                self._offset = 0
             fh.seek(self._offset)
             data = fh.read()
         end = data.rfind(b"\n") + 1

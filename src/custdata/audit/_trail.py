@@ -89,6 +89,7 @@ _SYNC_ANCHOR: Final = frozenset(
         "key.shred",
         "key.retire",
         "audit.config_change",
+        "audit.redact",
         "record.purge.intent",
         "record.purge.done",
         "export.third_party",

@@ -6,6 +6,9 @@ contiguous ``seq``), checks derived database columns against the body, then
 replays the anchored checkpoints: signatures, ``prev`` links between notes,
 Merkle roots, and whether every anchored chain head is still present.
 Findings are grouped into runs per chain, so one tampered range is one finding.
+Two records that share a position and both chain from the same predecessor are
+a ``FORK``; a body-less record is ``REDACTED`` when a valid ``audit.redact``
+event names it, and ``MODIFIED`` otherwise.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from ._checkpoint import Checkpoint, CheckpointAnchor, CheckpointVerifier
 from ._keys import _EVOLVE_LABEL as _EVOLVE
 from ._keys import _TRANS_5C, _TRANS_36, AuditKeySource, chain_initial_key, root_for
 from ._merkle import MerkleAccumulator, leaf_hash
-from ._sql import derived_columns
+from ._schema import REDACT_REASONS
+from ._sql import CLEARED_ON_REDACT, derived_columns
 from ._store import (
     _HEAD,
     _HEAD_LEN,
@@ -68,11 +72,17 @@ class FindingKind(str, enum.Enum):
     CHAIN_MISSING = "CHAIN_MISSING"
     #: A recomputed Merkle root differs from the anchored one.
     ROOT_MISMATCH = "ROOT_MISMATCH"
+    #: Two different records at one position both chain from the same
+    #: predecessor: two writers continued one chain (a fork without reset).
+    FORK = "FORK"
     #: Informational: records newer than the last anchored checkpoint.
     UNANCHORED_TAIL = "UNANCHORED_TAIL"
+    #: Informational: a body removed by :func:`custdata.audit.redact`, covered
+    #: by a valid ``audit.redact`` event naming the record.
+    REDACTED = "REDACTED"
 
 
-_INFORMATIONAL = frozenset({FindingKind.UNANCHORED_TAIL})
+_INFORMATIONAL = frozenset({FindingKind.UNANCHORED_TAIL, FindingKind.REDACTED})
 
 
 @attrs.frozen(kw_only=True)
@@ -208,13 +218,130 @@ class _Collector:
             and last.detail == kw.get("detail", "")
             and last.column == kw.get("column")
         ):
-            self.items[-1] = attrs.evolve(last, last_seq=seq)
+            self.items[-1] = attrs.evolve(last, last_seq=kw.get("last_seq", seq))
             return
         self.items.append(
             Finding(
                 kind=kind, chain=chain, seq=seq, last_seq=kw.pop("last_seq", seq), **kw
             )
         )
+
+    def placeholder(self, rec: StoredRecord, redactions: _Redactions) -> None:
+        """Hold a place for the finding of a body-less record (see :class:`_Redactions`)."""
+        redactions.pending.append((len(self.items), rec))
+        self.items.append(Finding(kind=FindingKind.MODIFIED, detail=_PENDING))
+
+    def resolve(self, redactions: _Redactions, fanout: _Fanout) -> None:
+        """Replace each placeholder with its findings, merging runs as :meth:`add` does."""
+        if not redactions.pending:
+            return
+        found = {idx: redactions.judge(rec, fanout) for idx, rec in redactions.pending}
+        items, self.items = self.items, []
+        for idx, item in enumerate(items):
+            for finding in found.get(idx, (item,)):
+                if finding.seq is None:
+                    self.items.append(finding)
+                    continue
+                self.add(
+                    finding.kind,
+                    finding.chain,
+                    finding.seq,
+                    last_seq=finding.last_seq,
+                    column=finding.column,
+                    count=finding.count,
+                    detail=finding.detail,
+                )
+        redactions.pending.clear()
+
+
+_PENDING = "\x00pending"
+_Fanout = Mapping[tuple[str, int], set[str]] | None
+_REDACT_MARK = b'"action":"audit.redact"'
+
+
+class _Redactions:
+    """What the verifier learns about redacted bodies across all chains.
+
+    A record whose body is missing but whose MAC (over its recorded digest)
+    verifies and links is *pending* until every chain is read: it is
+    ``REDACTED`` when a valid ``audit.redact`` event (one that verified and
+    linked in its own chain) names its chain, seq and MAC, and ``MODIFIED``
+    otherwise. The redaction event may sit in any chain, before or after it.
+    """
+
+    def __init__(self) -> None:
+        #: (chain, seq, mac) of a redacted record → the redaction's reason.
+        self.claims: dict[tuple[str, int, bytes], str] = {}
+        self.pending: list[tuple[int, StoredRecord]] = []
+
+    def claim(self, body: bytes) -> None:
+        """Register the target of a valid record's body if it is a redaction event."""
+        try:
+            fields = json.loads(body)
+            target = fields["target"]
+            reason = fields["reason"]
+            if fields["action"] != "audit.redact" or reason not in REDACT_REASONS:
+                return
+            key = (
+                str(target["chain"]),
+                int(target["seq"]),
+                bytes.fromhex(target["mac"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            return
+        self.claims[key] = reason
+
+    def judge(self, rec: StoredRecord, fanout: _Fanout) -> list[Finding]:
+        """Return the findings of a pending body-less record."""
+        chain, seq = rec.chain, rec.seq
+        reason = self.claims.get((chain, seq, rec.mac))  # type: ignore[arg-type]
+        if reason is None:
+            return [
+                Finding(
+                    kind=FindingKind.MODIFIED,
+                    chain=chain,
+                    seq=seq,
+                    last_seq=seq,
+                    detail="body missing or unreadable",
+                )
+            ]
+        found = [
+            Finding(
+                kind=FindingKind.REDACTED,
+                chain=chain,
+                seq=seq,
+                last_seq=seq,
+                detail=f"body removed by a valid audit.redact event ({reason})",
+            )
+        ]
+        # A proper redaction clears the nullable derived columns and the
+        # subject fan-out; anything left there no body can vouch for.
+        columns = rec.columns
+        if columns is not None:
+            found.extend(
+                Finding(
+                    kind=FindingKind.COLUMN_MISMATCH,
+                    chain=chain,
+                    seq=seq,
+                    last_seq=seq,
+                    column=column,
+                    detail="a redacted record keeps a derived column",
+                )
+                for column in CLEARED_ON_REDACT
+                if columns.get(column) is not None
+            )
+        if fanout is not None and fanout.get((chain, seq)):
+            found.append(
+                Finding(
+                    kind=FindingKind.COLUMN_MISMATCH,
+                    chain=chain,
+                    seq=seq,
+                    last_seq=seq,
+                    column="subject_fanout",
+                    detail="a redacted record keeps subject fan-out rows",
+                )
+            )
+        return found
 
 
 def _naive_utc(value: object) -> object:
@@ -276,8 +403,18 @@ def _verify_chain(  # noqa: PLR0917 - internal, called once
     out: _Collector,
     valid: dict[str, dict[int, bytes]],
     fanout: Mapping[tuple[str, int], set[str]] | None,
+    redactions: _Redactions,
 ) -> int:
-    """Verify one chain; return the highest seq present."""
+    """Verify one chain; return the highest seq present.
+
+    Each position normally holds one record. A record whose MAC verifies but
+    that meets another valid record at its position, or does not link to the
+    record before it, is judged by :func:`_branch`: the same record again (no
+    finding), a second record chaining from the same predecessor (``FORK``,
+    once, at the position where the branches part), a record continuing such
+    a second branch (no further finding), or a record that links to nothing
+    valid (``MAC_INVALID``). ``valid`` keeps the first branch.
+    """
     recs.sort(key=lambda r: r.seq)
     key_ref = collections.Counter(r.key_ref for r in recs).most_common(1)[0][0]
     try:
@@ -304,6 +441,8 @@ def _verify_chain(  # noqa: PLR0917 - internal, called once
     cvalid: dict[int, bytes] = {0: ZERO_MAC}
     prev_seq = -1
     prev_rec: StoredRecord | None = None
+    # Per position, the records on other branches than the first: {mac: prev}.
+    forks: dict[int, dict[bytes, bytes]] | None = None
     for rec in recs:
         _, _, seq, kref, prev, rmac, rdigest, body, columns = rec
         if seq == prev_seq and rec[1:] == prev_rec[1:]:  # type: ignore[index]
@@ -330,20 +469,26 @@ def _verify_chain(  # noqa: PLR0917 - internal, called once
         while cur < seq:
             key = sha256(_EVOLVE + key).digest()
             cur += 1
-        if body is None or rdigest is None:
+        if rdigest is None:
             out.add(
                 FindingKind.MODIFIED, chain, seq, detail="body missing or unreadable"
             )
             continue
-        h = sha256(body).digest()
-        if h != rdigest:
-            out.add(
-                FindingKind.MODIFIED,
-                chain,
-                seq,
-                detail="body does not match its digest",
-            )
-            continue
+        if body is None:
+            # Redacted, or removed without a redaction: the MAC covers the
+            # recorded digest, so the chain still verifies; which of the two
+            # is decided once every chain's redaction events are known.
+            h = rdigest
+        else:
+            h = sha256(body).digest()
+            if h != rdigest:
+                out.add(
+                    FindingKind.MODIFIED,
+                    chain,
+                    seq,
+                    detail="body does not match its digest",
+                )
+                continue
         if rmac is None or prev is None or kref != key_ref:
             out.add(FindingKind.MAC_INVALID, chain, seq, detail="MAC does not verify")
             continue
@@ -356,19 +501,75 @@ def _verify_chain(  # noqa: PLR0917 - internal, called once
             continue
         linked = cvalid.get(seq - 1)
         if seq in cvalid or (linked is not None and linked != prev):
-            out.add(
-                FindingKind.MAC_INVALID,
-                chain,
-                seq,
-                detail="chain forks at this position",
-            )
+            if forks is None:
+                forks = {}
+            verdict = _branch(recs, seq, rmac, prev, cvalid, forks)
+            if verdict is _Branch.SAME:
+                continue
+            if verdict is _Branch.BROKEN:
+                out.add(
+                    FindingKind.MAC_INVALID,
+                    chain,
+                    seq,
+                    detail="does not link to a valid record before it",
+                )
+                continue
+            if verdict is _Branch.FORK:
+                out.add(
+                    FindingKind.FORK,
+                    chain,
+                    seq,
+                    detail="two records chain from the same predecessor: two "
+                    "writers continued this chain",
+                )
+            forks.setdefault(seq, {})[rmac] = prev
+        else:
+            cvalid[seq] = rmac
+        if body is None:
+            out.placeholder(rec, redactions)
             continue
-        cvalid[seq] = rmac
+        if _REDACT_MARK in body:
+            redactions.claim(body)
         if columns is not None:
             _check_columns(out, rec, fanout)
     del cvalid[0]
     valid[chain] = cvalid
     return expected - 1
+
+
+class _Branch(enum.Enum):
+    """How a record that meets another at its position relates to the chain."""
+
+    SAME = "same"
+    FORK = "fork"
+    CONTINUES = "continues"
+    BROKEN = "broken"
+
+
+def _branch(  # noqa: PLR0917 - internal, the state of _verify_chain
+    recs: Sequence[StoredRecord],
+    seq: int,
+    mac: bytes,
+    prev: bytes,
+    cvalid: Mapping[int, bytes],
+    forks: Mapping[int, Mapping[bytes, bytes]],
+) -> _Branch:
+    """Judge a MAC-valid record at a taken position or off the first branch."""
+    here = forks.get(seq, {})
+    first = cvalid.get(seq)
+    if mac == first or mac in here:
+        return _Branch.SAME  # the MAC covers everything else: the same record
+    siblings = set(here.values())
+    if first is not None:
+        # The prev of the first branch's record here (recs is sorted by seq).
+        lo = bisect.bisect_left(recs, seq, key=lambda r: r.seq)
+        hi = bisect.bisect_right(recs, seq, key=lambda r: r.seq)
+        siblings.update(r.prev for r in recs[lo:hi] if r.mac == first and r.prev)
+    if prev in siblings:
+        return _Branch.FORK
+    if prev == cvalid.get(seq - 1) or prev in forks.get(seq - 1, {}):
+        return _Branch.CONTINUES
+    return _Branch.BROKEN
 
 
 class _FastChain:
@@ -665,8 +866,12 @@ def _verify_records(
             last_list = chains.setdefault(chain, [])
         last_list.append(rec)  # type: ignore[arg-type]
     fanout = source.subject_rows() if isinstance(source, SqlSource) else None
+    redactions = _Redactions()
     for chain in sorted(chains):
-        tops[chain] = _verify_chain(chain, chains[chain], keys, out, valid, fanout)
+        tops[chain] = _verify_chain(
+            chain, chains[chain], keys, out, valid, fanout, redactions
+        )
+    out.resolve(redactions, fanout)
     if fanout is not None:
         # The fan-out table is read after the events, so rows of events that a
         # live writer committed in between are ahead of every chain head read:
