@@ -94,7 +94,8 @@ class SealedRecord:
         mac: This record's MAC.
         body: The canonical body bytes the MAC covers.
         body_sha256: SHA-256 of ``body``.
-        fields: The decoded body, for derived index columns.
+
+    The decoded body is :attr:`fields` (built on first use).
     """
 
     chain: str

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from json.encoder import encode_basestring
 from typing import Any, Final
 
+from custdata._decision import DenyReason
+
 
 __all__ = [
     "EVENT_KEYS",
@@ -100,16 +102,9 @@ class AuditOutcome(str, enum.Enum):
     UNKNOWN = "unknown"
 
 
-#: The enumerated reasons; never free text.
-REASONS: Final = frozenset(
+#: The enumerated reasons, the access-decision ones first; never free text.
+REASONS: Final = frozenset(r.value for r in DenyReason) | frozenset(
     {
-        "no_actor",
-        "no_purpose",
-        "unknown_purpose",
-        "unknown_role",
-        "purpose_not_granted",
-        "purpose_not_permitted",
-        "untagged_field",
         "consent_withdrawn",
         "consent_missing",
         "retention_expired",
