@@ -34,6 +34,21 @@ def _server_url(env: str) -> str:
     return url
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_custodian() -> Iterator[None]:
+    """Restore the process-wide custodian after each test.
+
+    Code under test (the docs' examples, the demo) may call
+    ``Custodian.make_current()``; without this a later test would silently run
+    against that custodian's policy.
+    """
+    saved = custdata._context._default_custodian[0]
+    try:
+        yield
+    finally:
+        custdata._context._default_custodian[0] = saved
+
+
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A database URL for each backend of the matrix.
