@@ -21,7 +21,6 @@ the current evolved chain key, so a later memory dump cannot rewrite the past.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 
@@ -151,6 +150,12 @@ def pseudonym_key(root: bytes) -> bytes:
     ).derive(root)
 
 
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"
+#: Two base32 characters for every 10-bit value.
+_B32_PAIRS = tuple(a + b for a in _B32 for b in _B32)
+_PAIR_SHIFTS = tuple(range(120, -1, -10))
+
+
 def subject_ref(key: bytes, subject: str, *, tenant: str = "") -> str:
     """Return the keyed pseudonym of a data subject.
 
@@ -163,4 +168,8 @@ def subject_ref(key: bytes, subject: str, *, tenant: str = "") -> str:
         ``"sr_"`` followed by 26 lower-case base32 characters (130 bits).
     """
     mac = hmac.digest(key, f"{tenant}\x00{subject}".encode(), "sha256")
-    return "sr_" + base64.b32encode(mac).decode("ascii")[:26].lower()
+    # The first 130 bits of the MAC in RFC 4648 base32, lower case: the same
+    # characters as ``base64.b32encode(mac)[:26].lower()``, which is pure
+    # Python before 3.13 and costs several microseconds on every new subject.
+    bits = int.from_bytes(mac[:17], "big") >> 6
+    return "sr_" + "".join([_B32_PAIRS[(bits >> s) & 1023] for s in _PAIR_SHIFTS])
