@@ -603,22 +603,10 @@ class AuditTrail:
             AuditUnavailableError: The event could not be recorded (unless the
                 trail is fail-open, which logs a warning instead).
         """
-        # Inlined _decision_shape and the single-subject case: this runs once
-        # per SQL statement that reveals customer data.
+        # The single-subject case is inlined: this runs once per SQL statement
+        # that reveals customer data.
         d = decision
-        key = (
-            d.outcome,
-            d.action,
-            d.reason,
-            d.actor,
-            d.role,
-            d.purpose,
-            d.policy_version,
-            d.entity,
-            d.fields,
-            d.categories,
-            d.denied_fields,
-        )
+        key = _shape_key(d)
         try:
             shape = self._shapes.get(key)
         except TypeError:  # lists where tuples were expected: do not cache
@@ -667,19 +655,7 @@ class AuditTrail:
     def _decision_shape(self, decision: AccessDecision) -> _Shape:
         """Return the prepared static part of *decision*'s event (cached)."""
         d = decision
-        key = (
-            d.outcome,
-            d.action,
-            d.reason,
-            d.actor,
-            d.role,
-            d.purpose,
-            d.policy_version,
-            d.entity,
-            d.fields,
-            d.categories,
-            d.denied_fields,
-        )
+        key = _shape_key(d)
         try:
             shape = self._shapes.get(key)
         except TypeError:  # lists where tuples were expected: do not cache
@@ -1135,6 +1111,27 @@ class AuditTrail:
         self._stop = threading.Event()
         for sink in self._sinks:
             sink.after_fork_in_child()
+
+
+def _shape_key(d: AccessDecision) -> tuple[object, ...]:
+    """Everything of a decision that its prepared event template depends on.
+
+    One definition for the cache lookup and the cache fill: a field missing
+    here would make two different decisions share a template.
+    """
+    return (
+        d.outcome,
+        d.action,
+        d.reason,
+        d.actor,
+        d.role,
+        d.purpose,
+        d.policy_version,
+        d.entity,
+        d.fields,
+        d.categories,
+        d.denied_fields,
+    )
 
 
 def _hostname() -> str:
