@@ -575,6 +575,21 @@ def _prepare_embedded(  # noqa: PLR0917
 # -- reads: one authorization per fetched batch ------------------------------------------
 
 
+def _memo_fits(
+    memo: tuple[object, ...] | None,
+    custodian: Any,
+    keyring: Any,
+    denied: tuple[str, ...],
+) -> bool:
+    """Whether a per-plan memo was made for this custodian, keyring and denial set."""
+    return (
+        memo is not None
+        and memo[0] is custodian
+        and memo[1] is keyring
+        and memo[2] == denied
+    )
+
+
 class _Plan:
     """The encrypted columns a compiled statement fetches (cached on the compiled).
 
@@ -630,13 +645,8 @@ class _Plan:
         """The grants of an allowed decision: binding -> cipher, or the mask."""
         memo = self._grants
         keyring = custodian.keyring
-        if (
-            memo is not None
-            and memo[0] is custodian
-            and memo[1] is keyring
-            and memo[2] == denied
-        ):
-            return memo[3]
+        if _memo_fits(memo, custodian, keyring, denied):
+            return memo[3]  # type: ignore[index]
         grants: dict[object, Any] = {}
         for name, b in zip(self.names, self.bindings, strict=True):
             grants[b] = MASK_TEXT if denied and name in denied else b.cipher(custodian)
@@ -654,13 +664,8 @@ class _Plan:
         """
         memo = self._released
         keyring = custodian.keyring
-        if (
-            memo is not None
-            and memo[0] is custodian
-            and memo[1] is keyring
-            and memo[2] == denied
-        ):
-            return memo[3]
+        if _memo_fits(memo, custodian, keyring, denied):
+            return memo[3]  # type: ignore[index]
         masked = {
             b
             for name, b in zip(self.names, self.bindings, strict=True)
