@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from custdata import DecryptionError
 from custdata.crypto import Codec, Keyring, codec_for
+from custdata.crypto._codecs import encode_all
 
 
 def _load_strategies() -> Any:
@@ -146,7 +147,7 @@ class TestMisuse:
         [
             (str, b"bytes", TypeError),
             (str, None, TypeError),
-            (str, "\ud800", UnicodeEncodeError),
+            (str, "\ud800", ValueError),
             (bytes, "text", TypeError),
             (int, True, TypeError),
             (int, 1.0, TypeError),
@@ -167,6 +168,30 @@ class TestMisuse:
         """Values of the wrong type or shape are refused at the boundary."""
         with pytest.raises(error):
             codec_for(python_type).encode(value)
+
+    def test_unencodable_str_not_carried(self) -> None:
+        """A str that cannot be framed is refused without the error holding it."""
+        canary = "canary-\ud800-value"
+        for encode in (
+            codec_for(str).encode,
+            lambda v: encode_all(codec_for(str), [v]),
+        ):
+            with pytest.raises(ValueError, match="lone surrogate") as info:
+                encode(canary)
+            assert not isinstance(info.value, UnicodeError)
+            assert info.value.__context__ is None or info.value.__suppress_context__
+            assert "canary" not in repr(info.value.args)
+
+    def test_encode_all_matches_encode(self) -> None:
+        """Batch framing gives the per-value frames, for the fast str path too."""
+        for python_type, values in (
+            (str, ["", "a", "日本語", "x" * 300]),
+            (int, [0, -1, 2**70]),
+        ):
+            codec = codec_for(python_type)
+            assert encode_all(codec, values) == [codec.encode(v) for v in values]
+        with pytest.raises(TypeError, match="cannot encode a bytes"):
+            encode_all(codec_for(str), ["a", b"b"])
 
     @pytest.mark.parametrize("python_type", [object, tuple, set, complex, type(None)])
     def test_no_codec(self, python_type: Any) -> None:

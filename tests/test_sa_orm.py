@@ -446,6 +446,46 @@ class TestTypes:
     """Every codec type round-trips through Core, in binary and text storage."""
 
     @pytest.mark.parametrize("storage", ["binary", "text"])
+    def test_bytes_are_not_taken_as_sealed(
+        self, engine: Engine, sa_custodian: custdata.Custodian, storage: str
+    ) -> None:
+        """Bytes that reach a str column's bind processor unsealed are refused, not stored."""
+        from sqlalchemy import Column, Integer, MetaData, Table, literal_column
+        from sqlalchemy.exc import StatementError
+
+        from custdata import sqlalchemy as cs
+
+        md = MetaData()
+        tag = {
+            "custdata": custdata.FieldPolicy(category="inquiry", purposes=["support"])
+        }
+        t = Table(
+            f"sa_smuggle_{uuid.uuid4().hex[:8]}",
+            md,
+            Column("id", Integer, primary_key=True),
+            Column("note", cs.EncryptedString(storage=storage), info=tag),
+            Column("other", cs.EncryptedString(storage=storage), info=tag),
+        )
+        md.create_all(engine)
+        try:
+            canary = CANARIES["note"].encode()
+            # A SQL expression among the values leaves the statement to the
+            # type layer, so the bytes meet the bind processor unsealed.
+            stmt = insert(t).values(id=1, note=canary, other=literal_column("NULL"))
+            with (
+                pytest.raises(StatementError) as info,
+                engine.begin() as conn,
+                support(),
+            ):
+                conn.execute(stmt)
+            assert isinstance(info.value.orig, custdata.UnsupportedOperationError)
+            assert "canary" not in str(info.value)
+            with engine.connect() as conn:
+                assert conn.execute(select(t.c.id)).all() == []
+        finally:
+            md.drop_all(engine)
+
+    @pytest.mark.parametrize("storage", ["binary", "text"])
     def test_all_types_round_trip(
         self, engine: Engine, sa_custodian: custdata.Custodian, storage: str
     ) -> None:
@@ -488,11 +528,15 @@ class TestTypes:
         md.create_all(engine)
         try:
             row = {k: v for k, (_, v) in kinds.items()} | {"id": 1, "e": Color.BLUE}
+            more = [row | {"id": 2}, row | {"id": 3, "b": b"\x01\x01" + bytes(40)}]
             with engine.begin() as conn, support():
                 conn.execute(insert(t), [row])
+                # Several rows are sealed a column at a time; a bytes
+                # plaintext that looks like an envelope is still a plaintext.
+                conn.execute(insert(t), more)
             with engine.connect() as conn, support():
-                got = conn.execute(select(t)).one()._asdict()
-            assert row == got
+                got = [r._asdict() for r in conn.execute(select(t).order_by(t.c.id))]
+            assert got == [row, *more]
             with (
                 engine.connect() as conn,
                 billing(),

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
 from custdata._errors import DecryptionError
 
 from ._cache import Lease
-from ._codecs import Codec
+from ._codecs import Codec, encode_all
 from ._envelope import (
     GCM_OVERHEAD,
     HEADER_SIZE,
@@ -594,16 +594,17 @@ class FieldCipher(_ColumnCipher[T]):
             cuts = [
                 nonces[i : i + NONCE_SIZE] for i in range(0, len(nonces), NONCE_SIZE)
             ]
+            frames = encode_all(self.codec, values)
             if tails is None:
                 aad = entry.aad
                 return [
-                    header + n + seal(n, encode(v), aad)
-                    for n, v in zip(cuts, values, strict=True)
+                    header + n + seal(n, f, aad)
+                    for n, f in zip(cuts, frames, strict=True)
                 ]
             aad_subject = entry.aad_subject
             return [
-                header + n + seal(n, encode(v), aad_subject + t)
-                for n, v, t in zip(cuts, values, tails, strict=True)
+                header + n + seal(n, f, aad_subject + t)
+                for n, f, t in zip(cuts, frames, tails, strict=True)
             ]
         header, seal, aad, aad_subject = (
             entry.header,

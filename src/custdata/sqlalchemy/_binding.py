@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import uuid
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from custdata._errors import ConfigurationError
@@ -60,6 +61,10 @@ def subject_value(value: object, kind: SubjectKind) -> object:
     return str(value)
 
 
+#: Plaintext types whose values cannot be told apart from a sealed envelope.
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
 class FieldBinding:
     """The runtime facts of one encrypted column (internal).
 
@@ -74,19 +79,21 @@ class FieldBinding:
         normalizer: The blind-index normaliser name (``"email"``, ``"phone"``).
         key_scope: ``"column"`` or ``"subject"`` (per-subject data keys).
         python_type: The Python type of the values, once known.
+        raw_sealed: Whether sealed values travel as bare ``bytes``.
     """
 
     __slots__ = (
         "__weakref__",
         "_cache",
         "_lock",
+        "_python_type",
         "column",
         "column_key",
         "companion_key",
         "field",
         "key_scope",
         "normalizer",
-        "python_type",
+        "raw_sealed",
         "subject_key",
         "subject_kind",
         "table",
@@ -110,11 +117,29 @@ class FieldBinding:
         self.companion_key: str | None = None
         self.normalizer: str | None = None
         self.key_scope = key_scope
+        self._python_type: type[Any] | None = None
+        #: Whether the statement hooks may hand this column's sealed values to
+        #: its bind processor as bare ``bytes`` (no wrapper object for the
+        #: garbage collector to track): true unless a plaintext can itself be
+        #: bytes-like.
+        self.raw_sealed = True
         self.python_type = python_type
         # (keyring, subject-key store, cipher): the last cipher built, reused
         # while the keyring and store stay the same objects.
         self._cache: tuple[object, object, Any] | None = None
         self._lock = threading.Lock()
+
+    @property
+    def python_type(self) -> type[Any] | None:
+        """The Python type of the values, once known."""
+        return self._python_type
+
+    @python_type.setter
+    def python_type(self, value: type[Any] | None) -> None:
+        self._python_type = value
+        self.raw_sealed = not (
+            isinstance(value, type) and issubclass(value, _BYTES_LIKE)
+        )
 
     @property
     def where(self) -> str:
@@ -225,6 +250,46 @@ def subject_parts(raw: object, kind: SubjectKind) -> tuple[str, bytes]:
 
     value = subject_value(raw, kind)
     return str(value), length_prefixed(subject_bytes(value))
+
+
+def subject_batch(
+    values: Sequence[object], kind: SubjectKind
+) -> tuple[list[str | None], list[bytes | None]]:
+    """:func:`subject_parts` of many subject ids, as two lists (``None`` for ``None``).
+
+    The canonical texts and the associated-data tails, without a tuple per
+    value (fewer objects for the garbage collector on large writes).
+
+    Raises:
+        TypeError: If a value cannot be a subject id of *kind*.
+        ValueError: If a value is not the text of a subject id of *kind*.
+    """
+    uuid_class = uuid.UUID
+    if kind == "uuid" and all(value.__class__ is uuid_class for value in values):
+        # The common batch (client-generated UUID keys), a list at a time.
+        raw = [value.int.to_bytes(16, "big") for value in values]  # type: ignore[attr-defined]
+        return [
+            f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+            for h in (data.hex() for data in raw)
+        ], [_UUID_TAIL + data for data in raw]
+    texts: list[str | None] = []
+    tails: list[bytes | None] = []
+    text_of = texts.append
+    tail_of = tails.append
+    for value in values:
+        if value is None:
+            text_of(None)
+            tail_of(None)
+        elif value.__class__ is uuid_class and kind == "uuid":
+            number: int = value.int  # type: ignore[attr-defined]
+            h = f"{number:032x}"
+            text_of(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+            tail_of(_UUID_TAIL + number.to_bytes(16, "big"))
+        else:
+            text, tail = subject_parts(value, kind)
+            text_of(text)
+            tail_of(tail)
+    return texts, tails
 
 
 def subject_tail(value: object, kind: SubjectKind) -> bytes:

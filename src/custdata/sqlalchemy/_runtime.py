@@ -66,6 +66,7 @@ from ._binding import (
     INFO_KEY,
     FieldBinding,
     SubjectKind,
+    subject_batch,
     subject_parts,
     subject_tail,
     subject_value,
@@ -241,7 +242,7 @@ def _prepare_row(
                     )
                 canonical = subject_value(subject, b.subject_kind)
             blob = encrypt(value, subject=canonical)
-        out[key] = _Sealed(b64encode(blob).decode("ascii") if text else blob)
+        out[key] = _sealed(b, blob, text)
     result: Mapping[str, Any] = out
     return result
 
@@ -307,16 +308,32 @@ def _prepare_rows(
                     "in the statement or use bind_subject()"
                 )
             chosen = picked  # type: ignore[assignment]
-        blobs = b.cipher(custodian).seal_many(values, chosen)
+        blobs: list[Any] = b.cipher(custodian).seal_many(values, chosen)
         if text:
-            blobs = [b64encode(blob).decode("ascii") for blob in blobs]
+            blobs = [b64encode(blob) for blob in blobs]
+        if not b.raw_sealed:
+            blobs = [_Sealed(blob.decode("ascii") if text else blob) for blob in blobs]
         if todo is everything:
             for out, blob in zip(outs, blobs, strict=True):
-                out[key] = _Sealed(blob)
+                out[key] = blob
         else:
             for i, blob in zip(todo, blobs, strict=True):
-                outs[i][key] = _Sealed(blob)
+                outs[i][key] = blob
     return outs
+
+
+def _sealed(b: FieldBinding, blob: bytes, text: bool) -> object:
+    """One sealed value as the column's bind processor takes it.
+
+    Bare ``bytes`` (the envelope, or its base64 text as ASCII bytes) where the
+    plaintext can never be bytes; otherwise wrapped, so it cannot be mistaken
+    for a plaintext.
+    """
+    if text:
+        blob = b64encode(blob)
+    if b.raw_sealed:
+        return blob
+    return _Sealed(blob.decode("ascii") if text else blob)
 
 
 #: Classes of parameter values that are not plain values to encrypt.
@@ -353,7 +370,7 @@ def _gather(  # noqa: PLR0917
                 if b.subject_key is not None
                 else cipher.encrypt(value)
             )
-            outs[i][key] = _Sealed(b64encode(blob).decode("ascii") if text else blob)
+            outs[i][key] = _sealed(b, blob, text)
             continue
         todo.append(i)
         values.append(value)
@@ -498,17 +515,19 @@ def _before_execute(
         rows = []
     if inject and not rows and not values:
         params = {subject_col.key: uuid7()}
-    parts: list[tuple[str, bytes] | None] | None = None
+    texts: list[str | None] | None = None
+    tails: list[bytes | None] | None = None
     if multiparams and subject_col is not None and facts.subject_kind is not None:
         # Each row's subject, as the decision names it and as the associated
         # data binds it, worked out once for both.
-        kind = facts.subject_kind
-        parts = [
-            None if subject is None else subject_parts(subject, kind)
-            for subject in (
-                _row_subject(row, subject_col, extra_subject) for row in rows
-            )
-        ]
+        key, label = subject_col.key, subject_col._label  # noqa: SLF001
+        texts, tails = subject_batch(
+            [
+                row[key] if row.get(key) is not None else row.get(label, extra_subject)
+                for row in rows
+            ],
+            facts.subject_kind,
+        )
     if not (orm and not is_insert):
         # ORM bulk update() was authorized (Action.UPDATE) in do_orm_execute.
         _authorize_write(
@@ -518,7 +537,7 @@ def _before_execute(
             embedded,
             extra_subject,
             is_insert=is_insert,
-            texts=None if parts is None else [p[0] for p in parts if p is not None],
+            texts=None if texts is None else [t for t in texts if t is not None],
         )
     if values and not orm:
         clauseelement = _prepare_embedded(
@@ -534,9 +553,7 @@ def _before_execute(
                 extra_subject,
                 indexes,
                 in_place=in_place,
-                tails=None
-                if parts is None
-                else [None if p is None else p[1] for p in parts],
+                tails=tails,
             ),
             params,
         )

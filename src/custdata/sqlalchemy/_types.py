@@ -50,6 +50,7 @@ from custdata._errors import (
     PurposeViolationError,
     UnsupportedOperationError,
 )
+from custdata.crypto._envelope import SIV_OVERHEAD, VERSION_1
 
 from ._binding import FieldBinding, SubjectKind, subject_value
 
@@ -253,6 +254,14 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
         def process(value: Any) -> Any:
             if value is None:
                 return None
+            if value.__class__ is bytes and b.raw_sealed:
+                # Sealed by the statement hooks (a plaintext of this column
+                # is never bytes): checked to be an envelope, passed on.
+                if text:
+                    return _sealed_text(value, b)
+                if len(value) < SIV_OVERHEAD or value[0] != VERSION_1:
+                    raise _not_sealed(b)
+                return value
             if value.__class__ is _Sealed:
                 return value.data
             if value.__class__ is _Bound:
@@ -414,6 +423,24 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
             )
 
     comparator_factory = Comparator
+
+
+def _not_sealed(b: FieldBinding) -> UnsupportedOperationError:
+    return UnsupportedOperationError(
+        f"{b.where}: bytes are not a value of this column (it does not hold bytes)"
+    )
+
+
+def _sealed_text(value: bytes, b: FieldBinding) -> str:
+    """The base64 text of a sealed envelope, checked to start with an envelope header."""
+    try:
+        head = base64.b64decode(value[:8], validate=True)
+        text = value.decode("ascii")
+    except ValueError:
+        raise _not_sealed(b) from None
+    if len(value) < SIV_OVERHEAD or head[0] != VERSION_1:
+        raise _not_sealed(b)
+    return text
 
 
 def _b64(decode: Callable[..., bytes], value: Any, where: str) -> bytes:
