@@ -281,7 +281,7 @@ def subject_batch(
             text_of(None)
             tail_of(None)
         elif value.__class__ is uuid_class and kind == "uuid":
-            number: int = value.int  # type: ignore[attr-defined]
+            number: int = value.int
             h = f"{number:032x}"
             text_of(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
             tail_of(_UUID_TAIL + number.to_bytes(16, "big"))
