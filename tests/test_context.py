@@ -195,6 +195,39 @@ class TestAuthorize:
             decision.policy_version,
         )
 
+    def test_decision_is_the_keyword_built_one(
+        self, audited: Custodian, recorder: Recorder
+    ) -> None:
+        """The fast constructor fills every field; a repeated call reuses no stale verdict."""
+        from custdata._decision import make_decision
+
+        values = {
+            field.name: f"v-{field.name}"
+            for field in __import__("attrs").fields(AccessDecision)
+        }
+        assert make_decision(*values.values()) == AccessDecision(**values)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="zip"):
+            make_decision(*list(values.values())[:-1])
+        fields = {"email": EMAIL}
+        with (
+            custdata.acting_as("u-1", role="support_agent"),
+            custdata.purpose("support"),
+        ):
+            first = audited.authorize(action=Action.READ, fields=fields)
+        # Same fields, another context: decided again, not memoised.
+        with (
+            custdata.acting_as("u-2", role="marketer"),
+            custdata.purpose("marketing.email"),
+            pytest.raises(custdata.PurposeViolationError),
+        ):
+            audited.authorize(action=Action.READ, fields=fields)
+        assert first.allowed
+        reads = [d for d in recorder.decisions if d.action is Action.READ]
+        assert [(d.actor, d.outcome.value) for d in reads] == [
+            ("u-1", "allowed"),
+            ("u-2", "denied"),
+        ]
+
     def test_out_of_purpose_field_denied(
         self, audited: Custodian, recorder: Recorder
     ) -> None:

@@ -383,3 +383,56 @@ class TestContextBinding:
         """Empty table or column names are a programming error."""
         with pytest.raises(ValueError, match="non-empty"):
             keyring.field_cipher(table="", column="c", codec=codec_for(str))
+
+
+class TestRowOpening:
+    """``open_in_place``, the one-row path of the SQL layer, agrees with ``open_value``."""
+
+    def test_same_values_and_errors(self, keyring: Keyring) -> None:
+        """Values, None, other codecs and every corruption give what open_value gives."""
+        from custdata.crypto._cipher import open_in_place
+        from custdata.sqlalchemy._binding import subject_parts
+
+        subject = uuid.UUID(int=7)
+        _, tail = subject_parts(subject, "uuid")
+        name = keyring.field_cipher(table="t", column="name", codec=codec_for(str))
+        when = keyring.field_cipher(table="t", column="when", codec=codec_for(dt.date))
+        row = [
+            "key",
+            name.encrypt("日本語 name", subject=subject),
+            None,
+            when.encrypt(dt.date(2026, 1, 2), subject=subject),
+        ]
+        columns = [(1, name), (2, name), (3, when)]
+        opened = list(row)
+        open_in_place(opened, columns, tail)
+        assert opened == ["key", "日本語 name", None, dt.date(2026, 1, 2)]
+        blob = row[1]
+        for i in range(len(blob) * 8):
+            flipped = bytearray(blob)
+            flipped[i // 8] ^= 1 << (i % 8)
+            with pytest.raises(DecryptionError):
+                open_in_place([bytes(flipped)], [(0, name)], tail)
+            with pytest.raises(DecryptionError):
+                name.open_value(bytes(flipped), tail)
+        for length in range(len(blob)):
+            with pytest.raises(DecryptionError):
+                open_in_place([blob[:length]], [(0, name)], tail)
+        _, other = subject_parts(uuid.UUID(int=8), "uuid")
+        with pytest.raises(DecryptionError):
+            open_in_place([blob], [(0, name)], other)
+        with pytest.raises(DecryptionError):
+            open_in_place([row[3]], [(0, name)], tail)  # another column's value
+
+    def test_memoryview_and_rotation(self, keyring: Keyring) -> None:
+        """Drivers' buffer types and values under a non-primary key open too."""
+        from custdata.crypto._cipher import open_in_place
+
+        cipher = keyring.field_cipher(table="t", column="c", codec=codec_for(str))
+        old = cipher.encrypt("before rotation")
+        keyring.rotate()
+        cipher = keyring.field_cipher(table="t", column="c", codec=codec_for(str))
+        new = cipher.encrypt("after rotation")
+        row: list[Any] = [memoryview(old), new]
+        open_in_place(row, [(0, cipher), (1, cipher)], None)
+        assert row == ["before rotation", "after rotation"]

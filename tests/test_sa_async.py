@@ -1,4 +1,4 @@
-"""The SQLAlchemy integration under asyncio: aiosqlite, asyncpg and psycopg async."""
+"""The SQLAlchemy integration under asyncio: aiosqlite, asyncpg, psycopg, asyncmy."""
 
 # ruff: noqa: F811 - pytest fixtures imported from sa_fixtures
 
@@ -32,18 +32,19 @@ from sa_fixtures import (  # noqa: F401 - fixtures
 )
 
 
-@pytest.fixture(params=["aiosqlite", "asyncpg", "psycopg_async"])
+@pytest.fixture(params=["aiosqlite", "asyncpg", "psycopg_async", "asyncmy"])
 def async_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "aiosqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'async.db'}"
-    pg = os.environ.get("CUSTDATA_TEST_POSTGRES_URL")
-    if not pg:
-        pytest.skip(
-            "set CUSTDATA_TEST_POSTGRES_URL to run this test against a real server"
-        )
-    rest = pg.split("://", 1)[1]
-    driver = "asyncpg" if request.param == "asyncpg" else "psycopg_async"
-    return f"postgresql+{driver}://{rest}"
+    if request.param == "asyncmy":
+        env, dialect = "CUSTDATA_TEST_MYSQL_URL", "mysql"
+    else:
+        env, dialect = "CUSTDATA_TEST_POSTGRES_URL", "postgresql"
+    url = os.environ.get(env)
+    if not url:
+        pytest.skip(f"set {env} to run this test against a real server")
+    rest = url.split("://", 1)[1]
+    return f"{dialect}+{request.param}://{rest}"
 
 
 class TestAsync:

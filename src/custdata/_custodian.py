@@ -11,7 +11,14 @@ from typing import Any
 import attrs
 
 from ._context import _custodian, _default_custodian, current_access
-from ._decision import AccessDecision, Action, DecisionRecorder, DenyReason, Outcome
+from ._decision import (
+    AccessDecision,
+    Action,
+    DecisionRecorder,
+    DenyReason,
+    Outcome,
+    make_decision,
+)
 from ._errors import (
     AccessDeniedError,
     ActorRequiredError,
@@ -70,6 +77,8 @@ class Custodian:
         self._audit = audit
         self._subject_keys = subject_keys
         self._verdicts: dict[tuple[object, ...], _Verdict] = {}
+        #: (access context, field mapping, verdict) of the last decision.
+        self._last: tuple[object, object, _Verdict | None] = (None, None, None)
 
     @property
     def policy(self) -> Policy:
@@ -293,24 +302,30 @@ class Custodian:
             AuditUnavailableError: The decision could not be recorded.
         """
         ctx = current_access()
-        verdict = self._verdict(ctx.actor, ctx.role, ctx.purpose, fields)
+        last = self._last
+        verdict: _Verdict | None = last[2]
+        if verdict is None or last[0] is not ctx or last[1] is not fields:
+            # Not the same (immutable) access context and field mapping as
+            # the last decision, whose verdict would be this one's.
+            verdict = self._verdict(ctx.actor, ctx.role, ctx.purpose, fields)
+            self._last = (ctx, fields, verdict)
         reason = verdict.reason
-        decision = AccessDecision(
-            outcome=Outcome.ALLOWED if reason is None else Outcome.DENIED,
-            reason=reason,
-            action=action,
-            actor=ctx.actor,
-            role=ctx.role,
-            purpose=ctx.purpose,
-            policy_version=self._policy.version,
-            entity=entity,
-            fields=verdict.fields,
-            categories=verdict.categories,
-            denied_fields=verdict.denied_fields,
-            subjects=tuple(map(str, subjects)),
-            count=count,
-            request_id=ctx.request_id,
-            trace_id=ctx.trace_id,
+        decision = make_decision(
+            Outcome.ALLOWED if reason is None else Outcome.DENIED,
+            reason,
+            action,
+            ctx.actor,
+            ctx.role,
+            ctx.purpose,
+            self._policy.version,
+            entity,
+            verdict.fields,
+            verdict.categories,
+            verdict.denied_fields,
+            tuple(map(str, subjects)),
+            count,
+            ctx.request_id,
+            ctx.trace_id,
         )
         if self._audit is not None:
             # AuditUnavailableError propagates: an access whose decision cannot

@@ -233,6 +233,12 @@ def subject_parts(raw: object, kind: SubjectKind) -> tuple[str, bytes]:
             size = len(text)
             if size == 32:  # noqa: PLR2004 - CHAR(32) hex storage
                 data = bytes.fromhex(text)
+                if len(data) == 16 and text.islower():  # noqa: PLR2004
+                    # Valid lowercase hex is its own canonical spelling.
+                    return (
+                        f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}",
+                        _UUID_TAIL + data,
+                    )
             elif size == 36 and text[8] == text[13] == text[18] == text[23] == "-":  # noqa: PLR2004
                 data = bytes.fromhex(text.replace("-", ""))
             if data is None or len(data) != 16:  # noqa: PLR2004

@@ -60,6 +60,7 @@ from custdata._errors import (
     UnsupportedOperationError,
 )
 from custdata._policy import FieldPolicy
+from custdata.crypto._cipher import FieldCipher, open_in_place
 
 from ._binding import (
     _UUID_TAIL,
@@ -622,6 +623,7 @@ class _Plan:
         "columns",
         "entity",
         "fields",
+        "lone",
         "names",
         "predicted",
         "sources",
@@ -648,15 +650,20 @@ class _Plan:
         #: packed) -- a subject column of the row, or a value fetched as
         #: ``subject || '|' || envelope``.
         self.sources = list(sources)
+        #: (position, kind) of the one subject column of a row whose
+        #: subject-bound values all name it; ``None`` otherwise.
+        self.lone: tuple[int, SubjectKind] | None = (
+            (sources[0][0], sources[0][1])
+            if len(sources) == 1 and not sources[0][2]
+            else None
+        )
         #: Whether a read is expected to be allowed, per policy and context.
         self.predicted: dict[tuple[object, ...], bool] = {}
         self._last: tuple[object, object, bool] = (None, None, False)
         #: (custodian, keyring, denied fields, grants): the last grants built.
         self._grants: tuple[object, object, object, dict[object, Any]] | None = None
-        #: The same for fetched batches: (..., (grants, columns to open)).
-        self._released: (
-            tuple[object, object, object, tuple[dict[object, Any], list[Any]]] | None
-        ) = None
+        #: The same for fetched batches: (..., what :meth:`released` returns).
+        self._released: tuple[object, object, object, Any] | None = None
 
     def grants(self, custodian: Any, denied: tuple[str, ...]) -> dict[object, Any]:
         """The grants of an allowed decision: binding -> cipher, or the mask."""
@@ -672,17 +679,23 @@ class _Plan:
 
     def released(
         self, custodian: Any, denied: tuple[str, ...]
-    ) -> tuple[dict[object, Any], list[tuple[int, Any, bool, int]]]:
+    ) -> tuple[
+        dict[object, Any],
+        list[tuple[int, Any, bool, int]],
+        list[tuple[int, Any]] | None,
+    ]:
         """The grants of a fetched batch and the columns its cursor decrypts.
 
         Returns:
-            Binding -> :data:`RELEASED` or the mask text, and (position,
-            cipher, text storage, subject source) of every column to decrypt.
+            Binding -> :data:`RELEASED` or the mask text; (position, cipher,
+            text storage, subject source) of every column to decrypt; and, when
+            every one of them is binary and bound to the row's one subject,
+            their (position, cipher) for :func:`open_in_place`.
         """
         memo = self._released
         keyring = custodian.keyring
         if _memo_fits(memo, custodian, keyring, denied):
-            return memo[3]  # type: ignore[index]
+            return memo[3]  # type: ignore[index,no-any-return]
         masked = {
             b
             for name, b in zip(self.names, self.bindings, strict=True)
@@ -696,7 +709,16 @@ class _Plan:
             for pos, b, text, src in self.columns
             if b not in masked
         ]
-        result = (grants, opens)
+        bound = (
+            [(pos, cipher) for pos, cipher, _, _ in opens]
+            if self.lone is not None
+            and all(
+                not text and src >= 0 and type(cipher) is FieldCipher
+                for _, cipher, text, src in opens
+            )
+            else None
+        )
+        result = (grants, opens, bound)
         self._released = (custodian, keyring, denied, result)
         return result
 
@@ -1057,6 +1079,49 @@ class _AnnouncingCursor:
     def _release(self, rows: Sequence[Any]) -> Sequence[Any]:
         """Announce a fetched batch, then decrypt what it releases."""
         plan = self._plan
+        if len(rows) == 1 and plan.lone is not None:
+            # One row whose values are all bound to one subject column (a get,
+            # a refresh): the same steps without the batch bookkeeping.
+            index, kind = plan.lone
+            row = rows[0]
+            raw = row[index]
+            if raw is not None:
+                text, tail = subject_parts(raw, kind)
+                decision = self._custodian.authorize(
+                    action=Action.READ,
+                    entity=plan.entity,
+                    fields=plan.fields,
+                    subjects=(text,),
+                    count=len(plan.bindings),
+                )
+                memo = plan._released  # noqa: SLF001 - the plan's own memo, inlined
+                keyring = self._custodian.keyring
+                if (
+                    memo is not None
+                    and memo[0] is self._custodian
+                    and memo[1] is keyring
+                    and memo[2] == decision.denied_fields
+                ):
+                    grants, opens, bound = memo[3]
+                else:
+                    grants, opens, bound = plan.released(
+                        self._custodian, decision.denied_fields
+                    )
+                self._announced = True
+                self._grants = grants
+                _GRANTS.set(grants)
+                out = list(row)
+                if bound is not None:
+                    open_in_place(out, bound, tail)
+                    return [tuple(out)]
+                for pos, cipher, text_storage, src in opens:
+                    value = out[pos]
+                    if value is not None:
+                        out[pos] = cipher.open_value(
+                            _b64(value, cipher) if text_storage else value,
+                            None if src < 0 else tail,
+                        )
+                return [tuple(out)]
         if not rows:
             if self._announced:
                 return rows
@@ -1077,7 +1142,7 @@ class _AnnouncingCursor:
             subjects=subjects,
             count=len(rows) * len(plan.bindings),
         )
-        grants, opens = plan.released(self._custodian, decision.denied_fields)
+        grants, opens, _ = plan.released(self._custodian, decision.denied_fields)
         self._grants = grants
         _GRANTS.set(grants)
         if rows and opens:
@@ -1134,13 +1199,16 @@ def _before_cursor_execute(  # noqa: PLR0917
     plan = compiled.__dict__.get(_PLAN_ATTR) or _plan_for(compiled)
     if not plan.bindings:
         return
-    custodian = _require_custodian()
+    custodian = _custodian.get() or _default_custodian[0] or _require_custodian()
     if context.is_crud or executemany:
         # RETURNING rows are fetched by SQLAlchemy itself: authorize them now.
         subjects = context.execution_options.get("custdata_subjects", ())
         authorize_read(plan, custodian, subjects=subjects)
         return
-    if not plan.allowed(custodian):
+    last = plan._last  # noqa: SLF001 - the plan's own memo, inlined
+    if not (
+        last[0] is current_access() and last[1] is custodian.policy and last[2]
+    ) and not plan.allowed(custodian):
         # Refused before the statement runs: nothing is fetched or decrypted.
         authorize_read(plan, custodian)
     # SQLAlchemy executes on the cursor it passed here and reads the results
