@@ -683,14 +683,16 @@ class _Plan:
         dict[object, Any],
         list[tuple[int, Any, bool, int]],
         list[tuple[int, Any]] | None,
+        list[int],
     ]:
         """The grants of a fetched batch and the columns its cursor decrypts.
 
         Returns:
             Binding -> :data:`RELEASED` or the mask text; (position, cipher,
-            text storage, subject source) of every column to decrypt; and, when
+            text storage, subject source) of every column to decrypt; when
             every one of them is binary and bound to the row's one subject,
-            their (position, cipher) for :func:`open_in_place`.
+            their (position, cipher) for :func:`open_in_place`; and the
+            positions of the columns revealed only as their mask.
         """
         memo = self._released
         keyring = custodian.keyring
@@ -709,6 +711,7 @@ class _Plan:
             for pos, b, text, src in self.columns
             if b not in masked
         ]
+        masks = [pos for pos, b, _, _ in self.columns if b in masked]
         bound = (
             [(pos, cipher) for pos, cipher, _, _ in opens]
             if self.lone is not None
@@ -718,7 +721,7 @@ class _Plan:
             )
             else None
         )
-        result = (grants, opens, bound)
+        result = (grants, opens, bound, masks)
         self._released = (custodian, keyring, denied, result)
         return result
 
@@ -981,8 +984,12 @@ def _open_rows(
     opens: Sequence[tuple[int, Any, bool, int]],
     tails: list[list[bytes | None]],
     blobs: dict[int, list[Any]],
+    masks: Sequence[int] = (),
 ) -> list[Any]:
-    """Decrypt the released columns of a fetched batch, column by column."""
+    """Decrypt the released columns of a fetched batch, column by column.
+
+    Columns revealed only as their mask get the mask text (never decrypted).
+    """
     if len(rows) == 1:
         # One row (a get, a refresh): no transposing.
         row = list(rows[0])
@@ -1003,8 +1010,13 @@ def _open_rows(
                 )
             else:
                 row[pos] = None
+        for pos in masks:
+            if row[pos] is not None:
+                row[pos] = MASK_TEXT
         return [tuple(row)]
     columns: list[Any] = list(zip(*rows, strict=True))
+    for pos in masks:
+        columns[pos] = [None if v is None else MASK_TEXT for v in columns[pos]]
     for pos, cipher, text, src in opens:
         values = blobs.get(src) if src >= 0 else None
         if values is None:
@@ -1102,9 +1114,9 @@ class _AnnouncingCursor:
                     and memo[1] is keyring
                     and memo[2] == decision.denied_fields
                 ):
-                    grants, opens, bound = memo[3]
+                    grants, opens, bound, masks = memo[3]
                 else:
-                    grants, opens, bound = plan.released(
+                    grants, opens, bound, masks = plan.released(
                         self._custodian, decision.denied_fields
                     )
                 self._announced = True
@@ -1113,14 +1125,17 @@ class _AnnouncingCursor:
                 out = list(row)
                 if bound is not None:
                     open_in_place(out, bound, tail)
-                    return [tuple(out)]
-                for pos, cipher, text_storage, src in opens:
-                    value = out[pos]
-                    if value is not None:
-                        out[pos] = cipher.open_value(
-                            _b64(value, cipher) if text_storage else value,
-                            None if src < 0 else tail,
-                        )
+                else:
+                    for pos, cipher, text_storage, src in opens:
+                        value = out[pos]
+                        if value is not None:
+                            out[pos] = cipher.open_value(
+                                _b64(value, cipher) if text_storage else value,
+                                None if src < 0 else tail,
+                            )
+                for pos in masks:
+                    if out[pos] is not None:
+                        out[pos] = MASK_TEXT
                 return [tuple(out)]
         if not rows:
             if self._announced:
@@ -1142,11 +1157,11 @@ class _AnnouncingCursor:
             subjects=subjects,
             count=len(rows) * len(plan.bindings),
         )
-        grants, opens, _ = plan.released(self._custodian, decision.denied_fields)
+        grants, opens, _, masks = plan.released(self._custodian, decision.denied_fields)
         self._grants = grants
         _GRANTS.set(grants)
-        if rows and opens:
-            return _open_rows(rows, opens, tails, blobs)
+        if rows and (opens or masks):
+            return _open_rows(rows, opens, tails, blobs, masks)
         return rows
 
     def _in_force(self) -> None:
@@ -1184,6 +1199,20 @@ class _AnnouncingCursor:
         return self._buffer.pop(0)
 
 
+class _ProcessorsOf:
+    """``context.get_result_processor`` without the encrypted columns' processors."""
+
+    __slots__ = ("_original",)
+
+    def __init__(self, original: Any) -> None:
+        self._original = original
+
+    def __call__(self, type_: Any, colname: str, coltype: Any) -> Any:
+        if isinstance(type_, EncryptedType):
+            return None
+        return self._original(type_, colname, coltype)
+
+
 @event.listens_for(Engine, "before_cursor_execute")
 def _before_cursor_execute(  # noqa: PLR0917
     conn: Connection,
@@ -1211,6 +1240,12 @@ def _before_cursor_execute(  # noqa: PLR0917
     ) and not plan.allowed(custodian):
         # Refused before the statement runs: nothing is fetched or decrypted.
         authorize_read(plan, custodian)
+    if compiled._cached_metadata is None:  # noqa: SLF001
+        # The result columns of this statement are being described for the
+        # first time (then cached on the compiled statement): the announcing
+        # cursor hands over their values decrypted or masked, so they need
+        # no result processor (one Python call less per value).
+        context.get_result_processor = _ProcessorsOf(context.get_result_processor)
     # SQLAlchemy executes on the cursor it passed here and reads the results
     # through ``context.cursor``: from now on, through the announcing proxy.
     context.cursor = _AnnouncingCursor(
