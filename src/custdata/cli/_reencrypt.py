@@ -11,7 +11,16 @@ from typing import Any
 from .._errors import ConfigurationError, CustdataError
 
 
-__all__ = ["add_database_arguments", "load_models", "register", "run"]
+__all__ = [
+    "add_database_arguments",
+    "add_subject_key_arguments",
+    "load_models",
+    "open_subject_keys",
+    "register",
+    "run",
+]
+
+_DEFAULT_SUBJECT_KEY_TABLE = "custdata_subject_keys"
 
 
 def add_database_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +32,53 @@ def add_database_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODULE:BASE",
         help="the declarative base (or MetaData) whose tables to process",
     )
+
+
+def add_subject_key_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--subject-keys [URL]`` and ``--subject-keys-table`` (the SQL subject key store)."""
+    parser.add_argument(
+        "--subject-keys",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="URL",
+        help=(
+            "the database of the per-subject key store (SqlSubjectKeyStore); "
+            "without URL, the --url database"
+        ),
+    )
+    parser.add_argument(
+        "--subject-keys-table",
+        default=_DEFAULT_SUBJECT_KEY_TABLE,
+        metavar="NAME",
+        help=f"the per-subject key table (default {_DEFAULT_SUBJECT_KEY_TABLE})",
+    )
+
+
+def open_subject_keys(args: argparse.Namespace) -> tuple[Any, Any] | None:
+    """Return ``(store, engine)`` for ``--subject-keys``, or ``None`` if not given.
+
+    The caller disposes of the engine.
+
+    Raises:
+        ConfigurationError: If the table does not exist in that database.
+    """
+    if args.subject_keys is None:
+        return None
+    from sqlalchemy import create_engine, inspect  # noqa: PLC0415 - optional layer
+
+    from ..sqlalchemy import SqlSubjectKeyStore  # noqa: PLC0415
+
+    engine = create_engine(args.subject_keys or args.url, hide_parameters=True)
+    try:
+        if not inspect(engine).has_table(args.subject_keys_table):
+            raise ConfigurationError(  # noqa: TRY301 - disposed below
+                f"--subject-keys: no table {args.subject_keys_table!r} in that database"
+            )
+    except BaseException:
+        engine.dispose()
+        raise
+    return SqlSubjectKeyStore(engine, table_name=args.subject_keys_table), engine
 
 
 def load_models(spec: str) -> Any:
@@ -49,16 +105,24 @@ def register(commands: Any) -> None:
         description=(
             "Re-encrypt every stored value that is not under the keyring's primary key, "
             "and recompute blind indexes under the primary index key. Batches commit on "
-            "their own: kill it at any point and run it again. With --plaintext, encrypt "
-            "legacy plaintext values in place instead and report what is left."
+            "their own: kill it at any point and run it again. With --subject-keys, also "
+            "re-wrap the per-subject keys under the primary data key, in batches. With "
+            "--plaintext, encrypt legacy plaintext values in place instead and report "
+            "what is left. Exit 0 when nothing is left under older keys, 1 when the "
+            "models use per-subject keys but --subject-keys was not given, 2 on a "
+            "configuration error."
         ),
     )
     parser.add_argument(
         "--keyring", required=True, metavar="PATH", help="the keyring file"
     )
     add_database_arguments(parser)
+    add_subject_key_arguments(parser)
     parser.add_argument(
-        "--batch-size", type=int, default=500, help="rows per transaction"
+        "--batch-size",
+        type=int,
+        default=500,
+        help="rows (or subject keys) per transaction",
     )
     parser.add_argument(
         "--plaintext",
@@ -82,6 +146,8 @@ class _Bar:
     def __call__(self, table: str, done: int, total: int) -> None:
         if self.quiet:
             return
+        if self.current is not None and table != self.current:
+            sys.stderr.write("\n")  # keep the finished table's bar
         width = 30
         filled = width if total <= 0 else min(width, width * done // max(total, 1))
         line = (
@@ -98,11 +164,11 @@ class _Bar:
 
 
 class _KeysOnly:
-    """The part of a custodian the jobs use: the keyring (and no subject store)."""
+    """The part of a custodian the jobs use: the keyring and the subject key store."""
 
-    def __init__(self, keyring: Any) -> None:
+    def __init__(self, keyring: Any, subject_keys: Any = None) -> None:
         self.keyring = keyring
-        self.subject_keys = None
+        self.subject_keys = subject_keys
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,12 +179,15 @@ def run(args: argparse.Namespace) -> int:
     from ..sqlalchemy import encrypt_plaintext_columns, reencrypt  # noqa: PLC0415
 
     bar = _Bar(args.quiet)
+    store_engine = None
     try:
         keyring = Keyring.load(args.keyring)
         models = load_models(args.models)
+        opened = open_subject_keys(args)
+        store, store_engine = opened if opened is not None else (None, None)
         engine = create_engine(args.url, hide_parameters=True)
         try:
-            keys = _KeysOnly(keyring)
+            keys = _KeysOnly(keyring, store)
             if args.plaintext:
                 reports = encrypt_plaintext_columns(
                     engine,
@@ -137,17 +206,36 @@ def run(args: argparse.Namespace) -> int:
                     left += r.remaining
                 return 1 if left else 0
             report = reencrypt(
-                engine, keys, tables=models, batch_size=args.batch_size, progress=bar
+                engine,
+                keys,
+                tables=models,
+                batch_size=args.batch_size,
+                progress=bar,
+                rewrap_subject_keys=True if store is not None else None,
             )
             bar.close()
         finally:
             engine.dispose()
+            if store_engine is not None:
+                store_engine.dispose()
     except CustdataError as exc:
         bar.close()
+        if store_engine is not None:
+            store_engine.dispose()
         print(f"custdata reencrypt: {exc}", file=sys.stderr)
         return 2
-    print(
+    summary = (
         f"scanned {report.scanned} rows: re-encrypted {report.reencrypted} values, "
         f"re-indexed {report.reindexed}, skipped {report.skipped}"
     )
+    if store is not None:
+        summary += f"; re-wrapped {report.rewrapped} subject keys"
+    print(summary)
+    if report.subject_keys_pending:
+        print(
+            "custdata reencrypt: the models use per-subject keys, which were not "
+            "re-wrapped; pass --subject-keys so the old data key can be retired",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -35,6 +35,7 @@ from ._subject import (
     SubjectKeyScope,
     SubjectKeyStore,
     new_subject_key_id,
+    same_subject_record,
 )
 
 
@@ -668,26 +669,45 @@ class Keyring:
     def rewrap_subject_keys(self, store: SubjectKeyStore) -> int:
         """Re-wrap every live subject key not wrapped by the primary data key.
 
-        Run it after :meth:`rotate` and before retiring the old data key. Returns
-        how many records were re-wrapped.
+        Run it after :meth:`rotate` and before retiring the old data key (the
+        SQLAlchemy job :func:`custdata.sqlalchemy.reencrypt` does it in batches).
+        Each record is replaced on its own, and only if it is still the record
+        read (through the store's ``replace`` when it has one), so a subject
+        shredded meanwhile stays shredded, and a run stopped midway leaves every
+        record wrapped by either its old key or the primary one. Returns how many
+        records were re-wrapped.
 
         Raises:
             UnknownKeyError: A record's wrapping key is retired already.
             DecryptionError: A record fails authentication.
         """
         primary = self.primary_key_id
+        replace = getattr(store, "replace", None)
         count = 0
         for record in store.records():
             if record.destroyed or record.wrapping_key_id == primary:
                 continue
-            key = self._unwrap_subject_key(record)
-            store.put(
-                self._wrap_subject_key(
-                    record.subject, record.key_id, key, created_at=record.created_at
-                )
-            )
-            count += 1
+            new = self._rewrap_subject_record(record)
+            if replace is not None:
+                count += bool(replace(record, new))
+                continue
+            if same_subject_record(store.get(record.subject), record):
+                store.put(new)
+                count += 1
         return count
+
+    def _rewrap_subject_record(self, record: SubjectKeyRecord) -> SubjectKeyRecord:
+        """Return ``record`` with its key wrapped by the primary data key instead.
+
+        Raises:
+            UnknownKeyError: The record's wrapping key is retired, or it is a
+                tombstone.
+            DecryptionError: The record fails authentication.
+        """
+        key = self._unwrap_subject_key(record)
+        return self._wrap_subject_key(
+            record.subject, record.key_id, key, created_at=record.created_at
+        )
 
     # -- audit -------------------------------------------------------------
 

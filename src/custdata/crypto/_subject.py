@@ -169,6 +169,19 @@ class _DictSubjectKeyStore:
             self._records[record.subject] = record
             self._persist()
 
+    def replace(self, old: SubjectKeyRecord, new: SubjectKeyRecord) -> bool:
+        """Store ``new`` only if ``old.subject``'s record is still ``old``; return whether.
+
+        A compare-and-swap for re-wrapping: a record shredded or re-wrapped in
+        between is left as it is, so a tombstone is never overwritten.
+        """
+        with self._lock:
+            if not same_subject_record(self._records.get(old.subject), old):
+                return False
+            self._records[old.subject] = new
+            self._persist()
+            return True
+
     def records(self) -> Iterator[SubjectKeyRecord]:
         """Iterate over a snapshot of every record."""
         with self._lock:
@@ -342,6 +355,23 @@ class SubjectKeyScope:
 
     def __repr__(self) -> str:
         return f"<SubjectKeyScope store={self.store!r} cached={len(self._cache)}>"
+
+
+def same_subject_record(
+    current: SubjectKeyRecord | None, expected: SubjectKeyRecord
+) -> bool:
+    """Whether ``current`` is still ``expected``: same live key, same wrapping.
+
+    A tombstone or a record re-wrapped since ``expected`` was read is not the same.
+    """
+    return (
+        current is not None
+        and current.wrapped_key is not None
+        and current.subject == expected.subject
+        and current.key_id == expected.key_id
+        and current.wrapping_key_id == expected.wrapping_key_id
+        and current.wrapped_key == expected.wrapped_key
+    )
 
 
 def new_subject_key_id() -> int:

@@ -5,14 +5,20 @@ uninstrumented view of each table), so they never release plaintext to the
 application and never pass through the purpose checks meant for it. Each batch
 is its own transaction and every update is conditional on the old envelope, so
 a job killed at any point and run again finishes with nothing lost.
+
+Per-subject data keys are re-wrapped the same way: in batches of conditional
+updates, each batch one transaction, so a killed job leaves every subject key
+wrapped by either its old data key or the primary one, and never overwrites a
+tombstone.
 """
 
 from __future__ import annotations
 
 import base64
+import uuid
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -30,8 +36,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.expression import TableClause
 
-from custdata._errors import ConfigurationError, DecryptionError
-from custdata.crypto import envelope_key_id
+from custdata._errors import ConfigurationError, DecryptionError, KeyDestroyedError
+from custdata.crypto import SubjectKeyRecord, envelope_key_id
 
 from ._binding import SUBJECT_INFO_KEY, FieldBinding, subject_value
 from ._types import EncryptedType
@@ -54,15 +60,19 @@ _MIN_ENVELOPE = 34
 
 @attrs.frozen(kw_only=True)
 class KeyUsage:
-    """How many stored values of one column are under one key.
+    """How many stored values of one column (or subject keys) are under one key.
 
     Attributes:
-        table: The table name.
-        column: The column name.
-        key_id: The key id in the envelope header.
+        table: The table name (of the subject key store for ``kind="subject_key"``).
+        column: The column name (``wrapped_key`` for ``kind="subject_key"``).
+        key_id: The key id in the envelope header, or the data key wrapping the
+            subject keys.
         algorithm: The envelope's algorithm byte (1 keyring AES-GCM, 2 AES-SIV,
-            3 per-subject AES-GCM).
-        count: How many values.
+            3 per-subject AES-GCM); 1 for subject-key wrappings (AES-GCM under a
+            keyring data key).
+        count: How many values (or live subject keys).
+        kind: ``"value"`` for stored values, ``"subject_key"`` for per-subject
+            keys wrapped by the keyring data key ``key_id``.
     """
 
     table: str
@@ -70,6 +80,7 @@ class KeyUsage:
     key_id: int
     algorithm: int
     count: int
+    kind: Literal["value", "subject_key"] = "value"
 
 
 @attrs.frozen(kw_only=True)
@@ -81,12 +92,18 @@ class ReencryptReport:
         reencrypted: Values moved to the primary key.
         reindexed: Blind-index entries recomputed under the primary index key.
         skipped: Values left alone (per-subject keys, or changed concurrently).
+        rewrapped: Per-subject keys re-wrapped under the primary data key.
+        subject_keys_pending: The tables use per-subject keys but no subject key
+            store was available, so those keys were not re-wrapped and may still
+            depend on older data keys.
     """
 
     scanned: int = 0
     reencrypted: int = 0
     reindexed: int = 0
     skipped: int = 0
+    rewrapped: int = 0
+    subject_keys_pending: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -137,6 +154,10 @@ class _Target:
     def c(self, name: str) -> Any:
         return self.raw.c[name]
 
+    @property
+    def uses_subject_keys(self) -> bool:
+        return any(b.key_scope == "subject" for _c, b, _t in self.encrypted)
+
     def subject_of(self, row: Any, b: FieldBinding) -> object:
         if b.subject_key is None or self.subject is None:
             return None
@@ -183,6 +204,7 @@ def reencrypt(
     batch_size: int = 500,
     progress: Progress | None = None,
     skip_locked: bool | None = None,
+    rewrap_subject_keys: bool | None = None,
 ) -> ReencryptReport:
     """Re-encrypt stored values to the keyring's primary key, in batches.
 
@@ -195,10 +217,23 @@ def reencrypt(
     On PostgreSQL the batches are claimed with ``FOR UPDATE SKIP LOCKED``, so
     several workers can run at once.
 
+    Values under per-subject keys (``key_scope="subject"``) stay under their
+    subject's key; what depends on the keyring's data keys is the wrapping of
+    those subject keys. So when the tables use per-subject keys and the
+    custodian has a subject key store (``custodian.subject_keys``), the job then
+    re-wraps every live subject key not wrapped by the primary data key, in
+    batches of ``batch_size``: each batch is one transaction of conditional
+    updates (on a :class:`SqlSubjectKeyStore`), so a killed job leaves every
+    subject key readable and a tombstone is never overwritten. Afterwards no
+    value and no subject key needs a non-primary data key, and the old one can
+    be retired.
+
     The job decrypts stored values, so when the custodian has an audit recorder
     each table batch is recorded before any of its values is decrypted: one
     ``record.bulk_update`` event (actor ``system``/``custdata.reencrypt``) with
-    the table, columns, categories, subjects and number of values.
+    the table, columns, categories, subjects and number of values. Each batch of
+    subject keys is recorded the same way before they are unwrapped, with the
+    store's table as the entity and ``wrapped_key`` as the field.
 
     Args:
         engine: The database.
@@ -209,18 +244,38 @@ def reencrypt(
         progress: Called as ``progress(table, done, total)`` after each batch.
         skip_locked: Claim rows with ``SKIP LOCKED``; defaults to ``True`` on
             PostgreSQL.
+        rewrap_subject_keys: Re-wrap the per-subject keys of
+            ``custodian.subject_keys``: ``None`` (the default) when the tables
+            use per-subject keys and the custodian has a store, ``True`` always,
+            ``False`` never.
 
     Returns:
         The counts of what was done.
+
+    Raises:
+        ConfigurationError: ``rewrap_subject_keys`` is true but the custodian
+            has no subject key store.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be positive")
     keyring = custodian.keyring
     primary = keyring.primary_key_id
+    store = getattr(custodian, "subject_keys", None)
+    if rewrap_subject_keys and store is None:
+        raise ConfigurationError(
+            "re-wrapping per-subject keys needs a custodian with subject_keys"
+        )
     if skip_locked is None:
         skip_locked = engine.dialect.name == "postgresql"
-    totals = {"scanned": 0, "reencrypted": 0, "reindexed": 0, "skipped": 0}
-    for target in _targets(_tables_arg(tables)):
+    totals = {
+        "scanned": 0,
+        "reencrypted": 0,
+        "reindexed": 0,
+        "skipped": 0,
+        "rewrapped": 0,
+    }
+    targets = _targets(_tables_arg(tables))
+    for target in targets:
         _reencrypt_table(
             engine,
             custodian,
@@ -231,7 +286,17 @@ def reencrypt(
             skip_locked,
             totals,
         )
-    return ReencryptReport(**totals)
+    uses_subject_keys = any(t.uses_subject_keys for t in targets)
+    pending = False
+    if rewrap_subject_keys or (
+        rewrap_subject_keys is None and uses_subject_keys and store is not None
+    ):
+        totals["rewrapped"] = _rewrap_subject_keys(
+            custodian, store, batch_size, progress
+        )
+    elif uses_subject_keys and rewrap_subject_keys is None:
+        pending = True
+    return ReencryptReport(**totals, subject_keys_pending=pending)
 
 
 def _reencrypt_table(  # noqa: PLR0917
@@ -292,6 +357,8 @@ def _announce_batch(
     count = 0
     subjects: dict[str, None] = {}
     for col, b, text in target.encrypted:
+        if not _readable(custodian, b):
+            continue
         touched = 0
         for row in rows:
             stored = getattr(row, col.name)
@@ -372,6 +439,9 @@ def _reencrypt_row(  # noqa: PLR0917
         stored = getattr(row, col.name)
         if stored is None:
             continue
+        if not _readable(custodian, b):
+            totals["skipped"] += 1
+            continue
         blob = _blob(stored, text)
         cipher = b.cipher(custodian)
         subject = target.subject_of(row, b)
@@ -386,13 +456,15 @@ def _reencrypt_row(  # noqa: PLR0917
             conditions.append(target.c(col.name) == stored)
             totals["reencrypted"] += 1
         if b.companion_key is not None and not have_value:
-            value = cipher.decrypt(blob, subject=subject)
-            have_value = True
-            if have_value:
-                digest = b.blind_index(custodian).compute(value)
-                if getattr(row, b.companion_key) != digest:
-                    changes[b.companion_key] = digest
-                    totals["reindexed"] += 1
+            try:
+                value = cipher.decrypt(blob, subject=subject)
+            except KeyDestroyedError:
+                # A shredded subject: its index entries were cleared with it.
+                continue
+            digest = b.blind_index(custodian).compute(value)
+            if getattr(row, b.companion_key) != digest:
+                changes[b.companion_key] = digest
+                totals["reindexed"] += 1
     if changes:
         result = conn.execute(
             update(target.raw).where(and_(*conditions)).values(**changes)
@@ -401,16 +473,177 @@ def _reencrypt_row(  # noqa: PLR0917
             totals["skipped"] += 1
 
 
-def key_usage(engine: Engine, *, tables: Any = None) -> list[KeyUsage]:
+def _readable(custodian: Any, b: FieldBinding) -> bool:
+    """Whether the job can decrypt *b*'s values (per-subject ones need a store)."""
+    return b.key_scope != "subject" or (
+        getattr(custodian, "subject_keys", None) is not None
+    )
+
+
+def _store_name(store: Any) -> str:
+    table_ = getattr(store, "table", None)
+    name = getattr(table_, "name", None)
+    return name if isinstance(name, str) else "subject_keys"
+
+
+def _subject_text(canonical: bytes) -> str:
+    """The subject id as the application writes it (``str`` of the id)."""
+    kind, body = canonical[:1], canonical[1:]
+    if kind == b"u" and len(body) == 16:  # noqa: PLR2004 - a UUID's size
+        return str(uuid.UUID(bytes=body))
+    if kind == b"s":
+        return body.decode("utf-8", "replace")
+    if kind == b"i":
+        return str(int.from_bytes(body, "big", signed=True))
+    return str(body)
+
+
+def _stale_pages(
+    store: Any, primary: int, batch_size: int
+) -> tuple[int, Iterable[list[SubjectKeyRecord]]]:
+    """The live records not wrapped by *primary*, in batches, and how many there are."""
+    page = getattr(store, "records_not_wrapped_by", None)
+    if page is not None:
+        total = sum(n for k, n in store.wrapping_key_counts().items() if k != primary)
+
+        def pages() -> Iterable[list[SubjectKeyRecord]]:
+            after: bytes | None = None
+            while True:
+                records: list[SubjectKeyRecord] = page(
+                    primary, after=after, limit=batch_size
+                )
+                if not records:
+                    return
+                yield records
+                after = records[-1].subject
+
+        return total, pages()
+    stale = [
+        r for r in store.records() if not r.destroyed and r.wrapping_key_id != primary
+    ]
+    chunks = [stale[i : i + batch_size] for i in range(0, len(stale), batch_size)]
+    return len(stale), chunks
+
+
+def _replace_batch(
+    store: Any, pairs: list[tuple[SubjectKeyRecord, SubjectKeyRecord]]
+) -> int:
+    """Swap each pair in if its record is unchanged; one transaction when the store can."""
+    many = getattr(store, "replace_many", None)
+    if many is not None:
+        return int(many(pairs))
+    replace = getattr(store, "replace", None)
+    done = 0
+    for old, new in pairs:
+        if replace is not None:
+            done += bool(replace(old, new))
+            continue
+        current = store.get(old.subject)
+        if (
+            current is not None
+            and current.wrapped_key is not None
+            and current.key_id == old.key_id
+            and current.wrapped_key == old.wrapped_key
+            and current.wrapping_key_id == old.wrapping_key_id
+        ):
+            store.put(new)
+            done += 1
+    return done
+
+
+def _rewrap_subject_keys(
+    custodian: Any, store: Any, batch_size: int, progress: Progress | None
+) -> int:
+    """Re-wrap every live subject key of *store* under the primary data key."""
+    keyring = custodian.keyring
+    primary = keyring.primary_key_id
+    name = _store_name(store)
+    total, pages = _stale_pages(store, primary, batch_size)
+    done = rewrapped = 0
+    for batch, records in enumerate(pages):
+        _announce_rewrap(custodian, name, records, batch=batch)
+        pairs = [
+            (r, keyring._rewrap_subject_record(r))  # noqa: SLF001 - package-internal
+            for r in records
+        ]
+        rewrapped += _replace_batch(store, pairs)
+        done += len(records)
+        if progress is not None:
+            progress(name, min(done, total), total)
+    # Cached unwrapped keys stay valid: the key and its id are unchanged.
+    return rewrapped
+
+
+def _announce_rewrap(
+    custodian: Any, name: str, records: Sequence[SubjectKeyRecord], *, batch: int
+) -> None:
+    """Record, before a batch of subject keys is unwrapped, which subjects' keys."""
+    audit = getattr(custodian, "audit", None)
+    if audit is None or not records:
+        return
+    subjects = list(dict.fromkeys(_subject_text(r.subject) for r in records))
+    record = getattr(audit, "record", None)
+    subject_ref = getattr(audit, "subject_ref", None)
+    if record is not None and subject_ref is not None:
+        refs = [subject_ref(s) for s in subjects]
+        chunks = [refs[i : i + 1000] for i in range(0, len(refs), 1000)]
+        for chunk in chunks:
+            record(
+                "record.bulk_update",
+                outcome="allowed",
+                actor={"type": "system", "id": REENCRYPT_ACTOR},
+                reason="operator_request",
+                entity=name,
+                fields=[_WRAPPED_KEY],
+                count=len(records) if len(chunks) == 1 else len(chunk),
+                subjects=chunk,
+                batch=batch,
+            )
+        return
+    from custdata._decision import (  # noqa: PLC0415
+        AccessDecision,
+        Action,
+        Outcome,
+    )
+
+    audit.record_decision(
+        AccessDecision(
+            outcome=Outcome.ALLOWED,
+            action=Action.UPDATE,
+            actor=REENCRYPT_ACTOR,
+            role=None,
+            purpose=None,
+            policy_version=custodian.policy.version,
+            entity=name,
+            fields=(_WRAPPED_KEY,),
+            subjects=tuple(subjects),
+            count=len(records),
+        )
+    )
+
+
+_WRAPPED_KEY = "wrapped_key"
+
+
+def key_usage(
+    engine: Engine, *, tables: Any = None, subject_keys: Any = None
+) -> list[KeyUsage]:
     """Count stored values per key id, from the key id in each envelope header.
 
     The count runs in the database (``GROUP BY`` on the header bytes), so it
     reads no ciphertext into Python and needs no keys.
 
+    With ``subject_keys`` (a subject key store, such as a
+    :class:`SqlSubjectKeyStore`), the live per-subject keys are counted too, per
+    data key that wraps them (``kind="subject_key"``, column ``wrapped_key``):
+    a data key is no longer needed once no value and no subject key uses it.
+
     Returns:
         One entry per table, column, algorithm and key id, sorted.
     """
     usage: list[KeyUsage] = []
+    if subject_keys is not None:
+        usage.extend(_subject_key_usage(subject_keys))
     with engine.connect() as conn:
         for target in _targets(_tables_arg(tables)):
             for col, _b, text in target.encrypted:
@@ -446,7 +679,36 @@ def key_usage(engine: Engine, *, tables: Any = None) -> list[KeyUsage]:
                             count=count,
                         )
                     )
-    return sorted(usage, key=lambda u: (u.table, u.column, u.algorithm, u.key_id))
+    return sorted(
+        usage,
+        key=lambda u: (u.kind != "value", u.table, u.column, u.algorithm, u.key_id),
+    )
+
+
+def _subject_key_usage(store: Any) -> list[KeyUsage]:
+    counts_of = getattr(store, "wrapping_key_counts", None)
+    counts: dict[int, int]
+    if counts_of is not None:
+        counts = dict(counts_of())
+    else:
+        counts = {}
+        for record in store.records():
+            if record.wrapping_key_id is not None and not record.destroyed:
+                counts[record.wrapping_key_id] = (
+                    counts.get(record.wrapping_key_id, 0) + 1
+                )
+    name = _store_name(store)
+    return [
+        KeyUsage(
+            table=name,
+            column=_WRAPPED_KEY,
+            key_id=key_id,
+            algorithm=_GCM,
+            count=count,
+            kind="subject_key",
+        )
+        for key_id, count in counts.items()
+    ]
 
 
 def _is_envelope(stored: Any, text: bool) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -17,6 +17,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     delete,
+    func,
     insert,
     select,
     update,
@@ -156,6 +157,82 @@ class SqlSubjectKeyStore:
             rows = conn.execute(select(self.table).order_by(self.table.c.subject)).all()
         for row in rows:
             yield self._record(row)
+
+    def replace(self, old: SubjectKeyRecord, new: SubjectKeyRecord) -> bool:
+        """Store ``new`` only if ``old.subject``'s record is still ``old``; return whether.
+
+        One conditional ``UPDATE``: a record shredded (a tombstone has no wrapped
+        key) or re-wrapped since ``old`` was read is left as it is.
+        """
+        return self.replace_many([(old, new)]) == 1
+
+    def replace_many(
+        self, pairs: Sequence[tuple[SubjectKeyRecord, SubjectKeyRecord]]
+    ) -> int:
+        """Apply :meth:`replace` to each ``(old, new)`` pair in one transaction.
+
+        Either every swap commits or none does, so a process killed midway leaves
+        each record as it was.
+
+        Returns:
+            How many records were replaced.
+        """
+        if not pairs:
+            return 0
+        done = 0
+        with self._engine.begin() as conn:
+            for old, new in pairs:
+                done += self._swap(conn, old, new)
+        return done
+
+    def _swap(self, conn: Any, old: SubjectKeyRecord, new: SubjectKeyRecord) -> int:
+        t = self.table
+        if old.wrapped_key is None or old.wrapping_key_id is None:
+            return 0
+        result = conn.execute(
+            update(t)
+            .where(
+                t.c.subject == old.subject,
+                t.c.key_id == old.key_id,
+                t.c.wrapping_key_id == old.wrapping_key_id,
+                t.c.wrapped_key == old.wrapped_key,
+                t.c.destroyed_at.is_(None),
+            )
+            .values(wrapped_key=new.wrapped_key, wrapping_key_id=new.wrapping_key_id)
+        )
+        return int(result.rowcount)
+
+    def records_not_wrapped_by(
+        self, key_id: int, *, after: bytes | None = None, limit: int = 500
+    ) -> list[SubjectKeyRecord]:
+        """Return up to ``limit`` live records wrapped by a data key other than ``key_id``.
+
+        Ordered by subject, starting after the subject ``after``: page through
+        with the last subject of each page. Tombstones are never returned.
+        """
+        t = self.table
+        query = (
+            select(t)
+            .where(t.c.wrapped_key.is_not(None), t.c.wrapping_key_id != key_id)
+            .order_by(t.c.subject)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(t.c.subject > after)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [self._record(row) for row in rows]
+
+    def wrapping_key_counts(self) -> dict[int, int]:
+        """Count the live subject keys per wrapping data key id (tombstones excluded)."""
+        t = self.table
+        query = (
+            select(t.c.wrapping_key_id, func.count())
+            .where(t.c.wrapped_key.is_not(None))
+            .group_by(t.c.wrapping_key_id)
+        )
+        with self._engine.connect() as conn:
+            return {int(k): int(n) for k, n in conn.execute(query).all()}
 
     def delete_all(self) -> None:
         """Delete every record (for tests and teardown)."""
