@@ -17,7 +17,6 @@ from ._decision import (
     DecisionRecorder,
     DenyReason,
     Outcome,
-    make_decision,
 )
 from ._errors import (
     AccessDeniedError,
@@ -310,22 +309,22 @@ class Custodian:
             verdict = self._verdict(ctx.actor, ctx.role, ctx.purpose, fields)
             self._last = (ctx, fields, verdict)
         reason = verdict.reason
-        decision = make_decision(
-            Outcome.ALLOWED if reason is None else Outcome.DENIED,
-            reason,
-            action,
-            ctx.actor,
-            ctx.role,
-            ctx.purpose,
-            self._policy.version,
-            entity,
-            verdict.fields,
-            verdict.categories,
-            verdict.denied_fields,
-            tuple(map(str, subjects)),
-            count,
-            ctx.request_id,
-            ctx.trace_id,
+        decision = AccessDecision(
+            outcome=Outcome.ALLOWED if reason is None else Outcome.DENIED,
+            reason=reason,
+            action=action,
+            actor=ctx.actor,
+            role=ctx.role,
+            purpose=ctx.purpose,
+            policy_version=self._policy.version,
+            entity=entity,
+            fields=verdict.fields,
+            categories=verdict.categories,
+            denied_fields=verdict.denied_fields,
+            subjects=tuple(map(str, subjects)),
+            count=count,
+            request_id=ctx.request_id,
+            trace_id=ctx.trace_id,
         )
         if self._audit is not None:
             # AuditUnavailableError propagates: an access whose decision cannot

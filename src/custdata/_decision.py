@@ -102,29 +102,6 @@ class AccessDecision:
         return self.outcome is Outcome.ALLOWED
 
 
-#: The slot setters of :class:`AccessDecision`, in field order.
-_SETTERS = tuple(
-    getattr(AccessDecision, field.name).__set__
-    for field in attrs.fields(AccessDecision)
-)
-
-
-def make_decision(*values: object) -> AccessDecision:
-    """Build an :class:`AccessDecision` from every field, in declaration order (internal).
-
-    The same object the keyword constructor builds, for the per-statement
-    path, without its keyword handling: a decision is made for every fetched
-    batch.
-
-    Raises:
-        ValueError: If not exactly one value per field is given.
-    """
-    decision = object.__new__(AccessDecision)
-    for set_value, value in zip(_SETTERS, values, strict=True):
-        set_value(decision, value)
-    return decision
-
-
 @runtime_checkable
 class DecisionRecorder(Protocol):
     """Receives every access decision before its effect is released.
