@@ -19,11 +19,17 @@ Variants (same table shape: UUID key + 4 string columns):
   chain) into a JSON-lines file (``jsonl``, the default) or a memory sink (``trail``),
   a list (``list``) or nowhere (``noop``, which isolates the SQLAlchemy layer).
 - ``utils``: sqlalchemy-utils ``StringEncryptedType(String, key, AesGcmEngine)``.
+
+The ratios are against ``plain`` run in the same process, with custdata's
+statement hooks installed (as in an application that uses custdata). The
+``plain µs, no hooks`` column is the same plain run with custdata's hooks
+removed: what the hooks cost every other statement of the application.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import statistics
@@ -32,7 +38,7 @@ import tempfile
 import time
 import uuid
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,13 +135,13 @@ def run_db(
     models["Base"].metadata.create_all(engine)
     data = rows(n)
     ids = [r["id"] for r in data]
-    variants = ["plain", "custdata", "utils"]
+    variants = ["plain", "custdata", "utils", "bare"]
     results: dict[tuple[str, str], list[float]] = {}
     try:
         for rep in range(reps):
-            order = variants[rep % 3 :] + variants[: rep % 3]
+            order = variants[rep % 4 :] + variants[: rep % 4]
             for variant in order:
-                model = models[variant]
+                model = models["plain" if variant == "bare" else variant]
 
                 with (
                     custodian.activate(),
@@ -174,6 +180,7 @@ def run_db(
                     custodian.activate(),
                     custdata.acting_as("bench", role="support_agent"),
                     custdata.purpose("support"),
+                    _hooks_removed(variant == "bare"),
                 ):
                     results.setdefault((variant, "ORM insert"), []).append(
                         timed(insert) / n
@@ -190,9 +197,9 @@ def run_db(
 
     print(f"\n### {label} (N={n}, reps={reps}, lookups={lookups})\n")
     print(
-        "| operation | plain µs | custdata µs (x plain) | sqlalchemy-utils µs (x plain) | budget |"
+        "| operation | plain µs | custdata µs (x plain) | sqlalchemy-utils µs (x plain) | budget | plain µs, no hooks |"
     )
-    print("|---|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|")
     budgets = {
         "ORM insert": "≤1.15x" if label.startswith("PostgreSQL") else "≤1.25x",
         "ORM select-all": "≤1.5x",
@@ -205,9 +212,36 @@ def run_db(
             vals = results[(variant, op)]
             ratio = statistics.median(v / p for v, p in zip(vals, plain, strict=True))
             cells.append(f"{statistics.median(vals) * 1e6:.2f} ({ratio:.2f}x)")
+        bare = statistics.median(results[("bare", op)]) * 1e6
         print(
-            f"| {op} | {statistics.median(plain) * 1e6:.2f} | {cells[0]} | {cells[1]} | {budgets[op]} |"
+            f"| {op} | {statistics.median(plain) * 1e6:.2f} | {cells[0]} | {cells[1]} | {budgets[op]} | {bare:.2f} |"
         )
+
+
+@contextlib.contextmanager
+def _hooks_removed(remove: bool) -> Iterator[None]:
+    """Run without custdata's statement hooks (for the plain baseline without them)."""
+    if not remove:
+        yield
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from custdata.sqlalchemy import _runtime
+
+    # The hooks are private on purpose: an application must not run without them.
+    hooks = [
+        (Engine, "before_execute", _runtime._before_execute, {"retval": True}),  # noqa: SLF001
+        (Engine, "before_cursor_execute", _runtime._before_cursor_execute, {}),  # noqa: SLF001
+        (Session, "do_orm_execute", _runtime._do_orm_execute, {}),  # noqa: SLF001
+    ]
+    for target, name, fn, _ in hooks:
+        event.remove(target, name, fn)
+    try:
+        yield
+    finally:
+        for target, name, fn, kw in hooks:
+            event.listen(target, name, fn, **kw)
 
 
 class _NoopRecorder:
