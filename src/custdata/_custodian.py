@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from ._context import _custodian, _default_custodian, current_access
+from ._context import _access, _custodian, _default_custodian, current_access
 from ._decision import (
     AccessDecision,
     Action,
@@ -300,7 +300,7 @@ class Custodian:
                 field that does not mask on violation, or a field is untagged.
             AuditUnavailableError: The decision could not be recorded.
         """
-        ctx = current_access()
+        ctx = _access.get()
         last = self._last
         verdict: _Verdict | None = last[2]
         if verdict is None or last[0] is not ctx or last[1] is not fields:

@@ -52,7 +52,7 @@ from sqlalchemy.sql.elements import (
     UnaryExpression,
 )
 
-from custdata._context import _custodian, _default_custodian, current_access
+from custdata._context import _access, _custodian, _default_custodian, current_access
 from custdata._decision import Action
 from custdata._errors import (
     ConfigurationError,
@@ -98,6 +98,8 @@ __all__ = [
 MASK_TEXT = "***"
 
 _lock = threading.Lock()
+#: :func:`custdata.current_access` without the Python call (hot paths).
+_access_now = _access.get
 
 
 def _current_custodian() -> Any:
@@ -732,12 +734,13 @@ class _Plan:
         :meth:`custdata.Custodian.authorize`. A read predicted to be denied is
         authorized before the statement runs, so it raises there.
         """
-        ctx = current_access()
-        policy = custodian.policy
+        ctx = _access_now()
         last = self._last
-        if last[0] is ctx and last[1] is policy:
-            # The same (immutable) access context as the last execution.
+        if last[0] is ctx and last[1] is custodian:
+            # The same (immutable) access context and custodian (whose policy
+            # is fixed) as the last execution.
             return last[2]
+        policy = custodian.policy
         key = (policy, ctx.actor is None, ctx.role, ctx.purpose)
         verdict = self.predicted.get(key)
         if verdict is None:
@@ -750,7 +753,7 @@ class _Plan:
             if len(self.predicted) > 64:  # noqa: PLR2004 - a bound, not a tuning knob
                 self.predicted.clear()
             self.predicted[key] = verdict
-        self._last = (ctx, policy, verdict)
+        self._last = (ctx, custodian, verdict)
         return verdict
 
 
@@ -1107,11 +1110,9 @@ class _AnnouncingCursor:
                     count=len(plan.bindings),
                 )
                 memo = plan._released  # noqa: SLF001 - the plan's own memo, inlined
-                keyring = self._custodian.keyring
                 if (
                     memo is not None
-                    and memo[0] is self._custodian
-                    and memo[1] is keyring
+                    and memo[0] is self._custodian  # (whose keyring is fixed)
                     and memo[2] == decision.denied_fields
                 ):
                     grants, opens, bound, masks = memo[3]
@@ -1175,7 +1176,8 @@ class _AnnouncingCursor:
         if self._buffer:
             rows = [*self._buffer, *rows]
             self._buffer = []
-        self._in_force()
+        if _GRANTS.get() is not self._grants:  # _in_force(), inlined
+            _GRANTS.set(self._grants)
         return rows
 
     def fetchmany(self, size: int | None = None) -> Any:
@@ -1236,7 +1238,7 @@ def _before_cursor_execute(  # noqa: PLR0917
         return
     last = plan._last  # noqa: SLF001 - the plan's own memo, inlined
     if not (
-        last[0] is current_access() and last[1] is custodian.policy and last[2]
+        last[0] is _access_now() and last[1] is custodian and last[2]
     ) and not plan.allowed(custodian):
         # Refused before the statement runs: nothing is fetched or decrypted.
         authorize_read(plan, custodian)
@@ -1448,12 +1450,13 @@ def _withheld_keys(
     mapper: Mapper[Any], facts: _MapperFacts, custodian: Any
 ) -> frozenset[str]:
     """The customer-data attributes of *mapper* an entity load leaves unloaded (cached)."""
-    policy = custodian.policy
-    ctx = current_access()
+    ctx = _access_now()
     last = facts.last
-    if last[0] is ctx and last[1] is policy:
-        # The same (immutable) access context as the last load of this mapper.
+    if last[0] is ctx and last[1] is custodian:
+        # The same (immutable) access context and custodian (whose policy is
+        # fixed) as the last load of this mapper.
         return last[2]
+    policy = custodian.policy
     cache_key = (mapper, id(policy), ctx.actor is None, ctx.role, ctx.purpose)
     keys = _WITHHELD_CACHE.get(cache_key)
     if keys is None:
@@ -1465,7 +1468,7 @@ def _withheld_keys(
         if len(_WITHHELD_CACHE) > 4096:  # noqa: PLR2004 - a bound, not a tuning knob
             _WITHHELD_CACHE.clear()
         _WITHHELD_CACHE[cache_key] = keys
-    facts.last = (ctx, policy, keys)
+    facts.last = (ctx, custodian, keys)
     return keys
 
 
@@ -1510,7 +1513,7 @@ def _orm_select(state: ORMExecuteState) -> None:
         if not facts.fields:
             continue
         if custodian is None:
-            custodian = _current_custodian()
+            custodian = _custodian.get() or _default_custodian[0]
             if custodian is None:
                 raise ConfigurationError(
                     "no custodian is current: call custodian.make_current() or use custodian.activate()"
