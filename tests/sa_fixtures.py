@@ -100,8 +100,13 @@ class Models:
         self.Base.metadata.drop_all(engine)
 
 
-def make_models(suffix: str | None = None, *, storage: str = "binary") -> Models:
-    """Build Customer/Order models on tables ``sa_customers_<suffix>``/``sa_orders_<suffix>``."""
+def make_models(
+    suffix: str | None = None, *, storage: str = "binary", orders_lazy: str = "select"
+) -> Models:
+    """Build Customer/Order models on tables ``sa_customers_<suffix>``/``sa_orders_<suffix>``.
+
+    *orders_lazy* is the loader strategy configured on ``Customer.orders``.
+    """
     suffix = suffix or uuid.uuid4().hex[:8]
 
     class Base(DeclarativeBase):
@@ -136,7 +141,9 @@ def make_models(suffix: str | None = None, *, storage: str = "binary") -> Models
             "demographic.birth_date", purposes=["billing"]
         )
         orders: Mapped[list[Order]] = relationship(
-            back_populates="customer", order_by="Order.id"
+            back_populates="customer",
+            order_by="Order.id",
+            lazy=orders_lazy,  # type: ignore[arg-type]
         )
 
     class Order(Base):

@@ -140,6 +140,89 @@ class TestEntityLoads:
         assert before == counting.counts["decrypt"]
 
 
+class TestJoinedLoads:
+    """Eagerly joined entities leave unloaded what the purpose may not read, as top-level ones do."""
+
+    def test_joinedload_defers_denied_field(
+        self,
+        engine: Engine,
+        models: Models,
+        sa_custodian: custdata.Custodian,
+        counting: CountingKeyring,
+        recorder: Recorder,
+    ) -> None:
+        """Billing loads customers with their orders; the support-only note stays unloaded."""
+        with Session(engine) as session:
+            _customer(session, models, "Alice", "1.50")
+            with support():
+                order = session.scalars(select(models.Order)).one()
+                order.note = CANARIES["note"]
+                session.commit()
+        with Session(engine) as session, billing():
+            before = counting.counts["decrypt"]
+            loaded = (
+                session.scalars(
+                    select(models.Customer).options(joinedload(models.Customer.orders))
+                )
+                .unique()
+                .all()
+            )
+            order = loaded[0].orders[0]
+            assert (loaded[0].name, order.total) == ("Alice", decimal.Decimal("1.50"))
+            # The name, the e-mail and the order total (card and birth date
+            # are NULL): not the note.
+            assert counting.counts["decrypt"] - before == 3
+            with pytest.raises(custdata.PurposeViolationError) as info:
+                _ = order.note
+            assert CANARIES["note"] not in str(info.value)
+            assert counting.counts["decrypt"] - before == 3
+        denied = [d for d in recorder.decisions if not d.allowed]
+        assert ("note",) == denied[-1].fields
+
+    def test_nested_joins_and_top_level_both_deferred(
+        self, engine: Engine, models: Models, sa_custodian: custdata.Custodian
+    ) -> None:
+        """Orders joined to their customers: marketing sees only the e-mail."""
+        from sa_fixtures import marketing
+
+        with Session(engine) as session:
+            _customer(session, models, "Alice", "1.50")
+        with Session(engine) as session, marketing():
+            order = session.scalars(
+                select(models.Order).options(
+                    joinedload(models.Order.customer).joinedload(models.Customer.orders)
+                )
+            ).first()
+            assert order is not None
+            assert "alice@example.jp" == order.customer.email
+            for touch in (
+                lambda: order.total,
+                lambda: order.customer.name,
+                lambda: order.customer.orders[0].note,
+            ):
+                with pytest.raises(custdata.PurposeViolationError):
+                    touch()
+
+    def test_configured_joined_relationship(
+        self, engine: Engine, sa_custodian: custdata.Custodian
+    ) -> None:
+        """A relationship configured lazy="joined" defers the same way, without options."""
+        from sa_fixtures import make_models
+
+        models = make_models(orders_lazy="joined")
+        models.create(engine)
+        try:
+            with Session(engine) as session:
+                _customer(session, models, "Alice", "1.50")
+            with Session(engine) as session, billing():
+                customer = session.scalars(select(models.Customer)).unique().one()
+                assert decimal.Decimal("1.50") == customer.orders[0].total
+                with pytest.raises(custdata.PurposeViolationError):
+                    _ = customer.orders[0].note
+        finally:
+            models.drop(engine)
+
+
 class TestCanonicalSubject:
     """The subject id is the same text in every decision, on every dialect and path."""
 
@@ -159,8 +242,7 @@ class TestCanonicalSubject:
         assert all(expected == d.subjects for d in writes)
         n = len(recorder.decisions)
         # Support may read the orders' notes too, so a joined eager load of
-        # the orders is allowed (billing may not: a joined load cannot leave
-        # an eager-loaded entity's field unloaded).
+        # the orders reads everything.
         with Session(engine) as session, support():
             session.scalars(select(models.Customer)).all()
             session.expunge_all()

@@ -1262,7 +1262,7 @@ def _before_cursor_execute(  # noqa: PLR0917
 
 
 class _MapperFacts:
-    __slots__ = ("fields", "last", "validated")
+    __slots__ = ("fields", "joined", "last", "validated")
 
     def __init__(self, mapper: Mapper[Any]) -> None:
         self.fields: list[tuple[str, FieldPolicy]] = []
@@ -1272,7 +1272,9 @@ class _MapperFacts:
                 if isinstance(info, CustomerDataInfo):
                     self.fields.append((prop.key, info.field))
         self.validated: weakref.WeakSet[Any] = weakref.WeakSet()
-        #: (access context, policy, withheld keys) of the last entity load.
+        #: Relationships configured to load joined (``lazy="joined"``).
+        self.joined = [r for r in mapper.relationships if r.lazy == "joined"]
+        #: (access context, custodian, withheld keys) of the last entity load.
         self.last: tuple[object, object, frozenset[str]] = (None, None, frozenset())
 
 
@@ -1522,7 +1524,9 @@ def _orm_select(state: ORMExecuteState) -> None:
         if keys:
             plan.append((mapper, keys))
     if custodian is None:
-        # No customer data at the top level: nothing to withhold or name.
+        # No customer data at the top level: nothing to withhold or name,
+        # except in what is eagerly joined to it.
+        _defer_joined(state, mappers, {})
         return
     load_options = state.load_options
     if (
@@ -1531,6 +1535,8 @@ def _orm_select(state: ORMExecuteState) -> None:
     ) and (state.is_relationship_load or state.is_column_load):
         _known_subject(state)
     if not plan:
+        if not state.is_relationship_load:
+            _defer_joined(state, mappers, {})
         return
     requested: frozenset[str] = frozenset()
     compile_options = getattr(state.statement, "_compile_options", None)
@@ -1569,24 +1575,121 @@ def _orm_select(state: ORMExecuteState) -> None:
         options.extend(defer(getattr(entity, key)) for key in sorted(found or ()))
     if options:
         state.statement = state.statement.options(*options)
+    _defer_joined(state, mappers, withheld)
 
 
 def _relative(state: ORMExecuteState, mapper: Mapper[Any], keys: set[str]) -> list[Any]:
     """``defaultload(A.rel)...defer(B.x)`` along the path of a relationship load."""
-    from sqlalchemy.orm import defaultload  # noqa: PLC0415
-
     path = state.loader_strategy_path
     elements: list[Any] = list(path.path) if path is not None else []
+    return _along(elements, mapper, keys)
+
+
+def _along(
+    elements: Sequence[Any], target: Any, keys: set[str] | frozenset[str]
+) -> list[Any]:
+    """``defaultload(A.rel).defaultload(B.rel2)...defer(C.x)`` for each key.
+
+    *elements* alternate owner entity and relationship, from the statement's
+    top level down to *target*, the entity the keys belong to.
+    """
+    from sqlalchemy.orm import defaultload  # noqa: PLC0415
+
     opt: Any = None
     for i in range(0, len(elements) - 1, 2):
         owner, prop = elements[i], elements[i + 1]
-        attr = getattr(owner.class_, prop.key)
+        attr = getattr(getattr(owner, "entity", None) or owner.class_, prop.key)
         opt = defaultload(attr) if opt is None else opt.defaultload(attr)
+    entity = getattr(target, "entity", None) or target.class_
     out = []
     for key in sorted(keys):
-        attr = getattr(mapper.class_, key)
+        attr = getattr(entity, key)
         out.append(defer(attr) if opt is None else opt.defer(attr))
     return out
+
+
+_JOINED = (("lazy", "joined"),)
+#: How deep configured ``lazy="joined"`` relationships are followed.
+_JOIN_DEPTH = 4
+
+
+def _joined_paths(statement: Any, tops: Sequence[Mapper[Any]]) -> list[tuple[Any, ...]]:
+    """The paths (entity, relationship, ..., entity) a SELECT loads joined, from the top.
+
+    Joined eager loads named by loader options, and relationships configured
+    ``lazy="joined"``, as long as every step above them is joined as well (a
+    joined load below a select-in or lazy load belongs to that other query).
+    """
+    strategies: dict[tuple[Any, ...], Any] = {}
+    for opt in getattr(statement, "_with_options", ()):
+        for element in getattr(opt, "context", ()):
+            path = getattr(getattr(element, "path", None), "path", None)
+            strategy = getattr(element, "strategy", None)
+            if path and strategy:
+                strategies[tuple(path)] = strategy
+
+    def joined(prefix: tuple[Any, ...]) -> bool:
+        strategy = strategies.get(prefix)
+        if strategy is None:
+            return getattr(prefix[-2], "lazy", None) == "joined"
+        return bool(strategy == _JOINED)
+
+    paths = [
+        path
+        for path, strategy in strategies.items()
+        if strategy == _JOINED
+        and len(path) >= 3  # noqa: PLR2004 - entity, relationship, entity
+        and all(joined(path[: j + 2]) for j in range(1, len(path) - 2, 2))
+    ]
+    stack: list[tuple[Any, ...]] = [(m,) for m in tops]
+    while stack:
+        path = stack.pop()
+        mapper = getattr(path[-1], "mapper", path[-1])
+        for rel in (_MAPPERS.get(mapper) or _mapper_facts(mapper)).joined:
+            longer = (*path, rel, rel.mapper)
+            if (
+                len(longer) > 2 * _JOIN_DEPTH + 1
+                or rel.mapper in path
+                or not joined(longer)
+            ):
+                continue
+            if longer not in paths:
+                paths.append(longer)
+            stack.append(longer)
+    return paths
+
+
+def _defer_joined(
+    state: ORMExecuteState,
+    tops: Sequence[Mapper[Any]],
+    withheld: Mapping[Mapper[Any], frozenset[str]],
+) -> None:
+    """Leave unloaded the fields of eagerly joined entities the context may not read.
+
+    The same as for the statement's own entities: the joined objects load,
+    and touching such a field later raises through its own audited load.
+    """
+    if not getattr(state.statement, "_with_options", None) and not any(
+        (_MAPPERS.get(m) or _mapper_facts(m)).joined for m in tops
+    ):
+        return
+    options: list[Any] = []
+    custodian: Any = None
+    for path in _joined_paths(state.statement, tops):
+        target = path[-1]
+        mapper = getattr(target, "mapper", target)
+        facts = _MAPPERS.get(mapper) or _mapper_facts(mapper)
+        if not facts.fields:
+            continue
+        keys = withheld.get(mapper)
+        if keys is None:
+            if custodian is None:
+                custodian = _require_custodian()
+            keys = _withheld_keys(mapper, facts, custodian)
+        if keys:
+            options.extend(_along(path[:-1], target, keys))
+    if options:
+        state.statement = state.statement.options(*options)
 
 
 def _orm_bulk(state: ORMExecuteState) -> None:
