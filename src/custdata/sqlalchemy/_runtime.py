@@ -1510,8 +1510,12 @@ def _orm_select(state: ORMExecuteState) -> None:
         return
     custodian: Any = None
     plan: list[tuple[Mapper[Any], frozenset[str]]] = []
+    # Loader options as given (before any of ours): joined eager loads to check.
+    given = getattr(state.statement, "_with_options", ())
+    joins = bool(given)
     for mapper in mappers:
         facts = _MAPPERS.get(mapper) or _mapper_facts(mapper)
+        joins = joins or bool(facts.joined)
         if not facts.fields:
             continue
         if custodian is None:
@@ -1526,7 +1530,8 @@ def _orm_select(state: ORMExecuteState) -> None:
     if custodian is None:
         # No customer data at the top level: nothing to withhold or name,
         # except in what is eagerly joined to it.
-        _defer_joined(state, mappers, {})
+        if joins:
+            _defer_joined(state, mappers, {}, given)
         return
     load_options = state.load_options
     if (
@@ -1535,8 +1540,8 @@ def _orm_select(state: ORMExecuteState) -> None:
     ) and (state.is_relationship_load or state.is_column_load):
         _known_subject(state)
     if not plan:
-        if not state.is_relationship_load:
-            _defer_joined(state, mappers, {})
+        if joins and not state.is_relationship_load:
+            _defer_joined(state, mappers, {}, given)
         return
     requested: frozenset[str] = frozenset()
     compile_options = getattr(state.statement, "_compile_options", None)
@@ -1575,7 +1580,8 @@ def _orm_select(state: ORMExecuteState) -> None:
         options.extend(defer(getattr(entity, key)) for key in sorted(found or ()))
     if options:
         state.statement = state.statement.options(*options)
-    _defer_joined(state, mappers, withheld)
+    if joins:
+        _defer_joined(state, mappers, withheld, given)
 
 
 def _relative(state: ORMExecuteState, mapper: Mapper[Any], keys: set[str]) -> list[Any]:
@@ -1613,7 +1619,9 @@ _JOINED = (("lazy", "joined"),)
 _JOIN_DEPTH = 4
 
 
-def _joined_paths(statement: Any, tops: Sequence[Mapper[Any]]) -> list[tuple[Any, ...]]:
+def _joined_paths(
+    given: Sequence[Any], tops: Sequence[Mapper[Any]]
+) -> list[tuple[Any, ...]]:
     """The paths (entity, relationship, ..., entity) a SELECT loads joined, from the top.
 
     Joined eager loads named by loader options, and relationships configured
@@ -1621,7 +1629,7 @@ def _joined_paths(statement: Any, tops: Sequence[Mapper[Any]]) -> list[tuple[Any
     joined load below a select-in or lazy load belongs to that other query).
     """
     strategies: dict[tuple[Any, ...], Any] = {}
-    for opt in getattr(statement, "_with_options", ()):
+    for opt in given:
         for element in getattr(opt, "context", ()):
             path = getattr(getattr(element, "path", None), "path", None)
             strategy = getattr(element, "strategy", None)
@@ -1663,19 +1671,17 @@ def _defer_joined(
     state: ORMExecuteState,
     tops: Sequence[Mapper[Any]],
     withheld: Mapping[Mapper[Any], frozenset[str]],
+    given: Sequence[Any],
 ) -> None:
     """Leave unloaded the fields of eagerly joined entities the context may not read.
 
     The same as for the statement's own entities: the joined objects load,
     and touching such a field later raises through its own audited load.
+    *given* are the statement's loader options as the application gave them.
     """
-    if not getattr(state.statement, "_with_options", None) and not any(
-        (_MAPPERS.get(m) or _mapper_facts(m)).joined for m in tops
-    ):
-        return
     options: list[Any] = []
     custodian: Any = None
-    for path in _joined_paths(state.statement, tops):
+    for path in _joined_paths(given, tops):
         target = path[-1]
         mapper = getattr(target, "mapper", target)
         facts = _MAPPERS.get(mapper) or _mapper_facts(mapper)
