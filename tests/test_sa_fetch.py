@@ -140,6 +140,47 @@ class TestEntityLoads:
         assert before == counting.counts["decrypt"]
 
 
+class TestMasks:
+    """Masked fields read as the mask on every fetch path, never decrypted."""
+
+    def test_masks_in_batches_streams_and_single_rows(
+        self,
+        engine: Engine,
+        models: Models,
+        sa_custodian: custdata.Custodian,
+        counting: CountingKeyring,
+    ) -> None:
+        """Billing sees the support-only phone as the mask: all rows, streamed, one row."""
+        from custdata.sqlalchemy import MASK_TEXT
+
+        with Session(engine) as session:
+            for name in ("Alice", "Bob", "Carol"):
+                _customer(session, models, name, "1.00")
+            with support():
+                for c in session.scalars(select(models.Customer)):
+                    c.phone = CANARIES["phone"]
+                session.commit()
+            session.expunge_all()
+            with billing():
+                before = counting.counts["decrypt"]
+                phones = session.scalars(select(models.Customer.phone)).all()
+                streamed = [
+                    row[0]
+                    for row in session.execute(
+                        select(models.Customer.phone),
+                        execution_options={"yield_per": 2},
+                    )
+                ]
+                entities = session.scalars(select(models.Customer)).all()
+                one = session.get(models.Customer, entities[0].id)
+                assert one is not None
+                assert [MASK_TEXT] * 3 == phones == streamed
+                assert [MASK_TEXT] * 3 == [c.phone for c in entities]
+                assert MASK_TEXT == one.phone
+                # Only names, e-mails (entity load) were decrypted: no phone.
+                assert counting.counts["decrypt"] - before == 6
+
+
 class TestJoinedLoads:
     """Eagerly joined entities leave unloaded what the purpose may not read, as top-level ones do."""
 
