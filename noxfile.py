@@ -35,6 +35,13 @@ def tests(session: nox.Session, sqlalchemy: str) -> None:
     session.run("coverage", "report")
 
 
+@nox.session(python=["3.10", "3.11", "3.12", "3.13"])
+def pythons(session: nox.Session) -> None:
+    """Run the test suite on every supported Python (those installed)."""
+    session.install("-e", ".[tests]")
+    session.run("pytest", *session.posargs, env=DB_ENV)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Ruff lint and format check."""

@@ -6,6 +6,7 @@ import datetime as dt
 import decimal
 import ipaddress
 import json
+import re
 import uuid
 
 from pathlib import Path
@@ -31,6 +32,16 @@ VECTORS = json.loads(
     (Path(__file__).parent / "vectors" / "envelope_v1.json").read_text("utf-8")
 )
 
+
+def _iso_datetime(text: str) -> dt.datetime:
+    """``datetime.fromisoformat``, with Python 3.10's six-digit fraction rule met."""
+    match = re.fullmatch(r"(.*T\d\d:\d\d:\d\d)\.(\d{1,6})(.*)", text)
+    if match:
+        head, fraction, tail = match.groups()
+        text = f"{head}.{fraction.ljust(6, '0')}{tail}"
+    return dt.datetime.fromisoformat(text)
+
+
 _TYPES: dict[str, Any] = {
     "str": (str, str),
     "bytes": (bytes, bytes.fromhex),
@@ -39,7 +50,7 @@ _TYPES: dict[str, Any] = {
     "float": (float, float),
     "bool": (bool, lambda t: t == "true"),
     "date": (dt.date, dt.date.fromisoformat),
-    "datetime": (dt.datetime, dt.datetime.fromisoformat),
+    "datetime": (dt.datetime, _iso_datetime),
     "time": (dt.time, dt.time.fromisoformat),
     "UUID": (uuid.UUID, uuid.UUID),
     "JSON": (dict, json.loads),
