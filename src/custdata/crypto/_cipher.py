@@ -534,36 +534,26 @@ class FieldCipher(_ColumnCipher[T]):
             blob = _as_bytes(blob)
         entry = self._read.get(blob[:HEADER_SIZE])
         if (
-            entry is not None
-            and entry.lease is None
-            and self.subject_keys is None
-            and len(blob) >= GCM_OVERHEAD
+            entry is None
+            or entry.lease is not None
+            or self.subject_keys is not None
+            or len(blob) < GCM_OVERHEAD
         ):
-            # A cached column key without a lease: nothing else to check.
-            try:
-                frame = entry.aead.decrypt(
-                    blob[HEADER_SIZE:_NONCE_END],
-                    blob[_NONCE_END:],
-                    entry.aad if tail is None else entry.aad_subject + tail,
+            # Not simply a cached column key without a lease: check it all.
+            if self.subject_keys is not None:
+                if tail is None:
+                    raise TypeError(
+                        f"{self.table}.{self.column} uses per-subject keys: pass subjects"
+                    )
+                return self._decrypt_for_canonical(blob, tail[4:])
+            if len(blob) < GCM_OVERHEAD:
+                raise DecryptionError(
+                    f"cannot decrypt a value of {self.table}.{self.column}: truncated envelope"
                 )
-            except InvalidTag:
-                raise self._failed() from None
-            return self._decode(frame)
-        if self.subject_keys is not None:
-            if tail is None:
-                raise TypeError(
-                    f"{self.table}.{self.column} uses per-subject keys: pass subjects"
-                )
-            return self._decrypt_for_canonical(blob, tail[4:])
-        if len(blob) < GCM_OVERHEAD:
-            raise DecryptionError(
-                f"cannot decrypt a value of {self.table}.{self.column}: truncated envelope"
-            )
-        entry = self._read.get(blob[:HEADER_SIZE])
-        if entry is None or (
-            entry.lease is not None and entry.lease.spend(self._clock())
-        ):
-            entry = self._new_read_key(blob)
+            if entry is None or (
+                entry.lease is not None and entry.lease.spend(self._clock())
+            ):
+                entry = self._new_read_key(blob)
         try:
             frame = entry.aead.decrypt(
                 blob[HEADER_SIZE:_NONCE_END],

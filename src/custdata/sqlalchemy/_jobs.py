@@ -383,23 +383,52 @@ def _announce_batch(
                 categories.add(b.field.category)
     if not count:
         return
+    _record_job_batch(
+        custodian,
+        entity=target.table.name,
+        fields=sorted(fields),
+        categories=sorted(categories),
+        subjects=list(subjects),
+        count=count,
+        batch=batch,
+    )
+
+
+def _record_job_batch(
+    custodian: Any,
+    *,
+    entity: str,
+    fields: list[str],
+    categories: list[str],
+    subjects: list[str],
+    count: int,
+    batch: int,
+) -> None:
+    """Record one batch of the re-encryption job through the custodian's recorder.
+
+    An :class:`custdata.audit.AuditTrail` gets ``record.bulk_update`` events
+    by the ``system`` actor (split at 1,000 subjects); any other recorder gets
+    one allowed ``Action.UPDATE`` decision.
+    """
+    audit = custodian.audit
     record = getattr(audit, "record", None)
     subject_ref = getattr(audit, "subject_ref", None)
     if record is not None and subject_ref is not None:
         refs = [subject_ref(s) for s in subjects]
         chunks = [refs[i : i + 1000] for i in range(0, len(refs), 1000)] or [[]]
         for chunk in chunks:
+            extra = {"data_categories": categories} if categories else {}
             record(
                 "record.bulk_update",
                 outcome="allowed",
                 actor={"type": "system", "id": REENCRYPT_ACTOR},
                 reason="operator_request",
-                entity=target.table.name,
-                fields=sorted(fields),
-                data_categories=sorted(categories),
+                entity=entity,
+                fields=fields,
                 count=count if len(chunks) == 1 else len(chunk),
                 subjects=chunk or None,
                 batch=batch,
+                **extra,
             )
         return
     from custdata._decision import (  # noqa: PLC0415
@@ -416,9 +445,9 @@ def _announce_batch(
             role=None,
             purpose=None,
             policy_version=custodian.policy.version,
-            entity=target.table.name,
-            fields=tuple(sorted(fields)),
-            categories=tuple(sorted(categories)),
+            entity=entity,
+            fields=tuple(fields),
+            categories=tuple(categories),
             subjects=tuple(subjects),
             count=count,
         )
@@ -581,44 +610,14 @@ def _announce_rewrap(
     audit = getattr(custodian, "audit", None)
     if audit is None or not records:
         return
-    subjects = list(dict.fromkeys(_subject_text(r.subject) for r in records))
-    record = getattr(audit, "record", None)
-    subject_ref = getattr(audit, "subject_ref", None)
-    if record is not None and subject_ref is not None:
-        refs = [subject_ref(s) for s in subjects]
-        chunks = [refs[i : i + 1000] for i in range(0, len(refs), 1000)]
-        for chunk in chunks:
-            record(
-                "record.bulk_update",
-                outcome="allowed",
-                actor={"type": "system", "id": REENCRYPT_ACTOR},
-                reason="operator_request",
-                entity=name,
-                fields=[_WRAPPED_KEY],
-                count=len(records) if len(chunks) == 1 else len(chunk),
-                subjects=chunk,
-                batch=batch,
-            )
-        return
-    from custdata._decision import (  # noqa: PLC0415
-        AccessDecision,
-        Action,
-        Outcome,
-    )
-
-    audit.record_decision(
-        AccessDecision(
-            outcome=Outcome.ALLOWED,
-            action=Action.UPDATE,
-            actor=REENCRYPT_ACTOR,
-            role=None,
-            purpose=None,
-            policy_version=custodian.policy.version,
-            entity=name,
-            fields=(_WRAPPED_KEY,),
-            subjects=tuple(subjects),
-            count=len(records),
-        )
+    _record_job_batch(
+        custodian,
+        entity=name,
+        fields=[_WRAPPED_KEY],
+        categories=[],
+        subjects=list(dict.fromkeys(_subject_text(r.subject) for r in records)),
+        count=len(records),
+        batch=batch,
     )
 
 
