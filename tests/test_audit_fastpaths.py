@@ -355,3 +355,32 @@ class TestPreparedRecords:
         ms = (us // 1000) & ((1 << 48) - 1)
         assert f"{ms:012x}" == event_id.replace("-", "")[:12]
         assert "7" == event_id[14]
+
+
+class TestPrecomputedHmac:
+    """The precomputed-pad HMAC is HMAC-SHA256, for pseudonyms and any key length."""
+
+    @hypothesis.given(
+        key=st.binary(min_size=0, max_size=200),
+        subject=st.text(max_size=40),
+        tenant=st.text(max_size=10),
+    )
+    def test_same_as_hmac(self, key: bytes, subject: str, tenant: str) -> None:
+        """subject_ref with a PseudonymKey equals it with the raw key; states equal hmac."""
+        import hashlib
+        import hmac
+
+        from custdata.audit._keys import PseudonymKey, subject_ref
+        from custdata.crypto._hmac import hmac_states
+
+        assert subject_ref(PseudonymKey(key), subject, tenant=tenant) == subject_ref(
+            key, subject, tenant=tenant
+        )
+        inner, outer = hmac_states(key)
+        inner = inner.copy()
+        inner.update(subject.encode("utf-8", "surrogatepass"))
+        outer = outer.copy()
+        outer.update(inner.digest())
+        assert outer.digest() == hmac.digest(
+            key, subject.encode("utf-8", "surrogatepass"), hashlib.sha256
+        )

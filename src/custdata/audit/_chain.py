@@ -25,13 +25,12 @@ from typing import Any, Final
 
 import attrs
 
+from custdata.crypto._hmac import TRANS_5C, TRANS_36, hmac_pads
+
 from ._keys import (
     _EVOLVE_LABEL,
-    _TRANS_5C,
-    _TRANS_36,
     AuditKeySource,
     chain_initial_key,
-    hmac_pads,
 )
 from ._schema import IDENTIFIER
 
@@ -267,8 +266,8 @@ class ChainWriter:
         # (hmac_pads, inlined: chain keys are 32 bytes) are ready for the next MAC.
         self._key = key = _sha256(_EVOLVE_LABEL + self._key).digest()
         padded = key + _PAD32
-        self._inner_head = padded.translate(_TRANS_36) + self._prefix
-        self._opad = padded.translate(_TRANS_5C)
+        self._inner_head = padded.translate(TRANS_36) + self._prefix
+        self._opad = padded.translate(TRANS_5C)
 
 
 _sha256 = hashlib.sha256

@@ -29,12 +29,13 @@ from typing import Any, Final, Protocol, runtime_checkable
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from custdata.crypto._hmac import hmac_states
+
 
 __all__ = [
     "AuditKeySource",
     "chain_initial_key",
     "evolve_key",
-    "hmac_pads",
     "pseudonym_key",
     "pseudonym_root",
     "root_for",
@@ -121,23 +122,6 @@ def chain_initial_key(root: bytes, chain: str) -> bytes:
     return hmac.digest(root, _CHAIN_LABEL + chain.encode("utf-8"), "sha256")
 
 
-_BLOCK: Final = 64
-_TRANS_36: Final = bytes(x ^ 0x36 for x in range(256))
-_TRANS_5C: Final = bytes(x ^ 0x5C for x in range(256))
-
-
-def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
-    """Return the HMAC-SHA256 inner and outer padded keys of a key of ≤ 64 bytes.
-
-    With them, ``SHA-256(opad || SHA-256(ipad || msg))`` is exactly
-    ``HMAC-SHA256(key, msg)`` (RFC 2104), without the per-call set-up of
-    :func:`hmac.digest`; chain keys change with every record, so the pads are
-    computed once per key and used for one MAC.
-    """
-    padded = key.ljust(_BLOCK, b"\x00")
-    return padded.translate(_TRANS_36), padded.translate(_TRANS_5C)
-
-
 def evolve_key(key: bytes) -> bytes:
     """Return the next chain key; the previous one cannot be recovered from it."""
     return hashlib.sha256(_EVOLVE_LABEL + key).digest()
@@ -156,18 +140,43 @@ _B32_PAIRS = tuple(a + b for a in _B32 for b in _B32)
 _PAIR_SHIFTS = tuple(range(120, -1, -10))
 
 
-def subject_ref(key: bytes, subject: str, *, tenant: str = "") -> str:
+class PseudonymKey:
+    """``K_pseudo`` with its HMAC padded-key states computed once (internal).
+
+    :func:`subject_ref` with it skips the HMAC key setup: a third of the cost
+    of a new subject's pseudonym.
+    """
+
+    __slots__ = ("inner", "outer")
+
+    def __init__(self, key: bytes) -> None:
+        self.inner, self.outer = hmac_states(key)
+
+    def __repr__(self) -> str:
+        return "<PseudonymKey>"
+
+
+def subject_ref(key: bytes | PseudonymKey, subject: str, *, tenant: str = "") -> str:
     """Return the keyed pseudonym of a data subject.
 
     Args:
-        key: ``K_pseudo`` from :func:`pseudonym_key`.
+        key: ``K_pseudo`` from :func:`pseudonym_key`, or a
+            :class:`PseudonymKey` made from it.
         subject: The subject's surrogate identifier (never written anywhere).
         tenant: An optional tenant, so equal ids in two tenants differ.
 
     Returns:
         ``"sr_"`` followed by 26 lower-case base32 characters (130 bits).
     """
-    mac = hmac.digest(key, f"{tenant}\x00{subject}".encode(), "sha256")
+    data = f"{tenant}\x00{subject}".encode()
+    if key.__class__ is PseudonymKey:
+        inner = key.inner.copy()
+        inner.update(data)
+        outer = key.outer.copy()
+        outer.update(inner.digest())
+        mac: bytes = outer.digest()
+    else:
+        mac = hmac.digest(key, data, "sha256")  # type: ignore[arg-type]
     # The first 130 bits of the MAC in RFC 4648 base32, lower case: the same
     # characters as ``base64.b32encode(mac)[:26].lower()``, which is pure
     # Python before 3.13 and costs several microseconds on every new subject.

@@ -21,7 +21,13 @@ import attrs
 import sqlalchemy as sa
 
 from ._checkpoint import Checkpoint, CheckpointAnchor, CheckpointVerifier
-from ._keys import AuditKeySource, pseudonym_key, pseudonym_root, subject_ref
+from ._keys import (
+    AuditKeySource,
+    PseudonymKey,
+    pseudonym_key,
+    pseudonym_root,
+    subject_ref,
+)
 from ._sql import audit_tables
 
 
@@ -85,7 +91,9 @@ class AuditQuery:
         self.tables = audit_tables(prefix=prefix)
         self._anchor = anchor
         self._verifier = verifier
-        self._pseudo = None if keys is None else pseudonym_key(pseudonym_root(keys))
+        self._pseudo = (
+            None if keys is None else PseudonymKey(pseudonym_key(pseudonym_root(keys)))
+        )
         self._tenant = tenant
         self._aware = engine.dialect.name == "postgresql"
 

@@ -45,7 +45,13 @@ from custdata._errors import AuditError, AuditUnavailableError
 
 from ._chain import ChainWriter, Fields, SealedRecord
 from ._checkpoint import Checkpoint, Checkpointer
-from ._keys import AuditKeySource, pseudonym_key, pseudonym_root, subject_ref
+from ._keys import (
+    AuditKeySource,
+    PseudonymKey,
+    pseudonym_key,
+    pseudonym_root,
+    subject_ref,
+)
 from ._schema import (
     _GOOD_IDENTS,
     _GOOD_REFS,
@@ -452,7 +458,7 @@ class AuditTrail:
         self._pid = os.getpid()
         self._closed = False
         # Pseudonyms stay stable across key rotation (see _keys.pseudonym_root).
-        self._pseudo = pseudonym_key(pseudonym_root(keys))
+        self._pseudo = PseudonymKey(pseudonym_key(pseudonym_root(keys)))
         # Pseudonyms of recently seen subjects (raw ids stay in memory only).
         self._refs: dict[str, str] = {}
         # Prepared static parts of decision events, by decision kind.

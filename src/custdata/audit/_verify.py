@@ -27,10 +27,12 @@ from typing import Any
 
 import attrs
 
+from custdata.crypto._hmac import TRANS_5C, TRANS_36
+
 from ._chain import _MAC_LABEL, ZERO_MAC
 from ._checkpoint import Checkpoint, CheckpointAnchor, CheckpointVerifier
 from ._keys import _EVOLVE_LABEL as _EVOLVE
-from ._keys import _TRANS_5C, _TRANS_36, AuditKeySource, chain_initial_key, root_for
+from ._keys import AuditKeySource, chain_initial_key, root_for
 from ._merkle import MerkleAccumulator, leaf_hash
 from ._schema import REDACT_REASONS
 from ._sql import CLEARED_ON_REDACT, derived_columns
@@ -433,7 +435,7 @@ def _verify_chain(  # noqa: PLR0917 - internal, called once
     # HMAC-SHA256 from its padded keys (RFC 2104): the chain key changes with
     # every record, so the one-shot set-up of hmac.digest buys nothing.
     pad = bytes(32)
-    t36, t5c = _TRANS_36, _TRANS_5C
+    t36, t5c = TRANS_36, TRANS_5C
     cur = 1
     expected = 1
     sha256 = hashlib.sha256
@@ -662,7 +664,7 @@ def _verify_json_lines_fast(
     states: dict[bytes, _FastChain] = {}
     sha256 = hashlib.sha256
     hexlify = binascii.hexlify
-    t36, t5c = _TRANS_36, _TRANS_5C
+    t36, t5c = TRANS_36, TRANS_5C
     pad = bytes(32)
     evolve = _EVOLVE
     mac_mark, digest_mark, body_mark = _MAC_MARK, _DIGEST_MARK, _BODY_MARK

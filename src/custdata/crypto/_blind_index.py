@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import unicodedata
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, final
 
 from ._cache import Lease
+from ._hmac import hmac_states
 from ._kdf import LABEL_BLIND_INDEX, column_key
 
 
@@ -16,10 +16,6 @@ if TYPE_CHECKING:
     from ._keyring import Keyring
 
 __all__ = ["BlindIndex", "normalize_email", "normalize_phone"]
-
-_BLOCK = 64
-_IPAD = bytes(0x36 for _ in range(_BLOCK))
-_OPAD = bytes(0x5C for _ in range(_BLOCK))
 
 
 def normalize_email(value: str) -> str:
@@ -56,18 +52,6 @@ def normalize_phone(value: str) -> str:
         for ch in value
         if unicodedata.decimal(ch, None) is not None
     )
-
-
-def _hmac_states(key: bytes) -> tuple[Any, Any]:
-    """Return SHA-256 states already fed the HMAC inner and outer padded keys.
-
-    Copying these per value computes exactly HMAC-SHA256 (RFC 2104) but skips
-    the key setup, which is most of the cost for short values.
-    """
-    padded = key.ljust(_BLOCK, b"\x00")
-    inner = hashlib.sha256(bytes(a ^ b for a, b in zip(padded, _IPAD, strict=True)))
-    outer = hashlib.sha256(bytes(a ^ b for a, b in zip(padded, _OPAD, strict=True)))
-    return inner, outer
 
 
 @final
@@ -150,7 +134,7 @@ class BlindIndex:
         keys = []
         for key_id in self._keyring._usable_index_ids():  # noqa: SLF001 - package-internal
             material, lease = self._keyring._index_key(key_id)  # noqa: SLF001
-            inner, outer = _hmac_states(
+            inner, outer = hmac_states(
                 column_key(material, LABEL_BLIND_INDEX, self.table, self.column)
             )
             keys.append(_IndexKey(key_id=key_id, inner=inner, outer=outer, lease=lease))
