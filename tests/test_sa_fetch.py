@@ -140,6 +140,49 @@ class TestEntityLoads:
         assert before == counting.counts["decrypt"]
 
 
+class TestOneRowFetch:
+    """``session.get`` with the library's own field ciphers (the one-call decryption path)."""
+
+    def test_get_decrypts_and_detects_swaps(
+        self, engine: Engine, models: Models, sample_policy: custdata.Policy
+    ) -> None:
+        """Values come back equal, masks stay masks, a swapped envelope raises."""
+        from custdata.crypto import Keyring
+        from custdata.sqlalchemy import MASK_TEXT
+
+        custodian = custdata.Custodian(policy=sample_policy, keyring=Keyring.generate())
+        with custodian.activate():
+            with Session(engine) as session:
+                ids = [
+                    _customer(session, models, "Alice", "1.50"),
+                    _customer(session, models, "Bob", "2.50"),
+                ]
+                with support():
+                    for c in session.scalars(select(models.Customer)):
+                        c.phone = f"090-0000-{c.name[:1]}"
+                    session.commit()
+            with Session(engine) as session, billing():
+                alice = session.get(models.Customer, ids[0])
+                assert alice is not None
+                assert (alice.name, alice.email, alice.phone) == (
+                    "Alice",
+                    "alice@example.jp",
+                    MASK_TEXT,
+                )
+            t = models.Customer.__table__.name
+            with engine.begin() as conn:
+                # Bob's name envelope copied over Alice's: bound to Bob.
+                names = conn.execute(text(f"SELECT id, name FROM {t}")).all()  # noqa: S608
+                bob = next(n for i, n in names if str(i).replace("-", "") == ids[1].hex)
+                conn.execute(text(f"UPDATE {t} SET name = :v"), {"v": bob})  # noqa: S608
+            with Session(engine) as session, billing():
+                bob_row = session.get(models.Customer, ids[1])
+                assert bob_row is not None
+                assert "Bob" == bob_row.name
+                with pytest.raises(custdata.DecryptionError):
+                    session.get(models.Customer, ids[0])
+
+
 class TestMasks:
     """Masked fields read as the mask on every fetch path, never decrypted."""
 

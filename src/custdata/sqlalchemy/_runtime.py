@@ -1123,17 +1123,11 @@ class _AnnouncingCursor:
                 self._announced = True
                 self._grants = grants
                 _GRANTS.set(grants)
+                if bound is None:
+                    # Text storage or a custom cipher: the general one-row path.
+                    return _open_rows(rows, opens, [[tail]], {}, masks)
                 out = list(row)
-                if bound is not None:
-                    open_in_place(out, bound, tail)
-                else:
-                    for pos, cipher, text_storage, src in opens:
-                        value = out[pos]
-                        if value is not None:
-                            out[pos] = cipher.open_value(
-                                _b64(value, cipher) if text_storage else value,
-                                None if src < 0 else tail,
-                            )
+                open_in_place(out, bound, tail)
                 for pos in masks:
                     if out[pos] is not None:
                         out[pos] = MASK_TEXT
