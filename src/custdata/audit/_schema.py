@@ -6,15 +6,18 @@ in the signed 64-bit range and strings of at most 256 characters. Each action
 has an allowlist of keys; anything else is refused before sealing, so a value
 can never ride along under an unexpected key.
 
-Identifiers (actor ids, entity, field, purpose and category names) must match
-:data:`IDENTIFIER`, which excludes spaces and ``@``: free text and e-mail
-addresses cannot be logged by mistake.
+Identifiers (entity, field and category names, ids the library makes) must
+match :data:`IDENTIFIER`, which excludes spaces and ``@``. Names a user can type
+(actor ids, roles, purposes) are recorded as given — e-mail addresses are
+common actor ids — once :func:`audit_name` has escaped control characters and
+replaced an over-long name by its digest, so any such name can be recorded.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+import hashlib
 import itertools
 import json
 import os
@@ -37,6 +40,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AuditAction",
     "AuditOutcome",
+    "audit_name",
     "canonical_json",
     "PLAIN_INT_KEYS",
     "PLAIN_STR_KEYS",
@@ -60,6 +64,9 @@ MAX_SUBJECTS_PER_EVENT: Final = 1000
 
 #: Identifiers: surrogate ids and names, never free text or e-mail addresses.
 IDENTIFIER: Final = re.compile(r"[A-Za-z0-9_.:/+\-]{1,256}")
+#: The longest name (actor id, role, purpose) recorded as given.
+NAME_MAX: Final = 256
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SUBJECT_REF: Final = re.compile(r"sr_[a-z2-7]{26}")
 _HEX: Final = re.compile(r"[0-9a-f]{1,128}")
 _INT64_MIN: Final = -(2**63)
@@ -190,10 +197,31 @@ EVENT_KEYS: Final[Mapping[str, frozenset[str]]] = {
 }
 
 _IDENT_KEYS: Final = frozenset(
-    {"purpose", "policy_version", "entity", "request_id", "trace_id", "lib"}
+    {"policy_version", "entity", "request_id", "trace_id", "lib"}
     | {"retention_policy", "purge_id", "requested"}
 )
 _IDENT_LISTS: Final = frozenset({"fields", "data_categories", "denied_fields"})
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def audit_name(value: str) -> str:
+    r"""Return how a name a user can type (actor id, role, purpose) is recorded.
+
+    Any string is a valid name. Control characters are written as ``\uXXXX``
+    escapes (so ``"billing\x00"`` is recorded as the 13 characters
+    ``billing\u0000``, never a NUL byte), and a name longer than
+    :data:`NAME_MAX` characters after that is recorded as ``sha256:`` and the
+    hex SHA-256 of its UTF-8 bytes. Everything else, spaces, ``@`` and
+    non-ASCII letters included, is recorded unchanged.
+    """
+    text = _CONTROL.sub(_escape_control, value)
+    if len(text) > NAME_MAX or not text:
+        digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"sha256:{digest}"
+    return text
 
 
 class _SchemaError(ValueError):
@@ -206,6 +234,7 @@ class _SchemaError(ValueError):
 _MEMO_LIMIT: Final = 65_536
 _GOOD_IDENTS: Final[set[str]] = set()
 _GOOD_REFS: Final[set[str]] = set()
+_GOOD_NAMES: Final[set[str]] = set()
 
 
 def _remember(memo: set[str], value: str) -> None:
@@ -221,6 +250,42 @@ def _check_ident(key: str, value: object) -> None:
         raise _SchemaError(f"audit key {key!r} must be an identifier")
     if value.__class__ is str:
         _remember(_GOOD_IDENTS, value)
+
+
+def _check_name(key: str, value: object) -> None:
+    """Check a recorded name (see :func:`audit_name`): 1 to 256 characters, no controls."""
+    if value.__class__ is str and value in _GOOD_NAMES:
+        return
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= NAME_MAX
+        or _CONTROL.search(value) is not None
+    ):
+        raise _SchemaError(f"audit key {key!r} must be a recorded name")
+    if value.__class__ is str:
+        _remember(_GOOD_NAMES, value)
+
+
+_ACTOR_KEYS: Final = frozenset({"type", "id", "roles"})
+
+
+def _check_actor(key: str, value: object) -> None:
+    """Check an actor: ``{"type": identifier, "id": name, "roles": [name, ...]}``."""
+    if (
+        not isinstance(value, dict)
+        or "type" not in value
+        or not value.keys() <= _ACTOR_KEYS
+    ):
+        raise _SchemaError("audit key 'actor' must be {type, id?, roles?}")
+    _check_ident(key, value["type"])
+    if "id" in value:
+        _check_name(key, value["id"])
+    roles = value.get("roles")
+    if roles is not None:
+        if not isinstance(roles, list):
+            raise _SchemaError("audit key 'actor' must list its roles")
+        for role in roles:
+            _check_name(key, role)
 
 
 def _check_ident_list(key: str, value: object) -> None:
@@ -321,6 +386,8 @@ _Check = Callable[[str, object], None]
 _CHECKS: Final[Mapping[str, _Check]] = {
     **dict.fromkeys(_IDENT_KEYS, _check_ident),
     **dict.fromkeys(_IDENT_LISTS, _check_ident_list),
+    "purpose": _check_name,
+    "actor": _check_actor,
     "subject_ref": _check_ref,
     "subjects": _check_refs,
     "event_id": _check_stamp,

@@ -64,6 +64,7 @@ from ._schema import (
     SCHEMA_VERSION,
     AuditAction,
     AuditOutcome,
+    audit_name,
     canonical_json,
     check_plain,
     encode_value,
@@ -585,8 +586,15 @@ class AuditTrail:
         """
         action_s = action.value if isinstance(action, AuditAction) else action
         outcome_s = outcome.value if isinstance(outcome, AuditOutcome) else outcome
+        purpose = fields.get("purpose")
+        if purpose.__class__ is str:
+            fields["purpose"] = audit_name(purpose)
         record = self._log.audit(
-            action=action_s, outcome=outcome_s, actor=dict(actor), now=now, **fields
+            action=action_s,
+            outcome=outcome_s,
+            actor=_recorded_actor(actor),
+            now=now,
+            **fields,
         )
         if action_s in _SYNC_ANCHOR:
             self._anchor_now(now)
@@ -687,7 +695,9 @@ class AuditTrail:
             "outcome": (
                 AuditOutcome.ALLOWED if decision.allowed else AuditOutcome.DENIED
             ).value,
-            "purpose": decision.purpose,
+            "purpose": None
+            if decision.purpose is None
+            else audit_name(decision.purpose),
             "policy_version": decision.policy_version,
             "entity": decision.entity,
             "fields": sorted(set(decision.fields)) or None,
@@ -705,7 +715,7 @@ class AuditTrail:
                 actor["roles"] = [decision.role]
         else:
             actor = {"type": "none"}
-        static["actor"] = actor
+        static["actor"] = _recorded_actor(actor)
         return _Shape({k: v for k, v in static.items() if v is not None})
 
     def _record_decision(
@@ -1117,6 +1127,18 @@ class AuditTrail:
         self._stop = threading.Event()
         for sink in self._sinks:
             sink.after_fork_in_child()
+
+
+def _recorded_actor(actor: Mapping[str, Any]) -> dict[str, Any]:
+    """Return *actor* with its id and roles as recorded (:func:`audit_name`)."""
+    out = dict(actor)
+    ident = out.get("id")
+    if ident.__class__ is str:
+        out["id"] = audit_name(ident)
+    roles = out.get("roles")
+    if isinstance(roles, list):
+        out["roles"] = [audit_name(r) if r.__class__ is str else r for r in roles]
+    return out
 
 
 def _shape_key(d: AccessDecision) -> tuple[object, ...]:
