@@ -118,6 +118,9 @@ class Store:
         """The stored body of (chain, seq), or ``None`` when it is gone."""
         raise NotImplementedError
 
+    def duplicate(self, chain: str, seq: int) -> None:
+        raise NotImplementedError
+
     def snapshot(self) -> object:
         raise NotImplementedError
 
@@ -216,6 +219,17 @@ class JsonLinesStore(Store):
             env["mac"] = mac.hex()
         lines.append((env, body))
         self._write(lines)
+
+    def duplicate(self, chain: str, seq: int) -> None:
+        """Store the record at (chain, seq) once more, right after itself."""
+        lines = self.path.read_bytes().splitlines(keepends=True)
+        at = next(
+            i
+            for i, (e, _) in enumerate(self._lines())
+            if (e["chain"], e["seq"]) == (chain, seq)
+        )
+        lines.insert(at + 1, lines[at])
+        self.path.write_bytes(b"".join(lines))
 
     def snapshot(self) -> object:
         return self.path.read_bytes()
@@ -331,6 +345,38 @@ class SqlStore(Store):
             for sub in subs:
                 sub.update(chain=chain, seq=seq)
                 conn.execute(s.insert(), sub)
+
+    def drop_unique_constraints(self) -> None:
+        """Drop the event table's unique constraints, as an attacker with DDL rights could."""
+        t = self.tables.event
+        names = [f"uq_{self.prefix}_chain_seq", f"uq_{self.prefix}_chain_prev"]
+        dialect = self.engine.dialect.name
+        with self.engine.begin() as conn:
+            if dialect == "sqlite":
+                # SQLite cannot drop a constraint: copy the table without it.
+                conn.exec_driver_sql(
+                    f"CREATE TABLE tmp_{t.name} AS SELECT * FROM {t.name}"  # noqa: S608 - test-owned names
+                )
+                conn.exec_driver_sql(f"DROP TABLE {t.name}")
+                conn.exec_driver_sql(f"ALTER TABLE tmp_{t.name} RENAME TO {t.name}")
+                return
+            for name in names:
+                if dialect == "postgresql":
+                    conn.exec_driver_sql(f"ALTER TABLE {t.name} DROP CONSTRAINT {name}")
+                else:
+                    conn.exec_driver_sql(f"ALTER TABLE {t.name} DROP INDEX {name}")
+
+    def duplicate(self, chain: str, seq: int) -> None:
+        """Insert a copy of the row at (chain, seq) (after dropping the constraints)."""
+        self.drop_unique_constraints()
+        t = self.tables.event
+        with self.engine.begin() as conn:
+            row = dict(
+                conn.execute(sa.select(t).where(self._where(chain, seq))).one()._mapping
+            )
+            if self.engine.dialect.name != "sqlite":
+                row.pop("id")
+            conn.execute(t.insert(), row)
 
     def body(self, chain: str, seq: int) -> bytes | None:
         t = self.tables.event

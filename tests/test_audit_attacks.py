@@ -260,13 +260,24 @@ class TestCheckpoints:
         assert ["CHECKPOINT_GAP"] == scenario.verify().kinds()
 
     def test_missing_heartbeat_is_gap(self, scenario: Scenario) -> None:
-        """A silence longer than the heartbeat interval → CHECKPOINT_GAP."""
+        """Records written longer than the heartbeat after the last checkpoint → CHECKPOINT_GAP.
+
+        Issue 11 redefines the heartbeat against the trail's own times (it
+        used to be measured to the verifier's clock, so every trail verified
+        later failed): the checkpoints stopped while the writers went on.
+        """
+        scenario.clock[0] += dt.timedelta(hours=1)
+        scenario.write(1)
+        report = scenario.verify(heartbeat=60)
+        assert ["CHECKPOINT_GAP"] * 3 + ["UNANCHORED_TAIL"] == report.kinds()
+        assert set(scenario.chains) == {f.chain for f in report.findings[:3]}
+
+    def test_idle_trail_verified_later_is_not_a_gap(self, scenario: Scenario) -> None:
+        """A trail verified an hour after its last checkpoint, with nothing written since, is intact."""
         last = scenario.checkpointer.last
         assert last is not None
-        report = scenario.verify(
-            heartbeat=60, now=last.time.replace(hour=last.time.hour + 1)
-        )
-        assert ["CHECKPOINT_GAP"] == report.kinds()
+        report = scenario.verify(heartbeat=60, now=last.time + dt.timedelta(hours=1))
+        assert [] == report.kinds()
 
     def test_edited_checkpoint_is_signature_invalid(self, scenario: Scenario) -> None:
         """Editing a note's tree size → SIGNATURE_INVALID for it; the next no longer links."""

@@ -165,7 +165,7 @@ class TestFastVerification:
         """An intact multi-chain file is verified in one pass, with the full algorithm's report."""
         found = built.fast_result(built.data)
         assert found is not None
-        events, macs = found
+        events, macs, _ends = found
         assert built.data.count(b"\n") == events
         assert 3 == len(macs)
         fast = built.report(built.data, fast=True)
@@ -191,11 +191,17 @@ class TestFastVerification:
         assert built.fast_result(data) is None
         assert built.report(data, fast=False) == built.report(data, fast=True)
 
-    def test_partial_last_line_is_ignored_by_both(self, built: Trail) -> None:
-        """A torn last write (no newline) is ignored by both paths."""
+    def test_partial_last_line_is_named_by_both(self, built: Trail) -> None:
+        """A torn last write (no newline) is CRASH_TRUNCATED, informational, on both paths.
+
+        Issue 11 changes this: the torn tail used to be skipped silently.
+        """
         data = built.data + built.data.split(b"\n")[2][:50]
-        assert built.fast_result(data) is not None
-        assert built.report(data, fast=False) == built.report(data, fast=True)
+        assert built.fast_result(data) is None
+        report = built.report(data, fast=True)
+        assert built.report(data, fast=False) == report
+        assert report["intact"]
+        assert "CRASH_TRUNCATED" in {f["kind"] for f in report["findings"]}
 
     def test_unknown_key_falls_back(self, built: Trail) -> None:
         """A chain whose key id names no known root is left to the full algorithm."""

@@ -746,8 +746,12 @@ class TestJsonLinesParsing:
     def test_fast_parser_agrees_with_json(
         self, trail: AuditTrail, mem: MemorySink, tmp_path: Path
     ) -> None:
-        """Every line JsonLinesSink writes is read back exactly as the JSON parser reads it."""
-        from custdata.audit._store import parse_line
+        """Every line JsonLinesSink writes is read back exactly as the JSON parser reads it.
+
+        A torn last line (no newline) is read as :class:`Torn` (issue 11: it
+        used to be skipped silently).
+        """
+        from custdata.audit._store import Torn, parse_line
 
         for n in range(5):
             trail.record_decision(decision(f"u-{n}", subjects=("c-1", "c-2")), now=T0)
@@ -756,8 +760,9 @@ class TestJsonLinesParsing:
         fast = list(JsonLinesSource(path).records())
         lines = mem.lines().splitlines(keepends=True)
         slow = [parse_line(line.replace(b'"seq":', b'"seq": '), "") for line in lines]
-        assert len(lines) == len(fast)
-        assert [r[1:] for r in slow] == [r[1:] for r in fast]
+        assert len(lines) + 1 == len(fast)
+        assert Torn("line 7") == fast[-1]
+        assert [r[1:] for r in slow] == [r[1:] for r in fast[:-1]]
 
 
 class TestSubjectRefEncoding:

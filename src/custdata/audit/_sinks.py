@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import IO, Protocol, runtime_checkable
 
-from custdata._errors import AuditUnavailableError
+from custdata._errors import AuditUnavailableError, ConfigurationError
 
 from ._chain import _LINE, SealedRecord, _hexlify, render_line
 
@@ -55,10 +55,26 @@ class AuditSink(Protocol):
 
 
 _write = os.write
+_stat = os.stat
 
 
 class JsonLinesSink:
     """Write sealed records as JSON lines to a file or a stream.
+
+    A file sink guards the file against three faults:
+
+    * **A torn last line.** A writer that crashed mid-line leaves a line
+      without its newline; a new sink on that file starts its first line on a
+      fresh line, so the torn bytes stay a line of their own (the verifier
+      names it ``CRASH_TRUNCATED``, not tampering).
+    * **A short write** (a full disk): the fragment is ended with a newline at
+      once, or, if even that fails, before the next line; the record counts as
+      not written (the chain does not advance) and :meth:`emit` raises.
+    * **The path is no longer the file** (moved, deleted or replaced while the
+      application runs): every :meth:`emit` first checks that the path still
+      names the file the sink opened, and fails closed with
+      :class:`custdata.AuditUnavailableError` otherwise, so no event goes to an
+      unlinked file.
 
     Args:
         target: A path (opened for appending, mode 0600 when created) or an open
@@ -66,7 +82,11 @@ class JsonLinesSink:
             flushed after every line; files get one ``os.write`` per line.
 
     Raises:
-        AuditUnavailableError: From :meth:`emit`, when the write fails.
+        ConfigurationError: The path cannot be opened for appending (a
+            directory, a read-only directory, a missing parent).
+        AuditUnavailableError: From :meth:`emit`, when the write fails or the
+            path no longer names the opened file; from :meth:`flush` and
+            :meth:`close` when the file cannot be synced or closed.
     """
 
     name = "jsonl"
@@ -77,14 +97,41 @@ class JsonLinesSink:
         self._fd: int | None = None
         self._stream: IO[str] | IO[bytes] | None = None
         self.path: Path | None = None
+        #: The (device, inode) of the opened file.
+        self._ident: tuple[int, int] = (-1, -1)
+        #: Whether the next line must begin with a newline (a torn line before it).
+        self._fresh_line = False
         if target is None:
             self._stream = sys.stdout
         elif isinstance(target, (str, os.PathLike)):
             self.path = Path(target)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._open()
         else:
             self._stream = target
         self._closed = False
+
+    def _open(self) -> None:
+        """Open :attr:`path` for appending and note whether it ends mid-line."""
+        assert self.path is not None  # noqa: S101 - file sinks only
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"the audit JSON-lines file {str(self.path)!r} cannot be opened "
+                f"for appending ({type(exc).__name__})"
+            ) from None
+        try:
+            st = os.fstat(fd)
+            torn = st.st_size > 0 and os.pread(fd, 1, st.st_size - 1) != b"\n"
+        except OSError as exc:
+            os.close(fd)
+            raise ConfigurationError(
+                f"the audit JSON-lines file {str(self.path)!r} cannot be read "
+                f"({type(exc).__name__})"
+            ) from None
+        self._fd = fd
+        self._ident = (st.st_dev, st.st_ino)
+        self._fresh_line = torn
 
     def __repr__(self) -> str:
         where = str(self.path) if self.path is not None else "<stream>"
@@ -109,16 +156,33 @@ class JsonLinesSink:
                 _hexlify(record.body_sha256),
                 record.body,
             )
+            # The path must still name the opened file: a moved, deleted or
+            # replaced file would take this event out of the trail.
+            try:
+                st = _stat(self.path)  # type: ignore[arg-type]
+            except OSError:
+                st = None
+            if st is None or (st.st_dev, st.st_ino) != self._ident:
+                raise AuditUnavailableError(
+                    "the audit JSON-lines file was moved, deleted or replaced; "
+                    "the event was not recorded"
+                )
+            if self._fresh_line:
+                line = b"\n" + line
             # The hot path: one write on the O_APPEND descriptor.
             try:
-                if _write(fd, line) == len(line):
-                    return
+                written = _write(fd, line)
             except OSError as exc:
                 raise AuditUnavailableError(
                     f"the audit JSON-lines sink cannot write ({type(exc).__name__})"
                 ) from None
+            if written == len(line):
+                self._fresh_line = False
+                return
+            self._end_fragment(fd, written)
             raise AuditUnavailableError(
-                "the audit JSON-lines sink cannot write (short write)"
+                "the audit JSON-lines sink cannot write (short write); the event "
+                "was not recorded"
             )
         line = render_line(record)
         try:
@@ -133,19 +197,50 @@ class JsonLinesSink:
                 f"the audit JSON-lines sink cannot write ({type(exc).__name__})"
             ) from None
 
+    def _end_fragment(self, fd: int, written: int) -> None:
+        """End the fragment a short write left, so the next line starts fresh."""
+        if written == 0:
+            return
+        try:
+            if _write(fd, b"\n") == 1:
+                self._fresh_line = False
+                return
+        except OSError:
+            pass
+        self._fresh_line = True
+
     def flush(self, timeout: float | None = None) -> None:
-        """Make written lines durable (``fsync`` for files)."""
+        """Make written lines durable (``fsync`` for files).
+
+        Raises:
+            AuditUnavailableError: The file cannot be synced.
+        """
         if self._fd is not None and not self._closed:
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise AuditUnavailableError(
+                    f"the audit JSON-lines file cannot be synced ({type(exc).__name__})"
+                ) from None
 
     def close(self, timeout: float | None = None) -> None:
-        """Close the file (never the caller's stream)."""
+        """Close the file (never the caller's stream).
+
+        Raises:
+            AuditUnavailableError: The file cannot be closed (its last lines
+                may not be on disk).
+        """
         if self._closed:
             return
         self._closed = True
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
+            try:
+                os.close(fd)
+            except OSError as exc:
+                raise AuditUnavailableError(
+                    f"the audit JSON-lines file cannot be closed ({type(exc).__name__})"
+                ) from None
 
     def after_fork_in_child(self) -> None:
         """Nothing to do: the ``O_APPEND`` descriptor is shared safely."""
@@ -160,11 +255,14 @@ class JsonLinesSink:
         """
         if self._fd is None or self.path is None or self._closed:
             return
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        old = self._fd
+        self._open()
+        fd = self._fd
         try:
-            os.dup2(fd, self._fd)
+            os.dup2(fd, old)
         finally:
             os.close(fd)
+            self._fd = old
 
     def writes_to(self, st: os.stat_result) -> bool:
         """Whether this sink's descriptor is open on the file *st* describes."""

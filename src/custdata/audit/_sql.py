@@ -32,7 +32,7 @@ import sqlalchemy as sa
 
 from sqlalchemy.dialects import mysql
 
-from custdata._errors import AuditUnavailableError
+from custdata._errors import AuditUnavailableError, ConfigurationError
 
 from ._chain import SealedRecord
 from ._schema import parse_ts
@@ -198,11 +198,25 @@ class SqlSink:
             self.engine = url
             self._owns_engine = False
         else:
-            self.engine = sa.create_engine(url, pool_pre_ping=True)
+            try:
+                self.engine = sa.create_engine(url, pool_pre_ping=True)
+            except (sa.exc.ArgumentError, ImportError, ValueError) as exc:
+                raise ConfigurationError(
+                    f"the audit database URL is not usable ({type(exc).__name__})"
+                ) from None
             self._owns_engine = True
         self.tables = audit_tables(prefix=prefix)
         if create:
-            self.tables.metadata.create_all(self.engine)
+            try:
+                self.tables.metadata.create_all(self.engine)
+            except sa.exc.SQLAlchemyError as exc:
+                if self._owns_engine:
+                    self.engine.dispose()
+                raise AuditUnavailableError(
+                    "the audit tables cannot be created in "
+                    f"{self.engine.url.render_as_string(hide_password=True)} "
+                    f"({type(exc).__name__})"
+                ) from None
         self._aware = _aware(self.engine.dialect)
         self.batch_size = batch_size
         self.flush_interval = flush_interval

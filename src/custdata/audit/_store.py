@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from ._sql import AuditTables
 
 
-__all__ = ["JsonLinesSource", "SqlSource", "StoredRecord", "TrailSource"]
+__all__ = ["JsonLinesSource", "SqlSource", "StoredRecord", "Torn", "TrailSource"]
 
 _BODY_MARK = b',"body":'
 # The exact layout JsonLinesSink writes; anything else takes the slow JSON path.
@@ -73,6 +73,31 @@ class Malformed(NamedTuple):
     loc: str
 
 
+class Torn(NamedTuple):
+    """The start of a record whose write never finished (a crash, a full disk).
+
+    A line that begins like every record the writer writes but is not a
+    complete JSON object: the bytes of a write cut short. It is not a record;
+    if its position mattered, the chain shows the gap (``MISSING``) or the
+    anchored head (``TRUNCATED``).
+    """
+
+    loc: str
+
+
+class _Tail(bytes):
+    """The last bytes of a file after its last newline (a line never ended)."""
+
+
+class _Oversized(bytes):
+    """The first bytes of a line longer than :data:`MAX_LINE` (the rest is skipped)."""
+
+
+#: The longest line read whole. A record holds at most 1,000 pseudonyms and a
+#: few short names (~40 KiB); a longer line is a finding, read in bounded memory.
+MAX_LINE = 1 << 20
+
+
 def _hex(value: object) -> bytes | None:
     if not isinstance(value, str):
         return None
@@ -83,8 +108,15 @@ def _hex(value: object) -> bytes | None:
     return raw if len(raw) == _DIGEST else None
 
 
-def parse_line(line: bytes, loc: str) -> StoredRecord | Malformed:
-    """Parse one JSON line written by :class:`~custdata.audit.JsonLinesSink`."""
+def parse_line(line: bytes, loc: str) -> StoredRecord | Malformed | Torn:
+    """Parse one JSON line written by :class:`~custdata.audit.JsonLinesSink`.
+
+    Never raises: a line that is not a record is :class:`Malformed` (or
+    :class:`Torn` when it is the start of a record cut short), whatever its
+    size, nesting or bytes.
+    """
+    if line.__class__ is _Oversized:
+        return Malformed(loc)
     m = _FAST.match(line)
     if m is not None and line.endswith(b"}\n"):
         chain, seq, key_ref, prev, mac, digest = m.groups()
@@ -99,6 +131,8 @@ def parse_line(line: bytes, loc: str) -> StoredRecord | Malformed:
             line[m.end() : -2],
             None,
         )
+    if line.startswith(_HEAD) and not _is_json(line):
+        return Torn(loc)
     cut = line.find(_BODY_MARK)
     try:
         if cut < 0:
@@ -109,7 +143,7 @@ def parse_line(line: bytes, loc: str) -> StoredRecord | Malformed:
             body = line[cut + len(_BODY_MARK) :].rstrip(b"\r\n")
             body = body[:-1] if body.endswith(b"}") else None
         chain, seq, key_ref = env["chain"], env["seq"], env["key_ref"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return Malformed(loc)
     if (
         not isinstance(chain, str)
@@ -130,13 +164,40 @@ def parse_line(line: bytes, loc: str) -> StoredRecord | Malformed:
     )
 
 
+def _is_json(line: bytes) -> bool:
+    """Whether *line* is one complete JSON document (any nesting, no exception)."""
+    try:
+        json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def _split_records(line: bytes) -> list[bytes]:
+    """Split a line at each start of a record after its first byte.
+
+    Record starts cannot occur inside a record (names are JSON strings, where a
+    quote is escaped), so a line holding two starts holds a torn record
+    followed by the next one: a writer that did not start on a fresh line.
+    """
+    parts = []
+    start = 0
+    at = line.find(_HEAD, 1)
+    while at > 0:
+        parts.append(line[start:at])
+        start = at
+        at = line.find(_HEAD, at + 1)
+    parts.append(line[start:])
+    return parts
+
+
 class TrailSource:
     """Base of the stored-trail readers."""
 
     #: What the source is, for reports (a path or a URL without password).
     description: str = ""
 
-    def records(self) -> Iterator[StoredRecord | Malformed]:
+    def records(self) -> Iterator[StoredRecord | Malformed | Torn]:
         """Yield every stored record."""
         raise NotImplementedError
 
@@ -169,8 +230,8 @@ class JsonLinesSource(TrailSource):
     def __repr__(self) -> str:
         return f"<JsonLinesSource {self.path}>"
 
-    def records(self) -> Iterator[StoredRecord | Malformed]:
-        """Yield every record in file order; a partial last line is ignored."""
+    def records(self) -> Iterator[StoredRecord | Malformed | Torn]:
+        """Yield every record in file order, and what is not one (malformed, torn)."""
         new = tuple.__new__
         unhex = _unhex
         names: dict[bytes, str] = {}
@@ -194,7 +255,9 @@ class JsonLinesSource(TrailSource):
                     and line[k + 147 : k + 164] == b'","body_sha256":"'
                     and line[k + 228 : k + 237] == b'","body":'
                     and line[-1:] == b"}"
+                    and line.__class__ is bytes
                     and seq_text.isdigit()
+                    and line.find(_HEAD, k) < 0
                     and len(seq_text) <= _SEQ_DIGITS
                 ):
                     chain_b = line[_HEAD_LEN:i]
@@ -225,20 +288,54 @@ class JsonLinesSource(TrailSource):
                     else:
                         yield record
                         continue
-            if line.strip():
-                yield parse_line(line + b"\n", f"line {n}")
+            if not line.strip():
+                continue
+            loc = f"line {n}"
+            if line.__class__ is _Oversized:
+                yield Malformed(f"{loc} (longer than {MAX_LINE} bytes)")
+                continue
+            tail = line.__class__ is _Tail
+            parts = _split_records(line) if line.find(_HEAD, 1) > 0 else [line]
+            for i, part in enumerate(parts):
+                where = loc if len(parts) == 1 else f"{loc} part {i + 1}"
+                if part.startswith(_HEAD) and not _is_json(part):
+                    # The start of a record whose write never finished.
+                    yield Torn(where)
+                elif tail and i == len(parts) - 1 and not part.startswith(_HEAD):
+                    yield Malformed(where)  # bytes after the last line
+                else:
+                    yield parse_line(part + b"\n", where)
 
     def _lines(self) -> Iterator[bytes]:
-        """Yield complete lines without their newline, reading in large blocks."""
+        """Yield the file's lines without their newlines, in bounded memory.
+
+        Reads in large blocks. A line longer than :data:`MAX_LINE` is yielded
+        as an :class:`_Oversized` prefix (the rest is skipped, not held), and
+        bytes after the last newline as a :class:`_Tail`.
+        """
         with self.path.open("rb") as fh:
             rest = b""
+            skipping = False
             while True:
                 block = fh.read(_BLOCK)
                 if not block:
-                    return  # a partial last line (no newline) is ignored
+                    if rest and not skipping:
+                        yield _Tail(rest)
+                    return
                 lines = (rest + block).split(b"\n")
                 rest = lines.pop()
-                yield from lines
+                for line in lines:
+                    if skipping:
+                        skipping = False  # the end of an oversized line
+                    elif len(line) > MAX_LINE:
+                        yield _Oversized(line[:_HEAD_LEN])
+                    else:
+                        yield line
+                if len(rest) > MAX_LINE and not skipping:
+                    yield _Oversized(rest[:_HEAD_LEN])
+                    skipping = True
+                if skipping:
+                    rest = b""
 
     def entries_after(
         self, heads: Mapping[str, int]
@@ -286,7 +383,7 @@ class SqlSource(TrailSource):
     def __repr__(self) -> str:
         return f"<SqlSource {self.tables.event.name}>"
 
-    def records(self) -> Iterator[StoredRecord | Malformed]:
+    def records(self) -> Iterator[StoredRecord | Malformed | Torn]:
         """Yield every row ordered by (chain, seq), streaming."""
         t = self.tables.event
         stmt = sa.select(

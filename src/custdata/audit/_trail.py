@@ -425,6 +425,14 @@ class AuditTrail:
             itself audited (:meth:`set_fail_closed`).
         tenant: Mixed into subject pseudonyms.
         actor_type: The ``actor.type`` written for decision actors.
+        checkpointed_by: For a writer without a *checkpointer* whose trail
+            another process checkpoints (a sidecar, a cron job): that log's
+            origin. Each chain records at its start whether, and by which
+            log, it is checkpointed (``chain_info.checkpointed`` is
+            ``"writer"`` or ``"external"``, ``chain_info.checkpoint_origin``
+            the origin), so a verifier treats a missing, emptied or older
+            checkpoint file as a finding (``CHECKPOINT_MISSING``). Forked
+            children of a checkpointing writer record ``"external"``.
 
     Raises:
         ValueError: No sink is given.
@@ -442,9 +450,16 @@ class AuditTrail:
         fail_closed: bool = True,
         tenant: str = "",
         actor_type: str = "user",
+        checkpointed_by: str | None = None,
     ) -> None:
         if not sinks:
             raise ValueError("an audit trail needs at least one sink")
+        #: How this trail's chains are checkpointed: ("writer" | "external", origin).
+        self._checkpointed: tuple[str, str] | None = None
+        if checkpointer is not None:
+            self._checkpointed = ("writer", checkpointer.signer.origin)
+        elif checkpointed_by is not None:
+            self._checkpointed = ("external", checkpointed_by)
         self._keys = keys
         self._sinks: list[AuditSink] = list(sinks)
         self._checkpointer = checkpointer
@@ -529,6 +544,8 @@ class AuditTrail:
         info: dict[str, Any] = {"pid": os.getpid(), "host": _hostname()}
         if self._parent_chain is not None:
             info["parent_chain"] = self._parent_chain
+        if self._checkpointed is not None:
+            info["checkpointed"], info["checkpoint_origin"] = self._checkpointed
         body: dict[str, Any] = {
             "action": AuditAction.AUDIT_CHAIN_START.value,
             "outcome": AuditOutcome.ALLOWED.value,
@@ -1109,12 +1126,33 @@ class AuditTrail:
                 self._closed = True
             self.flush(timeout)
             if self._checkpointer is not None:
-                self._checkpointer.checkpoint(now=now)
+                try:
+                    self._checkpointer.checkpoint(now=now)
+                except AuditError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - any anchor or store failure
+                    raise AuditUnavailableError(
+                        f"the final audit checkpoint failed ({type(exc).__name__})"
+                    ) from None
         finally:
             self._closed = True
-            for sink in self._sinks:
-                sink.close(timeout)
             _LIVE.discard(self)
+            self._close_sinks(timeout)
+
+    def _close_sinks(self, timeout: float | None) -> None:
+        """Close every sink, then raise the first failure (typed)."""
+        failure: AuditError | None = None
+        for sink in self._sinks:
+            try:
+                sink.close(timeout)
+            except AuditError as exc:  # noqa: PERF203 - every sink is closed
+                failure = failure or exc
+            except Exception as exc:  # noqa: BLE001 - a third-party sink's failure
+                failure = failure or AuditUnavailableError(
+                    f"the audit sink {sink.name!r} cannot be closed ({type(exc).__name__})"
+                )
+        if failure is not None:
+            raise failure
 
     def _reset_after_fork(self) -> None:
         self._lock = threading.Lock()
@@ -1122,6 +1160,9 @@ class AuditTrail:
             self._parent_chain = self._writer.chain
         self._writer = None
         self._pid = os.getpid()
+        if self._checkpointed is not None:
+            # The parent's checkpointer covers the child's chain.
+            self._checkpointed = ("external", self._checkpointed[1])
         self._checkpointer = None
         self._ticker = None
         self._stop = threading.Event()

@@ -23,7 +23,7 @@ import hmac
 import json
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -34,7 +34,7 @@ from ._checkpoint import Checkpoint, CheckpointAnchor, CheckpointVerifier
 from ._keys import _EVOLVE_LABEL as _EVOLVE
 from ._keys import AuditKeySource, chain_initial_key, root_for
 from ._merkle import MerkleAccumulator, leaf_hash
-from ._schema import REDACT_REASONS
+from ._schema import REDACT_REASONS, parse_ts
 from ._sql import CLEARED_ON_REDACT, derived_columns
 from ._store import (
     _HEAD,
@@ -43,6 +43,7 @@ from ._store import (
     Malformed,
     SqlSource,
     StoredRecord,
+    Torn,
     TrailSource,
     _ident,
 )
@@ -77,14 +78,25 @@ class FindingKind(str, enum.Enum):
     #: Two different records at one position both chain from the same
     #: predecessor: two writers continued one chain (a fork without reset).
     FORK = "FORK"
+    #: One record stored more than once (the same chain, seq and MAC).
+    DUPLICATE = "DUPLICATE"
+    #: A trail that records it is checkpointed has no checkpoints, or none
+    #: covering its records (an emptied, deleted or older checkpoint file).
+    CHECKPOINT_MISSING = "CHECKPOINT_MISSING"
     #: Informational: records newer than the last anchored checkpoint.
     UNANCHORED_TAIL = "UNANCHORED_TAIL"
+    #: Informational, an I/O artefact: the start of a record whose write never
+    #: finished (a crash or a full disk). Not a record; a gap it leaves in a
+    #: chain is ``MISSING``, a tail an anchored head covers ``TRUNCATED``.
+    CRASH_TRUNCATED = "CRASH_TRUNCATED"
     #: Informational: a body removed by :func:`custdata.audit.redact`, covered
     #: by a valid ``audit.redact`` event naming the record.
     REDACTED = "REDACTED"
 
 
-_INFORMATIONAL = frozenset({FindingKind.UNANCHORED_TAIL, FindingKind.REDACTED})
+_INFORMATIONAL = frozenset(
+    {FindingKind.UNANCHORED_TAIL, FindingKind.REDACTED, FindingKind.CRASH_TRUNCATED}
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -289,7 +301,7 @@ class _Redactions:
                 int(target["seq"]),
                 bytes.fromhex(target["mac"]),
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return
         self.claims[key] = reason
 
@@ -367,7 +379,7 @@ def _check_columns(
     try:
         fields = json.loads(rec.body)
         expected = derived_columns(fields)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError, AttributeError):
         out.add(
             FindingKind.MODIFIED, rec.chain, rec.seq, detail="body is not a valid event"
         )
@@ -448,7 +460,14 @@ def _verify_chain(  # noqa: PLR0917 - internal, called once
     for rec in recs:
         _, _, seq, kref, prev, rmac, rdigest, body, columns = rec
         if seq == prev_seq and rec[1:] == prev_rec[1:]:  # type: ignore[index]
-            continue  # an identical copy of a line, e.g. a file concatenated twice
+            # An identical copy of a record: a replayed line or row.
+            out.add(
+                FindingKind.DUPLICATE,
+                chain,
+                seq,
+                detail="the same record is stored more than once",
+            )
+            continue
         prev_seq, prev_rec = seq, rec
         if seq < 1:
             out.add(
@@ -507,6 +526,13 @@ def _verify_chain(  # noqa: PLR0917 - internal, called once
                 forks = {}
             verdict = _branch(recs, seq, rmac, prev, cvalid, forks)
             if verdict is _Branch.SAME:
+                # The MAC covers chain, seq, prev and body: the same record again.
+                out.add(
+                    FindingKind.DUPLICATE,
+                    chain,
+                    seq,
+                    detail="the same record is stored more than once",
+                )
                 continue
             if verdict is _Branch.BROKEN:
                 out.add(
@@ -578,9 +604,11 @@ class _FastChain:
     """The state of one chain during :func:`_verify_json_lines_fast`."""
 
     __slots__ = (
+        "first",
         "fixed",
         "head",
         "key",
+        "last",
         "macs",
         "mid",
         "prefix",
@@ -598,6 +626,8 @@ class _FastChain:
         self.prev = ZERO_MAC
         self.prev_hex = binascii.hexlify(ZERO_MAC)
         self.macs: dict[int, bytes] = {}
+        #: The chain's first and last lines (for its start and end facts).
+        self.first = self.last = b""
         #: The length of a line's envelope before the body, less the seq digits.
         self.fixed = len(head) + len(mid) + _ENVELOPE_HEX
 
@@ -636,7 +666,14 @@ def _fast_chain(line: bytes, end: int, keys: AuditKeySource) -> _FastChain | Non
 
 def _verify_json_lines_fast(
     source: JsonLinesSource, keys: AuditKeySource
-) -> tuple[int, dict[str, dict[int, bytes]]] | None:
+) -> (
+    tuple[
+        int,
+        dict[str, dict[int, bytes]],
+        dict[str, tuple[bytes | None, bytes | None]],
+    ]
+    | None
+):
     """Verify an intact JSON-lines trail in one pass, or return ``None``.
 
     The common case (every chain's lines in order from seq 1, exactly as
@@ -658,8 +695,9 @@ def _verify_json_lines_fast(
     without findings, with the same chain heads and MACs.
 
     Returns:
-        ``(events, macs)``: the number of lines and, per chain, its MACs by
-        seq (1 to its head), or ``None``.
+        ``(events, macs, ends)``: the number of lines; per chain, its MACs by
+        seq (1 to its head); per chain, the bodies of its first and last
+        records. Or ``None``.
     """
     states: dict[bytes, _FastChain] = {}
     sha256 = hashlib.sha256
@@ -679,17 +717,19 @@ def _verify_json_lines_fast(
     mid = prefix = key = prev = prev_hex = b""
     seq = fixed = 0
     macs: dict[int, bytes] = {}
+    last = b""
     for line in source._lines():  # noqa: SLF001 - the source's own reader
         if not line.startswith(head):
             end = line.find(_SEQ_MARK, _HEAD_LEN)
             if end < 0 or not line.startswith(_HEAD):
                 return None
             if state is not None:
-                state.key, state.seq, state.prev, state.prev_hex = (
+                state.key, state.seq, state.prev, state.prev_hex, state.last = (
                     key,
                     seq,
                     prev,
                     prev_hex,
+                    last,
                 )
             chain_b = line[_HEAD_LEN:end]
             state = states.get(chain_b)
@@ -697,6 +737,7 @@ def _verify_json_lines_fast(
                 state = _fast_chain(line, end, keys)
                 if state is None:
                     return None
+                state.first = line
                 states[chain_b] = state
             head, mid, prefix, fixed = state.head, state.mid, state.prefix, state.fixed
             key, seq, prev, prev_hex = state.key, state.seq, state.prev, state.prev_hex
@@ -736,9 +777,53 @@ def _verify_json_lines_fast(
         prev_hex = stored
         key = sha256(evolve + key).digest()
         events += 1
+        last = line
     if state is not None:
-        state.seq = seq
-    return events, {_text(c): st.macs for c, st in states.items()}
+        state.seq, state.last = seq, last
+    ends = {
+        _text(c): (_line_body(st.first), _line_body(st.last))
+        for c, st in states.items()
+    }
+    return events, {_text(c): st.macs for c, st in states.items()}, ends
+
+
+def _line_body(line: bytes) -> bytes | None:
+    """Return the body of a line the writer wrote (the envelope's last member)."""
+    cut = line.find(b',"body":')
+    return None if cut < 0 else line[cut + 8 : -1]
+
+
+class _ChainFacts(NamedTuple):
+    """What a chain's first and last records say about it."""
+
+    #: ``"writer"`` (its writer checkpoints, and at close), ``"external"``
+    #: (another process does), or ``None`` (not recorded: not checkpointed, or
+    #: a trail written before the flag existed).
+    checkpointed: str | None
+    #: The time of the chain's last record, when readable.
+    last_ts: dt.datetime | None
+    #: Whether the last record is ``audit.chain_stop`` (a clean close).
+    stopped: bool
+
+
+def _chain_facts(first: bytes | None, last: bytes | None) -> _ChainFacts:
+    """Read the checkpoint flag from a chain's start and the time of its end."""
+    checkpointed = None
+    last_ts = None
+    stopped = False
+    try:
+        start = json.loads(first) if first is not None else None
+        if isinstance(start, dict) and start.get("action") == "audit.chain_start":
+            info = start.get("chain_info")
+            flag = info.get("checkpointed") if isinstance(info, dict) else None
+            checkpointed = flag if flag in ("writer", "external") else None
+        end = json.loads(last) if last is not None else None
+        if isinstance(end, dict):
+            last_ts = parse_ts(str(end.get("ts")))
+            stopped = end.get("action") == "audit.chain_stop"
+    except (ValueError, RecursionError):
+        pass
+    return _ChainFacts(checkpointed, last_ts, stopped)
 
 
 def _text(chain: bytes) -> str:
@@ -751,7 +836,6 @@ def _load_checkpoints(
     out: _Collector,
     *,
     heartbeat: float | None,
-    now: dt.datetime | None,
 ) -> list[tuple[Checkpoint, bool]]:
     """Return ``(checkpoint, linked_to_previous)`` for every valid checkpoint."""
     records = anchor.records() if isinstance(anchor, CheckpointAnchor) else list(anchor)
@@ -788,13 +872,6 @@ def _load_checkpoints(
             )
         result.append((cp, linked))
         prev = cp
-    if prev is not None and heartbeat is not None and now is not None:
-        silent = (now - prev.time).total_seconds()
-        if silent > heartbeat * 1.5:
-            out.add(
-                FindingKind.CHECKPOINT_GAP,
-                detail=f"no checkpoint for the last {int(silent)} s",
-            )
     return result
 
 
@@ -858,6 +935,13 @@ def _verify_records(
     last_chain: str | None = None
     last_list: list[StoredRecord] = []
     for rec in source.records():
+        if rec.__class__ is Torn:
+            out.add(
+                FindingKind.CRASH_TRUNCATED,
+                detail=f"{rec.loc}: the start of a record whose write never "
+                "finished (a crash or a full disk)",
+            )
+            continue
         events += 1
         if rec.__class__ is Malformed:
             out.add(FindingKind.MODIFIED, detail=f"{rec.loc}: not an audit record")
@@ -910,8 +994,12 @@ def verify_trail(
             unanchored tail and truncation cannot be detected.
         verifier: The pinned checkpoint verifier key; required with *checkpoints*.
         heartbeat: The checkpoint interval in seconds; a silence longer than 1.5
-            intervals between checkpoints (or before *now*) is a ``CHECKPOINT_GAP``.
-        now: The time the verification runs, for the heartbeat check.
+            intervals between checkpoints, or between the latest checkpoint and
+            a chain's last record, is a ``CHECKPOINT_GAP``, and a trail with no
+            checkpoint at all is ``CHECKPOINT_MISSING``.
+        now: Accepted for compatibility and ignored: silences are measured
+            against the trail's own times, so a trail verified long after it
+            was written (or written under load) is judged the same.
 
     Returns:
         The report; :attr:`VerificationReport.intact` says whether it is clean.
@@ -932,8 +1020,10 @@ def verify_trail(
     # Per chain, how many records were read: in all, and at or below a seq.
     read: dict[str, int]
     read_upto: Callable[[str, int], int]
+    facts: dict[str, _ChainFacts]
     if fast is not None:
-        events, valid = fast
+        events, valid, ends = fast
+        facts = {c: _chain_facts(*pair) for c, pair in ends.items()}
         tops = {chain: len(macs) for chain, macs in valid.items()}
         read = tops
 
@@ -943,6 +1033,11 @@ def verify_trail(
     else:
         events, chains = _verify_records(source, keys, out, valid, tops)
         read = {chain: len(recs) for chain, recs in chains.items()}
+        facts = {
+            c: _chain_facts(recs[0].body if recs[0].seq == 1 else None, recs[-1].body)
+            for c, recs in chains.items()
+            if recs
+        }
 
         def read_upto(chain: str, seq: int) -> int:
             # Each list is sorted by seq after _verify_chain.
@@ -950,15 +1045,15 @@ def verify_trail(
 
     cps: list[tuple[Checkpoint, bool]] = []
     if checkpoints is not None and verifier is not None:
-        cps = _load_checkpoints(
-            checkpoints, verifier, out, heartbeat=heartbeat, now=now
-        )
+        cps = _load_checkpoints(checkpoints, verifier, out, heartbeat=heartbeat)
         _replay(cps, valid, out)
     latest = cps[-1][0] if cps else None
     anchored: dict[str, int] = {}
     if latest is not None:
         anchored = {c: s for c, s, _ in latest.heads}
         _check_heads(latest, tops, out)
+    if checkpoints is not None:
+        _check_coverage(latest, anchored, tops, facts, heartbeat, out)
     unanchored = 0
     for chain, count in read.items():
         unanchored += count - read_upto(chain, anchored.get(chain, 0))
@@ -979,6 +1074,64 @@ def verify_trail(
         verified_through=latest,
         unanchored=unanchored,
     )
+
+
+def _check_coverage(  # noqa: PLR0917 - internal, called once
+    latest: Checkpoint | None,
+    anchored: Mapping[str, int],
+    tops: Mapping[str, int],
+    facts: Mapping[str, _ChainFacts],
+    heartbeat: float | None,
+    out: _Collector,
+) -> None:
+    """Check that the checkpoints cover what the trail says they should.
+
+    A chain whose start records that it is checkpointed, or any chain when a
+    *heartbeat* is demanded, needs checkpoints: none at all is
+    ``CHECKPOINT_MISSING``. A chain whose own writer checkpoints made a final
+    checkpoint after its clean stop; a latest checkpoint that does not reach
+    that stop is ``CHECKPOINT_MISSING`` too (an older or cut checkpoint file).
+    With a *heartbeat*, a chain's last record more than 1.5 intervals after the
+    latest checkpoint is a ``CHECKPOINT_GAP``: the silence is measured against
+    the trail's own times, never the verifier's clock.
+    """
+    wanted = sorted(c for c, f in facts.items() if f.checkpointed or heartbeat)
+    if not wanted:
+        return
+    if latest is None:
+        out.add(
+            FindingKind.CHECKPOINT_MISSING,
+            count=len(wanted),
+            detail=f"{len(wanted)} chains record that they are checkpointed, "
+            "but the anchor holds no valid checkpoint",
+        )
+        return
+    for chain in wanted:
+        fact = facts[chain]
+        top = tops.get(chain, 0)
+        if (
+            fact.checkpointed == "writer"
+            and fact.stopped
+            and anchored.get(chain, 0) < top
+        ):
+            out.add(
+                FindingKind.CHECKPOINT_MISSING,
+                chain,
+                anchored.get(chain, 0) + 1,
+                last_seq=top,
+                detail="the chain closed, and its final checkpoint is not in the anchor",
+            )
+        elif (
+            heartbeat is not None
+            and fact.last_ts is not None
+            and (fact.last_ts - latest.time).total_seconds() > heartbeat * 1.5
+        ):
+            late = int((fact.last_ts - latest.time).total_seconds())
+            out.add(
+                FindingKind.CHECKPOINT_GAP,
+                chain,
+                detail=f"records written {late} s after the latest checkpoint",
+            )
 
 
 def _check_heads(latest: Checkpoint, tops: Mapping[str, int], out: _Collector) -> None:

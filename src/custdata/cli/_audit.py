@@ -7,7 +7,9 @@
                           [--prefix NAME] [--heartbeat SECONDS] [--json]
 
 SOURCE is a JSON-lines file or a database URL (anything with ``://``). Exit
-status 0: intact (informational findings only); 1: findings; 2: usage error.
+status 0: intact (informational findings only); 1: findings; 2: usage error;
+3: intact, but a record was torn by a crash or a failed write
+(``CRASH_TRUNCATED``: an I/O artefact, not tampering).
 """
 
 from __future__ import annotations
@@ -119,8 +121,10 @@ def _verify(args: argparse.Namespace) -> int:
             verifier = CheckpointVerifier(text)
         except ValueError as exc:
             return _usage(str(exc))
-        if not Path(args.checkpoints).is_file():
-            return _usage(f"no checkpoint anchor at {args.checkpoints}")
+        if Path(args.checkpoints).is_dir():
+            return _usage(f"the checkpoint anchor {args.checkpoints} is a directory")
+        # A missing anchor file holds no checkpoints: for a trail that records
+        # that it is checkpointed, that is a finding, not a usage error.
         anchor = FileAnchor(args.checkpoints)
     engine = None
     if "://" in args.source:
@@ -164,4 +168,13 @@ def _verify(args: argparse.Namespace) -> int:
         for finding in report.findings:
             print(f"  {finding}")
         print("intact" if report.intact else "FINDINGS")
-    return 0 if report.intact else 1
+    return _status(report)
+
+
+def _status(report: Any) -> int:
+    """The exit status: 0 intact, 1 findings, 3 intact but with torn records."""
+    if not report.intact:
+        return 1
+    if any(f.kind.value == "CRASH_TRUNCATED" for f in report.findings):
+        return 3
+    return 0
