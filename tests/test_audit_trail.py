@@ -321,7 +321,9 @@ class TestFailClosed:
         from custdata.audit import SqlSource, audit_tables
 
         url = f"sqlite:///{tmp_path / 'a.db'}"
-        sink = SqlSink(url, max_queue=3, block_timeout=0.01, flush_interval=0.01)
+        sink = SqlSink(
+            url, mode="async", max_queue=3, block_timeout=0.01, flush_interval=0.01
+        )
         blocker = threading.Event()
         original = sink._write
 

@@ -156,29 +156,56 @@ def derived_columns(fields: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+_MODES: Final = frozenset({"sync", "async"})
+#: Connections a forked child inherited from its parent's sinks.
+_INHERITED: Final[list[sa.Connection]] = []
+
+
 def _aware(dialect: sa.Dialect) -> bool:
     return dialect.name == "postgresql"
 
 
 class SqlSink:
-    """Write sealed records to the audit tables from a background flusher thread.
+    """Write sealed records to the audit tables, on a connection of their own.
 
-    The flusher uses its own engine and connection, so audit rows commit
-    independently of the application's transactions. Records are batched (up to
-    *batch_size* per multi-row INSERT, at most *flush_interval* seconds apart).
-    The queue is bounded: when it is full, :meth:`reserve` waits up to
-    *block_timeout* seconds and then raises :class:`custdata.AuditUnavailableError`;
-    it also raises at once while the database refuses writes. Nothing is dropped.
+    Audit rows commit independently of the application's transactions (the
+    sink has its own engine or, given one, its own connection from it).
+
+    **Synchronous mode** (``mode="sync"``, the default): :meth:`emit` inserts
+    the record and its subject fan-out rows and commits before it returns, on
+    the caller's thread. The trail emits before it releases anything, so no
+    value is released unless its event is committed: a database that is down
+    or blocked refuses (or holds) the access, and a process killed at any
+    moment leaves no released value without its event. The SQLAlchemy layer
+    records one event per fetched batch (up to 1,000 subjects), so the cost
+    is one commit per batch, not per row.
+
+    **Asynchronous mode** (``mode="async"``, opt-in): a background flusher
+    batches records (up to *batch_size* per multi-row INSERT, at most
+    *flush_interval* seconds apart). The queue is bounded: when it is full,
+    :meth:`reserve` waits up to *block_timeout* seconds and then raises
+    :class:`custdata.AuditUnavailableError`; it also raises at once while the
+    database refuses writes. **Loss window:** values are released when their
+    event is queued, not committed; records still queued when the process is
+    killed (or loses power) are lost — at most *max_queue* events, normally the
+    last *flush_interval* seconds' worth. Verification cannot see that loss.
 
     Args:
         url: A database URL or an engine. A URL gets an engine of its own, disposed
             on :meth:`close`; a given engine is left open.
         prefix: The table-name prefix.
         create: Create missing tables on start.
-        batch_size: The most rows per INSERT.
-        flush_interval: The longest a record waits before its batch is written.
-        max_queue: How many records may wait.
-        block_timeout: How long :meth:`reserve` waits for room.
+        mode: ``"sync"`` (commit before release) or ``"async"`` (queue).
+        batch_size: Asynchronous mode: the most rows per INSERT.
+        flush_interval: Asynchronous mode: the longest a record waits before
+            its batch is written.
+        max_queue: Asynchronous mode: how many records may wait.
+        block_timeout: Asynchronous mode: how long :meth:`reserve` waits for room.
+
+    Raises:
+        ConfigurationError: The URL cannot be used, or *mode* is unknown.
+        AuditUnavailableError: The tables cannot be created (the database is
+            unreachable or refuses).
     """
 
     name = "sql"
@@ -189,11 +216,17 @@ class SqlSink:
         *,
         prefix: str = "custdata_audit",
         create: bool = True,
+        mode: str = "sync",
         batch_size: int = 500,
         flush_interval: float = 0.1,
         max_queue: int = 10_000,
         block_timeout: float = 0.05,
     ) -> None:
+        if mode not in _MODES:
+            raise ConfigurationError("SqlSink mode must be 'sync' or 'async'")
+        #: ``"sync"`` or ``"async"``.
+        self.mode = mode
+        self._sync = mode == "sync"
         if isinstance(url, sa.Engine):
             self.engine = url
             self._owns_engine = False
@@ -225,6 +258,7 @@ class SqlSink:
         self._reset_state()
 
     def _reset_state(self) -> None:
+        self._conn: sa.Connection | None = None
         self._queue: collections.deque[SealedRecord] = collections.deque()
         self._reserved = 0
         self._in_flight = 0
@@ -240,7 +274,16 @@ class SqlSink:
     # -- writer side -------------------------------------------------------
 
     def reserve(self) -> None:
-        """Wait for room in the queue, or raise ``AuditUnavailableError``."""
+        """Refuse when closed; asynchronous mode: wait for room in the queue.
+
+        Raises:
+            AuditUnavailableError: The sink is closed, or (asynchronous mode)
+                the queue stays full or the database refuses writes.
+        """
+        if self._sync:
+            if self._closing:
+                raise AuditUnavailableError("the audit SQL sink is closed")
+            return
         deadline = time.monotonic() + self.block_timeout
         with self._cond:
             if self._closing:
@@ -258,7 +301,15 @@ class SqlSink:
             self._reserved += 1
 
     def emit(self, record: SealedRecord) -> None:
-        """Queue *record* (room was reserved by :meth:`reserve`)."""
+        """Commit *record* (synchronous mode), or queue it (room was reserved).
+
+        Raises:
+            AuditUnavailableError: Synchronous mode: the database did not
+                commit the record (it is not part of the trail).
+        """
+        if self._sync:
+            self._commit_now(record)
+            return
         with self._cond:
             if self._reserved > 0:
                 self._reserved -= 1
@@ -271,8 +322,35 @@ class SqlSink:
             if len(self._queue) >= self.batch_size:
                 self._cond.notify_all()
 
+    def _commit_now(self, record: SealedRecord) -> None:
+        """Insert and commit one record on the sink's own connection."""
+        events, subjects = self.rows([record])
+        with self._cond:
+            if self._closing:
+                raise AuditUnavailableError("the audit SQL sink is closed")
+            conn = self._conn
+            try:
+                if conn is None:
+                    conn = self._conn = self.engine.connect()
+                with conn.begin():
+                    conn.execute(self.tables.event.insert(), events)
+                    if subjects:
+                        conn.execute(self.tables.subject.insert(), subjects)
+            except sa.exc.SQLAlchemyError as exc:
+                self._drop_connection()
+                raise AuditUnavailableError(
+                    f"the audit database did not commit the event ({type(exc).__name__})"
+                ) from None
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                conn.invalidate()
+                conn.close()
+
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until every queued record is committed.
+        """Wait until every queued record is committed (nothing waits in synchronous mode).
 
         Raises:
             AuditUnavailableError: The records could not be written in *timeout*
@@ -310,6 +388,10 @@ class SqlSink:
             with self._cond:
                 self._closing = True
                 self._cond.notify_all()
+                conn, self._conn = self._conn, None
+            if conn is not None:
+                with contextlib.suppress(sa.exc.SQLAlchemyError):
+                    conn.close()
             if self._thread is not None:
                 self._thread.join(timeout=5)
             self._closed = True
@@ -317,7 +399,11 @@ class SqlSink:
                 self.engine.dispose()
 
     def after_fork_in_child(self) -> None:
-        """Forget the parent's queue and flusher; never reuse its connections."""
+        """Forget the parent's queue, flusher and connection; never reuse them."""
+        if self._conn is not None:
+            # Kept referenced, never closed or returned to a pool: either would
+            # talk to the server on the parent's socket.
+            _INHERITED.append(self._conn)
         self.engine.dispose(close=False)
         self._reset_state()
 
