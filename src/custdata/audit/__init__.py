@@ -19,6 +19,8 @@ from ._checkpoint import FileAnchor as FileAnchor
 from ._keys import AuditKeySource as AuditKeySource
 from ._query import AuditQuery as AuditQuery
 from ._query import QueryResult as QueryResult
+from ._query import find_events as find_events
+from ._query import pseudonym_for as pseudonym_for
 from ._redact import redact as redact
 from ._schema import AuditAction as AuditAction
 from ._schema import AuditOutcome as AuditOutcome
@@ -64,6 +66,8 @@ __all__ = [
     "TrailSource",
     "VerificationReport",
     "audit_tables",
+    "find_events",
+    "pseudonym_for",
     "redact",
     "verify_trail",
 ]

@@ -28,10 +28,25 @@ from ._keys import (
     pseudonym_root,
     subject_ref,
 )
+from ._schema import audit_name, parse_ts
 from ._sql import audit_tables
+from ._store import JsonLinesSource, SqlSource, StoredRecord, TrailSource
 
 
-__all__ = ["AuditQuery", "QueryResult"]
+__all__ = ["AuditQuery", "QueryResult", "find_events", "pseudonym_for"]
+
+
+def pseudonym_for(keys: AuditKeySource, subject: str, *, tenant: str = "") -> str:
+    """Return the pseudonym (``sr_…``) the trail records for a raw subject id.
+
+    The same as :meth:`custdata.audit.AuditTrail.subject_ref` of a trail over
+    *keys*: stable across audit key rotation. A subject whose id is its e-mail
+    address is looked up by that address; otherwise look up its id first.
+    """
+    return subject_ref(
+        PseudonymKey(pseudonym_key(pseudonym_root(keys))), subject, tenant=tenant
+    )
+
 
 #: The actions by which an actor saw a subject's data.
 _SAW: Final = ("field.reveal", "export.third_party")
@@ -181,18 +196,71 @@ class AuditQuery:
         actors who saw data are in ``values``.
         """
         ref = subject_ref if subject_ref is not None else self.subject_ref(str(subject))
-        s = self.tables.subject
-        stmt = sa.select(
-            s.c.actor_id, s.c.action, s.c.purpose, s.c.ts, s.c.chain, s.c.seq
-        ).where(
-            s.c.subject_ref == ref,
-            s.c.ts >= self._ts(since),
-            s.c.ts < self._ts(until),
+        s, t = self.tables.subject, self.tables.event
+        stmt = (
+            sa.select(
+                s.c.actor_id,
+                s.c.action,
+                s.c.purpose,
+                s.c.ts,
+                s.c.chain,
+                s.c.seq,
+                t.c.outcome,
+                t.c.body,
+            )
+            .join(t, sa.and_(t.c.chain == s.c.chain, t.c.seq == s.c.seq))
+            .where(
+                s.c.subject_ref == ref,
+                s.c.ts >= self._ts(since),
+                s.c.ts < self._ts(until),
+            )
+            .order_by(s.c.ts, s.c.chain, s.c.seq)
         )
         with self.engine.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(stmt)]  # noqa: SLF001
-        saw = [r["actor_id"] for r in rows if r["action"] in _SAW and r["actor_id"]]
+            rows = [_with_body(dict(r._mapping)) for r in conn.execute(stmt)]  # noqa: SLF001
+        saw = [
+            r["actor_id"]
+            for r in rows
+            if r["action"] in _SAW and r["outcome"] == "allowed" and r["actor_id"]
+        ]
         return self._result(saw, rows)
+
+    def actions_of(
+        self,
+        actor: str,
+        *,
+        since: dt.datetime,
+        until: dt.datetime,
+    ) -> QueryResult:
+        """Return everything *actor* did in ``[since, until)``, allowed or denied.
+
+        ``values`` are the pseudonyms of the subjects concerned; each row names
+        action, outcome, purpose, entity, fields, count, reason and subjects.
+        The actor id is matched as recorded (:func:`~custdata.audit._schema.audit_name`).
+        """
+        t = self.tables.event
+        stmt = (
+            sa.select(
+                t.c.chain,
+                t.c.seq,
+                t.c.ts,
+                t.c.actor_id,
+                t.c.action,
+                t.c.outcome,
+                t.c.purpose,
+                t.c.body,
+            )
+            .where(
+                t.c.actor_id == audit_name(actor),
+                t.c.ts >= self._ts(since),
+                t.c.ts < self._ts(until),
+            )
+            .order_by(t.c.ts, t.c.chain, t.c.seq)
+        )
+        with self.engine.connect() as conn:
+            rows = [_with_body(dict(r._mapping)) for r in conn.execute(stmt)]  # noqa: SLF001
+        refs = [ref for r in rows for ref in r["subjects"]]
+        return self._result(refs, rows)
 
     def exports(
         self,
@@ -238,3 +306,131 @@ class AuditQuery:
                     }
                 )
         return self._result([str(r["recipient_id"]) for r in rows], rows)
+
+
+def _body_facts(body: bytes | None) -> dict[str, Any]:
+    """Return the investigation columns of a body (empty when it is gone)."""
+    try:
+        fields = json.loads(body) if body is not None else {}
+    except (ValueError, RecursionError):
+        fields = {}
+    if not isinstance(fields, dict):
+        fields = {}
+    actor = fields.get("actor")
+    subjects = list(fields.get("subjects") or ())
+    if fields.get("subject_ref"):
+        subjects.append(fields["subject_ref"])
+    return {
+        "roles": list(actor.get("roles") or ()) if isinstance(actor, dict) else [],
+        "entity": fields.get("entity"),
+        "fields": list(fields.get("fields") or ()),
+        "denied_fields": list(fields.get("denied_fields") or ()),
+        "count": fields.get("count"),
+        "reason": fields.get("reason"),
+        "subjects": subjects,
+    }
+
+
+def _with_body(row: dict[str, Any]) -> dict[str, Any]:
+    """Replace a row's raw ``body`` by its investigation columns."""
+    body = row.pop("body", None)
+    row.update(_body_facts(None if body is None else bytes(body)))
+    return row
+
+
+def find_events(
+    source: TrailSource,
+    *,
+    subject_ref: str | None = None,
+    actor: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Return the events of a stored trail that concern a subject or an actor.
+
+    A JSON-lines file is read in one streaming pass; lines are decoded only
+    when their bytes contain the pseudonym or the actor id. The audit tables
+    are queried through their ``(subject_ref, ts)`` and ``(actor_id, ts)``
+    indexes (:class:`AuditQuery`). Rows are ordered by time.
+
+    Args:
+        source: The stored trail.
+        subject_ref: Events listing this pseudonym.
+        actor: Events by this actor id (as given; matched as recorded).
+        since: Start, inclusive (timezone-aware).
+        until: End, exclusive.
+
+    Returns:
+        One dict per event: ``ts`` (aware), ``chain``, ``seq``, ``actor_id``,
+        ``roles``, ``action``, ``outcome``, ``purpose``, ``entity``,
+        ``fields``, ``denied_fields``, ``count``, ``reason``, ``subjects``.
+
+    Raises:
+        ValueError: Neither or both of *subject_ref* and *actor* are given, or
+            a bound is naive.
+    """
+    if (subject_ref is None) == (actor is None):
+        raise ValueError("give exactly one of subject_ref and actor")
+    lo = since or dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    hi = until or dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+    if lo.tzinfo is None or hi.tzinfo is None:
+        raise ValueError("query bounds must be timezone-aware")
+    if isinstance(source, SqlSource):
+        q = AuditQuery(
+            source.engine, prefix=source.tables.event.name.removesuffix("_event")
+        )
+        if subject_ref is not None:
+            result = q.accessors_of(subject_ref=subject_ref, since=lo, until=hi)
+        else:
+            result = q.actions_of(str(actor), since=lo, until=hi)
+        rows = [dict(r) for r in result.rows]
+        for row in rows:
+            row["ts"] = _aware(row["ts"])
+            row.setdefault("outcome", None)
+        return rows
+    if not isinstance(source, JsonLinesSource):
+        raise TypeError("find_events reads JSON-lines files and audit tables")
+    name = None if actor is None else audit_name(actor)
+    needle = (subject_ref or json.dumps(name, ensure_ascii=False)[1:-1]).encode()
+    rows = []
+    for rec in source.records():
+        if (
+            not isinstance(rec, StoredRecord)
+            or rec.body is None
+            or needle not in rec.body
+        ):
+            continue
+        try:
+            body = json.loads(rec.body)
+            ts = parse_ts(str(body["ts"]))
+        except (ValueError, RecursionError, KeyError, TypeError):
+            continue
+        facts = _body_facts(rec.body)
+        who = body.get("actor")
+        actor_id = who.get("id") if isinstance(who, dict) else None
+        if subject_ref is not None and subject_ref not in facts["subjects"]:
+            continue
+        if name is not None and actor_id != name:
+            continue
+        if not lo <= ts < hi:
+            continue
+        rows.append(
+            {
+                "ts": ts,
+                "chain": rec.chain,
+                "seq": rec.seq,
+                "actor_id": actor_id,
+                "action": body.get("action"),
+                "outcome": body.get("outcome"),
+                "purpose": body.get("purpose"),
+                **facts,
+            }
+        )
+    rows.sort(key=lambda r: (r["ts"], r["chain"], r["seq"]))
+    return rows
+
+
+def _aware(value: Any) -> Any:
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value

@@ -1,10 +1,19 @@
-"""``custdata audit``: verify an audit trail.
+"""``custdata audit``: verify an audit trail and investigate it.
 
 ::
 
     custdata audit verify SOURCE --keyring PATH [--kek PATH]
                           [--checkpoints PATH --checkpoint-key KEY|@FILE]
                           [--prefix NAME] [--heartbeat SECONDS] [--json]
+    custdata audit who-read SOURCE --subject ID --keyring PATH [...]
+                          [--since TIME] [--until TIME] [--tenant T] [--json]
+    custdata audit what-did SOURCE --actor ID --keyring PATH [...]
+                          [--since TIME] [--until TIME] [--json]
+
+``who-read`` lists every event that concerns a data subject (its raw id is
+turned into its pseudonym with the keyring), allowed or denied; ``what-did``
+every event of an actor. Both verify the trail first and state the checkpoint
+it is verified through, and exit like ``verify`` (0 intact, 1 findings).
 
 SOURCE is a JSON-lines file or a database URL (anything with ``://``). Exit
 status 0: intact (informational findings only); 1: findings; 2: usage error;
@@ -40,44 +49,86 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "verify",
         help="verify a JSON-lines file or audit tables; exit 0 intact, 1 findings",
     )
-    verify.add_argument(
+    _common(verify)
+    verify.set_defaults(handler=_verify)
+    who = commands.add_parser(
+        "who-read",
+        help="every event concerning a data subject (allowed and denied)",
+    )
+    _common(who)
+    who.add_argument("--subject", required=True, metavar="ID", help="the subject's id")
+    who.add_argument(
+        "--tenant", default="", help="the tenant mixed into pseudonyms, if any"
+    )
+    _window(who)
+    who.set_defaults(handler=_who_read)
+    what = commands.add_parser("what-did", help="every event of an actor")
+    _common(what)
+    what.add_argument("--actor", required=True, metavar="ID", help="the actor's id")
+    _window(what)
+    what.set_defaults(handler=_what_did)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "source", metavar="SOURCE", help="a JSON-lines file or a database URL"
     )
-    verify.add_argument(
+    parser.add_argument(
         "--keyring",
         metavar="PATH",
         required=True,
         help="the keyring file holding the audit root keys",
     )
-    verify.add_argument(
+    parser.add_argument(
         "--kek",
         metavar="PATH",
         help="the local key-encryption key file, if the keyring is wrapped",
     )
-    verify.add_argument(
+    parser.add_argument(
         "--checkpoints", metavar="PATH", help="the checkpoint anchor file (JSON lines)"
     )
-    verify.add_argument(
+    parser.add_argument(
         "--checkpoint-key",
         metavar="KEY",
         help="the pinned checkpoint verifier key, or @FILE holding it",
     )
-    verify.add_argument(
+    parser.add_argument(
         "--prefix", default="custdata_audit", help="the audit tables' prefix"
     )
-    verify.add_argument(
+    parser.add_argument(
         "--heartbeat",
         type=float,
         metavar="SECONDS",
         help="the checkpoint interval to enforce",
     )
-    verify.add_argument("--json", action="store_true", help="print the report as JSON")
-    verify.set_defaults(handler=_verify)
+    parser.add_argument("--json", action="store_true", help="print JSON")
 
 
-def _usage(message: str) -> int:
-    print(f"custdata audit verify: error: {message}", file=sys.stderr)
+def _window(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--since", type=_time, metavar="TIME", help="ISO-8601 start, inclusive"
+    )
+    parser.add_argument(
+        "--until", type=_time, metavar="TIME", help="ISO-8601 end, exclusive"
+    )
+
+
+def _time(text: str) -> dt.datetime:
+    """Parse an ISO-8601 time; a time without a zone is UTC."""
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+
+
+def _usage(message: str, command: str = "verify") -> int:
+    print(f"custdata audit {command}: error: {message}", file=sys.stderr)
     return 2
+
+
+class _Usage(Exception):  # noqa: N818 - internal control flow, never escapes
+    """A usage error, turned into exit status 2 by the command."""
 
 
 def _load_keys(args: argparse.Namespace) -> Any:
@@ -92,22 +143,22 @@ def _load_keys(args: argparse.Namespace) -> Any:
     return Keyring.load(args.keyring, provider=provider)
 
 
-def _verify(args: argparse.Namespace) -> int:
+def _prepare(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, Any]:
+    """Return ``(keys, source, anchor, verifier, engine)`` or raise :class:`_Usage`."""
     from custdata.audit import (  # noqa: PLC0415
         CheckpointVerifier,
         FileAnchor,
         JsonLinesSource,
         SqlSource,
         audit_tables,
-        verify_trail,
     )
 
     if bool(args.checkpoints) != bool(args.checkpoint_key):
-        return _usage("--checkpoints and --checkpoint-key go together")
+        raise _Usage("--checkpoints and --checkpoint-key go together")
     try:
         keys = _load_keys(args)
     except (CustdataError, OSError) as exc:
-        return _usage(f"cannot load the keyring: {exc}")
+        raise _Usage(f"cannot load the keyring: {exc}") from None
     verifier = None
     anchor = None
     if args.checkpoint_key:
@@ -116,13 +167,15 @@ def _verify(args: argparse.Namespace) -> int:
             try:
                 text = Path(text[1:]).read_text()
             except OSError as exc:
-                return _usage(f"cannot read the checkpoint key: {exc.strerror}")
+                raise _Usage(
+                    f"cannot read the checkpoint key: {exc.strerror}"
+                ) from None
         try:
             verifier = CheckpointVerifier(text)
         except ValueError as exc:
-            return _usage(str(exc))
+            raise _Usage(str(exc)) from None
         if Path(args.checkpoints).is_dir():
-            return _usage(f"the checkpoint anchor {args.checkpoints} is a directory")
+            raise _Usage(f"the checkpoint anchor {args.checkpoints} is a directory")
         # A missing anchor file holds no checkpoints: for a trail that records
         # that it is checkpointed, that is a finding, not a usage error.
         anchor = FileAnchor(args.checkpoints)
@@ -133,21 +186,46 @@ def _verify(args: argparse.Namespace) -> int:
         try:
             engine = sa.create_engine(args.source)
         except (sa.exc.ArgumentError, ImportError) as exc:
-            return _usage(f"bad database URL ({type(exc).__name__})")
+            raise _Usage(f"bad database URL ({type(exc).__name__})") from None
         source: Any = SqlSource(engine, audit_tables(prefix=args.prefix))
     else:
         if not Path(args.source).is_file():
-            return _usage(f"no such file: {args.source}")
+            raise _Usage(f"no such file: {args.source}")
         source = JsonLinesSource(args.source)
+    return keys, source, anchor, verifier, engine
+
+
+def _run_verify(
+    args: argparse.Namespace, keys: Any, source: Any, anchor: Any, verifier: Any
+) -> Any:
+    from custdata.audit import verify_trail  # noqa: PLC0415
+
+    return verify_trail(
+        source, keys, checkpoints=anchor, verifier=verifier, heartbeat=args.heartbeat
+    )
+
+
+def _verified_line(report: Any) -> str:
+    vt = report.verified_through
+    anchored = (
+        "no checkpoints"
+        if vt is None
+        else f"verified through checkpoint {vt.tree_size} at {vt.time.isoformat()}"
+    )
+    state = "intact" if report.intact else f"FINDINGS ({len(report.findings)})"
+    return (
+        f"{report.source}: {report.events} events in {report.chains} chains; "
+        f"{anchored}; {report.unanchored} newer; {state}"
+    )
+
+
+def _verify(args: argparse.Namespace) -> int:
     try:
-        report = verify_trail(
-            source,
-            keys,
-            checkpoints=anchor,
-            verifier=verifier,
-            heartbeat=args.heartbeat,
-            now=dt.datetime.now(dt.timezone.utc),
-        )
+        keys, source, anchor, verifier, engine = _prepare(args)
+    except _Usage as exc:
+        return _usage(str(exc))
+    try:
+        report = _run_verify(args, keys, source, anchor, verifier)
     except Exception as exc:  # noqa: BLE001 - report any read failure as usage
         return _usage(f"cannot read the trail ({type(exc).__name__})")
     finally:
@@ -168,6 +246,69 @@ def _verify(args: argparse.Namespace) -> int:
         for finding in report.findings:
             print(f"  {finding}")
         print("intact" if report.intact else "FINDINGS")
+    return _status(report)
+
+
+def _who_read(args: argparse.Namespace) -> int:
+    return _investigate(args, "who-read")
+
+
+def _what_did(args: argparse.Namespace) -> int:
+    return _investigate(args, "what-did")
+
+
+def _investigate(args: argparse.Namespace, command: str) -> int:
+    from custdata.audit import find_events, pseudonym_for  # noqa: PLC0415
+
+    try:
+        keys, source, anchor, verifier, engine = _prepare(args)
+    except _Usage as exc:
+        return _usage(str(exc), command)
+    try:
+        report = _run_verify(args, keys, source, anchor, verifier)
+        if command == "who-read":
+            # The pseudonym the writers recorded for this subject.
+            ref = pseudonym_for(keys, args.subject, tenant=args.tenant)
+            rows = find_events(
+                source, subject_ref=ref, since=args.since, until=args.until
+            )
+            subject: dict[str, Any] = {"subject_ref": ref}
+        else:
+            rows = find_events(
+                source, actor=args.actor, since=args.since, until=args.until
+            )
+            subject = {"actor": args.actor}
+    except Exception as exc:  # noqa: BLE001 - report any read failure as usage
+        return _usage(f"cannot read the trail ({type(exc).__name__})", command)
+    finally:
+        if engine is not None:
+            engine.dispose()
+    vt = report.verified_through
+    if args.json:
+        out = {
+            **subject,
+            "verification": report.to_dict(),
+            "verified_through": None
+            if vt is None
+            else {"tree_size": vt.tree_size, "time": vt.time.isoformat()},
+            "events": [
+                {**r, "ts": r["ts"].isoformat().replace("+00:00", "Z")} for r in rows
+            ],
+        }
+        print(json.dumps(out, indent=2, sort_keys=True, ensure_ascii=False))
+    else:
+        print(_verified_line(report))
+        if "subject_ref" in subject:
+            print(f"subject pseudonym {subject['subject_ref']}")
+        for r in rows:
+            fields = ",".join(r["fields"]) or "-"
+            print(
+                f"  {r['ts'].isoformat().replace('+00:00', 'Z')}  {r['action']:<20} "
+                f"{r['outcome'] or '-':<8} actor={r['actor_id']} purpose={r['purpose']} "
+                f"entity={r['entity']} fields={fields} count={r['count']}"
+                + (f" reason={r['reason']}" if r["reason"] else "")
+            )
+        print(f"{len(rows)} events")
     return _status(report)
 
 
