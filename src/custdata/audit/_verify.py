@@ -460,13 +460,7 @@ def _verify_chain(  # noqa: PLR0917 - internal, called once
     for rec in recs:
         _, _, seq, kref, prev, rmac, rdigest, body, columns = rec
         if seq == prev_seq and rec[1:] == prev_rec[1:]:  # type: ignore[index]
-            # An identical copy of a record: a replayed line or row.
-            out.add(
-                FindingKind.DUPLICATE,
-                chain,
-                seq,
-                detail="the same record is stored more than once",
-            )
+            _duplicate(out, chain, seq)  # a replayed line or row, byte for byte
             continue
         prev_seq, prev_rec = seq, rec
         if seq < 1:
@@ -527,12 +521,7 @@ def _verify_chain(  # noqa: PLR0917 - internal, called once
             verdict = _branch(recs, seq, rmac, prev, cvalid, forks)
             if verdict is _Branch.SAME:
                 # The MAC covers chain, seq, prev and body: the same record again.
-                out.add(
-                    FindingKind.DUPLICATE,
-                    chain,
-                    seq,
-                    detail="the same record is stored more than once",
-                )
+                _duplicate(out, chain, seq)
                 continue
             if verdict is _Branch.BROKEN:
                 out.add(
@@ -563,6 +552,15 @@ def _verify_chain(  # noqa: PLR0917 - internal, called once
     del cvalid[0]
     valid[chain] = cvalid
     return expected - 1
+
+
+def _duplicate(out: _Collector, chain: str, seq: int) -> None:
+    out.add(
+        FindingKind.DUPLICATE,
+        chain,
+        seq,
+        detail="the same record is stored more than once",
+    )
 
 
 class _Branch(enum.Enum):
