@@ -101,10 +101,13 @@ class JsonLinesSink:
         self._ident: tuple[int, int] = (-1, -1)
         #: Whether the next line must begin with a newline (a torn line before it).
         self._fresh_line = False
+        self._where = ""
         if target is None:
             self._stream = sys.stdout
         elif isinstance(target, (str, os.PathLike)):
             self.path = Path(target)
+            # The path as a str: stat() takes it without converting a Path.
+            self._where = os.fspath(self.path)
             self._open()
         else:
             self._stream = target
@@ -159,7 +162,7 @@ class JsonLinesSink:
             # The path must still name the opened file: a moved, deleted or
             # replaced file would take this event out of the trail.
             try:
-                st = _stat(self.path)  # type: ignore[arg-type]
+                st = _stat(self._where)
             except OSError:
                 st = None
             if st is None or (st.st_dev, st.st_ino) != self._ident:
