@@ -174,3 +174,51 @@ class TestRolesAndPurposes:
         assert "denied" == event["outcome"]
         assert rec.trail.subject_ref("c-9") == event["subject_ref"]
         rec.verify_intact()
+
+
+class TestNamesInTheTables:
+    def test_recorded_names_verify_in_the_audit_tables(
+        self, db_url: str, unique_suffix: str
+    ) -> None:
+        """E-mail, non-ASCII, padded and escaped names fill the derived columns and verify intact."""
+        import sqlalchemy as sa
+
+        from custdata._decision import AccessDecision, Outcome
+        from custdata.audit import SqlSink, SqlSource
+
+        keys = FakeKeys()
+        sink = SqlSink(db_url, prefix=f"t_names_{unique_suffix}")
+        trail = AuditTrail(keys, sinks=[sink], checkpoint_interval=None)
+        names = [*ACTOR_IDS, "u-1\x00\n", "x" * (NAME_MAX + 1)]
+        try:
+            for actor in names:
+                trail.record_decision(
+                    AccessDecision(
+                        outcome=Outcome.ALLOWED,
+                        action=Action.READ,
+                        actor=actor,
+                        role="support_agent ",
+                        purpose="support\x00",
+                        policy_version="1",
+                        entity="customers",
+                        fields=("email",),
+                        categories=("contact",),
+                        subjects=("c-1",),
+                        count=1,
+                    )
+                )
+            trail.close()
+            engine = sa.create_engine(db_url)
+            try:
+                report = verify_trail(SqlSource(engine, sink.tables), keys)
+                with engine.connect() as conn:
+                    stored = set(
+                        conn.execute(sa.select(sink.tables.event.c.actor_id)).scalars()
+                    )
+            finally:
+                sink.tables.metadata.drop_all(engine)
+                engine.dispose()
+        finally:
+            trail.close()
+        assert [] == [str(f) for f in report.findings if not f.informational]
+        assert {audit_name(n) for n in names} <= stored
