@@ -263,6 +263,14 @@ class TestTheFileIsTheFile:
                 )
         t._closed = True
 
+    def test_device_path_is_accepted(self) -> None:
+        """A path naming a device (``/dev/null``) is written to, not read or refused."""
+        t = AuditTrail(
+            FakeKeys(), sinks=[JsonLinesSink("/dev/null")], checkpoint_interval=None
+        )
+        _write(t, 2)
+        t.close()
+
     def test_redaction_rewrite_is_followed(self, tmp_path: Path) -> None:
         """The sink's own reopen (after a rewrite) points it at the new file, which it then accepts."""
         path, keys = tmp_path / "a.jsonl", FakeKeys()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import sys
 import threading
 
@@ -101,6 +102,7 @@ class JsonLinesSink:
         self._ident: tuple[int, int] = (-1, -1)
         #: Whether the next line must begin with a newline (a torn line before it).
         self._fresh_line = False
+        self._regular = False
         self._where = ""
         if target is None:
             self._stream = sys.stdout
@@ -117,24 +119,19 @@ class JsonLinesSink:
         """Open :attr:`path` for appending and note whether it ends mid-line."""
         assert self.path is not None  # noqa: S101 - file sinks only
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError as exc:
             raise ConfigurationError(
                 f"the audit JSON-lines file {str(self.path)!r} cannot be opened "
                 f"for appending ({type(exc).__name__})"
             ) from None
-        try:
-            st = os.fstat(fd)
-            torn = st.st_size > 0 and os.pread(fd, 1, st.st_size - 1) != b"\n"
-        except OSError as exc:
-            os.close(fd)
-            raise ConfigurationError(
-                f"the audit JSON-lines file {str(self.path)!r} cannot be read "
-                f"({type(exc).__name__})"
-            ) from None
+        st = os.fstat(fd)
+        torn = stat.S_ISREG(st.st_mode) and st.st_size > 0 and not _ends_line(self.path)
         self._fd = fd
         self._ident = (st.st_dev, st.st_ino)
         self._fresh_line = torn
+        # Devices and pipes cannot be synced (and need not be).
+        self._regular = stat.S_ISREG(st.st_mode)
 
     def __repr__(self) -> str:
         where = str(self.path) if self.path is not None else "<stream>"
@@ -218,7 +215,7 @@ class JsonLinesSink:
         Raises:
             AuditUnavailableError: The file cannot be synced.
         """
-        if self._fd is not None and not self._closed:
+        if self._fd is not None and not self._closed and self._regular:
             try:
                 os.fsync(self._fd)
             except OSError as exc:
@@ -273,6 +270,18 @@ class JsonLinesSink:
             return False
         own = os.fstat(self._fd)
         return (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)
+
+
+def _ends_line(path: Path) -> bool:
+    """Whether the file at *path* ends with a newline (unreadable: assume not)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) == b"\n"
+    except OSError:
+        # A write-only file: start on a fresh line; at worst a blank line,
+        # which readers skip.
+        return False
 
 
 class MemorySink:
