@@ -45,6 +45,7 @@ from custdata.audit import (
     FindingKind,
     JsonLinesSink,
     JsonLinesSource,
+    MemorySink,
     SqlSink,
     VerificationReport,
     _sinks,
@@ -610,3 +611,22 @@ class TestMissingCheckpoints:
         assert 0 == main(argv)
         anchor.path.unlink()
         assert 1 == main(argv)
+
+
+class TestTrailConfiguration:
+    @pytest.mark.parametrize(
+        "kw",
+        [
+            {"sinks": []},
+            {"deployment": "my app"},
+            {"service": ""},
+            {"actor_type": "user@x"},
+            {"checkpoint_interval": 0},
+        ],
+        ids=["no sink", "deployment", "service", "actor type", "interval"],
+    )
+    def test_bad_configuration_fails_at_construction(self, kw: dict[str, Any]) -> None:
+        """A trail that could never write fails when built, with ConfigurationError (a ValueError)."""
+        args: dict[str, Any] = {"sinks": [MemorySink()], **kw}
+        with pytest.raises(custdata.ConfigurationError):
+            AuditTrail(FakeKeys(), **args)

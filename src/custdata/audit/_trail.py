@@ -41,7 +41,7 @@ else:  # pragma: no cover - Python 3.10
 import structlog
 
 from custdata._decision import AccessDecision, Action, Outcome
-from custdata._errors import AuditError, AuditUnavailableError
+from custdata._errors import AuditError, AuditUnavailableError, ConfigurationError
 
 from ._chain import ChainWriter, Fields, SealedRecord
 from ._checkpoint import Checkpoint, Checkpointer
@@ -58,6 +58,7 @@ from ._schema import (
     _INT64_MAX,
     _INT64_MIN,
     EVENT_KEYS,
+    IDENTIFIER,
     MAX_SUBJECTS_PER_EVENT,
     PLAIN_INT_KEYS,
     PLAIN_STR_KEYS,
@@ -435,7 +436,9 @@ class AuditTrail:
             children of a checkpointing writer record ``"external"``.
 
     Raises:
-        ValueError: No sink is given.
+        ConfigurationError: No sink is given, *deployment*, *service* or
+            *actor_type* is not an identifier, or *checkpoint_interval* is not
+            positive (a ``ValueError``).
     """
 
     def __init__(
@@ -453,7 +456,18 @@ class AuditTrail:
         checkpointed_by: str | None = None,
     ) -> None:
         if not sinks:
-            raise ValueError("an audit trail needs at least one sink")
+            raise ConfigurationError("an audit trail needs at least one sink")
+        for what, value in (
+            ("deployment", deployment),
+            ("service", service),
+            ("actor_type", actor_type),
+        ):
+            if IDENTIFIER.fullmatch(str(value)) is None:
+                raise ConfigurationError(
+                    f"the audit trail's {what} must be an identifier"
+                )
+        if checkpoint_interval is not None and not checkpoint_interval > 0:
+            raise ConfigurationError("checkpoint_interval must be positive or None")
         #: How this trail's chains are checkpointed: ("writer" | "external", origin).
         self._checkpointed: tuple[str, str] | None = None
         if checkpointer is not None:
