@@ -30,8 +30,16 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from audit_fixtures import FakeKeys
-from custdata.audit import AuditTrail, MemorySink, audit_tables
+from audit_fixtures import T0, FakeKeys, decision
+from custdata import AuditUnavailableError
+from custdata.audit import (
+    AuditTrail,
+    MemorySink,
+    SqlSink,
+    SqlSource,
+    audit_tables,
+    verify_trail,
+)
 
 
 WRITER = textwrap.dedent(
@@ -200,3 +208,46 @@ class TestNoRevealWithoutADurableEvent:
         recorded = _recorded_refs(url, prefix)
         missing = [i for i, ref in _refs(seed, released).items() if ref not in recorded]
         assert missing
+
+
+class TestOutageIsNotTampering:
+    def test_refused_events_leave_no_gap(self, tables: tuple[str, str]) -> None:
+        """While the database is blocked the access is refused; afterwards the trail goes on, intact."""
+
+        url, prefix = tables
+        keys = FakeKeys()
+        # Give up on a blocked table after a fraction of a second.
+        backend = sa.make_url(url).get_backend_name()
+        connect_args: dict[str, object] = (
+            {"timeout": 0.2}
+            if backend == "sqlite"
+            else {"options": "-c lock_timeout=200"}
+            if backend == "postgresql"
+            else {"read_timeout": 1}
+        )
+        sink = SqlSink(
+            sa.create_engine(url, connect_args=connect_args),
+            prefix=prefix,
+            create=False,
+        )
+        trail = AuditTrail(keys, sinks=[sink], checkpoint_interval=None)
+        trail.record_decision(decision("u-1", subjects=("c-1",)), now=T0)
+        lock = Lock(url, f"{prefix}_event")
+        lock.take()
+        try:
+            with pytest.raises(AuditUnavailableError, match="did not commit"):
+                trail.record_decision(decision("u-1", subjects=("c-2",)), now=T0)
+        finally:
+            lock.release()
+        trail.record_decision(decision("u-1", subjects=("c-3",)), now=T0)
+        trail.close()
+        engine = sa.create_engine(url)
+        try:
+            report = verify_trail(SqlSource(engine, audit_tables(prefix=prefix)), keys)
+        finally:
+            engine.dispose()
+            sink.engine.dispose()  # given to the sink, so not disposed by it
+        assert ["UNANCHORED_TAIL"] == report.kinds()
+        assert (
+            4 == report.events
+        )  # start, c-1, c-3, stop: the refused one never counted
