@@ -355,9 +355,12 @@ class JsonLinesSource(TrailSource):
             data = fh.read()
         end = data.rfind(b"\n") + 1
         for line in data[:end].splitlines():
-            rec = parse_line(line, "")
-            if isinstance(rec, StoredRecord) and rec.seq > heads.get(rec.chain, 0):
-                entries.append((rec.chain, rec.seq, rec.mac))
+            # A torn record glued to the next (an old writer) is two parts.
+            parts = _split_records(line) if line.find(_HEAD, 1) > 0 else (line,)
+            for part in parts:
+                rec = parse_line(part + b"\n", "")
+                if isinstance(rec, StoredRecord) and rec.seq > heads.get(rec.chain, 0):
+                    entries.append((rec.chain, rec.seq, rec.mac))
         self._offset += end
         self._pending = entries
         return iter(entries)
