@@ -162,7 +162,7 @@ class TestFindEvents:
         assert [[written.trail.subject_ref("c-3")]] == [r["subjects"] for r in late]
 
     def test_denied_attempt_is_in_accessors_rows(self, written: Written) -> None:
-        """AuditQuery.accessors_of rows carry outcome and fields; only allowed readers are values."""
+        """accessors_of and subjects_revealed rows carry outcome and fields; only allowed readers are values."""
         if not isinstance(written.store, SqlStore):
             pytest.skip("AuditQuery reads the audit tables")
         q = AuditQuery(
@@ -172,6 +172,11 @@ class TestFindEvents:
             verifier=CheckpointVerifier(written.signer.verifier_key),
             keys=written.keys,
         )
+        saw = q.subjects_revealed(EMAIL, since=T0, until=T0 + dt.timedelta(days=1))
+        assert (written.trail.subject_ref("c-1"),) == saw.values
+        assert [("allowed", ["email", "name"], "customers")] == [
+            (r["outcome"], r["fields"], r["entity"]) for r in saw.rows
+        ]
         result = q.accessors_of("c-1", since=T0, until=T0 + dt.timedelta(days=1))
         assert tuple(sorted(("u-1", EMAIL))) == result.values
         assert {("u-2", "denied", ("email", "name"))} == {

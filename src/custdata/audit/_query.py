@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import attrs
@@ -169,16 +169,32 @@ class AuditQuery:
             purposes: Only these purposes, when given.
         """
         s = self.tables.subject
-        stmt = sa.select(s.c.subject_ref, s.c.chain, s.c.seq, s.c.purpose).where(
-            s.c.actor_id == actor,
-            s.c.ts >= self._ts(since),
-            s.c.ts < self._ts(until),
-            s.c.action.in_(_SAW),
+        t = self.tables.event
+        stmt = (
+            sa.select(
+                s.c.subject_ref,
+                s.c.chain,
+                s.c.seq,
+                s.c.ts,
+                s.c.actor_id,
+                s.c.action,
+                s.c.purpose,
+                t.c.outcome,
+                t.c.body,
+            )
+            .join(t, sa.and_(t.c.chain == s.c.chain, t.c.seq == s.c.seq))
+            .where(
+                s.c.actor_id == audit_name(actor),
+                s.c.ts >= self._ts(since),
+                s.c.ts < self._ts(until),
+                s.c.action.in_(_SAW),
+            )
+            .order_by(s.c.ts, s.c.chain, s.c.seq)
         )
         if purposes is not None:
-            stmt = stmt.where(s.c.purpose.in_(list(purposes)))
+            stmt = stmt.where(s.c.purpose.in_([audit_name(p) for p in purposes]))
         with self.engine.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(stmt)]  # noqa: SLF001
+            rows = _with_bodies(conn.execute(stmt))
         return self._result([r["subject_ref"] for r in rows], rows)
 
     def accessors_of(
@@ -217,7 +233,7 @@ class AuditQuery:
             .order_by(s.c.ts, s.c.chain, s.c.seq)
         )
         with self.engine.connect() as conn:
-            rows = [_with_body(dict(r._mapping)) for r in conn.execute(stmt)]  # noqa: SLF001
+            rows = _with_bodies(conn.execute(stmt))
         saw = [
             r["actor_id"]
             for r in rows
@@ -258,7 +274,7 @@ class AuditQuery:
             .order_by(t.c.ts, t.c.chain, t.c.seq)
         )
         with self.engine.connect() as conn:
-            rows = [_with_body(dict(r._mapping)) for r in conn.execute(stmt)]  # noqa: SLF001
+            rows = _with_bodies(conn.execute(stmt))
         refs = [ref for r in rows for ref in r["subjects"]]
         return self._result(refs, rows)
 
@@ -303,6 +319,8 @@ class AuditQuery:
                         "recipient_id": recipient.get("recipient_id"),
                         "basis": recipient.get("basis"),
                         "count": body.get("count", 0),
+                        "outcome": body.get("outcome"),
+                        "fields": list(body.get("fields") or ()),
                     }
                 )
         return self._result([str(r["recipient_id"]) for r in rows], rows)
@@ -331,11 +349,23 @@ def _body_facts(body: bytes | None) -> dict[str, Any]:
     }
 
 
-def _with_body(row: dict[str, Any]) -> dict[str, Any]:
-    """Replace a row's raw ``body`` by its investigation columns."""
-    body = row.pop("body", None)
-    row.update(_body_facts(None if body is None else bytes(body)))
-    return row
+def _with_bodies(rows: Iterable[Any]) -> list[dict[str, Any]]:
+    """Return the rows with each raw ``body`` replaced by its investigation columns.
+
+    A bulk event has one fan-out row per subject; its body is decoded once.
+    """
+    out = []
+    seen: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in rows:
+        row = dict(r._mapping)  # noqa: SLF001 - SQLAlchemy's public row mapping
+        body = row.pop("body", None)
+        key = (row["chain"], row["seq"])
+        facts = seen.get(key)
+        if facts is None:
+            facts = seen[key] = _body_facts(None if body is None else bytes(body))
+        row.update(facts)
+        out.append(row)
+    return out
 
 
 def find_events(
