@@ -48,9 +48,14 @@ from sqlalchemy.sql import Insert, Select, Update, operators
 from sqlalchemy.sql.elements import (
     BinaryExpression,
     BindParameter,
+    BooleanClauseList,
+    Grouping,
     Label,
+    Null,
+    TextClause,
     UnaryExpression,
 )
+from sqlalchemy.util import immutabledict
 
 from custdata._context import _access, _custodian, _default_custodian, current_access
 from custdata._decision import Action
@@ -73,6 +78,7 @@ from ._binding import (
     subject_value,
 )
 from ._declare import KNOWN_TABLES, CustomerDataInfo, _Inferred, settle_table, uuid7
+from ._raw import refuse_raw_write
 from ._types import (
     _GRANTS,
     RELEASED,
@@ -380,24 +386,283 @@ def _gather(  # noqa: PLR0917
     return todo, values
 
 
-def _where_subject(statement: Any, subject_col: Any) -> object:
-    """The subject id pinned by ``WHERE subject_col = <literal>``, if any."""
+#: A bound parameter without a default: its value must come with each row.
+_REQUIRED: Any = object()
+#: A WHERE clause that names more than one subject.
+_AMBIGUOUS: Any = object()
+
+
+def _column_key(col: Any) -> str:
+    return str(getattr(col, "key", col))
+
+
+def _where_subject(statement: Any, subject_col: Any) -> Any:
+    """Where the subject id pinned by ``WHERE subject_col = ...`` comes from.
+
+    Only the conjuncts of the WHERE clause are considered (``a AND b``); a
+    subject compared under ``OR``, ``IN``, a range or a subquery pins nothing.
+
+    Returns:
+        ``None`` when the WHERE pins no subject, :data:`_AMBIGUOUS` when it
+        compares the subject column with more than one value, otherwise
+        ``(param, value)``: the parameter key each row's subject is read from
+        (``None`` for a literal) and the literal or the parameter's default.
+    """
     where = getattr(statement, "whereclause", None)
     if where is None:
         return None
+    found: list[tuple[str | None, object]] = []
     stack = [where]
     while stack:
         clause = stack.pop()
-        if isinstance(clause, BinaryExpression) and clause.operator is operators.eq:
-            left, right = clause.left, clause.right
+        if isinstance(clause, BooleanClauseList) and clause.operator is operators.and_:
+            stack.extend(clause.clauses)
+            continue
+        if isinstance(clause, Grouping):
+            stack.append(clause.element)
+            continue
+        if not (isinstance(clause, BinaryExpression) and clause.operator is operators.eq):
+            continue
+        for side, other in ((clause.left, clause.right), (clause.right, clause.left)):
             if (
-                isinstance(right, BindParameter)
-                and getattr(left, "key", None) == subject_col.key
-                and getattr(left, "table", None) is subject_col.table
+                isinstance(other, BindParameter)
+                and getattr(side, "key", None) == subject_col.key
+                and getattr(side, "table", None) is subject_col.table
             ):
-                return right.effective_value
-        stack.extend(getattr(clause, "clauses", ()))
-    return None
+                found.append(_param_source(other))
+    distinct = list(dict.fromkeys((p, _hashable(v)) for p, v in found))
+    if not distinct:
+        return None
+    if len(distinct) > 1:
+        return _AMBIGUOUS
+    return found[0]
+
+
+def _hashable(value: object) -> object:
+    try:
+        hash(value)
+    except TypeError:
+        return id(value)
+    return value
+
+
+def _param_source(bind: BindParameter[Any]) -> tuple[str | None, object]:
+    """``(param, value)`` of a bound parameter: a named one is read per row."""
+    if bind.unique:
+        return None, bind.effective_value
+    return bind.key, _REQUIRED if bind.required else bind.effective_value
+
+
+def _refuse_insert_forms(statement: Any, facts: _TableFacts) -> None:
+    """Refuse the INSERT forms whose customer values custdata cannot encrypt.
+
+    ``INSERT ... SELECT`` would copy envelopes bound to another column (or
+    plaintext) into an encrypted column; multi-row ``VALUES`` and upsert
+    ``SET`` clauses carry values (or expressions) no row's subject can be
+    told for.
+
+    Raises:
+        UnsupportedOperationError: Naming the encrypted columns concerned.
+    """
+    sealed = {k for k, _b in facts.encrypted} | {c for _k, c, _b in facts.searchable}
+    names = getattr(statement, "_select_names", None)
+    if names:
+        hit = [str(n) for n in names if _column_key(n) in sealed]
+        if hit:
+            raise UnsupportedOperationError(
+                f"{_columns(facts, hit)}: INSERT ... SELECT cannot fill encrypted columns "
+                "(values are encrypted for their own table, column and subject); insert "
+                "the values themselves, with one parameter set per row"
+            )
+    multi = getattr(statement, "_multi_values", None)
+    if multi:
+        hit = sorted(
+            {
+                _column_key(k)
+                for rows in multi
+                for row in rows
+                for k in (row if isinstance(row, Mapping) else ())
+                if _column_key(k) in sealed
+            }
+        )
+        if hit or any(not isinstance(row, Mapping) for rows in multi for row in rows):
+            raise UnsupportedOperationError(
+                f"{_columns(facts, hit or [k for k, _b in facts.encrypted])}: a multi-row "
+                "VALUES clause is not encrypted; pass the rows as execute() parameters "
+                "(conn.execute(insert(t), [{...}, ...]))"
+            )
+    post = getattr(statement, "_post_values_clause", None)
+    if post is not None:
+        sets = getattr(post, "update_values_to_set", None) or getattr(post, "update", None)
+        items = sets.items() if isinstance(sets, Mapping) else (sets or ())
+        hit = sorted({_column_key(k) for k, _v in items if _column_key(k) in sealed})
+        if hit:
+            raise UnsupportedOperationError(
+                f"{_columns(facts, hit)}: an upsert cannot set encrypted columns (the "
+                "conflicting row may belong to another subject); insert, then update the "
+                "row by its subject id"
+            )
+
+
+def _columns(facts: _TableFacts, keys: Sequence[str]) -> str:
+    return ", ".join(f"{facts.name}.{k}" for k in keys)
+
+
+def _embedded(
+    statement: Any, facts: _TableFacts
+) -> tuple[Any, list[tuple[str, str, object]], tuple[str | None, object] | None]:
+    """Turn the values a statement embeds for encrypted columns into per-row parameters.
+
+    Each row's value of an encrypted column must be encrypted for that row's
+    subject, so it cannot stay a literal in the SQL: a literal becomes a named
+    parameter (``custdata_<column>``) filled per row; a named
+    :func:`~sqlalchemy.sql.expression.bindparam` is read from each row under
+    its own name.
+
+    Returns:
+        The statement (rewritten where literals were replaced), the sources
+        ``(column key, parameter key, default or _REQUIRED)`` of the encrypted
+        columns it sets, and where the subject column's value comes from
+        (``(param, value)`` as :func:`_param_source` gives, or ``None``).
+
+    Raises:
+        UnsupportedOperationError: If an encrypted column (or a blind-index
+            companion) is set to a SQL expression -- a function, another
+            column, a subquery -- which cannot be encrypted.
+    """
+    values = statement._values  # noqa: SLF001
+    ordered = getattr(statement, "_ordered_values", None)
+    pairs = list(values.items()) if values else list(ordered or ())
+    encrypted = {k for k, _b in facts.encrypted}
+    companions = {c: k for k, c, _b in facts.searchable}
+    subject_col = facts.subject_col
+    sources: list[tuple[str, str, object]] = []
+    subject: tuple[str | None, object] | None = None
+    replace: dict[Any, Any] = {}
+    for col, value in pairs:
+        key = _column_key(col)
+        if subject_col is not None and key == subject_col.key:
+            if isinstance(value, BindParameter):
+                subject = _param_source(value)
+            continue
+        if key in companions:
+            if isinstance(value, Null) or (
+                isinstance(value, BindParameter)
+                and value.unique
+                and value.effective_value is None
+            ):
+                continue  # erasing the index (blind_index_eraser)
+            raise UnsupportedOperationError(
+                f"{facts.name}.{key}: the blind index of {companions[key]!r} is computed "
+                "by custdata; set the column itself"
+            )
+        if key not in encrypted or isinstance(value, Null):
+            continue
+        if not isinstance(value, BindParameter):
+            raise UnsupportedOperationError(
+                f"{facts.name}.{key}: a SQL expression cannot be encrypted (a value "
+                "copied from another column or computed by the database would be stored "
+                "unencrypted or bound to the wrong column); set the value itself"
+            )
+        param, default = _param_source(value)
+        if param is None:
+            if default is None:
+                continue
+            param = f"custdata_{key}"
+            replace[col] = BindParameter(param, None, type_=value.type, required=False)
+        sources.append((key, param, default))
+    if replace:
+        statement = statement._generate()  # noqa: SLF001
+        if values:
+            statement._values = immutabledict(  # noqa: SLF001
+                {k: replace.get(k, v) for k, v in values.items()}
+            )
+        else:
+            statement._ordered_values = tuple(  # noqa: SLF001
+                (k, replace.get(k, v)) for k, v in ordered
+            )
+    return statement, sources, subject
+
+
+def _logical_rows(  # noqa: PLR0917
+    rows: Sequence[Mapping[str, Any]],
+    sources: Sequence[tuple[str, str, object]],
+    subject_key: str | None,
+    subject_param: str | None,
+    subject_default: object,
+) -> list[dict[str, Any]]:
+    """Each parameter set as the table's columns see it: column key -> value."""
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        view = dict(row)
+        for key, param, default in sources:
+            if param in row:
+                view[key] = row[param]
+            elif default is not _REQUIRED:
+                view[key] = default
+            else:
+                view.pop(key, None)
+        if (
+            subject_key is not None
+            and subject_param is not None
+            and view.get(subject_key) is None
+        ):
+            found = row.get(subject_param, subject_default)
+            if found is not _REQUIRED:
+                view[subject_key] = found
+        out.append(view)
+    return out
+
+
+def _to_params(  # noqa: PLR0917
+    prepared: Mapping[str, Any],
+    given: Mapping[str, Any],
+    sources: Sequence[tuple[str, str, object]],
+    subject_key: str | None,
+) -> dict[str, Any]:
+    """A prepared logical row back as the statement's parameter set."""
+    out = dict(prepared)
+    for key, param, _default in sources:
+        if key in out:
+            out[param] = out.pop(key)
+            if key in given and key != param:
+                # A value given under the column's name too: the statement
+                # sets the column from its own parameter, never from this one.
+                out.pop(key, None)
+    if subject_key is not None and subject_key not in given:
+        # The subject was read from the WHERE clause or another parameter:
+        # it is not a value the statement sets.
+        out.pop(subject_key, None)
+    return out
+
+
+def _refuse_unpinned(
+    facts: _TableFacts, rows: Sequence[Mapping[str, Any]], extra_subject: object
+) -> None:
+    """Refuse an UPDATE of subject-bound columns that does not name each row's subject.
+
+    Raises:
+        UnsupportedOperationError: Naming the columns.
+    """
+    subject_col = facts.subject_col
+    bound = [k for k, _b in facts.subject_bound]
+    for row in rows:
+        if _row_subject(row, subject_col, extra_subject) is not None:
+            continue
+        hit = [
+            k
+            for k in bound
+            if row.get(k) is not None
+            and row[k].__class__ is not _Sealed
+            and not (row[k].__class__ is _Bound and row[k].subject is not None)
+        ]
+        if hit:
+            raise UnsupportedOperationError(
+                f"{_columns(facts, hit)}: this UPDATE does not name exactly one subject "
+                f"(WHERE {subject_col.key} = <value>, joined by AND); a value bound to one "
+                "customer would be written to another's row. Update one subject per "
+                "statement, pass the subject id per row, or use bind_subject()"
+            )
 
 
 def _row_subject(row: Mapping[str, Any], subject_col: Any, extra: object) -> object:
@@ -482,6 +747,8 @@ def _before_execute(
     execution_options: Mapping[str, Any],
 ) -> tuple[Any, Sequence[Mapping[str, Any]], Mapping[str, Any]]:
     if not isinstance(clauseelement, (Insert, Update)):
+        if isinstance(clauseelement, TextClause):
+            refuse_raw_write(clauseelement.text)
         return clauseelement, multiparams, params
     facts = _facts(clauseelement.table)
     if facts is None or not facts.encrypted:
@@ -490,18 +757,39 @@ def _before_execute(
     indexes: dict[str, Any] = {}
     subject_col = facts.subject_col
     is_insert = isinstance(clauseelement, Insert)
-    extra_subject: object = None
-    if subject_col is not None and not is_insert:
-        extra_subject = _where_subject(clauseelement, subject_col)
-    values = getattr(clauseelement, "_values", None)
+    if is_insert:
+        _refuse_insert_forms(clauseelement, facts)
+    values = getattr(clauseelement, "_values", None) or getattr(
+        clauseelement, "_ordered_values", None
+    )
     orm = clauseelement._propagate_attrs.get("compile_state_plugin") == "orm"  # noqa: SLF001
     embedded: dict[str, Any] | None = None
-    if values:
-        embedded = {getattr(col, "key", col): v for col, v in values.items()}
+    sources: list[tuple[str, str, object]] = []
+    subject_source: Any = None
+    if values and orm and not is_insert:
+        # ORM bulk update(): authorized and checked in do_orm_execute.
+        embedded = {_column_key(col): v for col, v in dict(values).items()}
+    elif values:
+        clauseelement, sources, subject_source = _embedded(clauseelement, facts)
+    if subject_col is not None and not is_insert and subject_source is None:
+        subject_source = _where_subject(clauseelement, subject_col)
+    extra_subject: object = None
+    subject_param: str | None = None
+    if subject_source is not None and subject_source is not _AMBIGUOUS:
+        subject_param, extra_subject = subject_source
+        if subject_param is not None or extra_subject is _REQUIRED:
+            extra_subject = None if extra_subject is _REQUIRED else extra_subject
     # The ORM's flush hands over parameter sets it built for this call alone
     # (and marks the call with its mapper's compiled cache): no need to copy.
     in_place = execution_options.get("compiled_cache") is not None
-    inject = is_insert and subject_col is not None and facts.subject_default
+    # A new row's subject id defaults to a client-generated UUIDv7, unless
+    # the statement sets the subject column itself.
+    inject = (
+        is_insert
+        and subject_col is not None
+        and facts.subject_default
+        and subject_source is None
+    )
     if multiparams:
         rows: list[Mapping[str, Any]] = []
         for given in multiparams:
@@ -511,13 +799,33 @@ def _before_execute(
             rows.append(row)
     elif params:
         row = params
-        if inject and row.get(subject_col.key) is None and not values:
+        if inject and row.get(subject_col.key) is None:
             row = {**row, subject_col.key: uuid7()}
         rows = [row]
+    elif inject:
+        params = {subject_col.key: uuid7()}
+        rows = [params]
     else:
         rows = []
-    if inject and not rows and not values:
-        params = {subject_col.key: uuid7()}
+    given_rows = rows
+    if sources or (
+        subject_param is not None
+        and subject_param not in {subject_col.key, subject_col._label}  # noqa: SLF001
+    ):
+        # Values the statement reads from named parameters (or embedded
+        # literals, now parameters): each row as the columns see it.
+        if not rows:
+            given_rows = [{}]
+        rows = _logical_rows(
+            given_rows,
+            sources,
+            None if subject_col is None else subject_col.key,
+            subject_param,
+            None if subject_source is None else subject_source[1],
+        )
+        embedded = None
+    if not is_insert and facts.subject_kind is not None:
+        _refuse_unpinned(facts, rows, extra_subject)
     texts: list[str | None] | None = None
     tails: list[bytes | None] | None = None
     if multiparams and subject_col is not None and facts.subject_kind is not None:
@@ -542,54 +850,45 @@ def _before_execute(
             is_insert=is_insert,
             texts=None if texts is None else [t for t in texts if t is not None],
         )
-    if values and not orm:
-        clauseelement = _prepare_embedded(
-            clauseelement, values, facts, custodian, extra_subject, indexes
+    if rows is given_rows:
+        if multiparams:
+            return (
+                clauseelement,
+                _prepare_rows(
+                    rows,
+                    facts,
+                    custodian,
+                    extra_subject,
+                    indexes,
+                    in_place=in_place,
+                    tails=tails,
+                ),
+                params,
+            )
+        if rows:
+            return (
+                clauseelement,
+                multiparams,
+                _prepare_row(rows[0], facts, custodian, extra_subject, indexes),
+            )
+        return clauseelement, multiparams, params
+    subject_key = None if subject_col is None else subject_col.key
+    if len(rows) > 1:
+        prepared = _prepare_rows(
+            rows, facts, custodian, extra_subject, indexes, in_place=True, tails=tails
         )
-    if multiparams:
         return (
             clauseelement,
-            _prepare_rows(
-                rows,
-                facts,
-                custodian,
-                extra_subject,
-                indexes,
-                in_place=in_place,
-                tails=tails,
-            ),
-            params,
+            [
+                _to_params(p, g, sources, subject_key)
+                for p, g in zip(prepared, given_rows, strict=True)
+            ],
+            {},
         )
-    if rows:
-        return (
-            clauseelement,
-            multiparams,
-            _prepare_row(rows[0], facts, custodian, extra_subject, indexes),
-        )
-    return clauseelement, multiparams, params
-
-
-def _prepare_embedded(  # noqa: PLR0917
-    statement: Any,
-    values: Mapping[Any, Any],
-    facts: _TableFacts,
-    custodian: Any,
-    extra_subject: object,
-    indexes: dict[str, Any],
-) -> Any:
-    row: dict[str, Any] = {}
-    for col, value in values.items():
-        key = getattr(col, "key", col)
-        if isinstance(value, BindParameter):
-            row[key] = value.effective_value
-        else:
-            return statement  # a SQL expression: leave it to the type layer
-    if facts.subject_col is not None and isinstance(statement, Insert):
-        key = facts.subject_col.key
-        if row.get(key) is None and facts.subject_default:
-            row[key] = uuid7()
-    prepared = _prepare_row(row, facts, custodian, extra_subject, indexes)
-    return statement.values(**prepared)
+    prepared_row = _prepare_row(
+        rows[0], facts, custodian, extra_subject, indexes, in_place=True
+    )
+    return clauseelement, [], _to_params(prepared_row, given_rows[0], sources, subject_key)
 
 
 # -- reads: one authorization per fetched batch ------------------------------------------
@@ -1220,6 +1519,8 @@ def _before_cursor_execute(  # noqa: PLR0917
 ) -> None:
     compiled = context.compiled
     if compiled is None:
+        # Connection.exec_driver_sql (no before_execute event): SQL text.
+        refuse_raw_write(statement)
         return
     plan = compiled.__dict__.get(_PLAN_ATTR) or _plan_for(compiled)
     if not plan.bindings:
@@ -1720,10 +2021,14 @@ def _orm_bulk(state: ORMExecuteState) -> None:
                 if b.subject_key is not None or b.companion_key is not None
             }
             if special & set_keys:
+                names = ", ".join(
+                    f"{mapper.local_table.name}.{k}"  # type: ignore[attr-defined]
+                    for k in sorted(special & set_keys)
+                )
                 raise UnsupportedOperationError(
-                    f"{mapper.local_table.name}: a bulk update() cannot set subject-bound or "  # type: ignore[attr-defined]
-                    "searchable encrypted columns; load the objects and assign, or pass "
-                    "per-row parameters"
+                    f"{names}: a bulk update() cannot set subject-bound or searchable "
+                    "encrypted columns; load the objects and assign, or pass per-row "
+                    "parameters"
                 )
     custodian.authorize(action=action, entity=mapper.local_table.name, fields=fields)  # type: ignore[attr-defined]
 
