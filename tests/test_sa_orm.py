@@ -466,7 +466,6 @@ class TestTypes:
     ) -> None:
         """Bytes that reach a str column's bind processor unsealed are refused, not stored."""
         from sqlalchemy import Column, Integer, MetaData, Table, literal_column
-        from sqlalchemy.exc import StatementError
 
         from custdata import sqlalchemy as cs
 

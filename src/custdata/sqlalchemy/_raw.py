@@ -41,7 +41,9 @@ def _word(name: str) -> str:
     return rf"""(?<![\w$])[`"\[]?{re.escape(name)}[`"\]]?(?![\w$])"""
 
 
-def _patterns(table: object) -> tuple[re.Pattern[str], list[tuple[str, re.Pattern[str]]]]:
+def _patterns(
+    table: object,
+) -> tuple[re.Pattern[str], list[tuple[str, re.Pattern[str]]]]:
     found = _PATTERNS.get(table)
     if found is None:
         name = table.name  # type: ignore[attr-defined]
@@ -78,7 +80,7 @@ def refuse_raw_write(sql: str) -> None:
             if not after.startswith("("):
                 hit = [name for name, _pattern in columns]
         if hit:
-            names = ", ".join(f"{table.name}.{name}" for name in hit)  # type: ignore[attr-defined]
+            names = ", ".join(f"{table.name}.{name}" for name in hit)
             raise UnsupportedOperationError(
                 f"{names}: SQL text cannot write encrypted columns (custdata encrypts "
                 "the values of Core and ORM statements only); use insert()/update() "

@@ -421,7 +421,9 @@ def _where_subject(statement: Any, subject_col: Any) -> Any:
         if isinstance(clause, Grouping):
             stack.append(clause.element)
             continue
-        if not (isinstance(clause, BinaryExpression) and clause.operator is operators.eq):
+        if not (
+            isinstance(clause, BinaryExpression) and clause.operator is operators.eq
+        ):
             continue
         for side, other in ((clause.left, clause.right), (clause.right, clause.left)):
             if (
@@ -470,7 +472,7 @@ def _refuse_insert_forms(statement: Any, facts: _TableFacts) -> None:
         hit = [str(n) for n in names if _column_key(n) in sealed]
         if hit:
             raise UnsupportedOperationError(
-                f"{_columns(facts, hit)}: INSERT ... SELECT cannot fill encrypted columns "
+                f"{_columns(facts, hit)}: INSERT ... SELECT cannot fill encrypted columns "  # noqa: S608 - a message, no SQL
                 "(values are encrypted for their own table, column and subject); insert "
                 "the values themselves, with one parameter set per row"
             )
@@ -493,7 +495,9 @@ def _refuse_insert_forms(statement: Any, facts: _TableFacts) -> None:
             )
     post = getattr(statement, "_post_values_clause", None)
     if post is not None:
-        sets = getattr(post, "update_values_to_set", None) or getattr(post, "update", None)
+        sets = getattr(post, "update_values_to_set", None) or getattr(
+            post, "update", None
+        )
         items = sets.items() if isinstance(sets, Mapping) else (sets or ())
         hit = sorted({_column_key(k) for k, _v in items if _column_key(k) in sealed})
         if hit:
@@ -579,20 +583,20 @@ def _embedded(
             )
         else:
             statement._ordered_values = tuple(  # noqa: SLF001
-                (k, replace.get(k, v)) for k, v in ordered
+                (k, replace.get(k, v)) for k, v in ordered or ()
             )
     return statement, sources, subject
 
 
-def _logical_rows(  # noqa: PLR0917
+def _logical_rows(
     rows: Sequence[Mapping[str, Any]],
     sources: Sequence[tuple[str, str, object]],
     subject_key: str | None,
     subject_param: str | None,
     subject_default: object,
-) -> list[dict[str, Any]]:
+) -> list[Mapping[str, Any]]:
     """Each parameter set as the table's columns see it: column key -> value."""
-    out: list[dict[str, Any]] = []
+    out: list[Mapping[str, Any]] = []
     for row in rows:
         view = dict(row)
         for key, param, default in sources:
@@ -614,7 +618,7 @@ def _logical_rows(  # noqa: PLR0917
     return out
 
 
-def _to_params(  # noqa: PLR0917
+def _to_params(
     prepared: Mapping[str, Any],
     given: Mapping[str, Any],
     sources: Sequence[tuple[str, str, object]],
@@ -773,12 +777,14 @@ def _before_execute(
         clauseelement, sources, subject_source = _embedded(clauseelement, facts)
     if subject_col is not None and not is_insert and subject_source is None:
         subject_source = _where_subject(clauseelement, subject_col)
+    # Every row's subject (a literal), or the parameter each row's is read from.
     extra_subject: object = None
     subject_param: str | None = None
+    subject_default: object = None
     if subject_source is not None and subject_source is not _AMBIGUOUS:
-        subject_param, extra_subject = subject_source
-        if subject_param is not None or extra_subject is _REQUIRED:
-            extra_subject = None if extra_subject is _REQUIRED else extra_subject
+        subject_param, subject_default = subject_source
+        if subject_param is None:
+            extra_subject = subject_default
     # The ORM's flush hands over parameter sets it built for this call alone
     # (and marks the call with its mapper's compiled cache): no need to copy.
     in_place = execution_options.get("compiled_cache") is not None
@@ -821,7 +827,7 @@ def _before_execute(
             sources,
             None if subject_col is None else subject_col.key,
             subject_param,
-            None if subject_source is None else subject_source[1],
+            subject_default,
         )
         embedded = None
     if not is_insert and facts.subject_kind is not None:
@@ -888,7 +894,11 @@ def _before_execute(
     prepared_row = _prepare_row(
         rows[0], facts, custodian, extra_subject, indexes, in_place=True
     )
-    return clauseelement, [], _to_params(prepared_row, given_rows[0], sources, subject_key)
+    return (
+        clauseelement,
+        [],
+        _to_params(prepared_row, given_rows[0], sources, subject_key),
+    )
 
 
 # -- reads: one authorization per fetched batch ------------------------------------------
