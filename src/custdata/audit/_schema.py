@@ -117,6 +117,7 @@ REASONS: Final = frozenset(r.value for r in DenyReason) | frozenset(
         "startup",
         "shutdown",
         "compromise",
+        "legacy_plaintext",
     }
 )
 

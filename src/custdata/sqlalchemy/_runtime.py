@@ -28,13 +28,12 @@ Three SQLAlchemy events, installed once for every engine and session when
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import threading
 import typing
 import weakref
 
-from base64 import b64decode, b64encode
+from base64 import b64encode
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -61,7 +60,6 @@ from custdata._context import _access, _custodian, _default_custodian, current_a
 from custdata._decision import Action
 from custdata._errors import (
     ConfigurationError,
-    DecryptionError,
     UnsupportedOperationError,
 )
 from custdata._policy import FieldPolicy
@@ -87,6 +85,7 @@ from ._types import (
     _Bound,
     _Sealed,
     _SubjectPacked,
+    stored_envelope,
 )
 
 
@@ -1339,13 +1338,9 @@ def _open_rows(
     return list(zip(*columns, strict=True))
 
 
-def _b64(value: Any, cipher: Any) -> bytes:
-    try:
-        return b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise DecryptionError(
-            f"{cipher.table}.{cipher.column}: the stored value is not base64"
-        ) from None
+def _b64(value: Any, cipher: Any) -> Any:
+    """The envelope of a text-storage value (see :func:`stored_envelope`)."""
+    return stored_envelope(value)
 
 
 class _AnnouncingCursor:
