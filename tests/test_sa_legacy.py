@@ -12,6 +12,7 @@ plaintext, counted and recorded, while the in-place job encrypts the rows.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 import sys
 import threading
@@ -212,7 +213,9 @@ class TestNotAnEnvelope:
                 _reads(models, cid)[read](engine)
 
 
-def _legacy_models(storage: str = "binary") -> tuple[type[DeclarativeBase], Any]:
+def _legacy_models(
+    storage: str = "binary", *, legacy: bool = True
+) -> tuple[type[DeclarativeBase], Any]:
     suffix = uuid.uuid4().hex[:8]
 
     class Base(DeclarativeBase):
@@ -225,10 +228,10 @@ def _legacy_models(storage: str = "binary") -> tuple[type[DeclarativeBase], Any]
             "inquiry.contents",
             purposes=["support"],
             storage=storage,  # type: ignore[arg-type]
-            legacy_plaintext=True,
+            legacy_plaintext=legacy,
         )
         since: Mapped[dt.date | None] = customer_data(
-            "transaction.history", purposes=["support"], legacy_plaintext=True
+            "transaction.history", purposes=["support"], legacy_plaintext=legacy
         )
 
     return Base, Legacy
@@ -375,37 +378,21 @@ class TestTransitionalReads:
     def test_without_the_mode_nothing_is_read(
         self, engine: Engine, trail_custodian: tuple[custdata.Custodian, MemorySink]
     ) -> None:
-        """The same legacy value in a column without the mode raises DecryptionError."""
-        suffix = uuid.uuid4().hex[:8]
-
-        class Base(DeclarativeBase):
-            pass
-
-        class Strict(Base):
-            __tablename__ = f"sa_strict_{suffix}"
-            id: Mapped[uuid.UUID] = subject_key()
-            note: Mapped[str | None] = customer_data(
-                "inquiry.contents", purposes=["support"]
-            )
-
-        Base.metadata.create_all(engine)
+        """The same legacy values in columns without the mode raise DecryptionError."""
+        base, model = _legacy_models(legacy=False)
+        base.metadata.create_all(engine)
         try:
             ident = uuid.uuid4()
-            raw = table(
-                Strict.__tablename__,
-                column("id", Strict.__table__.c.id.type),
-                column("note", LargeBinary()),
-            )
-            with engine.begin() as conn:
-                conn.execute(insert(raw).values(id=ident, note=CANARY.encode()))
+            _plant_legacy(engine, model, {ident: CANARY}, False)
             with (
                 Session(engine) as session,
                 support(),
-                pytest.raises(custdata.DecryptionError),
+                pytest.raises(custdata.DecryptionError) as info,
             ):
-                session.get(Strict, ident)
+                session.get(model, ident)
+            assert CANARY not in str(info.value)
         finally:
-            Base.metadata.drop_all(engine)
+            base.metadata.drop_all(engine)
 
 
 class TestZeroDowntimeMigration:
@@ -480,3 +467,63 @@ class TestZeroDowntimeMigration:
             assert expected == final
         finally:
             base.metadata.drop_all(engine)
+
+
+LEGACY_MODELS = """
+import datetime as dt
+import uuid
+
+from sqlalchemy.orm import DeclarativeBase, Mapped
+
+from custdata.sqlalchemy import customer_data, subject_key
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Ticket(Base):
+    __tablename__ = "tickets_{suffix}"
+    id: Mapped[uuid.UUID] = subject_key()
+    body: Mapped[str] = customer_data(
+        "inquiry.contents", purposes=["support"], legacy_plaintext={legacy}
+    )
+"""
+
+
+class TestCheckCommand:
+    """The installed ``custdata check`` reports columns in the transitional mode."""
+
+    @pytest.mark.parametrize("legacy", [True, False])
+    def test_sa004(self, tmp_path: Path, legacy: bool) -> None:
+        """SA004 and exit 1 while the flag is on; exit 0 once it is removed."""
+        import subprocess
+
+        suffix = uuid.uuid4().hex[:8]
+        module = f"legacy_models_{suffix}"
+        (tmp_path / f"{module}.py").write_text(
+            LEGACY_MODELS.format(suffix=suffix, legacy=legacy)
+        )
+        policy = Path(__file__).resolve().parent.parent / "examples" / "custdata.toml"
+        command = Path(sys.executable).parent / "custdata"
+        result = subprocess.run(
+            [
+                str(command),
+                "check",
+                "--policy",
+                str(policy),
+                "--models",
+                f"{module}:Base",
+                "--today",
+                "2027-01-01",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        )
+        assert (1 if legacy else 0, legacy) == (
+            result.returncode,
+            f"tickets_{suffix}.body: SA004" in result.stdout,
+        )

@@ -121,6 +121,24 @@ class TestBoundParameters:
             conn.execute(stmt, rows[1:])
         assert {i: f"card-{n}" for n, i in enumerate(ids)} == _cards(engine, models)
 
+    def test_ordered_values(
+        self, engine: Engine, models: Models, two: tuple[uuid.UUID, uuid.UUID]
+    ) -> None:
+        """update().ordered_values(...) with a literal and a bindparam: both encrypted."""
+        a, b = two
+        t = models.Customer.__table__
+        stmt = (
+            update(t)
+            .where(t.c.id == a)
+            .ordered_values((t.c.name, "Alicia"), (t.c.card, bindparam("c")))
+        )
+        with engine.begin() as conn, billing():
+            conn.execute(stmt, {"c": "1212"})
+        assert {a: "1212", b: "2222"} == _cards(engine, models)
+        with engine.connect() as conn, billing():
+            names = set(conn.scalars(select(t.c.name)))
+        assert {"Alicia", "Bob"} == names
+
     def test_searchable_value_is_indexed(
         self, engine: Engine, models: Models, two: tuple[uuid.UUID, uuid.UUID]
     ) -> None:
