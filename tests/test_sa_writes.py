@@ -9,6 +9,7 @@ is sent, and leaves the stored values as they were.
 
 from __future__ import annotations
 
+import decimal
 import sys
 import uuid
 
@@ -47,6 +48,7 @@ from sa_fixtures import (  # noqa: F401 - pytest fixtures
     models,
     recorder,
     sa_custodian,
+    support,
 )
 
 
@@ -543,3 +545,97 @@ class TestOrmAndReturning:
             returned = conn.execute(stmt, {"c": "6666"}).scalar_one()
         assert "6666" == returned
         assert {a: "6666", b: "2222"} == _cards(engine, models)
+
+
+class TestSubjectChange:
+    """A row moved to another subject keeps no value bound to the old one."""
+
+    @pytest.fixture
+    def order(
+        self, engine: Engine, models: Models, two: tuple[uuid.UUID, uuid.UUID]
+    ) -> int:
+        """An order of the first customer, with a total and a note."""
+        a, _b = two
+        with Session(engine) as session, support():
+            order = models.Order(customer_id=a, total=decimal.Decimal(5), note="n")
+            session.add(order)
+            session.commit()
+            return order.id  # type: ignore[no-any-return]
+
+    def _order(self, engine: Engine, models: Models, order_id: int) -> tuple[Any, ...]:
+        with Session(engine) as session, support():
+            o = session.get(models.Order, order_id)
+            assert o is not None
+            return o.customer_id, o.total, o.note
+
+    def test_core_move_refused(
+        self,
+        engine: Engine,
+        models: Models,
+        two: tuple[uuid.UUID, uuid.UUID],
+        order: int,
+    ) -> None:
+        """update(orders).values(customer_id=b) alone is refused, naming note and total."""
+        a, b = two
+        t = models.Order.__table__
+        with (
+            pytest.raises(custdata.UnsupportedOperationError) as info,
+            engine.begin() as conn,
+            support(),
+        ):
+            conn.execute(update(t).where(t.c.id == order).values(customer_id=b))
+        assert {f"{t.name}.note", f"{t.name}.total"} <= set(
+            str(info.value).split(":")[0].split(", ")
+        )
+        assert (a, decimal.Decimal(5), "n") == self._order(engine, models, order)
+
+    def test_core_move_with_values(
+        self,
+        engine: Engine,
+        models: Models,
+        two: tuple[uuid.UUID, uuid.UUID],
+        order: int,
+    ) -> None:
+        """Moving the row and rewriting every subject-bound value binds them to the new subject."""
+        _a, b = two
+        t = models.Order.__table__
+        with engine.begin() as conn, support():
+            conn.execute(
+                update(t)
+                .where(t.c.id == order)
+                .values(customer_id=b, total=decimal.Decimal(6), note=None)
+            )
+        assert (b, decimal.Decimal(6), None) == self._order(engine, models, order)
+
+    def test_orm_move_refused(
+        self,
+        engine: Engine,
+        models: Models,
+        two: tuple[uuid.UUID, uuid.UUID],
+        order: int,
+    ) -> None:
+        """Reassigning order.customer without its values: refused at flush, nothing lost."""
+        a, b = two
+        with Session(engine) as session, support():
+            o = session.get(models.Order, order)
+            o.customer = session.get(models.Customer, b)
+            with pytest.raises(custdata.UnsupportedOperationError, match="note"):
+                session.commit()
+        assert (a, decimal.Decimal(5), "n") == self._order(engine, models, order)
+
+    def test_orm_move_with_values(
+        self,
+        engine: Engine,
+        models: Models,
+        two: tuple[uuid.UUID, uuid.UUID],
+        order: int,
+    ) -> None:
+        """Reassigning and assigning the values in the same flush re-binds them."""
+        _a, b = two
+        with Session(engine) as session, support():
+            o = session.get(models.Order, order)
+            o.customer_id = b
+            o.total = decimal.Decimal(7)
+            o.note = "moved"
+            session.commit()
+        assert (b, decimal.Decimal(7), "moved") == self._order(engine, models, order)

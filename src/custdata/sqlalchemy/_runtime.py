@@ -668,6 +668,65 @@ def _refuse_unpinned(
             )
 
 
+def _refuse_subject_change(
+    facts: _TableFacts,
+    rows: Sequence[Mapping[str, Any]],
+    given_rows: Sequence[Mapping[str, Any]],
+    stated: Mapping[str, Any],
+    subjects: tuple[Any, Any],
+) -> None:
+    """Refuse an UPDATE that moves a row to another subject but leaves values bound to the old one.
+
+    The subject-bound values the statement does not rewrite (or erase) would
+    stay bound to the row's old subject and never decrypt again. Setting the
+    subject column to the value the WHERE clause pins is no change. *stated*
+    are the statement's own ``values()``; *subjects* where the new subject is
+    set (:func:`_embedded`) and where the WHERE pins the old one
+    (:func:`_where_subject`).
+
+    Raises:
+        UnsupportedOperationError: Naming the columns left behind.
+    """
+    subject_col = facts.subject_col
+    key = subject_col.key
+    kind = facts.subject_kind
+    bound = [k for k, _b in facts.subject_bound]
+    set_subject, pinned = subjects
+    for row, given in zip(rows, given_rows, strict=True):
+        written = set(row) | set(stated)
+        if key not in written:
+            continue
+        left = [k for k in bound if k not in written]
+        if not left:
+            continue
+        new = row.get(key)
+        if new is None and set_subject is not None and set_subject is not _AMBIGUOUS:
+            param, literal = set_subject
+            new = literal if param is None else given.get(param)
+        if new is None:
+            new = getattr(stated.get(key), "effective_value", None)
+        old: object = None
+        if pinned is not None and pinned is not _AMBIGUOUS:
+            param, literal = pinned
+            old = literal if param is None else given.get(param)
+        if _same_subject(new, old, kind):
+            continue
+        raise UnsupportedOperationError(
+            f"{_columns(facts, left)}: this UPDATE changes the row's subject "  # noqa: S608 - a message, no SQL
+            f"({key}) but not these subject-bound values, which would stay bound to the "
+            "old subject and never decrypt again; set them (or NULL) in the same statement"
+        )
+
+
+def _same_subject(a: object, b: object, kind: Any) -> bool:
+    if a is None or b is None or a is _REQUIRED or b is _REQUIRED:
+        return False
+    try:
+        return subject_parts(a, kind)[0] == subject_parts(b, kind)[0]
+    except (TypeError, ValueError):
+        return False
+
+
 def _row_subject(row: Mapping[str, Any], subject_col: Any, extra: object) -> object:
     subject = row.get(subject_col.key)
     if subject is None:
@@ -774,8 +833,12 @@ def _before_execute(
         embedded = {_column_key(col): v for col, v in dict(values).items()}
     elif values:
         clauseelement, sources, subject_source = _embedded(clauseelement, facts)
-    if subject_col is not None and not is_insert and subject_source is None:
-        subject_source = _where_subject(clauseelement, subject_col)
+    set_subject = subject_source
+    pinned: Any = None
+    if subject_col is not None and not is_insert:
+        pinned = _where_subject(clauseelement, subject_col)
+        if subject_source is None:
+            subject_source = pinned
     # Every row's subject (a literal), or the parameter each row's is read from.
     extra_subject: object = None
     subject_param: str | None = None
@@ -831,6 +894,12 @@ def _before_execute(
         embedded = None
     if not is_insert and facts.subject_kind is not None:
         _refuse_unpinned(facts, rows, extra_subject)
+        if not in_place:
+            # (A flush checks the objects it writes: see _before_update.)
+            stated = {_column_key(c): v for c, v in dict(values or {}).items()}
+            _refuse_subject_change(
+                facts, rows or [{}], given_rows or [{}], stated, (set_subject, pinned)
+            )
     texts: list[str | None] | None = None
     tails: list[bytes | None] | None = None
     if multiparams and subject_col is not None and facts.subject_kind is not None:
@@ -2060,7 +2129,7 @@ def validate_models(base: Any, policy: Any) -> None:
 @event.listens_for(Mapper, "before_update")
 def _before_update(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
     facts = _facts(mapper.local_table)
-    if facts is None or facts.subject_col is None or facts.subject_col.primary_key:
+    if facts is None or facts.subject_col is None:
         return
     from sqlalchemy import inspect  # noqa: PLC0415
     from sqlalchemy.orm.attributes import flag_modified  # noqa: PLC0415
@@ -2071,11 +2140,44 @@ def _before_update(mapper: Mapper[Any], connection: Connection, target: Any) -> 
         mapper.get_property_by_column(mapper.local_table.c[k]).key
         for k, b in facts.subject_bound
     }
+    _refuse_moved_object(mapper, facts, insp, bound)
+    if facts.subject_col.primary_key:
+        return
     if bound & set(changed):
         # The UPDATE must carry the subject id so the new values can be bound to it.
         key = mapper.get_property_by_column(facts.subject_col).key
         if key not in changed and key in insp.dict:
             flag_modified(target, key)
+
+
+def _refuse_moved_object(
+    mapper: Mapper[Any], facts: _TableFacts, insp: Any, bound: set[str]
+) -> None:
+    """Refuse flushing an object moved to another subject with values left bound to the old one.
+
+    Values the flush rewrites are encrypted for the new subject; a value it
+    does not rewrite and that is not known to be empty would stay bound to the
+    old subject and never decrypt again.
+
+    Raises:
+        UnsupportedOperationError: Naming the columns left behind.
+    """
+    key = mapper.get_property_by_column(facts.subject_col).key
+    history = insp.attrs[key].history
+    if not history.deleted or list(history.deleted) == list(history.added):
+        return
+    changed = insp.committed_state
+    left = sorted(
+        k for k in bound if k not in changed and insp.dict.get(k, _REQUIRED) is not None
+    )
+    if left:
+        table = mapper.local_table.name  # type: ignore[attr-defined]
+        names = ", ".join(f"{table}.{k}" for k in left)
+        raise UnsupportedOperationError(
+            f"{names}: the object moves to another subject ({key}) but these "
+            "subject-bound values are not rewritten, and would stay bound to the old "
+            "subject; assign them (or None) in the same flush"
+        )
 
 
 def install() -> None:
