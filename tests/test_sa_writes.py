@@ -504,6 +504,25 @@ class TestOrmAndReturning:
         assert {a: "1", b: "2"} == _cards(engine, models)
         assert ["B"] == _found(engine, models, "b@example.jp")
 
+    def test_orm_bulk_insert_returning(
+        self, engine: Engine, models: Models, sa_custodian: custdata.Custodian
+    ) -> None:
+        """session.execute(insert(Model).returning(Model.card), [...]): encrypted, read back."""
+        if not engine.dialect.insert_returning:
+            pytest.skip(f"{engine.dialect.name} has no INSERT ... RETURNING")
+        c = models.Customer
+        with Session(engine) as session, billing():
+            returned = session.execute(
+                insert(c).returning(c.id, c.card),
+                [{"name": "R", "email": "r@example.jp", "card": "4"}],
+            ).all()
+            session.commit()
+        [(new_id, card)] = returned
+        assert "4" == card
+        assert {new_id: "4"} == _cards(engine, models)
+        with pytest.raises(custdata.UnsupportedOperationError):
+            _ = c.card == c.name
+
     def test_orm_insert_values(
         self, engine: Engine, models: Models, sa_custodian: custdata.Custodian
     ) -> None:

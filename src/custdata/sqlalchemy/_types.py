@@ -414,6 +414,16 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
             """Build the SQL for *op*, or raise for an unsupported operator."""
             if op in _NULL_OPS and all(o is None for o in other):
                 return super().operate(op, *other, **kwargs)
+            if (
+                op in _NULL_OPS
+                and len(other) == 1
+                and isinstance(other[0], ColumnElement)
+                and hash(other[0]) == hash(self.expr)
+            ):
+                # The column against itself (or an annotated copy): what
+                # SQLAlchemy's own dictionaries of columns compare when they
+                # look one up (e.g. an ORM insert ... returning()).
+                return super().operate(op, *other, **kwargs)
             if op in _SEARCH_OPS:
                 return _search(self.expr, op, other)
             raise UnsupportedOperationError(
