@@ -31,9 +31,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session
 
 import custdata
+
+from custdata.sqlalchemy import customer_data, subject_key
 
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -285,6 +287,47 @@ class TestUnpinnedWhere:
         with engine.begin() as conn, billing():
             conn.execute(update(t).where(_or(t, a, b)).values(card=None))
         assert {a: None, b: None} == _cards(engine, models)
+
+    def test_erasing_a_searchable_value_erases_its_index(
+        self, engine: Engine, sa_custodian: custdata.Custodian
+    ) -> None:
+        """values(email=None) and values(email=null()) leave nothing to find."""
+        from sqlalchemy import null
+
+        class Base(DeclarativeBase):
+            pass
+
+        class Contact(Base):
+            __tablename__ = f"sa_contacts_{uuid.uuid4().hex[:8]}"
+            id: Mapped[uuid.UUID] = subject_key()
+            email: Mapped[str | None] = customer_data(
+                "contact.email", purposes=["billing"], searchable=True
+            )
+
+        Base.metadata.create_all(engine)
+        try:
+            t = Contact.__table__
+            a, b = uuid.uuid4(), uuid.uuid4()
+            with engine.begin() as conn, billing():
+                conn.execute(
+                    insert(t),
+                    [
+                        {"id": a, "email": "a@example.jp"},
+                        {"id": b, "email": "b@example.jp"},
+                    ],
+                )
+                conn.execute(update(t).where(t.c.id == a).values(email=None))
+                conn.execute(update(t).where(t.c.id == b).values(email=null()))
+            with engine.connect() as conn, billing():
+                found = conn.execute(
+                    select(t.c.id).where(
+                        t.c.email.in_(["a@example.jp", "b@example.jp"])
+                    )
+                ).all()
+                stored = conn.execute(select(t.c.email)).scalars().all()
+            assert ([], [None, None]) == (found, stored)
+        finally:
+            Base.metadata.drop_all(engine)
 
     def test_bind_subject_pins_the_value(
         self, engine: Engine, models: Models, two: tuple[uuid.UUID, uuid.UUID]

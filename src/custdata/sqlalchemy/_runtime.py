@@ -559,18 +559,20 @@ def _embedded(
                 f"{facts.name}.{key}: the blind index of {companions[key]!r} is computed "
                 "by custdata; set the column itself"
             )
-        if key not in encrypted or isinstance(value, Null):
+        if key not in encrypted:
             continue
-        if not isinstance(value, BindParameter):
+        if isinstance(value, Null):
+            # NULL: a value like any other (the blind index is erased with it).
+            param, default = None, None
+        elif isinstance(value, BindParameter):
+            param, default = _param_source(value)
+        else:
             raise UnsupportedOperationError(
                 f"{facts.name}.{key}: a SQL expression cannot be encrypted (a value "
                 "copied from another column or computed by the database would be stored "
                 "unencrypted or bound to the wrong column); set the value itself"
             )
-        param, default = _param_source(value)
         if param is None:
-            if default is None:
-                continue
             param = f"custdata_{key}"
             replace[col] = BindParameter(param, None, type_=value.type, required=False)
         sources.append((key, param, default))
@@ -626,12 +628,11 @@ def _to_params(
     """A prepared logical row back as the statement's parameter set."""
     out = dict(prepared)
     for key, param, _default in sources:
-        if key in out:
-            out[param] = out.pop(key)
-            if key in given and key != param:
-                # A value given under the column's name too: the statement
-                # sets the column from its own parameter, never from this one.
-                out.pop(key, None)
+        # (A value given under the column's name too is dropped: the
+        # statement sets the column from its own parameter.)
+        value = out.pop(key, _REQUIRED)
+        if value is not _REQUIRED:
+            out[param] = value
     if subject_key is not None and subject_key not in given:
         # The subject was read from the WHERE clause or another parameter:
         # it is not a value the statement sets.
