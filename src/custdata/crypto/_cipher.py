@@ -226,6 +226,11 @@ class FieldCipher(_ColumnCipher[T]):
         column: The column name bound into every value.
         codec: The codec that frames the plaintext.
         subject_keys: The per-subject key scope, or ``None``.
+        legacy: The transitional read mode of a column migrated from
+            plaintext, or ``None``: called by :meth:`open_value` (and
+            :meth:`open_fetched`) with a fetched value that is no envelope, it
+            returns that value as plaintext. An envelope-shaped value that
+            fails to authenticate still raises :class:`DecryptionError`.
     """
 
     __slots__ = ("legacy", "subject_keys")
@@ -244,8 +249,6 @@ class FieldCipher(_ColumnCipher[T]):
     ) -> None:
         super().__init__(keyring, table=table, column=column, codec=codec)
         self.subject_keys = subject_keys
-        #: The transitional read mode: what reads a stored value that is no
-        #: envelope (``None``: such a value raises :class:`DecryptionError`).
         self.legacy = legacy
 
     def _derive(self, key: bytes) -> Any:
