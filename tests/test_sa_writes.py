@@ -489,6 +489,7 @@ class TestSqlText:
             "update {t} set name = email",
             "/* maintenance */ INSERT INTO {t} (id, card) VALUES ('x', 'y')",
             'INSERT INTO "{t}" VALUES (1, 2, 3)',
+            "WITH x AS (SELECT 1) UPDATE {t} SET card = NULL",
         ],
     )
     def test_text_and_driver_sql_refused(
@@ -523,6 +524,9 @@ class TestSqlText:
         with engine.begin() as conn:
             conn.execute(text(f"UPDATE {t.name} SET plan = 'gold'"))  # noqa: S608
             conn.exec_driver_sql(f"SELECT card FROM {t.name}")  # noqa: S608
+            conn.execute(
+                text(f"WITH c AS (SELECT card FROM {t.name}) SELECT count(*) FROM c")  # noqa: S608
+            )
             plans = set(conn.execute(text(f"SELECT plan FROM {t.name}")).scalars())  # noqa: S608
         assert {"gold"} == plans
 

@@ -3,8 +3,8 @@
 custdata encrypts the values of Core and ORM statements; it cannot encrypt a
 value written inside SQL text (``text()``, ``Connection.exec_driver_sql``),
 which would reach the database as plaintext, or as an envelope no row can
-open. An ``INSERT``, ``UPDATE``, ``REPLACE``, ``MERGE`` or ``UPSERT`` whose text
-names a table with encrypted columns (of the tables declared in this process)
+open. An ``INSERT``, ``UPDATE``, ``REPLACE``, ``MERGE`` or ``UPSERT`` (also
+after a ``WITH`` clause) whose text names a table with encrypted columns (of the tables declared in this process)
 is refused when it names one of those columns, or inserts without a column
 list. It is a guard against mistakes, reading names in the text (not a SQL
 parser): a statement that reaches such a table in a way the text does not
@@ -28,6 +28,11 @@ __all__ = ["refuse_raw_write"]
 _WRITES = re.compile(
     r"\A(?:\s+|/\*.*?\*/|--[^\n]*(?:\n|\Z))*(insert|update|replace|merge|upsert|with)\b",
     re.IGNORECASE | re.DOTALL,
+)
+
+#: The writing statement after ``WITH ... AS (...)``.
+_WRITE_AFTER_WITH = re.compile(
+    r"\b(insert|update|replace|merge|upsert)\b", re.IGNORECASE
 )
 
 #: Per table: (pattern of its name, its encrypted columns and their patterns).
@@ -66,6 +71,12 @@ def refuse_raw_write(sql: str) -> None:
     if start is None:
         return
     verb = start.group(1).lower()
+    if verb == "with":
+        # A common table expression: a write only if a writing statement follows.
+        found = _WRITE_AFTER_WITH.search(sql, start.end())
+        if found is None:
+            return
+        verb = found.group(1).lower()
     for table in list(KNOWN_TABLES):
         table_pattern, columns = _patterns(table)
         if not columns:
