@@ -218,6 +218,18 @@ def marketing() -> Any:
     return _Ctx("mkt-1", "marketer", "marketing.email")
 
 
+def plant(conn: Any, table_name: str, column_name: str, value: object) -> None:
+    """Write *value* into every row's *column_name*, as an attacker with database access.
+
+    Through a plain ``table()`` view, outside the application's encrypted
+    columns: custdata refuses such a write through them (and in SQL text).
+    """
+    from sqlalchemy import LargeBinary, column, table, update
+
+    raw = table(table_name, column(column_name, LargeBinary))
+    conn.execute(update(raw).values({column_name: value}))
+
+
 class _Ctx:
     def __init__(self, actor: str, role: str, purpose: str) -> None:
         self.args = (actor, role, purpose)
@@ -250,6 +262,7 @@ __all__ = [
     "make_models",
     "marketing",
     "models",
+    "plant",
     "recorder",
     "sa_custodian",
     "support",

@@ -40,6 +40,7 @@ from sa_fixtures import (  # noqa: F401 - pytest fixtures
     engine,
     keyring,
     models,
+    plant,
     recorder,
     sa_custodian,
     support,
@@ -110,7 +111,7 @@ class TestEntityLoads:
         t = models.Order.__table__.name
         with engine.begin() as conn:
             stolen = conn.execute(text(f"SELECT total FROM {t}").columns()).all()  # noqa: S608
-            conn.execute(text(f"UPDATE {t} SET total = :v"), {"v": stolen[0][0]})  # noqa: S608
+            plant(conn, t, "total", stolen[0][0])
         with (
             Session(engine) as session,
             support(),
@@ -174,7 +175,7 @@ class TestOneRowFetch:
                 # Bob's name envelope copied over Alice's: bound to Bob.
                 names = conn.execute(text(f"SELECT id, name FROM {t}")).all()  # noqa: S608
                 bob = next(n for i, n in names if str(i).replace("-", "") == ids[1].hex)
-                conn.execute(text(f"UPDATE {t} SET name = :v"), {"v": bob})  # noqa: S608
+                plant(conn, t, "name", bob)
             with Session(engine) as session, billing():
                 bob_row = session.get(models.Customer, ids[1])
                 assert bob_row is not None

@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import (
+    LargeBinary,
+    column,
+    delete,
+    insert,
+    select,
+    table,
+    text,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload
 
@@ -283,10 +292,14 @@ class TestAttacks:
     def test_swap_between_columns(
         self, engine: Engine, models: Models, cid: uuid.UUID
     ) -> None:
-        """name's ciphertext copied into email fails with DecryptionError."""
-        t = models.Customer.__table__.name
+        """name's ciphertext copied into email fails with DecryptionError.
+
+        The copy is made as an attacker with database access would, outside
+        the application's encrypted columns (custdata refuses it through them).
+        """
+        raw = table(models.Customer.__tablename__, column("email"), column("name"))
         with engine.begin() as conn:
-            conn.execute(text(f"UPDATE {t} SET email = name"))  # noqa: S608
+            conn.execute(update(raw).values(email=raw.c.name))
         with (
             Session(engine) as session,
             support(),
@@ -307,11 +320,13 @@ class TestAttacks:
         with engine.begin() as conn:
             stolen = conn.execute(text(f"SELECT card FROM {t.name}").columns()).all()  # noqa: S608
             alice_card = next(r[0] for r in stolen if r[0] is not None)
+            # Planted as an attacker with database access would, outside the
+            # application's encrypted columns (custdata refuses it through them).
+            raw = table(t.name, column("card", LargeBinary), column("email_bidx"))
             conn.execute(
-                text(
-                    f"UPDATE {t.name} SET card = :c WHERE email_bidx IS NOT NULL AND card <> :c"  # noqa: S608
-                ),
-                {"c": alice_card},
+                update(raw)
+                .where(raw.c.email_bidx.is_not(None), raw.c.card != alice_card)
+                .values(card=alice_card)
             )
         with Session(engine) as session, billing():
             with pytest.raises(custdata.DecryptionError):
@@ -451,7 +466,6 @@ class TestTypes:
     ) -> None:
         """Bytes that reach a str column's bind processor unsealed are refused, not stored."""
         from sqlalchemy import Column, Integer, MetaData, Table, literal_column
-        from sqlalchemy.exc import StatementError
 
         from custdata import sqlalchemy as cs
 
@@ -469,16 +483,22 @@ class TestTypes:
         md.create_all(engine)
         try:
             canary = CANARIES["note"].encode()
-            # A SQL expression among the values leaves the statement to the
-            # type layer, so the bytes meet the bind processor unsealed.
+            # A SQL expression among the values is refused before anything
+            # is sent (it can be neither encrypted nor bound to a subject).
             stmt = insert(t).values(id=1, note=canary, other=literal_column("NULL"))
             with (
-                pytest.raises(StatementError) as info,
+                pytest.raises(custdata.UnsupportedOperationError) as refused,
                 engine.begin() as conn,
                 support(),
             ):
                 conn.execute(stmt)
-            assert isinstance(info.value.orig, custdata.UnsupportedOperationError)
+            assert "other" in str(refused.value)
+            assert "canary" not in str(refused.value)
+            # Bytes that reach the bind processor unsealed (a statement the
+            # hooks did not prepare) are refused there, not stored.
+            process = t.c.note.type.bind_processor(engine.dialect)
+            with pytest.raises(custdata.UnsupportedOperationError) as info:
+                process(canary)
             assert "canary" not in str(info.value)
             with engine.connect() as conn:
                 assert conn.execute(select(t.c.id)).all() == []

@@ -124,6 +124,7 @@ REASONS: Final = frozenset(r.value for r in DenyReason) | frozenset(
         "startup",
         "shutdown",
         "compromise",
+        "legacy_plaintext",
     }
 )
 

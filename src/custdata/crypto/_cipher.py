@@ -28,6 +28,7 @@ from ._envelope import (
     subject_bytes,
 )
 from ._kdf import LABEL_FIELD_GCM, LABEL_FIELD_SIV, column_key
+from ._legacy import looks_sealed
 
 
 if TYPE_CHECKING:
@@ -65,6 +66,11 @@ def _as_bytes(blob: object) -> bytes:
     if isinstance(blob, (bytearray, memoryview)):
         return bytes(blob)
     raise TypeError("an envelope must be bytes")
+
+
+#: Reads a stored value that is no envelope as the column's plaintext (the
+#: transitional read mode of a column migrated from plaintext).
+LegacyReader = Callable[[object], Any]
 
 
 @final
@@ -179,6 +185,15 @@ class _ColumnCipher(Generic[T]):
             entry = self._new_read_key(blob)
         return entry
 
+    def _fetched_bytes(self, blob: object) -> bytes:
+        """A fetched value as bytes; anything else is no envelope of this column."""
+        if isinstance(blob, (bytearray, memoryview)):
+            return bytes(blob)
+        raise DecryptionError(
+            f"cannot decrypt a value of {self.table}.{self.column}: the stored value "
+            "is not an envelope (text, a number or another type where binary was expected)"
+        )
+
     def _failed(self) -> DecryptionError:
         return DecryptionError(
             f"cannot decrypt a value of {self.table}.{self.column}: authentication failed"
@@ -211,9 +226,14 @@ class FieldCipher(_ColumnCipher[T]):
         column: The column name bound into every value.
         codec: The codec that frames the plaintext.
         subject_keys: The per-subject key scope, or ``None``.
+        legacy: The transitional read mode of a column migrated from
+            plaintext, or ``None``: called by :meth:`open_value` (and
+            :meth:`open_fetched`) with a fetched value that is no envelope, it
+            returns that value as plaintext. An envelope-shaped value that
+            fails to authenticate still raises :class:`DecryptionError`.
     """
 
-    __slots__ = ("subject_keys",)
+    __slots__ = ("legacy", "subject_keys")
 
     _algorithm = Algorithm.AES_256_GCM
 
@@ -225,9 +245,11 @@ class FieldCipher(_ColumnCipher[T]):
         column: str,
         codec: Codec[T],
         subject_keys: SubjectKeyScope | None = None,
+        legacy: LegacyReader | None = None,
     ) -> None:
         super().__init__(keyring, table=table, column=column, codec=codec)
         self.subject_keys = subject_keys
+        self.legacy = legacy
 
     def _derive(self, key: bytes) -> Any:
         return AESGCM(column_key(key, LABEL_FIELD_GCM, self.table, self.column))
@@ -429,30 +451,34 @@ class FieldCipher(_ColumnCipher[T]):
         Raises:
             The same errors as :meth:`decrypt`, for the first value that fails.
         """
-        if self.subject_keys is not None:
-            if tails is None:
+        if self.subject_keys is not None or self.legacy is not None:
+            if self.subject_keys is not None and tails is None:
                 raise TypeError(
                     f"{self.table}.{self.column} uses per-subject keys: pass subjects"
                 )
+            # One value at a time, each through open_value (which reads a
+            # legacy plaintext value in the transitional mode).
+            if tails is None:
+                return [None if b is None else self.open_value(b) for b in blobs]
             return [
-                None
-                if blob is None or tail is None
-                else self._decrypt_for_canonical(
-                    blob if type(blob) is bytes else _as_bytes(blob), tail[4:]
-                )
+                None if blob is None or tail is None else self.open_value(blob, tail)
                 for blob, tail in zip(blobs, tails, strict=True)
             ]
         read = self._read
         decode = self._decode
         entry: Any
-        if (
-            blobs
-            and None not in blobs
-            and (tails is None or None not in tails)
-            and min(map(len, blobs)) >= GCM_OVERHEAD
-        ):
-            # The common batch: every value present, under one data key.
-            headers = {blob[:HEADER_SIZE] for blob in blobs}
+        if blobs and None not in blobs and (tails is None or None not in tails):
+            # The common batch: every value present, under one data key. A
+            # value of another type (text, a number) leaves it to the loop
+            # below, which names the problem.
+            try:
+                headers = (
+                    {blob[:HEADER_SIZE] for blob in blobs}
+                    if min(map(len, blobs)) >= GCM_OVERHEAD
+                    else set()
+                )
+            except TypeError:
+                headers = set()
             header = headers.pop() if len(headers) == 1 else None
             if header.__class__ is bytes:
                 entry = read.get(header)
@@ -496,7 +522,7 @@ class FieldCipher(_ColumnCipher[T]):
                     append(None)
                     continue
             if type(blob) is not bytes:
-                blob = _as_bytes(blob)  # noqa: PLW2901 - normalised in place
+                blob = self._fetched_bytes(blob)  # noqa: PLW2901 - normalised in place
             if len(blob) < GCM_OVERHEAD:
                 raise DecryptionError(
                     f"cannot decrypt a value of {self.table}.{self.column}: truncated envelope"
@@ -527,11 +553,23 @@ class FieldCipher(_ColumnCipher[T]):
     def open_value(self, blob: Any, tail: bytes | None = None) -> T:
         """Decrypt one fetched envelope bound to *tail* (see :meth:`open_fetched`).
 
+        This is the one function every fetched value of the column is opened
+        through (the batch and one-row paths take a shortcut only for values
+        under a cached key). A stored value that is no envelope -- text in a
+        binary column, legacy plaintext, empty bytes -- raises
+        :class:`DecryptionError`, or, in the transitional read mode
+        (:attr:`legacy`), is read as the column's plaintext.
+
         Raises:
-            The same errors as :meth:`decrypt`.
+            The same errors as :meth:`decrypt`, with :class:`DecryptionError`
+            (never ``TypeError``) for a value that is not bytes.
         """
         if type(blob) is not bytes:
-            blob = _as_bytes(blob)
+            if self.legacy is not None and not isinstance(
+                blob, (bytearray, memoryview)
+            ):
+                return self.legacy(blob)  # type: ignore[no-any-return]
+            blob = self._fetched_bytes(blob)
         entry = self._read.get(blob[:HEADER_SIZE])
         if (
             entry is None
@@ -540,6 +578,8 @@ class FieldCipher(_ColumnCipher[T]):
             or len(blob) < GCM_OVERHEAD
         ):
             # Not simply a cached column key without a lease: check it all.
+            if self.legacy is not None and not looks_sealed(blob):
+                return self.legacy(blob)  # type: ignore[no-any-return]
             if self.subject_keys is not None:
                 if tail is None:
                     raise TypeError(
@@ -703,9 +743,11 @@ def open_in_place(
         blob = row[position]
         if blob is None:
             continue
-        if type(blob) is not bytes:
-            blob = _as_bytes(blob)
-        entry = cipher._read.get(blob[:HEADER_SIZE])  # noqa: SLF001 - same module
+        entry = (
+            cipher._read.get(blob[:HEADER_SIZE])  # noqa: SLF001 - same module
+            if type(blob) is bytes
+            else None
+        )
         if (
             entry is None
             or entry.lease is not None

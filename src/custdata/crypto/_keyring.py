@@ -24,7 +24,7 @@ from custdata._errors import ConfigurationError, DecryptionError, UnknownKeyErro
 
 from ._blind_index import BlindIndex
 from ._cache import DataKeyCache, Lease
-from ._cipher import DeterministicFieldCipher, FieldCipher
+from ._cipher import DeterministicFieldCipher, FieldCipher, LegacyReader
 from ._codecs import Codec
 from ._envelope import Subject, length_prefixed, subject_bytes
 from ._files import read_private_file, write_private_file
@@ -523,6 +523,7 @@ class Keyring:
         column: str,
         codec: Codec[T],
         subject_keys: SubjectKeyStore | None = None,
+        legacy: LegacyReader | None = None,
     ) -> FieldCipher[T]:
         """Return the AES-256-GCM cipher of one column (the same object on each call).
 
@@ -532,6 +533,11 @@ class Keyring:
             codec: The codec of the column's values (:func:`codec_for`).
             subject_keys: A store of per-subject keys: each subject's values are
                 then encrypted under that subject's own key (crypto-shredding).
+            legacy: The transitional read mode of a column migrated from
+                plaintext: called with each fetched value that is no envelope,
+                it returns that value as plaintext (see
+                :attr:`FieldCipher.legacy`). ``None`` (the default): such a
+                value raises :class:`~custdata.DecryptionError`.
 
         Raises:
             ValueError: ``table`` or ``column`` is empty.
@@ -542,6 +548,7 @@ class Keyring:
             column,
             codec,
             None if subject_keys is None else id(subject_keys),
+            legacy,
         )
         with self._lock:
             cipher = self._ciphers.get(cache_key)
@@ -550,7 +557,12 @@ class Keyring:
                     None if subject_keys is None else self.subject_scope(subject_keys)
                 )
                 cipher = FieldCipher(
-                    self, table=table, column=column, codec=codec, subject_keys=scope
+                    self,
+                    table=table,
+                    column=column,
+                    codec=codec,
+                    subject_keys=scope,
+                    legacy=legacy,
                 )
                 self._ciphers[cache_key] = cipher
         return cipher  # type: ignore[return-value]

@@ -26,6 +26,7 @@ from ._jobs import reencrypt as reencrypt
 from ._keystore import SqlSubjectKeyStore as SqlSubjectKeyStore
 from ._keystore import blind_index_eraser as blind_index_eraser
 from ._keystore import shred_subject as shred_subject
+from ._legacy import legacy_plaintext_reads as legacy_plaintext_reads
 from ._runtime import MASK_TEXT as MASK_TEXT
 from ._runtime import install as install
 from ._runtime import validate_models as validate_models
@@ -71,6 +72,7 @@ __all__ = [
     "encrypt_plaintext_columns",
     "install",
     "key_usage",
+    "legacy_plaintext_reads",
     "reencrypt",
     "shred_subject",
     "subject_key",

@@ -80,11 +80,14 @@ class FieldBinding:
         key_scope: ``"column"`` or ``"subject"`` (per-subject data keys).
         python_type: The Python type of the values, once known.
         raw_sealed: Whether sealed values travel as bare ``bytes``.
+        legacy_plaintext: The transitional read mode: a stored value that is
+            no envelope is read as plaintext (see ``_legacy``).
     """
 
     __slots__ = (
         "__weakref__",
         "_cache",
+        "_legacy",
         "_lock",
         "_python_type",
         "column",
@@ -92,6 +95,7 @@ class FieldBinding:
         "companion_key",
         "field",
         "key_scope",
+        "legacy_plaintext",
         "normalizer",
         "raw_sealed",
         "subject_key",
@@ -128,6 +132,8 @@ class FieldBinding:
         # while the keyring and store stay the same objects.
         self._cache: tuple[object, object, Any] | None = None
         self._lock = threading.Lock()
+        self.legacy_plaintext = False
+        self._legacy: Any = None
 
     @property
     def python_type(self) -> type[Any] | None:
@@ -173,9 +179,20 @@ class FieldBinding:
         from custdata.crypto import codec_for  # noqa: PLC0415 - keep import light
 
         codec = codec_for(self.python_type or str)
+        legacy = None
+        if self.legacy_plaintext:
+            if self._legacy is None:
+                from ._legacy import legacy_reader  # noqa: PLC0415
+
+                self._legacy = legacy_reader(self)
+            legacy = self._legacy
         with self._lock:
             cipher = keyring.field_cipher(
-                table=self.table, column=self.column, codec=codec, subject_keys=store
+                table=self.table,
+                column=self.column,
+                codec=codec,
+                subject_keys=store,
+                legacy=legacy,
             )
             self._cache = (keyring, store, cipher)
         return cipher

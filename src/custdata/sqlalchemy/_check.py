@@ -53,7 +53,10 @@ def check_models(base: Any, policy: Policy) -> list[Finding]:
     * ``SA002`` a column tagged with a special-care or financial-risk category
       (``info={"custdata": FieldPolicy(...)}``) is stored unencrypted;
     * ``SA003`` a field declaration does not match the policy (unknown
-      category, purpose or retention rule).
+      category, purpose or retention rule);
+    * ``SA004`` an encrypted column is in the transitional read mode
+      (``legacy_plaintext=True``): legacy plaintext values are still accepted
+      on read. Finish :func:`encrypt_plaintext_columns` and remove the flag.
 
     Returns:
         The findings, sorted by table and column.
@@ -74,6 +77,16 @@ def _check_table(table: Table, policy: Policy) -> list[Finding]:
         where = f"{table.name}.{col.name}"
         field = _field_of(col.info.get(INFO_KEY))
         encrypted = isinstance(col.type, EncryptedType)
+        if encrypted and col.type._binding.legacy_plaintext:  # type: ignore[attr-defined]  # noqa: SLF001
+            findings.append(
+                Finding(
+                    code="SA004",
+                    key_path=where,
+                    message="transitional read mode (legacy_plaintext=True): values that are "
+                    "not envelopes are read as plaintext; run encrypt_plaintext_columns until "
+                    "nothing is left, then remove the flag",
+                )
+            )
         if field is not None:
             try:
                 policy.validate_field(field, where=where)

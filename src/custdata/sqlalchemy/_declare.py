@@ -93,6 +93,7 @@ def customer_data(
     nullable: bool | None = None,
     deferred: bool = False,
     doc: str | None = None,
+    legacy_plaintext: bool = False,
 ) -> MappedColumn[Any]:
     """Declare a customer-data column: encrypted, purpose-bound and audited.
 
@@ -123,6 +124,12 @@ def customer_data(
         nullable: Passed to ``mapped_column``; defaults from ``Mapped[...]``.
         deferred: Load the column only when accessed.
         doc: The attribute's docstring.
+        legacy_plaintext: The transitional read mode while a plaintext column
+            is migrated in place (:func:`encrypt_plaintext_columns`): a stored
+            value that is no envelope is read as plaintext, counted
+            (:func:`legacy_plaintext_reads`) and recorded, instead of raising
+            :class:`~custdata.DecryptionError`. Writes always encrypt.
+            ``custdata check`` reports the column (SA004) until it is removed.
 
     Returns:
         The ``mapped_column`` to assign.
@@ -164,6 +171,8 @@ def customer_data(
         raise TypeError("type_ must be an encrypted column type")
     binding = type_instance._binding  # noqa: SLF001
     binding.field = field
+    if legacy_plaintext:
+        binding.legacy_plaintext = True
     binding.key_scope = key_scope
     binding.normalizer = normalizer
     info = CustomerDataInfo(

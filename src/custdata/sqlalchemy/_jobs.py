@@ -36,8 +36,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.expression import TableClause
 
-from custdata._errors import ConfigurationError, DecryptionError, KeyDestroyedError
+from custdata._errors import ConfigurationError, KeyDestroyedError
 from custdata.crypto import SubjectKeyRecord, envelope_key_id
+from custdata.crypto._legacy import looks_sealed, read_legacy_plaintext
 
 from ._binding import SUBJECT_INFO_KEY, FieldBinding, subject_value
 from ._types import EncryptedType
@@ -55,7 +56,6 @@ __all__ = [
 Progress = Callable[[str, int, int], None]
 
 _GCM = 0x01
-_MIN_ENVELOPE = 34
 
 
 @attrs.frozen(kw_only=True)
@@ -715,26 +715,12 @@ def _is_envelope(stored: Any, text: bool) -> bool:
         blob = _blob(stored, text)
     except (ValueError, TypeError):
         return False
-    return len(blob) >= _MIN_ENVELOPE - 12 and blob[0] == 1 and blob[1] in {1, 2, 3}
+    return looks_sealed(blob)
 
 
 def _legacy_value(stored: Any, b: FieldBinding) -> Any:
-    py = b.python_type or str
-    raw = (
-        bytes(stored).decode("utf-8")
-        if isinstance(stored, (bytes, bytearray, memoryview)) and py is not bytes
-        else stored
-    )
-    if py is str:
-        return str(raw)
-    if py is bytes:
-        return bytes(stored)
-    try:
-        return py(raw)
-    except Exception:  # noqa: BLE001
-        raise DecryptionError(
-            f"{b.where}: a legacy value cannot be read as {py.__name__}"
-        ) from None
+    # One reading of legacy plaintext for this job and the transitional read mode.
+    return read_legacy_plaintext(stored, b.python_type or str, where=b.where)
 
 
 def encrypt_plaintext_columns(

@@ -28,13 +28,12 @@ Three SQLAlchemy events, installed once for every engine and session when
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import threading
 import typing
 import weakref
 
-from base64 import b64decode, b64encode
+from base64 import b64encode
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -44,11 +43,10 @@ import attrs
 from sqlalchemy import Table, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, defer
-from sqlalchemy.sql import Insert, Select, Update, operators
+from sqlalchemy.sql import Insert, Select, Update
 from sqlalchemy.sql.elements import (
-    BinaryExpression,
-    BindParameter,
     Label,
+    TextClause,
     UnaryExpression,
 )
 
@@ -56,7 +54,6 @@ from custdata._context import _access, _custodian, _default_custodian, current_a
 from custdata._decision import Action
 from custdata._errors import (
     ConfigurationError,
-    DecryptionError,
     UnsupportedOperationError,
 )
 from custdata._policy import FieldPolicy
@@ -73,6 +70,7 @@ from ._binding import (
     subject_value,
 )
 from ._declare import KNOWN_TABLES, CustomerDataInfo, _Inferred, settle_table, uuid7
+from ._raw import refuse_raw_write
 from ._types import (
     _GRANTS,
     RELEASED,
@@ -81,6 +79,20 @@ from ._types import (
     _Bound,
     _Sealed,
     _SubjectPacked,
+    stored_envelope,
+)
+from ._write import (
+    AMBIGUOUS,
+    column_key,
+    embedded_sources,
+    logical_rows,
+    refuse_insert_forms,
+    refuse_moved_object,
+    refuse_subject_change,
+    refuse_unpinned,
+    row_subject,
+    to_params,
+    where_subject,
 )
 
 
@@ -299,7 +311,7 @@ def _prepare_rows(
                     subject = (
                         None
                         if subject_col is None
-                        else _row_subject(row, subject_col, extra_subject)
+                        else row_subject(row, subject_col, extra_subject)
                     )
                     tails.append(
                         None if subject is None else subject_tail(subject, kind)
@@ -380,33 +392,6 @@ def _gather(  # noqa: PLR0917
     return todo, values
 
 
-def _where_subject(statement: Any, subject_col: Any) -> object:
-    """The subject id pinned by ``WHERE subject_col = <literal>``, if any."""
-    where = getattr(statement, "whereclause", None)
-    if where is None:
-        return None
-    stack = [where]
-    while stack:
-        clause = stack.pop()
-        if isinstance(clause, BinaryExpression) and clause.operator is operators.eq:
-            left, right = clause.left, clause.right
-            if (
-                isinstance(right, BindParameter)
-                and getattr(left, "key", None) == subject_col.key
-                and getattr(left, "table", None) is subject_col.table
-            ):
-                return right.effective_value
-        stack.extend(getattr(clause, "clauses", ()))
-    return None
-
-
-def _row_subject(row: Mapping[str, Any], subject_col: Any, extra: object) -> object:
-    subject = row.get(subject_col.key)
-    if subject is None:
-        subject = row.get(subject_col._label, extra)  # noqa: SLF001
-    return subject
-
-
 def _authorize_write(
     facts: _TableFacts,
     custodian: Any,
@@ -450,7 +435,7 @@ def _authorize_write(
         subjects = list(dict.fromkeys(texts))
     elif subject_col is not None:
         if rows:
-            subjects = [_row_subject(row, subject_col, extra_subject) for row in rows]
+            subjects = [row_subject(row, subject_col, extra_subject) for row in rows]
         elif embedded is not None:
             subjects = [embedded.get(subject_col.key, extra_subject)]
         else:
@@ -482,6 +467,8 @@ def _before_execute(
     execution_options: Mapping[str, Any],
 ) -> tuple[Any, Sequence[Mapping[str, Any]], Mapping[str, Any]]:
     if not isinstance(clauseelement, (Insert, Update)):
+        if isinstance(clauseelement, TextClause):
+            refuse_raw_write(clauseelement.text)
         return clauseelement, multiparams, params
     facts = _facts(clauseelement.table)
     if facts is None or not facts.encrypted:
@@ -490,18 +477,45 @@ def _before_execute(
     indexes: dict[str, Any] = {}
     subject_col = facts.subject_col
     is_insert = isinstance(clauseelement, Insert)
-    extra_subject: object = None
-    if subject_col is not None and not is_insert:
-        extra_subject = _where_subject(clauseelement, subject_col)
-    values = getattr(clauseelement, "_values", None)
+    if is_insert:
+        refuse_insert_forms(clauseelement, facts)
+    values = getattr(clauseelement, "_values", None) or getattr(
+        clauseelement, "_ordered_values", None
+    )
     orm = clauseelement._propagate_attrs.get("compile_state_plugin") == "orm"  # noqa: SLF001
     embedded: dict[str, Any] | None = None
-    if values:
-        embedded = {getattr(col, "key", col): v for col, v in values.items()}
+    sources: list[tuple[str, str, object]] = []
+    subject_source: Any = None
+    if values and orm and not is_insert:
+        # ORM bulk update(): authorized and checked in do_orm_execute.
+        embedded = {column_key(col): v for col, v in dict(values).items()}
+    elif values:
+        clauseelement, sources, subject_source = embedded_sources(clauseelement, facts)
+    set_subject = subject_source
+    pinned: Any = None
+    if subject_col is not None and not is_insert:
+        pinned = where_subject(clauseelement, subject_col)
+        if subject_source is None:
+            subject_source = pinned
+    # Every row's subject (a literal), or the parameter each row's is read from.
+    extra_subject: object = None
+    subject_param: str | None = None
+    subject_default: object = None
+    if subject_source is not None and subject_source is not AMBIGUOUS:
+        subject_param, subject_default = subject_source
+        if subject_param is None:
+            extra_subject = subject_default
     # The ORM's flush hands over parameter sets it built for this call alone
     # (and marks the call with its mapper's compiled cache): no need to copy.
     in_place = execution_options.get("compiled_cache") is not None
-    inject = is_insert and subject_col is not None and facts.subject_default
+    # A new row's subject id defaults to a client-generated UUIDv7, unless
+    # the statement sets the subject column itself.
+    inject = (
+        is_insert
+        and subject_col is not None
+        and facts.subject_default
+        and subject_source is None
+    )
     if multiparams:
         rows: list[Mapping[str, Any]] = []
         for given in multiparams:
@@ -511,13 +525,39 @@ def _before_execute(
             rows.append(row)
     elif params:
         row = params
-        if inject and row.get(subject_col.key) is None and not values:
+        if inject and row.get(subject_col.key) is None:
             row = {**row, subject_col.key: uuid7()}
         rows = [row]
+    elif inject:
+        params = {subject_col.key: uuid7()}
+        rows = [params]
     else:
         rows = []
-    if inject and not rows and not values:
-        params = {subject_col.key: uuid7()}
+    given_rows = rows
+    if sources or (
+        subject_param is not None
+        and subject_param not in {subject_col.key, subject_col._label}  # noqa: SLF001
+    ):
+        # Values the statement reads from named parameters (or embedded
+        # literals, now parameters): each row as the columns see it.
+        if not rows:
+            given_rows = [{}]
+        rows = logical_rows(
+            given_rows,
+            sources,
+            None if subject_col is None else subject_col.key,
+            subject_param,
+            subject_default,
+        )
+        embedded = None
+    if not is_insert and facts.subject_kind is not None:
+        refuse_unpinned(facts, rows, extra_subject)
+        if not in_place:
+            # (A flush checks the objects it writes: see _before_update.)
+            stated = {column_key(c): v for c, v in dict(values or {}).items()}
+            refuse_subject_change(
+                facts, rows or [{}], given_rows or [{}], stated, (set_subject, pinned)
+            )
     texts: list[str | None] | None = None
     tails: list[bytes | None] | None = None
     if multiparams and subject_col is not None and facts.subject_kind is not None:
@@ -542,54 +582,49 @@ def _before_execute(
             is_insert=is_insert,
             texts=None if texts is None else [t for t in texts if t is not None],
         )
-    if values and not orm:
-        clauseelement = _prepare_embedded(
-            clauseelement, values, facts, custodian, extra_subject, indexes
+    if rows is given_rows:
+        if multiparams:
+            return (
+                clauseelement,
+                _prepare_rows(
+                    rows,
+                    facts,
+                    custodian,
+                    extra_subject,
+                    indexes,
+                    in_place=in_place,
+                    tails=tails,
+                ),
+                params,
+            )
+        if rows:
+            return (
+                clauseelement,
+                multiparams,
+                _prepare_row(rows[0], facts, custodian, extra_subject, indexes),
+            )
+        return clauseelement, multiparams, params
+    subject_key = None if subject_col is None else subject_col.key
+    if len(rows) > 1:
+        prepared = _prepare_rows(
+            rows, facts, custodian, extra_subject, indexes, in_place=True, tails=tails
         )
-    if multiparams:
         return (
             clauseelement,
-            _prepare_rows(
-                rows,
-                facts,
-                custodian,
-                extra_subject,
-                indexes,
-                in_place=in_place,
-                tails=tails,
-            ),
-            params,
+            [
+                to_params(p, g, sources, subject_key)
+                for p, g in zip(prepared, given_rows, strict=True)
+            ],
+            {},
         )
-    if rows:
-        return (
-            clauseelement,
-            multiparams,
-            _prepare_row(rows[0], facts, custodian, extra_subject, indexes),
-        )
-    return clauseelement, multiparams, params
-
-
-def _prepare_embedded(  # noqa: PLR0917
-    statement: Any,
-    values: Mapping[Any, Any],
-    facts: _TableFacts,
-    custodian: Any,
-    extra_subject: object,
-    indexes: dict[str, Any],
-) -> Any:
-    row: dict[str, Any] = {}
-    for col, value in values.items():
-        key = getattr(col, "key", col)
-        if isinstance(value, BindParameter):
-            row[key] = value.effective_value
-        else:
-            return statement  # a SQL expression: leave it to the type layer
-    if facts.subject_col is not None and isinstance(statement, Insert):
-        key = facts.subject_col.key
-        if row.get(key) is None and facts.subject_default:
-            row[key] = uuid7()
-    prepared = _prepare_row(row, facts, custodian, extra_subject, indexes)
-    return statement.values(**prepared)
+    prepared_row = _prepare_row(
+        rows[0], facts, custodian, extra_subject, indexes, in_place=True
+    )
+    return (
+        clauseelement,
+        [],
+        to_params(prepared_row, given_rows[0], sources, subject_key),
+    )
 
 
 # -- reads: one authorization per fetched batch ------------------------------------------
@@ -1030,13 +1065,9 @@ def _open_rows(
     return list(zip(*columns, strict=True))
 
 
-def _b64(value: Any, cipher: Any) -> bytes:
-    try:
-        return b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise DecryptionError(
-            f"{cipher.table}.{cipher.column}: the stored value is not base64"
-        ) from None
+def _b64(value: Any, cipher: Any) -> Any:
+    """The envelope of a text-storage value (see :func:`stored_envelope`)."""
+    return stored_envelope(value)
 
 
 class _AnnouncingCursor:
@@ -1220,6 +1251,8 @@ def _before_cursor_execute(  # noqa: PLR0917
 ) -> None:
     compiled = context.compiled
     if compiled is None:
+        # Connection.exec_driver_sql (no before_execute event): SQL text.
+        refuse_raw_write(statement)
         return
     plan = compiled.__dict__.get(_PLAN_ATTR) or _plan_for(compiled)
     if not plan.bindings:
@@ -1720,10 +1753,14 @@ def _orm_bulk(state: ORMExecuteState) -> None:
                 if b.subject_key is not None or b.companion_key is not None
             }
             if special & set_keys:
+                names = ", ".join(
+                    f"{mapper.local_table.name}.{k}"  # type: ignore[attr-defined]
+                    for k in sorted(special & set_keys)
+                )
                 raise UnsupportedOperationError(
-                    f"{mapper.local_table.name}: a bulk update() cannot set subject-bound or "  # type: ignore[attr-defined]
-                    "searchable encrypted columns; load the objects and assign, or pass "
-                    "per-row parameters"
+                    f"{names}: a bulk update() cannot set subject-bound or searchable "
+                    "encrypted columns; load the objects and assign, or pass per-row "
+                    "parameters"
                 )
     custodian.authorize(action=action, entity=mapper.local_table.name, fields=fields)  # type: ignore[attr-defined]
 
@@ -1750,7 +1787,7 @@ def validate_models(base: Any, policy: Any) -> None:
 @event.listens_for(Mapper, "before_update")
 def _before_update(mapper: Mapper[Any], connection: Connection, target: Any) -> None:
     facts = _facts(mapper.local_table)
-    if facts is None or facts.subject_col is None or facts.subject_col.primary_key:
+    if facts is None or facts.subject_col is None:
         return
     from sqlalchemy import inspect  # noqa: PLC0415
     from sqlalchemy.orm.attributes import flag_modified  # noqa: PLC0415
@@ -1761,6 +1798,9 @@ def _before_update(mapper: Mapper[Any], connection: Connection, target: Any) -> 
         mapper.get_property_by_column(mapper.local_table.c[k]).key
         for k, b in facts.subject_bound
     }
+    refuse_moved_object(mapper, facts, insp, bound)
+    if facts.subject_col.primary_key:
+        return
     if bound & set(changed):
         # The UPDATE must carry the subject id so the new values can be bound to it.
         key = mapper.get_property_by_column(facts.subject_col).key

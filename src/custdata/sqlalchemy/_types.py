@@ -51,8 +51,9 @@ from custdata._errors import (
     UnsupportedOperationError,
 )
 from custdata.crypto._envelope import SIV_OVERHEAD, VERSION_1
+from custdata.crypto._legacy import looks_sealed
 
-from ._binding import FieldBinding, SubjectKind, subject_value
+from ._binding import FieldBinding, SubjectKind, subject_tail, subject_value
 
 
 __all__ = [
@@ -146,7 +147,7 @@ def bind_subject(value: _T, subject: object) -> _T:
     return _Bound(value, subject)  # type: ignore[return-value]
 
 
-_MEMO: tuple[Any, object] = (None, None)
+_MEMO: tuple[Any, bytes, str] = (None, b"", "")
 _EMPTY: dict[object, object] = {}
 
 
@@ -158,6 +159,10 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
             from; filled in when the column is attached to a table. Never key
             material.
         storage: ``"binary"`` (default) or ``"text"`` (base64).
+        legacy_plaintext: The transitional read mode of a column migrated from
+            plaintext: a stored value that is no envelope is read as plaintext
+            (counted and recorded) instead of raising
+            :class:`~custdata.DecryptionError`. Writes always encrypt.
 
     Raises:
         ValueError: On an unknown storage.
@@ -168,7 +173,11 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
     python_type_: ClassVar[type[Any]] = str
 
     def __init__(
-        self, key_ref: str | None = None, *, storage: Storage = "binary"
+        self,
+        key_ref: str | None = None,
+        *,
+        storage: Storage = "binary",
+        legacy_plaintext: bool = False,
     ) -> None:
         if storage not in {"binary", "text"}:
             raise ValueError("storage must be 'binary' or 'text'")
@@ -179,6 +188,7 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
         self._binding = FieldBinding(
             table=table or None, column=column or None, python_type=self._value_type()
         )
+        self._binding.legacy_plaintext = bool(legacy_plaintext)
 
     def _value_type(self) -> type[Any]:
         return self.python_type_
@@ -306,9 +316,6 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
         b = self._binding
         text = self.storage == "text"
         grants_var = _GRANTS
-        b64decode = base64.b64decode
-        where = b.where
-
         released = RELEASED
 
         def refuse() -> PurposeViolationError:
@@ -330,8 +337,8 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
                 if cipher.__class__ is str:
                     return cipher
                 if text:
-                    value = _b64(b64decode, value, where)
-                return cipher.decrypt(value)
+                    value = stored_envelope(value)
+                return cipher.open_value(value)
 
             return process
 
@@ -351,17 +358,19 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
             if cipher.__class__ is str:
                 return cipher
             raw, _, blob = value.partition(b"|" if value.__class__ is bytes else "|")
-            subject = grants.get(subjects_key, _EMPTY).get(raw)  # type: ignore[union-attr]
-            if subject is None:
-                memo = _MEMO
-                if memo[0] == raw:
-                    subject = memo[1]
-                else:
-                    subject = subject_value(raw, kind)
-                    _MEMO = (raw, subject)
+            memo = _MEMO
+            if memo[0] == raw and memo[2] == kind:
+                tail = memo[1]
+            else:
+                subject = grants.get(subjects_key, _EMPTY).get(raw)  # type: ignore[union-attr]
+                tail = subject_tail(raw if subject is None else subject, kind)
+                _MEMO = (raw, tail, kind)
             if text:
-                blob = _b64(b64decode, blob, where)
-            return cipher.decrypt(blob, subject=subject)
+                blob = stored_envelope(blob)
+            elif blob.__class__ is str:
+                # A text value concatenated with its subject: no envelope.
+                blob = blob.encode("utf-8", "surrogateescape")
+            return cipher.open_value(blob, tail)
 
         return process_subject
 
@@ -405,6 +414,16 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
             """Build the SQL for *op*, or raise for an unsupported operator."""
             if op in _NULL_OPS and all(o is None for o in other):
                 return super().operate(op, *other, **kwargs)
+            if (
+                op in _NULL_OPS
+                and len(other) == 1
+                and isinstance(other[0], ColumnElement)
+                and hash(other[0]) == hash(self.expr)
+            ):
+                # The column against itself (or an annotated copy): what
+                # SQLAlchemy's own dictionaries of columns compare when they
+                # look one up (e.g. an ORM insert ... returning()).
+                return super().operate(op, *other, **kwargs)
             if op in _SEARCH_OPS:
                 return _search(self.expr, op, other)
             raise UnsupportedOperationError(
@@ -443,13 +462,19 @@ def _sealed_text(value: bytes, b: FieldBinding) -> str:
     return text
 
 
-def _b64(decode: Callable[..., bytes], value: Any, where: str) -> bytes:
-    try:
-        return decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        from custdata._errors import DecryptionError  # noqa: PLC0415
+def stored_envelope(value: Any) -> Any:
+    """The envelope a text-storage column holds as base64 (internal).
 
-        raise DecryptionError(f"{where}: the stored value is not base64") from None
+    A value that is not the base64 text of something shaped like an envelope
+    is returned as it is: the cipher's ``open_value`` then refuses it with
+    :class:`~custdata.DecryptionError` (or, in the transitional read mode,
+    reads it as legacy plaintext).
+    """
+    try:
+        blob = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        return value
+    return blob if looks_sealed(blob) else value
 
 
 _NULL_OPS = frozenset({operators.is_, operators.is_not, operators.eq, operators.ne})
@@ -685,6 +710,7 @@ class EncryptedEnum(EncryptedType[_E]):
         enum_class: The enum type.
         key_ref: See :class:`EncryptedType`.
         storage: See :class:`EncryptedType`.
+        legacy_plaintext: See :class:`EncryptedType`.
     """
 
     cache_ok = True
@@ -696,11 +722,12 @@ class EncryptedEnum(EncryptedType[_E]):
         key_ref: str | None = None,
         *,
         storage: Storage = "binary",
+        legacy_plaintext: bool = False,
     ) -> None:
         if not issubclass(enum_class, enum.Enum):
             raise TypeError("enum_class must be an Enum subclass")
         self.enum_class = enum_class
-        super().__init__(key_ref, storage=storage)
+        super().__init__(key_ref, storage=storage, legacy_plaintext=legacy_plaintext)
 
     def _value_type(self) -> type[Any]:
         return self.enum_class
