@@ -2,7 +2,8 @@
 
 ::
 
-    custdata audit verify SOURCE --keyring PATH [--kek PATH]
+    custdata audit verify SOURCE --keyring PATH
+                          [--kek-file PATH | --kek-env VAR | --aws-kms-key-id KEY]
                           [--checkpoints PATH --checkpoint-key KEY|@FILE]
                           [--prefix NAME] [--heartbeat SECONDS] [--json]
 
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from custdata._errors import CustdataError
+
+from ._options import add_kek_arguments, load_keyring
 
 
 __all__ = ["register"]
@@ -47,11 +50,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         required=True,
         help="the keyring file holding the audit root keys",
     )
-    verify.add_argument(
-        "--kek",
-        metavar="PATH",
-        help="the local key-encryption key file, if the keyring is wrapped",
-    )
+    # --kek is the older spelling of --kek-file.
+    add_kek_arguments(verify, kek_file_aliases=("--kek",))
     verify.add_argument(
         "--checkpoints", metavar="PATH", help="the checkpoint anchor file (JSON lines)"
     )
@@ -78,18 +78,6 @@ def _usage(message: str) -> int:
     return 2
 
 
-def _load_keys(args: argparse.Namespace) -> Any:
-    # The command imports its layers lazily so ``custdata --help`` stays fast.
-    from custdata.crypto import Keyring  # noqa: PLC0415
-
-    provider = None
-    if args.kek:
-        from custdata.crypto import LocalKeyProvider  # noqa: PLC0415
-
-        provider = LocalKeyProvider.from_file(args.kek)
-    return Keyring.load(args.keyring, provider=provider)
-
-
 def _verify(args: argparse.Namespace) -> int:
     from custdata.audit import (  # noqa: PLC0415
         CheckpointVerifier,
@@ -103,7 +91,7 @@ def _verify(args: argparse.Namespace) -> int:
     if bool(args.checkpoints) != bool(args.checkpoint_key):
         return _usage("--checkpoints and --checkpoint-key go together")
     try:
-        keys = _load_keys(args)
+        keys = load_keyring(args.keyring, args)
     except (CustdataError, OSError) as exc:
         return _usage(f"cannot load the keyring: {exc}")
     verifier = None

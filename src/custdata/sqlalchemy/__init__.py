@@ -21,6 +21,7 @@ from ._jobs import KeyUsage as KeyUsage
 from ._jobs import MigrationReport as MigrationReport
 from ._jobs import ReencryptReport as ReencryptReport
 from ._jobs import encrypt_plaintext_columns as encrypt_plaintext_columns
+from ._jobs import index_usage as index_usage
 from ._jobs import key_usage as key_usage
 from ._jobs import reencrypt as reencrypt
 from ._keystore import SqlSubjectKeyStore as SqlSubjectKeyStore
@@ -69,6 +70,7 @@ __all__ = [
     "check_models",
     "customer_data",
     "encrypt_plaintext_columns",
+    "index_usage",
     "install",
     "key_usage",
     "reencrypt",

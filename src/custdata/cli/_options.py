@@ -1,0 +1,195 @@
+"""Options shared by the commands that open a keyring or write the audit trail.
+
+Every command that opens a keyring file takes the same key-encryption-key
+options (one argument group, defined here once), and every command that
+decrypts stored values or operates on keys takes ``--audit`` to record what it
+does in the application's audit trail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .._errors import ConfigurationError
+
+
+__all__ = [
+    "JobKeys",
+    "add_audit_arguments",
+    "add_kek_arguments",
+    "key_provider",
+    "load_keyring",
+    "open_audit",
+]
+
+
+def add_kek_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    create: bool = False,
+    kek_file_aliases: Sequence[str] = (),
+) -> None:
+    """Add the key-encryption-key options (``--kek-file``, ``--kek-env``, AWS KMS).
+
+    Args:
+        parser: The command's parser.
+        create: ``--kek-file`` may name a file to create (``keys init``).
+        kek_file_aliases: Older spellings of ``--kek-file`` a command keeps.
+    """
+    group = parser.add_argument_group(
+        "key-encryption key",
+        "The key-encryption key the keyring's keys are wrapped under (at most one "
+        "of these); without one, the keyring's keys are stored in the clear in "
+        "its 0600 file.",
+    )
+    exclusive = group.add_mutually_exclusive_group()
+    exclusive.add_argument(
+        "--kek-file",
+        *kek_file_aliases,
+        dest="kek_file",
+        metavar="FILE",
+        help="a local KEK file (base64 of 32 bytes, mode 0600)"
+        + ("; created if missing" if create else ""),
+    )
+    exclusive.add_argument(
+        "--kek-env",
+        metavar="VAR",
+        help="an environment variable holding the KEK (base64)",
+    )
+    exclusive.add_argument(
+        "--aws-kms-key-id", metavar="KEY", help="an AWS KMS key id, ARN or alias"
+    )
+    group.add_argument(
+        "--aws-region", metavar="REGION", help="the AWS region for --aws-kms-key-id"
+    )
+    group.add_argument(
+        "--aws-endpoint-url",
+        metavar="URL",
+        help="a KMS endpoint URL for --aws-kms-key-id",
+    )
+
+
+def key_provider(args: argparse.Namespace, *, create: bool = False) -> Any:
+    """Return the key provider the KEK options name, or ``None``.
+
+    Raises:
+        ConfigurationError: The KEK file cannot be read, or the variable is unset.
+        KeyManagementError: The provider cannot be set up.
+    """
+    from ..crypto import (  # noqa: PLC0415 - keep ``custdata --help`` light
+        AwsKmsKeyProvider,
+        EnvKeyProvider,
+        LocalKeyProvider,
+    )
+
+    if (args.aws_region or args.aws_endpoint_url) and not args.aws_kms_key_id:
+        raise ConfigurationError(
+            "--aws-region and --aws-endpoint-url go with --aws-kms-key-id"
+        )
+    if args.kek_file:
+        if create and not Path(args.kek_file).exists():
+            return LocalKeyProvider.create_file(args.kek_file)
+        return LocalKeyProvider.from_file(args.kek_file)
+    if args.kek_env:
+        return EnvKeyProvider(args.kek_env)
+    if args.aws_kms_key_id:
+        return AwsKmsKeyProvider(
+            args.aws_kms_key_id,
+            region_name=args.aws_region,
+            endpoint_url=args.aws_endpoint_url,
+        )
+    return None
+
+
+def load_keyring(path: str, args: argparse.Namespace) -> Any:
+    """Load the keyring file *path* with the key provider the options name.
+
+    Raises:
+        ConfigurationError: The file is missing, not private, not a keyring, or
+            needs another key-encryption key; the message names the file.
+    """
+    from ..crypto import Keyring  # noqa: PLC0415
+
+    return Keyring.load(path, provider=key_provider(args))
+
+
+def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--audit PATH|URL``, ``--audit-prefix`` and ``--actor``."""
+    group = parser.add_argument_group(
+        "audit trail",
+        "Record what the command does in the application's audit trail, chained "
+        "and keyed by the keyring's audit root key like the application's own "
+        "events.",
+    )
+    group.add_argument(
+        "--audit",
+        metavar="PATH|URL",
+        help="a JSON-lines audit file, or a database URL (the SQL sink's tables)",
+    )
+    group.add_argument(
+        "--audit-prefix",
+        default="custdata_audit",
+        metavar="NAME",
+        help="the audit tables' prefix with a database URL (default custdata_audit)",
+    )
+    group.add_argument(
+        "--actor",
+        metavar="ID",
+        help="the operator recorded for key operations (default: the login name)",
+    )
+
+
+def operator(args: argparse.Namespace) -> str:
+    """The actor id recorded for the command's key operations."""
+    if args.actor:
+        return str(args.actor)
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name (a container without passwd)
+        return f"cli:uid-{os.getuid()}" if hasattr(os, "getuid") else "cli"
+
+
+def open_audit(args: argparse.Namespace, keyring: Any) -> Any:
+    """Return an audit trail writing where ``--audit`` says, or ``None``.
+
+    The trail is the application's kind (:class:`custdata.audit.AuditTrail`)
+    keyed by *keyring*; close it when the command ends.
+
+    Raises:
+        ConfigurationError: The file or database cannot be opened.
+    """
+    if not args.audit:
+        return None
+    from ..audit import AuditTrail, JsonLinesSink, SqlSink  # noqa: PLC0415
+
+    target: str = args.audit
+    try:
+        sink: Any
+        if "://" in target:
+            sink = SqlSink(target, prefix=args.audit_prefix)
+        else:
+            sink = JsonLinesSink(target)
+    except Exception as exc:  # noqa: BLE001 - any driver or file error
+        raise ConfigurationError(
+            f"cannot open the audit trail ({type(exc).__name__})", path=target
+        ) from None
+    return AuditTrail(
+        keyring, sinks=[sink], service="custdata-cli", checkpoint_interval=None
+    )
+
+
+class JobKeys:
+    """What the database jobs use of a custodian: keyring, subject keys, audit trail."""
+
+    def __init__(
+        self, keyring: Any, subject_keys: Any = None, audit: Any = None
+    ) -> None:
+        self.keyring = keyring
+        self.subject_keys = subject_keys
+        self.audit = audit
