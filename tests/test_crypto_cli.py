@@ -59,7 +59,9 @@ class TestKeysCommand:
         assert 2 == run("keys", "retire", "--force", str(path), str(old))
         assert before == path.read_text()
         audit = tmp_path / "audit.jsonl"
-        assert 0 == run("keys", "retire", "--force", "--audit", str(audit), str(path), str(old))
+        assert 0 == run(
+            "keys", "retire", "--force", "--audit", str(audit), str(path), str(old)
+        )
         keyring = Keyring.load(path)
         assert (KeyStatus.RETIRED, 2) == (
             keyring.key_info(old).status,

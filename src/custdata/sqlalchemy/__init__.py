@@ -30,6 +30,7 @@ from ._keystore import shred_subject as shred_subject
 from ._runtime import MASK_TEXT as MASK_TEXT
 from ._runtime import install as install
 from ._runtime import validate_models as validate_models
+from ._tables import add_custdata_tables as add_custdata_tables
 from ._types import EncryptedBoolean as EncryptedBoolean
 from ._types import EncryptedBytes as EncryptedBytes
 from ._types import EncryptedDate as EncryptedDate
@@ -65,6 +66,7 @@ __all__ = [
     "MigrationReport",
     "ReencryptReport",
     "SqlSubjectKeyStore",
+    "add_custdata_tables",
     "bind_subject",
     "blind_index_eraser",
     "check_models",
