@@ -28,8 +28,11 @@ with its own when it returns ``False``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import typing
 
+
+if typing.TYPE_CHECKING:
+    from typing import Any, Literal
 
 __all__ = ["render_item"]
 
