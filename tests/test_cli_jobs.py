@@ -49,7 +49,9 @@ KEK_OPTIONS = (
 )
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the installed command from the project's root, as a user would."""
     return subprocess.run(
         [str(CUSTDATA), *args],
@@ -96,7 +98,9 @@ class Shop:
                 customer = Customer(
                     name=f"name-{i}", email=f"E{i}@example.jp", card="4111111111111111"
                 )
-                customer.orders.append(Order(total=decimal.Decimal(i) + decimal.Decimal("0.50")))
+                customer.orders.append(
+                    Order(total=decimal.Decimal(i) + decimal.Decimal("0.50"))
+                )
                 session.add(customer)
             session.commit()
 
@@ -113,7 +117,12 @@ class Shop:
                 rows = session.scalars(
                     select(Customer).where(Customer.email == f"e{i}@example.jp")
                 ).all()
-                out.append((len(rows), rows[0].orders[0].total if rows else decimal.Decimal(-1)))
+                out.append(
+                    (
+                        len(rows),
+                        rows[0].orders[0].total if rows else decimal.Decimal(-1),
+                    )
+                )
         return out
 
     def key_ids(self, kind: str, status: str) -> list[int]:
@@ -162,7 +171,12 @@ class TestRotateReencryptRetire:
         old_index = shop.key_ids("index", "primary")[0]
         audit = ["--audit", str(shop.audit)]
         assert 0 == cli("keys", "rotate", str(shop.keyring_path), *audit).returncode
-        assert 0 == cli("keys", "rotate", "--index", str(shop.keyring_path), *audit).returncode
+        assert (
+            0
+            == cli(
+                "keys", "rotate", "--index", str(shop.keyring_path), *audit
+            ).returncode
+        )
 
         run = cli(
             "reencrypt", "--keyring", str(shop.keyring_path), *shop.database(), *audit
@@ -174,16 +188,27 @@ class TestRotateReencryptRetire:
 
         for key in (old_data, old_index):
             retired = cli(
-                "keys", "retire", str(shop.keyring_path), str(key), *shop.database(), *audit
+                "keys",
+                "retire",
+                str(shop.keyring_path),
+                str(key),
+                *shop.database(),
+                *audit,
             )
             assert 0 == retired.returncode, retired.stderr
-        assert [(1, decimal.Decimal(i) + decimal.Decimal("0.50")) for i in range(20)] == shop.found(20)
+        assert [
+            (1, decimal.Decimal(i) + decimal.Decimal("0.50")) for i in range(20)
+        ] == shop.found(20)
 
-        verified = cli("audit", "verify", str(shop.audit), "--keyring", str(shop.keyring_path))
+        verified = cli(
+            "audit", "verify", str(shop.audit), "--keyring", str(shop.keyring_path)
+        )
         assert 0 == verified.returncode, verified.stdout
         recorded = events(shop.audit)
         assert [("data", str(old_data)), ("index", str(old_index))] == [
-            (e["keys"]["kind"], e["keys"].get("old")) for e in recorded if e["action"] == "key.rotate"
+            (e["keys"]["kind"], e["keys"].get("old"))
+            for e in recorded
+            if e["action"] == "key.rotate"
         ]
         assert [str(old_data), str(old_index)] == [
             e["keys"]["retired"] for e in recorded if e["action"] == "key.retire"
@@ -222,7 +247,13 @@ class TestRotateReencryptRetire:
                 ).all()
             assert ("record.bulk_update", "shop_customers") in actions
             verified = cli(
-                "audit", "verify", shop.url, "--keyring", str(shop.keyring_path), "--prefix", prefix
+                "audit",
+                "verify",
+                shop.url,
+                "--keyring",
+                str(shop.keyring_path),
+                "--prefix",
+                prefix,
             )
             assert 0 == verified.returncode, verified.stdout + verified.stderr
         finally:
@@ -240,10 +271,14 @@ class TestRetire:
         old = shop.key_ids("data", "primary")[0]
         assert 0 == cli("keys", "rotate", str(shop.keyring_path)).returncode
         before = shop.keyring_path.read_text()
-        refused = cli("keys", "retire", str(shop.keyring_path), str(old), *shop.database())
+        refused = cli(
+            "keys", "retire", str(shop.keyring_path), str(old), *shop.database()
+        )
         assert 1 == refused.returncode
         _clean(refused)
-        assert f"shop_customers.email: 5 stored values under key {old}" in refused.stderr
+        assert (
+            f"shop_customers.email: 5 stored values under key {old}" in refused.stderr
+        )
         assert f"shop_orders.total: 5 stored values under key {old}" in refused.stderr
         assert before == shop.keyring_path.read_text()
 
@@ -253,9 +288,14 @@ class TestRetire:
         old = shop.key_ids("index", "primary")[0]
         assert 0 == cli("keys", "rotate", "--index", str(shop.keyring_path)).returncode
         before = shop.keyring_path.read_text()
-        refused = cli("keys", "retire", str(shop.keyring_path), str(old), *shop.database())
+        refused = cli(
+            "keys", "retire", str(shop.keyring_path), str(old), *shop.database()
+        )
         assert 1 == refused.returncode
-        assert f"shop_customers.email_bidx: 4 blind-index entries under index key {old}" in refused.stderr
+        assert (
+            f"shop_customers.email_bidx: 4 blind-index entries under index key {old}"
+            in refused.stderr
+        )
         assert before == shop.keyring_path.read_text()
 
     def test_force_is_loud_and_recorded(self, shop: Shop) -> None:
@@ -263,15 +303,28 @@ class TestRetire:
         shop.add(2)
         old = shop.key_ids("data", "primary")[0]
         assert 0 == cli("keys", "rotate", str(shop.keyring_path)).returncode
-        args = ["keys", "retire", str(shop.keyring_path), str(old), *shop.database(), "--force"]
+        args = [
+            "keys",
+            "retire",
+            str(shop.keyring_path),
+            str(old),
+            *shop.database(),
+            "--force",
+        ]
         unrecorded = cli(*args)
-        assert (2, True) == (unrecorded.returncode, "--force needs --audit" in unrecorded.stderr)
+        assert (2, True) == (
+            unrecorded.returncode,
+            "--force needs --audit" in unrecorded.stderr,
+        )
         forced = cli(*args, "--audit", str(shop.audit), "--actor", "ops-7")
         assert 0 == forced.returncode, forced.stderr
         assert "FORCED" in forced.stderr
         assert [old] == shop.key_ids("data", "retired")
         (event,) = [e for e in events(shop.audit) if e["action"] == "key.retire"]
-        assert ({"retired": str(old), "kind": "data", "forced": True, "dependents": 4}, "ops-7") == (
+        assert (
+            {"retired": str(old), "kind": "data", "forced": True, "dependents": 4},
+            "ops-7",
+        ) == (
             event["keys"],
             event["actor"]["id"],
         )
@@ -280,7 +333,9 @@ class TestRetire:
 class TestLockedRows:
     """Rows an application transaction holds are counted, and the command fails."""
 
-    def test_locked_row_exits_non_zero_then_finishes(self, shop: Shop, tmp_path: Path) -> None:
+    def test_locked_row_exits_non_zero_then_finishes(
+        self, shop: Shop, tmp_path: Path
+    ) -> None:
         """While a row is locked: exit 1 naming it; after the lock is gone: exit 0."""
         shop.add(6)
         assert 0 == cli("keys", "rotate", str(shop.keyring_path)).returncode
@@ -290,7 +345,9 @@ class TestLockedRows:
             # SQLite locks the whole file: the application's write transaction
             # keeps every batch out (a short busy timeout keeps the test quick).
             url = f"{url}?timeout=0.2"
-            holder = sqlite3.connect(url.split("///", 1)[1].split("?")[0], isolation_level=None)
+            holder = sqlite3.connect(
+                url.split("///", 1)[1].split("?")[0], isolation_level=None
+            )
             holder.execute("BEGIN IMMEDIATE")
         else:
             holder = shop.engine.connect()
@@ -332,12 +389,18 @@ class TestPlaintextMigration:
     def test_decimal_column_stays_decimal(self, shop: Shop) -> None:
         """A legacy '3980.50' in a Decimal column reads back as Decimal; bad text is left."""
         customers, orders = Customer.__table__, Order.__table__
-        ids = [custdata.sqlalchemy.uuid7() for _ in range(3)]  # type: ignore[attr-defined]
+        ids = [custdata.sqlalchemy.uuid7() for _ in range(3)]
         with shop.engine.begin() as conn:
             conn.execute(
                 insert(custdata_raw(customers)),
                 [
-                    {"id": cid, "plan": "basic", "name": f"n{i}".encode(), "email": f"E{i}@example.jp".encode(), "card": b"4111"}
+                    {
+                        "id": cid,
+                        "plan": "basic",
+                        "name": f"n{i}".encode(),
+                        "email": f"E{i}@example.jp".encode(),
+                        "card": b"4111",
+                    }
                     for i, cid in enumerate(ids)
                 ],
             )
@@ -348,28 +411,51 @@ class TestPlaintextMigration:
                     for i, cid in enumerate(ids)
                 ],
             )
-        run = cli("reencrypt", "--plaintext", "--keyring", str(shop.keyring_path), *shop.database())
+        run = cli(
+            "reencrypt",
+            "--plaintext",
+            "--keyring",
+            str(shop.keyring_path),
+            *shop.database(),
+        )
         assert 0 == run.returncode, run.stdout + run.stderr
         assert "shop_orders.total: encrypted 3, plaintext left 0" in run.stdout
         assert [(1, decimal.Decimal(f"{i}3980.50")) for i in range(3)] == shop.found(3)
 
     def test_unreadable_legacy_value_is_left_and_counted(self, shop: Shop) -> None:
         """Text that is no decimal stays as it was; the command exits 1."""
-        cid = custdata.sqlalchemy.uuid7()  # type: ignore[attr-defined]
+        cid = custdata.sqlalchemy.uuid7()
         with shop.engine.begin() as conn:
             conn.execute(
                 insert(custdata_raw(Customer.__table__)),
-                {"id": cid, "plan": "basic", "name": b"n", "email": b"x@example.jp", "card": None},
+                {
+                    "id": cid,
+                    "plan": "basic",
+                    "name": b"n",
+                    "email": b"x@example.jp",
+                    "card": None,
+                },
             )
             conn.execute(
                 insert(custdata_raw(Order.__table__)),
                 {"id": 1, "customer_id": cid, "total": b"about 40 yen"},
             )
-        run = cli("reencrypt", "--plaintext", "--keyring", str(shop.keyring_path), *shop.database())
+        run = cli(
+            "reencrypt",
+            "--plaintext",
+            "--keyring",
+            str(shop.keyring_path),
+            *shop.database(),
+        )
         assert 1 == run.returncode
-        assert "shop_orders.total: encrypted 0, plaintext left 1 (1 unreadable" in run.stdout
+        assert (
+            "shop_orders.total: encrypted 0, plaintext left 1 (1 unreadable"
+            in run.stdout
+        )
         with shop.engine.connect() as conn:
-            stored = conn.execute(select(custdata_raw(Order.__table__).c.total)).scalar_one()
+            stored = conn.execute(
+                select(custdata_raw(Order.__table__).c.total)
+            ).scalar_one()
         assert b"about 40 yen" == bytes(stored)
 
 
@@ -378,18 +464,40 @@ def custdata_raw(tbl: Any) -> Any:
     from sqlalchemy import LargeBinary, column, table
 
     cols = [
-        column(c.name, LargeBinary() if c.name in {"name", "email", "card", "phone", "total", "note"} else c.type)
+        column(
+            c.name,
+            LargeBinary()
+            if c.name in {"name", "email", "card", "phone", "total", "note"}
+            else c.type,
+        )
         for c in tbl.columns
-        if c.name not in {"email_bidx"}
+        if c.name != "email_bidx"
     ]
     return table(tbl.name, *cols)
 
 
 COMMANDS_WITH_KEYRING = {
     "keys rotate": ["keys", "rotate", "{keyring}"],
-    "keys retire": ["keys", "retire", "{keyring}", "1", "--url", "sqlite://", "--models", MODELS],
+    "keys retire": [
+        "keys",
+        "retire",
+        "{keyring}",
+        "1",
+        "--url",
+        "sqlite://",
+        "--models",
+        MODELS,
+    ],
     "keys show": ["keys", "show", "{keyring}"],
-    "reencrypt": ["reencrypt", "--keyring", "{keyring}", "--url", "sqlite://", "--models", MODELS],
+    "reencrypt": [
+        "reencrypt",
+        "--keyring",
+        "{keyring}",
+        "--url",
+        "sqlite://",
+        "--models",
+        MODELS,
+    ],
     "audit verify": ["audit", "verify", "{trail}", "--keyring", "{keyring}"],
 }
 
@@ -412,7 +520,10 @@ class TestKeyringOptions:
         keyring.chmod(0o600)
         trail = tmp_path / "audit.jsonl"
         trail.write_text("")
-        args = [a.format(keyring=keyring, trail=trail) for a in COMMANDS_WITH_KEYRING[command]]
+        args = [
+            a.format(keyring=keyring, trail=trail)
+            for a in COMMANDS_WITH_KEYRING[command]
+        ]
         result = cli(*args)
         assert 2 == result.returncode
         _clean(result)
@@ -433,11 +544,33 @@ class TestKeyringOptions:
         engine = create_engine(url)
         Base.metadata.create_all(engine)
         engine.dispose()
-        assert 0 == cli("keys", "rotate", str(keyring), *kek, "--audit", str(trail), env=env).returncode
-        run = cli("reencrypt", "--keyring", str(keyring), *kek, "--url", url, "--models", MODELS, env=env)
+        assert (
+            0
+            == cli(
+                "keys", "rotate", str(keyring), *kek, "--audit", str(trail), env=env
+            ).returncode
+        )
+        run = cli(
+            "reencrypt",
+            "--keyring",
+            str(keyring),
+            *kek,
+            "--url",
+            url,
+            "--models",
+            MODELS,
+            env=env,
+        )
         assert 0 == run.returncode, run.stderr
-        assert 2 == cli("reencrypt", "--keyring", str(keyring), "--url", url, "--models", MODELS).returncode
-        verified = cli("audit", "verify", str(trail), "--keyring", str(keyring), *kek, env=env)
+        assert (
+            2
+            == cli(
+                "reencrypt", "--keyring", str(keyring), "--url", url, "--models", MODELS
+            ).returncode
+        )
+        verified = cli(
+            "audit", "verify", str(trail), "--keyring", str(keyring), *kek, env=env
+        )
         assert 0 == verified.returncode, verified.stdout + verified.stderr
 
 

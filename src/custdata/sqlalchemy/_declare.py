@@ -186,7 +186,8 @@ def customer_data(
         )
     if type_ is None:
         type_instance: EncryptedType[Any] = _Inferred(
-            storage=storage, python_type=python_type
+            storage=storage,
+            python_type=None if python_type is None else _codec_type(python_type),
         )
     elif isinstance(type_, type):
         if not issubclass(type_, EncryptedType):
@@ -328,16 +329,17 @@ class _CustomerDataColumn(MappedColumn[Any]):
         where = f"{cls.__name__}.{key}"
         named = annotation_type(extracted_mapped_annotation, originating_module, cls)
         py = _codec_type(named)
+        declared = type_.declared
+        if declared is not None and py is not None and declared is not py:
+            raise ConfigurationError(
+                f"python_type={declared.__name__} disagrees with Mapped[{py.__name__}]",
+                key_path=where,
+            )
+        py = declared or py
         if py is None:
             raise ConfigurationError(
                 f"Mapped[{getattr(named, '__name__', named)}] is not a type custdata "
                 "can encrypt; pass python_type= or type_= to customer_data()",
-                key_path=where,
-            )
-        if type_.declared is not None and type_.declared is not py:
-            raise ConfigurationError(
-                f"python_type={type_.declared.__name__} disagrees with "
-                f"Mapped[{py.__name__}]",
                 key_path=where,
             )
         type_._binding.python_type = py  # noqa: SLF001 - this module's type
