@@ -19,17 +19,15 @@ from ..crypto import KeyKind, Keyring, KeyStatus
 from ._options import (
     JobKeys,
     add_audit_arguments,
+    add_database_arguments,
     add_kek_arguments,
+    add_subject_key_arguments,
     key_provider,
     load_keyring,
-    open_audit,
-    operator,
-)
-from ._reencrypt import (
-    add_database_arguments,
-    add_subject_key_arguments,
     load_models,
+    open_audit,
     open_subject_keys,
+    operator,
 )
 from ._usage import register_usage
 

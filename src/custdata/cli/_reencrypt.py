@@ -3,117 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 
-from pathlib import Path
 from typing import IO, Any
 
-from .._errors import ConfigurationError, CustdataError
+from .._errors import CustdataError
 from ._options import (
     JobKeys,
     add_audit_arguments,
+    add_database_arguments,
     add_kek_arguments,
+    add_subject_key_arguments,
     load_keyring,
+    load_models,
     open_audit,
+    open_subject_keys,
 )
 
 
-__all__ = [
-    "add_database_arguments",
-    "add_subject_key_arguments",
-    "load_models",
-    "open_subject_keys",
-    "register",
-    "run",
-]
-
-_DEFAULT_SUBJECT_KEY_TABLE = "custdata_subject_keys"
-
-
-def add_database_arguments(parser: Any, *, required: bool = True) -> None:
-    """Add ``--url`` and ``--models``, shared by the database commands.
-
-    *parser* is a parser or an argument group.
-    """
-    parser.add_argument("--url", required=required, help="SQLAlchemy database URL")
-    parser.add_argument(
-        "--models",
-        required=required,
-        metavar="MODULE:BASE",
-        help="the declarative base (or MetaData) whose tables to process; "
-        "MODULE is imported from the current folder or the Python path",
-    )
-
-
-def add_subject_key_arguments(parser: Any) -> None:
-    """Add ``--subject-keys [URL]`` and ``--subject-keys-table`` (the SQL subject key store)."""
-    parser.add_argument(
-        "--subject-keys",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="URL",
-        help=(
-            "the database of the per-subject key store (SqlSubjectKeyStore); "
-            "without URL, the --url database"
-        ),
-    )
-    parser.add_argument(
-        "--subject-keys-table",
-        default=_DEFAULT_SUBJECT_KEY_TABLE,
-        metavar="NAME",
-        help=f"the per-subject key table (default {_DEFAULT_SUBJECT_KEY_TABLE})",
-    )
-
-
-def open_subject_keys(args: argparse.Namespace) -> tuple[Any, Any] | None:
-    """Return ``(store, engine)`` for ``--subject-keys``, or ``None`` if not given.
-
-    The caller disposes of the engine.
-
-    Raises:
-        ConfigurationError: If the table does not exist in that database.
-    """
-    if args.subject_keys is None:
-        return None
-    from sqlalchemy import create_engine, inspect  # noqa: PLC0415 - optional layer
-
-    from ..sqlalchemy import SqlSubjectKeyStore  # noqa: PLC0415
-
-    engine = create_engine(args.subject_keys or args.url, hide_parameters=True)
-    try:
-        if not inspect(engine).has_table(args.subject_keys_table):
-            raise ConfigurationError(  # noqa: TRY301 - disposed below
-                f"--subject-keys: no table {args.subject_keys_table!r} in that database"
-            )
-    except BaseException:
-        engine.dispose()
-        raise
-    return SqlSubjectKeyStore(engine, table_name=args.subject_keys_table), engine
-
-
-def load_models(spec: str) -> Any:
-    """Import ``module:attribute`` and return the attribute.
-
-    The current folder is searched first, as ``python -m`` does, so
-    ``--models examples.shop.models:Base`` works from a project's root.
-
-    Raises:
-        ConfigurationError: If it cannot be imported.
-    """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigurationError(f"--models takes MODULE:BASE, got {spec!r}")
-    here = str(Path.cwd())
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    try:
-        module = importlib.import_module(module_name)
-        return getattr(module, attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"cannot load {spec!r}: {exc}") from None
+__all__ = ["register", "run"]
 
 
 def register(commands: Any) -> None:
