@@ -262,6 +262,70 @@ class TestRotateReencryptRetire:
                     conn.execute(text(f"DROP TABLE IF EXISTS {prefix}_{part}"))
 
 
+class TestNoLeaks:
+    """Values, keys and ciphertexts never reach the output or the audit trail."""
+
+    def test_canaries(self, shop: Shop) -> None:
+        """No customer value, key or envelope in any output of the jobs or their events."""
+        shop.add(3)
+        old = shop.key_ids("data", "primary")[0]
+        audit = ["--audit", str(shop.audit)]
+        outputs = [
+            cli("keys", "rotate", str(shop.keyring_path), *audit),
+            cli("keys", "retire", str(shop.keyring_path), str(old), *shop.database()),
+            cli(
+                "reencrypt",
+                "--keyring",
+                str(shop.keyring_path),
+                *shop.database(),
+                *audit,
+            ),
+            cli(
+                "keys",
+                "retire",
+                str(shop.keyring_path),
+                str(old),
+                *shop.database(),
+                *audit,
+            ),
+            cli("keys", "show", str(shop.keyring_path)),
+        ]
+        seen = "".join(r.stdout + r.stderr for r in outputs) + shop.audit.read_text()
+        with shop.engine.connect() as conn:
+            envelopes = [
+                bytes(v).hex()
+                for v in conn.execute(
+                    select(custdata_raw(Customer.__table__).c.email)
+                ).scalars()
+            ]
+        secrets = [
+            k["key"]
+            for k in json.loads(shop.keyring_path.read_text())["keys"]
+            if k.get("key")
+        ]
+        canaries = [f"name-{i}" for i in range(3)] + [
+            f"E{i}@example.jp" for i in range(3)
+        ]
+        canaries += ["e0@example.jp", "4111111111111111", *secrets, *envelopes]
+        assert [] == [c for c in canaries if c in seen]
+
+    def test_audit_url_password_not_shown(self, tmp_path: Path) -> None:
+        """An --audit URL that cannot be opened is named without its password."""
+        keyring = tmp_path / "keyring.json"
+        assert 0 == cli("keys", "init", str(keyring)).returncode
+        result = cli(
+            "keys",
+            "rotate",
+            str(keyring),
+            "--audit",
+            "postgresql+psycopg://app:s3cr3t-canary@127.0.0.1:1/none",
+        )
+        assert 2 == result.returncode
+        _clean(result)
+        assert "s3cr3t-canary" not in result.stderr
+        assert "cannot open the audit trail" in result.stderr
+
+
 class TestRetire:
     """keys retire refuses while anything depends on the key; --force is loud and recorded."""
 

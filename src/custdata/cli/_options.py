@@ -270,11 +270,24 @@ def open_audit(args: argparse.Namespace, keyring: Any) -> Any:
             sink = JsonLinesSink(target)
     except Exception as exc:  # noqa: BLE001 - any driver or file error
         raise ConfigurationError(
-            f"cannot open the audit trail ({type(exc).__name__})", path=target
+            f"cannot open the audit trail ({type(exc).__name__})",
+            path=_shown(target),
         ) from None
     return AuditTrail(
         keyring, sinks=[sink], service="custdata-cli", checkpoint_interval=None
     )
+
+
+def _shown(target: str) -> str:
+    """A path as given, or a database URL without its password."""
+    if "://" not in target:
+        return target
+    from sqlalchemy.engine import make_url  # noqa: PLC0415 - optional layer
+
+    try:
+        return make_url(target).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL after all: show no part of it
+        return "the --audit URL"
 
 
 class JobKeys:
