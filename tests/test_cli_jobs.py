@@ -11,6 +11,7 @@ key-encryption-key options and bad keyring files.
 from __future__ import annotations
 
 import base64
+import contextlib
 import decimal
 import io
 import json
@@ -87,14 +88,20 @@ class Shop:
             policy=self.policy, keyring=Keyring.load(self.keyring_path)
         )
 
-    def add(self, n: int) -> None:
-        """Add *n* customers with one order each, as the billing clerk."""
+    @contextlib.contextmanager
+    def clerk(self) -> Iterator[Session]:
+        """A session of the billing clerk, for billing, under the saved keyring."""
         with (
             self.custodian().activate(),
             Session(self.engine) as session,
             custdata.acting_as("c-1", role="billing_clerk"),
             custdata.purpose("billing"),
         ):
+            yield session
+
+    def add(self, n: int) -> None:
+        """Add *n* customers with one order each, as the billing clerk."""
+        with self.clerk() as session:
             for i in range(n):
                 customer = Customer(
                     name=f"name-{i}", email=f"E{i}@example.jp", card="4111111111111111"
@@ -108,12 +115,7 @@ class Shop:
     def found(self, n: int) -> list[tuple[int, decimal.Decimal]]:
         """For each e-mail, how many rows a search finds, and the order total."""
         out = []
-        with (
-            self.custodian().activate(),
-            Session(self.engine) as session,
-            custdata.acting_as("c-1", role="billing_clerk"),
-            custdata.purpose("billing"),
-        ):
+        with self.clerk() as session:
             for i in range(n):
                 rows = session.scalars(
                     select(Customer).where(Customer.email == f"e{i}@example.jp")

@@ -193,9 +193,10 @@ def run_retire(args: argparse.Namespace) -> int:
             )
         trail = open_audit(args, keyring)
         dependents = _dependents(args, keyring, info.kind, trail)
+        mark = "FORCED: " if args.force else ""
+        for line in dependents:
+            print(f"custdata keys retire: {mark}{line}", file=sys.stderr)
         if dependents and not args.force:
-            for line in dependents:
-                print(f"custdata keys retire: {line}", file=sys.stderr)
             print(
                 f"custdata keys retire: refused: key {args.key_id} is still needed; "
                 "run custdata reencrypt (with --subject-keys where used) first",
@@ -203,8 +204,6 @@ def run_retire(args: argparse.Namespace) -> int:
             )
             return 1
         if dependents:
-            for line in dependents:
-                print(f"custdata keys retire: FORCED: {line}", file=sys.stderr)
             print(
                 f"custdata keys retire: FORCED: key {args.key_id} is destroyed although "
                 "the above depend on it; they can never be decrypted or found again",
