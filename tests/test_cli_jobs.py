@@ -187,6 +187,7 @@ class TestRotateReencryptRetire:
         assert 0 == run.returncode, run.stderr
         _clean(run)
         assert "re-encrypted 80 values, re-indexed 20" in run.stdout
+        assert "no audit trail" not in run.stderr
         assert "shop_orders: 20/20 rows" in run.stderr
 
         for key in (old_data, old_index):
@@ -440,6 +441,10 @@ class TestLockedRows:
         assert 1 == blocked.returncode, blocked.stdout + blocked.stderr
         _clean(blocked)
         assert "stayed locked by other transactions" in blocked.stderr
+        assert (
+            "warning: stored values are decrypted with no audit trail recording it"
+            in blocked.stderr
+        )
         done = cli(*args)
         assert 0 == done.returncode, done.stderr
         usage = cli("keys", "usage", *shop.database(), "--json")

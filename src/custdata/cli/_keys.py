@@ -28,6 +28,7 @@ from ._options import (
     open_audit,
     open_subject_keys,
     operator,
+    warn_unrecorded,
 )
 from ._usage import register_usage
 
@@ -279,6 +280,7 @@ def _dependents(
                     f"{u.table}.{u.column}: {u.count} {what} under key {u.key_id}"
                 )
         else:
+            warn_unrecorded("keys retire", args, "searchable values are decrypted")
             job = JobKeys(keyring, store, trail)
             for u in index_usage(engine, job, tables=models):
                 if u.key_id == args.key_id:

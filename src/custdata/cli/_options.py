@@ -33,6 +33,7 @@ __all__ = [
     "open_audit",
     "open_subject_keys",
     "operator",
+    "warn_unrecorded",
 ]
 
 _DEFAULT_SUBJECT_KEY_TABLE = "custdata_subject_keys"
@@ -107,7 +108,8 @@ def load_models(spec: str) -> Any:
     ``--models examples.shop.models:Base`` works from a project's root.
 
     Raises:
-        ConfigurationError: If it cannot be imported.
+        ConfigurationError: If it cannot be imported, or a declaration in it is
+            invalid (then naming the module's file and the attribute).
     """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
@@ -118,8 +120,26 @@ def load_models(spec: str) -> Any:
     try:
         module = importlib.import_module(module_name)
         return getattr(module, attr)
+    except ConfigurationError as exc:
+        if exc.path is not None:
+            raise
+        raise ConfigurationError(
+            exc.reason, path=_module_file(module_name), key_path=exc.key_path
+        ) from None
     except (ImportError, AttributeError) as exc:
         raise ConfigurationError(f"cannot load {spec!r}: {exc}") from None
+
+
+def _module_file(module_name: str) -> str:
+    """The file a module is imported from (its name if that cannot be told)."""
+    import importlib.util  # noqa: PLC0415
+
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        spec = None
+    origin = None if spec is None else spec.origin
+    return origin if origin and origin != "built-in" else module_name
 
 
 def add_kek_arguments(
@@ -299,3 +319,13 @@ class JobKeys:
         self.keyring = keyring
         self.subject_keys = subject_keys
         self.audit = audit
+
+
+def warn_unrecorded(command: str, args: argparse.Namespace, what: str) -> None:
+    """Say on stderr that *what* happens without ``--audit``, so nothing records it."""
+    if not args.audit:
+        print(
+            f"custdata {command}: warning: {what} with no audit trail recording it; "
+            "pass --audit PATH|URL",
+            file=sys.stderr,
+        )

@@ -19,6 +19,7 @@ from ._options import (
     load_models,
     open_audit,
     open_subject_keys,
+    warn_unrecorded,
 )
 
 
@@ -200,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
         engine = create_engine(args.url, hide_parameters=True)
         try:
             keys = JobKeys(keyring, store, trail)
+            if not args.plaintext:
+                warn_unrecorded("reencrypt", args, "stored values are decrypted")
             if args.plaintext:
                 reports = encrypt_plaintext_columns(
                     engine,
