@@ -643,6 +643,40 @@ class TestKeyringOptions:
         assert 0 == verified.returncode, verified.stdout + verified.stderr
 
 
+class TestKekFileSpellings:
+    """audit verify keeps its older --kek spelling of --kek-file."""
+
+    def test_kek_alias(self, tmp_path: Path) -> None:
+        """--kek and --kek-file open the same wrapped keyring; nothing wrong with it."""
+        keyring, kek, trail = (
+            tmp_path / "keyring.json",
+            tmp_path / "kek",
+            tmp_path / "audit.jsonl",
+        )
+        assert 0 == cli("keys", "init", str(keyring), "--kek-file", str(kek)).returncode
+        rotated = cli(
+            "keys",
+            "rotate",
+            str(keyring),
+            "--kek-file",
+            str(kek),
+            "--audit",
+            str(trail),
+        )
+        assert 0 == rotated.returncode, rotated.stderr
+        for spelling in ("--kek", "--kek-file"):
+            verified = cli(
+                "audit",
+                "verify",
+                str(trail),
+                "--keyring",
+                str(keyring),
+                spelling,
+                str(kek),
+            )
+            assert 0 == verified.returncode, verified.stdout + verified.stderr
+
+
 class TestProgress:
     """Progress: rate and time left on a terminal, plain lines elsewhere."""
 
