@@ -11,7 +11,7 @@ import uuid
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 
@@ -54,6 +54,9 @@ def _models(suffix: str) -> Any:
         seen: Mapped[Any] = customer_data(
             "transaction.history", purposes=["billing"], python_type=dt.datetime
         )
+        code: Mapped[Annotated[str | None, "a note"]] = customer_data(
+            "transaction.history", purposes=["billing"]
+        )
 
     return Base, Member
 
@@ -86,13 +89,14 @@ class TestDeclaredCodec:
             types = {
                 c.name: c.type._binding.python_type
                 for c in member.__table__.columns
-                if c.name in {"born", "spent", "tier", "seen"}
+                if c.name in {"born", "spent", "tier", "seen", "code"}
             }
             assert {
                 "born": dt.date,
                 "spent": decimal.Decimal,
                 "tier": Tier,
                 "seen": dt.datetime,
+                "code": str,
             } == types
         finally:
             base.registry.dispose()

@@ -272,10 +272,13 @@ def _evaluate(annotation: Any, module: str | None, cls: type[Any]) -> Any:
 def annotation_type(annotation: Any, module: str | None, cls: type[Any]) -> Any:
     """The value type a ``Mapped[...]`` annotation names, without ``None``.
 
-    ``str | None`` gives ``str``, ``list[str]`` gives ``list``; a union of two
-    types stays a union (no codec can take it).
+    ``str | None`` gives ``str``, ``list[str]`` gives ``list``,
+    ``Annotated[str, ...]`` gives ``str``; a union of two types stays a union
+    (no codec can take it).
     """
     evaluated = _evaluate(annotation, module, cls)
+    if typing.get_origin(evaluated) is typing.Annotated:
+        evaluated = _evaluate(typing.get_args(evaluated)[0], module, cls)
     if _is_union(evaluated):
         options = [a for a in typing.get_args(evaluated) if a is not type(None)]
         if len(options) == 1:
