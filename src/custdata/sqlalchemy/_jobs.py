@@ -434,8 +434,12 @@ class _TableJob:
             missing = sorted(
                 pk for (pk,) in conn.execute(select(self.pk)) if pk not in taken
             )
-        for _ in range(retries):
-            if not missing:
+        for attempt in range(retries + 1):
+            # Another worker (or the application, writing under the primary
+            # keys) may have finished a row meanwhile: only rows whose stored
+            # state still needs the job are tried again or counted.
+            missing = self._stale(missing, batch_size)
+            if not missing or attempt == retries:
                 break
             time.sleep(retry_wait)
             for i in range(0, len(missing), batch_size):
@@ -448,6 +452,31 @@ class _TableJob:
                 )
             missing = [pk for pk in missing if pk not in taken]
         return len(missing)
+
+    def _stale(self, pks: list[Any], batch_size: int) -> list[Any]:
+        """Those of *pks* whose committed values still need the job (read unlocked)."""
+        stale: list[Any] = []
+        for i in range(0, len(pks), batch_size):
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(*self.target.raw.c)
+                    .where(self.pk.in_(pks[i : i + batch_size]))
+                    .order_by(self.pk)
+                ).all()
+            if not rows:
+                continue
+            _announce_batch(
+                self.custodian, self.target, rows, self.primary, batch=self.batch
+            )
+            self.batch += 1
+            for row in rows:
+                scratch = dict.fromkeys(self.totals, 0)
+                changes, _conditions = _row_changes(
+                    self.custodian, self.target, row, self.primary, scratch
+                )
+                if changes or scratch["failed"]:
+                    stale.append(getattr(row, self.target.pk.name))
+        return stale
 
     def _take(self, query: Any, taken: set[Any]) -> list[Any]:
         """Process one batch in one transaction; return the rows it read.
@@ -620,6 +649,22 @@ def _reencrypt_row(  # noqa: PLR0917
     primary: int,
     totals: dict[str, int],
 ) -> None:
+    changes, conditions = _row_changes(custodian, target, row, primary, totals)
+    if changes:
+        result = conn.execute(
+            update(target.raw).where(and_(*conditions)).values(**changes)
+        )
+        if result.rowcount == 0:
+            totals["skipped"] += 1
+
+
+def _row_changes(
+    custodian: Any, target: _Target, row: Any, primary: int, totals: dict[str, int]
+) -> tuple[dict[str, Any], list[Any]]:
+    """What a row needs: new envelopes and index entries, and the update's conditions.
+
+    Counts what it finds in *totals* (re-encrypted, re-indexed, skipped, failed).
+    """
     changes: dict[str, Any] = {}
     conditions = [target.c(target.pk.name) == getattr(row, target.pk.name)]
     for col, b, text in target.encrypted:
@@ -664,12 +709,7 @@ def _reencrypt_row(  # noqa: PLR0917
             if getattr(row, b.companion_key) != digest:
                 changes[b.companion_key] = digest
                 totals["reindexed"] += 1
-    if changes:
-        result = conn.execute(
-            update(target.raw).where(and_(*conditions)).values(**changes)
-        )
-        if result.rowcount == 0:
-            totals["skipped"] += 1
+    return changes, conditions
 
 
 def _readable(custodian: Any, b: FieldBinding) -> bool:
