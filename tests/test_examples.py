@@ -37,3 +37,18 @@ def test_example_runs(script: Path, tmp_path: Path) -> None:
 def test_examples_exist() -> None:
     """The examples folder has runnable scripts (guards against a broken glob)."""
     assert SCRIPTS
+
+
+def test_shop_rotates_both_keys_in_one_run(tmp_path: Path) -> None:
+    """The shop rotates data and index keys, re-encrypts once, retires both, still finds."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "shop" / "app.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert 0 == result.returncode, result.stdout + result.stderr
+    assert "re-indexed 1; nothing left under older keys: True" in result.stdout
+    assert "after retiring both old keys, found Yamada Hanako" in result.stdout

@@ -122,13 +122,28 @@ def main() -> None:
             ).one()
             print(f"  found {found.name}")
 
-        print("6. rotate the key and re-encrypt")
-        old = keyring.primary_key_id
+        print("6. rotate the data and index keys, re-encrypt and re-index in one run")
+        old, old_index = keyring.primary_key_id, keyring.primary_index_key_id
         keyring.rotate()
+        keyring.rotate_index_key()
         report = reencrypt(engine, custodian, tables=Base)
         print(
-            f"  re-encrypted {report.reencrypted} values from key {old} to {keyring.primary_key_id}"
+            f"  re-encrypted {report.reencrypted} values from key {old} to "
+            f"{keyring.primary_key_id}, re-indexed {report.reindexed}; "
+            f"nothing left under older keys: {report.complete}"
         )
+        # Nothing depends on the old keys any more: retire them, and search again.
+        keyring.retire(old)
+        keyring.retire(old_index)
+        with (
+            Session(engine) as session,
+            custdata.acting_as("u-102", role="support_agent"),
+            custdata.purpose("support"),
+        ):
+            found = session.scalars(
+                select(Customer).where(Customer.email == "hanako@EXAMPLE.jp")
+            ).one()
+            print(f"  after retiring both old keys, found {found.name}")
         for usage in key_usage(engine, tables=Base):
             print(
                 f"  {usage.table}.{usage.column}: key {usage.key_id} holds {usage.count}"
