@@ -44,12 +44,24 @@ class TestKeysCommand:
         assert (before, True) == (path.read_text(), "exists" in capsys.readouterr().err)
 
     def test_rotate_and_retire(self, tmp_path: Path) -> None:
-        """keys rotate adds a primary; keys retire destroys the old one."""
+        """keys rotate adds a primary; keys retire destroys the old one.
+
+        Without a database to count what still depends on the key, retire
+        refuses (exit 2, the keyring unchanged) unless forced, and a forced
+        retirement needs an audit trail to be recorded in.
+        """
         path = tmp_path / "keyring.json"
         run("keys", "init", str(path))
         old = Keyring.load(path).primary_key_id
         assert 0 == run("keys", "rotate", str(path))
-        assert 0 == run("keys", "retire", str(path), str(old))
+        before = path.read_text()
+        assert 2 == run("keys", "retire", str(path), str(old))
+        assert 2 == run("keys", "retire", "--force", str(path), str(old))
+        assert before == path.read_text()
+        audit = tmp_path / "audit.jsonl"
+        assert 0 == run(
+            "keys", "retire", "--force", "--audit", str(audit), str(path), str(old)
+        )
         keyring = Keyring.load(path)
         assert (KeyStatus.RETIRED, 2) == (
             keyring.key_info(old).status,

@@ -23,17 +23,30 @@ SCRIPTS = sorted(
 )
 def test_example_runs(script: Path, tmp_path: Path) -> None:
     """The example exits 0 (it runs in a temporary working folder)."""
+    _run(script, tmp_path)
+
+
+def _run(script: Path, folder: Path) -> str:
+    """Run an example in *folder*; return its output once it has exited 0."""
     result = subprocess.run(
         [sys.executable, str(script)],
-        cwd=tmp_path,
+        cwd=folder,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     assert 0 == result.returncode, result.stdout + result.stderr
+    return result.stdout
 
 
 def test_examples_exist() -> None:
     """The examples folder has runnable scripts (guards against a broken glob)."""
     assert SCRIPTS
+
+
+def test_shop_rotates_both_keys_in_one_run(tmp_path: Path) -> None:
+    """The shop rotates data and index keys, re-encrypts once, retires both, still finds."""
+    out = _run(EXAMPLES / "shop" / "app.py", tmp_path)
+    assert "re-indexed 1; nothing left under older keys: True" in out
+    assert "after retiring both old keys, found Yamada Hanako" in out

@@ -9,7 +9,13 @@ import sys
 import pytest
 
 
-NAMESPACES = ["custdata", "custdata.crypto", "custdata.audit", "custdata.sqlalchemy"]
+NAMESPACES = [
+    "custdata",
+    "custdata.alembic",
+    "custdata.crypto",
+    "custdata.audit",
+    "custdata.sqlalchemy",
+]
 
 
 class TestAll:

@@ -13,7 +13,7 @@ import tempfile
 
 from pathlib import Path
 
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.orm import Session
 
 
@@ -37,6 +37,19 @@ class PrintRecorder:
             f"  audit: {decision.outcome.value:7} {decision.action.value:6} "
             f"{decision.entity or '-'} {list(decision.fields)} purpose={decision.purpose}"
         )
+
+
+def find_hanako(engine: Engine) -> str:
+    """Find Hanako by e-mail through the blind index; her name, read as a support agent."""
+    with (
+        Session(engine) as session,
+        custdata.acting_as("u-102", role="support_agent"),
+        custdata.purpose("support"),
+    ):
+        found = session.scalars(
+            select(Customer).where(Customer.email == "hanako@EXAMPLE.jp")
+        ).one()
+        return found.name
 
 
 def main() -> None:
@@ -112,23 +125,22 @@ def main() -> None:
             print(f"  phone: {session.scalars(select(Customer.phone)).one()}")
 
         print("5. search by e-mail through the blind index")
-        with (
-            Session(engine) as session,
-            custdata.acting_as("u-102", role="support_agent"),
-            custdata.purpose("support"),
-        ):
-            found = session.scalars(
-                select(Customer).where(Customer.email == "hanako@EXAMPLE.jp")
-            ).one()
-            print(f"  found {found.name}")
+        print(f"  found {find_hanako(engine)}")
 
-        print("6. rotate the key and re-encrypt")
-        old = keyring.primary_key_id
+        print("6. rotate the data and index keys, re-encrypt and re-index in one run")
+        old, old_index = keyring.primary_key_id, keyring.primary_index_key_id
         keyring.rotate()
+        keyring.rotate_index_key()
         report = reencrypt(engine, custodian, tables=Base)
         print(
-            f"  re-encrypted {report.reencrypted} values from key {old} to {keyring.primary_key_id}"
+            f"  re-encrypted {report.reencrypted} values from key {old} to "
+            f"{keyring.primary_key_id}, re-indexed {report.reindexed}; "
+            f"nothing left under older keys: {report.complete}"
         )
+        # Nothing depends on the old keys any more: retire them, and search again.
+        keyring.retire(old)
+        keyring.retire(old_index)
+        print(f"  after retiring both old keys, found {find_hanako(engine)}")
         for usage in key_usage(engine, tables=Base):
             print(
                 f"  {usage.table}.{usage.column}: key {usage.key_id} holds {usage.count}"

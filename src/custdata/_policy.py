@@ -555,7 +555,8 @@ class Policy:
 
     def _rule_id_for_purpose(self, purpose_id: str) -> str | None:
         current: str | None = purpose_id
-        while current is not None:
+        # An unknown parent is reported on its own; the chain stops there.
+        while current is not None and current in self.purposes:
             purpose = self.purposes[current]
             if purpose.retention is not None:
                 return purpose.retention

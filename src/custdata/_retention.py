@@ -18,6 +18,8 @@ from collections.abc import Collection, Mapping
 
 import attrs
 
+from ._errors import ConfigurationError
+
 
 __all__ = [
     "Anchor",
@@ -36,18 +38,45 @@ _PERIOD = re.compile(
 )
 
 
+#: The longest period a retention rule may state, in years (``P1000Y``).
+MAX_PERIOD_YEARS = 1000
+
+
+def _bounded(instance: Period, _attribute: object, _value: int) -> None:
+    # A generous upper estimate of the length in days: no period past the
+    # bound, and none that moves a date of this millennium past year 9999.
+    days = (
+        instance.years * 366
+        + instance.months * 31
+        + instance.days
+        + instance.seconds // 86_400
+    )
+    if min(instance.years, instance.months, instance.days, instance.seconds) < 0:
+        raise ConfigurationError(f"a period cannot be negative: {instance}")
+    if days > MAX_PERIOD_YEARS * 366:
+        raise ConfigurationError(
+            f"the period {instance} is longer than {MAX_PERIOD_YEARS} years"
+        )
+
+
 @attrs.frozen(kw_only=True, order=False)
 class Period:
     """A calendar period parsed from an ISO-8601 duration (``P7Y``, ``P1Y6M``, ``P30D``).
 
     Years and months are calendar units: adding ``P1M`` to 31 January gives the
-    last day of February. Fractions are not accepted.
+    last day of February. Fractions are not accepted. A period is at most
+    :data:`MAX_PERIOD_YEARS` (1,000) years long, so every rule's expiry is a
+    date the calendar holds.
+
+    Raises:
+        ConfigurationError: On a negative part, or a period longer than
+            1,000 years.
     """
 
     years: int = 0
     months: int = 0
     days: int = 0
-    seconds: int = 0
+    seconds: int = attrs.field(default=0, validator=_bounded)
 
     @classmethod
     def parse(cls, text: str) -> Period:
@@ -55,6 +84,8 @@ class Period:
 
         Raises:
             ValueError: If *text* is not a whole-number ISO-8601 duration.
+            ConfigurationError: If it is longer than 1,000 years (a
+                ``ValueError`` too).
         """
         match = _PERIOD.match(str(text))
         if match is None:
@@ -69,7 +100,17 @@ class Period:
         )
 
     def after(self, start: dt.datetime) -> dt.datetime:
-        """Return the instant this period after *start*."""
+        """Return the instant this period after *start*.
+
+        An instant past the calendar's end (year 9999) is its last instant:
+        the value never expires in any calendar Python can hold.
+        """
+        try:
+            return self._after(start)
+        except (ValueError, OverflowError):
+            return dt.datetime.max.replace(tzinfo=start.tzinfo)
+
+    def _after(self, start: dt.datetime) -> dt.datetime:
         month_index = start.month - 1 + self.months + 12 * self.years
         year = start.year + month_index // 12
         month = month_index % 12 + 1

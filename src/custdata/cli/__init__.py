@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
+from .._errors import CustdataError
 from . import _audit, _check, _demo, _keys, _reencrypt
 
 
@@ -41,7 +42,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    status: int = args.handler(args)
+    try:
+        status: int = args.handler(args)
+    except CustdataError as exc:
+        # The commands report their own errors; this is the net under them.
+        print(f"custdata {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        sa_exc = sys.modules.get("sqlalchemy.exc")
+        if sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError):
+            # A driver's message may quote stored values: only the kind is shown.
+            print(
+                f"custdata {args.command}: database error ({type(exc).__name__})",
+                file=sys.stderr,
+            )
+            return 2
+        raise
     return status
 
 

@@ -2,7 +2,8 @@
 
 ::
 
-    custdata audit verify SOURCE --keyring PATH [--kek PATH]
+    custdata audit verify SOURCE --keyring PATH
+                          [--kek-file PATH | --kek-env VAR | --aws-kms-key-id KEY]
                           [--checkpoints PATH --checkpoint-key KEY|@FILE]
                           [--prefix NAME] [--heartbeat SECONDS] [--json]
     custdata audit who-read SOURCE --subject ID --keyring PATH [...]
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from custdata._errors import CustdataError
+
+from ._options import add_kek_arguments, load_keyring
 
 
 __all__ = ["register"]
@@ -79,11 +82,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="the keyring file holding the audit root keys",
     )
-    parser.add_argument(
-        "--kek",
-        metavar="PATH",
-        help="the local key-encryption key file, if the keyring is wrapped",
-    )
+    # --kek is the older spelling of --kek-file.
+    add_kek_arguments(parser, kek_file_aliases=("--kek",))
     parser.add_argument(
         "--checkpoints", metavar="PATH", help="the checkpoint anchor file (JSON lines)"
     )
@@ -131,18 +131,6 @@ class _Usage(Exception):  # noqa: N818 - internal control flow, never escapes
     """A usage error, turned into exit status 2 by the command."""
 
 
-def _load_keys(args: argparse.Namespace) -> Any:
-    # The command imports its layers lazily so ``custdata --help`` stays fast.
-    from custdata.crypto import Keyring  # noqa: PLC0415
-
-    provider = None
-    if args.kek:
-        from custdata.crypto import LocalKeyProvider  # noqa: PLC0415
-
-        provider = LocalKeyProvider.from_file(args.kek)
-    return Keyring.load(args.keyring, provider=provider)
-
-
 def _prepare(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, Any]:
     """Return ``(keys, source, anchor, verifier, engine)`` or raise :class:`_Usage`."""
     from custdata.audit import (  # noqa: PLC0415
@@ -156,7 +144,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, Any]:
     if bool(args.checkpoints) != bool(args.checkpoint_key):
         raise _Usage("--checkpoints and --checkpoint-key go together")
     try:
-        keys = _load_keys(args)
+        keys = load_keyring(args.keyring, args)
     except (CustdataError, OSError) as exc:
         raise _Usage(f"cannot load the keyring: {exc}") from None
     verifier = None

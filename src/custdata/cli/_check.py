@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib
 import json
 import sys
 
@@ -13,6 +12,7 @@ from typing import Any
 from .._check import Finding, check_policy
 from .._errors import ConfigurationError
 from .._policy import Policy
+from ._options import load_models
 
 
 def register(commands: Any) -> None:
@@ -46,23 +46,6 @@ def register(commands: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def _load_base(spec: str) -> object:
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        msg = f"--models takes MODULE:BASE, got {spec!r}"
-        raise ConfigurationError(msg)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        msg = f"cannot import {module_name!r}: {exc}"
-        raise ConfigurationError(msg) from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        msg = f"module {module_name!r} has no attribute {attr!r}"
-        raise ConfigurationError(msg) from None
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``custdata check``."""
     today = args.today or dt.datetime.now(dt.timezone.utc).date()
@@ -72,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         if args.models:
             from ..sqlalchemy import check_models  # noqa: PLC0415 - optional layer
 
-            findings.extend(check_models(_load_base(args.models), policy))
+            findings.extend(check_models(load_models(args.models), policy))
     except ConfigurationError as exc:
         if args.json:
             print(json.dumps({"error": str(exc), "findings": []}, ensure_ascii=False))

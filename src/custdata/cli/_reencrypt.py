@@ -3,98 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+import time
 
-from typing import Any
+from typing import IO, Any
 
-from .._errors import ConfigurationError, CustdataError
-
-
-__all__ = [
-    "add_database_arguments",
-    "add_subject_key_arguments",
-    "load_models",
-    "open_subject_keys",
-    "register",
-    "run",
-]
-
-_DEFAULT_SUBJECT_KEY_TABLE = "custdata_subject_keys"
-
-
-def add_database_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--url``, ``--models`` (and friends) shared by the database commands."""
-    parser.add_argument("--url", required=True, help="SQLAlchemy database URL")
-    parser.add_argument(
-        "--models",
-        required=True,
-        metavar="MODULE:BASE",
-        help="the declarative base (or MetaData) whose tables to process",
-    )
+from .._errors import CustdataError
+from ._options import (
+    JobKeys,
+    add_audit_arguments,
+    add_database_arguments,
+    add_kek_arguments,
+    add_subject_key_arguments,
+    load_keyring,
+    load_models,
+    open_audit,
+    open_subject_keys,
+    warn_unrecorded,
+)
 
 
-def add_subject_key_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--subject-keys [URL]`` and ``--subject-keys-table`` (the SQL subject key store)."""
-    parser.add_argument(
-        "--subject-keys",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="URL",
-        help=(
-            "the database of the per-subject key store (SqlSubjectKeyStore); "
-            "without URL, the --url database"
-        ),
-    )
-    parser.add_argument(
-        "--subject-keys-table",
-        default=_DEFAULT_SUBJECT_KEY_TABLE,
-        metavar="NAME",
-        help=f"the per-subject key table (default {_DEFAULT_SUBJECT_KEY_TABLE})",
-    )
-
-
-def open_subject_keys(args: argparse.Namespace) -> tuple[Any, Any] | None:
-    """Return ``(store, engine)`` for ``--subject-keys``, or ``None`` if not given.
-
-    The caller disposes of the engine.
-
-    Raises:
-        ConfigurationError: If the table does not exist in that database.
-    """
-    if args.subject_keys is None:
-        return None
-    from sqlalchemy import create_engine, inspect  # noqa: PLC0415 - optional layer
-
-    from ..sqlalchemy import SqlSubjectKeyStore  # noqa: PLC0415
-
-    engine = create_engine(args.subject_keys or args.url, hide_parameters=True)
-    try:
-        if not inspect(engine).has_table(args.subject_keys_table):
-            raise ConfigurationError(  # noqa: TRY301 - disposed below
-                f"--subject-keys: no table {args.subject_keys_table!r} in that database"
-            )
-    except BaseException:
-        engine.dispose()
-        raise
-    return SqlSubjectKeyStore(engine, table_name=args.subject_keys_table), engine
-
-
-def load_models(spec: str) -> Any:
-    """Import ``module:attribute`` and return the attribute.
-
-    Raises:
-        ConfigurationError: If it cannot be imported.
-    """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigurationError(f"--models takes MODULE:BASE, got {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-        return getattr(module, attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"cannot load {spec!r}: {exc}") from None
+__all__ = ["register", "run"]
 
 
 def register(commands: Any) -> None:
@@ -104,25 +33,44 @@ def register(commands: Any) -> None:
         help="re-encrypt stored values to the primary key (resumable)",
         description=(
             "Re-encrypt every stored value that is not under the keyring's primary key, "
-            "and recompute blind indexes under the primary index key. Batches commit on "
-            "their own: kill it at any point and run it again. With --subject-keys, also "
-            "re-wrap the per-subject keys under the primary data key, in batches. With "
-            "--plaintext, encrypt legacy plaintext values in place instead and report "
-            "what is left. Exit 0 when nothing is left under older keys, 1 when the "
-            "models use per-subject keys but --subject-keys was not given, 2 on a "
-            "configuration error."
+            "and recompute every blind-index entry under the primary index key, in one "
+            "run. Batches commit on their own: kill it at any point and run it again. "
+            "Rows locked by another transaction are retried (--retries) and counted. "
+            "With --subject-keys, also re-wrap the per-subject keys under the primary "
+            "data key, in batches. With --plaintext, encrypt legacy plaintext values "
+            "in place instead, each read as its column's Python type, and report what "
+            "is left. With --audit, every batch of decrypted values is recorded first. "
+            "Exit 0 when nothing is left under older keys (or as plaintext), 1 when "
+            "something is (locked or unreadable rows, or per-subject keys not "
+            "re-wrapped because --subject-keys was not given), 2 on a configuration "
+            "error."
         ),
     )
     parser.add_argument(
         "--keyring", required=True, metavar="PATH", help="the keyring file"
     )
+    add_kek_arguments(parser)
     add_database_arguments(parser)
     add_subject_key_arguments(parser)
+    add_audit_arguments(parser)
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=_positive,
         default=500,
         help="rows (or subject keys) per transaction",
+    )
+    parser.add_argument(
+        "--retries",
+        type=_count,
+        default=3,
+        help="how many more times to try rows that were locked (default 3)",
+    )
+    parser.add_argument(
+        "--retry-wait",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="the pause before each retry (default 1)",
     )
     parser.add_argument(
         "--plaintext",
@@ -130,64 +78,131 @@ def register(commands: Any) -> None:
         help="plaintext-migration mode: encrypt legacy plaintext values in place",
     )
     parser.add_argument(
-        "--limit", type=int, default=None, help="with --plaintext: stop after N values"
+        "--limit",
+        type=_positive,
+        default=None,
+        help="with --plaintext: stop after N values",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(handler=run)
 
 
-class _Bar:
-    """A one-line progress bar on stderr."""
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
-    def __init__(self, quiet: bool) -> None:
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+class _Bar:
+    """Progress on stderr: a redrawn bar with rate and time left on a terminal.
+
+    On anything else (a pipe, a log file) nothing is redrawn: one plain line is
+    written when a table is finished.
+    """
+
+    def __init__(
+        self,
+        quiet: bool,
+        stream: IO[str] | None = None,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.stream = sys.stderr if stream is None else stream
         self.quiet = quiet
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.clock = clock
         self.current: str | None = None
+        self.started = 0.0
+        self.last: tuple[int, int] = (0, 0)
 
     def __call__(self, table: str, done: int, total: int) -> None:
         if self.quiet:
             return
-        if self.current is not None and table != self.current:
-            sys.stderr.write("\n")  # keep the finished table's bar
+        now = self.clock()
+        if table != self.current:
+            self._finish()
+            self.current = table
+            self.started = now
+        self.last = (done, total)
+        if not self.tty:
+            return
         width = 30
         filled = width if total <= 0 else min(width, width * done // max(total, 1))
-        line = (
-            f"\r{table:<32.32} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+        self.stream.write(
+            f"\r{table:<28.28} [{'#' * filled}{'.' * (width - filled)}] "
+            f"{done}/{total} {self._pace(now)}\x1b[K"
         )
-        sys.stderr.write(line)
-        sys.stderr.flush()
-        self.current = table
+        self.stream.flush()
+
+    def _pace(self, now: float) -> str:
+        done, total = self.last
+        elapsed = now - self.started
+        if done <= 0 or elapsed <= 0:
+            return ""
+        rate = done / elapsed
+        left = max(total - done, 0) / rate
+        return f"{rate:,.0f} rows/s, {_duration(left)} left"
+
+    def _finish(self) -> None:
+        if self.current is None:
+            return
+        done, total = self.last
+        if self.tty:
+            self.stream.write("\n")
+        else:
+            elapsed = self.clock() - self.started
+            self.stream.write(
+                f"{self.current}: {done}/{total} rows in {_duration(elapsed)}\n"
+            )
+        self.stream.flush()
+        self.current = None
 
     def close(self) -> None:
-        if not self.quiet and self.current is not None:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        if not self.quiet:
+            self._finish()
 
 
-class _KeysOnly:
-    """The part of a custodian the jobs use: the keyring and the subject key store."""
-
-    def __init__(self, keyring: Any, subject_keys: Any = None) -> None:
-        self.keyring = keyring
-        self.subject_keys = subject_keys
+def _duration(elapsed: float) -> str:
+    seconds = round(elapsed)
+    if seconds < 60:  # noqa: PLR2004 - a minute
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:  # noqa: PLR2004 - an hour
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``custdata reencrypt``."""
     from sqlalchemy import create_engine  # noqa: PLC0415 - optional layer
 
-    from ..crypto import Keyring  # noqa: PLC0415
     from ..sqlalchemy import encrypt_plaintext_columns, reencrypt  # noqa: PLC0415
 
     bar = _Bar(args.quiet)
     store_engine = None
+    trail = None
     try:
-        keyring = Keyring.load(args.keyring)
+        keyring = load_keyring(args.keyring, args)
         models = load_models(args.models)
+        trail = open_audit(args, keyring)
         opened = open_subject_keys(args)
         store, store_engine = opened if opened is not None else (None, None)
         engine = create_engine(args.url, hide_parameters=True)
         try:
-            keys = _KeysOnly(keyring, store)
+            keys = JobKeys(keyring, store, trail)
+            if not args.plaintext:
+                warn_unrecorded("reencrypt", args, "stored values are decrypted")
             if args.plaintext:
                 reports = encrypt_plaintext_columns(
                     engine,
@@ -200,8 +215,14 @@ def run(args: argparse.Namespace) -> int:
                 bar.close()
                 left = 0
                 for r in reports:
+                    failed = (
+                        f" ({r.failed} unreadable as the column's type)"
+                        if r.failed
+                        else ""
+                    )
                     print(
-                        f"{r.table}.{r.column}: encrypted {r.encrypted}, plaintext left {r.remaining}"
+                        f"{r.table}.{r.column}: encrypted {r.encrypted}, "
+                        f"plaintext left {r.remaining}{failed}"
                     )
                     left += r.remaining
                 return 1 if left else 0
@@ -212,30 +233,48 @@ def run(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 progress=bar,
                 rewrap_subject_keys=True if store is not None else None,
+                retries=args.retries,
+                retry_wait=args.retry_wait,
             )
             bar.close()
         finally:
             engine.dispose()
-            if store_engine is not None:
-                store_engine.dispose()
     except CustdataError as exc:
         bar.close()
-        if store_engine is not None:
-            store_engine.dispose()
         print(f"custdata reencrypt: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if store_engine is not None:
+            store_engine.dispose()
+        if trail is not None:
+            trail.close()
+    return _summary(report, store is not None)
+
+
+def _summary(report: Any, rewrapped: bool) -> int:
     summary = (
         f"scanned {report.scanned} rows: re-encrypted {report.reencrypted} values, "
         f"re-indexed {report.reindexed}, skipped {report.skipped}"
     )
-    if store is not None:
+    if rewrapped:
         summary += f"; re-wrapped {report.rewrapped} subject keys"
     print(summary)
-    if report.subject_keys_pending:
-        print(
-            "custdata reencrypt: the models use per-subject keys, which were not "
-            "re-wrapped; pass --subject-keys so the old data key can be retired",
-            file=sys.stderr,
+    problems = []
+    if report.locked:
+        problems.append(
+            f"{report.locked} rows stayed locked by other transactions; run it again"
         )
-        return 1
-    return 0
+    if report.failed:
+        problems.append(
+            f"{report.failed} stored values could not be decrypted and were left as they are"
+        )
+    if report.remaining:
+        problems.append(f"{report.remaining} values are still under older data keys")
+    if report.subject_keys_pending:
+        problems.append(
+            "the models use per-subject keys, which were not re-wrapped; pass "
+            "--subject-keys so the old data key can be retired"
+        )
+    for problem in problems:
+        print(f"custdata reencrypt: {problem}", file=sys.stderr)
+    return 1 if problems else 0

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from .._errors import CustdataError
-from ._reencrypt import (
+from ._options import (
     add_database_arguments,
     add_subject_key_arguments,
     load_models,

@@ -192,11 +192,33 @@ class BlindIndex:
             KeyManagementError: The key provider could not unwrap an index key.
         """
         data = self._input(value)
+        return tuple(dict.fromkeys(self._digest(key, data) for key in self._all_keys()))
+
+    def _all_keys(self) -> list[_IndexKey]:
+        """Every usable key, primary first, none past its lease."""
         keys = self._usable_keys()
         now = self._clock()
         if any(key.lease is not None and key.lease.spend(now) for key in keys[1:]):
             keys = self._derive()
-        return tuple(dict.fromkeys(self._digest(key, data) for key in keys))
+        return keys
+
+    def key_of(self, value: Any, digest: bytes) -> int | None:
+        """Return the id of the usable index key *digest* was computed under.
+
+        ``None`` when *digest* is the digest of *value* under no usable index
+        key (a stale entry, or one under a retired key). This is how a stored
+        entry is found to depend on an index key: the digest says nothing of
+        its key by itself.
+
+        Raises:
+            TypeError: The (normalised) value is not str or bytes.
+            KeyManagementError: The key provider could not unwrap an index key.
+        """
+        data = self._input(value)
+        for key in self._all_keys():
+            if self._digest(key, data) == bytes(digest):
+                return key.key_id
+        return None
 
     def __repr__(self) -> str:
         return f"<BlindIndex {self.table}.{self.column} bits={self.bits}>"

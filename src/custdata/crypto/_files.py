@@ -19,8 +19,8 @@ def read_private_file(path: str | os.PathLike[str], *, what: str) -> str:
     """Return the text of a secret file after checking that only its owner can read it.
 
     Raises:
-        ConfigurationError: The file is missing, unreadable, or readable or
-            writable by its group or others.
+        ConfigurationError: The file is missing, unreadable, not UTF-8 text, or
+            readable or writable by its group or others.
     """
     try:
         with Path(path).open(encoding="utf-8") as fh:
@@ -32,6 +32,10 @@ def read_private_file(path: str | os.PathLike[str], *, what: str) -> str:
                     path=os.fspath(path),
                 )
             return fh.read()
+    except UnicodeDecodeError:
+        raise ConfigurationError(
+            f"the {what} is not UTF-8 text", path=os.fspath(path)
+        ) from None
     except OSError as exc:
         raise ConfigurationError(
             f"cannot read the {what}: {exc.strerror}", path=os.fspath(path)

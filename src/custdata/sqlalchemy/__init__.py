@@ -21,6 +21,7 @@ from ._jobs import KeyUsage as KeyUsage
 from ._jobs import MigrationReport as MigrationReport
 from ._jobs import ReencryptReport as ReencryptReport
 from ._jobs import encrypt_plaintext_columns as encrypt_plaintext_columns
+from ._jobs import index_usage as index_usage
 from ._jobs import key_usage as key_usage
 from ._jobs import reencrypt as reencrypt
 from ._keystore import SqlSubjectKeyStore as SqlSubjectKeyStore
@@ -30,6 +31,7 @@ from ._legacy import legacy_plaintext_reads as legacy_plaintext_reads
 from ._runtime import MASK_TEXT as MASK_TEXT
 from ._runtime import install as install
 from ._runtime import validate_models as validate_models
+from ._tables import add_custdata_tables as add_custdata_tables
 from ._types import EncryptedBoolean as EncryptedBoolean
 from ._types import EncryptedBytes as EncryptedBytes
 from ._types import EncryptedDate as EncryptedDate
@@ -65,11 +67,13 @@ __all__ = [
     "MigrationReport",
     "ReencryptReport",
     "SqlSubjectKeyStore",
+    "add_custdata_tables",
     "bind_subject",
     "blind_index_eraser",
     "check_models",
     "customer_data",
     "encrypt_plaintext_columns",
+    "index_usage",
     "install",
     "key_usage",
     "legacy_plaintext_reads",

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
+import enum
 import os
+import sys
 import time
+import typing
 import uuid
 import weakref
 
@@ -17,10 +22,11 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import MappedColumn, mapped_column
 from sqlalchemy.types import TypeEngine
 
+from custdata._errors import ConfigurationError
 from custdata._policy import FieldPolicy
 
 from ._binding import INFO_KEY, SUBJECT_INFO_KEY, SubjectKind
-from ._types import EncryptedType, Storage, set_subject
+from ._types import TYPE_FOR, EncryptedType, Storage, set_subject
 
 
 __all__ = [
@@ -88,6 +94,7 @@ def customer_data(
     mask: str | None = None,
     on_violation: Literal["raise", "mask"] = "raise",
     type_: EncryptedType[Any] | type[EncryptedType[Any]] | None = None,
+    python_type: type[Any] | None = None,
     storage: Storage = "binary",
     key_scope: Literal["column", "subject"] = "column",
     nullable: bool | None = None,
@@ -99,7 +106,9 @@ def customer_data(
 
     Use it as the value of a ``Mapped[...]`` attribute; the Python type in
     ``Mapped[...]`` picks the codec (``str``, ``int``, ``date``, ``Decimal``, ...)
-    unless *type_* is given::
+    unless *type_* or *python_type* is given. The codec is fixed when the class
+    is declared, so every path -- Core statements, the ORM, the jobs, the
+    command line -- encodes and decodes the column alike, whatever runs first::
 
         email: Mapped[str] = customer_data(
             "contact.email", purposes=["billing", "support"], searchable=True
@@ -118,6 +127,9 @@ def customer_data(
         mask: The mask kind shown where the field is revealed only as a mask.
         on_violation: ``"raise"`` (default) or ``"mask"`` on an out-of-purpose read.
         type_: An explicit encrypted type, for types ``Mapped[...]`` cannot tell.
+        python_type: The Python type of the values (``datetime.date``,
+            ``decimal.Decimal``, an ``Enum`` class, ``dict`` for JSON ...),
+            instead of reading it from ``Mapped[...]``.
         storage: ``"binary"`` (default) or ``"text"`` (base64).
         key_scope: ``"column"`` or ``"subject"`` (per-subject data keys, needed
             for crypto-shredding with :func:`shred_subject`).
@@ -135,12 +147,24 @@ def customer_data(
         The ``mapped_column`` to assign.
 
     Raises:
+        ConfigurationError: If *purposes* or *prohibited* is a string rather
+            than a list of purpose ids; when the class is declared, if
+            ``Mapped[...]`` names a type custdata cannot encrypt or disagrees
+            with *python_type*.
         ValueError: On *unique* without *searchable*, or an unknown normaliser.
-        TypeError: If *type_* is not an encrypted type.
+        TypeError: If *type_* is not an encrypted type, or *python_type* is
+            given with *type_* or is not a type custdata can encrypt.
 
     The policy itself is checked when mappers configure (``ConfigurationError``
     for an unknown category or purpose).
     """
+    for name, ids in (("purposes", purposes), ("prohibited", prohibited)):
+        if isinstance(ids, (str, bytes)):
+            raise ConfigurationError(
+                f"{name} takes a list of purpose ids, not a string: "
+                f"write {name}=[{ids!r}]",
+                key_path=f"customer_data({category!r}).{name}",
+            )
     if unique and not searchable:
         raise ValueError(
             "unique=True needs searchable=True (uniqueness goes through the blind index)"
@@ -159,8 +183,19 @@ def customer_data(
         on_violation=on_violation,
         mask=mask,
     )
+    if python_type is not None and (
+        type_ is not None or _codec_type(python_type) is None
+    ):
+        raise TypeError(
+            "python_type takes one of the types custdata encrypts (str, bytes, int, "
+            "Decimal, bool, date, datetime, time, UUID, an Enum, dict/list for JSON), "
+            "without type_"
+        )
     if type_ is None:
-        type_instance: EncryptedType[Any] = _Inferred(storage=storage)
+        type_instance: EncryptedType[Any] = _Inferred(
+            storage=storage,
+            python_type=None if python_type is None else _codec_type(python_type),
+        )
     elif isinstance(type_, type):
         if not issubclass(type_, EncryptedType):
             raise TypeError("type_ must be an encrypted column type")
@@ -187,13 +222,162 @@ def customer_data(
         kwargs["nullable"] = nullable
     if doc is not None:
         kwargs["doc"] = doc
-    return mapped_column(type_instance, **kwargs)
+    return _CustomerDataColumn(type_instance, **kwargs)
+
+
+def _codec_type(py: Any) -> type[Any] | None:
+    """The type whose codec encrypts values of *py*, or ``None`` if there is none."""
+    if not isinstance(py, type):
+        return None
+    if py in TYPE_FOR or issubclass(py, enum.Enum):
+        return py
+    if issubclass(py, (dict, list)):
+        return dict
+    return None
+
+
+#: Names an annotation may use for a codec type when it cannot be evaluated
+#: (``from __future__ import annotations`` with the import under TYPE_CHECKING).
+_TYPE_NAMES: dict[str, type[Any]] = {
+    "str": str,
+    "bytes": bytes,
+    "int": int,
+    "bool": bool,
+    "Decimal": decimal.Decimal,
+    "decimal.Decimal": decimal.Decimal,
+    "date": dt.date,
+    "dt.date": dt.date,
+    "datetime.date": dt.date,
+    "datetime": dt.datetime,
+    "dt.datetime": dt.datetime,
+    "datetime.datetime": dt.datetime,
+    "time": dt.time,
+    "dt.time": dt.time,
+    "datetime.time": dt.time,
+    "UUID": uuid.UUID,
+    "uuid.UUID": uuid.UUID,
+}
+
+
+def _evaluate(annotation: Any, module: str | None, cls: type[Any]) -> Any:
+    """Evaluate a string annotation in its class's module, or read it by name."""
+    if isinstance(annotation, typing.ForwardRef):
+        annotation = annotation.__forward_arg__
+    if not isinstance(annotation, str):
+        return annotation
+    namespace = dict(vars(sys.modules[module])) if module in sys.modules else {}
+    try:
+        return eval(annotation, namespace, dict(vars(cls)))  # noqa: S307 - the class's own annotation
+    except Exception:  # noqa: BLE001 - unresolvable names: read the text
+        text = annotation.strip()
+        if text.startswith("Mapped[") and text.endswith("]"):
+            text = text[len("Mapped[") : -1]
+        first = text.split("|")[0].strip()
+        if first.startswith("Optional[") and first.endswith("]"):
+            first = first[len("Optional[") : -1]
+        return _TYPE_NAMES.get(first)
+
+
+def annotation_type(annotation: Any, module: str | None, cls: type[Any]) -> Any:
+    """The value type a ``Mapped[...]`` annotation names, without ``None``.
+
+    ``str | None`` gives ``str``, ``list[str]`` gives ``list``,
+    ``Annotated[str, ...]`` gives ``str``; a union of two types stays a union
+    (no codec can take it).
+    """
+    evaluated = _evaluate(annotation, module, cls)
+    if typing.get_origin(evaluated) is typing.Annotated:
+        evaluated = _evaluate(typing.get_args(evaluated)[0], module, cls)
+    if _is_union(evaluated):
+        options = [a for a in typing.get_args(evaluated) if a is not type(None)]
+        if len(options) == 1:
+            evaluated = options[0]
+    origin = typing.get_origin(evaluated)
+    return origin if origin is not None and not _is_union(evaluated) else evaluated
+
+
+def _is_union(annotation: Any) -> bool:
+    import types  # noqa: PLC0415
+
+    origin = typing.get_origin(annotation)
+    return origin is typing.Union or origin is types.UnionType
+
+
+class _CustomerDataColumn(MappedColumn[Any]):
+    """The ``mapped_column`` of a customer-data field (internal).
+
+    It fixes the column's codec when the class is declared, from the
+    ``Mapped[...]`` annotation, so that no statement, job or command can
+    encode the column with another codec, whichever runs first.
+    """
+
+    def declarative_scan(  # noqa: PLR0917 - SQLAlchemy's signature
+        self,
+        decl_scan: Any,
+        registry: Any,
+        cls: type[Any],
+        originating_module: str | None,
+        key: str,
+        mapped_container: Any,
+        annotation: Any,
+        extracted_mapped_annotation: Any,
+        is_dataclass_field: bool,
+    ) -> None:
+        """Declare the column, then fix its codec from the annotation."""
+        super().declarative_scan(
+            decl_scan,
+            registry,
+            cls,
+            originating_module,
+            key,
+            mapped_container,
+            annotation,
+            extracted_mapped_annotation,
+            is_dataclass_field,
+        )
+        type_ = self.column.type
+        if not isinstance(type_, _Inferred) or extracted_mapped_annotation is None:
+            return
+        where = f"{cls.__name__}.{key}"
+        named = annotation_type(extracted_mapped_annotation, originating_module, cls)
+        py = _codec_type(named)
+        declared = type_.declared
+        if declared is not None and py is not None and declared is not py:
+            raise ConfigurationError(
+                f"python_type={declared.__name__} disagrees with Mapped[{py.__name__}]",
+                key_path=where,
+            )
+        py = declared or py
+        if py is None:
+            raise ConfigurationError(
+                f"Mapped[{getattr(named, '__name__', named)}] is not a type custdata "
+                "can encrypt; pass python_type= or type_= to customer_data()",
+                key_path=where,
+            )
+        type_._binding.python_type = py  # noqa: SLF001 - this module's type
 
 
 class _Inferred(EncryptedType[Any]):
-    """An encrypted type whose Python type comes from ``Mapped[...]`` (internal)."""
+    """An encrypted type whose Python type comes from ``Mapped[...]`` (internal).
+
+    Until the class is declared its codec is ``python_type`` if given, else
+    ``str``.
+    """
 
     cache_ok = True
+
+    def __init__(
+        self,
+        key_ref: str | None = None,
+        *,
+        storage: Storage = "binary",
+        python_type: type[Any] | None = None,
+    ) -> None:
+        self.declared = python_type
+        super().__init__(key_ref, storage=storage)
+
+    def _value_type(self) -> type[Any]:
+        return self.declared or self.python_type_
 
     def __repr__(self) -> str:
         args = [repr(self.key_ref)]

@@ -46,6 +46,23 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
+def subject_key_table(metadata: MetaData, table_name: str = _DEFAULT_TABLE) -> Table:
+    """Return the per-subject key table on *metadata*, defining it if needed."""
+    existing = metadata.tables.get(table_name)
+    if existing is not None:
+        return existing
+    return Table(
+        table_name,
+        metadata,
+        Column("subject", _subject_type(), primary_key=True),
+        Column("key_id", BigInteger, nullable=False),
+        Column("wrapped_key", LargeBinary, nullable=True),
+        Column("wrapping_key_id", BigInteger, nullable=True),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("destroyed_at", DateTime(timezone=True), nullable=True),
+    )
+
+
 class SqlSubjectKeyStore:
     """A :class:`custdata.crypto.SubjectKeyStore` in a SQL table.
 
@@ -72,21 +89,7 @@ class SqlSubjectKeyStore:
     ) -> None:
         self._engine = engine
         self.metadata = metadata if metadata is not None else MetaData()
-        existing = self.metadata.tables.get(table_name)
-        self.table: Table = (
-            existing
-            if existing is not None
-            else Table(
-                table_name,
-                self.metadata,
-                Column("subject", _subject_type(), primary_key=True),
-                Column("key_id", BigInteger, nullable=False),
-                Column("wrapped_key", LargeBinary, nullable=True),
-                Column("wrapping_key_id", BigInteger, nullable=True),
-                Column("created_at", DateTime(timezone=True), nullable=False),
-                Column("destroyed_at", DateTime(timezone=True), nullable=True),
-            )
-        )
+        self.table: Table = subject_key_table(self.metadata, table_name)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import typing
 import weakref
 
 from base64 import b64encode
@@ -69,12 +68,11 @@ from ._binding import (
     subject_tail,
     subject_value,
 )
-from ._declare import KNOWN_TABLES, CustomerDataInfo, _Inferred, settle_table, uuid7
+from ._declare import KNOWN_TABLES, CustomerDataInfo, settle_table, uuid7
 from ._raw import refuse_raw_write
 from ._types import (
     _GRANTS,
     RELEASED,
-    TYPE_FOR,
     EncryptedType,
     _Bound,
     _Sealed,
@@ -1333,92 +1331,6 @@ def validate_mapper(mapper: Mapper[Any], policy: Any) -> None:
     facts.validated.add(policy)
 
 
-def _annotation(klass: type[Any], key: str) -> Any:
-    import sys  # noqa: PLC0415
-
-    for base in klass.__mro__:
-        ann = base.__dict__.get("__annotations__", {}).get(key)  # noqa: RUF063
-        if ann is None:
-            continue
-        if not isinstance(ann, str):
-            return ann
-        module = sys.modules.get(base.__module__)
-        namespace = dict(vars(module)) if module is not None else {}
-        try:
-            return eval(ann, namespace, dict(vars(base)))  # noqa: S307 - the class's own annotation
-        except Exception:  # noqa: BLE001 - unresolvable names: fall through
-            return _annotation_text(ann)
-    return None
-
-
-def _annotation_text(ann: str) -> Any:
-    import datetime as dt  # noqa: PLC0415
-    import decimal  # noqa: PLC0415
-    import uuid  # noqa: PLC0415
-
-    inner = ann.strip()
-    if inner.startswith("Mapped[") and inner.endswith("]"):
-        inner = inner[len("Mapped[") : -1]
-    first = inner.split("|")[0].strip()
-    if first.startswith("Optional[") and first.endswith("]"):
-        first = first[len("Optional[") : -1]
-    names: dict[str, type[Any]] = {
-        "str": str,
-        "bytes": bytes,
-        "int": int,
-        "bool": bool,
-        "float": float,
-        "Decimal": decimal.Decimal,
-        "decimal.Decimal": decimal.Decimal,
-        "date": dt.date,
-        "dt.date": dt.date,
-        "datetime.date": dt.date,
-        "datetime": dt.datetime,
-        "dt.datetime": dt.datetime,
-        "datetime.datetime": dt.datetime,
-        "time": dt.time,
-        "dt.time": dt.time,
-        "datetime.time": dt.time,
-        "UUID": uuid.UUID,
-        "uuid.UUID": uuid.UUID,
-    }
-    return names.get(first)
-
-
-def _resolve_python_types(mapper: Mapper[Any]) -> None:
-    for prop in mapper.column_attrs:
-        for col in prop.columns:
-            if not isinstance(col.type, _Inferred):
-                continue
-            py = _mapped_inner(_annotation(mapper.class_, prop.key))
-            if py is not None:
-                col.type._binding.python_type = py  # noqa: SLF001
-
-
-def _mapped_inner(annotation: Any) -> type[Any] | None:
-    if annotation is None:
-        return None
-    if (
-        isinstance(annotation, type)
-        and typing.get_origin(annotation) is None
-        and not typing.get_args(annotation)
-    ):
-        return annotation if annotation in TYPE_FOR else None
-    args = typing.get_args(annotation)
-    inner = args[0] if args else annotation
-    options = [a for a in typing.get_args(inner) if a is not type(None)] or [inner]
-    py = options[0]
-    origin = typing.get_origin(py)
-    if origin is not None:
-        py = origin
-    if isinstance(py, type):
-        if py in TYPE_FOR or issubclass(py, __import__("enum").Enum):
-            return py
-        if issubclass(py, (dict, list)):
-            return dict
-    return None
-
-
 @event.listens_for(Mapper, "mapper_configured")
 def _on_mapper_configured(mapper: Mapper[Any], class_: type[Any]) -> None:
     facts = _mapper_facts(mapper)
@@ -1426,7 +1338,6 @@ def _on_mapper_configured(mapper: Mapper[Any], class_: type[Any]) -> None:
         isinstance(c.type, EncryptedType) for c in mapper.local_table.columns
     ):
         return
-    _resolve_python_types(mapper)
     for table in mapper.tables:
         if isinstance(table, Table):
             settle_table(table)

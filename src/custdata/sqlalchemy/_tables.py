@@ -1,0 +1,60 @@
+"""custdata's own tables, added to the application's metadata in one call."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData, Table
+
+from ._keystore import subject_key_table
+
+
+__all__ = ["add_custdata_tables"]
+
+
+def add_custdata_tables(
+    metadata: MetaData,
+    *,
+    audit: bool = True,
+    subject_keys: bool = True,
+    audit_prefix: str = "custdata_audit",
+    subject_key_table_name: str = "custdata_subject_keys",
+) -> list[Table]:
+    """Define every table custdata keeps in the application's database on *metadata*.
+
+    Call it once on the metadata your migrations compare against (Alembic's
+    ``target_metadata``), so that ``alembic revision --autogenerate`` creates
+    custdata's tables with the application's and never proposes to drop them:
+    the audit trail's SQL-sink tables (:class:`custdata.audit.SqlSink`; events,
+    their subject index and checkpoints) and the per-subject key table
+    (:class:`SqlSubjectKeyStore`). Tables custdata adds in later versions are
+    added here too. Calling it again on the same metadata changes nothing.
+
+    Then open the sink with ``SqlSink(url, prefix=audit_prefix, create=False)``
+    and the store with ``SqlSubjectKeyStore(engine, metadata=metadata,
+    table_name=subject_key_table_name)``: they use the tables your migrations
+    created.
+
+    Args:
+        metadata: The application's metadata (``Base.metadata``).
+        audit: Add the audit SQL-sink tables.
+        subject_keys: Add the per-subject key table.
+        audit_prefix: The audit tables' name prefix (as given to ``SqlSink``).
+        subject_key_table_name: The per-subject key table's name.
+
+    Returns:
+        The tables, as defined on *metadata*.
+    """
+    from custdata.audit import audit_tables  # noqa: PLC0415 - a lower layer, lazily
+
+    tables: list[Table] = []
+    if audit:
+        names = [
+            f"{audit_prefix}_{part}" for part in ("event", "subject", "checkpoint")
+        ]
+        if all(name in metadata.tables for name in names):
+            tables.extend(metadata.tables[name] for name in names)
+        else:
+            defined = audit_tables(metadata, prefix=audit_prefix)
+            tables.extend((defined.event, defined.subject, defined.checkpoint))
+    if subject_keys:
+        tables.append(subject_key_table(metadata, subject_key_table_name))
+    return tables
