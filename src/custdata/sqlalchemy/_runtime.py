@@ -73,6 +73,7 @@ from ._binding import (
     subject_value,
 )
 from ._declare import KNOWN_TABLES, CustomerDataInfo, _Inferred, settle_table, uuid7
+from ._keystore import hold_subject_keys
 from ._types import (
     _GRANTS,
     RELEASED,
@@ -546,6 +547,8 @@ def _before_execute(
         clauseelement = _prepare_embedded(
             clauseelement, values, facts, custodian, extra_subject, indexes
         )
+    if facts.subject_kind is not None and rows:
+        hold_subject_keys(conn, custodian, facts, rows, tails, extra_subject)
     if multiparams:
         return (
             clauseelement,
