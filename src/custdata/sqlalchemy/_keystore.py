@@ -519,6 +519,42 @@ def _subject_tables(metadata: MetaData | None) -> list[Table]:
     return [t for t in tables if any(c.info.get(SUBJECT_INFO_KEY) for c in t.columns)]
 
 
+class _BlindIndexEraser:
+    """Clears subjects' blind-index companions; see :func:`blind_index_eraser`."""
+
+    def __init__(
+        self, session_or_engine: Session | Engine, metadata: MetaData | None
+    ) -> None:
+        self._target = session_or_engine
+        self._metadata = metadata
+
+    def __call__(self, subject_id: object) -> int:
+        """Clear one subject's entries; return how many rows changed."""
+        return self.many([subject_id])
+
+    def many(self, subject_ids: Sequence[object]) -> int:
+        """Clear the entries of many subjects, one ``UPDATE`` per table and 500 ids."""
+        statements = []
+        for table in _subject_tables(self._metadata):
+            subject_col = next(c for c in table.columns if c.info.get(SUBJECT_INFO_KEY))
+            companions = [
+                c for c in table.columns if c.info.get("custdata_blind_index_of")
+            ]
+            if not companions:
+                continue
+            cleared = dict.fromkeys((c.key for c in companions), None)
+            for start in range(0, len(subject_ids), _CHUNK):
+                chunk = list(subject_ids[start : start + _CHUNK])
+                statements.append(
+                    update(table).where(subject_col.in_(chunk)).values(**cleared)
+                )
+        target = self._target
+        if isinstance(target, Session):
+            return sum(target.execute(stmt).rowcount for stmt in statements)  # type: ignore[attr-defined]
+        with target.begin() as conn:
+            return sum(conn.execute(stmt).rowcount for stmt in statements)
+
+
 def blind_index_eraser(
     session_or_engine: Session | Engine, *, metadata: MetaData | None = None
 ) -> Callable[[object], int]:
@@ -526,7 +562,9 @@ def blind_index_eraser(
 
     Blind-index entries are keyed per column, not per subject, so destroying a
     subject's data key leaves them linkable. The eraser clears the subject's
-    blind-index companions in every table with a subject column.
+    blind-index companions in every table with a subject column. It also has a
+    ``many(subject_ids)`` method, which :meth:`custdata.Custodian.shred_many`
+    calls: one ``UPDATE ... WHERE subject IN (...)`` per table and 500 subjects.
 
     Args:
         session_or_engine: Where to clear them. A session is used in its current
@@ -536,31 +574,7 @@ def blind_index_eraser(
     Returns:
         A callable taking a subject id and returning how many rows it cleared.
     """
-
-    def erase(subject_id: object) -> int:
-        statements = []
-        for table in _subject_tables(metadata):
-            subject_col = next(c for c in table.columns if c.info.get(SUBJECT_INFO_KEY))
-            companions = [
-                c for c in table.columns if c.info.get("custdata_blind_index_of")
-            ]
-            if companions:
-                statements.append(
-                    update(table)
-                    .where(subject_col == subject_id)
-                    .values(**dict.fromkeys((c.key for c in companions), None))
-                )
-        cleared = 0
-        if isinstance(session_or_engine, Session):
-            for stmt in statements:
-                cleared += session_or_engine.execute(stmt).rowcount  # type: ignore[attr-defined]
-        else:
-            with session_or_engine.begin() as conn:
-                for stmt in statements:
-                    cleared += conn.execute(stmt).rowcount
-        return cleared
-
-    return erase
+    return _BlindIndexEraser(session_or_engine, metadata)
 
 
 def shred_subject(
