@@ -304,7 +304,17 @@ class SqlSubjectKeyStore:
         values = [self._values(r) for r in out.values()]
         own = transaction is None
         with self._connect(transaction, begin=True) as conn:
-            added = conn.execute(self._insert_missing(conn), values).rowcount
+            statement = self._insert_missing(conn)
+            if conn.dialect.name != "postgresql":
+                added = conn.execute(statement, values).rowcount
+            else:
+                # Batched as insertmanyvalues (PostgreSQL), an executemany has
+                # no row count: ask for the inserted subjects back instead.
+                added = len(
+                    conn.execute(
+                        statement.returning(self.table.c.subject), values
+                    ).all()
+                )
             if added != len(values):
                 t = self.table
                 query = select(t).where(t.c.subject.in_(list(out)))
