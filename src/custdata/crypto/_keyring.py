@@ -12,7 +12,7 @@ import secrets
 import struct
 import threading
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, TypeVar, final
 
 import attrs
@@ -919,38 +919,55 @@ class Keyring:
             created_at=created_at,
         )
 
-    def _new_subject_records(self, subjects: Iterable[bytes]) -> list[SubjectKeyRecord]:
-        """New random keys for ``subjects``, wrapped by the primary data key in one pass."""
+    def _new_subject_records(
+        self, subjects: Collection[bytes]
+    ) -> tuple[list[SubjectKeyRecord], list[bytes]]:
+        """New random keys for ``subjects``, wrapped by the primary data key in one pass.
+
+        Returns:
+            The records, and the plain keys in the same order (for the cache).
+        """
         wrapping_key_id = self.primary_key_id
         seal = self._subject_wrapper(wrapping_key_id).encrypt
         created_at = _utcnow(None)
-        out = []
-        for subject in subjects:
+        # One call to the system's random source for every key and nonce.
+        size = _KEY_SIZE + 12
+        material = os.urandom(size * len(subjects))
+        records = []
+        keys = []
+        for i, subject in enumerate(subjects):
             key_id = new_subject_key_id()
-            nonce = os.urandom(12)
+            at = i * size
+            key = material[at : at + _KEY_SIZE]
+            nonce = material[at + _KEY_SIZE : at + size]
             aad = self._subject_wrap_aad(subject, key_id, wrapping_key_id)
-            out.append(
+            keys.append(key)
+            records.append(
                 SubjectKeyRecord(
                     subject=subject,
                     key_id=key_id,
-                    wrapped_key=nonce + seal(nonce, os.urandom(_KEY_SIZE), aad),
+                    wrapped_key=nonce + seal(nonce, key, aad),
                     wrapping_key_id=wrapping_key_id,
                     created_at=created_at,
                 )
             )
-        return out
+        return records, keys
 
     def _unwrap_subject_key(self, record: SubjectKeyRecord) -> bytes:
-        wrapped = record.wrapped_key
-        if wrapped is None or record.wrapping_key_id is None:
+        if record.wrapped_key is None or record.wrapping_key_id is None:
             raise UnknownKeyError(
                 "the data subject's key was destroyed"
             )  # pragma: no cover - checked by callers
-        aad = self._subject_wrap_aad(
-            record.subject, record.key_id, record.wrapping_key_id
+        return self._unwrap_subject_parts(
+            record.subject, record.key_id, record.wrapped_key, record.wrapping_key_id
         )
+
+    def _unwrap_subject_parts(
+        self, subject: bytes, key_id: int, wrapped: bytes, wrapping_key_id: int
+    ) -> bytes:
+        aad = self._subject_wrap_aad(subject, key_id, wrapping_key_id)
         try:
-            return self._subject_wrapper(record.wrapping_key_id).decrypt(
+            return self._subject_wrapper(wrapping_key_id).decrypt(
                 wrapped[:12], wrapped[12:], aad
             )
         except (InvalidTag, ValueError):

@@ -162,8 +162,13 @@ class BatchSubjectKeyStore(SubjectKeyStore, Protocol):
 
     def lookup(
         self, subjects: Collection[bytes], *, transaction: object = None
-    ) -> tuple[dict[bytes, SubjectKeyRecord], int]:
-        """Return the records of those of ``subjects`` that have one, and the shred epoch."""
+    ) -> tuple[dict[bytes, WrappedKey], int]:
+        """Return the wrapped keys of those of ``subjects`` that have one, and the shred epoch.
+
+        Each value is ``(subject, key_id, wrapped_key, wrapping_key_id)``, the
+        last two ``None`` for a tombstone: what unwrapping needs, without the
+        record's times.
+        """
         ...
 
     def add_many(
@@ -218,11 +223,13 @@ class _DictSubjectKeyStore:
 
     def lookup(
         self, subjects: Collection[bytes], *, transaction: object = None
-    ) -> tuple[dict[bytes, SubjectKeyRecord], int]:
-        """Return the records of those of ``subjects`` that have one, and the shred epoch."""
+    ) -> tuple[dict[bytes, WrappedKey], int]:
+        """Return the wrapped keys of those of ``subjects`` that have one, and the shred epoch."""
         del transaction  # every change is committed at once
         records = self._records
-        found = {s: r for s in subjects if (r := records.get(s)) is not None}
+        found = {
+            s: wrapped_key_of(r) for s in subjects if (r := records.get(s)) is not None
+        }
         return found, self._epoch
 
     def add(self, record: SubjectKeyRecord) -> SubjectKeyRecord:
@@ -457,12 +464,13 @@ class SubjectKeyScope:
 
     def _lookup(
         self, subjects: Collection[bytes], transaction: object
-    ) -> tuple[dict[bytes, SubjectKeyRecord], int | None]:
+    ) -> tuple[dict[bytes, WrappedKey], int | None]:
         store = self.store
         if not self._batched:
             get = store.get
-            return {s: r for s in subjects if (r := get(s)) is not None}, None
-        found: dict[bytes, SubjectKeyRecord] = {}
+            found_one = {s: r for s in subjects if (r := get(s)) is not None}
+            return {s: wrapped_key_of(r) for s, r in found_one.items()}, None
+        found: dict[bytes, WrappedKey] = {}
         epoch = 0
         ordered = list(subjects)
         for start in range(0, max(len(ordered), 1), LOOKUP_CHUNK):
@@ -472,18 +480,20 @@ class SubjectKeyScope:
             found.update(records)
         return found, epoch
 
-    def _unwrap(self, records: Iterable[SubjectKeyRecord]) -> dict[bytes, Any]:
-        """Unwrap live records in one pass; tombstones map to :data:`DESTROYED`."""
+    def _unwrap(self, found: dict[bytes, WrappedKey]) -> dict[bytes, Any]:
+        """Unwrap live keys in one pass; tombstones map to :data:`DESTROYED`."""
         keyring = self._keyring
         expires_at = keyring.cache.clock() + keyring.cache.ttl
-        unwrap = keyring._unwrap_subject_key  # noqa: SLF001 - package-internal
+        unwrap = keyring._unwrap_subject_parts  # noqa: SLF001 - package-internal
         return {
-            r.subject: DESTROYED
-            if r.destroyed
+            subject: DESTROYED
+            if w[2] is None or w[3] is None
             else _SubjectKey(
-                key_id=r.key_id, aead=AESGCM(unwrap(r)), expires_at=expires_at
+                key_id=w[1],
+                aead=AESGCM(unwrap(subject, w[1], w[2], w[3])),
+                expires_at=expires_at,
             )
-            for r in records
+            for subject, w in found.items()
         }
 
     def _cache_all(self, keys: dict[bytes, Any]) -> None:
@@ -545,7 +555,7 @@ class SubjectKeyScope:
             hits.update(held)
             return hits
         records, epoch = self._lookup(misses, transaction)
-        keys = self._unwrap(records.values())
+        keys = self._unwrap(records)
         with self._lock:
             stale = not self._check_epoch(epoch)
             if transaction is None:
@@ -553,7 +563,7 @@ class SubjectKeyScope:
         if stale and hits:
             # Shredded elsewhere since these were cached: read them again.
             again, _ = self._lookup(list(hits), transaction)
-            hits = self._unwrap(again.values())
+            hits = self._unwrap(again)
             if transaction is None:
                 with self._lock:
                     self._cache_all(hits)
@@ -625,12 +635,31 @@ class SubjectKeyScope:
             raise KeyDestroyedError("the data subject's key was destroyed")
         missing = [s for s in subjects if s not in keys]
         if missing:
-            new = self._keyring._new_subject_records(missing)  # noqa: SLF001
+            new, raw = self._keyring._new_subject_records(missing)  # noqa: SLF001
             if self._batched:
                 stored = self.store.add_many(new, transaction=transaction)  # type: ignore[attr-defined]
             else:
                 stored = {r.subject: self.store.add(r) for r in new}
-            made = self._unwrap(stored.values())
+            # Keys this batch made need no unwrapping; only where another
+            # writer's key won the race is the stored one unwrapped.
+            expires_at = self._keyring.cache.clock() + self._keyring.cache.ttl
+            made: dict[bytes, Any] = {
+                r.subject: _SubjectKey(
+                    key_id=r.key_id, aead=AESGCM(key), expires_at=expires_at
+                )
+                for r, key in zip(new, raw, strict=True)
+                if stored.get(r.subject) is r
+            }
+            if len(made) < len(new):
+                made.update(
+                    self._unwrap(
+                        {
+                            s: wrapped_key_of(r)
+                            for s, r in stored.items()
+                            if s not in made
+                        }
+                    )
+                )
             if DESTROYED in made.values():
                 raise KeyDestroyedError("the data subject's key was destroyed")
             if transaction is None:
@@ -727,6 +756,17 @@ class SubjectKeyScope:
 
     def __repr__(self) -> str:
         return f"<SubjectKeyScope store={self.store!r} cached={len(self._cache)}>"
+
+
+#: A subject's wrapped key as a store's lookup returns it:
+#: ``(subject, key_id, wrapped_key, wrapping_key_id)``; the last two ``None``
+#: for a tombstone.
+WrappedKey = Sequence[Any]
+
+
+def wrapped_key_of(record: SubjectKeyRecord) -> WrappedKey:
+    """Return ``record`` as a :data:`WrappedKey`."""
+    return (record.subject, record.key_id, record.wrapped_key, record.wrapping_key_id)
 
 
 def checked_key(key: Any, key_id: int) -> _SubjectKey:

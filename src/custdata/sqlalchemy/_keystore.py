@@ -31,6 +31,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from custdata.crypto import SubjectKeyRecord
+from custdata.crypto._subject import WrappedKey
 
 from ._binding import SUBJECT_INFO_KEY
 
@@ -161,16 +162,28 @@ class SqlSubjectKeyStore:
             )
         )
         self._lock = threading.Lock()
-        t = self.table
-        self._lookup = select(
-            t.c.subject,
-            t.c.key_id,
-            t.c.wrapped_key,
-            t.c.wrapping_key_id,
-            t.c.created_at,
-            t.c.destroyed_at,
-        ).where(t.c.subject.in_(bindparam("subjects", expanding=True)))
+        self._lookups: dict[int, Any] = {}
         self._inserts: dict[str, Any] = {}
+
+    def _lookup_of(self, subjects: list[bytes]) -> tuple[Any, dict[str, bytes]]:
+        """The lookup of ``subjects`` and its parameters.
+
+        One statement per power-of-two size (padded with repeats of the first
+        id), so its compiled form is cached: an expanding ``IN`` is rendered
+        again on every execution, which costs more than the query itself on
+        a one-subject lookup.
+        """
+        size = 1 << (len(subjects) - 1).bit_length()
+        statement = self._lookups.get(size)
+        if statement is None:
+            t = self.table
+            statement = self._lookups[size] = select(
+                t.c.subject, t.c.key_id, t.c.wrapped_key, t.c.wrapping_key_id
+            ).where(t.c.subject.in_([bindparam(f"s{i}") for i in range(size)]))
+        pad = subjects[0]
+        params = {f"s{i}": pad for i in range(len(subjects), size)}
+        params.update({f"s{i}": s for i, s in enumerate(subjects)})
+        return statement, params
 
     def _insert_missing(self, conn: Connection) -> Any:
         """An ``INSERT`` that skips subjects that have a record, for ``conn``'s dialect."""
@@ -247,34 +260,45 @@ class SqlSubjectKeyStore:
 
     def get(self, subject: bytes) -> SubjectKeyRecord | None:
         """Return the record of *subject* (live or tombstone), or ``None``."""
-        return self.lookup([subject])[0].get(subject)
+        if subject == _EPOCH:
+            return None
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(self.table).where(self.table.c.subject == subject)
+            ).first()
+        return None if row is None else self._record(row)
 
     def lookup(
         self, subjects: Collection[bytes], *, transaction: object = None
-    ) -> tuple[dict[bytes, SubjectKeyRecord], int]:
-        """Return the records of ``subjects`` that have one, and the shred epoch.
+    ) -> tuple[dict[bytes, WrappedKey], int]:
+        """Return the wrapped keys of ``subjects`` that have one, and the shred epoch.
 
-        One ``SELECT ... WHERE subject IN (...)``; the shred epoch's row comes
-        back in the same statement. Ask for at most a few hundred subjects at
-        a time (the scope asks for 500).
+        One ``SELECT`` of the four columns unwrapping needs ``WHERE subject IN
+        (...)``; the shred epoch's row comes back in the same statement. Ask
+        for at most a few hundred subjects at a time (the scope asks for 500).
 
         Args:
             subjects: Canonical subject ids.
             transaction: A ``Connection`` of the application whose transaction
                 to read in (seeing its uncommitted keys), or ``None`` for the
                 store's own.
+
+        Returns:
+            Per subject found, ``(subject, key_id, wrapped_key, wrapping_key_id)``
+            (see :data:`custdata.crypto.BatchSubjectKeyStore`), and the epoch.
         """
-        found: dict[bytes, SubjectKeyRecord] = {}
+        found: dict[bytes, WrappedKey] = {}
         epoch = 0
         with self._connect(transaction) as conn:
-            rows = conn.execute(self._lookup, {"subjects": [_EPOCH, *subjects]}).all()
-        record = self._record
+            rows = conn.execute(*self._lookup_of([_EPOCH, *subjects])).all()
         for row in rows:
-            subject = bytes(row[0])
+            subject = row[0]
+            if subject.__class__ is not bytes:
+                subject = bytes(subject)
             if subject == _EPOCH:
                 epoch = int(row[1])
             else:
-                found[subject] = record(row)
+                found[subject] = row
         return found, epoch
 
     def add(self, record: SubjectKeyRecord) -> SubjectKeyRecord:
