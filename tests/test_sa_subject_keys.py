@@ -462,7 +462,8 @@ class TestCrashWindow:
         keys = create_engine(f"sqlite:///{tmp_path / 'keys.db'}")
         try:
             world = World(app, sample_policy, store_engine=keys)
-            assert not world.store.shares(app.connect())
+            with app.connect() as conn:
+                assert not world.store.shares(conn)
             self._kill_after_flush(
                 tmp_path,
                 f"sqlite:///{tmp_path / 'app.db'}",

@@ -12,7 +12,7 @@ import secrets
 import struct
 import threading
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, final
 
 import attrs
@@ -961,6 +961,48 @@ class Keyring:
         return self._unwrap_subject_parts(
             record.subject, record.key_id, record.wrapped_key, record.wrapping_key_id
         )
+
+    def _unwrap_subject_keys(
+        self, found: Mapping[bytes, Sequence[Any]]
+    ) -> dict[bytes, bytes | None]:
+        """Unwrap many subjects' keys in one pass (``None`` for a tombstone).
+
+        ``found`` maps each subject to ``(subject, key_id, wrapped_key,
+        wrapping_key_id)``. The wrapping key is resolved once per wrapping key
+        id, not once per subject.
+
+        Raises:
+            DecryptionError: A record fails authentication.
+            UnknownKeyError: A wrapping key is retired.
+        """
+        pack = _U32.pack
+        wrappers: dict[int, Any] = {}
+        out: dict[bytes, bytes | None] = {}
+        try:
+            for subject, w in found.items():
+                key_id, wrapped, wrapping = w[1], w[2], w[3]
+                if wrapped is None or wrapping is None:
+                    out[subject] = None
+                    continue
+                opener = wrappers.get(wrapping)
+                if opener is None:
+                    opener = wrappers[wrapping] = self._subject_wrapper(
+                        wrapping
+                    ).decrypt
+                out[subject] = opener(
+                    wrapped[:12],
+                    wrapped[12:],
+                    LABEL_SUBJECT_WRAP
+                    + pack(len(subject))
+                    + subject
+                    + pack(key_id)
+                    + pack(wrapping),
+                )
+        except (InvalidTag, ValueError):
+            raise DecryptionError(
+                "the data subject's key record failed authentication"
+            ) from None
+        return out
 
     def _unwrap_subject_parts(
         self, subject: bytes, key_id: int, wrapped: bytes, wrapping_key_id: int

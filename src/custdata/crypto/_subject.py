@@ -484,16 +484,14 @@ class SubjectKeyScope:
         """Unwrap live keys in one pass; tombstones map to :data:`DESTROYED`."""
         keyring = self._keyring
         expires_at = keyring.cache.clock() + keyring.cache.ttl
-        unwrap = keyring._unwrap_subject_parts  # noqa: SLF001 - package-internal
+        plain = keyring._unwrap_subject_keys(found)  # noqa: SLF001 - package-internal
         return {
             subject: DESTROYED
-            if w[2] is None or w[3] is None
+            if key is None
             else _SubjectKey(
-                key_id=w[1],
-                aead=AESGCM(unwrap(subject, w[1], w[2], w[3])),
-                expires_at=expires_at,
+                key_id=found[subject][1], aead=AESGCM(key), expires_at=expires_at
             )
-            for subject, w in found.items()
+            for subject, key in plain.items()
         }
 
     def _cache_all(self, keys: dict[bytes, Any]) -> None:
@@ -508,8 +506,12 @@ class SubjectKeyScope:
             cache.popitem(last=False)
 
     def _check_epoch(self, epoch: int | None) -> bool:
-        """Record the store's epoch (under the lock); return whether the cache was valid."""
-        if epoch is None or epoch == self._epoch:
+        """Record the store's epoch (under the lock); return whether the cache was valid.
+
+        Epochs only grow; one read in an older snapshot (an application
+        transaction under repeatable read) says nothing about the cache.
+        """
+        if epoch is None or (self._epoch is not None and epoch <= self._epoch):
             return True
         valid = self._epoch is None and not self._cache
         self._cache.clear()

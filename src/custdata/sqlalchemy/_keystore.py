@@ -246,7 +246,13 @@ class SqlSubjectKeyStore:
         if other is self._engine:
             return True
         url = self._engine.url
-        return bool(other.url == url and url.database and url.database != ":memory:")
+        if not url.database or url.database == ":memory:":
+            return False
+        # The same database through another driver (an async engine's) counts.
+        return bool(
+            other.url.set(drivername=other.url.get_backend_name())
+            == url.set(drivername=url.get_backend_name())
+        )
 
     def _connect(
         self, transaction: object, *, begin: bool = False
@@ -541,7 +547,11 @@ class SqlSubjectKeyStore:
             return {int(k): int(n) for k, n in conn.execute(query).all()}
 
     def delete_all(self) -> None:
-        """Delete every record (for tests and teardown)."""
+        """Delete every record and the shred epoch (for tests and teardown).
+
+        Clear the scopes that cached keys from this store too
+        (:meth:`custdata.crypto.SubjectKeyScope.clear`).
+        """
         with self._engine.begin() as conn:
             conn.execute(delete(self.table))
 
