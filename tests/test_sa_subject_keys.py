@@ -547,3 +547,47 @@ class TestShredAtScale:
         }
         with pytest.raises(UnknownKeyError):
             world.scope.read_key(b"u" + uuid.uuid4().bytes, 1)
+
+
+class TestAsync:
+    def test_async_session_writes_keys_in_its_transaction(
+        self, tmp_path: Path, sample_policy: custdata.Policy
+    ) -> None:
+        """Through aiosqlite, keys go into the async session's transaction (same file)."""
+        import asyncio
+
+        from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+        sync = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+        world = World(sync, sample_policy)
+
+        async def scenario() -> int:
+            engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
+            try:
+                async with AsyncSession(engine) as session:
+                    session.add_all(
+                        world.Client(id=uuid.uuid4(), name=CANARY, email=f"{k}@x.jp")
+                        for k in range(30)
+                    )
+                    await session.flush()
+                    await session.rollback()
+                async with AsyncSession(engine) as session:
+                    session.add_all(
+                        world.Client(id=uuid.uuid4(), name=CANARY, email=f"{k}@x.jp")
+                        for k in range(20)
+                    )
+                    await session.commit()
+                world.scope.clear()
+                async with AsyncSession(engine) as session:
+                    got = (await session.scalars(select(world.Client))).all()
+                    return sum(c.name == CANARY for c in got)
+            finally:
+                await engine.dispose()
+
+        try:
+            with world.custodian.activate(), support():
+                assert 20 == asyncio.run(scenario())
+            assert (20, 20) == (world.rows(), world.live_keys())
+        finally:
+            world.drop()
+            sync.dispose()
