@@ -55,7 +55,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _floor import floor_string  # noqa: E402
-from bench_orm import _hooks_removed  # noqa: E402
+from bench_orm import _hooks_removed, timed  # noqa: E402
+from bench_orm import rows as make_rows  # noqa: E402
 
 import custdata  # noqa: E402
 
@@ -135,27 +136,6 @@ def build_models(tag: str) -> dict[str, Any]:
         "subject cold": Subject,
         "subject warm": Subject,
     }
-
-
-def make_rows(n: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": uuid.uuid4(),
-            "name": f"Customer Name {i:06d}",
-            "email": f"customer{i:06d}@example.jp",
-            "phone": f"090-{i % 10000:04d}-{i % 9999:04d}",
-            "city": f"Tokyo Shibuya {i % 97}",
-        }
-        for i in range(n)
-    ]
-
-
-def timed(fn: Callable[[], Any]) -> float:
-    if gc.isenabled():
-        gc.collect()
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 @contextlib.contextmanager

@@ -1,5 +1,7 @@
 """Per-subject keys at scale: created with their rows, fetched per batch, shredded in batches."""
 
+# ruff: noqa: F811 - the engine fixture is imported from sa_fixtures
+
 from __future__ import annotations
 
 import math
@@ -18,7 +20,7 @@ import pytest
 
 from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session
-from tests.sa_fixtures import support
+from tests.sa_fixtures import engine, support  # noqa: F401 - engine is a fixture
 
 import custdata
 
@@ -139,13 +141,6 @@ class World:
     def drop(self) -> None:
         self.Base.metadata.drop_all(self.engine)
         self.store.table.drop(self.store._engine)
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = create_engine(db_url, hide_parameters=True)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture
