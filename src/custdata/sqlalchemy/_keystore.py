@@ -162,6 +162,14 @@ class SqlSubjectKeyStore:
             )
         )
         self._lock = threading.Lock()
+        # Reads on PostgreSQL run in autocommit: no BEGIN and no ROLLBACK
+        # round trip around a one-statement lookup (psycopg switches modes
+        # locally). Elsewhere switching costs a round trip of its own.
+        self._reader = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else engine
+        )
         self._lookups: dict[int, Any] = {}
         self._inserts: dict[str, Any] = {}
 
@@ -259,7 +267,9 @@ class SqlSubjectKeyStore:
     ) -> AbstractContextManager[Connection]:
         """The application's connection ``transaction``, or one of the store's own."""
         if transaction is None:
-            return self._engine.begin() if begin else self._engine.connect()
+            if begin:
+                return self._engine.begin()
+            return self._reader.connect()
         if not isinstance(transaction, Connection):
             raise TypeError("transaction must be a SQLAlchemy Connection")
         return nullcontext(transaction)
