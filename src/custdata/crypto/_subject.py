@@ -670,9 +670,19 @@ class SubjectKeyScope:
             else:
                 self._hold(made, transaction)
             keys.update(made)
-        # The statement's own encryption, right after, takes these keys.
-        _prepared.set((self, keys))
         return keys
+
+    def prepare(
+        self, subjects: Collection[bytes], *, transaction: object = None
+    ) -> None:
+        """:meth:`write_keys` for a statement whose values are encrypted right after.
+
+        The SQL layer calls it once per write statement, in the statement's
+        transaction; the encryption of that statement's values then takes the
+        keys from here without asking the store again (as long as each is
+        still cached or held: a shred in this process withdraws them).
+        """
+        _prepared.set((self, self.write_keys(subjects, transaction=transaction)))
 
     def _still_held(
         self, keys: dict[bytes, _SubjectKey], subjects: Collection[bytes]

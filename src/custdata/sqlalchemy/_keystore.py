@@ -717,4 +717,4 @@ def hold_subject_keys(  # noqa: PLR0917
         return
     shares = getattr(store, "shares", None)
     transaction = conn if shares is not None and shares(conn) else None
-    keyring.subject_scope(store).write_keys(wanted, transaction=transaction)
+    keyring.subject_scope(store).prepare(wanted, transaction=transaction)
