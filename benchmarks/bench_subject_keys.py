@@ -61,7 +61,7 @@ from bench_orm import rows as make_rows  # noqa: E402
 import custdata  # noqa: E402
 
 from custdata.audit import AuditTrail, JsonLinesSink, MemorySink  # noqa: E402
-from custdata.crypto import Keyring, codec_for  # noqa: E402
+from custdata.crypto import InMemorySubjectKeyStore, Keyring, codec_for  # noqa: E402
 from custdata.crypto._envelope import length_prefixed, subject_bytes  # noqa: E402
 from custdata.sqlalchemy import (  # noqa: E402
     SqlSubjectKeyStore,
@@ -343,10 +343,12 @@ def print_profile(profiler: cProfile.Profile) -> None:
         print(f"  {key:45s} {t * 1e3:9.1f} ms  {t / total:6.1%}")
 
 
-def scale(sizes: list[int], batch: int, tmp: Path) -> None:
+def scale(sizes: list[int], batch: int, tmp: Path, *, in_memory: bool) -> None:
     """Per-row cost of the subject-key cache and the pseudonym cache at N subjects."""
+    where = "an in-memory store" if in_memory else "a SQLite file store"
     print(
-        "\n### Growth with distinct subjects (per row, µs; batches of", batch, "rows)\n"
+        f"\n### Growth with distinct subjects (per row, µs; batches of {batch} rows; "
+        f"keys in {where})\n"
     )
     print(
         "| distinct subjects | key cache: pass 1 | key cache: pass 2 "
@@ -356,8 +358,10 @@ def scale(sizes: list[int], batch: int, tmp: Path) -> None:
     keyring = Keyring.generate()
     for n in sizes:
         engine = create_engine(f"sqlite:///{tmp / f'scale_{n}.db'}")
-        store = SqlSubjectKeyStore(engine, table_name="keys")
-        store.create_table()
+        store: Any = InMemorySubjectKeyStore()
+        if not in_memory:
+            store = SqlSubjectKeyStore(engine, table_name="keys")
+            store.create_table()
         cipher = keyring.field_cipher(
             table="t", column="c", codec=codec_for(str), subject_keys=store
         )
@@ -406,12 +410,22 @@ def main() -> None:
     parser.add_argument(
         "--sizes", default="10000,100000,1000000", help="sizes for --scale"
     )
+    parser.add_argument(
+        "--in-memory",
+        action="store_true",
+        help="--scale with an in-memory key store (the caches alone, no database)",
+    )
     args = parser.parse_args()
     if args.gc_off:
         gc.disable()
     if args.scale:
         with tempfile.TemporaryDirectory() as tmp:
-            scale([int(s) for s in args.sizes.split(",")], 1000, Path(tmp))
+            scale(
+                [int(s) for s in args.sizes.split(",")],
+                1000,
+                Path(tmp),
+                in_memory=args.in_memory,
+            )
         return
 
     policy = custdata.Policy.from_toml(ROOT / "examples" / "custdata.toml")

@@ -382,7 +382,10 @@ class _SubjectKey:
 #: What :meth:`SubjectKeyScope.keys_for` maps a subject whose key was destroyed to.
 DESTROYED: Final = "destroyed"
 
-#: The default number of unwrapped subject keys a scope keeps (about 20 MiB).
+#: The default number of unwrapped subject keys a scope keeps. Each is an
+#: ``AESGCM`` object holding its OpenSSL context (about 2.4 KiB), so a full
+#: cache takes about 160 MiB; set :attr:`SubjectKeyScope.max_entries` lower
+#: (or higher) to trade memory for cold lookups.
 DEFAULT_SUBJECT_KEY_CACHE: Final = 65_536
 
 #: Subjects per store lookup: one ``IN`` list of at most this many ids.
@@ -439,7 +442,9 @@ class SubjectKeyScope:
 
     Attributes:
         store: The subject key store.
-        max_entries: The cache's size.
+        max_entries: The cache's size (change it at any time, e.g.
+            ``keyring.subject_scope(store).max_entries = 16_384``; about
+            2.4 KiB per key).
     """
 
     def __init__(
