@@ -170,28 +170,39 @@ class SqlSubjectKeyStore:
             if engine.dialect.name == "postgresql"
             else engine
         )
-        self._lookups: dict[int, Any] = {}
+        self._lookups: dict[tuple[str, int], Any] = {}
         self._inserts: dict[str, Any] = {}
 
-    def _lookup_of(self, subjects: list[bytes]) -> tuple[Any, dict[str, bytes]]:
-        """The lookup of ``subjects`` and its parameters.
+    def _lookup_rows(self, conn: Connection, subjects: list[bytes]) -> Sequence[Any]:
+        """Run the lookup of ``subjects`` on ``conn``; return its rows.
 
-        One statement per power-of-two size (padded with repeats of the first
-        id), so its compiled form is cached: an expanding ``IN`` is rendered
-        again on every execution, which costs more than the query itself on
-        a one-subject lookup.
+        The SQL is rendered once per dialect and power-of-two size (padded
+        with repeats of the first id) and run with ``exec_driver_sql``:
+        SQLAlchemy's events still see it, but neither an expanding ``IN`` nor
+        bind processing is redone for every lookup -- on a one-subject lookup
+        (a ``session.get``) those cost more than the query.
         """
         size = 1 << (len(subjects) - 1).bit_length()
-        statement = self._lookups.get(size)
-        if statement is None:
+        dialect = conn.dialect
+        rendered = self._lookups.get((dialect.name, size))
+        if rendered is None:
             t = self.table
-            statement = self._lookups[size] = select(
-                t.c.subject, t.c.key_id, t.c.wrapped_key, t.c.wrapping_key_id
-            ).where(t.c.subject.in_([bindparam(f"s{i}") for i in range(size)]))
-        pad = subjects[0]
-        params = {f"s{i}": pad for i in range(len(subjects), size)}
-        params.update({f"s{i}": s for i, s in enumerate(subjects)})
-        return statement, params
+            compiled = (
+                select(t.c.subject, t.c.key_id, t.c.wrapped_key, t.c.wrapping_key_id)
+                .where(t.c.subject.in_([bindparam(f"s{i}") for i in range(size)]))
+                .compile(dialect=dialect)
+            )
+            rendered = self._lookups[(dialect.name, size)] = (
+                compiled.string,
+                compiled.positiontup,
+            )
+        sql, order = rendered
+        padded = subjects + [subjects[0]] * (size - len(subjects))
+        if order is None:
+            params: Any = {f"s{i}": s for i, s in enumerate(padded)}
+        else:
+            params = tuple(padded[int(name[1:])] for name in order)
+        return conn.exec_driver_sql(sql, params).all()
 
     def _insert_missing(self, conn: Connection) -> Any:
         """An ``INSERT`` that skips subjects that have a record, for ``conn``'s dialect."""
@@ -306,7 +317,7 @@ class SqlSubjectKeyStore:
         found: dict[bytes, WrappedKey] = {}
         epoch = 0
         with self._connect(transaction) as conn:
-            rows = conn.execute(*self._lookup_of([_EPOCH, *subjects])).all()
+            rows = self._lookup_rows(conn, [_EPOCH, *subjects])
         for row in rows:
             subject = row[0]
             if subject.__class__ is not bytes:
