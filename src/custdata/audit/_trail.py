@@ -103,7 +103,7 @@ _SYNC_ANCHOR: Final = frozenset(
     }
 )
 
-#: Subject pseudonyms kept per trail (first in, first out; ~12 MiB when full).
+#: Subject pseudonyms kept per trail (first in, first out; about 16 MiB when full).
 _REF_CACHE: Final = 65_536
 _time_ns = time.time_ns
 _LIVE: weakref.WeakSet[AuditTrail] = weakref.WeakSet()
