@@ -586,3 +586,58 @@ class TestAsync:
         finally:
             world.drop()
             sync.dispose()
+
+
+class TestRacingWriters:
+    def test_two_transactions_creating_one_subject_share_its_key(
+        self, world: World, db_url: str
+    ) -> None:
+        """The second writer waits for the first's key and uses it, never a key of its own."""
+        if db_url.startswith("sqlite"):
+            pytest.skip("SQLite has one writer at a time: there is no race")
+        import threading
+
+        subject = uuid.uuid4()
+        table = world.Client.__table__
+        errors: list[BaseException] = []
+        started = threading.Event()
+
+        def second() -> None:
+            try:
+                with world.custodian.activate(), support():
+                    started.set()
+                    with world.engine.begin() as conn:
+                        conn.execute(
+                            table.insert(),
+                            [{"id": uuid.uuid4(), "name": "second", "email": "s@x.jp"}],
+                        )
+                        # The same subject's key, from another row of another table
+                        # would race the same way; here: an UPDATE of the subject.
+                        conn.execute(
+                            table.update()
+                            .where(table.c.id == subject)
+                            .values(name="second wrote")
+                        )
+            except BaseException as exc:
+                errors.append(exc)
+
+        with support(), world.engine.connect() as conn:
+            conn.execute(
+                table.insert(), [{"id": subject, "name": "first", "email": "f@x.jp"}]
+            )
+            worker = threading.Thread(target=second)
+            worker.start()
+            started.wait(10)
+            worker.join(
+                0.5
+            )  # blocked on the uncommitted key (or done with its own rows)
+            conn.commit()
+        worker.join(60)
+        assert [] == errors
+        world.scope.clear()
+        with support(), Session(world.engine) as session:
+            assert "second wrote" == session.get(world.Client, subject).name
+        records = [
+            r for r in world.store.records() if r.subject == b"u" + subject.bytes
+        ]
+        assert 1 == len(records)

@@ -524,9 +524,14 @@ class SubjectKeyScope:
         return valid
 
     def _from_cache(
-        self, subjects: Iterable[bytes], transaction: object
+        self, subjects: Iterable[bytes], transaction: object, *, writing: bool
     ) -> tuple[dict[bytes, Any], dict[bytes, Any], list[bytes]]:
-        """Split ``subjects`` into cached keys, held keys and the rest (under the lock)."""
+        """Split ``subjects`` into cached keys, held keys and the rest (under the lock).
+
+        A key held for an open transaction serves any read, but a write only
+        in that same transaction: a value written elsewhere under it would
+        outlive the key if that transaction rolled back.
+        """
         now = self._keyring.cache.clock()
         cache = self._cache
         pending = self._pending
@@ -541,7 +546,7 @@ class SubjectKeyScope:
                 continue
             entry = pending.get(subject)
             if entry is not None and (
-                transaction is None or entry.transaction is transaction
+                entry.transaction is transaction if writing else True
             ):
                 # Reads may use any transaction's key: a row they can see was
                 # written with a committed key or in their own transaction.
@@ -551,11 +556,13 @@ class SubjectKeyScope:
         return hits, held, misses
 
     def _fetch(
-        self, subjects: Collection[bytes], transaction: object
+        self, subjects: Collection[bytes], transaction: object, *, writing: bool
     ) -> dict[bytes, Any]:
         """The keys of ``subjects`` (live, :data:`DESTROYED`, or absent), cache checked."""
         with self._lock:
-            hits, held, misses = self._from_cache(subjects, transaction)
+            hits, held, misses = self._from_cache(
+                subjects, transaction, writing=writing
+            )
         if not misses and (not hits or not self._batched):
             # Without batch methods the store has no shred epoch: it is this
             # process's alone, and shreds through the keyring drop keys at once.
@@ -616,7 +623,7 @@ class SubjectKeyScope:
             DecryptionError: A stored key record fails authentication.
             UnknownKeyError: The key that wraps a subject's key is retired.
         """
-        return self._fetch(subjects, None)
+        return self._fetch(subjects, None, writing=False)
 
     def write_keys(
         self, subjects: Collection[bytes], *, transaction: object = None
@@ -637,7 +644,7 @@ class SubjectKeyScope:
                 ready = self._still_held(held[1], subjects)
                 if ready is not None:
                     return ready
-        keys = self._fetch(subjects, transaction)
+        keys = self._fetch(subjects, transaction, writing=True)
         if DESTROYED in keys.values():
             raise KeyDestroyedError("the data subject's key was destroyed")
         missing = [s for s in subjects if s not in keys]

@@ -722,7 +722,10 @@ def hold_subject_keys(  # noqa: PLR0917
             subject = _row_subject(row, subject_col, extra_subject)
             if subject is None:
                 continue  # refused by the encryption, which names the column
-            tail = subject_tail(subject, kind)
+            try:
+                tail = subject_tail(subject, kind)
+            except (TypeError, ValueError):
+                continue  # an SQL expression, or refused by the encryption
         wanted.add(tail[4:])
     if not wanted:
         return

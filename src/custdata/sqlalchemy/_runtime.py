@@ -543,12 +543,13 @@ def _before_execute(
             is_insert=is_insert,
             texts=None if texts is None else [t for t in texts if t is not None],
         )
+    if facts.subject_kind is not None and (rows or embedded):
+        held = rows or [embedded or {}]
+        hold_subject_keys(conn, custodian, facts, held, tails, extra_subject)
     if values and not orm:
         clauseelement = _prepare_embedded(
             clauseelement, values, facts, custodian, extra_subject, indexes
         )
-    if facts.subject_kind is not None and rows:
-        hold_subject_keys(conn, custodian, facts, rows, tails, extra_subject)
     if multiparams:
         return (
             clauseelement,
