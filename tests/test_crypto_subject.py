@@ -6,6 +6,7 @@ import datetime as dt
 import uuid
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -232,3 +233,104 @@ class TestPerSubjectKeys:
             created_at=NOW,
         )
         assert "CANARY" not in repr(record)
+
+
+class TestSubjectKeyBatches:
+    def test_cache_is_bounded_least_recently_used_first(self) -> None:
+        """The scope keeps at most max_entries keys, evicting the least recently used."""
+        keyring = Keyring.generate()
+        store = InMemorySubjectKeyStore()
+        scope = keyring.subject_scope(store)
+        scope.max_entries = 3
+        subjects = [b"s" + bytes([i]) for i in range(4)]
+        scope.write_keys(subjects[:3])
+        scope.keys_for([subjects[0]])  # now the most recent
+        scope.write_keys([subjects[3]])
+        assert 3 == len(scope)
+        assert scope.cached(subjects[1]) is None
+        assert scope.cached(subjects[0]) is not None
+
+    def test_a_batch_is_one_store_call_per_chunk(self) -> None:
+        """keys_for of 1,200 uncached subjects asks the store three times, then none."""
+        keyring = Keyring.generate()
+        store = InMemorySubjectKeyStore()
+        calls: list[int] = []
+        lookup = store.lookup
+
+        def counted(subjects: Any, **kw: Any) -> Any:
+            calls.append(len(subjects))
+            return lookup(subjects, **kw)
+
+        store.lookup = counted  # type: ignore[method-assign]
+        scope = keyring.subject_scope(store)
+        subjects = [uuid.uuid4().bytes for _ in range(1200)]
+        scope.write_keys(subjects)
+        scope.clear()
+        calls.clear()
+        keys = scope.keys_for(subjects)
+        assert ([500, 500, 200], 1200) == (calls, len(keys))
+        calls.clear()
+        scope.keys_for(subjects)
+        assert [0] == calls  # the shred epoch only
+
+    def test_many_values_encrypt_and_decrypt_as_one_batch(
+        self, store: SubjectKeyStore
+    ) -> None:
+        """encrypt_many/decrypt_many with subjects round-trip and create each key once."""
+        keyring = Keyring.generate()
+        cipher = keyring.field_cipher(
+            table="t", column="c", codec=codec_for(str), subject_keys=store
+        )
+        people = [uuid.uuid4() for _ in range(50)]
+        subjects = people + people
+        blobs = cipher.encrypt_many([str(p) for p in subjects], subjects)
+        assert [str(p) for p in subjects] == cipher.decrypt_many(blobs, subjects)
+        assert 50 == len(list(store.records()))
+
+    def test_another_keyrings_shred_reaches_this_cache(self) -> None:
+        """Two keyrings over one store (two processes): a shred by one is seen by the other."""
+        keyring = Keyring.generate()
+        other = Keyring.from_json(keyring.export_insecure())  # same keys, own caches
+        store = InMemorySubjectKeyStore()
+        cipher = keyring.field_cipher(
+            table="t", column="c", codec=codec_for(str), subject_keys=store
+        )
+        alice, bob = uuid.uuid4(), uuid.uuid4()
+        a, b = cipher.encrypt_many(["canary-a", "canary-b"], [alice, bob])
+        assert "canary-a" == cipher.decrypt(a, alice)  # cached now
+        assert 1 == other.shred_subjects([alice, alice], store)
+        with pytest.raises(KeyDestroyedError) as info:
+            cipher.decrypt(a, alice)
+        assert "canary" not in str(info.value)
+        assert "canary-b" == cipher.decrypt(b, bob)
+
+    def test_file_store_batch_writes_once(self, tmp_path: Path) -> None:
+        """A batch of new keys or shreds rewrites the file once, not per subject."""
+        store = FileSubjectKeyStore(tmp_path / "subjects.json")
+        writes: list[int] = []
+        persist = store._persist
+
+        def counted() -> None:
+            writes.append(1)
+            persist()
+
+        store._persist = counted  # type: ignore[method-assign]
+        keyring = Keyring.generate()
+        subjects = [uuid.uuid4() for _ in range(20)]
+        cipher = keyring.field_cipher(
+            table="t", column="c", codec=codec_for(str), subject_keys=store
+        )
+        cipher.encrypt_many(["x"] * 20, subjects)
+        assert 20 == keyring.shred_subjects(subjects, store)
+        assert 2 == len(writes)
+        again = FileSubjectKeyStore(tmp_path / "subjects.json")
+        assert all(r.destroyed for r in again.records())
+
+    def test_rejects_a_bad_cache_size(self) -> None:
+        """A scope without room for one key is a ValueError."""
+        from custdata.crypto import SubjectKeyScope
+
+        with pytest.raises(ValueError, match="max_entries"):
+            SubjectKeyScope(
+                Keyring.generate(), InMemorySubjectKeyStore(), max_entries=0
+            )

@@ -27,6 +27,7 @@ import threading
 import time
 import weakref
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
 from types import MappingProxyType
@@ -104,6 +105,7 @@ _SYNC_ANCHOR: Final = frozenset(
     }
 )
 
+#: Subject pseudonyms kept per trail (first in, first out; about 16 MiB when full).
 _REF_CACHE: Final = 65_536
 _time_ns = time.time_ns
 _LIVE: weakref.WeakSet[AuditTrail] = weakref.WeakSet()
@@ -489,8 +491,10 @@ class AuditTrail:
         self._closed = False
         # Pseudonyms stay stable across key rotation (see _keys.pseudonym_root).
         self._pseudo = PseudonymKey(pseudonym_key(pseudonym_root(keys)))
-        # Pseudonyms of recently seen subjects (raw ids stay in memory only).
-        self._refs: dict[str, str] = {}
+        # Pseudonyms of recently seen subjects (raw ids stay in memory only):
+        # at most _REF_CACHE, the oldest evicted first in O(1), so a pass over
+        # more distinct subjects costs one pseudonym per new subject, no more.
+        self._refs: OrderedDict[str, str] = OrderedDict()
         # Prepared static parts of decision events, by decision kind.
         self._shapes: dict[tuple[Any, ...], _Shape] = {}
         self._log: _AuditLogger = structlog.wrap_logger(
@@ -545,7 +549,7 @@ class AuditTrail:
         if ref is None:
             ref = subject_ref(self._pseudo, subject, tenant=self._tenant)
             if len(self._refs) >= _REF_CACHE:
-                self._refs.clear()
+                self._refs.popitem(last=False)
             self._refs[subject] = ref
         return ref
 

@@ -30,6 +30,7 @@ from ._keyring import KeyStatus as KeyStatus
 from ._providers import EnvKeyProvider as EnvKeyProvider
 from ._providers import KeyProvider as KeyProvider
 from ._providers import LocalKeyProvider as LocalKeyProvider
+from ._subject import BatchSubjectKeyStore as BatchSubjectKeyStore
 from ._subject import FileSubjectKeyStore as FileSubjectKeyStore
 from ._subject import InMemorySubjectKeyStore as InMemorySubjectKeyStore
 from ._subject import SubjectKeyRecord as SubjectKeyRecord
@@ -40,6 +41,7 @@ from ._subject import SubjectKeyStore as SubjectKeyStore
 __all__ = [
     "Algorithm",
     "AwsKmsKeyProvider",
+    "BatchSubjectKeyStore",
     "BlindIndex",
     "Codec",
     "DataKeyCache",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
 from cryptography.exceptions import InvalidTag
@@ -29,11 +30,11 @@ from ._envelope import (
 )
 from ._kdf import LABEL_FIELD_GCM, LABEL_FIELD_SIV, column_key
 from ._legacy import looks_sealed
+from ._subject import SubjectKeyScope, _SubjectKey, checked_key
 
 
 if TYPE_CHECKING:
     from ._keyring import Keyring
-    from ._subject import SubjectKeyScope
 
 __all__ = ["DeterministicFieldCipher", "FieldCipher"]
 
@@ -47,6 +48,13 @@ _urandom = os.urandom
 #: tail for every value but the first of each row. It is replaced as a whole
 #: (one tuple), so threads never see a subject paired with another's tail.
 _last_tail: tuple[object, bytes] = (None, b"")
+
+#: The subject keys of the batch being opened: its tails list (held, so its
+#: identity is not reused), the scope, and the keys per tail. The columns of
+#: one fetched batch are opened one after another with the same tails list.
+_batch_memo: ContextVar[tuple[object, object, dict[bytes | None, Any]] | None] = (
+    ContextVar("custdata_subject_batch", default=None)
+)
 
 
 def _subject_tail(subject: object) -> bytes:
@@ -347,6 +355,14 @@ class FieldCipher(_ColumnCipher[T]):
         subject_list = None if subjects is None else list(subjects)
         if subject_list is not None and len(subject_list) != len(values):
             raise ValueError("values and subjects differ in length")
+        if self.subject_keys is not None and subject_list is not None and values:
+            if None in subject_list:
+                raise TypeError(
+                    f"{self.table}.{self.column} uses per-subject keys: pass subject="
+                )
+            return self._seal_for_subjects(
+                values, [length_prefixed(subject_bytes(s)) for s in subject_list]
+            )
         if self.subject_keys is not None or not values:
             if subject_list is None:
                 return [self.encrypt(v) for v in values]
@@ -402,6 +418,15 @@ class FieldCipher(_ColumnCipher[T]):
             subject_list = list(subjects)
             if len(subject_list) != len(blob_list):
                 raise ValueError("blobs and subjects differ in length")
+            if self.subject_keys is not None:
+                if None in subject_list:
+                    raise TypeError(
+                        f"{self.table}.{self.column} uses per-subject keys: pass subject="
+                    )
+                blob_list = [b if type(b) is bytes else _as_bytes(b) for b in blob_list]
+                return self._open_for_subjects(  # type: ignore[return-value]
+                    blob_list, [length_prefixed(subject_bytes(s)) for s in subject_list]
+                )
             return [
                 self.decrypt(b, s) for b, s in zip(blob_list, subject_list, strict=True)
             ]
@@ -456,6 +481,8 @@ class FieldCipher(_ColumnCipher[T]):
                 raise TypeError(
                     f"{self.table}.{self.column} uses per-subject keys: pass subjects"
                 )
+            if self.legacy is None:
+                return self._open_for_subjects(blobs, tails)  # type: ignore[arg-type]
             # One value at a time, each through open_value (which reads a
             # legacy plaintext value in the transitional mode).
             if tails is None:
@@ -628,10 +655,7 @@ class FieldCipher(_ColumnCipher[T]):
                 raise TypeError(
                     f"{self.table}.{self.column} uses per-subject keys: pass subject="
                 )
-            return [
-                self._encrypt_for_canonical(v, t[4:])
-                for v, t in zip(values, tails, strict=True)
-            ]
+            return self._seal_for_subjects(values, tails)
         nonces = _urandom(NONCE_SIZE * len(values))
         encode = self._encode
         entry = self._write_key()
@@ -685,6 +709,104 @@ class FieldCipher(_ColumnCipher[T]):
             )
         return out
 
+    def _batch_keys(self, tails: Sequence[bytes | None]) -> dict[bytes | None, Any]:
+        """The subject keys of a fetched batch, per tail, fetched once per batch.
+
+        The columns of one batch are opened one after another with the same
+        ``tails`` list; the keys the first column fetched serve the others.
+        """
+        scope: SubjectKeyScope = self.subject_keys  # type: ignore[assignment]
+        held = _batch_memo.get()
+        if held is not None and held[0] is tails and held[1] is scope:
+            return held[2]
+        distinct = set(tails)
+        distinct.discard(None)
+        keys = scope.keys_for({t[4:] for t in distinct})  # type: ignore[index]
+        by_tail: dict[bytes | None, Any] = {t: keys.get(t[4:]) for t in distinct}  # type: ignore[index]
+        _batch_memo.set((tails, scope, by_tail))
+        return by_tail
+
+    def _open_for_subjects(
+        self, blobs: Sequence[Any], tails: Sequence[bytes | None]
+    ) -> list[T | None]:
+        """Decrypt a batch under per-subject keys, each subject's key fetched once."""
+        by_tail = self._batch_keys(tails)
+        context = self._subject_context
+        decode = self._decode
+        out: list[T | None] = []
+        append = out.append
+        for blob, tail in zip(blobs, tails, strict=True):
+            if blob is None or tail is None:
+                append(None)
+                continue
+            if type(blob) is not bytes:
+                if not isinstance(blob, (bytearray, memoryview)):
+                    # Not an envelope at all: open_value names the problem.
+                    append(self.open_value(blob, tail))
+                    continue
+                blob = bytes(blob)  # noqa: PLW2901 - normalised in place
+            key = by_tail[tail]
+            if (
+                key.__class__ is not _SubjectKey
+                or key.header != blob[:HEADER_SIZE]
+                or len(blob) < GCM_OVERHEAD
+            ):
+                key = self._subject_key_of(blob, key)
+            try:
+                frame = key.aead.decrypt(
+                    blob[HEADER_SIZE:_NONCE_END],
+                    blob[_NONCE_END:],
+                    key.header + context + tail,
+                )
+            except InvalidTag:
+                raise self._failed() from None
+            append(decode(frame))
+        return out
+
+    def _subject_key_of(self, blob: bytes, key: Any) -> _SubjectKey:
+        """Check the envelope's header properly and name what is wrong with it.
+
+        Raises:
+            DecryptionError: The envelope is malformed or not a per-subject one.
+            KeyDestroyedError: The subject's key was destroyed.
+            UnknownKeyError: The subject has no key, or not the one named.
+        """
+        algorithm, key_id = parse_header(blob)
+        if algorithm is not Algorithm.AES_256_GCM_SUBJECT:
+            raise DecryptionError(
+                f"{self} cannot decrypt an envelope of algorithm {algorithm.name}"
+            )
+        if len(blob) < GCM_OVERHEAD:
+            raise DecryptionError(
+                f"cannot decrypt a value of {self.table}.{self.column}: truncated envelope"
+            )
+        return checked_key(key, key_id)
+
+    def _seal_for_subjects(
+        self, values: Sequence[T], tails: Sequence[bytes]
+    ) -> list[bytes]:
+        """Encrypt a batch under per-subject keys, missing keys made as one batch."""
+        scope: SubjectKeyScope = self.subject_keys  # type: ignore[assignment]
+        distinct = set(tails)
+        keys = scope.write_keys({t[4:] for t in distinct})
+        by_tail = {t: keys[t[4:]] for t in distinct}
+        context = self._subject_context
+        frames = encode_all(self.codec, values)
+        nonces = _urandom(NONCE_SIZE * len(values))
+        out: list[bytes] = []
+        append = out.append
+        start = 0
+        for frame, tail in zip(frames, tails, strict=True):
+            key = by_tail[tail]
+            end = start + NONCE_SIZE
+            nonce = nonces[start:end]
+            start = end
+            header = key.header
+            append(
+                header + nonce + key.aead.encrypt(nonce, frame, header + context + tail)
+            )
+        return out
+
     def _encrypt_for_subject(self, value: T, subject: object) -> bytes:
         if subject is None:
             raise TypeError(
@@ -693,11 +815,7 @@ class FieldCipher(_ColumnCipher[T]):
         return self._encrypt_for_canonical(value, subject_bytes(subject))
 
     def _encrypt_for_canonical(self, value: T, canonical: bytes) -> bytes:
-        key = self.subject_keys.write_key(canonical)  # type: ignore[union-attr]
-        frame = self._encode(value)
-        nonce = _urandom(NONCE_SIZE)
-        aad = key.header + self._subject_context + length_prefixed(canonical)
-        return key.header + nonce + key.aead.encrypt(nonce, frame, aad)
+        return self._seal_for_subjects([value], [length_prefixed(canonical)])[0]
 
     def _decrypt_for_subject(self, blob: bytes, subject: Subject | None) -> T:
         if subject is None:
@@ -707,23 +825,7 @@ class FieldCipher(_ColumnCipher[T]):
         return self._decrypt_for_canonical(blob, subject_bytes(subject))
 
     def _decrypt_for_canonical(self, blob: bytes, canonical: bytes) -> T:
-        key = self.subject_keys.cached(canonical)  # type: ignore[union-attr]
-        if key is None or key.header != blob[:HEADER_SIZE] or len(blob) < GCM_OVERHEAD:
-            # The slow path checks the header properly and names what is wrong.
-            algorithm, key_id = parse_header(blob)
-            if algorithm is not Algorithm.AES_256_GCM_SUBJECT:
-                raise DecryptionError(
-                    f"{self} cannot decrypt an envelope of algorithm {algorithm.name}"
-                )
-            key = self.subject_keys.read_key(canonical, key_id)  # type: ignore[union-attr]
-        aad = key.header + self._subject_context + length_prefixed(canonical)
-        try:
-            frame = key.aead.decrypt(
-                blob[HEADER_SIZE:_NONCE_END], blob[_NONCE_END:], aad
-            )
-        except InvalidTag:
-            raise self._failed() from None
-        return self._decode(frame)
+        return self._open_for_subjects([blob], [length_prefixed(canonical)])[0]  # type: ignore[return-value]
 
 
 def open_in_place(
@@ -739,15 +841,26 @@ def open_in_place(
     Raises:
         The same errors as :meth:`FieldCipher.open_value`.
     """
+    tails = [tail]
     for position, cipher in columns:
         blob = row[position]
         if blob is None:
             continue
-        entry = (
-            cipher._read.get(blob[:HEADER_SIZE])  # noqa: SLF001 - same module
-            if type(blob) is bytes
-            else None
-        )
+        if type(blob) is not bytes:
+            if not isinstance(blob, (bytearray, memoryview)):
+                # Not an envelope at all: open_value names the problem.
+                row[position] = cipher.open_value(blob, tail)
+                continue
+            blob = bytes(blob)
+        if (
+            cipher.subject_keys is not None
+            and tail is not None
+            and cipher.legacy is None
+        ):
+            # The row's columns share one key fetch (one batch of one tail).
+            row[position] = cipher._open_for_subjects([blob], tails)[0]  # noqa: SLF001
+            continue
+        entry = cipher._read.get(blob[:HEADER_SIZE])  # noqa: SLF001 - same module
         if (
             entry is None
             or entry.lease is not None

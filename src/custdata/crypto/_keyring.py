@@ -12,7 +12,7 @@ import secrets
 import struct
 import threading
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, final
 
 import attrs
@@ -31,11 +31,13 @@ from ._files import read_private_file, write_private_file
 from ._kdf import LABEL_AUDIT_ROOT, LABEL_SUBJECT_WRAP, hkdf
 from ._providers import KeyProvider
 from ._subject import (
+    BatchSubjectKeyStore,
     SubjectKeyRecord,
     SubjectKeyScope,
     SubjectKeyStore,
     new_subject_key_id,
     same_subject_record,
+    tombstone,
 )
 
 
@@ -661,22 +663,45 @@ class Keyring:
         Raises:
             TypeError: ``subject`` has the wrong type.
         """
-        canonical = subject_bytes(subject)
+        return self.shred_subjects([subject], store, now=now) == 1
+
+    def shred_subjects(
+        self,
+        subjects: Iterable[Subject],
+        store: SubjectKeyStore,
+        *,
+        now: dt.datetime | None = None,
+    ) -> int:
+        """Destroy the keys of many data subjects as one batch.
+
+        With a :class:`~custdata.crypto.BatchSubjectKeyStore` (every store in
+        custdata) every tombstone is written, and the store's shred epoch
+        raised, in one transaction, so other processes drop their cached keys
+        before they serve another batch; the keys leave this keyring's cache
+        at once.
+
+        Args:
+            subjects: The subjects' ids (UUID, str, bytes or int).
+            store: The store holding their keys.
+            now: When the keys were destroyed (aware); defaults to the current time.
+
+        Returns:
+            How many live keys were destroyed.
+
+        Raises:
+            TypeError: A subject has the wrong type.
+        """
+        canonical = list(dict.fromkeys(subject_bytes(s) for s in subjects))
         when = _utcnow(now)
-        record = store.get(canonical)
-        tombstone = SubjectKeyRecord(
-            subject=canonical,
-            key_id=0 if record is None else record.key_id,
-            wrapped_key=None,
-            wrapping_key_id=None,
-            created_at=when if record is None else record.created_at,
-            destroyed_at=when
-            if record is None or record.destroyed_at is None
-            else record.destroyed_at,
-        )
-        store.put(tombstone)
-        self.subject_scope(store).forget(canonical)
-        return record is not None and not record.destroyed
+        epoch: int | None = None
+        if isinstance(store, BatchSubjectKeyStore):
+            before, epoch = store.destroy_many(canonical, now=when)
+        else:
+            before = {s: store.get(s) for s in canonical}
+            for subject, record in before.items():
+                store.put(tombstone(subject, record, when))
+        self.subject_scope(store).forget_many(canonical, epoch=epoch)
+        return sum(r is not None and not r.destroyed for r in before.values())
 
     def rewrap_subject_keys(self, store: SubjectKeyStore) -> int:
         """Re-wrap every live subject key not wrapped by the primary data key.
@@ -906,25 +931,97 @@ class Keyring:
             created_at=created_at,
         )
 
-    def _new_subject_record(self, subject: bytes) -> SubjectKeyRecord:
-        return self._wrap_subject_key(
-            subject,
-            new_subject_key_id(),
-            os.urandom(_KEY_SIZE),
-            created_at=_utcnow(None),
-        )
+    def _new_subject_records(
+        self, subjects: Collection[bytes]
+    ) -> tuple[list[SubjectKeyRecord], list[bytes]]:
+        """New random keys for ``subjects``, wrapped by the primary data key in one pass.
+
+        Returns:
+            The records, and the plain keys in the same order (for the cache).
+        """
+        wrapping_key_id = self.primary_key_id
+        seal = self._subject_wrapper(wrapping_key_id).encrypt
+        created_at = _utcnow(None)
+        # One call to the system's random source for every key and nonce.
+        size = _KEY_SIZE + 12
+        material = os.urandom(size * len(subjects))
+        records = []
+        keys = []
+        for i, subject in enumerate(subjects):
+            key_id = new_subject_key_id()
+            at = i * size
+            key = material[at : at + _KEY_SIZE]
+            nonce = material[at + _KEY_SIZE : at + size]
+            aad = self._subject_wrap_aad(subject, key_id, wrapping_key_id)
+            keys.append(key)
+            records.append(
+                SubjectKeyRecord(
+                    subject=subject,
+                    key_id=key_id,
+                    wrapped_key=nonce + seal(nonce, key, aad),
+                    wrapping_key_id=wrapping_key_id,
+                    created_at=created_at,
+                )
+            )
+        return records, keys
 
     def _unwrap_subject_key(self, record: SubjectKeyRecord) -> bytes:
-        wrapped = record.wrapped_key
-        if wrapped is None or record.wrapping_key_id is None:
+        if record.wrapped_key is None or record.wrapping_key_id is None:
             raise UnknownKeyError(
                 "the data subject's key was destroyed"
             )  # pragma: no cover - checked by callers
-        aad = self._subject_wrap_aad(
-            record.subject, record.key_id, record.wrapping_key_id
+        return self._unwrap_subject_parts(
+            record.subject, record.key_id, record.wrapped_key, record.wrapping_key_id
         )
+
+    def _unwrap_subject_keys(
+        self, found: Mapping[bytes, Sequence[Any]]
+    ) -> dict[bytes, bytes | None]:
+        """Unwrap many subjects' keys in one pass (``None`` for a tombstone).
+
+        ``found`` maps each subject to ``(subject, key_id, wrapped_key,
+        wrapping_key_id)``. The wrapping key is resolved once per wrapping key
+        id, not once per subject.
+
+        Raises:
+            DecryptionError: A record fails authentication.
+            UnknownKeyError: A wrapping key is retired.
+        """
+        pack = _U32.pack
+        wrappers: dict[int, Any] = {}
+        out: dict[bytes, bytes | None] = {}
         try:
-            return self._subject_wrapper(record.wrapping_key_id).decrypt(
+            for subject, w in found.items():
+                key_id, wrapped, wrapping = w[1], w[2], w[3]
+                if wrapped is None or wrapping is None:
+                    out[subject] = None
+                    continue
+                opener = wrappers.get(wrapping)
+                if opener is None:
+                    opener = wrappers[wrapping] = self._subject_wrapper(
+                        wrapping
+                    ).decrypt
+                out[subject] = opener(
+                    wrapped[:12],
+                    wrapped[12:],
+                    LABEL_SUBJECT_WRAP
+                    + pack(len(subject))
+                    + subject
+                    + pack(key_id)
+                    + pack(wrapping),
+                )
+        except (InvalidTag, ValueError):
+            raise DecryptionError(
+                "the data subject's key record failed authentication"
+            ) from None
+        return out
+
+    def _unwrap_subject_parts(
+        self, subject: bytes, key_id: int, wrapped: bytes, wrapping_key_id: int
+    ) -> bytes:
+        aad = self._subject_wrap_aad(subject, key_id, wrapping_key_id)
+        try:
+            return self._subject_wrapper(wrapping_key_id).decrypt(
                 wrapped[:12], wrapped[12:], aad
             )
         except (InvalidTag, ValueError):

@@ -18,9 +18,11 @@ import os
 import secrets
 import threading
 
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, final, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, final, runtime_checkable
 
 import attrs
 
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from ._keyring import Keyring
 
 __all__ = [
+    "BatchSubjectKeyStore",
     "FileSubjectKeyStore",
     "InMemorySubjectKeyStore",
     "SubjectKeyRecord",
@@ -120,6 +123,10 @@ class SubjectKeyStore(Protocol):
     Implementations must be safe to call from several threads; a store shared by
     several processes (a SQL table) must make :meth:`add` atomic, so two writers
     racing for a new subject end up with one key.
+
+    A store may also offer the batch methods of :class:`BatchSubjectKeyStore`;
+    :class:`SubjectKeyScope` then creates, fetches and destroys the keys of a
+    whole batch of subjects at once, and notices shreds made by other processes.
     """
 
     def get(self, subject: bytes) -> SubjectKeyRecord | None:
@@ -139,12 +146,73 @@ class SubjectKeyStore(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchSubjectKeyStore(SubjectKeyStore, Protocol):
+    """A :class:`SubjectKeyStore` that reads, adds and destroys records in batches.
+
+    Every store in custdata implements it. The *shred epoch* is a counter the
+    store raises in the same transaction as every :meth:`destroy_many`; a scope
+    that sees it change drops its cached keys, so a key destroyed by another
+    process is never served from a cache once the destruction has committed.
+
+    ``transaction`` is the store's own notion of an open transaction of the
+    application (for the SQL store, a SQLAlchemy ``Connection``); ``None``
+    means the store's own, committed at once.
+    """
+
+    def lookup(
+        self, subjects: Collection[bytes], *, transaction: object = None
+    ) -> tuple[dict[bytes, WrappedKey], int]:
+        """Return the wrapped keys of those of ``subjects`` that have one, and the shred epoch.
+
+        Each value is ``(subject, key_id, wrapped_key, wrapping_key_id)``, the
+        last two ``None`` for a tombstone: what unwrapping needs, without the
+        record's times.
+        """
+        ...
+
+    def add_many(
+        self, records: Sequence[SubjectKeyRecord], *, transaction: object = None
+    ) -> dict[bytes, SubjectKeyRecord]:
+        """Insert each record whose subject has none; return each subject's stored record."""
+        ...
+
+    def destroy_many(
+        self, subjects: Collection[bytes], *, now: dt.datetime
+    ) -> tuple[dict[bytes, SubjectKeyRecord | None], int]:
+        """Replace each subject's record by its tombstone and raise the shred epoch.
+
+        One transaction: every tombstone and the new epoch commit together.
+
+        Returns:
+            Each subject's record before (``None`` if it had none), and the new
+            shred epoch.
+        """
+        ...
+
+    def watch(
+        self, transaction: object, on_end: Callable[[object, int, bool], None]
+    ) -> int:
+        """Have ``on_end(transaction, depth, kept)`` called as ``transaction`` ends.
+
+        ``depth`` counts the savepoints still open. ``kept`` false: what was
+        added deeper than ``depth`` is gone (rolled back; ``depth`` -1 when the
+        whole transaction ended, committed or not). ``kept`` true: a savepoint
+        was released, so what was added deeper now belongs to ``depth``.
+
+        Returns:
+            The savepoint depth now open in ``transaction`` (0 outside any).
+        """
+        ...
+
+
 class _DictSubjectKeyStore:
     """Records in a dict behind a lock; subclasses persist after each change."""
 
     def __init__(self) -> None:
         self._records: dict[bytes, SubjectKeyRecord] = {}
         self._lock = threading.Lock()
+        self._epoch = 0
 
     def _persist(self) -> None:
         """Called under the lock after every change."""
@@ -153,21 +221,63 @@ class _DictSubjectKeyStore:
         """Return the record of ``subject``, or ``None``."""
         return self._records.get(subject)
 
+    def lookup(
+        self, subjects: Collection[bytes], *, transaction: object = None
+    ) -> tuple[dict[bytes, WrappedKey], int]:
+        """Return the wrapped keys of those of ``subjects`` that have one, and the shred epoch."""
+        del transaction  # every change is committed at once
+        records = self._records
+        found = {
+            s: wrapped_key_of(r) for s in subjects if (r := records.get(s)) is not None
+        }
+        return found, self._epoch
+
     def add(self, record: SubjectKeyRecord) -> SubjectKeyRecord:
         """Insert ``record`` unless its subject has one; return the stored record."""
+        return self.add_many([record])[record.subject]
+
+    def add_many(
+        self, records: Sequence[SubjectKeyRecord], *, transaction: object = None
+    ) -> dict[bytes, SubjectKeyRecord]:
+        """Insert each record whose subject has none, persisting once; return the stored ones."""
+        del transaction
+        out: dict[bytes, SubjectKeyRecord] = {}
         with self._lock:
-            existing = self._records.get(record.subject)
-            if existing is not None:
-                return existing
-            self._records[record.subject] = record
-            self._persist()
-            return record
+            changed = False
+            for record in records:
+                existing = self._records.get(record.subject)
+                if existing is None:
+                    self._records[record.subject] = existing = record
+                    changed = True
+                out[record.subject] = existing
+            if changed:
+                self._persist()
+        return out
 
     def put(self, record: SubjectKeyRecord) -> None:
         """Insert or replace the record of ``record.subject``."""
         with self._lock:
             self._records[record.subject] = record
             self._persist()
+
+    def destroy_many(
+        self, subjects: Collection[bytes], *, now: dt.datetime
+    ) -> tuple[dict[bytes, SubjectKeyRecord | None], int]:
+        """Replace each subject's record by its tombstone, persisting once; raise the epoch."""
+        with self._lock:
+            before = {s: self._records.get(s) for s in subjects}
+            for subject, record in before.items():
+                self._records[subject] = tombstone(subject, record, now)
+            self._epoch += 1
+            self._persist()
+            return before, self._epoch
+
+    def watch(
+        self, transaction: object, on_end: Callable[[object, int, bool], None]
+    ) -> int:
+        """Nothing to watch: every change is committed at once."""
+        del transaction, on_end
+        return 0
 
     def replace(self, old: SubjectKeyRecord, new: SubjectKeyRecord) -> bool:
         """Store ``new`` only if ``old.subject``'s record is still ``old``; return whether.
@@ -205,7 +315,9 @@ class FileSubjectKeyStore(_DictSubjectKeyStore):
     """A :class:`SubjectKeyStore` in a JSON file (mode 0600), rewritten on each change.
 
     For one process and modest numbers of subjects; use the SQL table store from
-    :mod:`custdata.sqlalchemy` for anything shared. The file is::
+    :mod:`custdata.sqlalchemy` for anything shared. A batch of new subjects
+    (:meth:`add_many`) or of shreds (:meth:`destroy_many`) rewrites the file
+    once. The file is::
 
         {"format": "custdata-subject-keys", "version": 1, "records": [...]}
 
@@ -267,49 +379,341 @@ class _SubjectKey:
         return f"<_SubjectKey key_id={self.key_id}>"
 
 
+#: What :meth:`SubjectKeyScope.keys_for` maps a subject whose key was destroyed to.
+DESTROYED: Final = "destroyed"
+
+#: The default number of unwrapped subject keys a scope keeps. Each is an
+#: ``AESGCM`` object holding its OpenSSL context (about 2.4 KiB), so a full
+#: cache takes about 160 MiB; set :attr:`SubjectKeyScope.max_entries` lower
+#: (or higher) to trade memory for cold lookups.
+DEFAULT_SUBJECT_KEY_CACHE: Final = 65_536
+
+#: Subjects per store lookup: one ``IN`` list of at most this many ids.
+LOOKUP_CHUNK: Final = 500
+
+
+#: The keys a statement's hook just made ready in its transaction, for the
+#: encryption of that statement's values (see :meth:`SubjectKeyScope.write_keys`).
+_prepared: ContextVar[tuple[SubjectKeyScope, dict[bytes, _SubjectKey]] | None] = (
+    ContextVar("custdata_prepared_subject_keys", default=None)
+)
+
+
+@final
+class _Pending:
+    """A key created (or read) inside an open transaction of the application."""
+
+    __slots__ = ("depth", "key", "transaction")
+
+    def __init__(self, transaction: object, depth: int, key: _SubjectKey) -> None:
+        self.transaction = transaction
+        self.depth = depth
+        self.key = key
+
+
 @final
 class SubjectKeyScope:
-    """The per-subject keys of one keyring and one store, with a cache of unwrapped keys.
+    """The per-subject keys of one keyring and one store, with a bounded cache.
 
     Get it from :meth:`Keyring.subject_scope`; ciphers of every column that uses
-    the store share it. Unwrapped keys stay cached for the keyring cache's TTL,
-    up to ``max_entries`` subjects; a key destroyed by another process stays
-    usable here until its cache entry expires.
+    the store share it.
+
+    **Batches.** Reads ask for the keys of a whole fetched batch at once
+    (:meth:`keys_for`): keys not cached are read from the store in one lookup
+    per :data:`LOOKUP_CHUNK` subjects and unwrapped in one pass. Writes do the
+    same (:meth:`write_keys`) and create the missing subjects' keys with one
+    :meth:`~BatchSubjectKeyStore.add_many` per batch; inside an application
+    transaction that the store shares, the keys are added in that transaction,
+    so they commit or roll back with the rows.
+
+    **Cache.** Up to ``max_entries`` unwrapped keys (default
+    :data:`DEFAULT_SUBJECT_KEY_CACHE`), each for at most the keyring cache's
+    TTL; the least recently used key is evicted first. A batch larger than the
+    cache still reads each subject's key once: the batch works from its own
+    mapping, the cache only carries keys over to later batches. Keys of an
+    uncommitted transaction are kept apart (never evicted, never used by
+    another transaction's writes) until it ends, then dropped.
+
+    **Shreds.** A key destroyed through this scope is dropped at once. Every
+    batch served from the cache first checks the store's shred epoch (in the
+    same query as the batch's uncached keys, or in one small query when all
+    are cached); when another process has shredded since, the whole cache is
+    dropped, so no destroyed key is served after its destruction committed.
 
     Attributes:
         store: The subject key store.
+        max_entries: The cache's size (change it at any time, e.g.
+            ``keyring.subject_scope(store).max_entries = 16_384``; about
+            2.4 KiB per key).
     """
 
     def __init__(
-        self, keyring: Keyring, store: SubjectKeyStore, *, max_entries: int = 65_536
+        self,
+        keyring: Keyring,
+        store: SubjectKeyStore,
+        *,
+        max_entries: int = DEFAULT_SUBJECT_KEY_CACHE,
     ) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be positive")
         self._keyring = keyring
         self.store = store
-        self._max_entries = max_entries
-        self._cache: dict[bytes, _SubjectKey] = {}
-        self._lock = threading.Lock()
+        self.max_entries = max_entries
+        self._cache: OrderedDict[bytes, _SubjectKey] = OrderedDict()
+        self._pending: dict[bytes, _Pending] = {}
+        self._epoch: int | None = None
+        self._lock = threading.RLock()
+        self._batched = isinstance(store, BatchSubjectKeyStore)
 
-    def _remember(self, subject: bytes, record: SubjectKeyRecord) -> _SubjectKey:
-        if record.destroyed:
-            raise KeyDestroyedError("the data subject's key was destroyed")
-        key = self._keyring._unwrap_subject_key(record)  # noqa: SLF001 - package-internal
-        cache = self._keyring.cache
-        entry = _SubjectKey(
-            key_id=record.key_id, aead=AESGCM(key), expires_at=cache.clock() + cache.ttl
-        )
+    # -- the store, batched or not ---------------------------------------------
+
+    def _lookup(
+        self, subjects: Collection[bytes], transaction: object
+    ) -> tuple[dict[bytes, WrappedKey], int | None]:
+        store = self.store
+        if not self._batched:
+            get = store.get
+            found_one = {s: r for s in subjects if (r := get(s)) is not None}
+            return {s: wrapped_key_of(r) for s, r in found_one.items()}, None
+        found: dict[bytes, WrappedKey] = {}
+        epoch = 0
+        ordered = list(subjects)
+        for start in range(0, max(len(ordered), 1), LOOKUP_CHUNK):
+            records, epoch = store.lookup(  # type: ignore[attr-defined]
+                ordered[start : start + LOOKUP_CHUNK], transaction=transaction
+            )
+            found.update(records)
+        return found, epoch
+
+    def _unwrap(self, found: dict[bytes, WrappedKey]) -> dict[bytes, Any]:
+        """Unwrap live keys in one pass; tombstones map to :data:`DESTROYED`."""
+        keyring = self._keyring
+        expires_at = keyring.cache.clock() + keyring.cache.ttl
+        plain = keyring._unwrap_subject_keys(found)  # noqa: SLF001 - package-internal
+        return {
+            subject: DESTROYED
+            if key is None
+            else _SubjectKey(
+                key_id=found[subject][1], aead=AESGCM(key), expires_at=expires_at
+            )
+            for subject, key in plain.items()
+        }
+
+    def _cache_all(self, keys: dict[bytes, Any]) -> None:
+        """Put live keys in the cache (under the lock), evicting the least recent."""
+        cache = self._cache
+        limit = self.max_entries
+        for subject, key in keys.items():
+            if key.__class__ is _SubjectKey:
+                cache[subject] = key
+                cache.move_to_end(subject)
+        while len(cache) > limit:
+            cache.popitem(last=False)
+
+    def _check_epoch(self, epoch: int | None) -> bool:
+        """Record the store's epoch (under the lock); return whether the cache was valid.
+
+        Epochs only grow; one read in an older snapshot (an application
+        transaction under repeatable read) says nothing about the cache.
+        """
+        if epoch is None or (self._epoch is not None and epoch <= self._epoch):
+            return True
+        valid = self._epoch is None and not self._cache
+        self._cache.clear()
+        self._epoch = epoch
+        return valid
+
+    def _from_cache(
+        self, subjects: Iterable[bytes], transaction: object, *, writing: bool
+    ) -> tuple[dict[bytes, Any], dict[bytes, Any], list[bytes]]:
+        """Split ``subjects`` into cached keys, held keys and the rest (under the lock).
+
+        A key held for an open transaction serves any read, but a write only
+        in that same transaction: a value written elsewhere under it would
+        outlive the key if that transaction rolled back.
+        """
+        now = self._keyring.cache.clock()
+        cache = self._cache
+        pending = self._pending
+        hits: dict[bytes, Any] = {}
+        held: dict[bytes, Any] = {}
+        misses: list[bytes] = []
+        for subject in subjects:
+            key = cache.get(subject)
+            if key is not None and now < key.expires_at:
+                cache.move_to_end(subject)
+                hits[subject] = key
+                continue
+            entry = pending.get(subject)
+            if entry is not None and (
+                entry.transaction is transaction if writing else True
+            ):
+                # Reads may use any transaction's key: a row they can see was
+                # written with a committed key or in their own transaction.
+                held[subject] = entry.key
+                continue
+            misses.append(subject)
+        return hits, held, misses
+
+    def _fetch(
+        self, subjects: Collection[bytes], transaction: object, *, writing: bool
+    ) -> dict[bytes, Any]:
+        """The keys of ``subjects`` (live, :data:`DESTROYED`, or absent), cache checked."""
         with self._lock:
-            if len(self._cache) >= self._max_entries:
-                # Dicts keep insertion order, so this drops the oldest entry.
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[subject] = entry
-        return entry
+            hits, held, misses = self._from_cache(
+                subjects, transaction, writing=writing
+            )
+        if not misses and (not hits or not self._batched):
+            # Without batch methods the store has no shred epoch: it is this
+            # process's alone, and shreds through the keyring drop keys at once.
+            hits.update(held)
+            return hits
+        records, epoch = self._lookup(misses, transaction)
+        keys = self._unwrap(records)
+        with self._lock:
+            stale = not self._check_epoch(epoch)
+            if transaction is None:
+                self._cache_all(keys)
+        if stale and hits:
+            # Shredded elsewhere since these were cached: read them again.
+            again, _ = self._lookup(list(hits), transaction)
+            hits = self._unwrap(again)
+            if transaction is None:
+                with self._lock:
+                    self._cache_all(hits)
+            else:
+                self._hold(hits, transaction)
+        if transaction is not None:
+            self._hold(keys, transaction)
+        hits.update(held)
+        hits.update(keys)
+        return hits
 
-    def cached(self, subject: bytes) -> _SubjectKey | None:
-        """Return ``subject``'s cached unwrapped key, or ``None`` if absent or expired."""
-        entry = self._cache.get(subject)
-        if entry is not None and self._keyring.cache.clock() < entry.expires_at:
-            return entry
-        return None
+    def _hold(self, keys: dict[bytes, Any], transaction: object) -> None:
+        """Keep keys read or made inside ``transaction`` apart until it ends."""
+        depth = self.store.watch(transaction, self._ended)  # type: ignore[attr-defined]
+        with self._lock:
+            for subject, key in keys.items():
+                if key.__class__ is _SubjectKey:
+                    self._pending[subject] = _Pending(transaction, depth, key)
+
+    def _ended(self, transaction: object, depth: int, kept: bool) -> None:
+        """Drop (or, ``kept``, re-file) the keys ``transaction`` holds deeper than ``depth``."""
+        with self._lock:
+            deeper = [
+                (s, held)
+                for s, held in self._pending.items()
+                if held.transaction is transaction and held.depth > depth
+            ]
+            for subject, held in deeper:
+                if kept:
+                    held.depth = depth
+                else:
+                    del self._pending[subject]
+
+    # -- what the ciphers ask ----------------------------------------------------
+
+    def keys_for(self, subjects: Collection[bytes]) -> dict[bytes, Any]:
+        """Return the keys that decrypt ``subjects``' values, fetched as one batch.
+
+        Returns:
+            Per subject, its key, :data:`DESTROYED`, or nothing when it has no key.
+
+        Raises:
+            DecryptionError: A stored key record fails authentication.
+            UnknownKeyError: The key that wraps a subject's key is retired.
+        """
+        return self._fetch(subjects, None, writing=False)
+
+    def write_keys(
+        self, subjects: Collection[bytes], *, transaction: object = None
+    ) -> dict[bytes, _SubjectKey]:
+        """Return the keys to encrypt ``subjects``' values with, creating missing ones.
+
+        Missing keys are made in one pass and added with one
+        :meth:`~BatchSubjectKeyStore.add_many` (one statement per batch in the
+        SQL store), in ``transaction`` when given.
+
+        Raises:
+            KeyDestroyedError: A subject's key was destroyed; no new key is made.
+            UnknownKeyError: The key that wraps a subject's key is retired.
+        """
+        if transaction is None:
+            held = _prepared.get()
+            if held is not None and held[0] is self:
+                ready = self._still_held(held[1], subjects)
+                if ready is not None:
+                    return ready
+        keys = self._fetch(subjects, transaction, writing=True)
+        if DESTROYED in keys.values():
+            raise KeyDestroyedError("the data subject's key was destroyed")
+        missing = [s for s in subjects if s not in keys]
+        if missing:
+            new, raw = self._keyring._new_subject_records(missing)  # noqa: SLF001
+            if self._batched:
+                stored = self.store.add_many(new, transaction=transaction)  # type: ignore[attr-defined]
+            else:
+                stored = {r.subject: self.store.add(r) for r in new}
+            # Keys this batch made need no unwrapping; only where another
+            # writer's key won the race is the stored one unwrapped.
+            expires_at = self._keyring.cache.clock() + self._keyring.cache.ttl
+            made: dict[bytes, Any] = {
+                r.subject: _SubjectKey(
+                    key_id=r.key_id, aead=AESGCM(key), expires_at=expires_at
+                )
+                for r, key in zip(new, raw, strict=True)
+                if stored.get(r.subject) is r
+            }
+            if len(made) < len(new):
+                made.update(
+                    self._unwrap(
+                        {
+                            s: wrapped_key_of(r)
+                            for s, r in stored.items()
+                            if s not in made
+                        }
+                    )
+                )
+            if DESTROYED in made.values():
+                raise KeyDestroyedError("the data subject's key was destroyed")
+            if transaction is None:
+                with self._lock:
+                    self._cache_all(made)
+            else:
+                self._hold(made, transaction)
+            keys.update(made)
+        return keys
+
+    def prepare(
+        self, subjects: Collection[bytes], *, transaction: object = None
+    ) -> None:
+        """:meth:`write_keys` for a statement whose values are encrypted right after.
+
+        The SQL layer calls it once per write statement, in the statement's
+        transaction; the encryption of that statement's values then takes the
+        keys from here without asking the store again (as long as each is
+        still cached or held: a shred in this process withdraws them).
+        """
+        _prepared.set((self, self.write_keys(subjects, transaction=transaction)))
+
+    def _still_held(
+        self, keys: dict[bytes, _SubjectKey], subjects: Collection[bytes]
+    ) -> dict[bytes, _SubjectKey] | None:
+        """``keys`` of ``subjects`` if each is still cached or held, else ``None``."""
+        cache = self._cache
+        pending = self._pending
+        out = {}
+        for subject in subjects:
+            key = keys.get(subject)
+            if key is None:
+                return None
+            entry = pending.get(subject)
+            if not (
+                (entry is not None and entry.key is key) or cache.get(subject) is key
+            ):
+                return None
+            out[subject] = key
+        return out
 
     def write_key(self, subject: bytes) -> _SubjectKey:
         """Return the key to encrypt ``subject``'s values with, creating it if needed.
@@ -318,13 +722,7 @@ class SubjectKeyScope:
             KeyDestroyedError: The subject's key was destroyed; no new key is made.
             UnknownKeyError: The key that wraps the subject's key is retired.
         """
-        entry = self.cached(subject)
-        if entry is not None:
-            return entry
-        record = self.store.get(subject)
-        if record is None:
-            record = self.store.add(self._keyring._new_subject_record(subject))  # noqa: SLF001
-        return self._remember(subject, record)
+        return self.write_keys((subject,))[subject]
 
     def read_key(self, subject: bytes, key_id: int) -> _SubjectKey:
         """Return the key that decrypts ``subject``'s values under ``key_id``.
@@ -333,28 +731,98 @@ class SubjectKeyScope:
             KeyDestroyedError: The subject's key was destroyed.
             UnknownKeyError: The subject has no key, or not the one named.
         """
-        entry = self.cached(subject)
-        if entry is None:
-            record = self.store.get(subject)
-            if record is None:
-                raise UnknownKeyError("no key exists for the data subject")
-            entry = self._remember(subject, record)
-        if entry.key_id != key_id:
-            raise UnknownKeyError(f"the data subject's key is not key id {key_id}")
-        return entry
+        return checked_key(self.keys_for((subject,)).get(subject), key_id)
+
+    def cached(self, subject: bytes) -> _SubjectKey | None:
+        """Return ``subject``'s cached unwrapped key, or ``None`` if absent or expired.
+
+        The cache is not checked against the store here; :meth:`keys_for` does.
+        """
+        entry = self._cache.get(subject)
+        if entry is not None and self._keyring.cache.clock() < entry.expires_at:
+            return entry
+        return None
 
     def forget(self, subject: bytes) -> None:
         """Drop ``subject``'s unwrapped key from the cache."""
+        self.forget_many((subject,))
+
+    def forget_many(
+        self, subjects: Iterable[bytes], *, epoch: int | None = None
+    ) -> None:
+        """Drop the unwrapped keys of ``subjects`` from the cache.
+
+        Args:
+            subjects: The subjects.
+            epoch: The store's shred epoch after this process destroyed them;
+                when it is the next after the one the cache was checked
+                against, nobody else has shredded since and the rest of the
+                cache stays.
+        """
         with self._lock:
-            self._cache.pop(subject, None)
+            for subject in subjects:
+                self._cache.pop(subject, None)
+                self._pending.pop(subject, None)
+            if epoch is not None:
+                if self._epoch is not None and epoch == self._epoch + 1:
+                    self._epoch = epoch
+                else:
+                    self._cache.clear()
+                    self._epoch = epoch
 
     def clear(self) -> None:
         """Drop every unwrapped key from the cache."""
         with self._lock:
             self._cache.clear()
 
+    def __len__(self) -> int:
+        return len(self._cache)
+
     def __repr__(self) -> str:
         return f"<SubjectKeyScope store={self.store!r} cached={len(self._cache)}>"
+
+
+#: A subject's wrapped key as a store's lookup returns it:
+#: ``(subject, key_id, wrapped_key, wrapping_key_id)``; the last two ``None``
+#: for a tombstone.
+WrappedKey = Sequence[Any]
+
+
+def wrapped_key_of(record: SubjectKeyRecord) -> WrappedKey:
+    """Return ``record`` as a :data:`WrappedKey`."""
+    return (record.subject, record.key_id, record.wrapped_key, record.wrapping_key_id)
+
+
+def checked_key(key: Any, key_id: int) -> _SubjectKey:
+    """Return ``key`` if it is the live key ``key_id``, else raise what is wrong.
+
+    Raises:
+        KeyDestroyedError: ``key`` is :data:`DESTROYED`.
+        UnknownKeyError: There is no key, or it is not ``key_id``.
+    """
+    if key.__class__ is _SubjectKey:
+        if key.key_id == key_id:
+            return key
+        raise UnknownKeyError(f"the data subject's key is not key id {key_id}")
+    if key is DESTROYED:
+        raise KeyDestroyedError("the data subject's key was destroyed")
+    raise UnknownKeyError("no key exists for the data subject")
+
+
+def tombstone(
+    subject: bytes, record: SubjectKeyRecord | None, now: dt.datetime
+) -> SubjectKeyRecord:
+    """Return the tombstone that replaces ``record`` (``None``: the subject had none)."""
+    return SubjectKeyRecord(
+        subject=subject,
+        key_id=0 if record is None else record.key_id,
+        wrapped_key=None,
+        wrapping_key_id=None,
+        created_at=now if record is None else record.created_at,
+        destroyed_at=now
+        if record is None or record.destroyed_at is None
+        else record.destroyed_at,
+    )
 
 
 def same_subject_record(

@@ -4,29 +4,34 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import weakref
 
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     DateTime,
     Engine,
     LargeBinary,
     MetaData,
     Table,
+    bindparam,
     delete,
+    event,
     func,
     insert,
     select,
     update,
 )
-from sqlalchemy.dialects import mysql
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from custdata.crypto import SubjectKeyRecord
+from custdata.crypto._subject import WrappedKey
 
 from ._binding import SUBJECT_INFO_KEY
 
@@ -34,6 +39,75 @@ from ._binding import SUBJECT_INFO_KEY
 __all__ = ["SqlSubjectKeyStore", "blind_index_eraser", "shred_subject"]
 
 _DEFAULT_TABLE = "custdata_subject_keys"
+
+#: The subject of the row that holds the store's shred epoch in ``key_id``.
+#: No canonical subject id is empty (each starts with its type byte).
+_EPOCH = b""
+
+#: Subjects per statement of a batch.
+_CHUNK = 500
+
+
+class _Open:
+    """What is known of one connection's open transaction: savepoints, watchers."""
+
+    __slots__ = ("__weakref__", "savepoints", "watchers")
+
+    def __init__(self) -> None:
+        self.savepoints: list[str] = []
+        self.watchers: list[Callable[[object, int, bool], None]] = []
+
+
+#: Connections with an open transaction that holds new subject keys, or a
+#: savepoint (so the depth of a later key is known).
+_OPEN: weakref.WeakKeyDictionary[Connection, _Open] = weakref.WeakKeyDictionary()
+
+
+def _ended(conn: Connection) -> None:
+    state = _OPEN.pop(conn, None) if _OPEN else None
+    if state is not None:
+        for on_end in state.watchers:
+            on_end(conn, -1, False)  # noqa: FBT003 - the protocol's signature
+
+
+@event.listens_for(Engine, "commit")
+def _on_commit(conn: Connection) -> None:
+    # Fired before the commit itself: keys held for the transaction are dropped
+    # rather than promoted, so a commit that then fails leaves none behind.
+    _ended(conn)
+
+
+@event.listens_for(Engine, "rollback")
+def _on_rollback(conn: Connection) -> None:
+    _ended(conn)
+
+
+@event.listens_for(Engine, "savepoint")
+def _on_savepoint(conn: Connection, name: str) -> None:
+    state = _OPEN.get(conn)
+    if state is None:
+        state = _OPEN[conn] = _Open()
+    state.savepoints.append(name)
+
+
+def _savepoint_ended(conn: Connection, name: str, *, kept: bool) -> None:
+    state = _OPEN.get(conn)
+    if state is None or name not in state.savepoints:
+        return
+    depth = state.savepoints.index(name)
+    del state.savepoints[depth:]
+    for on_end in state.watchers:
+        on_end(conn, depth, kept)
+
+
+@event.listens_for(Engine, "rollback_savepoint")
+def _on_rollback_savepoint(conn: Connection, name: str, context: object) -> None:
+    _savepoint_ended(conn, name, kept=False)
+
+
+@event.listens_for(Engine, "release_savepoint")
+def _on_release_savepoint(conn: Connection, name: str, context: object) -> None:
+    _savepoint_ended(conn, name, kept=True)
 
 
 def _subject_type() -> Any:
@@ -91,6 +165,68 @@ class SqlSubjectKeyStore:
         self.metadata = metadata if metadata is not None else MetaData()
         self.table: Table = subject_key_table(self.metadata, table_name)
         self._lock = threading.Lock()
+        # Reads on PostgreSQL run in autocommit: no BEGIN and no ROLLBACK
+        # round trip around a one-statement lookup (psycopg switches modes
+        # locally). Elsewhere switching costs a round trip of its own.
+        self._reader = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else engine
+        )
+        self._lookups: dict[tuple[str, int], Any] = {}
+        self._inserts: dict[str, Any] = {}
+
+    def _lookup_rows(self, conn: Connection, subjects: list[bytes]) -> Sequence[Any]:
+        """Run the lookup of ``subjects`` on ``conn``; return its rows.
+
+        The SQL is rendered once per dialect and power-of-two size (padded
+        with repeats of the first id) and run with ``exec_driver_sql``:
+        SQLAlchemy's events still see it, but neither an expanding ``IN`` nor
+        bind processing is redone for every lookup -- on a one-subject lookup
+        (a ``session.get``) those cost more than the query.
+        """
+        size = 1 << (len(subjects) - 1).bit_length()
+        dialect = conn.dialect
+        rendered = self._lookups.get((dialect.name, size))
+        if rendered is None:
+            t = self.table
+            compiled = (
+                select(t.c.subject, t.c.key_id, t.c.wrapped_key, t.c.wrapping_key_id)
+                .where(t.c.subject.in_([bindparam(f"s{i}") for i in range(size)]))
+                .compile(dialect=dialect)
+            )
+            rendered = self._lookups[(dialect.name, size)] = (
+                compiled.string,
+                compiled.positiontup,
+            )
+        sql, order = rendered
+        padded = subjects + [subjects[0]] * (size - len(subjects))
+        if order is None:
+            params: Any = {f"s{i}": s for i, s in enumerate(padded)}
+        else:
+            params = tuple(padded[int(name[1:])] for name in order)
+        return conn.exec_driver_sql(sql, params).all()
+
+    def _insert_missing(self, conn: Connection) -> Any:
+        """An ``INSERT`` that skips subjects that have a record, for ``conn``'s dialect."""
+        name = conn.dialect.name
+        statement = self._inserts.get(name)
+        if statement is None:
+            t = self.table
+            if name == "postgresql":
+                statement = postgresql.insert(t).on_conflict_do_nothing(
+                    index_elements=[t.c.subject]
+                )
+            elif name == "sqlite":
+                statement = sqlite.insert(t).on_conflict_do_nothing(
+                    index_elements=[t.c.subject]
+                )
+            elif name in {"mysql", "mariadb"}:
+                statement = insert(t).prefix_with("IGNORE", dialect=name)
+            else:
+                statement = insert(t)
+            self._inserts[name] = statement
+        return statement
 
     def __repr__(self) -> str:
         return f"<SqlSubjectKeyStore table={self.table.name!r}>"
@@ -99,16 +235,16 @@ class SqlSubjectKeyStore:
         """Create the table if it does not exist."""
         self.table.create(self._engine, checkfirst=True)
 
-    def _record(self, row: Any) -> SubjectKeyRecord:
+    @staticmethod
+    def _record(row: Any) -> SubjectKeyRecord:
+        subject, key_id, wrapped, wrapping, created, destroyed = row
         return SubjectKeyRecord(
-            subject=bytes(row.subject),
-            key_id=int(row.key_id),
-            wrapped_key=None if row.wrapped_key is None else bytes(row.wrapped_key),
-            wrapping_key_id=None
-            if row.wrapping_key_id is None
-            else int(row.wrapping_key_id),
-            created_at=_aware(row.created_at),  # type: ignore[arg-type]
-            destroyed_at=_aware(row.destroyed_at),
+            subject=bytes(subject),
+            key_id=int(key_id),
+            wrapped_key=None if wrapped is None else bytes(wrapped),
+            wrapping_key_id=None if wrapping is None else int(wrapping),
+            created_at=_aware(created),  # type: ignore[arg-type]
+            destroyed_at=_aware(destroyed),
         )
 
     @staticmethod
@@ -122,25 +258,125 @@ class SqlSubjectKeyStore:
             "destroyed_at": record.destroyed_at,
         }
 
+    def shares(self, connection: Connection) -> bool:
+        """Whether ``connection`` is to the database the store's table is in.
+
+        Then new subjects' keys are added in the connection's own transaction,
+        so they commit or roll back with the rows written there.
+        """
+        other = connection.engine
+        if other is self._engine:
+            return True
+        url = self._engine.url
+        if not url.database or url.database == ":memory:":
+            return False
+        # The same database through another driver (an async engine's) counts.
+        return bool(
+            other.url.set(drivername=other.url.get_backend_name())
+            == url.set(drivername=url.get_backend_name())
+        )
+
+    def _connect(
+        self, transaction: object, *, begin: bool = False
+    ) -> AbstractContextManager[Connection]:
+        """The application's connection ``transaction``, or one of the store's own."""
+        if transaction is None:
+            if begin:
+                return self._engine.begin()
+            return self._reader.connect()
+        if not isinstance(transaction, Connection):
+            raise TypeError("transaction must be a SQLAlchemy Connection")
+        return nullcontext(transaction)
+
     def get(self, subject: bytes) -> SubjectKeyRecord | None:
         """Return the record of *subject* (live or tombstone), or ``None``."""
+        if subject == _EPOCH:
+            return None
         with self._engine.connect() as conn:
             row = conn.execute(
                 select(self.table).where(self.table.c.subject == subject)
             ).first()
         return None if row is None else self._record(row)
 
+    def lookup(
+        self, subjects: Collection[bytes], *, transaction: object = None
+    ) -> tuple[dict[bytes, WrappedKey], int]:
+        """Return the wrapped keys of ``subjects`` that have one, and the shred epoch.
+
+        One ``SELECT`` of the four columns unwrapping needs ``WHERE subject IN
+        (...)``; the shred epoch's row comes back in the same statement. Ask
+        for at most a few hundred subjects at a time (the scope asks for 500).
+
+        Args:
+            subjects: Canonical subject ids.
+            transaction: A ``Connection`` of the application whose transaction
+                to read in (seeing its uncommitted keys), or ``None`` for the
+                store's own.
+
+        Returns:
+            Per subject found, ``(subject, key_id, wrapped_key, wrapping_key_id)``
+            (see :data:`custdata.crypto.BatchSubjectKeyStore`), and the epoch.
+        """
+        found: dict[bytes, WrappedKey] = {}
+        epoch = 0
+        with self._connect(transaction) as conn:
+            rows = self._lookup_rows(conn, [_EPOCH, *subjects])
+        for row in rows:
+            subject = row[0]
+            if subject.__class__ is not bytes:
+                subject = bytes(subject)
+            if subject == _EPOCH:
+                epoch = int(row[1])
+            else:
+                found[subject] = row
+        return found, epoch
+
     def add(self, record: SubjectKeyRecord) -> SubjectKeyRecord:
         """Insert *record* unless its subject has one; return the stored record."""
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(insert(self.table).values(**self._values(record)))
-        except IntegrityError:
-            existing = self.get(record.subject)
-            if existing is None:  # pragma: no cover - deleted in between
-                raise
-            return existing
-        return record
+        return self.add_many([record])[record.subject]
+
+    def add_many(
+        self, records: Sequence[SubjectKeyRecord], *, transaction: object = None
+    ) -> dict[bytes, SubjectKeyRecord]:
+        """Insert each record whose subject has none; return each subject's stored record.
+
+        One ``INSERT`` executed for all the records, skipping subjects that
+        already have one (``ON CONFLICT DO NOTHING`` on PostgreSQL and SQLite,
+        ``INSERT IGNORE`` on MySQL and MariaDB); only when some were skipped
+        (another writer got there first) is the winners' record read back, with
+        a locking read that sees the latest committed key.
+
+        Args:
+            records: New records, one per subject.
+            transaction: A ``Connection`` of the application whose transaction
+                to add them in (they commit or roll back with it), or ``None``
+                to commit them at once in the store's own.
+        """
+        if not records:
+            return {}
+        out = {r.subject: r for r in records}
+        values = [self._values(r) for r in out.values()]
+        own = transaction is None
+        with self._connect(transaction, begin=True) as conn:
+            statement = self._insert_missing(conn)
+            if conn.dialect.name != "postgresql":
+                added = conn.execute(statement, values).rowcount
+            else:
+                # Batched as insertmanyvalues (PostgreSQL), an executemany has
+                # no row count: ask for the inserted subjects back instead.
+                added = len(
+                    conn.execute(
+                        statement.returning(self.table.c.subject), values
+                    ).all()
+                )
+            if added != len(values):
+                t = self.table
+                query = select(t).where(t.c.subject.in_(list(out)))
+                if not own:
+                    query = query.with_for_update(read=True)
+                for row in conn.execute(query):
+                    out[bytes(row.subject)] = self._record(row)
+        return out
 
     def put(self, record: SubjectKeyRecord) -> None:
         """Insert or replace the record of ``record.subject``."""
@@ -154,12 +390,109 @@ class SqlSubjectKeyStore:
             if done.rowcount == 0:
                 conn.execute(insert(self.table).values(**values))
 
+    def destroy_many(
+        self, subjects: Collection[bytes], *, now: dt.datetime
+    ) -> tuple[dict[bytes, SubjectKeyRecord | None], int]:
+        """Replace each subject's record by its tombstone and raise the shred epoch.
+
+        One transaction: per 500 subjects one ``SELECT`` of their records, one
+        ``UPDATE`` turning live ones into tombstones and one ``INSERT`` of
+        tombstones for subjects without a key; then one ``UPDATE`` of the epoch.
+        A subject destroyed already keeps its first destruction time.
+
+        Returns:
+            Each subject's record before (``None`` if it had none), and the new
+            shred epoch.
+        """
+        t = self.table
+        before: dict[bytes, SubjectKeyRecord | None] = dict.fromkeys(subjects)
+        ordered = list(before)
+        with self._lock, self._engine.begin() as conn:
+            for start in range(0, len(ordered), _CHUNK):
+                chunk = ordered[start : start + _CHUNK]
+                for row in conn.execute(
+                    select(t).where(t.c.subject.in_(chunk)).with_for_update()
+                ):
+                    before[bytes(row.subject)] = self._record(row)
+                live = [
+                    s for s in chunk if (r := before[s]) is not None and not r.destroyed
+                ]
+                if live:
+                    conn.execute(
+                        update(t)
+                        .where(t.c.subject.in_(live), t.c.destroyed_at.is_(None))
+                        .values(
+                            wrapped_key=None, wrapping_key_id=None, destroyed_at=now
+                        )
+                    )
+                absent = [s for s in chunk if before[s] is None]
+                if absent:
+                    conn.execute(
+                        self._insert_missing(conn),
+                        [
+                            {
+                                "subject": s,
+                                "key_id": 0,
+                                "wrapped_key": None,
+                                "wrapping_key_id": None,
+                                "created_at": now,
+                                "destroyed_at": now,
+                            }
+                            for s in absent
+                        ],
+                    )
+            epoch = self._raise_epoch(conn, now)
+        return before, epoch
+
+    def _raise_epoch(self, conn: Connection, now: dt.datetime) -> int:
+        t = self.table
+        where = t.c.subject == _EPOCH
+        if (
+            conn.execute(update(t).where(where).values(key_id=t.c.key_id + 1)).rowcount
+            == 0
+        ):
+            conn.execute(
+                self._insert_missing(conn),
+                [
+                    {
+                        "subject": _EPOCH,
+                        "key_id": 0,
+                        "wrapped_key": None,
+                        "wrapping_key_id": None,
+                        "created_at": now,
+                        "destroyed_at": None,
+                    }
+                ],
+            )
+            conn.execute(update(t).where(where).values(key_id=t.c.key_id + 1))
+        return int(conn.execute(select(t.c.key_id).where(where)).scalar_one())
+
+    def shred_epoch(self) -> int:
+        """The store's shred epoch: how many batches of keys were destroyed so far."""
+        return self.lookup(())[1]
+
+    def watch(
+        self, transaction: object, on_end: Callable[[object, int, bool], None]
+    ) -> int:
+        """Have ``on_end`` called as the ``Connection`` ``transaction`` ends.
+
+        See :meth:`custdata.crypto.BatchSubjectKeyStore.watch`.
+        """
+        conn = cast("Connection", transaction)
+        state = _OPEN.get(conn)
+        if state is None:
+            state = _OPEN[conn] = _Open()
+        if on_end not in state.watchers:
+            state.watchers.append(on_end)
+        return len(state.savepoints)
+
     def records(self) -> Iterator[SubjectKeyRecord]:
         """Iterate over every record, live and tombstone."""
         with self._engine.connect() as conn:
             rows = conn.execute(select(self.table).order_by(self.table.c.subject)).all()
         for row in rows:
-            yield self._record(row)
+            if bytes(row.subject) != _EPOCH:
+                yield self._record(row)
 
     def replace(self, old: SubjectKeyRecord, new: SubjectKeyRecord) -> bool:
         """Store ``new`` only if ``old.subject``'s record is still ``old``; return whether.
@@ -238,7 +571,11 @@ class SqlSubjectKeyStore:
             return {int(k): int(n) for k, n in conn.execute(query).all()}
 
     def delete_all(self) -> None:
-        """Delete every record (for tests and teardown)."""
+        """Delete every record and the shred epoch (for tests and teardown).
+
+        Clear the scopes that cached keys from this store too
+        (:meth:`custdata.crypto.SubjectKeyScope.clear`).
+        """
         with self._engine.begin() as conn:
             conn.execute(delete(self.table))
 
@@ -250,6 +587,42 @@ def _subject_tables(metadata: MetaData | None) -> list[Table]:
     return [t for t in tables if any(c.info.get(SUBJECT_INFO_KEY) for c in t.columns)]
 
 
+class _BlindIndexEraser:
+    """Clears subjects' blind-index companions; see :func:`blind_index_eraser`."""
+
+    def __init__(
+        self, session_or_engine: Session | Engine, metadata: MetaData | None
+    ) -> None:
+        self._target = session_or_engine
+        self._metadata = metadata
+
+    def __call__(self, subject_id: object) -> int:
+        """Clear one subject's entries; return how many rows changed."""
+        return self.many([subject_id])
+
+    def many(self, subject_ids: Sequence[object]) -> int:
+        """Clear the entries of many subjects, one ``UPDATE`` per table and 500 ids."""
+        statements = []
+        for table in _subject_tables(self._metadata):
+            subject_col = next(c for c in table.columns if c.info.get(SUBJECT_INFO_KEY))
+            companions = [
+                c for c in table.columns if c.info.get("custdata_blind_index_of")
+            ]
+            if not companions:
+                continue
+            cleared = dict.fromkeys((c.key for c in companions), None)
+            for start in range(0, len(subject_ids), _CHUNK):
+                chunk = list(subject_ids[start : start + _CHUNK])
+                statements.append(
+                    update(table).where(subject_col.in_(chunk)).values(**cleared)
+                )
+        target = self._target
+        if isinstance(target, Session):
+            return sum(target.execute(stmt).rowcount for stmt in statements)  # type: ignore[attr-defined]
+        with target.begin() as conn:
+            return sum(conn.execute(stmt).rowcount for stmt in statements)
+
+
 def blind_index_eraser(
     session_or_engine: Session | Engine, *, metadata: MetaData | None = None
 ) -> Callable[[object], int]:
@@ -257,7 +630,9 @@ def blind_index_eraser(
 
     Blind-index entries are keyed per column, not per subject, so destroying a
     subject's data key leaves them linkable. The eraser clears the subject's
-    blind-index companions in every table with a subject column.
+    blind-index companions in every table with a subject column. It also has a
+    ``many(subject_ids)`` method, which :meth:`custdata.Custodian.shred_many`
+    calls: one ``UPDATE ... WHERE subject IN (...)`` per table and 500 subjects.
 
     Args:
         session_or_engine: Where to clear them. A session is used in its current
@@ -267,31 +642,7 @@ def blind_index_eraser(
     Returns:
         A callable taking a subject id and returning how many rows it cleared.
     """
-
-    def erase(subject_id: object) -> int:
-        statements = []
-        for table in _subject_tables(metadata):
-            subject_col = next(c for c in table.columns if c.info.get(SUBJECT_INFO_KEY))
-            companions = [
-                c for c in table.columns if c.info.get("custdata_blind_index_of")
-            ]
-            if companions:
-                statements.append(
-                    update(table)
-                    .where(subject_col == subject_id)
-                    .values(**dict.fromkeys((c.key for c in companions), None))
-                )
-        cleared = 0
-        if isinstance(session_or_engine, Session):
-            for stmt in statements:
-                cleared += session_or_engine.execute(stmt).rowcount  # type: ignore[attr-defined]
-        else:
-            with session_or_engine.begin() as conn:
-                for stmt in statements:
-                    cleared += conn.execute(stmt).rowcount
-        return cleared
-
-    return erase
+    return _BlindIndexEraser(session_or_engine, metadata)
 
 
 def shred_subject(
@@ -327,3 +678,60 @@ def shred_subject(
     """
     eraser = blind_index_eraser(session_or_engine, metadata=metadata)
     return int(custodian.shred(subject_id, erasers=[eraser], now=now))
+
+
+def hold_subject_keys(  # noqa: PLR0917
+    conn: Connection,
+    custodian: Any,
+    facts: Any,
+    rows: Sequence[Mapping[str, Any]],
+    tails: Sequence[bytes | None] | None,
+    extra_subject: object,
+) -> None:
+    """Make ready the keys of the subjects a write statement encrypts for (internal).
+
+    Called once per statement by the write hook, before its values are
+    encrypted: the keys of every subject written are fetched, and the missing
+    ones created, as one batch. When the store's table is in the statement's
+    database, that happens in the statement's transaction, so the keys commit
+    or roll back with the rows; otherwise the new keys commit first, in the
+    store's own transaction (a crash in between leaves keys without rows,
+    never rows without keys).
+
+    Args:
+        conn: The statement's connection.
+        custodian: The custodian in force.
+        facts: The table's facts (its subject column and subject-bound columns).
+        rows: The statement's parameter sets.
+        tails: Per row, the subject's associated-data tail, if worked out already.
+        extra_subject: The subject of rows that do not name one.
+    """
+    from ._binding import subject_tail  # noqa: PLC0415 - runtime's helpers
+    from ._write import row_subject  # noqa: PLC0415
+
+    store = custodian.subject_keys
+    keyring = custodian.keyring
+    subject_col = facts.subject_col
+    if store is None or keyring is None or subject_col is None:
+        return  # the encryption itself names what is missing
+    bound = [key for key, b in facts.subject_bound]
+    wanted: set[bytes] = set()
+    kind = facts.subject_kind
+    for i, row in enumerate(rows):
+        if not any(row.get(key) is not None for key in bound):
+            continue
+        tail = tails[i] if tails is not None else None
+        if tail is None:
+            subject = row_subject(row, subject_col, extra_subject)
+            if subject is None:
+                continue  # refused by the encryption, which names the column
+            try:
+                tail = subject_tail(subject, kind)
+            except (TypeError, ValueError):
+                continue  # an SQL expression, or refused by the encryption
+        wanted.add(tail[4:])
+    if not wanted:
+        return
+    shares = getattr(store, "shares", None)
+    transaction = conn if shares is not None and shares(conn) else None
+    keyring.subject_scope(store).prepare(wanted, transaction=transaction)

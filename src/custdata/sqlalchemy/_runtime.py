@@ -69,6 +69,7 @@ from ._binding import (
     subject_value,
 )
 from ._declare import KNOWN_TABLES, CustomerDataInfo, settle_table, uuid7
+from ._keystore import hold_subject_keys
 from ._raw import refuse_raw_write
 from ._types import (
     _GRANTS,
@@ -580,6 +581,10 @@ def _before_execute(
             is_insert=is_insert,
             texts=None if texts is None else [t for t in texts if t is not None],
         )
+    if facts.subject_kind is not None and (rows or embedded):
+        # Every subject's key made (or found) for the whole statement at once.
+        held = rows or [embedded or {}]
+        hold_subject_keys(conn, custodian, facts, held, tails, extra_subject)
     if rows is given_rows:
         if multiparams:
             return (
