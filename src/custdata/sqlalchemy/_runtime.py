@@ -43,7 +43,7 @@ import attrs
 
 from sqlalchemy import Table, event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import Mapper, ORMExecuteState, Session, defer
+from sqlalchemy.orm import Mapper, ORMExecuteState, Session
 from sqlalchemy.sql import Insert, Select, Update, operators
 from sqlalchemy.sql.elements import (
     BinaryExpression,
@@ -73,6 +73,7 @@ from ._binding import (
     subject_value,
 )
 from ._declare import KNOWN_TABLES, CustomerDataInfo, _Inferred, settle_table, uuid7
+from ._sealed import MASK_TEXT, Grant, SealedValue, seal_attribute
 from ._types import (
     _GRANTS,
     RELEASED,
@@ -92,10 +93,6 @@ __all__ = [
     "validate_mapper",
     "validate_models",
 ]
-
-#: What a field revealed only as a mask reads as. It is the same for every
-#: value, because a denied value is never decrypted, not even to mask it.
-MASK_TEXT = "***"
 
 _lock = threading.Lock()
 #: :func:`custdata.current_access` without the Python call (hot paths).
@@ -610,11 +607,58 @@ def _memo_fits(
     )
 
 
+class _Part:
+    """The fields of one table among a statement's fetched columns.
+
+    Every decision names one table (the audit schema's ``entity`` is one
+    identifier): a statement that reads several tables makes one decision per
+    table, each with the subjects of that table's rows.
+    """
+
+    __slots__ = ("bindings", "entity", "fields", "names", "sources", "visible")
+
+    def __init__(
+        self, entity: str, bindings: list[FieldBinding], names: list[str]
+    ) -> None:
+        self.entity = entity
+        self.bindings = bindings
+        #: The names the plan knows these fields by (qualified in a join).
+        self.names = names
+        self.fields: dict[str, FieldPolicy | None] = {
+            (b.column or "?"): b.field for b in bindings
+        }
+        #: The subject sources of this table's columns.
+        self.sources: list[int] = []
+        #: Per (policy, role, purpose): the fields an entity load announces
+        #: (permitted or masked), one mapping object each.
+        self.visible: dict[tuple[object, ...], dict[str, FieldPolicy | None]] = {}
+
+    def announced(self, policy: Any, ctx: Any) -> dict[str, FieldPolicy | None]:
+        """The fields a sealed load announces under *ctx*: those it may read or mask."""
+        key = (policy, ctx.role, ctx.purpose)
+        fields = self.visible.get(key)
+        if fields is None:
+            fields = {
+                name: field
+                for name, field in self.fields.items()
+                if field is not None
+                and bool(field.purposes)
+                and (field.on_violation == "mask" or policy.permits(field, ctx.purpose))
+            }
+            if len(self.visible) > 64:  # noqa: PLR2004 - a bound, not a tuning knob
+                self.visible.clear()
+            self.visible[key] = fields
+        return fields
+
+
 class _Plan:
     """The encrypted columns a compiled statement fetches (cached on the compiled).
 
     ``fields`` is one mapping object for the life of the plan, so
     :meth:`custdata.Custodian.authorize` can memoise its verdict by identity.
+    A plan that ``seal``s (an ORM statement loading entities) hands its
+    values over as :class:`~custdata.sqlalchemy._sealed.SealedValue`; any
+    other hands them over decrypted, after the batch's decision.
     """
 
     __slots__ = (
@@ -627,7 +671,9 @@ class _Plan:
         "fields",
         "lone",
         "names",
+        "parts",
         "predicted",
+        "seal",
         "sources",
     )
 
@@ -636,8 +682,11 @@ class _Plan:
         bindings: list[FieldBinding],
         columns: Sequence[tuple[int, FieldBinding, bool, int]] = (),
         sources: Sequence[tuple[int, SubjectKind, bool]] = (),
+        *,
+        seal: bool = False,
     ) -> None:
         self.bindings = bindings
+        self.seal = seal
         tables = sorted({b.table or "?" for b in bindings})
         single = len(tables) == 1
         self.entity = tables[0] if single else ", ".join(tables)
@@ -645,6 +694,18 @@ class _Plan:
         self.fields: dict[str, FieldPolicy | None] = dict(
             zip(self.names, (b.field for b in bindings), strict=True)
         )
+        self.parts: list[_Part] = []
+        for table in tables:
+            chosen = [
+                (b, name)
+                for b, name in zip(bindings, self.names, strict=True)
+                if (b.table or "?") == table
+            ]
+            part = _Part(table, [b for b, _ in chosen], [n for _, n in chosen])
+            part.sources = sorted(
+                {src for _, b, _, src in columns if src >= 0 and b in part.bindings}
+            )
+            self.parts.append(part)
         #: The encrypted columns of a fetched row: (position, binding, text
         #: storage, index of the subject source or -1 for no subject).
         self.columns = list(columns)
@@ -656,7 +717,7 @@ class _Plan:
         #: subject-bound values all name it; ``None`` otherwise.
         self.lone: tuple[int, SubjectKind] | None = (
             (sources[0][0], sources[0][1])
-            if len(sources) == 1 and not sources[0][2]
+            if len(sources) == 1 and not sources[0][2] and single
             else None
         )
         #: Whether a read is expected to be allowed, per policy and context.
@@ -666,6 +727,56 @@ class _Plan:
         self._grants: tuple[object, object, object, dict[object, Any]] | None = None
         #: The same for fetched batches: (..., what :meth:`released` returns).
         self._released: tuple[object, object, object, Any] | None = None
+
+    def decide(
+        self,
+        custodian: Any,
+        subjects: Sequence[Sequence[str]] | None,
+        extra: Sequence[object],
+        rows: int,
+    ) -> tuple[str, ...]:
+        """Authorize reading every part (one decision each), before any value is opened.
+
+        Args:
+            custodian: The deciding custodian.
+            subjects: Per subject source, the batch's distinct subject ids
+                (``None``: the plan's parts share them all).
+            extra: Subjects named by the load (rows without their own).
+            rows: The number of rows fetched.
+
+        Returns:
+            The plan's names of the fields revealed only as their mask.
+
+        Raises:
+            AccessDeniedError: If the context may not read a part's fields.
+        """
+        denied: list[str] = []
+        for part in self.parts:
+            named: list[str] = []
+            if subjects is not None:
+                for src in part.sources:
+                    named.extend(subjects[src])
+                if len(part.sources) > 1:
+                    named = list(dict.fromkeys(named))
+            if not named and extra:
+                named = list(map(str, extra))
+            decision = custodian.authorize(
+                action=Action.READ,
+                entity=part.entity,
+                fields=part.fields,
+                subjects=named,
+                count=rows * len(part.bindings),
+            )
+            if decision.denied_fields:
+                by_column = dict(
+                    zip(
+                        (b.column or "?" for b in part.bindings),
+                        part.names,
+                        strict=True,
+                    )
+                )
+                denied.extend(by_column[f] for f in decision.denied_fields)
+        return tuple(denied)
 
     def grants(self, custodian: Any, denied: tuple[str, ...]) -> dict[object, Any]:
         """The grants of an allowed decision: binding -> cipher, or the mask."""
@@ -794,6 +905,30 @@ def _subject_index(entries: Sequence[Any], subject: Any) -> int:
     )
 
 
+def _loads_entities(compiled: Any) -> bool:
+    """Whether an ORM statement loads entities (whose values then stay sealed).
+
+    Raises:
+        UnsupportedOperationError: If it also selects a customer-data column
+            on its own: the two would share the fetched value.
+    """
+    entities = getattr(getattr(compiled, "compile_state", None), "_entities", None)
+    if not entities:
+        return False
+    from sqlalchemy.orm.context import _MapperEntity  # noqa: PLC0415
+
+    if not any(isinstance(e, _MapperEntity) for e in entities):
+        return False
+    for e in entities:
+        column = getattr(e, "column", None)
+        if column is not None and _is_encrypted(column):
+            raise UnsupportedOperationError(
+                "a statement that loads entities cannot also select a customer-data "
+                "column on its own; read the attribute of the loaded object instead"
+            )
+    return True
+
+
 def _plan_for(compiled: Any) -> _Plan:
     plan: _Plan | None = compiled.__dict__.get(_PLAN_ATTR)
     if plan is not None:
@@ -831,7 +966,11 @@ def _plan_for(compiled: Any) -> _Plan:
             src = len(sources)
             sources.append((index, b.subject_kind, True))
         columns.append((index, b, text, src))
-    plan = _Plan(list(seen), columns, sources) if seen else _NO_PLAN
+    plan = (
+        _Plan(list(seen), columns, sources, seal=_loads_entities(compiled))
+        if seen
+        else _NO_PLAN
+    )
     with contextlib.suppress(AttributeError):  # no __dict__: no cache
         setattr(compiled, _PLAN_ATTR, plan)
     return plan
@@ -864,14 +1003,8 @@ def authorize_read(
     Raises:
         AccessDeniedError: If the access context may not read them.
     """
-    decision = custodian.authorize(
-        action=Action.READ,
-        entity=plan.entity,
-        fields=plan.fields,
-        subjects=subjects,
-        count=count,
-    )
-    grants = plan.grants(custodian, decision.denied_fields)
+    denied = plan.decide(custodian, None, subjects, 0)
+    grants = plan.grants(custodian, denied)
     _GRANTS.set(grants)
     return grants
 
@@ -882,15 +1015,15 @@ _UUID_BYTES = 16
 
 def _batch_subjects(
     rows: Sequence[Any], plan: _Plan
-) -> tuple[list[str], list[list[bytes | None]], dict[int, list[Any]]]:
+) -> tuple[list[list[str]], list[list[bytes | None]], dict[int, list[Any]]]:
     """The subjects of a fetched batch, before anything in it is decrypted.
 
     Returns:
-        The distinct canonical subject ids (what the decision names); per
-        subject source, each row's associated-data tail (``None`` where the row
-        has no subject); and per packed source, each row's envelope.
+        Per subject source, the distinct canonical subject ids (what the
+        decisions name) and each row's associated-data tail (``None`` where
+        the row has no subject); and per packed source, each row's envelope.
     """
-    seen: dict[str, None] = {}
+    named: list[list[str]] = []
     tails: list[list[bytes | None]] = []
     blobs: dict[int, list[Any]] = {}
     if len(rows) == 1:
@@ -898,6 +1031,7 @@ def _batch_subjects(
         first = rows[0]
         for src, (index, kind, packed) in enumerate(plan.sources):
             raw = first[index]
+            named.append([])
             if packed and raw is not None:
                 raw, _, blob = raw.partition(b"|" if raw.__class__ is bytes else "|")
                 blobs[src] = [blob]
@@ -907,11 +1041,12 @@ def _batch_subjects(
                 tails.append([None])
                 continue
             text, tail = subject_parts(raw, kind)
-            seen[text] = None
+            named[src] = [text]
             tails.append([tail])
-        return list(seen), tails, blobs
+        return named, tails, blobs
     for src, (index, kind, packed) in enumerate(plan.sources):
         memo: dict[object, tuple[str, bytes]] = {}
+        seen: dict[str, None] = {}
         out: list[bytes | None] = []
         append = out.append
         if packed:
@@ -979,7 +1114,8 @@ def _batch_subjects(
                     seen[parts[0]] = None
                 append(parts[1])
         tails.append(out)
-    return list(seen), tails, blobs
+        named.append(list(seen))
+    return named, tails, blobs
 
 
 def _open_rows(
@@ -1059,15 +1195,24 @@ class _AnnouncingCursor:
         "_extra",
         "_grants",
         "_plan",
+        "_quiet",
     )
 
     #: Rows read ahead per announced batch when the rows are fetched one by one.
     chunk = 100
 
     def __init__(
-        self, cursor: Any, plan: _Plan, custodian: Any, extra: Sequence[object]
+        self,
+        cursor: Any,
+        plan: _Plan,
+        custodian: Any,
+        extra: Sequence[object],
+        *,
+        quiet: bool = False,
     ) -> None:
         self._cursor = cursor
+        #: A sealed load that announces nothing (a refresh): reads decide.
+        self._quiet = quiet
         self._extra = extra
         self._plan = plan
         self._custodian = custodian
@@ -1094,6 +1239,8 @@ class _AnnouncingCursor:
     def _release(self, rows: Sequence[Any]) -> Sequence[Any]:
         """Announce a fetched batch, then decrypt what it releases."""
         plan = self._plan
+        if plan.seal:
+            return self._seal(rows)
         if len(rows) == 1 and plan.lone is not None:
             # One row whose values are all bound to one subject column (a get,
             # a refresh): the same steps without the batch bookkeeping.
@@ -1135,29 +1282,78 @@ class _AnnouncingCursor:
         if not rows:
             if self._announced:
                 return rows
-            subjects: list[Any] = []
+            named: list[list[str]] | None = None
             tails: list[list[bytes | None]] = []
             blobs: dict[int, list[Any]] = {}
         else:
-            subjects, tails, blobs = _batch_subjects(rows, plan)
-        if not subjects and self._extra:
-            # Rows without a subject column of their own (e.g. a child table
-            # loaded through a relationship) name the subject they were loaded for.
-            subjects = list(self._extra)
+            named, tails, blobs = _batch_subjects(rows, plan)
         self._announced = True
-        decision = self._custodian.authorize(
-            action=Action.READ,
-            entity=plan.entity,
-            fields=plan.fields,
-            subjects=subjects,
-            count=len(rows) * len(plan.bindings),
-        )
-        grants, opens, _, masks = plan.released(self._custodian, decision.denied_fields)
+        denied = plan.decide(self._custodian, named, self._extra, len(rows))
+        grants, opens, _, masks = plan.released(self._custodian, denied)
         self._grants = grants
         _GRANTS.set(grants)
         if rows and (opens or masks):
             return _open_rows(rows, opens, tails, blobs, masks)
         return rows
+
+    def _seal(self, rows: Sequence[Any]) -> Sequence[Any]:
+        """Announce a batch an entity load fetched, and hand its values over sealed."""
+        if not rows:
+            return rows
+        plan = self._plan
+        named, tails, blobs = _batch_subjects(rows, plan)
+        grant = None if self._quiet else self._announce(named, len(rows))
+        columns: list[Any] = list(zip(*rows, strict=True))
+        raws = [None if packed else columns[index] for index, _, packed in plan.sources]
+        # NULL is sealed too: whether a field is set is for its purposes only.
+        for pos, _b, _text, src in plan.columns:
+            if src < 0:
+                columns[pos] = [SealedValue(v, None, None, grant) for v in columns[pos]]
+                continue
+            values = blobs.get(src) or columns[pos]
+            subjects = raws[src] or [None] * len(rows)
+            columns[pos] = [
+                SealedValue(v, tail, subject, grant)
+                for v, tail, subject in zip(values, tails[src], subjects, strict=True)
+            ]
+        return list(zip(*columns, strict=True))
+
+    def _announce(self, named: list[list[str]], rows: int) -> Grant | None:
+        """Record one decision per table for the fields the context may read (or mask).
+
+        Fields it may not read are not announced: they stay sealed, and
+        reading one decides (and records the denial) then.
+        """
+        custodian = self._custodian
+        policy = custodian.policy
+        if not _context_ok(policy):
+            return None
+        ctx = _access_now()
+        opens: dict[FieldBinding, Any] = {}
+        for part in self._plan.parts:
+            fields = part.announced(policy, ctx)
+            if not fields:
+                continue
+            subjects: list[str] = []
+            for src in part.sources:
+                subjects.extend(named[src])
+            if len(part.sources) > 1:
+                subjects = list(dict.fromkeys(subjects))
+            if not subjects and self._extra:
+                subjects = list(map(str, self._extra))
+            decision = custodian.authorize(
+                action=Action.READ,
+                entity=part.entity,
+                fields=fields,
+                subjects=subjects,
+                count=rows * len(fields),
+            )
+            masked = decision.denied_fields
+            for b in part.bindings:
+                name = b.column or "?"
+                if name in fields:
+                    opens[b] = MASK_TEXT if name in masked else b.cipher(custodian)
+        return Grant(ctx, custodian, opens)
 
     def _in_force(self) -> None:
         # Another statement may have put its own grants in force since this
@@ -1195,6 +1391,21 @@ class _AnnouncingCursor:
         return self._buffer.pop(0)
 
 
+class _RowsUnlogged:
+    """An engine, as one execution's result sees it: no row logging."""
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def _should_log_debug(self) -> bool:
+        return False
+
+
 class _ProcessorsOf:
     """``context.get_result_processor`` without the encrypted columns' processors."""
 
@@ -1225,6 +1436,19 @@ def _before_cursor_execute(  # noqa: PLR0917
     if not plan.bindings:
         return
     custodian = _custodian.get() or _default_custodian[0] or _require_custodian()
+    if plan.seal and not context.is_crud:
+        # An entity load: its values are handed over sealed, and each is
+        # decided when it is read (the batch announces what may be).
+        if compiled._cached_metadata is None:  # noqa: SLF001
+            context.get_result_processor = _ProcessorsOf(context.get_result_processor)
+        context.cursor = _AnnouncingCursor(
+            cursor,
+            plan,
+            custodian,
+            context.execution_options.get("custdata_subjects", ()),
+            quiet=context.execution_options.get("custdata_quiet", False),
+        )
+        return
     if context.is_crud or executemany:
         # RETURNING rows are fetched by SQLAlchemy itself: authorize them now.
         subjects = context.execution_options.get("custdata_subjects", ())
@@ -1242,6 +1466,13 @@ def _before_cursor_execute(  # noqa: PLR0917
         # cursor hands over their values decrypted or masked, so they need
         # no result processor (one Python call less per value).
         context.get_result_processor = _ProcessorsOf(context.get_result_processor)
+    if conn._echo and context.engine._should_log_debug():  # noqa: SLF001
+        # SQLAlchemy's row logging (echo="debug") would log the decrypted
+        # values of this statement's rows: not for these rows.
+        context.engine = _RowsUnlogged(context.engine)
+        conn._log_debug(  # noqa: SLF001
+            "Rows of %s are not logged: they hold customer data", plan.entity
+        )
     # SQLAlchemy executes on the cursor it passed here and reads the results
     # through ``context.cursor``: from now on, through the announcing proxy.
     context.cursor = _AnnouncingCursor(
@@ -1256,7 +1487,7 @@ def _before_cursor_execute(  # noqa: PLR0917
 
 
 class _MapperFacts:
-    __slots__ = ("fields", "joined", "last", "validated")
+    __slots__ = ("fields", "validated")
 
     def __init__(self, mapper: Mapper[Any]) -> None:
         self.fields: list[tuple[str, FieldPolicy]] = []
@@ -1266,10 +1497,6 @@ class _MapperFacts:
                 if isinstance(info, CustomerDataInfo):
                     self.fields.append((prop.key, info.field))
         self.validated: weakref.WeakSet[Any] = weakref.WeakSet()
-        #: Relationships configured to load joined (``lazy="joined"``).
-        self.joined = [r for r in mapper.relationships if r.lazy == "joined"]
-        #: (access context, custodian, withheld keys) of the last entity load.
-        self.last: tuple[object, object, frozenset[str]] = (None, None, frozenset())
 
 
 _MAPPERS: weakref.WeakKeyDictionary[Mapper[Any], _MapperFacts] = (
@@ -1386,6 +1613,22 @@ def _mapped_inner(annotation: Any) -> type[Any] | None:
     return None
 
 
+def _seal_attributes(mapper: Mapper[Any]) -> None:
+    """Make each customer-data attribute open its sealed values when read."""
+    manager = mapper.class_manager
+    for prop in mapper.column_attrs:
+        for col in prop.columns:
+            type_ = getattr(col, "type", None)
+            if isinstance(type_, EncryptedType):
+                attribute = manager.get(prop.key)
+                if attribute is not None:
+                    seal_attribute(
+                        attribute,
+                        type_._binding,
+                        text=type_.storage == "text",  # noqa: SLF001
+                    )
+
+
 @event.listens_for(Mapper, "mapper_configured")
 def _on_mapper_configured(mapper: Mapper[Any], class_: type[Any]) -> None:
     facts = _mapper_facts(mapper)
@@ -1397,6 +1640,7 @@ def _on_mapper_configured(mapper: Mapper[Any], class_: type[Any]) -> None:
     for table in mapper.tables:
         if isinstance(table, Table):
             settle_table(table)
+    _seal_attributes(mapper)
     custodian = _current_custodian()
     if custodian is not None:
         validate_mapper(mapper, custodian.policy)
@@ -1421,51 +1665,12 @@ def _context_ok(policy: Any) -> bool:
     )
 
 
-def _withheld(policy: Any, field: FieldPolicy, context_ok: bool) -> bool:
-    """Whether an entity load should leave *field* unloaded."""
-    if not context_ok:
-        return True
-    if field.on_violation == "mask":
-        return False
-    purpose = current_access().purpose
-    return not policy.permits(field, purpose)
-
-
 @event.listens_for(Session, "do_orm_execute")
 def _do_orm_execute(state: ORMExecuteState) -> None:
     if state.is_select:
         _orm_select(state)
     elif state.is_update or state.is_delete:
         _orm_bulk(state)
-
-
-_WITHHELD_CACHE: dict[tuple[Any, ...], frozenset[str]] = {}
-
-
-def _withheld_keys(
-    mapper: Mapper[Any], facts: _MapperFacts, custodian: Any
-) -> frozenset[str]:
-    """The customer-data attributes of *mapper* an entity load leaves unloaded (cached)."""
-    ctx = _access_now()
-    last = facts.last
-    if last[0] is ctx and last[1] is custodian:
-        # The same (immutable) access context and custodian (whose policy is
-        # fixed) as the last load of this mapper.
-        return last[2]
-    policy = custodian.policy
-    cache_key = (mapper, id(policy), ctx.actor is None, ctx.role, ctx.purpose)
-    keys = _WITHHELD_CACHE.get(cache_key)
-    if keys is None:
-        validate_mapper(mapper, policy)
-        context_ok = _context_ok(policy)
-        keys = frozenset(
-            key for key, field in facts.fields if _withheld(policy, field, context_ok)
-        )
-        if len(_WITHHELD_CACHE) > 4096:  # noqa: PLR2004 - a bound, not a tuning knob
-            _WITHHELD_CACHE.clear()
-        _WITHHELD_CACHE[cache_key] = keys
-    facts.last = (ctx, custodian, keys)
-    return keys
 
 
 def _statement_mappers(state: ORMExecuteState) -> list[Mapper[Any]]:
@@ -1499,197 +1704,31 @@ def _known_subject(state: ORMExecuteState) -> None:
 
 
 def _orm_select(state: ORMExecuteState) -> None:
-    mappers = _statement_mappers(state)
-    if not mappers:
-        return
+    """Prepare an ORM SELECT: its entities' values will be handed over sealed.
+
+    Nothing is left unloaded: every customer value is loaded sealed and is
+    decided when it is read. A refresh of one object (after ``commit()``,
+    ``refresh()`` or expiry) announces nothing, so touching its primary key
+    records no reveal of fields nobody read.
+    """
     custodian: Any = None
-    plan: list[tuple[Mapper[Any], frozenset[str]]] = []
-    # Loader options as given (before any of ours): joined eager loads to check.
-    given = getattr(state.statement, "_with_options", ())
-    joins = bool(given)
-    for mapper in mappers:
+    for mapper in _statement_mappers(state):
         facts = _MAPPERS.get(mapper) or _mapper_facts(mapper)
-        joins = joins or bool(facts.joined)
         if not facts.fields:
             continue
         if custodian is None:
-            custodian = _custodian.get() or _default_custodian[0]
-            if custodian is None:
-                raise ConfigurationError(
-                    "no custodian is current: call custodian.make_current() or use custodian.activate()"
-                )
-        keys = _withheld_keys(mapper, facts, custodian)
-        if keys:
-            plan.append((mapper, keys))
-    if custodian is None:
-        # No customer data at the top level: nothing to withhold or name,
-        # except in what is eagerly joined to it.
-        if joins:
-            _defer_joined(state, mappers, {}, given)
-        return
+            custodian = _require_custodian()
+        if custodian.policy not in facts.validated:
+            validate_mapper(mapper, custodian.policy)
     load_options = state.load_options
+    refresh = getattr(load_options, "_refresh_state", None)
     if (
         getattr(load_options, "_lazy_loaded_from", None) is not None
-        or getattr(load_options, "_refresh_state", None) is not None
+        or refresh is not None
     ) and (state.is_relationship_load or state.is_column_load):
         _known_subject(state)
-    if not plan:
-        if joins and not state.is_relationship_load:
-            _defer_joined(state, mappers, {}, given)
-        return
-    requested: frozenset[str] = frozenset()
-    compile_options = getattr(state.statement, "_compile_options", None)
-    if state.is_column_load:
-        requested = getattr(compile_options, "_only_load_props", None) or frozenset()
-    if requested:
-        mapper, keys = plan[0]
-        encrypted = {key for key, _ in _mapper_facts(mapper).fields}
-        if requested <= encrypted:
-            # Only customer-data attributes are left to load: one of them was
-            # touched, so its load is authorized (and raises if denied)
-            # instead of leaving it silently unloaded.
-            return
-        if hasattr(compile_options, "_only_load_props"):
-            # A refresh names the attributes to load: withhold ours from the list.
-            stmt: Any = state.statement
-            stmt = stmt._generate()  # noqa: SLF001
-            stmt._compile_options += {"_only_load_props": frozenset(requested - keys)}  # noqa: SLF001
-            state.statement = stmt
-            return
-    if state.is_relationship_load:
-        mapper, keys = plan[0]
-        state.statement = state.statement.options(*_relative(state, mapper, set(keys)))
-        return
-    withheld = dict(plan)
-    options: list[Any] = []
-    from sqlalchemy import inspect  # noqa: PLC0415
-
-    statement: Any = state.statement
-    for desc in statement.column_descriptions:
-        entity = desc.get("entity")
-        if entity is None or desc.get("expr") is not entity:
-            continue
-        insp: Any = inspect(entity)
-        found = withheld.get(getattr(insp, "mapper", insp))
-        options.extend(defer(getattr(entity, key)) for key in sorted(found or ()))
-    if options:
-        state.statement = state.statement.options(*options)
-    if joins:
-        _defer_joined(state, mappers, withheld, given)
-
-
-def _relative(state: ORMExecuteState, mapper: Mapper[Any], keys: set[str]) -> list[Any]:
-    """``defaultload(A.rel)...defer(B.x)`` along the path of a relationship load."""
-    path = state.loader_strategy_path
-    elements: list[Any] = list(path.path) if path is not None else []
-    return _along(elements, mapper, keys)
-
-
-def _along(
-    elements: Sequence[Any], target: Any, keys: set[str] | frozenset[str]
-) -> list[Any]:
-    """``defaultload(A.rel).defaultload(B.rel2)...defer(C.x)`` for each key.
-
-    *elements* alternate owner entity and relationship, from the statement's
-    top level down to *target*, the entity the keys belong to.
-    """
-    from sqlalchemy.orm import defaultload  # noqa: PLC0415
-
-    opt: Any = None
-    for i in range(0, len(elements) - 1, 2):
-        owner, prop = elements[i], elements[i + 1]
-        attr = getattr(getattr(owner, "entity", None) or owner.class_, prop.key)
-        opt = defaultload(attr) if opt is None else opt.defaultload(attr)
-    entity = getattr(target, "entity", None) or target.class_
-    out = []
-    for key in sorted(keys):
-        attr = getattr(entity, key)
-        out.append(defer(attr) if opt is None else opt.defer(attr))
-    return out
-
-
-_JOINED = (("lazy", "joined"),)
-#: How deep configured ``lazy="joined"`` relationships are followed.
-_JOIN_DEPTH = 4
-
-
-def _joined_paths(
-    given: Sequence[Any], tops: Sequence[Mapper[Any]]
-) -> list[tuple[Any, ...]]:
-    """The paths (entity, relationship, ..., entity) a SELECT loads joined, from the top.
-
-    Joined eager loads named by loader options, and relationships configured
-    ``lazy="joined"``, as long as every step above them is joined as well (a
-    joined load below a select-in or lazy load belongs to that other query).
-    """
-    strategies: dict[tuple[Any, ...], Any] = {}
-    for opt in given:
-        for element in getattr(opt, "context", ()):
-            path = getattr(getattr(element, "path", None), "path", None)
-            strategy = getattr(element, "strategy", None)
-            if path and strategy:
-                strategies[tuple(path)] = strategy
-
-    def joined(prefix: tuple[Any, ...]) -> bool:
-        strategy = strategies.get(prefix)
-        if strategy is None:
-            return getattr(prefix[-2], "lazy", None) == "joined"
-        return bool(strategy == _JOINED)
-
-    paths = [
-        path
-        for path, strategy in strategies.items()
-        if strategy == _JOINED
-        and len(path) >= 3  # noqa: PLR2004 - entity, relationship, entity
-        and all(joined(path[: j + 2]) for j in range(1, len(path) - 2, 2))
-    ]
-    stack: list[tuple[Any, ...]] = [(m,) for m in tops]
-    while stack:
-        path = stack.pop()
-        mapper = getattr(path[-1], "mapper", path[-1])
-        for rel in (_MAPPERS.get(mapper) or _mapper_facts(mapper)).joined:
-            longer = (*path, rel, rel.mapper)
-            if (
-                len(longer) > 2 * _JOIN_DEPTH + 1
-                or rel.mapper in path
-                or not joined(longer)
-            ):
-                continue
-            if longer not in paths:
-                paths.append(longer)
-            stack.append(longer)
-    return paths
-
-
-def _defer_joined(
-    state: ORMExecuteState,
-    tops: Sequence[Mapper[Any]],
-    withheld: Mapping[Mapper[Any], frozenset[str]],
-    given: Sequence[Any],
-) -> None:
-    """Leave unloaded the fields of eagerly joined entities the context may not read.
-
-    The same as for the statement's own entities: the joined objects load,
-    and touching such a field later raises through its own audited load.
-    *given* are the statement's loader options as the application gave them.
-    """
-    options: list[Any] = []
-    custodian: Any = None
-    for path in _joined_paths(given, tops):
-        target = path[-1]
-        mapper = getattr(target, "mapper", target)
-        facts = _MAPPERS.get(mapper) or _mapper_facts(mapper)
-        if not facts.fields:
-            continue
-        keys = withheld.get(mapper)
-        if keys is None:
-            if custodian is None:
-                custodian = _require_custodian()
-            keys = _withheld_keys(mapper, facts, custodian)
-        if keys:
-            options.extend(_along(path[:-1], target, keys))
-    if options:
-        state.statement = state.statement.options(*options)
+    if refresh is not None:
+        state.update_execution_options(custdata_quiet=True)
 
 
 def _orm_bulk(state: ORMExecuteState) -> None:
