@@ -201,6 +201,8 @@ def _prepare_row(
         if key not in row:
             continue
         value = row[key]
+        if value.__class__ is SealedValue:
+            continue  # written back as loaded: its index stands
         if value.__class__ is _Bound:
             value = value.value
         if value is None:
@@ -219,7 +221,7 @@ def _prepare_row(
     canonical: object = None
     for key, encrypt, bound, text, b in sealers:
         value = row.get(key)
-        if value is None or value.__class__ is _Sealed:
+        if value is None or value.__class__ in _STORED:
             continue
         if value.__class__ is _Bound:
             own = value.subject
@@ -270,6 +272,8 @@ def _prepare_rows(
             if key not in row:
                 continue
             value = row[key]
+            if value.__class__ is SealedValue:
+                continue  # written back as loaded: its index stands
             if value.__class__ is _Bound:
                 value = value.value
             if value is None:
@@ -337,7 +341,9 @@ def _sealed(b: FieldBinding, blob: bytes, text: bool) -> object:
 
 
 #: Classes of parameter values that are not plain values to encrypt.
-_SPECIAL = frozenset({type(None), _Sealed, _Bound})
+_SPECIAL = frozenset({type(None), _Sealed, _Bound, SealedValue})
+#: Classes of parameter values that are already envelopes: written as they are.
+_STORED = frozenset({_Sealed, SealedValue})
 
 
 def _gather(  # noqa: PLR0917
@@ -357,7 +363,7 @@ def _gather(  # noqa: PLR0917
     values: list[Any] = []
     for i, row in enumerate(rows):
         value = row.get(key)
-        if value is None or value.__class__ is _Sealed:
+        if value is None or value.__class__ in _STORED:
             continue
         if value.__class__ is _Bound:
             own = value.subject
@@ -1625,7 +1631,7 @@ def _seal_attributes(mapper: Mapper[Any]) -> None:
                     seal_attribute(
                         attribute,
                         type_._binding,
-                        text=type_.storage == "text",  # noqa: SLF001
+                        text=type_.storage == "text",
                     )
 
 

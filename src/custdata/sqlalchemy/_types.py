@@ -53,6 +53,7 @@ from custdata._errors import (
 from custdata.crypto._envelope import SIV_OVERHEAD, VERSION_1
 
 from ._binding import FieldBinding, SubjectKind, subject_value
+from ._sealed import SealedValue
 
 
 __all__ = [
@@ -263,6 +264,10 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
                     raise _not_sealed(b)
                 return value
             if value.__class__ is _Sealed:
+                return value.data
+            if value.__class__ is SealedValue:
+                # Loaded sealed and written back as it is (e.g. a merged or
+                # re-inserted object): the stored envelope, unopened.
                 return value.data
             if value.__class__ is _Bound:
                 subject = value.subject
