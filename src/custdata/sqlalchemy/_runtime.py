@@ -1630,7 +1630,7 @@ def _seal_attributes(mapper: Mapper[Any]) -> None:
                 if attribute is not None:
                     seal_attribute(
                         attribute,
-                        type_._binding,
+                        type_._binding,  # noqa: SLF001 - the package's own type
                         text=type_.storage == "text",
                     )
 
