@@ -39,6 +39,7 @@ _ERRORS: Mapping[DenyReason, type[AccessDeniedError]] = {
     DenyReason.PURPOSE_NOT_GRANTED: PurposeNotGrantedError,
     DenyReason.PURPOSE_NOT_PERMITTED: PurposeViolationError,
     DenyReason.UNTAGGED_FIELD: PurposeViolationError,
+    DenyReason.ERASURE_NOT_PERMITTED: PurposeViolationError,
 }
 
 
@@ -250,6 +251,38 @@ class Custodian:
         self._verdicts[key] = verdict
         return verdict
 
+    def _erasure(
+        self,
+        actor: str | None,
+        role: str | None,
+        purpose: str | None,
+        fields: Mapping[str, FieldPolicy | None] | None,
+    ) -> _Verdict:
+        """The verdict on deleting records: a valid context whose purpose may erase."""
+        key = ("erase", actor is None, role, purpose, id(fields))
+        cached = self._verdicts.get(key)
+        if cached is not None and cached.source is fields:
+            return cached
+        policy = self._policy
+        reason = _context_reason(policy, actor, role, purpose)
+        if reason is None and not policy.may_erase(purpose):  # type: ignore[arg-type]
+            reason = DenyReason.ERASURE_NOT_PERMITTED
+        given = fields or {}
+        verdict = _Verdict(
+            source=fields,
+            reason=reason,
+            fields=tuple(given),
+            categories=tuple(
+                sorted({fp.category for fp in given.values() if fp is not None})
+            ),
+            refused=tuple(given) if reason is not None else (),
+            denied_fields=(),
+        )
+        if len(self._verdicts) >= _VERDICT_CACHE_SIZE:
+            self._verdicts.clear()
+        self._verdicts[key] = verdict
+        return verdict
+
     def check_claim(self) -> AccessDecision:
         """Check that the actor in force may claim the purpose in force.
 
@@ -297,13 +330,17 @@ class Custodian:
             PurposeRequiredError: No purpose is in force.
             PurposeNotGrantedError: The actor's role may not claim the purpose.
             PurposeViolationError: The purpose is unknown, or not permitted for a
-                field that does not mask on violation, or a field is untagged.
+                field that does not mask on violation, or a field is untagged;
+                for ``Action.DELETE``, the purpose may not erase records
+                (the policy's ``may_erase``).
             AuditUnavailableError: The decision could not be recorded.
         """
         ctx = _access.get()
         last = self._last
         verdict: _Verdict | None = last[2]
-        if verdict is None or last[0] is not ctx or last[1] is not fields:
+        if action is Action.DELETE:
+            verdict = self._erasure(ctx.actor, ctx.role, ctx.purpose, fields)
+        elif verdict is None or last[0] is not ctx or last[1] is not fields:
             # Not the same (immutable) access context and field mapping as
             # the last decision, whose verdict would be this one's.
             verdict = self._verdict(ctx.actor, ctx.role, ctx.purpose, fields)
@@ -442,6 +479,8 @@ def _message(
         return f"role {role!r} is not declared in the policy"
     if reason is DenyReason.PURPOSE_NOT_GRANTED:
         return f"role {role!r} may not claim purpose {purpose!r}"
+    if reason is DenyReason.ERASURE_NOT_PERMITTED:
+        return f"purpose {purpose!r} may not erase records of {entity or 'this table'}"
     where = f"{entity}." if entity else ""
     names = ", ".join(f"{where}{f}" for f in fields)
     if reason is DenyReason.UNTAGGED_FIELD:

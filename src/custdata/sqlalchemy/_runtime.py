@@ -41,10 +41,10 @@ from uuid import UUID
 
 import attrs
 
-from sqlalchemy import Table, event
+from sqlalchemy import Table, event, func, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session
-from sqlalchemy.sql import Insert, Select, Update, operators
+from sqlalchemy.sql import Delete, Insert, Select, Update, operators, visitors
 from sqlalchemy.sql.elements import (
     BinaryExpression,
     BindParameter,
@@ -111,17 +111,20 @@ class _TableFacts:
 
     __slots__ = (
         "encrypted",
+        "erased",
         "name",
         "sealing",
         "searchable",
         "subject_col",
         "subject_default",
         "subject_kind",
+        "table",
         "write_fields",
     )
 
     def __init__(self, table: Table) -> None:
         settle_table(table)
+        self.table = table
         self.name = table.name
         self.encrypted: list[tuple[str, FieldBinding]] = []
         self.searchable: list[tuple[str, str, FieldBinding]] = []
@@ -141,6 +144,10 @@ class _TableFacts:
                 self.sealing.append((col.key, b, col.type.storage == "text"))
                 if b.companion_key is not None:
                     self.searchable.append((col.key, b.companion_key, b))
+        #: What deleting a row erases: every encrypted field (one mapping object).
+        self.erased: dict[str, FieldPolicy | None] = {
+            b.column or k: b.field for k, b in self.encrypted
+        }
         #: How the subject ids of subject-bound columns are typed (None: none are).
         self.subject_kind: SubjectKind | None = next(
             (b.subject_kind for _k, b in self.encrypted if b.subject_key is not None),
@@ -470,6 +477,74 @@ def _authorize_write(
     )
 
 
+def _authorize_delete(
+    conn: Connection,
+    statement: Any,
+    multiparams: Sequence[Mapping[str, Any]],
+    params: Mapping[str, Any],
+) -> None:
+    """Authorize erasing the records a DELETE removes (internal).
+
+    ``session.delete()`` + flush, Core ``delete()`` and ORM bulk ``delete()``
+    all arrive here. The records' subjects come from the parameters (a
+    flush names each primary key) or, for a DELETE by condition, from a
+    ``SELECT`` of the subject column under the same condition, run first;
+    one ``Action.DELETE`` decision (``record.delete``) names them and their
+    number, allowed only for a purpose that ``may_erase``.
+
+    Raises:
+        AccessDeniedError: If the context may not erase these records (the
+            denial is recorded with their subjects; nothing is deleted).
+    """
+    facts = _facts(_unannotated(statement.table))
+    if facts is None:
+        return
+    custodian = _require_custodian()
+    subject_col = facts.subject_col
+    rows = list(multiparams) or ([params] if params else [])
+    raw: list[Any]
+    if (
+        subject_col is not None
+        and rows
+        and all(r.get(subject_col.key) is not None for r in rows)
+    ):
+        raw = [r[subject_col.key] for r in rows]
+        count = len(raw)
+    else:
+        # A DELETE by condition: find what it will erase, by the same condition.
+        where = statement.whereclause
+        query: Any = (
+            select(subject_col)
+            if subject_col is not None
+            else select(func.count()).select_from(facts.table)
+        )
+        if where is not None:
+            query = query.where(where)
+        found = list(conn.execute(query, dict(params or {})).scalars())
+        if subject_col is None:
+            raw, count = [], int(found[0]) if found else 0
+        else:
+            raw, count = found, len(found)
+    kind = facts.subject_kind
+    texts = (
+        [t for t in subject_batch(raw, kind)[0] if t is not None]
+        if kind is not None
+        else [str(v) for v in raw if v is not None]
+    )
+    custodian.authorize(
+        action=Action.DELETE,
+        entity=facts.name,
+        fields=facts.erased,
+        subjects=list(dict.fromkeys(texts)),
+        count=count,
+    )
+
+
+def _unannotated(table: Any) -> Any:
+    """The table itself, where the ORM handed over an annotated copy of it."""
+    return getattr(table, "__element__", table)
+
+
 def _strict(field: FieldPolicy | None) -> FieldPolicy | None:
     if field is None or field.on_violation == "raise":
         return field
@@ -485,6 +560,8 @@ def _before_execute(
     execution_options: Mapping[str, Any],
 ) -> tuple[Any, Sequence[Mapping[str, Any]], Mapping[str, Any]]:
     if not isinstance(clauseelement, (Insert, Update)):
+        if isinstance(clauseelement, Delete):
+            _authorize_delete(conn, clauseelement, multiparams, params)
         return clauseelement, multiparams, params
     facts = _facts(clauseelement.table)
     if facts is None or not facts.encrypted:
@@ -669,7 +746,6 @@ class _Plan:
 
     __slots__ = (
         "_grants",
-        "_last",
         "_released",
         "bindings",
         "columns",
@@ -678,8 +754,8 @@ class _Plan:
         "lone",
         "names",
         "parts",
-        "predicted",
         "seal",
+        "searches",
         "sources",
     )
 
@@ -690,9 +766,24 @@ class _Plan:
         sources: Sequence[tuple[int, SubjectKind, bool]] = (),
         *,
         seal: bool = False,
+        searched: Sequence[FieldBinding] = (),
     ) -> None:
         self.bindings = bindings
         self.seal = seal
+        #: Per table the statement searches through a blind index: (table,
+        #: the searched fields, strict: a search is never masked).
+        self.searches: list[tuple[str, dict[str, FieldPolicy | None]]] = []
+        for table in sorted({b.table or "?" for b in searched}):
+            self.searches.append(
+                (
+                    table,
+                    {
+                        (b.column or "?"): _strict(b.field)
+                        for b in searched
+                        if (b.table or "?") == table
+                    },
+                )
+            )
         tables = sorted({b.table or "?" for b in bindings})
         single = len(tables) == 1
         self.entity = tables[0] if single else ", ".join(tables)
@@ -726,13 +817,21 @@ class _Plan:
             if len(sources) == 1 and not sources[0][2] and single
             else None
         )
-        #: Whether a read is expected to be allowed, per policy and context.
-        self.predicted: dict[tuple[object, ...], bool] = {}
-        self._last: tuple[object, object, bool] = (None, None, False)
         #: (custodian, keyring, denied fields, grants): the last grants built.
         self._grants: tuple[object, object, object, dict[object, Any]] | None = None
         #: The same for fetched batches: (..., what :meth:`released` returns).
         self._released: tuple[object, object, object, Any] | None = None
+
+    def search(self, custodian: Any, count: int) -> None:
+        """Authorize and record the statement's blind-index searches (one decision per table).
+
+        Raises:
+            AccessDeniedError: If the context may not search these fields.
+        """
+        for entity, fields in self.searches:
+            custodian.authorize(
+                action=Action.SEARCH, entity=entity, fields=fields, count=count
+            )
 
     def decide(
         self,
@@ -844,34 +943,17 @@ class _Plan:
         self._released = (custodian, keyring, denied, result)
         return result
 
-    def allowed(self, custodian: Any) -> bool:
-        """Predict (cached) whether the context in force may read this plan's fields.
-
-        Only a prediction: the decision itself is always made by
-        :meth:`custdata.Custodian.authorize`. A read predicted to be denied is
-        authorized before the statement runs, so it raises there.
-        """
+    def search_allowed(self, custodian: Any) -> bool:
+        """Predict whether the context in force may search this plan's fields."""
         ctx = _access_now()
-        last = self._last
-        if last[0] is ctx and last[1] is custodian:
-            # The same (immutable) access context and custodian (whose policy
-            # is fixed) as the last execution.
-            return last[2]
         policy = custodian.policy
-        key = (policy, ctx.actor is None, ctx.role, ctx.purpose)
-        verdict = self.predicted.get(key)
-        if verdict is None:
-            verdict = _context_ok(policy) and all(
-                field is not None
-                and bool(field.purposes)
-                and (field.on_violation == "mask" or policy.permits(field, ctx.purpose))
-                for field in self.fields.values()
-            )
-            if len(self.predicted) > 64:  # noqa: PLR2004 - a bound, not a tuning knob
-                self.predicted.clear()
-            self.predicted[key] = verdict
-        self._last = (ctx, custodian, verdict)
-        return verdict
+        return _context_ok(policy) and all(
+            field is not None
+            and bool(field.purposes)
+            and policy.permits(field, ctx.purpose)
+            for _entity, fields in self.searches
+            for field in fields.values()
+        )
 
 
 _NO_PLAN = _Plan([])
@@ -935,6 +1017,26 @@ def _loads_entities(compiled: Any) -> bool:
     return True
 
 
+def _searched(statement: Any) -> list[FieldBinding]:
+    """The searchable fields whose blind index a statement's WHERE clause compares."""
+    where = getattr(statement, "whereclause", None)
+    if where is None:
+        return []
+    found: dict[FieldBinding, None] = {}
+    for element in visitors.iterate(where):
+        table = _unannotated(getattr(element, "table", None))
+        if not isinstance(table, Table):
+            continue
+        facts = _facts(table)
+        if facts is None:
+            continue
+        key = getattr(element, "key", None)
+        for _key, companion, b in facts.searchable:
+            if key == companion:
+                found[b] = None
+    return list(found)
+
+
 def _plan_for(compiled: Any) -> _Plan:
     plan: _Plan | None = compiled.__dict__.get(_PLAN_ATTR)
     if plan is not None:
@@ -972,9 +1074,16 @@ def _plan_for(compiled: Any) -> _Plan:
             src = len(sources)
             sources.append((index, b.subject_kind, True))
         columns.append((index, b, text, src))
+    searched = _searched(statement)
     plan = (
-        _Plan(list(seen), columns, sources, seal=_loads_entities(compiled))
-        if seen
+        _Plan(
+            list(seen),
+            columns,
+            sources,
+            seal=bool(seen) and _loads_entities(compiled),
+            searched=searched,
+        )
+        if seen or searched
         else _NO_PLAN
     )
     with contextlib.suppress(AttributeError):  # no __dict__: no cache
@@ -1202,6 +1311,7 @@ class _AnnouncingCursor:
         "_grants",
         "_plan",
         "_quiet",
+        "_searched",
     )
 
     #: Rows read ahead per announced batch when the rows are fetched one by one.
@@ -1219,6 +1329,7 @@ class _AnnouncingCursor:
         self._cursor = cursor
         #: A sealed load that announces nothing (a refresh): reads decide.
         self._quiet = quiet
+        self._searched = False
         self._extra = extra
         self._plan = plan
         self._custodian = custodian
@@ -1245,6 +1356,10 @@ class _AnnouncingCursor:
     def _release(self, rows: Sequence[Any]) -> Sequence[Any]:
         """Announce a fetched batch, then decrypt what it releases."""
         plan = self._plan
+        if plan.searches and (rows or not self._searched):
+            # The rows a search found are its result: recorded before release.
+            self._searched = True
+            plan.search(self._custodian, len(rows))
         if plan.seal:
             return self._seal(rows)
         if len(rows) == 1 and plan.lone is not None:
@@ -1439,9 +1554,18 @@ def _before_cursor_execute(  # noqa: PLR0917
     if compiled is None:
         return
     plan = compiled.__dict__.get(_PLAN_ATTR) or _plan_for(compiled)
-    if not plan.bindings:
+    if not plan.bindings and not plan.searches:
         return
     custodian = _custodian.get() or _default_custodian[0] or _require_custodian()
+    if plan.searches:
+        if context.is_crud or executemany or not plan.search_allowed(custodian):
+            # Refused before the statement runs; or a DML statement, whose
+            # matched rows are not fetched: decided now, count unknown.
+            plan.search(custodian, 0)
+        if not plan.bindings:
+            if not (context.is_crud or executemany):
+                context.cursor = _AnnouncingCursor(cursor, plan, custodian, ())
+            return
     if plan.seal and not context.is_crud:
         # An entity load: its values are handed over sealed, and each is
         # decided when it is read (the batch announces what may be).
@@ -1460,12 +1584,6 @@ def _before_cursor_execute(  # noqa: PLR0917
         subjects = context.execution_options.get("custdata_subjects", ())
         authorize_read(plan, custodian, subjects=subjects)
         return
-    last = plan._last  # noqa: SLF001 - the plan's own memo, inlined
-    if not (
-        last[0] is _access_now() and last[1] is custodian and last[2]
-    ) and not plan.allowed(custodian):
-        # Refused before the statement runs: nothing is fetched or decrypted.
-        authorize_read(plan, custodian)
     if compiled._cached_metadata is None:  # noqa: SLF001
         # The result columns of this statement are being described for the
         # first time (then cached on the compiled statement): the announcing
@@ -1738,6 +1856,16 @@ def _orm_select(state: ORMExecuteState) -> None:
 
 
 def _orm_bulk(state: ORMExecuteState) -> None:
+    """Authorize an ORM bulk ``update()`` like a flush of the fields it writes.
+
+    Fields set by ``.values()`` and fields named in per-row parameter sets
+    (bulk UPDATE by primary key) are written fields: each must be writable
+    for the purpose (never masked). The ``record.bulk_update`` event names
+    them, with the rows' subjects where the parameter sets name them. Bulk
+    ``delete()`` is authorized as every DELETE is, in ``before_execute``.
+    """
+    if state.is_delete:
+        return
     mapper = state.bind_mapper
     if mapper is None:
         return
@@ -1745,32 +1873,43 @@ def _orm_bulk(state: ORMExecuteState) -> None:
     table_facts = _facts(mapper.local_table)
     if not facts.fields and table_facts is None:
         return
-    custodian = _current_custodian()
-    if custodian is None:
-        raise ConfigurationError("no custodian is current")
+    custodian = _require_custodian()
     statement: Any = state.statement
-    if state.is_delete:
-        fields = dict(facts.fields)
-        action = Action.DELETE
-    else:
-        set_keys = {
-            getattr(k, "key", k) for k in (getattr(statement, "_values", None) or {})
+    set_keys = {
+        getattr(k, "key", k) for k in (getattr(statement, "_values", None) or {})
+    }
+    given: Any = state.parameters
+    rows: list[Mapping[str, Any]] = (
+        list(given) if isinstance(given, list) else [given] if given else []
+    )
+    named = {key for row in rows for key in row}
+    written = set_keys | named
+    fields = {k: _strict(f) for k, f in facts.fields if k in written}
+    subjects: list[str] = []
+    if table_facts is not None and set_keys:
+        special = {
+            k
+            for k, b in table_facts.encrypted
+            if b.subject_key is not None or b.companion_key is not None
         }
-        fields = {k: f for k, f in facts.fields if k in set_keys}
-        action = Action.UPDATE
-        if table_facts is not None and set_keys:
-            special = {
-                k
-                for k, b in table_facts.encrypted
-                if b.subject_key is not None or b.companion_key is not None
-            }
-            if special & set_keys:
-                raise UnsupportedOperationError(
-                    f"{mapper.local_table.name}: a bulk update() cannot set subject-bound or "  # type: ignore[attr-defined]
-                    "searchable encrypted columns; load the objects and assign, or pass "
-                    "per-row parameters"
-                )
-    custodian.authorize(action=action, entity=mapper.local_table.name, fields=fields)  # type: ignore[attr-defined]
+        if special & set_keys:
+            raise UnsupportedOperationError(
+                f"{mapper.local_table.name}: a bulk update() cannot set subject-bound or "  # type: ignore[attr-defined]
+                "searchable encrypted columns; load the objects and assign, or pass "
+                "per-row parameters"
+            )
+    if table_facts is not None and table_facts.subject_col is not None and rows:
+        key = mapper.get_property_by_column(table_facts.subject_col).key
+        subjects = list(
+            dict.fromkeys(str(r[key]) for r in rows if r.get(key) is not None)
+        )
+    custodian.authorize(
+        action=Action.UPDATE,
+        entity=mapper.local_table.name,  # type: ignore[attr-defined]
+        fields=fields,
+        subjects=subjects,
+        count=max(len(rows), 1) * len(fields),
+    )
 
 
 def known_tables() -> list[Table]:
