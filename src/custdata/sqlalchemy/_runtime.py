@@ -48,15 +48,19 @@ from sqlalchemy.sql import Delete, Insert, Select, Update, operators, visitors
 from sqlalchemy.sql.elements import (
     BinaryExpression,
     BindParameter,
+    ColumnClause,
+    Grouping,
     Label,
     UnaryExpression,
 )
+from sqlalchemy.sql.functions import FunctionElement
 
 from custdata._context import _access, _custodian, _default_custodian, current_access
 from custdata._decision import Action
 from custdata._errors import (
     ConfigurationError,
     DecryptionError,
+    UnclassifiedFieldError,
     UnsupportedOperationError,
 )
 from custdata._policy import FieldPolicy
@@ -1017,6 +1021,66 @@ def _loads_entities(compiled: Any) -> bool:
     return True
 
 
+def _encrypted_column(element: Any) -> FieldBinding | None:
+    """The binding of *element* if it is an encrypted column (labelled or not)."""
+    while isinstance(element, (Label, Grouping)):
+        element = element.element
+    if isinstance(element, ColumnClause) and isinstance(element.type, EncryptedType):
+        return element.type._binding  # noqa: SLF001 - the package's own type
+    return None
+
+
+def _refuse_expressions(where: Any, entries: Sequence[Any]) -> None:
+    """Refuse SQL that would compute on ciphertext and silently match or return garbage.
+
+    In a WHERE clause an encrypted column may only be tested for NULL (its
+    ``==`` and ``in_()`` compile to the blind index); ``func.lower(email) ==
+    v`` would compare a function of the ciphertext. Among the fetched
+    columns, an expression over an encrypted column (``func.lower(email)``,
+    a ``column_property()`` over one) would return a function of the
+    ciphertext; ``count()`` alone is harmless.
+
+    Raises:
+        UnsupportedOperationError: Naming the column, never a value.
+    """
+    if where is not None:
+        tested: set[int] = set()
+        for element in visitors.iterate(where):
+            if (
+                isinstance(element, BinaryExpression)
+                and element.operator in _NULL_TESTS
+            ):
+                tested.add(id(element.left))
+                continue
+            b = _encrypted_column(element)
+            if b is not None and id(element) not in tested:
+                raise UnsupportedOperationError(
+                    f"{b.where}: an encrypted column in a WHERE clause can only be "
+                    "compared with == / in_() (searchable) or tested for NULL"
+                )
+    for entry in entries:
+        if isinstance(entry[3], EncryptedType):
+            continue
+        for obj in entry[2]:
+            inner = obj
+            while isinstance(inner, Label):
+                inner = inner.element
+            if not hasattr(inner, "get_children") or (
+                isinstance(inner, FunctionElement) and inner.name == "count"
+            ):
+                continue
+            for element in visitors.iterate(obj):
+                b = _encrypted_column(element)
+                if b is not None:
+                    raise UnsupportedOperationError(
+                        f"{b.where}: an expression over an encrypted column cannot "
+                        "work on ciphertext; select the column itself"
+                    )
+
+
+_NULL_TESTS = frozenset({operators.is_, operators.is_not})
+
+
 def _searched(statement: Any) -> list[FieldBinding]:
     """The searchable fields whose blind index a statement's WHERE clause compares."""
     where = getattr(statement, "whereclause", None)
@@ -1050,6 +1114,7 @@ def _plan_for(compiled: Any) -> _Plan:
                 )
     seen: dict[FieldBinding, None] = {}
     entries = list(getattr(compiled, "_result_columns", ()) or ())
+    _refuse_expressions(getattr(statement, "whereclause", None), entries)
     columns: list[tuple[int, FieldBinding, bool, int]] = []
     sources: list[tuple[int, SubjectKind, bool]] = []
     by_position: dict[int, int] = {}
@@ -1617,7 +1682,7 @@ class _MapperFacts:
         self.fields: list[tuple[str, FieldPolicy]] = []
         for prop in mapper.column_attrs:
             for col in prop.columns:
-                info = col.info.get(INFO_KEY)
+                info = (getattr(col, "info", None) or {}).get(INFO_KEY)
                 if isinstance(info, CustomerDataInfo):
                     self.fields.append((prop.key, info.field))
         self.validated: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -1753,8 +1818,30 @@ def _seal_attributes(mapper: Mapper[Any]) -> None:
                     )
 
 
+def _refuse_unclassified(mapper: Mapper[Any]) -> None:
+    """Every encrypted or custdata-tagged mapped column must come from ``customer_data()``.
+
+    Raises:
+        UnclassifiedFieldError: Naming the table and column.
+    """
+    for prop in mapper.column_attrs:
+        for col in prop.columns:
+            info = getattr(col, "info", None) or {}
+            encrypted = isinstance(getattr(col, "type", None), EncryptedType)
+            if (encrypted or INFO_KEY in info) and not isinstance(
+                info.get(INFO_KEY), CustomerDataInfo
+            ):
+                table = getattr(mapper.local_table, "name", mapper.class_.__name__)
+                raise UnclassifiedFieldError(
+                    "an encrypted or custdata-tagged column must be declared with "
+                    "customer_data(category, purposes=...)",
+                    key_path=f"{table}.{prop.key}",
+                )
+
+
 @event.listens_for(Mapper, "mapper_configured")
 def _on_mapper_configured(mapper: Mapper[Any], class_: type[Any]) -> None:
+    _refuse_unclassified(mapper)
     facts = _mapper_facts(mapper)
     if not facts.fields and not any(
         isinstance(c.type, EncryptedType) for c in mapper.local_table.columns

@@ -497,7 +497,11 @@ def _search(expr: Any, op: Any, other: tuple[Any, ...]) -> ColumnElement[Any]:
             raise UnsupportedOperationError(
                 f"{b.where}: in_() needs literal values to search"
             )
-    if any(isinstance(v, (ColumnElement, BindParameter)) for v in values):
+    if any(
+        isinstance(v, (ColumnElement, BindParameter))
+        or hasattr(v, "__clause_element__")
+        for v in values
+    ):
         raise UnsupportedOperationError(
             f"{b.where}: an encrypted column can only be compared with literal values"
         )
