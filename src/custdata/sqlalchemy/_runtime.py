@@ -749,6 +749,7 @@ class _Plan:
     """
 
     __slots__ = (
+        "_granted",
         "_grants",
         "_released",
         "bindings",
@@ -825,6 +826,8 @@ class _Plan:
         self._grants: tuple[object, object, object, dict[object, Any]] | None = None
         #: The same for fetched batches: (..., what :meth:`released` returns).
         self._released: tuple[object, object, object, Any] | None = None
+        #: (context, custodian, grant, announced parts) of the last sealed batch.
+        self._granted: tuple[object, Any, Grant, Any] | None = None
 
     def search(self, custodian: Any, count: int) -> None:
         """Authorize and record the statement's blind-index searches (one decision per table).
@@ -1355,6 +1358,20 @@ def _b64(value: Any, cipher: Any) -> bytes:
         ) from None
 
 
+def _part_subjects(
+    part: _Part, named: list[list[str]], extra: Sequence[object]
+) -> list[str]:
+    """The subjects of one table's rows in a batch (or those the load names)."""
+    sources = part.sources
+    if len(sources) == 1:
+        subjects = named[sources[0]]
+    else:
+        subjects = list(dict.fromkeys(s for src in sources for s in named[src]))
+    if not subjects and extra:
+        return list(map(str, extra))
+    return subjects
+
+
 class _AnnouncingCursor:
     """A DBAPI cursor whose fetches authorize, then decrypt, each batch.
 
@@ -1489,6 +1506,18 @@ class _AnnouncingCursor:
         plan = self._plan
         named, tails, blobs = _batch_subjects(rows, plan)
         grant = None if self._quiet else self._announce(named, len(rows))
+        if len(rows) == 1 and not blobs:
+            # One row (a get, a refresh): no transposing.
+            row = list(rows[0])
+            sources = plan.sources
+            for pos, _b, _text, src in plan.columns:
+                if src < 0:
+                    row[pos] = SealedValue(row[pos], None, None, grant)
+                else:
+                    row[pos] = SealedValue(
+                        row[pos], tails[src][0], row[sources[src][0]], grant
+                    )
+            return [tuple(row)]
         columns: list[Any] = list(zip(*rows, strict=True))
         raws = [None if packed else columns[index] for index, _, packed in plan.sources]
         # NULL is sealed too: whether a field is set is for its purposes only.
@@ -1510,28 +1539,38 @@ class _AnnouncingCursor:
         Fields it may not read are not announced: they stay sealed, and
         reading one decides (and records the denial) then.
         """
-        custodian = self._custodian
+        custodian: Any = self._custodian
         policy = custodian.policy
+        ctx = _access_now()
+        plan = self._plan
+        memo = plan._granted  # noqa: SLF001 - the plan's own memo
+        if memo is not None and memo[0] is ctx and memo[1] is custodian:
+            # The same (immutable) context and custodian as the last batch:
+            # the same fields are announced, and the same grant opens them.
+            grant, parts = memo[2], memo[3]
+            for part, fields in parts:
+                custodian.authorize(
+                    action=Action.READ,
+                    entity=part.entity,
+                    fields=fields,
+                    subjects=_part_subjects(part, named, self._extra),
+                    count=rows * len(fields),
+                )
+            return grant
         if not _context_ok(policy):
             return None
-        ctx = _access_now()
         opens: dict[FieldBinding, Any] = {}
-        for part in self._plan.parts:
+        announced: list[tuple[_Part, dict[str, FieldPolicy | None]]] = []
+        for part in plan.parts:
             fields = part.announced(policy, ctx)
             if not fields:
                 continue
-            subjects: list[str] = []
-            for src in part.sources:
-                subjects.extend(named[src])
-            if len(part.sources) > 1:
-                subjects = list(dict.fromkeys(subjects))
-            if not subjects and self._extra:
-                subjects = list(map(str, self._extra))
+            announced.append((part, fields))
             decision = custodian.authorize(
                 action=Action.READ,
                 entity=part.entity,
                 fields=fields,
-                subjects=subjects,
+                subjects=_part_subjects(part, named, self._extra),
                 count=rows * len(fields),
             )
             masked = decision.denied_fields
@@ -1539,7 +1578,9 @@ class _AnnouncingCursor:
                 name = b.column or "?"
                 if name in fields:
                     opens[b] = MASK_TEXT if name in masked else b.cipher(custodian)
-        return Grant(ctx, custodian, opens)
+        grant = Grant(ctx, custodian, opens)
+        plan._granted = (ctx, custodian, grant, announced)  # noqa: SLF001
+        return grant
 
     def _in_force(self) -> None:
         # Another statement may have put its own grants in force since this
