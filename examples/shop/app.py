@@ -102,6 +102,13 @@ def main() -> None:
                 print(c.card)
             except custdata.PurposeViolationError as exc:
                 print(f"  refused: {exc}")
+            # The object holds sealed values, not the plaintexts just read.
+            print(f"  the object holds: email={c.__dict__['email']!r}")
+        # Carried out of its with block, the object reveals nothing.
+        try:
+            print(c.email)
+        except custdata.ActorRequiredError as exc:
+            print(f"  outside the block: refused ({exc})")
 
         print("4. warehouse: the phone is shown only as a mask")
         with (
@@ -122,7 +129,28 @@ def main() -> None:
             ).one()
             print(f"  found {found.name}")
 
-        print("6. rotate the key and re-encrypt")
+        print("6. erasure: only a purpose that may_erase deletes records")
+        with Session(engine) as session:
+            with (
+                custdata.acting_as("c-9", role="billing_clerk"),
+                custdata.purpose("billing"),
+            ):
+                order = session.scalars(select(Order)).one()
+                try:
+                    session.delete(order)
+                    session.flush()
+                except custdata.PurposeViolationError as exc:
+                    print(f"  refused: {exc}")
+                    session.rollback()
+            with (
+                custdata.acting_as("u-102", role="support_agent"),
+                custdata.purpose("support"),
+            ):
+                session.delete(session.scalars(select(Order)).one())
+                session.commit()
+                print("  the order is erased (record.delete names its subject)")
+
+        print("7. rotate the key and re-encrypt")
         old = keyring.primary_key_id
         keyring.rotate()
         report = reencrypt(engine, custodian, tables=Base)
