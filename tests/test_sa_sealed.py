@@ -28,8 +28,7 @@ from sqlalchemy.orm import Session, joinedload, load_only, undefer
 
 import custdata
 
-from custdata.audit import AuditTrail, MemorySink
-from custdata.crypto import Keyring
+from custdata.audit import MemorySink
 
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -47,6 +46,7 @@ from sa_fixtures import (  # noqa: F401 - pytest fixtures
     recorder,
     sa_custodian,
     support,
+    trail_sink,
 )
 
 
@@ -377,52 +377,39 @@ class TestJoinsWithTheTrail:
     """Reads spanning two customer-data tables work with the real audit trail."""
 
     def test_one_event_per_table(
-        self, engine: Engine, sample_policy: custdata.Policy
+        self, engine: Engine, models: Models, trail_sink: MemorySink
     ) -> None:
         """joinedload, lazy="joined" and a two-table column select: one field.reveal per table."""
-        keyring = Keyring.generate()
-        sink = MemorySink()
-        trail = AuditTrail(keyring, sinks=[sink], checkpoint_interval=None)
-        custodian = custdata.Custodian(
-            policy=sample_policy, keyring=keyring, audit=trail
-        )
-        plain = make_models()
         joined = make_models(orders_lazy="joined")
-        plain.create(engine)
         joined.create(engine)
         try:
-            with custodian.activate():
-                for m in (plain, joined):
-                    with Session(engine) as session:
-                        _add(session, m)
-                entities: list[set[str]] = []
-                with Session(engine) as session, billing():
-                    for statement in (
-                        select(plain.Customer).options(
-                            joinedload(plain.Customer.orders)
-                        ),
-                        select(joined.Customer),
-                    ):
-                        start = len(sink.records)
-                        c = session.scalars(statement).unique().one()
-                        assert decimal.Decimal("12.50") == c.orders[0].total
-                        entities.append(_revealed(sink, start))
-                    start = len(sink.records)
-                    rows = session.execute(
-                        select(plain.Customer.name, plain.Order.total).join(plain.Order)
-                    ).all()
-                    entities.append(_revealed(sink, start))
+            for m in (models, joined):
+                with Session(engine) as session:
+                    _add(session, m)
+            entities: list[set[str]] = []
+            with Session(engine) as session, billing():
+                for statement in (
+                    select(models.Customer).options(joinedload(models.Customer.orders)),
+                    select(joined.Customer),
+                ):
+                    start = len(trail_sink.records)
+                    c = session.scalars(statement).unique().one()
+                    assert decimal.Decimal("12.50") == c.orders[0].total
+                    entities.append(_revealed(trail_sink, start))
+                start = len(trail_sink.records)
+                rows = session.execute(
+                    select(models.Customer.name, models.Order.total).join(models.Order)
+                ).all()
+                entities.append(_revealed(trail_sink, start))
         finally:
-            plain.drop(engine)
             joined.drop(engine)
-            trail.close()
         assert [(CANARIES["name"], decimal.Decimal("12.50"))] == [
             tuple(r) for r in rows
         ]
         assert [
-            {plain.Customer.__tablename__, plain.Order.__tablename__},
+            {models.Customer.__tablename__, models.Order.__tablename__},
             {joined.Customer.__tablename__, joined.Order.__tablename__},
-            {plain.Customer.__tablename__, plain.Order.__tablename__},
+            {models.Customer.__tablename__, models.Order.__tablename__},
         ] == entities
 
 

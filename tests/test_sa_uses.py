@@ -23,8 +23,7 @@ from sqlalchemy.orm import Session
 
 import custdata
 
-from custdata.audit import AuditTrail, MemorySink
-from custdata.crypto import Keyring
+from custdata.audit import MemorySink
 
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -42,6 +41,7 @@ from sa_fixtures import (  # noqa: F401 - pytest fixtures
     recorder,
     sa_custodian,
     support,
+    trail_sink,
 )
 
 
@@ -165,31 +165,16 @@ class TestSearch:
         assert [False, True] == [d.allowed for d in searches]
 
     def test_search_event_in_the_trail(
-        self, engine: Engine, sample_policy: custdata.Policy
+        self, engine: Engine, models: Models, trail_sink: MemorySink
     ) -> None:
         """With the real trail: one field.search event naming the field and the count, no value."""
-        keyring = Keyring.generate()
-        sink = MemorySink()
-        trail = AuditTrail(keyring, sinks=[sink], checkpoint_interval=None)
-        custodian = custdata.Custodian(
-            policy=sample_policy, keyring=keyring, audit=trail
-        )
-        models = make_models()
-        models.create(engine)
-        try:
-            with custodian.activate():
-                _customers(engine, models)
-                with Session(engine) as session, support():
-                    start = len(sink.records)
-                    session.scalars(
-                        select(models.Customer.id).where(
-                            models.Customer.email == _email(0)
-                        )
-                    ).all()
-                    events = [r.fields for r in sink.records[start:]]
-        finally:
-            models.drop(engine)
-            trail.close()
+        _customers(engine, models)
+        with Session(engine) as session, support():
+            start = len(trail_sink.records)
+            session.scalars(
+                select(models.Customer.id).where(models.Customer.email == _email(0))
+            ).all()
+            events = [r.fields for r in trail_sink.records[start:]]
         search = [e for e in events if e["action"] == "field.search"]
         assert [(["email"], 1, models.Customer.__tablename__)] == [
             (e["fields"], e["count"], e["entity"]) for e in search
@@ -301,27 +286,14 @@ class TestDeletes:
         assert 1 == _count(engine, models)
 
     def test_delete_event_in_the_trail(
-        self, engine: Engine, sample_policy: custdata.Policy
+        self, engine: Engine, models: Models, trail_sink: MemorySink
     ) -> None:
-        """With the real trail: record.delete names the entity, both subjects' pseudonyms and the count."""
-        keyring = Keyring.generate()
-        sink = MemorySink()
-        trail = AuditTrail(keyring, sinks=[sink], checkpoint_interval=None)
-        custodian = custdata.Custodian(
-            policy=sample_policy, keyring=keyring, audit=trail
-        )
-        models = make_models()
-        models.create(engine)
-        try:
-            with custodian.activate():
-                _customers(engine, models)
-                with engine.begin() as conn, support():
-                    start = len(sink.records)
-                    conn.execute(delete(models.Customer.__table__))
-                    events = [r.fields for r in sink.records[start:]]
-        finally:
-            models.drop(engine)
-            trail.close()
+        """With the real trail: record.delete names both subjects' pseudonyms and the count."""
+        _customers(engine, models)
+        with engine.begin() as conn, support():
+            start = len(trail_sink.records)
+            conn.execute(delete(models.Customer.__table__))
+            events = [r.fields for r in trail_sink.records[start:]]
         deleted = [e for e in events if e["action"] == "record.delete"]
         assert [(2, 2)] == [(len(e["subjects"]), e["count"]) for e in deleted]
 

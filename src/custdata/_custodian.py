@@ -235,49 +235,20 @@ class Custodian:
         role: str | None,
         purpose: str | None,
         fields: Mapping[str, FieldPolicy | None] | None,
+        *,
+        erase: bool = False,
     ) -> _Verdict:
         # The verdict depends only on the policy (immutable), whether there is
-        # an actor, the role, the purpose and the field policies, so it is
-        # memoised. Callers such as the column types pass the same mapping
-        # object for every statement on a table, so its identity is the key;
-        # the cached entry keeps that mapping alive, so the id cannot be reused.
-        key = (actor is None, role, purpose, id(fields))
+        # an actor, the role, the purpose, the field policies and whether the
+        # records are erased, so it is memoised. Callers such as the column
+        # types pass the same mapping object for every statement on a table,
+        # so its identity is the key; the cached entry keeps that mapping
+        # alive, so the id cannot be reused.
+        key = (actor is None, role, purpose, id(fields), erase)
         cached = self._verdicts.get(key)
         if cached is not None and cached.source is fields:
             return cached
-        verdict = _decide(self._policy, actor, role, purpose, fields)
-        if len(self._verdicts) >= _VERDICT_CACHE_SIZE:
-            self._verdicts.clear()
-        self._verdicts[key] = verdict
-        return verdict
-
-    def _erasure(
-        self,
-        actor: str | None,
-        role: str | None,
-        purpose: str | None,
-        fields: Mapping[str, FieldPolicy | None] | None,
-    ) -> _Verdict:
-        """The verdict on deleting records: a valid context whose purpose may erase."""
-        key = ("erase", actor is None, role, purpose, id(fields))
-        cached = self._verdicts.get(key)
-        if cached is not None and cached.source is fields:
-            return cached
-        policy = self._policy
-        reason = _context_reason(policy, actor, role, purpose)
-        if reason is None and not policy.may_erase(purpose):  # type: ignore[arg-type]
-            reason = DenyReason.ERASURE_NOT_PERMITTED
-        given = fields or {}
-        verdict = _Verdict(
-            source=fields,
-            reason=reason,
-            fields=tuple(given),
-            categories=tuple(
-                sorted({fp.category for fp in given.values() if fp is not None})
-            ),
-            refused=tuple(given) if reason is not None else (),
-            denied_fields=(),
-        )
+        verdict = _decide(self._policy, actor, role, purpose, fields, erase=erase)
         if len(self._verdicts) >= _VERDICT_CACHE_SIZE:
             self._verdicts.clear()
         self._verdicts[key] = verdict
@@ -339,7 +310,9 @@ class Custodian:
         last = self._last
         verdict: _Verdict | None = last[2]
         if action is Action.DELETE:
-            verdict = self._erasure(ctx.actor, ctx.role, ctx.purpose, fields)
+            verdict = self._verdict(
+                ctx.actor, ctx.role, ctx.purpose, fields, erase=True
+            )
         elif verdict is None or last[0] is not ctx or last[1] is not fields:
             # Not the same (immutable) access context and field mapping as
             # the last decision, whose verdict would be this one's.
@@ -404,12 +377,19 @@ def _decide(
     role: str | None,
     purpose: str | None,
     fields: Mapping[str, FieldPolicy | None] | None,
+    *,
+    erase: bool = False,
 ) -> _Verdict:
     fields = fields or {}
     reason = _context_reason(policy, actor, role, purpose)
     refused: list[str] = []
     masked: list[str] = []
-    if reason is None and purpose is not None:
+    if erase:
+        # Erasing records is permitted by the purpose (the policy's
+        # may_erase), not by the fields' purposes.
+        if reason is None and not policy.may_erase(purpose):  # type: ignore[arg-type]
+            reason = DenyReason.ERASURE_NOT_PERMITTED
+    elif reason is None and purpose is not None:
         for name, fp in fields.items():
             if fp is None or not fp.purposes:
                 refused.append(name)

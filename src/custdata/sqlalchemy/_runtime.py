@@ -7,23 +7,25 @@ Three SQLAlchemy events, installed once for every engine and session when
     For an ``INSERT`` or ``UPDATE`` on a table with encrypted columns:
     authorizes the write, encrypts each value with the row's subject id (a
     multi-row statement one column at a time) and computes the blind index of
-    each searchable value into its companion column.
+    each searchable value into its companion column. For a ``DELETE`` on a
+    customer table: authorizes erasing the records (``Action.DELETE``).
 
 ``Session.do_orm_execute``
-    For ORM ``SELECT``: leaves out (defers) the encrypted attributes of loaded
-    entities that the access context may not read, so an entity load succeeds
-    and touching such an attribute later raises, through its own audited load.
-    For ORM bulk ``update()``/``delete()``: authorizes the action.
+    For ORM ``SELECT``: validates the mappers, names the subject of a
+    relationship load or refresh, and marks a refresh as announcing nothing.
+    For ORM bulk ``update()``: authorizes the written fields.
 
 ``Engine.before_cursor_execute``
     For every statement that fetches encrypted columns (Core or ORM, entity,
-    column, relationship or ``get``): a read the context cannot be allowed
-    raises before the statement runs; otherwise the results are read through
-    an announcing cursor, which makes one :meth:`custdata.Custodian.authorize`
-    call per fetched batch, with the batch's subject ids and value count, and
-    only then decrypts the batch (or leaves masked fields to their mask). For
-    ``RETURNING`` rows, which SQLAlchemy fetches itself, the read is authorized
-    before the statement runs and the result processors decrypt.
+    column, relationship or ``get``) or searches a blind index: the results
+    are read through an announcing cursor, which records the search and makes
+    one :meth:`custdata.Custodian.authorize` call per fetched batch and table,
+    with the batch's subject ids and value count, before anything is
+    released. Rows the statement returns to the caller are then decrypted (or
+    masked); values an entity load puts into objects are handed over sealed
+    (:mod:`custdata.sqlalchemy._sealed`), to be decided and decrypted when
+    read. For ``RETURNING`` rows, which SQLAlchemy fetches itself, the read is
+    authorized before the statement runs and the result processors decrypt.
 """
 
 from __future__ import annotations
