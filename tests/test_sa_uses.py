@@ -309,3 +309,41 @@ def _delete(
         session.connection().execute(delete(t).where(t.c.id == cid))
     else:
         session.execute(delete(models.Customer).where(models.Customer.id == cid))
+
+
+class TestSearchAnywhere:
+    """A comparison with the blind index is a search wherever it stands in the statement."""
+
+    @pytest.mark.parametrize("where", ["join", "subquery"])
+    def test_search_outside_the_where_clause(
+        self,
+        engine: Engine,
+        models: Models,
+        ids: list[uuid.UUID],
+        recorder: Recorder,
+        where: str,
+    ) -> None:
+        """In a join's ON clause or a subquery: refused without an actor, recorded with one."""
+        customer, order = models.Customer, models.Order
+        with Session(engine) as session, billing():
+            session.add(order(customer_id=ids[0]))
+            session.commit()
+        if where == "join":
+            statement = select(order.id).join(
+                customer,
+                (customer.id == order.customer_id) & (customer.email == _email(0)),
+            )
+        else:
+            statement = select(order.id).where(
+                order.customer_id.in_(
+                    select(customer.id).where(customer.email == _email(0))
+                )
+            )
+        with Session(engine) as session, pytest.raises(custdata.ActorRequiredError):
+            session.execute(statement).all()
+        with Session(engine) as session, support():
+            assert 1 == len(session.execute(statement).all())
+        searches = [d for d in recorder.decisions if d.action is custdata.Action.SEARCH]
+        assert [(False, ("email",)), (True, ("email",))] == [
+            (d.allowed, d.fields) for d in searches
+        ]

@@ -1087,22 +1087,28 @@ _NULL_TESTS = frozenset({operators.is_, operators.is_not})
 
 
 def _searched(statement: Any) -> list[FieldBinding]:
-    """The searchable fields whose blind index a statement's WHERE clause compares."""
-    where = getattr(statement, "whereclause", None)
-    if where is None:
+    """The searchable fields whose blind index a statement compares, anywhere in it.
+
+    In the WHERE clause, a join's ON clause, HAVING or a subquery: every
+    comparison with a companion column is a search of its field.
+    """
+    if statement is None:
         return []
     found: dict[FieldBinding, None] = {}
-    for element in visitors.iterate(where):
-        table = _unannotated(getattr(element, "table", None))
-        if not isinstance(table, Table):
+    for element in visitors.iterate(statement):
+        if not isinstance(element, BinaryExpression):
             continue
-        facts = _facts(table)
-        if facts is None:
-            continue
-        key = getattr(element, "key", None)
-        for _key, companion, b in facts.searchable:
-            if key == companion:
-                found[b] = None
+        for side in (element.left, element.right):
+            table = _unannotated(getattr(side, "table", None))
+            if not isinstance(table, Table):
+                continue
+            facts = _facts(table)
+            if facts is None:
+                continue
+            key = getattr(side, "key", None)
+            for _key, companion, b in facts.searchable:
+                if key == companion:
+                    found[b] = None
     return list(found)
 
 
