@@ -140,7 +140,11 @@ class SealedAttribute(InstrumentedAttribute[Any]):
     def __get__(self, instance: object | None, owner: Any) -> Any:
         if instance is None:
             return self
-        value = InstrumentedAttribute.__get__(self, instance, owner)
+        try:
+            # InstrumentedAttribute.__get__ for a loaded column, inlined.
+            value = instance.__dict__[self.key]
+        except (KeyError, AttributeError):
+            value = InstrumentedAttribute.__get__(self, instance, owner)
         if value.__class__ is not SealedValue:
             return value
         b = self.custdata_binding
@@ -152,6 +156,14 @@ class SealedAttribute(InstrumentedAttribute[Any]):
                 and grant.context is _access_now()
                 and grant.custodian is (_custodian.get() or _default_custodian[0])
             ):
+                if opener.__class__ is str or value.data is None:
+                    return _open(opener, value, b, self.custdata_text)
+                tail = value.tail
+                if (
+                    tail is not None or b.subject_key is None
+                ) and not self.custdata_text:
+                    # The common case, without the call: an envelope to open.
+                    return opener.open_value(value.data, tail)
                 return _open(opener, value, b, self.custdata_text)
         return reveal(b, value, text=self.custdata_text)
 
