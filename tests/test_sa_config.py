@@ -20,7 +20,6 @@ from sqlalchemy.orm import (
     Session,
     aliased,
     column_property,
-    configure_mappers,
     mapped_column,
 )
 
@@ -70,10 +69,12 @@ class TestUnclassified:
             id: Mapped[uuid.UUID] = subject_key()
             secret: Mapped[str] = column()
 
-        with pytest.raises(custdata.UnclassifiedFieldError) as info:
-            configure_mappers()
+        try:
+            with pytest.raises(custdata.UnclassifiedFieldError) as info:
+                Base.registry.configure()
+        finally:
+            Base.registry.dispose()
         assert f"loose_{suffix}.secret" == info.value.key_path
-        Base.registry.dispose()
 
 
 def _add(engine: Engine, models: Models) -> uuid.UUID:
@@ -121,7 +122,7 @@ class TestColumnProperty:
         m.Customer.email_lower = column_property(
             func.lower(m.Customer.__table__.c.email)
         )
-        configure_mappers()
+        m.Base.registry.configure()
         m.create(engine)
         try:
             with engine.begin() as conn, billing():

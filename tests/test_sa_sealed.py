@@ -59,6 +59,8 @@ for _cls, _name in (
     (PickledOrder, "PickledOrder"),
 ):
     _cls.__module__, _cls.__qualname__ = __name__, _name
+# Configured now, so no other test's configure_mappers() meets them pending.
+PICKLED.Base.registry.configure()
 
 
 @pytest.fixture
