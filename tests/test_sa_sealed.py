@@ -421,3 +421,26 @@ def _revealed(sink: MemorySink, start: int) -> set[str]:
         for r in sink.records[start:]
         if r.fields["action"] == "field.reveal"
     }
+
+
+class TestDenialsInTheTrail:
+    """A refused read of a loaded object leaves a denial with its subject in the real trail."""
+
+    def test_denied_read_names_its_subject(
+        self, engine: Engine, models: Models, trail_sink: MemorySink
+    ) -> None:
+        """Support touching card: purpose.check, denied, requested read, the subject's pseudonym."""
+        with Session(engine) as session:
+            _add(session, models)
+            with billing():
+                c = session.scalars(select(models.Customer)).one()
+            with support():
+                start = len(trail_sink.records)
+                with pytest.raises(custdata.PurposeViolationError):
+                    _ = c.card
+                events = [r.fields for r in trail_sink.records[start:]]
+        assert [("purpose.check", "denied", "read", ["card"])] == [
+            (e["action"], e["outcome"], e["requested"], e["fields"]) for e in events
+        ]
+        assert events[0]["subject_ref"].startswith("sr_")
+        _no_canary(events)
