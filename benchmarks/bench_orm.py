@@ -1,59 +1,91 @@
-"""ORM benchmark: 4 encrypted short string columns vs plain columns vs sqlalchemy-utils.
+"""ORM and Core benchmark: 4 encrypted short strings, as ratios to the hand-written floor.
 
-One process, interleaved repetitions, medians; prints per-row microseconds and the
-ratio to plain columns for each operation and database.
+One process, interleaved repetitions, medians of paired ratios (DESIGN.md §6):
+noise on a shared machine cancels out of a ratio measured side by side.
 
 Usage::
 
-    python benchmarks/bench_orm.py                  # SQLite file + memory, N=20000
+    python benchmarks/bench_orm.py                  # SQLite file, N=20000, gc on and off
     python benchmarks/bench_orm.py --rows 2000      # quicker
+    python benchmarks/bench_orm.py --growth         # select-all ratio at 10k and 100k rows
+    python benchmarks/bench_orm.py --profile        # custdata's time by package
     CUSTDATA_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
-        python benchmarks/bench_orm.py              # adds PostgreSQL
+        python benchmarks/bench_orm.py --only postgresql
 
-Variants (same table shape: UUID key + 4 string columns):
+Variants (same table shape: a UUID key and 4 string columns):
 
-- ``plain``: ``String`` columns.
-- ``custdata``: ``customer_data(...)`` columns bound to a ``subject_key()``; writes and
-  reads run inside ``acting_as`` + ``purpose``, i.e. purpose checks and audit on. The
-  decisions go to the recorder chosen with ``--audit``: the real ``AuditTrail`` (HMAC
-  chain) into a JSON-lines file (``jsonl``, the default) or a memory sink (``trail``),
-  a list (``list``) or nowhere (``noop``, which isolates the SQLAlchemy layer).
-- ``utils``: sqlalchemy-utils ``StringEncryptedType(String, key, AesGcmEngine)``.
+- ``plain``: ``String`` columns, run **without** custdata's statement hooks (as an
+  application without custdata would).
+- ``hooked``: the same plain table with custdata's hooks installed: what custdata
+  costs the statements that touch no customer data (budget ≤ 1.02× plain).
+- ``floor``: the hand-written AES-GCM ``TypeDecorator`` of ``benchmarks/_floor.py``
+  (random nonce, ``table.column`` as associated data, processors as closures, no
+  purpose, no audit), without custdata's hooks. Every budget is a ratio to it.
+- ``custdata``: ``customer_data(...)`` columns bound to a ``subject_key()``, run
+  inside ``acting_as`` + ``purpose`` (purpose checks on) with the recorder chosen
+  by ``--audit``: the real ``AuditTrail`` into a JSON-lines file (``jsonl``, the
+  default and the budget), a memory sink (``trail``), a list or nowhere (``noop``,
+  a diagnostic only).
+- ``utils``: sqlalchemy-utils ``StringEncryptedType(String, key, AesGcmEngine)``,
+  without custdata's hooks.
 
-The ratios are against ``plain`` run in the same process, with custdata's
-statement hooks installed (as in an application that uses custdata). The
-``plain µs, no hooks`` column is the same plain run with custdata's hooks
-removed: what the hooks cost every other statement of the application.
+Operations: ORM insert; ORM select-all and ``session.get``, each reading every
+field of every object (values are sealed until read, so a load alone would
+measure nothing); Core select-all and Core get by id, each reading every value.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import gc
 import os
+import pstats
 import statistics
 import sys
 import tempfile
 import time
 import uuid
 
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import String, create_engine, select
+from sqlalchemy import String, create_engine, delete, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _floor import floor_string  # noqa: E402
 
 import custdata  # noqa: E402
 
 from custdata.audit import AuditTrail, JsonLinesSink, MemorySink  # noqa: E402
 from custdata.crypto import Keyring  # noqa: E402
 from custdata.sqlalchemy import customer_data, subject_key  # noqa: E402
+
+
+FIELDS = ("name", "email", "phone", "city")
+OPERATIONS = (
+    "ORM insert",
+    "ORM select-all",
+    "ORM session.get",
+    "Core select-all",
+    "Core get by id",
+)
+#: Budgets ÷ floor (DESIGN.md §6).
+BUDGETS = {
+    "ORM insert": 1.0,
+    "ORM select-all": 1.05,
+    "ORM session.get": 1.10,
+    "Core select-all": 1.15,
+    "Core get by id": 1.15,
+}
 
 
 def build_models(tag: str) -> dict[str, Any]:
@@ -71,6 +103,16 @@ def build_models(tag: str) -> dict[str, Any]:
         phone: Mapped[str] = mapped_column(String(100))
         city: Mapped[str] = mapped_column(String(100))
 
+    floor_table = f"bench_floor_{tag}"
+
+    class Floor(Base):
+        __tablename__ = floor_table
+        id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+        name: Mapped[str] = mapped_column(floor_string(floor_table, "name"))
+        email: Mapped[str] = mapped_column(floor_string(floor_table, "email"))
+        phone: Mapped[str] = mapped_column(floor_string(floor_table, "phone"))
+        city: Mapped[str] = mapped_column(floor_string(floor_table, "city"))
+
     class Cust(Base):
         __tablename__ = f"bench_custdata_{tag}"
         id: Mapped[uuid.UUID] = subject_key()
@@ -81,23 +123,28 @@ def build_models(tag: str) -> dict[str, Any]:
 
     key = "benchmark-passphrase"
 
+    def utils() -> Any:
+        return mapped_column(StringEncryptedType(String, key, AesGcmEngine))
+
     class Utils(Base):
         __tablename__ = f"bench_utils_{tag}"
         id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-        name: Mapped[str] = mapped_column(
-            StringEncryptedType(String, key, AesGcmEngine)
-        )
-        email: Mapped[str] = mapped_column(
-            StringEncryptedType(String, key, AesGcmEngine)
-        )
-        phone: Mapped[str] = mapped_column(
-            StringEncryptedType(String, key, AesGcmEngine)
-        )
-        city: Mapped[str] = mapped_column(
-            StringEncryptedType(String, key, AesGcmEngine)
-        )
+        name: Mapped[str] = utils()
+        email: Mapped[str] = utils()
+        phone: Mapped[str] = utils()
+        city: Mapped[str] = utils()
 
-    return {"Base": Base, "plain": Plain, "custdata": Cust, "utils": Utils}
+    return {
+        "Base": Base,
+        "plain": Plain,
+        "hooked": Plain,
+        "floor": Floor,
+        "custdata": Cust,
+        "utils": Utils,
+    }
+
+
+VARIANTS = ("plain", "hooked", "floor", "custdata", "utils")
 
 
 def rows(n: int) -> list[dict[str, Any]]:
@@ -113,11 +160,89 @@ def rows(n: int) -> list[dict[str, Any]]:
     ]
 
 
-def timed(fn: Callable[[], Any]) -> float:
+def timed(fn: Callable[[], Any], *, gc_on: bool) -> float:
     gc.collect()
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    if not gc_on:
+        gc.disable()
+    try:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+    finally:
+        gc.enable()
+
+
+def _read_objects(objs: Any) -> None:
+    for obj in objs:
+        obj.name, obj.email, obj.phone, obj.city  # noqa: B018 - the reads are the point
+
+
+def operations(
+    engine: Any, model: Any, data: list[dict[str, Any]], lookup_ids: list[uuid.UUID]
+) -> dict[str, tuple[Callable[[], Any], int]]:
+    """The timed operations of one variant, with the count each is divided by."""
+    table = model.__table__
+    n = len(data)
+
+    def insert() -> None:
+        with Session(engine) as s:
+            s.add_all([model(**r) for r in data])
+            s.commit()
+
+    def select_all() -> None:
+        with Session(engine) as s:
+            got = s.scalars(select(model)).all()
+            _read_objects(got)
+            if len(got) != n:
+                raise RuntimeError("lost rows")
+
+    def get() -> None:
+        with Session(engine) as s:
+            for i in lookup_ids:
+                obj = s.get(model, i)
+                if obj is None:
+                    raise RuntimeError("lost row")
+                _read_objects((obj,))
+                s.expunge_all()
+
+    def core_select_all() -> None:
+        with engine.connect() as conn:
+            got = conn.execute(select(table)).all()
+            for row in got:
+                row[1], row[2], row[3], row[4]
+            if len(got) != n:
+                raise RuntimeError("lost rows")
+
+    def core_get() -> None:
+        with engine.connect() as conn:
+            for i in lookup_ids:
+                row = conn.execute(select(table).where(table.c.id == i)).one()
+                row[1], row[2], row[3], row[4]
+
+    return {
+        "ORM insert": (insert, n),
+        "ORM select-all": (select_all, n),
+        "ORM session.get": (get, len(lookup_ids)),
+        "Core select-all": (core_select_all, n),
+        "Core get by id": (core_get, len(lookup_ids)),
+    }
+
+
+@contextlib.contextmanager
+def _context(variant: str, custodian: custdata.Custodian) -> Iterator[None]:
+    """custdata's context for its own variant; none of custdata's hooks for the others."""
+    with custodian.activate():
+        if variant == "custdata":
+            with (
+                custdata.acting_as("bench", role="support_agent"),
+                custdata.purpose("support"),
+            ):
+                yield
+        elif variant == "hooked":
+            yield
+        else:
+            with _hooks_removed():
+                yield
 
 
 def run_db(
@@ -128,102 +253,171 @@ def run_db(
     reps: int,
     lookups: int,
     custodian: custdata.Custodian,
-) -> None:
+    gc_modes: tuple[bool, ...],
+    ops: tuple[str, ...] = OPERATIONS,
+    quiet: bool = False,
+) -> dict[tuple[str, str, bool], list[float]]:
     tag = uuid.uuid4().hex[:6]
     models = build_models(tag)
     engine = create_engine(url, hide_parameters=True)
     models["Base"].metadata.create_all(engine)
     data = rows(n)
     ids = [r["id"] for r in data]
-    variants = ["plain", "custdata", "utils", "bare"]
-    results: dict[tuple[str, str], list[float]] = {}
+    lookup_ids = ids[:: max(1, n // lookups)][:lookups]
+    results: dict[tuple[str, str, bool], list[float]] = {}
     try:
         for rep in range(reps):
-            order = variants[rep % 4 :] + variants[: rep % 4]
-            for variant in order:
-                model = models["plain" if variant == "bare" else variant]
+            shift = rep % len(VARIANTS)
+            order = VARIANTS[shift:] + VARIANTS[:shift]
+            for gc_on in gc_modes:
+                for variant in order:
+                    model = models[variant]
+                    with _context("custdata", custodian), engine.begin() as conn:
+                        conn.execute(delete(model.__table__))
+                    todo = operations(engine, model, data, lookup_ids)
+                    with _context(variant, custodian):
+                        if "ORM insert" not in ops:
+                            todo["ORM insert"][0]()  # the rows the reads need
+                        for op in ops:
+                            fn, count = todo[op]
+                            results.setdefault((variant, op, gc_on), []).append(
+                                timed(fn, gc_on=gc_on) / count
+                            )
+    finally:
+        models["Base"].metadata.drop_all(engine)
+        engine.dispose()
+    if not quiet:
+        report(label, n, reps, lookups, results, gc_modes, ops)
+    return results
 
-                with (
-                    custodian.activate(),
-                    custdata.acting_as("bench", role="support_agent"),
-                    custdata.purpose("support"),
-                    Session(engine) as s,
-                ):
-                    s.query(model).delete()
-                    s.commit()
-                objs = [model(**r) for r in data]
 
-                def insert(objs: list[Any] = objs) -> None:
-                    with Session(engine) as s:
-                        s.add_all(objs)
-                        s.commit()
+def ratio(
+    results: dict[tuple[str, str, bool], list[float]],
+    variant: str,
+    base: str,
+    op: str,
+    *,
+    gc_on: bool,
+) -> float:
+    vals = results[(variant, op, gc_on)]
+    bases = results[(base, op, gc_on)]
+    return statistics.median(v / b for v, b in zip(vals, bases, strict=True))
 
-                def select_all(model: Any = model) -> None:
-                    with Session(engine) as s:
-                        got = s.scalars(select(model)).all()
-                        if len(got) != n:
-                            raise RuntimeError("lost rows")
 
-                lookup_ids = ids[:: max(1, n // lookups)][:lookups]
+def report(  # noqa: PLR0917 - a printing helper
+    label: str,
+    n: int,
+    reps: int,
+    lookups: int,
+    results: dict[tuple[str, str, bool], list[float]],
+    gc_modes: tuple[bool, ...],
+    ops: tuple[str, ...],
+) -> None:
+    for gc_on in gc_modes:
+        print(
+            f"\n### {label}, gc {'on' if gc_on else 'off'} "
+            f"(N={n}, reps={reps}, lookups={lookups})\n"
+        )
+        print(
+            "| operation | plain µs | floor µs (÷ plain) | custdata µs (÷ floor) "
+            "| budget | sqlalchemy-utils µs (÷ floor) | plain with hooks (÷ plain) |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for op in ops:
 
-                def get(
-                    model: Any = model, lookup_ids: list[uuid.UUID] = lookup_ids
-                ) -> None:
-                    with Session(engine) as s:
-                        for i in lookup_ids:
-                            obj = s.get(model, i)
-                            if obj is None:
-                                raise RuntimeError("lost row")
-                            s.expunge_all()
+            def us(variant: str, op: str = op, gc_on: bool = gc_on) -> float:
+                return statistics.median(results[(variant, op, gc_on)]) * 1e6
 
-                with (
-                    custodian.activate(),
-                    custdata.acting_as("bench", role="support_agent"),
-                    custdata.purpose("support"),
-                    _hooks_removed(variant == "bare"),
-                ):
-                    results.setdefault((variant, "ORM insert"), []).append(
-                        timed(insert) / n
-                    )
-                    results.setdefault((variant, "ORM select-all"), []).append(
-                        timed(select_all) / n
-                    )
-                    results.setdefault((variant, "ORM session.get"), []).append(
-                        timed(get) / len(lookup_ids)
-                    )
+            print(
+                f"| {op} | {us('plain'):.2f} "
+                f"| {us('floor'):.2f} ({ratio(results, 'floor', 'plain', op, gc_on=gc_on):.2f}×) "
+                f"| {us('custdata'):.2f} ({ratio(results, 'custdata', 'floor', op, gc_on=gc_on):.2f}×) "
+                f"| ≤ {BUDGETS[op]:.2f}× "
+                f"| {us('utils'):.2f} ({ratio(results, 'utils', 'floor', op, gc_on=gc_on):.2f}×) "
+                f"| {ratio(results, 'hooked', 'plain', op, gc_on=gc_on):.3f}× |"
+            )
+
+
+def growth(url: str, custodian: custdata.Custodian, reps: int) -> None:
+    """The ORM select-all ratio ÷ floor at 10k and at 100k rows (budget: +0.05 at most)."""
+    print("\n### growth: ORM select-all ÷ floor, gc on\n")
+    print("| N | custdata ÷ floor | floor ÷ plain |")
+    print("|---:|---:|---:|")
+    for n in (10_000, 100_000):
+        results = run_db(
+            "growth",
+            url,
+            n=n,
+            reps=reps,
+            lookups=1,
+            custodian=custodian,
+            gc_modes=(True,),
+            ops=("ORM select-all",),
+            quiet=True,
+        )
+        print(
+            f"| {n} | {ratio(results, 'custdata', 'floor', 'ORM select-all', gc_on=True):.3f}× "
+            f"| {ratio(results, 'floor', 'plain', 'ORM select-all', gc_on=True):.3f}× |"
+        )
+
+
+def profile(url: str, custodian: custdata.Custodian, n: int, lookups: int) -> None:
+    """custdata's ORM select-all and get, cumulative time grouped by package."""
+    tag = uuid.uuid4().hex[:6]
+    models = build_models(tag)
+    engine = create_engine(url, hide_parameters=True)
+    models["Base"].metadata.create_all(engine)
+    data = rows(n)
+    ids = [r["id"] for r in data][:: max(1, n // lookups)][:lookups]
+    try:
+        todo = operations(engine, models["custdata"], data, ids)
+        with _context("custdata", custodian):
+            todo["ORM insert"][0]()
+            for op in ("ORM select-all", "ORM session.get", "Core select-all"):
+                prof = cProfile.Profile()
+                prof.enable()
+                todo[op][0]()
+                prof.disable()
+                print(f"\n### profile: {op} (custdata, self time by package)\n")
+                by_package(prof)
     finally:
         models["Base"].metadata.drop_all(engine)
         engine.dispose()
 
-    print(f"\n### {label} (N={n}, reps={reps}, lookups={lookups})\n")
-    print(
-        "| operation | plain µs | custdata µs (x plain) | sqlalchemy-utils µs (x plain) | budget | plain µs, no hooks |"
-    )
-    print("|---|---:|---:|---:|---:|---:|")
-    budgets = {
-        "ORM insert": "≤1.15x" if label.startswith("PostgreSQL") else "≤1.25x",
-        "ORM select-all": "≤1.5x",
-        "ORM session.get": "≤1.15x",
-    }
-    for op in ("ORM insert", "ORM select-all", "ORM session.get"):
-        plain = results[("plain", op)]
-        cells = []
-        for variant in ("custdata", "utils"):
-            vals = results[(variant, op)]
-            ratio = statistics.median(v / p for v, p in zip(vals, plain, strict=True))
-            cells.append(f"{statistics.median(vals) * 1e6:.2f} ({ratio:.2f}x)")
-        bare = statistics.median(results[("bare", op)]) * 1e6
-        print(
-            f"| {op} | {statistics.median(plain) * 1e6:.2f} | {cells[0]} | {cells[1]} | {budgets[op]} | {bare:.2f} |"
-        )
+
+def by_package(prof: cProfile.Profile) -> None:
+    stats = pstats.Stats(prof)
+    totals: dict[str, float] = defaultdict(float)
+    for (path, _line, _name), entry in stats.stats.items():  # type: ignore[attr-defined]
+        totals[_package(path)] += entry[2]
+    whole = sum(totals.values()) or 1.0
+    print("| package | self time ms | share |")
+    print("|---|---:|---:|")
+    for name, t in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"| {name} | {t * 1e3:.1f} | {t / whole:.0%} |")
+
+
+def _package(path: str) -> str:
+    for marker, name in (
+        ("custdata/sqlalchemy", "custdata.sqlalchemy"),
+        ("custdata/audit", "custdata.audit"),
+        ("custdata/crypto", "custdata.crypto"),
+        ("/custdata/", "custdata (core)"),
+        ("sqlalchemy/orm", "sqlalchemy.orm"),
+        ("sqlalchemy", "sqlalchemy (core)"),
+        ("structlog", "structlog"),
+        ("cryptography", "cryptography"),
+    ):
+        if marker in path:
+            return name
+    if path == "~":
+        return "builtins (C)"
+    return "other"
 
 
 @contextlib.contextmanager
-def _hooks_removed(remove: bool) -> Iterator[None]:
-    """Run without custdata's statement hooks (for the plain baseline without them)."""
-    if not remove:
-        yield
-        return
+def _hooks_removed() -> Iterator[None]:
+    """Run without custdata's statement hooks (as an application without custdata)."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
@@ -264,10 +458,14 @@ class _ListRecorder:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--lookups", type=int, default=1000)
+    parser.add_argument("--gc", choices=["on", "off", "both"], default="both")
     parser.add_argument(
-        "--no-memory", action="store_true", help="skip SQLite in memory"
+        "--growth", action="store_true", help="also the select-all ratio at 10k/100k"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also custdata's time by package"
     )
     parser.add_argument(
         "--audit",
@@ -281,7 +479,7 @@ def main() -> None:
         "--only",
         choices=["sqlite-file", "sqlite-memory", "postgresql"],
         action="append",
-        help="run only these databases (repeatable)",
+        help="run only these databases (repeatable; default: sqlite-file, postgresql)",
     )
     args = parser.parse_args()
 
@@ -302,36 +500,40 @@ def main() -> None:
     else:
         audit = _NoopRecorder()
     custodian = custdata.Custodian(policy=policy, keyring=keyring, audit=audit)
-    print(f"audit recorder: {type(audit).__name__}")
 
     import sqlalchemy
     import sqlalchemy_utils
 
     print(
-        f"python {sys.version.split()[0]}, SQLAlchemy {sqlalchemy.__version__}, sqlalchemy-utils {sqlalchemy_utils.__version__}"
+        f"audit recorder: {type(audit).__name__}; python {sys.version.split()[0]}, "
+        f"SQLAlchemy {sqlalchemy.__version__}, sqlalchemy-utils {sqlalchemy_utils.__version__}"
     )
-    opts = {
+    gc_modes = {"on": (True,), "off": (False,), "both": (True, False)}[args.gc]
+    opts: dict[str, Any] = {
         "n": args.rows,
         "reps": args.reps,
         "lookups": args.lookups,
         "custodian": custodian,
+        "gc_modes": gc_modes,
     }
-    only = set(args.only or ["sqlite-file", "sqlite-memory", "postgresql"])
-    if args.no_memory:
-        only.discard("sqlite-memory")
+    only = set(args.only or ["sqlite-file", "postgresql"])
     try:
-        if "sqlite-file" in only:
-            with tempfile.TemporaryDirectory() as tmp:
-                run_db("SQLite file", f"sqlite:///{Path(tmp) / 'bench.db'}", **opts)  # type: ignore[arg-type]
-        if "sqlite-memory" in only:
-            run_db("SQLite memory", "sqlite://", **opts)  # type: ignore[arg-type]
-        pg = os.environ.get("CUSTDATA_TEST_POSTGRES_URL")
-        if "postgresql" not in only:
-            pass
-        elif pg:
-            run_db("PostgreSQL", pg, **opts)  # type: ignore[arg-type]
-        else:
-            print("\n(set CUSTDATA_TEST_POSTGRES_URL to include PostgreSQL)")
+        with tempfile.TemporaryDirectory() as tmp:
+            file_url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+            if "sqlite-file" in only:
+                run_db("SQLite file", file_url, **opts)
+            if "sqlite-memory" in only:
+                run_db("SQLite memory", "sqlite://", **opts)
+            pg = os.environ.get("CUSTDATA_TEST_POSTGRES_URL")
+            if "postgresql" in only:
+                if pg:
+                    run_db("PostgreSQL", pg, **opts)
+                else:
+                    print("\n(set CUSTDATA_TEST_POSTGRES_URL to include PostgreSQL)")
+            if args.growth:
+                growth(file_url, custodian, args.reps)
+            if args.profile:
+                profile(file_url, custodian, args.rows, args.lookups)
     finally:
         if isinstance(audit, AuditTrail):
             audit.close()

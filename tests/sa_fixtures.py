@@ -18,6 +18,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 import custdata
 
+from custdata.audit import AuditTrail, MemorySink
 from custdata.crypto import InMemorySubjectKeyStore, Keyring
 from custdata.sqlalchemy import customer_data, subject_key
 
@@ -191,6 +192,20 @@ def sa_custodian(
 
 
 @pytest.fixture
+def trail_sink(sample_policy: custdata.Policy) -> Iterator[MemorySink]:
+    """The real audit trail into a memory sink; its custodian is active for the test."""
+    keyring = Keyring.generate()
+    sink = MemorySink()
+    trail = AuditTrail(keyring, sinks=[sink], checkpoint_interval=None)
+    custodian = custdata.Custodian(policy=sample_policy, keyring=keyring, audit=trail)
+    try:
+        with custodian.activate():
+            yield sink
+    finally:
+        trail.close()
+
+
+@pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     eng = create_engine(db_url, hide_parameters=True)
     yield eng
@@ -266,4 +281,5 @@ __all__ = [
     "recorder",
     "sa_custodian",
     "support",
+    "trail_sink",
 ]

@@ -152,7 +152,7 @@ class TestReadDecisions:
             reads = _reads(recorder, n)
         assert [((), 0)] == [(d.subjects, d.count) for d in reads]
 
-    def test_denied_read_raises_before_fetching(
+    def test_denied_read_names_its_subjects_and_decrypts_nothing(
         self,
         engine: Engine,
         models: Models,
@@ -160,15 +160,18 @@ class TestReadDecisions:
         recorder: Recorder,
         counting: CountingKeyring,
     ) -> None:
-        """A denied read is one denied decision and decrypts nothing."""
-        _add(engine, models, 2)
+        """A denied read is one denied decision, naming the subjects refused, and decrypts nothing."""
+        ids = _add(engine, models, 2)
         with Session(engine) as session, support():
             n = len(recorder.decisions)
             before = counting.counts["decrypt"]
             with pytest.raises(custdata.PurposeViolationError):
-                session.scalars(select(models.Customer.card)).all()
+                session.execute(
+                    select(models.Customer.name, models.Customer.card)
+                ).all()
             reads = _reads(recorder, n)
         assert [custdata.Outcome.DENIED] == [d.outcome for d in reads]
+        assert sorted(map(str, ids)) == sorted(reads[0].subjects)
         assert before == counting.counts["decrypt"]
 
 

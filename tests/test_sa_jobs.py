@@ -359,8 +359,9 @@ class TestShredding:
                             select(Patient.id).where(Patient.email == "a@example.jp")
                         ).all()
                     )
+                    shredded = session.get(Patient, a_id)
                     with pytest.raises(custdata.KeyDestroyedError):
-                        session.get(Patient, a_id)
+                        _ = shredded.history
         finally:
             Base.metadata.drop_all(engine)
             store.table.drop(store_engine)

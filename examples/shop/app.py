@@ -115,6 +115,13 @@ def main() -> None:
                 print(c.card)
             except custdata.PurposeViolationError as exc:
                 print(f"  refused: {exc}")
+            # The object holds sealed values, not the plaintexts just read.
+            print(f"  the object holds: email={c.__dict__['email']!r}")
+        # Carried out of its with block, the object reveals nothing.
+        try:
+            print(c.email)
+        except custdata.ActorRequiredError as exc:
+            print(f"  outside the block: refused ({exc})")
 
         print("4. warehouse: the phone is shown only as a mask")
         with (
@@ -127,7 +134,28 @@ def main() -> None:
         print("5. search by e-mail through the blind index")
         print(f"  found {find_hanako(engine)}")
 
-        print("6. rotate the data and index keys, re-encrypt and re-index in one run")
+        print("6. erasure: only a purpose that may_erase deletes records")
+        with Session(engine) as session:
+            with (
+                custdata.acting_as("c-9", role="billing_clerk"),
+                custdata.purpose("billing"),
+            ):
+                order = session.scalars(select(Order)).one()
+                try:
+                    session.delete(order)
+                    session.flush()
+                except custdata.PurposeViolationError as exc:
+                    print(f"  refused: {exc}")
+                    session.rollback()
+            with (
+                custdata.acting_as("u-102", role="support_agent"),
+                custdata.purpose("support"),
+            ):
+                session.delete(session.scalars(select(Order)).one())
+                session.commit()
+                print("  the order is erased (record.delete names its subject)")
+
+        print("7. rotate the data and index keys, re-encrypt and re-index in one run")
         old, old_index = keyring.primary_key_id, keyring.primary_index_key_id
         keyring.rotate()
         keyring.rotate_index_key()

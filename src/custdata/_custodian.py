@@ -39,6 +39,7 @@ _ERRORS: Mapping[DenyReason, type[AccessDeniedError]] = {
     DenyReason.PURPOSE_NOT_GRANTED: PurposeNotGrantedError,
     DenyReason.PURPOSE_NOT_PERMITTED: PurposeViolationError,
     DenyReason.UNTAGGED_FIELD: PurposeViolationError,
+    DenyReason.ERASURE_NOT_PERMITTED: PurposeViolationError,
 }
 
 
@@ -280,17 +281,20 @@ class Custodian:
         role: str | None,
         purpose: str | None,
         fields: Mapping[str, FieldPolicy | None] | None,
+        *,
+        erase: bool = False,
     ) -> _Verdict:
         # The verdict depends only on the policy (immutable), whether there is
-        # an actor, the role, the purpose and the field policies, so it is
-        # memoised. Callers such as the column types pass the same mapping
-        # object for every statement on a table, so its identity is the key;
-        # the cached entry keeps that mapping alive, so the id cannot be reused.
-        key = (actor is None, role, purpose, id(fields))
+        # an actor, the role, the purpose, the field policies and whether the
+        # records are erased, so it is memoised. Callers such as the column
+        # types pass the same mapping object for every statement on a table,
+        # so its identity is the key; the cached entry keeps that mapping
+        # alive, so the id cannot be reused.
+        key = (actor is None, role, purpose, id(fields), erase)
         cached = self._verdicts.get(key)
         if cached is not None and cached.source is fields:
             return cached
-        verdict = _decide(self._policy, actor, role, purpose, fields)
+        verdict = _decide(self._policy, actor, role, purpose, fields, erase=erase)
         if len(self._verdicts) >= _VERDICT_CACHE_SIZE:
             self._verdicts.clear()
         self._verdicts[key] = verdict
@@ -343,13 +347,19 @@ class Custodian:
             PurposeRequiredError: No purpose is in force.
             PurposeNotGrantedError: The actor's role may not claim the purpose.
             PurposeViolationError: The purpose is unknown, or not permitted for a
-                field that does not mask on violation, or a field is untagged.
+                field that does not mask on violation, or a field is untagged;
+                for ``Action.DELETE``, the purpose may not erase records
+                (the policy's ``may_erase``).
             AuditUnavailableError: The decision could not be recorded.
         """
         ctx = _access.get()
         last = self._last
         verdict: _Verdict | None = last[2]
-        if verdict is None or last[0] is not ctx or last[1] is not fields:
+        if action is Action.DELETE:
+            verdict = self._verdict(
+                ctx.actor, ctx.role, ctx.purpose, fields, erase=True
+            )
+        elif verdict is None or last[0] is not ctx or last[1] is not fields:
             # Not the same (immutable) access context and field mapping as
             # the last decision, whose verdict would be this one's.
             verdict = self._verdict(ctx.actor, ctx.role, ctx.purpose, fields)
@@ -413,12 +423,19 @@ def _decide(
     role: str | None,
     purpose: str | None,
     fields: Mapping[str, FieldPolicy | None] | None,
+    *,
+    erase: bool = False,
 ) -> _Verdict:
     fields = fields or {}
     reason = _context_reason(policy, actor, role, purpose)
     refused: list[str] = []
     masked: list[str] = []
-    if reason is None and purpose is not None:
+    if erase:
+        # Erasing records is permitted by the purpose (the policy's
+        # may_erase), not by the fields' purposes.
+        if reason is None and not policy.may_erase(purpose):  # type: ignore[arg-type]
+            reason = DenyReason.ERASURE_NOT_PERMITTED
+    elif reason is None and purpose is not None:
         for name, fp in fields.items():
             if fp is None or not fp.purposes:
                 refused.append(name)
@@ -488,6 +505,8 @@ def _message(
         return f"role {role!r} is not declared in the policy"
     if reason is DenyReason.PURPOSE_NOT_GRANTED:
         return f"role {role!r} may not claim purpose {purpose!r}"
+    if reason is DenyReason.ERASURE_NOT_PERMITTED:
+        return f"purpose {purpose!r} may not erase records of {entity or 'this table'}"
     where = f"{entity}." if entity else ""
     names = ", ".join(f"{where}{f}" for f in fields)
     if reason is DenyReason.UNTAGGED_FIELD:

@@ -36,8 +36,10 @@ class Action(str, enum.Enum):
     WRITE = "write"
     #: Update rows in bulk.
     UPDATE = "update"
-    #: Delete rows.
+    #: Delete rows (erase records): needs a purpose that ``may_erase``.
     DELETE = "delete"
+    #: Find rows by a field's value (blind-index equality search).
+    SEARCH = "search"
     #: Hand data to a third party or out of the system.
     EXPORT = "export"
 
@@ -52,6 +54,7 @@ class DenyReason(str, enum.Enum):
     PURPOSE_NOT_GRANTED = "purpose_not_granted"
     PURPOSE_NOT_PERMITTED = "purpose_not_permitted"
     UNTAGGED_FIELD = "untagged_field"
+    ERASURE_NOT_PERMITTED = "erasure_not_permitted"
 
 
 @attrs.frozen(kw_only=True)

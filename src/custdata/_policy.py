@@ -397,6 +397,7 @@ class Policy:
                     effective_from=effective_from,
                     retention=r.text("retention", required=False),
                     categories=r.strings("categories", required=False),
+                    may_erase=r.flag("may_erase"),
                 )
             )
             r.finish()
@@ -610,6 +611,15 @@ class Policy:
             return False
         ups = self.tree.ancestors(purpose_id)
         return any(granted in ups for granted in role.purposes)
+
+    def may_erase(self, purpose_id: str) -> bool:
+        """Return whether acting for *purpose_id* may delete customer records.
+
+        It may when the purpose, or a purpose above it, says ``may_erase``.
+        """
+        if purpose_id not in self.tree:
+            return False
+        return any(self.purposes[p].may_erase for p in self.tree.ancestors(purpose_id))
 
     def retention_rules_for(self, field: FieldPolicy) -> tuple[RetentionRule, ...]:
         """Return the retention rules that govern *field*.

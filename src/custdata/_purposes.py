@@ -81,6 +81,8 @@ class Purpose:
         retention: The id of the retention rule that applies to data kept for
             it; a purpose without one inherits its parent's.
         categories: The data categories the purpose uses, as published.
+        may_erase: Whether acting for this purpose (or one below it) may
+            delete customer records; no purpose may unless it says so.
     """
 
     id: str
@@ -95,6 +97,7 @@ class Purpose:
     effective_from: dt.date | None = None
     retention: str | None = None
     categories: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
+    may_erase: bool = False
 
 
 @attrs.frozen(init=False, repr=False)

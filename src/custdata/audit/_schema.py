@@ -81,6 +81,7 @@ class AuditAction(str, enum.Enum):
 
     FIELD_REVEAL = "field.reveal"
     FIELD_REVEAL_MASKED = "field.reveal_masked"
+    FIELD_SEARCH = "field.search"
     PURPOSE_CHECK = "purpose.check"
     EXPORT_THIRD_PARTY = "export.third_party"
     RECORD_DELETE = "record.delete"
@@ -179,6 +180,7 @@ _PURGE: Final = frozenset(
 EVENT_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "field.reveal": _COMMON | _DATA | {"keys"},
     "field.reveal_masked": _COMMON | _DATA,
+    "field.search": _COMMON | _DATA,
     "purpose.check": _COMMON | _DATA | {"denied_fields", "requested"},
     "export.third_party": _COMMON | _DATA | {"recipient", "keys"},
     "record.delete": _COMMON | _DATA | {"statement_fp"},

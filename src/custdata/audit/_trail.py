@@ -404,6 +404,7 @@ _DECISION_ACTIONS: Final = {
     Action.EXPORT: AuditAction.EXPORT_THIRD_PARTY.value,
     Action.DELETE: AuditAction.RECORD_DELETE.value,
     Action.UPDATE: AuditAction.RECORD_BULK_UPDATE.value,
+    Action.SEARCH: AuditAction.FIELD_SEARCH.value,
 }
 _SHAPES: Final = 4096
 _PLAIN_OR_NONE: Final = (str, type(None))

@@ -7,23 +7,25 @@ Three SQLAlchemy events, installed once for every engine and session when
     For an ``INSERT`` or ``UPDATE`` on a table with encrypted columns:
     authorizes the write, encrypts each value with the row's subject id (a
     multi-row statement one column at a time) and computes the blind index of
-    each searchable value into its companion column.
+    each searchable value into its companion column. For a ``DELETE`` on a
+    customer table: authorizes erasing the records (``Action.DELETE``).
 
 ``Session.do_orm_execute``
-    For ORM ``SELECT``: leaves out (defers) the encrypted attributes of loaded
-    entities that the access context may not read, so an entity load succeeds
-    and touching such an attribute later raises, through its own audited load.
-    For ORM bulk ``update()``/``delete()``: authorizes the action.
+    For ORM ``SELECT``: validates the mappers, names the subject of a
+    relationship load or refresh, and marks a refresh as announcing nothing.
+    For ORM bulk ``update()``: authorizes the written fields.
 
 ``Engine.before_cursor_execute``
     For every statement that fetches encrypted columns (Core or ORM, entity,
-    column, relationship or ``get``): a read the context cannot be allowed
-    raises before the statement runs; otherwise the results are read through
-    an announcing cursor, which makes one :meth:`custdata.Custodian.authorize`
-    call per fetched batch, with the batch's subject ids and value count, and
-    only then decrypts the batch (or leaves masked fields to their mask). For
-    ``RETURNING`` rows, which SQLAlchemy fetches itself, the read is authorized
-    before the statement runs and the result processors decrypt.
+    column, relationship or ``get``) or searches a blind index: the results
+    are read through an announcing cursor, which records the search and makes
+    one :meth:`custdata.Custodian.authorize` call per fetched batch and table,
+    with the batch's subject ids and value count, before anything is
+    released. Rows the statement returns to the caller are then decrypted (or
+    masked); values an entity load puts into objects are handed over sealed
+    (:mod:`custdata.sqlalchemy._sealed`), to be decided and decrypted when
+    read. For ``RETURNING`` rows, which SQLAlchemy fetches itself, the read is
+    authorized before the statement runs and the result processors decrypt.
 """
 
 from __future__ import annotations
@@ -39,20 +41,25 @@ from uuid import UUID
 
 import attrs
 
-from sqlalchemy import Table, event
+from sqlalchemy import Table, event, func, select
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import Mapper, ORMExecuteState, Session, defer
-from sqlalchemy.sql import Insert, Select, Update
+from sqlalchemy.orm import Mapper, ORMExecuteState, Session
+from sqlalchemy.sql import Delete, Insert, Select, Update, operators, visitors
 from sqlalchemy.sql.elements import (
+    BinaryExpression,
+    ColumnClause,
+    Grouping,
     Label,
     TextClause,
     UnaryExpression,
 )
+from sqlalchemy.sql.functions import FunctionElement
 
 from custdata._context import _access, _custodian, _default_custodian, current_access
 from custdata._decision import Action
 from custdata._errors import (
     ConfigurationError,
+    UnclassifiedFieldError,
     UnsupportedOperationError,
 )
 from custdata._policy import FieldPolicy
@@ -71,6 +78,7 @@ from ._binding import (
 from ._declare import KNOWN_TABLES, CustomerDataInfo, settle_table, uuid7
 from ._keystore import hold_subject_keys
 from ._raw import refuse_raw_write
+from ._sealed import MASK_TEXT, Grant, SealedValue, seal_attribute
 from ._types import (
     _GRANTS,
     RELEASED,
@@ -104,10 +112,6 @@ __all__ = [
     "validate_models",
 ]
 
-#: What a field revealed only as a mask reads as. It is the same for every
-#: value, because a denied value is never decrypted, not even to mask it.
-MASK_TEXT = "***"
-
 _lock = threading.Lock()
 #: :func:`custdata.current_access` without the Python call (hot paths).
 _access_now = _access.get
@@ -125,17 +129,20 @@ class _TableFacts:
 
     __slots__ = (
         "encrypted",
+        "erased",
         "name",
         "sealing",
         "searchable",
         "subject_col",
         "subject_default",
         "subject_kind",
+        "table",
         "write_fields",
     )
 
     def __init__(self, table: Table) -> None:
         settle_table(table)
+        self.table = table
         self.name = table.name
         self.encrypted: list[tuple[str, FieldBinding]] = []
         self.searchable: list[tuple[str, str, FieldBinding]] = []
@@ -155,6 +162,10 @@ class _TableFacts:
                 self.sealing.append((col.key, b, col.type.storage == "text"))
                 if b.companion_key is not None:
                     self.searchable.append((col.key, b.companion_key, b))
+        #: What deleting a row erases: every encrypted field (one mapping object).
+        self.erased: dict[str, FieldPolicy | None] = {
+            b.column or k: b.field for k, b in self.encrypted
+        }
         #: How the subject ids of subject-bound columns are typed (None: none are).
         self.subject_kind: SubjectKind | None = next(
             (b.subject_kind for _k, b in self.encrypted if b.subject_key is not None),
@@ -215,6 +226,8 @@ def _prepare_row(
         if key not in row:
             continue
         value = row[key]
+        if value.__class__ is SealedValue:
+            continue  # written back as loaded: its index stands
         if value.__class__ is _Bound:
             value = value.value
         if value is None:
@@ -233,7 +246,7 @@ def _prepare_row(
     canonical: object = None
     for key, encrypt, bound, text, b in sealers:
         value = row.get(key)
-        if value is None or value.__class__ is _Sealed:
+        if value is None or value.__class__ in _STORED:
             continue
         if value.__class__ is _Bound:
             own = value.subject
@@ -284,6 +297,8 @@ def _prepare_rows(
             if key not in row:
                 continue
             value = row[key]
+            if value.__class__ is SealedValue:
+                continue  # written back as loaded: its index stands
             if value.__class__ is _Bound:
                 value = value.value
             if value is None:
@@ -351,7 +366,9 @@ def _sealed(b: FieldBinding, blob: bytes, text: bool) -> object:
 
 
 #: Classes of parameter values that are not plain values to encrypt.
-_SPECIAL = frozenset({type(None), _Sealed, _Bound})
+_SPECIAL = frozenset({type(None), _Sealed, _Bound, SealedValue})
+#: Classes of parameter values that are already envelopes: written as they are.
+_STORED = frozenset({_Sealed, SealedValue})
 
 
 def _gather(  # noqa: PLR0917
@@ -371,7 +388,7 @@ def _gather(  # noqa: PLR0917
     values: list[Any] = []
     for i, row in enumerate(rows):
         value = row.get(key)
-        if value is None or value.__class__ is _Sealed:
+        if value is None or value.__class__ in _STORED:
             continue
         if value.__class__ is _Bound:
             own = value.subject
@@ -451,6 +468,74 @@ def _authorize_write(
     )
 
 
+def _authorize_delete(
+    conn: Connection,
+    statement: Any,
+    multiparams: Sequence[Mapping[str, Any]],
+    params: Mapping[str, Any],
+) -> None:
+    """Authorize erasing the records a DELETE removes (internal).
+
+    ``session.delete()`` + flush, Core ``delete()`` and ORM bulk ``delete()``
+    all arrive here. The records' subjects come from the parameters (a
+    flush names each primary key) or, for a DELETE by condition, from a
+    ``SELECT`` of the subject column under the same condition, run first;
+    one ``Action.DELETE`` decision (``record.delete``) names them and their
+    number, allowed only for a purpose that ``may_erase``.
+
+    Raises:
+        AccessDeniedError: If the context may not erase these records (the
+            denial is recorded with their subjects; nothing is deleted).
+    """
+    facts = _facts(_unannotated(statement.table))
+    if facts is None:
+        return
+    custodian = _require_custodian()
+    subject_col = facts.subject_col
+    rows = list(multiparams) or ([params] if params else [])
+    raw: list[Any]
+    if (
+        subject_col is not None
+        and rows
+        and all(r.get(subject_col.key) is not None for r in rows)
+    ):
+        raw = [r[subject_col.key] for r in rows]
+        count = len(raw)
+    else:
+        # A DELETE by condition: find what it will erase, by the same condition.
+        where = statement.whereclause
+        query: Any = (
+            select(subject_col)
+            if subject_col is not None
+            else select(func.count()).select_from(facts.table)
+        )
+        if where is not None:
+            query = query.where(where)
+        found = list(conn.execute(query, dict(params or {})).scalars())
+        if subject_col is None:
+            raw, count = [], int(found[0]) if found else 0
+        else:
+            raw, count = found, len(found)
+    kind = facts.subject_kind
+    texts = (
+        [t for t in subject_batch(raw, kind)[0] if t is not None]
+        if kind is not None
+        else [str(v) for v in raw if v is not None]
+    )
+    custodian.authorize(
+        action=Action.DELETE,
+        entity=facts.name,
+        fields=facts.erased,
+        subjects=list(dict.fromkeys(texts)),
+        count=count,
+    )
+
+
+def _unannotated(table: Any) -> Any:
+    """The table itself, where the ORM handed over an annotated copy of it."""
+    return getattr(table, "__element__", table)
+
+
 def _strict(field: FieldPolicy | None) -> FieldPolicy | None:
     if field is None or field.on_violation == "raise":
         return field
@@ -466,6 +551,8 @@ def _before_execute(
     execution_options: Mapping[str, Any],
 ) -> tuple[Any, Sequence[Mapping[str, Any]], Mapping[str, Any]]:
     if not isinstance(clauseelement, (Insert, Update)):
+        if isinstance(clauseelement, Delete):
+            _authorize_delete(conn, clauseelement, multiparams, params)
         if isinstance(clauseelement, TextClause):
             refuse_raw_write(clauseelement.text)
         return clauseelement, multiparams, params
@@ -648,16 +735,63 @@ def _memo_fits(
     )
 
 
+class _Part:
+    """The fields of one table among a statement's fetched columns.
+
+    Every decision names one table (the audit schema's ``entity`` is one
+    identifier): a statement that reads several tables makes one decision per
+    table, each with the subjects of that table's rows.
+    """
+
+    __slots__ = ("bindings", "entity", "fields", "names", "sources", "visible")
+
+    def __init__(
+        self, entity: str, bindings: list[FieldBinding], names: list[str]
+    ) -> None:
+        self.entity = entity
+        self.bindings = bindings
+        #: The names the plan knows these fields by (qualified in a join).
+        self.names = names
+        self.fields: dict[str, FieldPolicy | None] = {
+            (b.column or "?"): b.field for b in bindings
+        }
+        #: The subject sources of this table's columns.
+        self.sources: list[int] = []
+        #: Per (policy, role, purpose): the fields an entity load announces
+        #: (permitted or masked), one mapping object each.
+        self.visible: dict[tuple[object, ...], dict[str, FieldPolicy | None]] = {}
+
+    def announced(self, policy: Any, ctx: Any) -> dict[str, FieldPolicy | None]:
+        """The fields a sealed load announces under *ctx*: those it may read or mask."""
+        key = (policy, ctx.role, ctx.purpose)
+        fields = self.visible.get(key)
+        if fields is None:
+            fields = {
+                name: field
+                for name, field in self.fields.items()
+                if field is not None
+                and bool(field.purposes)
+                and (field.on_violation == "mask" or policy.permits(field, ctx.purpose))
+            }
+            if len(self.visible) > 64:  # noqa: PLR2004 - a bound, not a tuning knob
+                self.visible.clear()
+            self.visible[key] = fields
+        return fields
+
+
 class _Plan:
     """The encrypted columns a compiled statement fetches (cached on the compiled).
 
     ``fields`` is one mapping object for the life of the plan, so
     :meth:`custdata.Custodian.authorize` can memoise its verdict by identity.
+    A plan that ``seal``s (an ORM statement loading entities) hands its
+    values over as :class:`~custdata.sqlalchemy._sealed.SealedValue`; any
+    other hands them over decrypted, after the batch's decision.
     """
 
     __slots__ = (
+        "_granted",
         "_grants",
-        "_last",
         "_released",
         "bindings",
         "columns",
@@ -665,7 +799,9 @@ class _Plan:
         "fields",
         "lone",
         "names",
-        "predicted",
+        "parts",
+        "seal",
+        "searches",
         "sources",
     )
 
@@ -674,8 +810,26 @@ class _Plan:
         bindings: list[FieldBinding],
         columns: Sequence[tuple[int, FieldBinding, bool, int]] = (),
         sources: Sequence[tuple[int, SubjectKind, bool]] = (),
+        *,
+        seal: bool = False,
+        searched: Sequence[FieldBinding] = (),
     ) -> None:
         self.bindings = bindings
+        self.seal = seal
+        #: Per table the statement searches through a blind index: (table,
+        #: the searched fields, strict: a search is never masked).
+        self.searches: list[tuple[str, dict[str, FieldPolicy | None]]] = []
+        for table in sorted({b.table or "?" for b in searched}):
+            self.searches.append(
+                (
+                    table,
+                    {
+                        (b.column or "?"): _strict(b.field)
+                        for b in searched
+                        if (b.table or "?") == table
+                    },
+                )
+            )
         tables = sorted({b.table or "?" for b in bindings})
         single = len(tables) == 1
         self.entity = tables[0] if single else ", ".join(tables)
@@ -683,6 +837,18 @@ class _Plan:
         self.fields: dict[str, FieldPolicy | None] = dict(
             zip(self.names, (b.field for b in bindings), strict=True)
         )
+        self.parts: list[_Part] = []
+        for table in tables:
+            chosen = [
+                (b, name)
+                for b, name in zip(bindings, self.names, strict=True)
+                if (b.table or "?") == table
+            ]
+            part = _Part(table, [b for b, _ in chosen], [n for _, n in chosen])
+            part.sources = sorted(
+                {src for _, b, _, src in columns if src >= 0 and b in part.bindings}
+            )
+            self.parts.append(part)
         #: The encrypted columns of a fetched row: (position, binding, text
         #: storage, index of the subject source or -1 for no subject).
         self.columns = list(columns)
@@ -694,16 +860,76 @@ class _Plan:
         #: subject-bound values all name it; ``None`` otherwise.
         self.lone: tuple[int, SubjectKind] | None = (
             (sources[0][0], sources[0][1])
-            if len(sources) == 1 and not sources[0][2]
+            if len(sources) == 1 and not sources[0][2] and single
             else None
         )
-        #: Whether a read is expected to be allowed, per policy and context.
-        self.predicted: dict[tuple[object, ...], bool] = {}
-        self._last: tuple[object, object, bool] = (None, None, False)
         #: (custodian, keyring, denied fields, grants): the last grants built.
         self._grants: tuple[object, object, object, dict[object, Any]] | None = None
         #: The same for fetched batches: (..., what :meth:`released` returns).
         self._released: tuple[object, object, object, Any] | None = None
+        #: (context, custodian, grant, announced parts) of the last sealed batch.
+        self._granted: tuple[object, Any, Grant, Any] | None = None
+
+    def search(self, custodian: Any, count: int) -> None:
+        """Authorize and record the statement's blind-index searches (one decision per table).
+
+        Raises:
+            AccessDeniedError: If the context may not search these fields.
+        """
+        for entity, fields in self.searches:
+            custodian.authorize(
+                action=Action.SEARCH, entity=entity, fields=fields, count=count
+            )
+
+    def decide(
+        self,
+        custodian: Any,
+        subjects: Sequence[Sequence[str]] | None,
+        extra: Sequence[object],
+        rows: int,
+    ) -> tuple[str, ...]:
+        """Authorize reading every part (one decision each), before any value is opened.
+
+        Args:
+            custodian: The deciding custodian.
+            subjects: Per subject source, the batch's distinct subject ids
+                (``None``: the plan's parts share them all).
+            extra: Subjects named by the load (rows without their own).
+            rows: The number of rows fetched.
+
+        Returns:
+            The plan's names of the fields revealed only as their mask.
+
+        Raises:
+            AccessDeniedError: If the context may not read a part's fields.
+        """
+        denied: list[str] = []
+        for part in self.parts:
+            named: list[str] = []
+            if subjects is not None:
+                for src in part.sources:
+                    named.extend(subjects[src])
+                if len(part.sources) > 1:
+                    named = list(dict.fromkeys(named))
+            if not named and extra:
+                named = list(map(str, extra))
+            decision = custodian.authorize(
+                action=Action.READ,
+                entity=part.entity,
+                fields=part.fields,
+                subjects=named,
+                count=rows * len(part.bindings),
+            )
+            if decision.denied_fields:
+                by_column = dict(
+                    zip(
+                        (b.column or "?" for b in part.bindings),
+                        part.names,
+                        strict=True,
+                    )
+                )
+                denied.extend(by_column[f] for f in decision.denied_fields)
+        return tuple(denied)
 
     def grants(self, custodian: Any, denied: tuple[str, ...]) -> dict[object, Any]:
         """The grants of an allowed decision: binding -> cipher, or the mask."""
@@ -765,34 +991,17 @@ class _Plan:
         self._released = (custodian, keyring, denied, result)
         return result
 
-    def allowed(self, custodian: Any) -> bool:
-        """Predict (cached) whether the context in force may read this plan's fields.
-
-        Only a prediction: the decision itself is always made by
-        :meth:`custdata.Custodian.authorize`. A read predicted to be denied is
-        authorized before the statement runs, so it raises there.
-        """
+    def search_allowed(self, custodian: Any) -> bool:
+        """Predict whether the context in force may search this plan's fields."""
         ctx = _access_now()
-        last = self._last
-        if last[0] is ctx and last[1] is custodian:
-            # The same (immutable) access context and custodian (whose policy
-            # is fixed) as the last execution.
-            return last[2]
         policy = custodian.policy
-        key = (policy, ctx.actor is None, ctx.role, ctx.purpose)
-        verdict = self.predicted.get(key)
-        if verdict is None:
-            verdict = _context_ok(policy) and all(
-                field is not None
-                and bool(field.purposes)
-                and (field.on_violation == "mask" or policy.permits(field, ctx.purpose))
-                for field in self.fields.values()
-            )
-            if len(self.predicted) > 64:  # noqa: PLR2004 - a bound, not a tuning knob
-                self.predicted.clear()
-            self.predicted[key] = verdict
-        self._last = (ctx, custodian, verdict)
-        return verdict
+        return _context_ok(policy) and all(
+            field is not None
+            and bool(field.purposes)
+            and policy.permits(field, ctx.purpose)
+            for _entity, fields in self.searches
+            for field in fields.values()
+        )
 
 
 _NO_PLAN = _Plan([])
@@ -832,6 +1041,116 @@ def _subject_index(entries: Sequence[Any], subject: Any) -> int:
     )
 
 
+def _loads_entities(compiled: Any) -> bool:
+    """Whether an ORM statement loads entities (whose values then stay sealed).
+
+    Raises:
+        UnsupportedOperationError: If it also selects a customer-data column
+            on its own: the two would share the fetched value.
+    """
+    entities = getattr(getattr(compiled, "compile_state", None), "_entities", None)
+    if not entities:
+        return False
+    from sqlalchemy.orm.context import _MapperEntity  # noqa: PLC0415
+
+    if not any(isinstance(e, _MapperEntity) for e in entities):
+        return False
+    for e in entities:
+        column = getattr(e, "column", None)
+        if column is not None and _is_encrypted(column):
+            raise UnsupportedOperationError(
+                "a statement that loads entities cannot also select a customer-data "
+                "column on its own; read the attribute of the loaded object instead"
+            )
+    return True
+
+
+def _encrypted_column(element: Any) -> FieldBinding | None:
+    """The binding of *element* if it is an encrypted column (labelled or not)."""
+    while isinstance(element, (Label, Grouping)):
+        element = element.element
+    if isinstance(element, ColumnClause) and isinstance(element.type, EncryptedType):
+        return element.type._binding  # noqa: SLF001 - the package's own type
+    return None
+
+
+def _refuse_expressions(where: Any, entries: Sequence[Any]) -> None:
+    """Refuse SQL that would compute on ciphertext and silently match or return garbage.
+
+    In a WHERE clause an encrypted column may only be tested for NULL (its
+    ``==`` and ``in_()`` compile to the blind index); ``func.lower(email) ==
+    v`` would compare a function of the ciphertext. Among the fetched
+    columns, an expression over an encrypted column (``func.lower(email)``,
+    a ``column_property()`` over one) would return a function of the
+    ciphertext; ``count()`` alone is harmless.
+
+    Raises:
+        UnsupportedOperationError: Naming the column, never a value.
+    """
+    if where is not None:
+        tested: set[int] = set()
+        for element in visitors.iterate(where):
+            if (
+                isinstance(element, BinaryExpression)
+                and element.operator in _NULL_TESTS
+            ):
+                tested.add(id(element.left))
+                continue
+            b = _encrypted_column(element)
+            if b is not None and id(element) not in tested:
+                raise UnsupportedOperationError(
+                    f"{b.where}: an encrypted column in a WHERE clause can only be "
+                    "compared with == / in_() (searchable) or tested for NULL"
+                )
+    for entry in entries:
+        if isinstance(entry[3], EncryptedType):
+            continue
+        for obj in entry[2]:
+            inner = obj
+            while isinstance(inner, Label):
+                inner = inner.element
+            if not hasattr(inner, "get_children") or (
+                isinstance(inner, FunctionElement) and inner.name == "count"
+            ):
+                continue
+            for element in visitors.iterate(obj):
+                b = _encrypted_column(element)
+                if b is not None:
+                    raise UnsupportedOperationError(
+                        f"{b.where}: an expression over an encrypted column cannot "
+                        "work on ciphertext; select the column itself"
+                    )
+
+
+_NULL_TESTS = frozenset({operators.is_, operators.is_not})
+
+
+def _searched(statement: Any) -> list[FieldBinding]:
+    """The searchable fields whose blind index a statement compares, anywhere in it.
+
+    In the WHERE clause, a join's ON clause, HAVING or a subquery: every
+    comparison with a companion column is a search of its field.
+    """
+    if statement is None:
+        return []
+    found: dict[FieldBinding, None] = {}
+    for element in visitors.iterate(statement):
+        if not isinstance(element, BinaryExpression):
+            continue
+        for side in (element.left, element.right):
+            table = _unannotated(getattr(side, "table", None))
+            if not isinstance(table, Table):
+                continue
+            facts = _facts(table)
+            if facts is None:
+                continue
+            key = getattr(side, "key", None)
+            for _key, companion, b in facts.searchable:
+                if key == companion:
+                    found[b] = None
+    return list(found)
+
+
 def _plan_for(compiled: Any) -> _Plan:
     plan: _Plan | None = compiled.__dict__.get(_PLAN_ATTR)
     if plan is not None:
@@ -845,6 +1164,7 @@ def _plan_for(compiled: Any) -> _Plan:
                 )
     seen: dict[FieldBinding, None] = {}
     entries = list(getattr(compiled, "_result_columns", ()) or ())
+    _refuse_expressions(getattr(statement, "whereclause", None), entries)
     columns: list[tuple[int, FieldBinding, bool, int]] = []
     sources: list[tuple[int, SubjectKind, bool]] = []
     by_position: dict[int, int] = {}
@@ -869,7 +1189,18 @@ def _plan_for(compiled: Any) -> _Plan:
             src = len(sources)
             sources.append((index, b.subject_kind, True))
         columns.append((index, b, text, src))
-    plan = _Plan(list(seen), columns, sources) if seen else _NO_PLAN
+    searched = _searched(statement)
+    plan = (
+        _Plan(
+            list(seen),
+            columns,
+            sources,
+            seal=bool(seen) and _loads_entities(compiled),
+            searched=searched,
+        )
+        if seen or searched
+        else _NO_PLAN
+    )
     with contextlib.suppress(AttributeError):  # no __dict__: no cache
         setattr(compiled, _PLAN_ATTR, plan)
     return plan
@@ -902,14 +1233,8 @@ def authorize_read(
     Raises:
         AccessDeniedError: If the access context may not read them.
     """
-    decision = custodian.authorize(
-        action=Action.READ,
-        entity=plan.entity,
-        fields=plan.fields,
-        subjects=subjects,
-        count=count,
-    )
-    grants = plan.grants(custodian, decision.denied_fields)
+    denied = plan.decide(custodian, None, subjects, 0)
+    grants = plan.grants(custodian, denied)
     _GRANTS.set(grants)
     return grants
 
@@ -920,15 +1245,15 @@ _UUID_BYTES = 16
 
 def _batch_subjects(
     rows: Sequence[Any], plan: _Plan
-) -> tuple[list[str], list[list[bytes | None]], dict[int, list[Any]]]:
+) -> tuple[list[list[str]], list[list[bytes | None]], dict[int, list[Any]]]:
     """The subjects of a fetched batch, before anything in it is decrypted.
 
     Returns:
-        The distinct canonical subject ids (what the decision names); per
-        subject source, each row's associated-data tail (``None`` where the row
-        has no subject); and per packed source, each row's envelope.
+        Per subject source, the distinct canonical subject ids (what the
+        decisions name) and each row's associated-data tail (``None`` where
+        the row has no subject); and per packed source, each row's envelope.
     """
-    seen: dict[str, None] = {}
+    named: list[list[str]] = []
     tails: list[list[bytes | None]] = []
     blobs: dict[int, list[Any]] = {}
     if len(rows) == 1:
@@ -936,6 +1261,7 @@ def _batch_subjects(
         first = rows[0]
         for src, (index, kind, packed) in enumerate(plan.sources):
             raw = first[index]
+            named.append([])
             if packed and raw is not None:
                 raw, _, blob = raw.partition(b"|" if raw.__class__ is bytes else "|")
                 blobs[src] = [blob]
@@ -945,11 +1271,12 @@ def _batch_subjects(
                 tails.append([None])
                 continue
             text, tail = subject_parts(raw, kind)
-            seen[text] = None
+            named[src] = [text]
             tails.append([tail])
-        return list(seen), tails, blobs
+        return named, tails, blobs
     for src, (index, kind, packed) in enumerate(plan.sources):
         memo: dict[object, tuple[str, bytes]] = {}
+        seen: dict[str, None] = {}
         out: list[bytes | None] = []
         append = out.append
         if packed:
@@ -1017,7 +1344,8 @@ def _batch_subjects(
                     seen[parts[0]] = None
                 append(parts[1])
         tails.append(out)
-    return list(seen), tails, blobs
+        named.append(list(seen))
+    return named, tails, blobs
 
 
 def _open_rows(
@@ -1073,6 +1401,20 @@ def _b64(value: Any, cipher: Any) -> Any:
     return stored_envelope(value)
 
 
+def _part_subjects(
+    part: _Part, named: list[list[str]], extra: Sequence[object]
+) -> list[str]:
+    """The subjects of one table's rows in a batch (or those the load names)."""
+    sources = part.sources
+    if len(sources) == 1:
+        subjects = named[sources[0]]
+    else:
+        subjects = list(dict.fromkeys(s for src in sources for s in named[src]))
+    if not subjects and extra:
+        return list(map(str, extra))
+    return subjects
+
+
 class _AnnouncingCursor:
     """A DBAPI cursor whose fetches authorize, then decrypt, each batch.
 
@@ -1093,15 +1435,26 @@ class _AnnouncingCursor:
         "_extra",
         "_grants",
         "_plan",
+        "_quiet",
+        "_searched",
     )
 
     #: Rows read ahead per announced batch when the rows are fetched one by one.
     chunk = 100
 
     def __init__(
-        self, cursor: Any, plan: _Plan, custodian: Any, extra: Sequence[object]
+        self,
+        cursor: Any,
+        plan: _Plan,
+        custodian: Any,
+        extra: Sequence[object],
+        *,
+        quiet: bool = False,
     ) -> None:
         self._cursor = cursor
+        #: A sealed load that announces nothing (a refresh): reads decide.
+        self._quiet = quiet
+        self._searched = False
         self._extra = extra
         self._plan = plan
         self._custodian = custodian
@@ -1128,6 +1481,12 @@ class _AnnouncingCursor:
     def _release(self, rows: Sequence[Any]) -> Sequence[Any]:
         """Announce a fetched batch, then decrypt what it releases."""
         plan = self._plan
+        if plan.searches and (rows or not self._searched):
+            # The rows a search found are its result: recorded before release.
+            self._searched = True
+            plan.search(self._custodian, len(rows))
+        if plan.seal:
+            return self._seal(rows)
         if len(rows) == 1 and plan.lone is not None:
             # One row whose values are all bound to one subject column (a get,
             # a refresh): the same steps without the batch bookkeeping.
@@ -1169,29 +1528,102 @@ class _AnnouncingCursor:
         if not rows:
             if self._announced:
                 return rows
-            subjects: list[Any] = []
+            named: list[list[str]] | None = None
             tails: list[list[bytes | None]] = []
             blobs: dict[int, list[Any]] = {}
         else:
-            subjects, tails, blobs = _batch_subjects(rows, plan)
-        if not subjects and self._extra:
-            # Rows without a subject column of their own (e.g. a child table
-            # loaded through a relationship) name the subject they were loaded for.
-            subjects = list(self._extra)
+            named, tails, blobs = _batch_subjects(rows, plan)
         self._announced = True
-        decision = self._custodian.authorize(
-            action=Action.READ,
-            entity=plan.entity,
-            fields=plan.fields,
-            subjects=subjects,
-            count=len(rows) * len(plan.bindings),
-        )
-        grants, opens, _, masks = plan.released(self._custodian, decision.denied_fields)
+        denied = plan.decide(self._custodian, named, self._extra, len(rows))
+        grants, opens, _, masks = plan.released(self._custodian, denied)
         self._grants = grants
         _GRANTS.set(grants)
         if rows and (opens or masks):
             return _open_rows(rows, opens, tails, blobs, masks)
         return rows
+
+    def _seal(self, rows: Sequence[Any]) -> Sequence[Any]:
+        """Announce a batch an entity load fetched, and hand its values over sealed."""
+        if not rows:
+            return rows
+        plan = self._plan
+        named, tails, blobs = _batch_subjects(rows, plan)
+        grant = None if self._quiet else self._announce(named, len(rows))
+        if len(rows) == 1 and not blobs:
+            # One row (a get, a refresh): no transposing.
+            row = list(rows[0])
+            sources = plan.sources
+            for pos, _b, _text, src in plan.columns:
+                if src < 0:
+                    row[pos] = SealedValue(row[pos], None, None, grant)
+                else:
+                    row[pos] = SealedValue(
+                        row[pos], tails[src][0], row[sources[src][0]], grant
+                    )
+            return [tuple(row)]
+        columns: list[Any] = list(zip(*rows, strict=True))
+        raws = [None if packed else columns[index] for index, _, packed in plan.sources]
+        # NULL is sealed too: whether a field is set is for its purposes only.
+        for pos, _b, _text, src in plan.columns:
+            if src < 0:
+                columns[pos] = [SealedValue(v, None, None, grant) for v in columns[pos]]
+                continue
+            values = blobs.get(src) or columns[pos]
+            subjects = raws[src] or [None] * len(rows)
+            columns[pos] = [
+                SealedValue(v, tail, subject, grant)
+                for v, tail, subject in zip(values, tails[src], subjects, strict=True)
+            ]
+        return list(zip(*columns, strict=True))
+
+    def _announce(self, named: list[list[str]], rows: int) -> Grant | None:
+        """Record one decision per table for the fields the context may read (or mask).
+
+        Fields it may not read are not announced: they stay sealed, and
+        reading one decides (and records the denial) then.
+        """
+        custodian: Any = self._custodian
+        policy = custodian.policy
+        ctx = _access_now()
+        plan = self._plan
+        memo = plan._granted  # noqa: SLF001 - the plan's own memo
+        if memo is not None and memo[0] is ctx and memo[1] is custodian:
+            # The same (immutable) context and custodian as the last batch:
+            # the same fields are announced, and the same grant opens them.
+            grant, parts = memo[2], memo[3]
+            for part, fields in parts:
+                custodian.authorize(
+                    action=Action.READ,
+                    entity=part.entity,
+                    fields=fields,
+                    subjects=_part_subjects(part, named, self._extra),
+                    count=rows * len(fields),
+                )
+            return grant
+        if not _context_ok(policy):
+            return None
+        opens: dict[FieldBinding, Any] = {}
+        announced: list[tuple[_Part, dict[str, FieldPolicy | None]]] = []
+        for part in plan.parts:
+            fields = part.announced(policy, ctx)
+            if not fields:
+                continue
+            announced.append((part, fields))
+            decision = custodian.authorize(
+                action=Action.READ,
+                entity=part.entity,
+                fields=fields,
+                subjects=_part_subjects(part, named, self._extra),
+                count=rows * len(fields),
+            )
+            masked = decision.denied_fields
+            for b in part.bindings:
+                name = b.column or "?"
+                if name in fields:
+                    opens[b] = MASK_TEXT if name in masked else b.cipher(custodian)
+        grant = Grant(ctx, custodian, opens)
+        plan._granted = (ctx, custodian, grant, announced)  # noqa: SLF001
+        return grant
 
     def _in_force(self) -> None:
         # Another statement may have put its own grants in force since this
@@ -1229,6 +1661,21 @@ class _AnnouncingCursor:
         return self._buffer.pop(0)
 
 
+class _RowsUnlogged:
+    """An engine, as one execution's result sees it: no row logging."""
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def _should_log_debug(self) -> bool:
+        return False
+
+
 class _ProcessorsOf:
     """``context.get_result_processor`` without the encrypted columns' processors."""
 
@@ -1258,26 +1705,49 @@ def _before_cursor_execute(  # noqa: PLR0917
         refuse_raw_write(statement)
         return
     plan = compiled.__dict__.get(_PLAN_ATTR) or _plan_for(compiled)
-    if not plan.bindings:
+    if not plan.bindings and not plan.searches:
         return
     custodian = _custodian.get() or _default_custodian[0] or _require_custodian()
+    if plan.searches:
+        if context.is_crud or executemany or not plan.search_allowed(custodian):
+            # Refused before the statement runs; or a DML statement, whose
+            # matched rows are not fetched: decided now, count unknown.
+            plan.search(custodian, 0)
+        if not plan.bindings:
+            if not (context.is_crud or executemany):
+                context.cursor = _AnnouncingCursor(cursor, plan, custodian, ())
+            return
+    if plan.seal and not context.is_crud:
+        # An entity load: its values are handed over sealed, and each is
+        # decided when it is read (the batch announces what may be).
+        if compiled._cached_metadata is None:  # noqa: SLF001
+            context.get_result_processor = _ProcessorsOf(context.get_result_processor)
+        context.cursor = _AnnouncingCursor(
+            cursor,
+            plan,
+            custodian,
+            context.execution_options.get("custdata_subjects", ()),
+            quiet=context.execution_options.get("custdata_quiet", False),
+        )
+        return
     if context.is_crud or executemany:
         # RETURNING rows are fetched by SQLAlchemy itself: authorize them now.
         subjects = context.execution_options.get("custdata_subjects", ())
         authorize_read(plan, custodian, subjects=subjects)
         return
-    last = plan._last  # noqa: SLF001 - the plan's own memo, inlined
-    if not (
-        last[0] is _access_now() and last[1] is custodian and last[2]
-    ) and not plan.allowed(custodian):
-        # Refused before the statement runs: nothing is fetched or decrypted.
-        authorize_read(plan, custodian)
     if compiled._cached_metadata is None:  # noqa: SLF001
         # The result columns of this statement are being described for the
         # first time (then cached on the compiled statement): the announcing
         # cursor hands over their values decrypted or masked, so they need
         # no result processor (one Python call less per value).
         context.get_result_processor = _ProcessorsOf(context.get_result_processor)
+    if conn._echo and context.engine._should_log_debug():  # noqa: SLF001
+        # SQLAlchemy's row logging (echo="debug") would log the decrypted
+        # values of this statement's rows: not for these rows.
+        context.engine = _RowsUnlogged(context.engine)
+        conn._log_debug(  # noqa: SLF001
+            "Rows of %s are not logged: they hold customer data", plan.entity
+        )
     # SQLAlchemy executes on the cursor it passed here and reads the results
     # through ``context.cursor``: from now on, through the announcing proxy.
     context.cursor = _AnnouncingCursor(
@@ -1292,20 +1762,16 @@ def _before_cursor_execute(  # noqa: PLR0917
 
 
 class _MapperFacts:
-    __slots__ = ("fields", "joined", "last", "validated")
+    __slots__ = ("fields", "validated")
 
     def __init__(self, mapper: Mapper[Any]) -> None:
         self.fields: list[tuple[str, FieldPolicy]] = []
         for prop in mapper.column_attrs:
             for col in prop.columns:
-                info = col.info.get(INFO_KEY)
+                info = (getattr(col, "info", None) or {}).get(INFO_KEY)
                 if isinstance(info, CustomerDataInfo):
                     self.fields.append((prop.key, info.field))
         self.validated: weakref.WeakSet[Any] = weakref.WeakSet()
-        #: Relationships configured to load joined (``lazy="joined"``).
-        self.joined = [r for r in mapper.relationships if r.lazy == "joined"]
-        #: (access context, custodian, withheld keys) of the last entity load.
-        self.last: tuple[object, object, frozenset[str]] = (None, None, frozenset())
 
 
 _MAPPERS: weakref.WeakKeyDictionary[Mapper[Any], _MapperFacts] = (
@@ -1336,8 +1802,46 @@ def validate_mapper(mapper: Mapper[Any], policy: Any) -> None:
     facts.validated.add(policy)
 
 
+def _seal_attributes(mapper: Mapper[Any]) -> None:
+    """Make each customer-data attribute open its sealed values when read."""
+    manager = mapper.class_manager
+    for prop in mapper.column_attrs:
+        for col in prop.columns:
+            type_ = getattr(col, "type", None)
+            if isinstance(type_, EncryptedType):
+                attribute = manager.get(prop.key)
+                if attribute is not None:
+                    seal_attribute(
+                        attribute,
+                        type_._binding,  # noqa: SLF001 - the package's own type
+                        text=type_.storage == "text",
+                    )
+
+
+def _refuse_unclassified(mapper: Mapper[Any]) -> None:
+    """Every encrypted or custdata-tagged mapped column must come from ``customer_data()``.
+
+    Raises:
+        UnclassifiedFieldError: Naming the table and column.
+    """
+    for prop in mapper.column_attrs:
+        for col in prop.columns:
+            info = getattr(col, "info", None) or {}
+            encrypted = isinstance(getattr(col, "type", None), EncryptedType)
+            if (encrypted or INFO_KEY in info) and not isinstance(
+                info.get(INFO_KEY), CustomerDataInfo
+            ):
+                table = getattr(mapper.local_table, "name", mapper.class_.__name__)
+                raise UnclassifiedFieldError(
+                    "an encrypted or custdata-tagged column must be declared with "
+                    "customer_data(category, purposes=...)",
+                    key_path=f"{table}.{prop.key}",
+                )
+
+
 @event.listens_for(Mapper, "mapper_configured")
 def _on_mapper_configured(mapper: Mapper[Any], class_: type[Any]) -> None:
+    _refuse_unclassified(mapper)
     facts = _mapper_facts(mapper)
     if not facts.fields and not any(
         isinstance(c.type, EncryptedType) for c in mapper.local_table.columns
@@ -1346,6 +1850,7 @@ def _on_mapper_configured(mapper: Mapper[Any], class_: type[Any]) -> None:
     for table in mapper.tables:
         if isinstance(table, Table):
             settle_table(table)
+    _seal_attributes(mapper)
     custodian = _current_custodian()
     if custodian is not None:
         validate_mapper(mapper, custodian.policy)
@@ -1370,51 +1875,12 @@ def _context_ok(policy: Any) -> bool:
     )
 
 
-def _withheld(policy: Any, field: FieldPolicy, context_ok: bool) -> bool:
-    """Whether an entity load should leave *field* unloaded."""
-    if not context_ok:
-        return True
-    if field.on_violation == "mask":
-        return False
-    purpose = current_access().purpose
-    return not policy.permits(field, purpose)
-
-
 @event.listens_for(Session, "do_orm_execute")
 def _do_orm_execute(state: ORMExecuteState) -> None:
     if state.is_select:
         _orm_select(state)
     elif state.is_update or state.is_delete:
         _orm_bulk(state)
-
-
-_WITHHELD_CACHE: dict[tuple[Any, ...], frozenset[str]] = {}
-
-
-def _withheld_keys(
-    mapper: Mapper[Any], facts: _MapperFacts, custodian: Any
-) -> frozenset[str]:
-    """The customer-data attributes of *mapper* an entity load leaves unloaded (cached)."""
-    ctx = _access_now()
-    last = facts.last
-    if last[0] is ctx and last[1] is custodian:
-        # The same (immutable) access context and custodian (whose policy is
-        # fixed) as the last load of this mapper.
-        return last[2]
-    policy = custodian.policy
-    cache_key = (mapper, id(policy), ctx.actor is None, ctx.role, ctx.purpose)
-    keys = _WITHHELD_CACHE.get(cache_key)
-    if keys is None:
-        validate_mapper(mapper, policy)
-        context_ok = _context_ok(policy)
-        keys = frozenset(
-            key for key, field in facts.fields if _withheld(policy, field, context_ok)
-        )
-        if len(_WITHHELD_CACHE) > 4096:  # noqa: PLR2004 - a bound, not a tuning knob
-            _WITHHELD_CACHE.clear()
-        _WITHHELD_CACHE[cache_key] = keys
-    facts.last = (ctx, custodian, keys)
-    return keys
 
 
 def _statement_mappers(state: ORMExecuteState) -> list[Mapper[Any]]:
@@ -1448,200 +1914,44 @@ def _known_subject(state: ORMExecuteState) -> None:
 
 
 def _orm_select(state: ORMExecuteState) -> None:
-    mappers = _statement_mappers(state)
-    if not mappers:
-        return
+    """Prepare an ORM SELECT: its entities' values will be handed over sealed.
+
+    Nothing is left unloaded: every customer value is loaded sealed and is
+    decided when it is read. A refresh of one object (after ``commit()``,
+    ``refresh()`` or expiry) announces nothing, so touching its primary key
+    records no reveal of fields nobody read.
+    """
     custodian: Any = None
-    plan: list[tuple[Mapper[Any], frozenset[str]]] = []
-    # Loader options as given (before any of ours): joined eager loads to check.
-    given = getattr(state.statement, "_with_options", ())
-    joins = bool(given)
-    for mapper in mappers:
+    for mapper in _statement_mappers(state):
         facts = _MAPPERS.get(mapper) or _mapper_facts(mapper)
-        joins = joins or bool(facts.joined)
         if not facts.fields:
             continue
         if custodian is None:
-            custodian = _custodian.get() or _default_custodian[0]
-            if custodian is None:
-                raise ConfigurationError(
-                    "no custodian is current: call custodian.make_current() or use custodian.activate()"
-                )
-        keys = _withheld_keys(mapper, facts, custodian)
-        if keys:
-            plan.append((mapper, keys))
-    if custodian is None:
-        # No customer data at the top level: nothing to withhold or name,
-        # except in what is eagerly joined to it.
-        if joins:
-            _defer_joined(state, mappers, {}, given)
-        return
+            custodian = _require_custodian()
+        if custodian.policy not in facts.validated:
+            validate_mapper(mapper, custodian.policy)
     load_options = state.load_options
+    refresh = getattr(load_options, "_refresh_state", None)
     if (
         getattr(load_options, "_lazy_loaded_from", None) is not None
-        or getattr(load_options, "_refresh_state", None) is not None
+        or refresh is not None
     ) and (state.is_relationship_load or state.is_column_load):
         _known_subject(state)
-    if not plan:
-        if joins and not state.is_relationship_load:
-            _defer_joined(state, mappers, {}, given)
-        return
-    requested: frozenset[str] = frozenset()
-    compile_options = getattr(state.statement, "_compile_options", None)
-    if state.is_column_load:
-        requested = getattr(compile_options, "_only_load_props", None) or frozenset()
-    if requested:
-        mapper, keys = plan[0]
-        encrypted = {key for key, _ in _mapper_facts(mapper).fields}
-        if requested <= encrypted:
-            # Only customer-data attributes are left to load: one of them was
-            # touched, so its load is authorized (and raises if denied)
-            # instead of leaving it silently unloaded.
-            return
-        if hasattr(compile_options, "_only_load_props"):
-            # A refresh names the attributes to load: withhold ours from the list.
-            stmt: Any = state.statement
-            stmt = stmt._generate()  # noqa: SLF001
-            stmt._compile_options += {"_only_load_props": frozenset(requested - keys)}  # noqa: SLF001
-            state.statement = stmt
-            return
-    if state.is_relationship_load:
-        mapper, keys = plan[0]
-        state.statement = state.statement.options(*_relative(state, mapper, set(keys)))
-        return
-    withheld = dict(plan)
-    options: list[Any] = []
-    from sqlalchemy import inspect  # noqa: PLC0415
-
-    statement: Any = state.statement
-    for desc in statement.column_descriptions:
-        entity = desc.get("entity")
-        if entity is None or desc.get("expr") is not entity:
-            continue
-        insp: Any = inspect(entity)
-        found = withheld.get(getattr(insp, "mapper", insp))
-        options.extend(defer(getattr(entity, key)) for key in sorted(found or ()))
-    if options:
-        state.statement = state.statement.options(*options)
-    if joins:
-        _defer_joined(state, mappers, withheld, given)
-
-
-def _relative(state: ORMExecuteState, mapper: Mapper[Any], keys: set[str]) -> list[Any]:
-    """``defaultload(A.rel)...defer(B.x)`` along the path of a relationship load."""
-    path = state.loader_strategy_path
-    elements: list[Any] = list(path.path) if path is not None else []
-    return _along(elements, mapper, keys)
-
-
-def _along(
-    elements: Sequence[Any], target: Any, keys: set[str] | frozenset[str]
-) -> list[Any]:
-    """``defaultload(A.rel).defaultload(B.rel2)...defer(C.x)`` for each key.
-
-    *elements* alternate owner entity and relationship, from the statement's
-    top level down to *target*, the entity the keys belong to.
-    """
-    from sqlalchemy.orm import defaultload  # noqa: PLC0415
-
-    opt: Any = None
-    for i in range(0, len(elements) - 1, 2):
-        owner, prop = elements[i], elements[i + 1]
-        attr = getattr(getattr(owner, "entity", None) or owner.class_, prop.key)
-        opt = defaultload(attr) if opt is None else opt.defaultload(attr)
-    entity = getattr(target, "entity", None) or target.class_
-    out = []
-    for key in sorted(keys):
-        attr = getattr(entity, key)
-        out.append(defer(attr) if opt is None else opt.defer(attr))
-    return out
-
-
-_JOINED = (("lazy", "joined"),)
-#: How deep configured ``lazy="joined"`` relationships are followed.
-_JOIN_DEPTH = 4
-
-
-def _joined_paths(
-    given: Sequence[Any], tops: Sequence[Mapper[Any]]
-) -> list[tuple[Any, ...]]:
-    """The paths (entity, relationship, ..., entity) a SELECT loads joined, from the top.
-
-    Joined eager loads named by loader options, and relationships configured
-    ``lazy="joined"``, as long as every step above them is joined as well (a
-    joined load below a select-in or lazy load belongs to that other query).
-    """
-    strategies: dict[tuple[Any, ...], Any] = {}
-    for opt in given:
-        for element in getattr(opt, "context", ()):
-            path = getattr(getattr(element, "path", None), "path", None)
-            strategy = getattr(element, "strategy", None)
-            if path and strategy:
-                strategies[tuple(path)] = strategy
-
-    def joined(prefix: tuple[Any, ...]) -> bool:
-        strategy = strategies.get(prefix)
-        if strategy is None:
-            return getattr(prefix[-2], "lazy", None) == "joined"
-        return bool(strategy == _JOINED)
-
-    paths = [
-        path
-        for path, strategy in strategies.items()
-        if strategy == _JOINED
-        and len(path) >= 3  # noqa: PLR2004 - entity, relationship, entity
-        and all(joined(path[: j + 2]) for j in range(1, len(path) - 2, 2))
-    ]
-    stack: list[tuple[Any, ...]] = [(m,) for m in tops]
-    while stack:
-        path = stack.pop()
-        mapper = getattr(path[-1], "mapper", path[-1])
-        for rel in (_MAPPERS.get(mapper) or _mapper_facts(mapper)).joined:
-            longer = (*path, rel, rel.mapper)
-            if (
-                len(longer) > 2 * _JOIN_DEPTH + 1
-                or rel.mapper in path
-                or not joined(longer)
-            ):
-                continue
-            if longer not in paths:
-                paths.append(longer)
-            stack.append(longer)
-    return paths
-
-
-def _defer_joined(
-    state: ORMExecuteState,
-    tops: Sequence[Mapper[Any]],
-    withheld: Mapping[Mapper[Any], frozenset[str]],
-    given: Sequence[Any],
-) -> None:
-    """Leave unloaded the fields of eagerly joined entities the context may not read.
-
-    The same as for the statement's own entities: the joined objects load,
-    and touching such a field later raises through its own audited load.
-    *given* are the statement's loader options as the application gave them.
-    """
-    options: list[Any] = []
-    custodian: Any = None
-    for path in _joined_paths(given, tops):
-        target = path[-1]
-        mapper = getattr(target, "mapper", target)
-        facts = _MAPPERS.get(mapper) or _mapper_facts(mapper)
-        if not facts.fields:
-            continue
-        keys = withheld.get(mapper)
-        if keys is None:
-            if custodian is None:
-                custodian = _require_custodian()
-            keys = _withheld_keys(mapper, facts, custodian)
-        if keys:
-            options.extend(_along(path[:-1], target, keys))
-    if options:
-        state.statement = state.statement.options(*options)
+    if refresh is not None:
+        state.update_execution_options(custdata_quiet=True)
 
 
 def _orm_bulk(state: ORMExecuteState) -> None:
+    """Authorize an ORM bulk ``update()`` like a flush of the fields it writes.
+
+    Fields set by ``.values()`` and fields named in per-row parameter sets
+    (bulk UPDATE by primary key) are written fields: each must be writable
+    for the purpose (never masked). The ``record.bulk_update`` event names
+    them, with the rows' subjects where the parameter sets name them. Bulk
+    ``delete()`` is authorized as every DELETE is, in ``before_execute``.
+    """
+    if state.is_delete:
+        return
     mapper = state.bind_mapper
     if mapper is None:
         return
@@ -1649,36 +1959,47 @@ def _orm_bulk(state: ORMExecuteState) -> None:
     table_facts = _facts(mapper.local_table)
     if not facts.fields and table_facts is None:
         return
-    custodian = _current_custodian()
-    if custodian is None:
-        raise ConfigurationError("no custodian is current")
+    custodian = _require_custodian()
     statement: Any = state.statement
-    if state.is_delete:
-        fields = dict(facts.fields)
-        action = Action.DELETE
-    else:
-        set_keys = {
-            getattr(k, "key", k) for k in (getattr(statement, "_values", None) or {})
+    set_keys = {
+        getattr(k, "key", k) for k in (getattr(statement, "_values", None) or {})
+    }
+    given: Any = state.parameters
+    rows: list[Mapping[str, Any]] = (
+        list(given) if isinstance(given, list) else [given] if given else []
+    )
+    named = {key for row in rows for key in row}
+    written = set_keys | named
+    fields = {k: _strict(f) for k, f in facts.fields if k in written}
+    subjects: list[str] = []
+    if table_facts is not None and set_keys:
+        special = {
+            k
+            for k, b in table_facts.encrypted
+            if b.subject_key is not None or b.companion_key is not None
         }
-        fields = {k: f for k, f in facts.fields if k in set_keys}
-        action = Action.UPDATE
-        if table_facts is not None and set_keys:
-            special = {
-                k
-                for k, b in table_facts.encrypted
-                if b.subject_key is not None or b.companion_key is not None
-            }
-            if special & set_keys:
-                names = ", ".join(
-                    f"{mapper.local_table.name}.{k}"  # type: ignore[attr-defined]
-                    for k in sorted(special & set_keys)
-                )
-                raise UnsupportedOperationError(
-                    f"{names}: a bulk update() cannot set subject-bound or searchable "
-                    "encrypted columns; load the objects and assign, or pass per-row "
-                    "parameters"
-                )
-    custodian.authorize(action=action, entity=mapper.local_table.name, fields=fields)  # type: ignore[attr-defined]
+        if special & set_keys:
+            names = ", ".join(
+                f"{mapper.local_table.name}.{k}"  # type: ignore[attr-defined]
+                for k in sorted(special & set_keys)
+            )
+            raise UnsupportedOperationError(
+                f"{names}: a bulk update() cannot set subject-bound or searchable "
+                "encrypted columns; load the objects and assign, or pass per-row "
+                "parameters"
+            )
+    if table_facts is not None and table_facts.subject_col is not None and rows:
+        key = mapper.get_property_by_column(table_facts.subject_col).key
+        subjects = list(
+            dict.fromkeys(str(r[key]) for r in rows if r.get(key) is not None)
+        )
+    custodian.authorize(
+        action=Action.UPDATE,
+        entity=mapper.local_table.name,  # type: ignore[attr-defined]
+        fields=fields,
+        subjects=subjects,
+        count=max(len(rows), 1) * len(fields),
+    )
 
 
 def known_tables() -> list[Table]:

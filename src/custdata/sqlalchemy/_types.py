@@ -54,6 +54,7 @@ from custdata.crypto._envelope import SIV_OVERHEAD, VERSION_1
 from custdata.crypto._legacy import looks_sealed
 
 from ._binding import FieldBinding, SubjectKind, subject_tail, subject_value
+from ._sealed import SealedValue
 
 
 __all__ = [
@@ -273,6 +274,10 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
                     raise _not_sealed(b)
                 return value
             if value.__class__ is _Sealed:
+                return value.data
+            if value.__class__ is SealedValue:
+                # Loaded sealed and written back as it is (e.g. a merged or
+                # re-inserted object): the stored envelope, unopened.
                 return value.data
             if value.__class__ is _Bound:
                 subject = value.subject
@@ -517,7 +522,11 @@ def _search(expr: Any, op: Any, other: tuple[Any, ...]) -> ColumnElement[Any]:
             raise UnsupportedOperationError(
                 f"{b.where}: in_() needs literal values to search"
             )
-    if any(isinstance(v, (ColumnElement, BindParameter)) for v in values):
+    if any(
+        isinstance(v, (ColumnElement, BindParameter))
+        or hasattr(v, "__clause_element__")
+        for v in values
+    ):
         raise UnsupportedOperationError(
             f"{b.where}: an encrypted column can only be compared with literal values"
         )

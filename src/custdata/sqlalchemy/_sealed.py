@@ -1,0 +1,246 @@
+"""Objects hold sealed values: a customer-data attribute decrypts when it is read.
+
+An ORM entity load puts each customer value into the instance's state as a
+:class:`SealedValue` -- the envelope as stored, the associated-data tail of its
+row's subject and the grant of the batch that fetched it -- never as plaintext.
+The mapped class's attribute (a :class:`SealedAttribute`) opens it when the
+application reads it, under the access context in force *at that read*:
+
+* the context that announced the batch (the fetching cursor made and recorded
+  one decision for the batch's permitted fields) reads without a new decision;
+* any other context -- another purpose, another actor, none at all, a copy or
+  an unpickled object -- makes and records its own decision for that field of
+  that object (one per context, object and field), which raises
+  :class:`custdata.PurposeViolationError` and friends if it is refused.
+
+So ``__dict__``, ``loaded_value``, pickles, copies, merged or re-added objects
+and SQLAlchemy's logged rows hold the sealed form, and only the fields actually
+read are decrypted. A value the application assigned itself is its own: it
+stays as assigned until it is flushed and expired.
+"""
+
+from __future__ import annotations
+
+import binascii
+
+from base64 import b64decode
+from typing import Any
+
+from sqlalchemy.orm.attributes import InstrumentedAttribute
+
+from custdata._context import _access, _custodian, _default_custodian
+from custdata._decision import Action
+from custdata._errors import ConfigurationError, DecryptionError
+from custdata._policy import FieldPolicy
+
+from ._binding import FieldBinding, subject_parts
+
+
+__all__ = [
+    "MASK_TEXT",
+    "Grant",
+    "SealedAttribute",
+    "SealedValue",
+    "reveal",
+    "seal_attribute",
+]
+
+#: What a field revealed only as a mask reads as. It is the same for every
+#: value, because a denied value is never decrypted, not even to mask it.
+MASK_TEXT = "***"
+
+_access_now = _access.get
+
+
+class Grant:
+    """What one recorded decision lets its context open (internal).
+
+    Attributes:
+        context: The access context the decision was made under.
+        custodian: The custodian that decided.
+        opens: Binding -> the field cipher, or the mask text for a field
+            revealed only as its mask. Bindings not in it were not granted.
+    """
+
+    __slots__ = ("context", "custodian", "opens")
+
+    def __init__(
+        self, context: object, custodian: object, opens: dict[FieldBinding, Any]
+    ) -> None:
+        self.context = context
+        self.custodian = custodian
+        self.opens = opens
+
+    def __repr__(self) -> str:
+        return "<custdata grant>"
+
+
+class SealedValue:
+    """A customer value as an ORM object holds it: the stored envelope, sealed.
+
+    Its ``repr`` and ``str`` name nothing; equality compares envelopes (so an
+    unchanged value is not written back); a copy or a pickle keeps the
+    envelope and drops the grant, so whoever opens it later makes their own
+    recorded decision.
+
+    Attributes:
+        data: The envelope as stored (bytes, or its base64 text), or ``None``
+            for NULL (whether a field is set is for its purposes only).
+        tail: The associated-data tail of the row's subject, or ``None``.
+        subject: The row's subject id as fetched, or ``None``.
+        grant: The :class:`Grant` that covers reading it, or ``None``.
+    """
+
+    __slots__ = ("data", "grant", "subject", "tail")
+
+    def __init__(
+        self,
+        data: Any,
+        tail: bytes | None = None,
+        subject: object = None,
+        grant: Grant | None = None,
+    ) -> None:
+        self.data = data
+        self.tail = tail
+        self.subject = subject
+        self.grant = grant
+
+    def __repr__(self) -> str:
+        return "<custdata sealed value>"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not SealedValue:
+            return NotImplemented
+        return bool(self.data == other.data)
+
+    def __hash__(self) -> int:
+        return hash(self.data)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Never the grant: a copy or an unpickled object decides afresh.
+        return (SealedValue, (self.data, self.tail, self.subject))
+
+
+class SealedAttribute(InstrumentedAttribute[Any]):
+    """A customer-data attribute of a mapped class: opens sealed values on read.
+
+    One subclass per attribute (see :func:`seal_attribute`), whose class
+    attributes say which column it reads; instances keep
+    ``InstrumentedAttribute``'s layout.
+    """
+
+    __slots__ = ()
+
+    #: The column's binding and whether it stores base64 text.
+    custdata_binding: FieldBinding
+    custdata_text: bool = False
+
+    def __get__(self, instance: object | None, owner: Any) -> Any:
+        if instance is None:
+            return self
+        try:
+            # InstrumentedAttribute.__get__ for a loaded column, inlined.
+            value = instance.__dict__[self.key]
+        except (KeyError, AttributeError):
+            value = InstrumentedAttribute.__get__(self, instance, owner)
+        if value.__class__ is not SealedValue:
+            return value
+        b = self.custdata_binding
+        grant = value.grant
+        if grant is not None:
+            opener = grant.opens.get(b)
+            if (
+                opener is not None
+                and grant.context is _access_now()
+                and grant.custodian is (_custodian.get() or _default_custodian[0])
+            ):
+                if opener.__class__ is str or value.data is None:
+                    return _open(opener, value, b, self.custdata_text)
+                tail = value.tail
+                if (
+                    tail is not None or b.subject_key is None
+                ) and not self.custdata_text:
+                    # The common case, without the call: an envelope to open.
+                    return opener.open_value(value.data, tail)
+                return _open(opener, value, b, self.custdata_text)
+        return reveal(b, value, text=self.custdata_text)
+
+
+def _open(opener: Any, value: SealedValue, b: FieldBinding, text: bool) -> Any:
+    data = value.data
+    if data is None:
+        return None
+    if opener.__class__ is str:
+        return opener
+    tail = value.tail
+    if tail is None and b.subject_key is not None:
+        # A subject-bound value in a row without a subject id reads as None.
+        return None
+    if text:
+        try:
+            data = b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise DecryptionError(
+                f"{b.where}: the stored value is not base64"
+            ) from None
+    return opener.open_value(data, tail)
+
+
+_FIELDS: dict[
+    FieldBinding, tuple[FieldPolicy | None, dict[str, FieldPolicy | None]]
+] = {}
+
+
+def _fields_of(b: FieldBinding) -> dict[str, FieldPolicy | None]:
+    """One field mapping object per binding (the custodian memoises by identity)."""
+    entry = _FIELDS.get(b)
+    if entry is None or entry[0] is not b.field:
+        entry = (b.field, {b.column or "?": b.field})
+        _FIELDS[b] = entry
+    return entry[1]
+
+
+def reveal(b: FieldBinding, value: SealedValue, *, text: bool = False) -> Any:
+    """Decide, record and open one sealed value under the context in force.
+
+    Raises:
+        ConfigurationError: If no custodian is current.
+        AccessDeniedError: If the context may not read the field (recorded,
+            with the row's subject).
+        DecryptionError: If the envelope is not authentic for this column and
+            subject.
+    """
+    custodian = _custodian.get() or _default_custodian[0]
+    if custodian is None:
+        raise ConfigurationError(
+            "no custodian is current: call custodian.make_current() or use custodian.activate()"
+        )
+    subject = value.subject
+    subjects: tuple[str, ...] = ()
+    if subject is not None:
+        subjects = (subject_parts(subject, b.subject_kind)[0],)
+    decision = custodian.authorize(
+        action=Action.READ,
+        entity=b.table,
+        fields=_fields_of(b),
+        subjects=subjects,
+        count=1,
+    )
+    opener: Any = MASK_TEXT if decision.denied_fields else b.cipher(custodian)
+    value.grant = Grant(_access_now(), custodian, {b: opener})
+    return _open(opener, value, b, text)
+
+
+def seal_attribute(attribute: Any, binding: FieldBinding, *, text: bool) -> None:
+    """Make a mapped class's attribute open sealed values on read (idempotent)."""
+    if isinstance(attribute, SealedAttribute):
+        return
+    if type(attribute) is not InstrumentedAttribute:
+        return
+    attribute.__class__ = type(
+        "SealedAttribute",
+        (SealedAttribute,),
+        {"__slots__": (), "custdata_binding": binding, "custdata_text": text},
+    )
