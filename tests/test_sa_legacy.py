@@ -115,11 +115,13 @@ def _reads(models: Models, cid: uuid.UUID) -> dict[str, Callable[[Engine], Any]]
             return conn.execute(select(t.c.id, t.c.card).where(t.c.id == cid)).all()
 
     def returning(engine: Engine) -> Any:
-        if not engine.dialect.delete_returning:
-            pytest.skip(f"{engine.dialect.name} has no DELETE ... RETURNING")
+        # A delete needs a purpose that may erase (support), a read of the card
+        # billing: an UPDATE ... RETURNING reads it under billing alone.
+        if not engine.dialect.update_returning:
+            pytest.skip(f"{engine.dialect.name} has no UPDATE ... RETURNING")
         with engine.connect() as conn:
             return conn.execute(
-                delete(t).where(t.c.id == cid).returning(t.c.card)
+                update(t).where(t.c.id == cid).values(plan="gold").returning(t.c.card)
             ).all()
 
     return {
@@ -362,7 +364,7 @@ class TestTransitionalReads:
                 support(),
                 pytest.raises(custdata.DecryptionError, match="date") as info,
             ):
-                session.get(model, ident)
+                _ = session.get(model, ident).since  # type: ignore[union-attr]
             assert CANARY not in str(info.value)
         finally:
             base.metadata.drop_all(engine)
@@ -389,7 +391,7 @@ class TestTransitionalReads:
                 support(),
                 pytest.raises(custdata.DecryptionError) as info,
             ):
-                session.get(model, ident)
+                _ = session.get(model, ident).note  # type: ignore[union-attr]
             assert CANARY not in str(info.value)
         finally:
             base.metadata.drop_all(engine)

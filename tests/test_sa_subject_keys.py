@@ -313,13 +313,15 @@ class TestShreddedKeysAreNeverServed:
             with custdata.acting_as("dpo-1", role="support_agent"):
                 world.custodian.shred(alice)
             with Session(world.engine) as second:
+                shredded = second.get(world.Client, alice)  # loaded sealed
                 with pytest.raises(KeyDestroyedError) as info:
-                    second.get(world.Client, alice)
+                    _ = shredded.name
                 assert CANARY not in str(info.value)
                 assert CANARY + "-1" == second.get(world.Client, bob).name
             first.expunge_all()
+            loaded = first.scalars(select(world.Client)).all()
             with pytest.raises(KeyDestroyedError):
-                first.scalars(select(world.Client)).all()
+                _ = [client.name for client in loaded]
         with support(), Session(world.engine) as session:
             session.add(world.Client(id=alice, name="again", email="a@x.jp"))
             with pytest.raises(KeyDestroyedError):
@@ -350,12 +352,14 @@ class TestShreddedKeysAreNeverServed:
         )
         assert (0, "1\n") == (done.returncode, done.stdout), done.stderr
         with support(), Session(world.engine) as session:
+            shredded = session.get(world.Client, alice)  # loaded sealed
             with pytest.raises(KeyDestroyedError):
-                session.get(world.Client, alice)
+                _ = shredded.name
             assert CANARY + "-1" == session.get(world.Client, bob).name
             session.expunge_all()
+            loaded = session.scalars(select(world.Client)).all()
             with pytest.raises(KeyDestroyedError):
-                session.scalars(select(world.Client)).all()
+                _ = [client.name for client in loaded]
 
 
 SHREDDER = """
@@ -511,7 +515,7 @@ class TestShredAtScale:
                     Session(engine) as session,
                     pytest.raises(KeyDestroyedError),
                 ):
-                    session.get(world.Client, ids[-1])
+                    _ = session.get(world.Client, ids[-1]).name
         finally:
             trail.close()
             world.drop()

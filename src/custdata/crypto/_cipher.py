@@ -726,42 +726,57 @@ class FieldCipher(_ColumnCipher[T]):
         _batch_memo.set((tails, scope, by_tail))
         return by_tail
 
+    def held_keys(self, tails: Sequence[bytes | None]) -> dict[bytes | None, Any]:
+        """The subject keys of a fetched batch, per tail, in one fetch (internal).
+
+        For the SQL layer, which keeps a batch's values sealed in ORM objects
+        and opens each when it is read: the batch's keys are fetched when the
+        batch is, and :meth:`open_held` opens its values with them.
+        """
+        return self._batch_keys(tails)
+
+    def open_held(
+        self, blob: Any, tail: bytes | None, by_tail: dict[bytes | None, Any]
+    ) -> T | None:
+        """Open one per-subject-key value with its batch's keys (internal).
+
+        Raises:
+            The same errors as :meth:`open_value`.
+        """
+        if blob is None or tail is None:
+            return None
+        if type(blob) is not bytes:
+            if not isinstance(blob, (bytearray, memoryview)):
+                # Not an envelope at all: open_value names the problem.
+                return self.open_value(blob, tail)
+            blob = bytes(blob)
+        key = by_tail.get(tail)
+        if (
+            key.__class__ is not _SubjectKey
+            or key.header != blob[:HEADER_SIZE]
+            or len(blob) < GCM_OVERHEAD
+        ):
+            key = self._subject_key_of(blob, key)
+        try:
+            frame = key.aead.decrypt(
+                blob[HEADER_SIZE:_NONCE_END],
+                blob[_NONCE_END:],
+                key.header + self._subject_context + tail,
+            )
+        except InvalidTag:
+            raise self._failed() from None
+        return self._decode(frame)
+
     def _open_for_subjects(
         self, blobs: Sequence[Any], tails: Sequence[bytes | None]
     ) -> list[T | None]:
         """Decrypt a batch under per-subject keys, each subject's key fetched once."""
         by_tail = self._batch_keys(tails)
-        context = self._subject_context
-        decode = self._decode
-        out: list[T | None] = []
-        append = out.append
-        for blob, tail in zip(blobs, tails, strict=True):
-            if blob is None or tail is None:
-                append(None)
-                continue
-            if type(blob) is not bytes:
-                if not isinstance(blob, (bytearray, memoryview)):
-                    # Not an envelope at all: open_value names the problem.
-                    append(self.open_value(blob, tail))
-                    continue
-                blob = bytes(blob)  # noqa: PLW2901 - normalised in place
-            key = by_tail[tail]
-            if (
-                key.__class__ is not _SubjectKey
-                or key.header != blob[:HEADER_SIZE]
-                or len(blob) < GCM_OVERHEAD
-            ):
-                key = self._subject_key_of(blob, key)
-            try:
-                frame = key.aead.decrypt(
-                    blob[HEADER_SIZE:_NONCE_END],
-                    blob[_NONCE_END:],
-                    key.header + context + tail,
-                )
-            except InvalidTag:
-                raise self._failed() from None
-            append(decode(frame))
-        return out
+        open_held = self.open_held
+        return [
+            open_held(blob, tail, by_tail)
+            for blob, tail in zip(blobs, tails, strict=True)
+        ]
 
     def _subject_key_of(self, blob: bytes, key: Any) -> _SubjectKey:
         """Check the envelope's header properly and name what is wrong with it.

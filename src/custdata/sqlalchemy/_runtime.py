@@ -78,7 +78,7 @@ from ._binding import (
 from ._declare import KNOWN_TABLES, CustomerDataInfo, settle_table, uuid7
 from ._keystore import hold_subject_keys
 from ._raw import refuse_raw_write
-from ._sealed import MASK_TEXT, Grant, SealedValue, seal_attribute
+from ._sealed import MASK_TEXT, Grant, SealedValue, seal_attribute, stored_envelope
 from ._types import (
     _GRANTS,
     RELEASED,
@@ -86,7 +86,6 @@ from ._types import (
     _Bound,
     _Sealed,
     _SubjectPacked,
-    stored_envelope,
 )
 from ._write import (
     AMBIGUOUS,
@@ -1415,6 +1414,34 @@ def _part_subjects(
     return subjects
 
 
+def _held_keys(
+    plan: Any, grant: Grant | None, tails: list[list[bytes | None]]
+) -> dict[tuple[FieldBinding, int], dict[bytes | None, Any]]:
+    """The subject keys of a fetched batch, fetched once per subject column.
+
+    Per (binding, subject source) of a per-subject-key column the grant opens,
+    the batch's keys (one chunked lookup for the whole batch), so reading the
+    objects' values later needs no lookup per value.
+    """
+    held: dict[tuple[FieldBinding, int], dict[bytes | None, Any]] = {}
+    if grant is None:
+        return held
+    by_source: dict[int, dict[bytes | None, Any]] = {}
+    for _pos, b, _text, src in plan.columns:
+        opener: Any = grant.opens.get(b)
+        if (
+            src < 0
+            or getattr(opener, "subject_keys", None) is None
+            or getattr(opener, "legacy", None) is not None
+        ):
+            continue
+        keys = by_source.get(src)
+        if keys is None:
+            keys = by_source[src] = opener.held_keys(tails[src])
+        held[b, src] = keys
+    return held
+
+
 class _AnnouncingCursor:
     """A DBAPI cursor whose fetches authorize, then decrypt, each batch.
 
@@ -1549,16 +1576,21 @@ class _AnnouncingCursor:
         plan = self._plan
         named, tails, blobs = _batch_subjects(rows, plan)
         grant = None if self._quiet else self._announce(named, len(rows))
+        held = _held_keys(plan, grant, tails)
         if len(rows) == 1 and not blobs:
             # One row (a get, a refresh): no transposing.
             row = list(rows[0])
             sources = plan.sources
-            for pos, _b, _text, src in plan.columns:
+            for pos, b, _text, src in plan.columns:
                 if src < 0:
                     row[pos] = SealedValue(row[pos], None, None, grant)
                 else:
                     row[pos] = SealedValue(
-                        row[pos], tails[src][0], row[sources[src][0]], grant
+                        row[pos],
+                        tails[src][0],
+                        row[sources[src][0]],
+                        grant,
+                        held.get((b, src)),
                     )
             return [tuple(row)]
         columns: list[Any] = list(zip(*rows, strict=True))
@@ -1570,8 +1602,9 @@ class _AnnouncingCursor:
                 continue
             values = blobs.get(src) or columns[pos]
             subjects = raws[src] or [None] * len(rows)
+            keys = held.get((_b, src))
             columns[pos] = [
-                SealedValue(v, tail, subject, grant)
+                SealedValue(v, tail, subject, grant, keys)
                 for v, tail, subject in zip(values, tails[src], subjects, strict=True)
             ]
         return list(zip(*columns, strict=True))

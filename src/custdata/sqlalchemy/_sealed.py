@@ -21,17 +21,18 @@ stays as assigned until it is flushed and expired.
 
 from __future__ import annotations
 
+import base64
 import binascii
 
-from base64 import b64decode
 from typing import Any
 
 from sqlalchemy.orm.attributes import InstrumentedAttribute
 
 from custdata._context import _access, _custodian, _default_custodian
 from custdata._decision import Action
-from custdata._errors import ConfigurationError, DecryptionError
+from custdata._errors import ConfigurationError
 from custdata._policy import FieldPolicy
+from custdata.crypto._legacy import looks_sealed
 
 from ._binding import FieldBinding, subject_parts
 
@@ -89,9 +90,12 @@ class SealedValue:
         tail: The associated-data tail of the row's subject, or ``None``.
         subject: The row's subject id as fetched, or ``None``.
         grant: The :class:`Grant` that covers reading it, or ``None``.
+        keys: For a per-subject-key column, the subject keys fetched with the
+            value's batch (one dict shared by the batch, in memory only: never
+            copied or pickled), or ``None``.
     """
 
-    __slots__ = ("data", "grant", "subject", "tail")
+    __slots__ = ("data", "grant", "keys", "subject", "tail")
 
     def __init__(
         self,
@@ -99,11 +103,13 @@ class SealedValue:
         tail: bytes | None = None,
         subject: object = None,
         grant: Grant | None = None,
+        keys: dict[bytes | None, Any] | None = None,
     ) -> None:
         self.data = data
         self.tail = tail
         self.subject = subject
         self.grant = grant
+        self.keys = keys
 
     def __repr__(self) -> str:
         return "<custdata sealed value>"
@@ -163,6 +169,8 @@ class SealedAttribute(InstrumentedAttribute[Any]):
                     tail is not None or b.subject_key is None
                 ) and not self.custdata_text:
                     # The common case, without the call: an envelope to open.
+                    if value.keys is not None:
+                        return opener.open_held(value.data, tail, value.keys)
                     return opener.open_value(value.data, tail)
                 return _open(opener, value, b, self.custdata_text)
         return reveal(b, value, text=self.custdata_text)
@@ -179,13 +187,25 @@ def _open(opener: Any, value: SealedValue, b: FieldBinding, text: bool) -> Any:
         # A subject-bound value in a row without a subject id reads as None.
         return None
     if text:
-        try:
-            data = b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise DecryptionError(
-                f"{b.where}: the stored value is not base64"
-            ) from None
+        data = stored_envelope(data)
+    if value.keys is not None and getattr(opener, "subject_keys", None) is not None:
+        return opener.open_held(data, tail, value.keys)
     return opener.open_value(data, tail)
+
+
+def stored_envelope(value: Any) -> Any:
+    """The envelope a text-storage column holds as base64 (internal).
+
+    A value that is not the base64 text of something shaped like an envelope
+    is returned as it is: the cipher's ``open_value`` then refuses it with
+    :class:`~custdata.DecryptionError` (or, in the transitional read mode,
+    reads it as legacy plaintext).
+    """
+    try:
+        blob = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        return value
+    return blob if looks_sealed(blob) else value
 
 
 _FIELDS: dict[

@@ -24,7 +24,6 @@ the row the value was read from.
 from __future__ import annotations
 
 import base64
-import binascii
 import contextvars
 import datetime as dt
 import decimal
@@ -51,10 +50,9 @@ from custdata._errors import (
     UnsupportedOperationError,
 )
 from custdata.crypto._envelope import SIV_OVERHEAD, VERSION_1
-from custdata.crypto._legacy import looks_sealed
 
 from ._binding import FieldBinding, SubjectKind, subject_tail, subject_value
-from ._sealed import SealedValue
+from ._sealed import SealedValue, stored_envelope
 
 
 __all__ = [
@@ -465,21 +463,6 @@ def _sealed_text(value: bytes, b: FieldBinding) -> str:
     if len(value) < SIV_OVERHEAD or head[0] != VERSION_1:
         raise _not_sealed(b)
     return text
-
-
-def stored_envelope(value: Any) -> Any:
-    """The envelope a text-storage column holds as base64 (internal).
-
-    A value that is not the base64 text of something shaped like an envelope
-    is returned as it is: the cipher's ``open_value`` then refuses it with
-    :class:`~custdata.DecryptionError` (or, in the transitional read mode,
-    reads it as legacy plaintext).
-    """
-    try:
-        blob = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError, TypeError):
-        return value
-    return blob if looks_sealed(blob) else value
 
 
 _NULL_OPS = frozenset({operators.is_, operators.is_not, operators.eq, operators.ne})
