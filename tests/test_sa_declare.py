@@ -17,7 +17,7 @@ import pytest
 
 from sqlalchemy import create_engine, insert, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session
 
 import custdata
 
@@ -134,23 +134,38 @@ class TestDeclaredCodec:
     def test_wrong_type_refused_before_sending(
         self, members: tuple[Any, Engine]
     ) -> None:
-        """A str for a date column is refused before the statement reaches the database."""
+        """A str for a date column: ValueTypeError naming the column, nothing sent.
+
+        Core insert and an ORM flush alike; the message names the column and
+        the types, never the value.
+        """
         member, engine = members
         table = member.__table__
+        canary = "1990-05-17-canary"
+        where = rf"{table.name}\.born: the date codec cannot encode a str"
         with (
             custdata.acting_as("c-1", role="billing_clerk"),
             custdata.purpose("billing"),
         ):
-            with pytest.raises(TypeError, match="date codec"), engine.begin() as conn:
+            with (
+                pytest.raises(custdata.ValueTypeError, match=where) as core,
+                engine.begin() as conn,
+            ):
                 conn.execute(
                     insert(table),
                     {
                         "id": uuid.uuid4(),
-                        "born": "1990-05-17",
+                        "born": canary,
                         "tier": Tier.GOLD,
                         "seen": None,
                     },
                 )
+            with Session(engine) as session:
+                session.add(member(born=canary, tier=Tier.GOLD))
+                with pytest.raises(custdata.ValueTypeError, match=where) as orm:
+                    session.flush()
+        assert isinstance(core.value, TypeError)  # generic handlers keep working
+        assert canary not in str(core.value) + str(orm.value)
         with engine.connect() as conn:
             assert 0 == len(conn.execute(select(table.c.id)).all())
 

@@ -40,6 +40,7 @@ from ._errors import PurposeViolationError as PurposeViolationError
 from ._errors import UnclassifiedFieldError as UnclassifiedFieldError
 from ._errors import UnknownKeyError as UnknownKeyError
 from ._errors import UnsupportedOperationError as UnsupportedOperationError
+from ._errors import ValueTypeError as ValueTypeError
 from ._masking import MASK_KINDS as MASK_KINDS
 from ._masking import MaskingFilter as MaskingFilter
 from ._masking import MaskingProcessor as MaskingProcessor
@@ -115,6 +116,7 @@ __all__ = [
     "UnclassifiedFieldError",
     "UnknownKeyError",
     "UnsupportedOperationError",
+    "ValueTypeError",
     "acting_as",
     "current_access",
     "current_custodian",

@@ -18,6 +18,7 @@ keep working::
     │   └── KeyDestroyedError                    the key was destroyed (crypto-shredding)
     ├── KeyManagementError                       a key operation failed (provider, store)
     ├── UnsupportedOperationError (TypeError)    an operator that cannot work on ciphertext
+    ├── ValueTypeError (TypeError)               a value its column's codec cannot encode
     └── AuditError
         └── AuditUnavailableError                an audit event could not be recorded
 
@@ -47,6 +48,7 @@ __all__ = [
     "UnclassifiedFieldError",
     "UnknownKeyError",
     "UnsupportedOperationError",
+    "ValueTypeError",
 ]
 
 
@@ -141,6 +143,14 @@ class KeyManagementError(CustdataError):
 
 class UnsupportedOperationError(CustdataError, TypeError):
     """An operation cannot work on encrypted values (LIKE, ordering, ranges)."""
+
+
+class ValueTypeError(CustdataError, TypeError):
+    """A value is not of its column's declared type (a ``str`` for a ``date``).
+
+    Raised before anything is encrypted or sent; the message names the column
+    (where it is known) and the types, never the value.
+    """
 
 
 class AuditError(CustdataError):

@@ -43,7 +43,7 @@ from typing import Any, Generic, TypeVar, cast, final
 
 import attrs
 
-from custdata._errors import DecryptionError
+from custdata._errors import DecryptionError, ValueTypeError
 
 
 __all__ = ["Codec", "codec_for"]
@@ -117,7 +117,7 @@ class Codec(Generic[T]):
 
         def encode(value: T) -> bytes:
             if not isinstance(value, accepted) or isinstance(value, exclude):
-                raise TypeError(
+                raise ValueTypeError(
                     f"the {name} codec cannot encode a {type(value).__name__}"
                 )
             return tag_byte + encode_payload(value)
@@ -191,7 +191,7 @@ def _tz(data: bytes) -> dt.timezone:
 
 def _naive_datetime_encode(value: dt.datetime) -> bytes:
     if value.tzinfo is not None:
-        raise TypeError("the naive datetime codec cannot encode an aware datetime")
+        raise ValueTypeError("the naive datetime codec cannot encode an aware datetime")
     return _date_encode(value) + _clock_bytes(value)
 
 
@@ -275,7 +275,7 @@ def _ip_encode(value: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
 def _str_encode(value: str) -> bytes:
     # What Codec.tagged builds for str, written out: it runs for every value.
     if not isinstance(value, str):
-        raise TypeError(f"the str codec cannot encode a {type(value).__name__}")
+        raise ValueTypeError(f"the str codec cannot encode a {type(value).__name__}")
     try:
         return b"\x01" + value.encode("utf-8")
     except UnicodeEncodeError:
@@ -424,7 +424,9 @@ def _split(
 
     def encode(value: T) -> bytes:
         if not isinstance(value, naive.python_type):
-            raise TypeError(f"the {name} codec cannot encode a {type(value).__name__}")
+            raise ValueTypeError(
+                f"the {name} codec cannot encode a {type(value).__name__}"
+            )
         return (naive if _offset_us(value) is None else aware).encode(value)
 
     def decode(frame: bytes) -> T:

@@ -61,6 +61,7 @@ from custdata._errors import (
     ConfigurationError,
     UnclassifiedFieldError,
     UnsupportedOperationError,
+    ValueTypeError,
 )
 from custdata._policy import FieldPolicy
 from custdata.crypto._cipher import FieldCipher, open_in_place
@@ -243,32 +244,35 @@ def _prepare_row(
             for key, b, text in facts.sealing
         ]
     canonical: object = None
-    for key, encrypt, bound, text, b in sealers:
-        value = row.get(key)
-        if value is None or value.__class__ in _STORED:
-            continue
-        if value.__class__ is _Bound:
-            own = value.subject
-            value = value.value
-            if value is None:
+    try:
+        for key, encrypt, bound, text, b in sealers:
+            value = row.get(key)
+            if value is None or value.__class__ in _STORED:
                 continue
-            blob = (
-                encrypt(value, subject=subject_value(own, b.subject_kind))
-                if bound
-                else encrypt(value)
-            )
-        elif not bound:
-            blob = encrypt(value)
-        else:
-            if canonical is None:
-                if subject is None:
-                    raise ConfigurationError(
-                        f"{b.where}: the row's subject id is missing; include {b.subject_key!r} "
-                        "in the statement or use bind_subject()"
-                    )
-                canonical = subject_value(subject, b.subject_kind)
-            blob = encrypt(value, subject=canonical)
-        out[key] = _sealed(b, blob, text)
+            if value.__class__ is _Bound:
+                own = value.subject
+                value = value.value
+                if value is None:
+                    continue
+                blob = (
+                    encrypt(value, subject=subject_value(own, b.subject_kind))
+                    if bound
+                    else encrypt(value)
+                )
+            elif not bound:
+                blob = encrypt(value)
+            else:
+                if canonical is None:
+                    if subject is None:
+                        raise ConfigurationError(
+                            f"{b.where}: the row's subject id is missing; include {b.subject_key!r} "
+                            "in the statement or use bind_subject()"
+                        )
+                    canonical = subject_value(subject, b.subject_kind)
+                blob = encrypt(value, subject=canonical)
+            out[key] = _sealed(b, blob, text)
+    except ValueTypeError as exc:
+        raise ValueTypeError(f"{b.where}: {exc}") from None
     result: Mapping[str, Any] = out
     return result
 
@@ -336,7 +340,10 @@ def _prepare_rows(
                     "in the statement or use bind_subject()"
                 )
             chosen = picked  # type: ignore[assignment]
-        blobs: list[Any] = b.cipher(custodian).seal_many(values, chosen)
+        try:
+            blobs: list[Any] = b.cipher(custodian).seal_many(values, chosen)
+        except ValueTypeError as exc:
+            raise ValueTypeError(f"{b.where}: {exc}") from None
         if text:
             blobs = [b64encode(blob) for blob in blobs]
         if not b.raw_sealed:

@@ -48,6 +48,7 @@ from custdata._errors import (
     ConfigurationError,
     PurposeViolationError,
     UnsupportedOperationError,
+    ValueTypeError,
 )
 from custdata.crypto._envelope import SIV_OVERHEAD, VERSION_1
 
@@ -287,16 +288,22 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
                         f"{b.where}: the row's subject id is missing; include "
                         f"{b.subject_key!r} in the statement"
                     )
-                blob = b.cipher(_custodian_now()).encrypt(
-                    value, subject=subject_value(subject, b.subject_kind)
-                )
+                try:
+                    blob = b.cipher(_custodian_now()).encrypt(
+                        value, subject=subject_value(subject, b.subject_kind)
+                    )
+                except ValueTypeError as exc:
+                    raise ValueTypeError(f"{b.where}: {exc}") from None
             elif b.subject_key is not None:
                 raise ConfigurationError(
                     f"{b.where}: a subject-bound value was bound without its subject; "
                     f"include {b.subject_key!r} in the statement or use bind_subject()"
                 )
             else:
-                blob = b.cipher(_custodian_now()).encrypt(value)
+                try:
+                    blob = b.cipher(_custodian_now()).encrypt(value)
+                except ValueTypeError as exc:
+                    raise ValueTypeError(f"{b.where}: {exc}") from None
             return b64(blob).decode("ascii") if text else blob
 
         return process
