@@ -1,0 +1,23 @@
+"""Governance: the regulation's registers and decisions, without a database.
+
+This layer sits between :mod:`custdata.audit` and :mod:`custdata.sqlalchemy`
+(see the design's layers): consent, retention in force, provision and receipt
+records, contractors, incidents, data-subject requests, reviews and the
+rendered documents. Everything here is a pure decision over a store protocol;
+the in-memory stores serve tests and the SQL stores live in
+:mod:`custdata.sqlalchemy`. Importing this package never imports SQLAlchemy.
+
+The legal parameters these decisions use (special-care kinds, incident
+categories and thresholds, deadlines, record items and their retention) are
+:class:`RulePack` data shipped with the package, each with the date it took
+effect; a decision records the pack it used (:attr:`RulePack.pack_id`).
+"""
+
+from __future__ import annotations
+
+from ._packs import RulePack as RulePack
+from ._packs import rule_pack as rule_pack
+from ._packs import rule_packs as rule_packs
+
+
+__all__ = ["RulePack", "rule_pack", "rule_packs"]
