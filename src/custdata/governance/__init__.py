@@ -15,9 +15,10 @@ effect; a decision records the pack it used (:attr:`RulePack.pack_id`).
 
 from __future__ import annotations
 
+from ._consent import ConsentSource as ConsentSource
 from ._packs import RulePack as RulePack
 from ._packs import rule_pack as rule_pack
 from ._packs import rule_packs as rule_packs
 
 
-__all__ = ["RulePack", "rule_pack", "rule_packs"]
+__all__ = ["ConsentSource", "RulePack", "rule_pack", "rule_packs"]
