@@ -60,6 +60,7 @@ with engine.connect() as connection:
         connection=connection,
         target_metadata=target_metadata,
         render_item=custdata.alembic.render_item,
+        process_revision_directives=custdata.alembic.process_revision_directives,
         include_name=include_name,
         version_table={version!r},
     )
@@ -158,8 +159,51 @@ class TestCustdataTables:
             engine.dispose()
 
 
+class TestProcessRevisionDirectives:
+    """Index drops that a table drop makes redundant are removed, nothing else."""
+
+    def test_only_indexes_of_dropped_tables_go(self) -> None:
+        from alembic.operations import ops
+
+        downgrade = ops.DowngradeOps(
+            ops=[
+                ops.DropIndexOp("ix_orders_customer", table_name="orders"),
+                ops.DropTableOp("orders"),
+                ops.ModifyTableOps(
+                    "invoices",
+                    [
+                        ops.DropIndexOp("ix_invoices_total", table_name="invoices"),
+                        ops.DropColumnOp("invoices", "note"),
+                    ],
+                ),
+                ops.ModifyTableOps(
+                    "customers",
+                    [ops.DropIndexOp("ix_customers_x", table_name="customers")],
+                ),
+                ops.DropTableOp("customers"),
+            ]
+        )
+        script = ops.MigrationScript(
+            rev_id="r1", upgrade_ops=ops.UpgradeOps(ops=[]), downgrade_ops=downgrade
+        )
+        custdata.alembic.process_revision_directives(None, None, [script])
+        kinds = [
+            (type(op).__name__, getattr(op, "table_name", None)) for op in downgrade.ops
+        ]
+        assert kinds == [
+            ("DropTableOp", "orders"),
+            ("ModifyTableOps", "invoices"),
+            ("DropTableOp", "customers"),
+        ]
+        invoices = downgrade.ops[1]
+        assert [type(op).__name__ for op in invoices.ops] == [
+            "DropIndexOp",
+            "DropColumnOp",
+        ]
+
+
 class TestRoundTrip:
-    """alembic revision --autogenerate, upgrade head, and nothing left to generate."""
+    """alembic revision --autogenerate, upgrade head, nothing left, downgrade base."""
 
     def test_autogenerate_upgrade_check(self, db_url: str, tmp_path: Path) -> None:
         """The revision imports custdata, creates every table, runs, and leaves no diff."""
@@ -196,6 +240,11 @@ class TestRoundTrip:
             checked = _alembic(tmp_path, "check")
             assert 0 == checked.returncode, checked.stdout + checked.stderr
             assert "No new upgrade operations detected" in checked.stdout
+
+            downgraded = _alembic(tmp_path, "downgrade", "base")
+            assert 0 == downgraded.returncode, downgraded.stderr
+            left = set(inspect(engine).get_table_names())
+            assert not {"shop_customers", f"{prefix}_event", keys} & left
         finally:
             with engine.begin() as conn:
                 for name in (
