@@ -467,6 +467,8 @@ class TestSqlText:
             "/* maintenance */ INSERT INTO {t} (id, card) VALUES ('x', 'y')",
             'INSERT INTO "{t}" VALUES (1, 2, 3)',
             "WITH x AS (SELECT 1) UPDATE {t} SET card = NULL",
+            "UPDATE {t} SET plan = 'a''b', card = NULL",
+            "UPDATE {t} SET plan = '--', card = NULL",
         ],
     )
     def test_text_and_driver_sql_refused(
@@ -499,6 +501,14 @@ class TestSqlText:
         """Text that writes only plain columns, or reads, is not refused."""
         t = models.Customer.__table__
         with engine.begin() as conn:
+            conn.execute(text(f"UPDATE {t.name} SET plan = 'gold'"))  # noqa: S608
+            # Column names inside literals and comments are not names.
+            conn.execute(
+                text(f"UPDATE {t.name} SET plan = 'card, email' -- not card\n")  # noqa: S608
+            )
+            conn.exec_driver_sql(
+                f"/* name = 'x' */ UPDATE {t.name} SET plan = 'it''s gold'"  # noqa: S608
+            )
             conn.execute(text(f"UPDATE {t.name} SET plan = 'gold'"))  # noqa: S608
             conn.exec_driver_sql(f"SELECT card FROM {t.name}")  # noqa: S608
             conn.execute(

@@ -8,7 +8,11 @@ after a ``WITH`` clause) whose text names a table with encrypted columns (of the
 is refused when it names one of those columns, or inserts without a column
 list. It is a guard against mistakes, reading names in the text (not a SQL
 parser): a statement that reaches such a table in a way the text does not
-spell out (a view, a stored procedure) is not seen.
+spell out (a view, a stored procedure) is not seen. Names inside comments and
+single-quoted string literals are not names: ``SET note = 'card declined'``
+does not write ``card``. (A MySQL literal with a backslash-escaped quote may
+end, for the guard, before it does for the server: the guard then sees more of
+the text as names, never less.)
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ _WRITES = re.compile(
 _WRITE_AFTER_WITH = re.compile(
     r"\b(insert|update|replace|merge|upsert)\b", re.IGNORECASE
 )
+
+#: Comments and single-quoted literals (``''`` escapes a quote inside one).
+_NOT_NAMES = re.compile(r"'(?:[^']|'')*'|--[^\n]*|/\*.*?\*/", re.DOTALL)
 
 #: Per table: (pattern of its name, its encrypted columns and their patterns).
 _PATTERNS: weakref.WeakKeyDictionary[
@@ -71,6 +78,7 @@ def refuse_raw_write(sql: str) -> None:
     if start is None:
         return
     verb = start.group(1).lower()
+    sql = _NOT_NAMES.sub(" '' ", sql)
     if verb == "with":
         # A common table expression: a write only if a writing statement follows.
         found = _WRITE_AFTER_WITH.search(sql, start.end())
