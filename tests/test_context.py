@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
 import pytest
+import structlog
 
 import custdata
 
@@ -421,3 +425,83 @@ class TestIsolation:
         assert [] == mismatches
         assert list(range(8)) == sorted(done)
         assert custdata.current_access().actor is None
+
+
+class TestStructlogIntegration:
+    """add_access_context for the application's logs; request ids from structlog."""
+
+    @pytest.fixture(autouse=True)
+    def _clean_contextvars(self) -> Iterator[None]:
+        structlog.contextvars.clear_contextvars()
+        yield
+        structlog.contextvars.clear_contextvars()
+
+    def test_processor_adds_the_context(self, sample_policy: Policy) -> None:
+        with (
+            Custodian(policy=sample_policy).activate(),
+            custdata.acting_as("u-1", role="support_agent", request_id="r-9"),
+            custdata.purpose("support"),
+        ):
+            event = custdata.add_access_context(None, "info", {"event": "looked up"})
+        assert {
+            "event": "looked up",
+            "actor": "u-1",
+            "role": "support_agent",
+            "purpose": "support",
+            "request_id": "r-9",
+        } == event
+
+    def test_processor_adds_nothing_outside_a_context(self) -> None:
+        assert {"event": "x"} == custdata.add_access_context(
+            None, "info", {"event": "x"}
+        )
+
+    def test_processor_never_overwrites_the_log_calls_keys(self) -> None:
+        with custdata.acting_as("u-1", role="support_agent"):
+            event = custdata.add_access_context(None, "info", {"actor": "batch-7"})
+        assert {"actor": "batch-7", "role": "support_agent"} == event
+
+    def test_request_id_bound_with_structlog_reaches_logs_and_decisions(
+        self, sample_policy: Policy
+    ) -> None:
+        recorder = Recorder()
+        structlog.contextvars.bind_contextvars(request_id="req-42")
+        with Custodian(policy=sample_policy, audit=recorder).activate():
+            assert {"request_id": "req-42"} == custdata.add_access_context(
+                None, "info", {}
+            )
+            with (
+                custdata.acting_as("u-1", role="support_agent"),
+                custdata.purpose("support"),
+            ):
+                pass
+            with custdata.acting_as("u-2", role="support_agent", request_id="own"):
+                assert "own" == custdata.current_access().request_id
+        assert ["req-42"] == [d.request_id for d in recorder.decisions]
+
+    def test_in_a_real_structlog_pipeline(self) -> None:
+        logged: list[MutableMapping[str, Any]] = []
+
+        def keep(_l: object, _m: str, event: MutableMapping[str, Any]) -> str:
+            logged.append(dict(event))
+            return ""
+
+        log = structlog.wrap_logger(
+            structlog.testing.ReturnLogger(),
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                custdata.add_access_context,
+                keep,
+            ],
+        )
+        structlog.contextvars.bind_contextvars(request_id="req-1")
+        with custdata.acting_as("u-1", role="support_agent"):
+            log.info("hello")
+        assert [
+            {
+                "event": "hello",
+                "request_id": "req-1",
+                "actor": "u-1",
+                "role": "support_agent",
+            }
+        ] == logged

@@ -14,6 +14,7 @@ import importlib.metadata as _metadata
 
 from ._context import AccessContext as AccessContext
 from ._context import acting_as as acting_as
+from ._context import add_access_context as add_access_context
 from ._context import current_access as current_access
 from ._context import purpose as purpose
 from ._context import requires_purpose as requires_purpose
@@ -118,6 +119,7 @@ __all__ = [
     "UnsupportedOperationError",
     "ValueTypeError",
     "acting_as",
+    "add_access_context",
     "current_access",
     "current_custodian",
     "mask",

@@ -12,10 +12,11 @@ import contextvars
 import functools
 import inspect
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import attrs
+import structlog
 
 from ._errors import ActorRequiredError
 
@@ -34,6 +35,7 @@ else:
 __all__ = [
     "AccessContext",
     "acting_as",
+    "add_access_context",
     "current_access",
     "purpose",
     "requires_purpose",
@@ -76,6 +78,45 @@ def current_access() -> AccessContext:
     return _access.get()
 
 
+def _bound_request_id() -> str | None:
+    """The ``request_id`` bound in structlog's context variables, if a str."""
+    bound = structlog.contextvars.get_contextvars().get("request_id")
+    return bound if isinstance(bound, str) else None
+
+
+def add_access_context(
+    logger: object, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A structlog processor: add the access context to the application's log lines.
+
+    Adds ``actor``, ``role`` and ``purpose`` from the context in force and
+    ``request_id`` (the context's, or the one bound with
+    :func:`structlog.contextvars.bind_contextvars`), each only when set and
+    never over a key the log call already has. Put it in the application's
+    own processor chain, after ``merge_contextvars``::
+
+        structlog.configure(processors=[
+            structlog.contextvars.merge_contextvars,
+            custdata.add_access_context,
+            structlog.processors.JSONRenderer(),
+        ])
+
+    custdata never configures structlog itself.
+    """
+    del logger, method_name
+    ctx = _access.get()
+    request_id = ctx.request_id if ctx.request_id is not None else _bound_request_id()
+    for key, value in (
+        ("actor", ctx.actor),
+        ("role", ctx.role),
+        ("purpose", ctx.purpose),
+        ("request_id", request_id),
+    ):
+        if value is not None:
+            event_dict.setdefault(key, value)
+    return event_dict
+
+
 def _check_name(value: object, what: str) -> str:
     if not isinstance(value, str):
         msg = f"{what} must be a str, not {type(value).__name__}"
@@ -103,7 +144,10 @@ def acting_as(
         actor: A stable id of the user or service (not an e-mail address).
         role: The role, which must be declared in the policy for any access to
             succeed.
-        request_id: Optional request id to carry into audit events.
+        request_id: Optional request id to carry into audit events. When
+            omitted, the ``request_id`` the application bound with
+            :func:`structlog.contextvars.bind_contextvars` (if any) when the
+            block is entered.
         trace_id: Optional tracing id to carry into audit events.
 
     Raises:
@@ -113,7 +157,7 @@ def acting_as(
     ctx = AccessContext(
         actor=_check_name(actor, "actor"),
         role=_check_name(role, "role"),
-        request_id=request_id,
+        request_id=request_id if request_id is not None else _bound_request_id(),
         trace_id=trace_id,
     )
     token = _access.set(ctx)
