@@ -151,3 +151,17 @@ class TestRotate:
         with pytest.raises(ActorRequiredError):
             custodian.rotate_key()
         assert before == keyring.key_ids
+
+
+def test_key_operations_without_a_keyring_are_a_configuration_error(
+    sample_policy: custdata.Policy,
+) -> None:
+    """A custodian built without a keyring names what is missing, not AttributeError."""
+    custodian = custdata.Custodian(policy=sample_policy)
+    with (
+        custdata.acting_as("ops-1", role="billing_clerk"),
+        pytest.raises(
+            custdata.ConfigurationError, match="needs a custodian with a keyring"
+        ),
+    ):
+        custodian.rotate_key()

@@ -6,7 +6,7 @@ import contextlib
 import datetime as dt
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -27,6 +27,10 @@ from ._errors import (
     PurposeViolationError,
 )
 from ._policy import FieldPolicy, Policy
+
+
+if TYPE_CHECKING:  # the crypto layer is above this one: types only, never imported
+    from .crypto import Keyring, SubjectKeyStore
 
 
 __all__ = ["Custodian", "current_custodian"]
@@ -67,9 +71,9 @@ class Custodian:
         self,
         *,
         policy: Policy,
-        keyring: Any = None,
+        keyring: Keyring | None = None,
         audit: DecisionRecorder | None = None,
-        subject_keys: Any = None,
+        subject_keys: SubjectKeyStore | None = None,
     ) -> None:
         _check_arguments(policy, audit)
         self._policy = policy
@@ -86,7 +90,7 @@ class Custodian:
         return self._policy
 
     @property
-    def keyring(self) -> Any:
+    def keyring(self) -> Keyring | None:
         """The keyring, or ``None`` if none was given."""
         return self._keyring
 
@@ -96,7 +100,7 @@ class Custodian:
         return self._audit
 
     @property
-    def subject_keys(self) -> Any:
+    def subject_keys(self) -> SubjectKeyStore | None:
         """The per-subject key store, or ``None``."""
         return self._subject_keys
 
@@ -144,7 +148,7 @@ class Custodian:
                 is then already in the keyring (in memory only until saved).
         """
         actor = self._operator("rotating a key")
-        keyring = self._keyring
+        keyring = self._require_keyring("rotating a key")
         if index:
             old, new = keyring.primary_index_key_id, keyring.rotate_index_key(now=now)
         else:
@@ -159,6 +163,12 @@ class Custodian:
                 now=now,
             )
         return int(new)
+
+    def _require_keyring(self, what: str) -> Keyring:
+        if self._keyring is None:
+            msg = f"{what} needs a custodian with a keyring"
+            raise ConfigurationError(msg)
+        return self._keyring
 
     def _operator(self, what: str) -> str:
         """Return the acting actor of a key operation, which needs a keyring."""
@@ -252,7 +262,8 @@ class Custodian:
         if self._subject_keys is None:
             msg = "shredding needs a custodian with subject_keys"
             raise ConfigurationError(msg)
-        ids = list(dict.fromkeys(subject_ids))
+        keyring = self._require_keyring("shredding a subject")
+        ids: list[Any] = list(dict.fromkeys(subject_ids))
         record = getattr(self._audit, "key_shredded", None)
         if record is not None:
             for subject_id in ids:
@@ -263,7 +274,7 @@ class Custodian:
                     reason=reason,
                     now=now,
                 )
-        self._keyring.shred_subjects(ids, self._subject_keys, now=now)
+        keyring.shred_subjects(ids, self._subject_keys, now=now)
         total = 0
         for eraser in erasers:
             many = getattr(eraser, "many", None)
