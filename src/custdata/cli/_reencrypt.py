@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
-from typing import IO, Any
+from typing import Any
 
 from .._errors import CustdataError
 from ._options import (
@@ -21,6 +20,7 @@ from ._options import (
     open_subject_keys,
     warn_unrecorded,
 )
+from ._progress import Progress
 
 
 __all__ = ["register", "run"]
@@ -104,92 +104,13 @@ def _count(text: str) -> int:
     return value
 
 
-class _Bar:
-    """Progress on stderr: a redrawn bar with rate and time left on a terminal.
-
-    On anything else (a pipe, a log file) nothing is redrawn: one plain line is
-    written when a table is finished.
-    """
-
-    def __init__(
-        self,
-        quiet: bool,
-        stream: IO[str] | None = None,
-        clock: Any = time.monotonic,
-    ) -> None:
-        self.stream = sys.stderr if stream is None else stream
-        self.quiet = quiet
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.clock = clock
-        self.current: str | None = None
-        self.started = 0.0
-        self.last: tuple[int, int] = (0, 0)
-
-    def __call__(self, table: str, done: int, total: int) -> None:
-        if self.quiet:
-            return
-        now = self.clock()
-        if table != self.current:
-            self._finish()
-            self.current = table
-            self.started = now
-        self.last = (done, total)
-        if not self.tty:
-            return
-        width = 30
-        filled = width if total <= 0 else min(width, width * done // max(total, 1))
-        self.stream.write(
-            f"\r{table:<28.28} [{'#' * filled}{'.' * (width - filled)}] "
-            f"{done}/{total} {self._pace(now)}\x1b[K"
-        )
-        self.stream.flush()
-
-    def _pace(self, now: float) -> str:
-        done, total = self.last
-        elapsed = now - self.started
-        if done <= 0 or elapsed <= 0:
-            return ""
-        rate = done / elapsed
-        left = max(total - done, 0) / rate
-        return f"{rate:,.0f} rows/s, {_duration(left)} left"
-
-    def _finish(self) -> None:
-        if self.current is None:
-            return
-        done, total = self.last
-        if self.tty:
-            self.stream.write("\n")
-        else:
-            elapsed = self.clock() - self.started
-            self.stream.write(
-                f"{self.current}: {done}/{total} rows in {_duration(elapsed)}\n"
-            )
-        self.stream.flush()
-        self.current = None
-
-    def close(self) -> None:
-        if not self.quiet:
-            self._finish()
-
-
-def _duration(elapsed: float) -> str:
-    seconds = round(elapsed)
-    if seconds < 60:  # noqa: PLR2004 - a minute
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:  # noqa: PLR2004 - an hour
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``custdata reencrypt``."""
     from sqlalchemy import create_engine  # noqa: PLC0415 - optional layer
 
     from ..sqlalchemy import encrypt_plaintext_columns, reencrypt  # noqa: PLC0415
 
-    bar = _Bar(args.quiet)
+    bar = Progress(args.quiet)
     store_engine = None
     trail = None
     try:
