@@ -229,6 +229,28 @@ class TestRotateReencryptRetire:
             ("shop_customers", "custdata.index-usage", 20),
         } == batches
 
+    def test_json_report(self, shop: Shop) -> None:
+        """--json prints the report as one JSON object on stdout."""
+        shop.add(5)
+        assert 0 == cli("keys", "rotate", str(shop.keyring_path)).returncode
+        run = cli(
+            "reencrypt",
+            "--keyring",
+            str(shop.keyring_path),
+            *shop.database(),
+            "--json",
+            "--quiet",
+        )
+        assert 0 == run.returncode, run.stderr
+        report = json.loads(run.stdout)
+        assert (20, 0, 0, 0, True) == (
+            report["reencrypted"],
+            report["reindexed"],
+            report["remaining"],
+            report["failed"],
+            report["complete"],
+        )
+
     def test_audit_to_database(self, shop: Shop, tmp_path: Path) -> None:
         """--audit URL records the job's batches in the SQL sink's tables, verifiably."""
         shop.add(3)

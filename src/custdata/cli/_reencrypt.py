@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from typing import Any
+
+import attrs
 
 from .._errors import CustdataError
 from ._options import (
@@ -39,7 +42,8 @@ def register(commands: Any) -> None:
             "With --subject-keys, also re-wrap the per-subject keys under the primary "
             "data key, in batches. With --plaintext, encrypt legacy plaintext values "
             "in place instead, each read as its column's Python type, and report what "
-            "is left. With --audit, every batch of decrypted values is recorded first. "
+            "is left. With --json, the report is one JSON object on stdout. "
+            "With --audit, every batch of decrypted values is recorded first. "
             "Exit 0 when nothing is left under older keys (or as plaintext), 1 when "
             "something is (locked or unreadable rows, or per-subject keys not "
             "re-wrapped because --subject-keys was not given), 2 on a configuration "
@@ -84,6 +88,11 @@ def register(commands: Any) -> None:
         help="with --plaintext: stop after N values",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as JSON on stdout (problems stay on stderr)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -134,6 +143,9 @@ def run(args: argparse.Namespace) -> int:
                     progress=bar,
                 )
                 bar.close()
+                if args.json:
+                    print(json.dumps({"columns": [attrs.asdict(r) for r in reports]}))
+                    return 1 if any(r.remaining for r in reports) else 0
                 left = 0
                 for r in reports:
                     failed = (
@@ -169,17 +181,20 @@ def run(args: argparse.Namespace) -> int:
             store_engine.dispose()
         if trail is not None:
             trail.close()
-    return _summary(report, store is not None)
+    return _summary(report, store is not None, as_json=args.json)
 
 
-def _summary(report: Any, rewrapped: bool) -> int:
-    summary = (
-        f"scanned {report.scanned} rows: re-encrypted {report.reencrypted} values, "
-        f"re-indexed {report.reindexed}, skipped {report.skipped}"
-    )
-    if rewrapped:
-        summary += f"; re-wrapped {report.rewrapped} subject keys"
-    print(summary)
+def _summary(report: Any, rewrapped: bool, *, as_json: bool = False) -> int:
+    if as_json:
+        print(json.dumps({**attrs.asdict(report), "complete": report.complete}))
+    else:
+        summary = (
+            f"scanned {report.scanned} rows: re-encrypted {report.reencrypted} values, "
+            f"re-indexed {report.reindexed}, skipped {report.skipped}"
+        )
+        if rewrapped:
+            summary += f"; re-wrapped {report.rewrapped} subject keys"
+        print(summary)
     problems = []
     if report.locked:
         problems.append(
