@@ -58,3 +58,26 @@ def test_page_code_runs(
 def test_some_pages_have_code() -> None:
     """The docs do carry runnable examples (guards against a broken pattern)."""
     assert len(PAGES) >= 3
+
+
+IMAGE = re.compile(r"^```\{image\} (\S+)", re.MULTILINE)
+
+
+def test_pictures_exist_and_are_well_formed_svg() -> None:
+    """Every picture a page shows exists, parses as SVG and has a title."""
+    import xml.etree.ElementTree as ET
+
+    shown = {
+        (page, name)
+        for page in DOCS.glob("*.md")
+        for name in IMAGE.findall(page.read_text(encoding="utf-8"))
+    }
+    assert len(shown) >= 3
+    for page, name in shown:
+        path = DOCS / name
+        assert path.is_file(), f"{page.name} shows missing {name}"
+        root = ET.parse(path).getroot()  # noqa: S314
+        assert root.tag == "{http://www.w3.org/2000/svg}svg"
+        title = root.find("{http://www.w3.org/2000/svg}title")
+        assert title is not None
+        assert title.text
