@@ -12,6 +12,7 @@ import nox
 nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.default_venv_backend = "venv"
 
+PYPROJECT = nox.project.load_toml("pyproject.toml")
 SQLALCHEMY = ["2.0", "2.1"]
 DB_ENV = {
     "CUSTDATA_TEST_POSTGRES_URL": os.environ.get(
@@ -28,7 +29,9 @@ DB_ENV = {
 @nox.parametrize("sqlalchemy", SQLALCHEMY)
 def tests(session: nox.Session, sqlalchemy: str) -> None:
     """Run the test suite on one SQLAlchemy minor version, with coverage."""
-    session.install("-e", ".[tests,typing]")
+    session.install(
+        "-e", ".", *nox.project.dependency_groups(PYPROJECT, "tests", "typing")
+    )
     session.install(f"sqlalchemy~={sqlalchemy}.0")
     session.run("coverage", "run", "-m", "pytest", *session.posargs, env=DB_ENV)
     session.run("coverage", "combine", success_codes=[0, 1])
@@ -38,14 +41,14 @@ def tests(session: nox.Session, sqlalchemy: str) -> None:
 @nox.session(python=["3.10", "3.11", "3.12", "3.13"])
 def pythons(session: nox.Session) -> None:
     """Run the test suite on every supported Python (those installed)."""
-    session.install("-e", ".[tests]")
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "tests"))
     session.run("pytest", *session.posargs, env=DB_ENV)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """Ruff lint and format check."""
-    session.install("-e", ".[lint]")
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "lint"))
     paths = ["src", "tests", "benchmarks", "examples", "noxfile.py", "docs/conf.py"]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
@@ -54,14 +57,16 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over src/ and the typing tests."""
-    session.install("-e", ".[typing,tests]")
+    session.install(
+        "-e", ".", *nox.project.dependency_groups(PYPROJECT, "typing", "tests")
+    )
     session.run("mypy")
 
 
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation with warnings as errors."""
-    session.install("-e", ".[docs]")
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "docs"))
     session.run(
         "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
     )
@@ -77,6 +82,8 @@ def examples(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmarks and print the ratios (never gates CI)."""
-    session.install("-e", ".[bench,tests]")
+    session.install(
+        "-e", ".", *nox.project.dependency_groups(PYPROJECT, "bench", "tests")
+    )
     for script in sorted(Path("benchmarks").glob("bench_*.py")):
         session.run("python", str(script), *session.posargs, env=DB_ENV)

@@ -41,7 +41,7 @@ def _need_mypy() -> None:
             [sys.executable, "-c", "import mypy"], check=False, capture_output=True
         ).returncode
     ):
-        pytest.skip("mypy is not installed (pip install -e '.[typing]')")
+        pytest.skip("mypy is not installed (pip install --group typing)")
 
 
 class TestDecoratorTyping:
