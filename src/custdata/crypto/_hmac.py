@@ -5,6 +5,11 @@ of the message; computing the pads (or the SHA-256 states already fed them)
 once per key skips the set-up that is most of the cost of :func:`hmac.digest`
 on short messages. Used by the blind index, the audit chains and the subject
 pseudonyms.
+
+It is kept over the standard library because it pays:
+``benchmarks/bench_primitives.py`` measured (Python 3.11, a 20-byte message)
+609 ns per MAC, against 912 ns for ``hmac.new(key).copy()`` (1.5x) and 2,290 ns
+for ``hmac.digest`` (3.8x).
 """
 
 from __future__ import annotations
