@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 
 from ._check import check_models as check_models
+from ._consent import SqlConsentStore as SqlConsentStore
 from ._declare import BLIND_INDEX_SUFFIX as BLIND_INDEX_SUFFIX
 from ._declare import CustomerDataInfo as CustomerDataInfo
 from ._declare import customer_data as customer_data
@@ -66,6 +67,7 @@ __all__ = [
     "MASK_TEXT",
     "MigrationReport",
     "ReencryptReport",
+    "SqlConsentStore",
     "SqlSubjectKeyStore",
     "add_custdata_tables",
     "bind_subject",
