@@ -23,6 +23,7 @@ from ._errors import (
     ActorRequiredError,
     ConfigurationError,
     ConsentRequiredError,
+    LegalHoldError,
     PurposeNotGrantedError,
     PurposeRequiredError,
     PurposeViolationError,
@@ -46,6 +47,7 @@ _ERRORS: Mapping[DenyReason, type[AccessDeniedError]] = {
     DenyReason.CONSENT_MISSING: ConsentRequiredError,
     DenyReason.PURPOSE_NOT_EFFECTIVE: PurposeViolationError,
     DenyReason.MY_NUMBER_NOT_PERMITTED: PurposeViolationError,
+    DenyReason.LEGAL_HOLD: LegalHoldError,
 }
 
 #: The actions that use subjects' values, so need their consent where the
@@ -78,6 +80,9 @@ class Custodian:
             for purposes that say ``consent_required``, and writes of
             special-care fields, release only subjects whose consent is in
             force; without a ledger they are refused (fail closed).
+        holds: The legal-hold register (:class:`custdata.governance.LegalHolds`):
+            shredding, and deleting the records of, a held subject are
+            refused with :class:`custdata.LegalHoldError`.
         clock: Returns the current time (aware); it decides which purposes are
             in force (``effective_from``, ``retired_on``, the policy's
             ``effective_date``) and which consents. Defaults to the local
@@ -96,6 +101,7 @@ class Custodian:
         audit: DecisionRecorder | None = None,
         subject_keys: Any = None,
         consent: Any = None,
+        holds: Any = None,
         clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         _check_arguments(policy, audit)
@@ -104,6 +110,7 @@ class Custodian:
         self._audit = audit
         self._subject_keys = subject_keys
         self._consent = consent
+        self._holds = holds
         self._clock = clock if clock is not None else _local_now
         #: Per purpose: (first day, day retired or None, needs consent).
         self._lifecycles: dict[str, tuple[dt.date, dt.date | None, bool]] = {}
@@ -130,6 +137,11 @@ class Custodian:
     def subject_keys(self) -> Any:
         """The per-subject key store, or ``None``."""
         return self._subject_keys
+
+    @property
+    def holds(self) -> Any:
+        """The legal-hold register, or ``None``."""
+        return self._holds
 
     @property
     def consent(self) -> Any:
@@ -286,6 +298,8 @@ class Custodian:
             ActorRequiredError: If no actor is in force.
             ConfigurationError: If the custodian has no keyring or no subject key
                 store.
+            LegalHoldError: If a legal hold keeps one of the subjects; nothing
+                is destroyed.
             AuditUnavailableError: If an event cannot be recorded.
         """
         actor = self._operator("shredding a subject")
@@ -293,6 +307,10 @@ class Custodian:
             msg = "shredding needs a custodian with subject_keys"
             raise ConfigurationError(msg)
         ids = list(dict.fromkeys(subject_ids))
+        if self._holds is not None:
+            self._holds.refuse_if_held(
+                ids, now if now is not None else self._clock(), what="shredding"
+            )
         record = getattr(self._audit, "key_shredded", None)
         if record is not None:
             for subject_id in ids:
@@ -399,6 +417,10 @@ class Custodian:
             verdict = self._verdict(
                 ctx.actor, ctx.role, ctx.purpose, fields, erase=True
             )
+            if verdict.reason is None and self._holds is not None and subjects:
+                held = self._holds.held(subjects, self._clock())
+                if held:
+                    verdict = attrs.evolve(verdict, reason=DenyReason.LEGAL_HOLD)
         elif verdict is None or last[0] is not ctx or last[1] is not fields:
             # Not the same (immutable) access context and field mapping as
             # the last decision, whose verdict would be this one's.
@@ -449,6 +471,11 @@ class Custodian:
             # AuditUnavailableError propagates: an access whose decision cannot
             # be recorded is refused, allowed or not (fail closed).
             self._audit.record_decision(decision)
+        if reason is DenyReason.LEGAL_HOLD:
+            message = (
+                f"erasing records of {entity or 'this table'} refused: "
+                "a data subject is under a legal hold"
+            )
         if reason is not None:
             if message is not None:
                 raise _ERRORS[reason](message)

@@ -64,6 +64,8 @@ class DenyReason(str, enum.Enum):
     #: A My Number (個人番号) field used for a purpose not marked as a
     #: My Number Act purpose (R-DEF-4).
     MY_NUMBER_NOT_PERMITTED = "my_number_not_permitted"
+    #: A legal hold keeps a subject's records from erasure (R-RET-3).
+    LEGAL_HOLD = "legal_hold"
 
 
 @attrs.frozen(kw_only=True)

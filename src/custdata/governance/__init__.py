@@ -25,6 +25,10 @@ from ._consent import consents_in_force as consents_in_force
 from ._packs import RulePack as RulePack
 from ._packs import rule_pack as rule_pack
 from ._packs import rule_packs as rule_packs
+from ._retention_holds import HoldRecord as HoldRecord
+from ._retention_holds import HoldStore as HoldStore
+from ._retention_holds import InMemoryHoldStore as InMemoryHoldStore
+from ._retention_holds import LegalHolds as LegalHolds
 
 
 __all__ = [
@@ -32,7 +36,11 @@ __all__ = [
     "ConsentLedger",
     "ConsentSource",
     "ConsentStore",
+    "HoldRecord",
+    "HoldStore",
     "InMemoryConsentStore",
+    "InMemoryHoldStore",
+    "LegalHolds",
     "RulePack",
     "UnknownConsentError",
     "consents_in_force",
