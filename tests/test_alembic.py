@@ -25,6 +25,7 @@ from custdata.sqlalchemy import (
     EncryptedEnum,
     EncryptedType,
     SqlConsentStore,
+    SqlHoldStore,
     SqlSubjectKeyStore,
     add_custdata_tables,
 )
@@ -50,6 +51,7 @@ add_custdata_tables(
     audit_prefix={prefix!r},
     subject_key_table_name={keys!r},
     consent_table_name={consents!r},
+    hold_table_name={holds!r},
 )
 target_metadata = Base.metadata
 OURS = set(target_metadata.tables)
@@ -149,6 +151,7 @@ class TestCustdataTables:
             "custdata_audit_checkpoint",
             "custdata_subject_keys",
             "custdata_consent",
+            "custdata_legal_hold",
         ] == [t.name for t in first]
         assert [id(t) for t in first] == [id(t) for t in again]
         assert set(metadata.tables) == {t.name for t in first}
@@ -156,12 +159,13 @@ class TestCustdataTables:
     def test_store_uses_the_migrated_table(self) -> None:
         """The SQL stores on the same metadata use the tables defined there."""
         metadata = MetaData()
-        table, consents = add_custdata_tables(metadata, audit=False)
+        table, consents, held = add_custdata_tables(metadata, audit=False)
         engine = create_engine("sqlite://")
         try:
             store = SqlSubjectKeyStore(engine, metadata=metadata)
             assert table is store.table
             assert consents is SqlConsentStore(engine, metadata=metadata).table
+            assert held is SqlHoldStore(engine, metadata=metadata).table
         finally:
             engine.dispose()
 
@@ -173,7 +177,7 @@ class TestRoundTrip:
         """The revision imports custdata, creates every table, runs, and leaves no diff."""
         suffix = uuid.uuid4().hex[:8]
         prefix, keys = f"ca_{suffix}", f"csk_{suffix}"
-        consents = f"ccon_{suffix}"
+        consents, holds = f"ccon_{suffix}", f"chold_{suffix}"
         version = f"alembic_version_{suffix}"
         assert 0 == _alembic(tmp_path, "init", "migrations").returncode
         ini = tmp_path / "alembic.ini"
@@ -189,6 +193,7 @@ class TestRoundTrip:
                 prefix=prefix,
                 keys=keys,
                 consents=consents,
+                holds=holds,
                 version=version,
             )
         )
@@ -200,7 +205,13 @@ class TestRoundTrip:
             code = revision.read_text()
             assert "import custdata.sqlalchemy" in code
             assert "custdata.sqlalchemy.EncryptedType('shop_customers.email')" in code
-            for name in (f"{prefix}_event", f"{prefix}_checkpoint", keys, consents):
+            for name in (
+                f"{prefix}_event",
+                f"{prefix}_checkpoint",
+                keys,
+                consents,
+                holds,
+            ):
                 assert f"op.create_table('{name}'" in code
 
             upgraded = _alembic(tmp_path, "upgrade", "head")
@@ -221,6 +232,7 @@ class TestRoundTrip:
                     f"{prefix}_checkpoint",
                     keys,
                     consents,
+                    holds,
                     version,
                 ):
                     conn.execute(text(f"DROP TABLE IF EXISTS {name}"))

@@ -626,3 +626,44 @@ class TestCryptoShred:
                 assert again.destroyed_at is not None
         finally:
             Base.metadata.drop_all(engine)
+
+
+class TestSqlHolds:
+    """The legal-hold register in the application's database (three databases)."""
+
+    def test_place_release_in_sql(
+        self, engine: Engine, shop: Shop, custodian: custdata.Custodian
+    ) -> None:
+        """Holds kept in SQL keep a subject through the sweep until released."""
+        from custdata.sqlalchemy import SqlHoldStore
+
+        store = SqlHoldStore(engine, table_name=f"hold_{uuid.uuid4().hex[:8]}")
+        store.create_table()
+        try:
+            holds = LegalHolds(store)
+            held, _free = _add(engine, shop, n=2)
+            hold_id = holds.place(
+                case="case-9",
+                subjects=[held],
+                reason="regulator",
+                actor="legal-2",
+                now=T0,
+            )
+            assert {str(held)} == holds.held([held, _free], _years(7, 1))
+            report = sweep(
+                engine, custodian, tables=shop.Base, now=_years(7, 1), holds=holds
+            )
+            assert 1 == report.total("delete_row")
+            assert 1 == holds.release(
+                hold_id, reason="closed", actor="legal-2", now=_years(7, 2)
+            )
+            (record,) = store.records_for([str(held)])
+            assert ("legal-2", "closed", _years(7, 2)) == (
+                record.released_by,
+                record.release_reason,
+                record.released_at,
+            )
+            sweep(engine, custodian, tables=shop.Base, now=_years(7, 3), holds=holds)
+            assert [] == _state(engine, shop)[shop.Customer.__tablename__]
+        finally:
+            store.table.drop(engine)

@@ -20,6 +20,7 @@ from ._declare import CustomerDataInfo as CustomerDataInfo
 from ._declare import customer_data as customer_data
 from ._declare import subject_key as subject_key
 from ._declare import uuid7 as uuid7
+from ._holds import SqlHoldStore as SqlHoldStore
 from ._jobs import KeyUsage as KeyUsage
 from ._jobs import MigrationReport as MigrationReport
 from ._jobs import ReencryptReport as ReencryptReport
@@ -74,6 +75,7 @@ __all__ = [
     "MigrationReport",
     "ReencryptReport",
     "SqlConsentStore",
+    "SqlHoldStore",
     "SqlSubjectKeyStore",
     "SweepCount",
     "SweepReport",

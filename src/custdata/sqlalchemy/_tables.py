@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import MetaData, Table
 
 from ._consent import consent_table
+from ._holds import hold_table
 from ._keystore import subject_key_table
 
 
@@ -17,9 +18,11 @@ def add_custdata_tables(
     audit: bool = True,
     subject_keys: bool = True,
     consent: bool = True,
+    holds: bool = True,
     audit_prefix: str = "custdata_audit",
     subject_key_table_name: str = "custdata_subject_keys",
     consent_table_name: str = "custdata_consent",
+    hold_table_name: str = "custdata_legal_hold",
 ) -> list[Table]:
     """Define every table custdata keeps in the application's database on *metadata*.
 
@@ -28,8 +31,8 @@ def add_custdata_tables(
     custdata's tables with the application's and never proposes to drop them:
     the audit trail's SQL-sink tables (:class:`custdata.audit.SqlSink`; events,
     their subject index and checkpoints) and the per-subject key table
-    (:class:`SqlSubjectKeyStore`) and the consent ledger
-    (:class:`SqlConsentStore`). Tables custdata adds in later versions are
+    (:class:`SqlSubjectKeyStore`), the consent ledger
+    (:class:`SqlConsentStore`) and the legal holds (:class:`SqlHoldStore`). Tables custdata adds in later versions are
     added here too. Calling it again on the same metadata changes nothing.
 
     Then open the sink with ``SqlSink(url, prefix=audit_prefix, create=False)``
@@ -45,6 +48,8 @@ def add_custdata_tables(
         subject_key_table_name: The per-subject key table's name.
         consent: Add the consent ledger's table (:class:`SqlConsentStore`).
         consent_table_name: The consent ledger table's name.
+        holds: Add the legal-hold register's table (:class:`SqlHoldStore`).
+        hold_table_name: The legal-hold table's name.
 
     Returns:
         The tables, as defined on *metadata*.
@@ -65,4 +70,6 @@ def add_custdata_tables(
         tables.append(subject_key_table(metadata, subject_key_table_name))
     if consent:
         tables.append(consent_table(metadata, consent_table_name))
+    if holds:
+        tables.append(hold_table(metadata, hold_table_name))
     return tables
