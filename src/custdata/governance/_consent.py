@@ -197,6 +197,7 @@ class InMemoryConsentStore:
 
     def __init__(self) -> None:
         self._records: dict[str, Consent] = {}
+        self._by_subject: dict[str, list[str]] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -213,6 +214,7 @@ class InMemoryConsentStore:
                 msg = f"consent {consent.id!r} already exists"
                 raise ValueError(msg)
             self._records[consent.id] = consent
+            self._by_subject.setdefault(consent.subject, []).append(consent.id)
 
     def set_withdrawn(self, consent_id: str, at: dt.datetime) -> Consent | None:
         """Mark a record withdrawn at *at* unless it already is; return it."""
@@ -229,13 +231,14 @@ class InMemoryConsentStore:
         self, subjects: Collection[str], purposes: Collection[str] | None
     ) -> list[Consent]:
         """Every record of *subjects* for *purposes* (``None``: any purpose)."""
-        wanted = set(subjects)
+        out: list[Consent] = []
         with self._lock:
-            return [
-                r
-                for r in self._records.values()
-                if r.subject in wanted and (purposes is None or r.purpose in purposes)
-            ]
+            for subject in dict.fromkeys(subjects):
+                for cid in self._by_subject.get(subject, ()):
+                    record = self._records[cid]
+                    if purposes is None or record.purpose in purposes:
+                        out.append(record)
+        return out
 
     def get(self, consent_id: str) -> Consent | None:
         """The record with *consent_id*, or ``None``."""
@@ -479,8 +482,20 @@ class ConsentLedger:
         texts = list(dict.fromkeys(subject_text(s) for s in subjects))
         if not texts:
             return {}
-        records = self._store.records_for(texts, chain)
-        return consents_in_force(records, purposes=chain, at=at, fields=fields)
+        in_force = getattr(self._store, "in_force", None)
+        if in_force is None:
+            records = self._store.records_for(texts, chain)
+            return consents_in_force(records, purposes=chain, at=at, fields=fields)
+        # The store filters by time itself and returns only what serves:
+        # (subject, consent id, scope, granted at), no record objects.
+        best: dict[str, tuple[dt.datetime, str]] = {}
+        for subject, cid, scope, granted in in_force(texts, chain, at):
+            if scope and not all(f in scope for f in fields):
+                continue
+            held = best.get(subject)
+            if held is None or held[0] < granted:
+                best[subject] = (granted, cid)
+        return {subject: cid for subject, (_g, cid) in best.items()}
 
     def history(self, subject: object) -> list[Consent]:
         """Every consent record of *subject* (in force or not), oldest first."""

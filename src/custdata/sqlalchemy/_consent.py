@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    or_,
     select,
     update,
 )
@@ -176,6 +177,32 @@ class SqlConsentStore:
                 if purposes is not None:
                     query = query.where(t.c.purpose.in_(list(purposes)))
                 out.extend(self._record(row) for row in conn.execute(query))
+        return out
+
+    def in_force(
+        self, subjects: Collection[str], purposes: Collection[str], at: dt.datetime
+    ) -> list[tuple[str, str, tuple[str, ...], dt.datetime]]:
+        """The consents of *subjects* for *purposes* in force at *at*, filtered in SQL.
+
+        Returns:
+            (subject, consent id, scope, granted at) per consent in force.
+        """
+        t = self.table
+        wanted = list(subjects)
+        when = _utc(at)
+        cols = (t.c.subject, t.c.id, t.c.scope, t.c.granted_at)
+        out: list[tuple[str, str, tuple[str, ...], dt.datetime]] = []
+        with self._reader.connect() as conn:
+            for start in range(0, len(wanted), _CHUNK):
+                query = select(*cols).where(
+                    t.c.subject.in_(wanted[start : start + _CHUNK]),
+                    t.c.purpose.in_(list(purposes)),
+                    t.c.granted_at <= when,
+                    or_(t.c.withdrawn_at.is_(None), t.c.withdrawn_at > when),
+                )
+                for subject, cid, scope, granted in conn.execute(query):
+                    fields = () if scope == "[]" else tuple(json.loads(scope))
+                    out.append((subject, cid, fields, _aware(granted)))  # type: ignore[arg-type]
         return out
 
     def get(self, consent_id: str) -> Consent | None:
