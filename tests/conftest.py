@@ -17,6 +17,8 @@ import pytest
 
 import custdata
 
+from custdata.governance import ConsentLedger
+
 
 # tests/typing and tests/typing_errors hold files for mypy to check (the second
 # deliberately wrong), not tests to collect.
@@ -85,6 +87,12 @@ def unique_suffix() -> str:
 def sample_policy() -> custdata.Policy:
     """The example business's policy from ``examples/custdata.toml``."""
     return custdata.Policy.from_toml(EXAMPLES / "custdata.toml")
+
+
+@pytest.fixture
+def consent_ledger(sample_policy: custdata.Policy) -> ConsentLedger:
+    """An empty in-memory consent ledger over the sample policy."""
+    return ConsentLedger.for_policy(sample_policy)
 
 
 @pytest.fixture

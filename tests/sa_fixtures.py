@@ -20,6 +20,7 @@ import custdata
 
 from custdata.audit import AuditTrail, MemorySink
 from custdata.crypto import InMemorySubjectKeyStore, Keyring
+from custdata.governance import ConsentLedger
 from custdata.sqlalchemy import customer_data, subject_key
 
 
@@ -177,15 +178,26 @@ def counting(keyring: Keyring) -> CountingKeyring:
     return CountingKeyring(keyring)
 
 
+def consent_to_marketing(ledger: ConsentLedger, subject: object) -> str:
+    """Record *subject*'s consent to marketing; return the consent id."""
+    return ledger.grant(
+        subject, "marketing", method="web_form", notice_version="2026-10"
+    ).id
+
+
 @pytest.fixture
 def sa_custodian(
-    sample_policy: custdata.Policy, counting: CountingKeyring, recorder: Recorder
+    sample_policy: custdata.Policy,
+    counting: CountingKeyring,
+    recorder: Recorder,
+    consent_ledger: ConsentLedger,
 ) -> Iterator[custdata.Custodian]:
     c = custdata.Custodian(
         policy=sample_policy,
         keyring=counting,
         audit=recorder,
         subject_keys=InMemorySubjectKeyStore(),
+        consent=consent_ledger,
     )
     with c.activate():
         yield c

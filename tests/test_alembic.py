@@ -24,6 +24,8 @@ from custdata.sqlalchemy import (
     EncryptedDate,
     EncryptedEnum,
     EncryptedType,
+    SqlConsentStore,
+    SqlHoldStore,
     SqlSubjectKeyStore,
     add_custdata_tables,
 )
@@ -44,7 +46,13 @@ import custdata.alembic
 from custdata.sqlalchemy import add_custdata_tables
 from examples.shop.models import Base
 
-add_custdata_tables(Base.metadata, audit_prefix={prefix!r}, subject_key_table_name={keys!r})
+add_custdata_tables(
+    Base.metadata,
+    audit_prefix={prefix!r},
+    subject_key_table_name={keys!r},
+    consent_table_name={consents!r},
+    hold_table_name={holds!r},
+)
 target_metadata = Base.metadata
 OURS = set(target_metadata.tables)
 
@@ -134,7 +142,7 @@ class TestCustdataTables:
     """add_custdata_tables puts every custdata table on the application's metadata."""
 
     def test_adds_audit_and_subject_key_tables_once(self) -> None:
-        """The audit tables and the subject key table join; a second call adds nothing."""
+        """The audit, subject key and consent tables join; a second call adds nothing."""
         metadata = MetaData()
         first = add_custdata_tables(metadata)
         again = add_custdata_tables(metadata)
@@ -143,18 +151,22 @@ class TestCustdataTables:
             "custdata_audit_subject",
             "custdata_audit_checkpoint",
             "custdata_subject_keys",
+            "custdata_consent",
+            "custdata_legal_hold",
         ] == [t.name for t in first]
         assert [id(t) for t in first] == [id(t) for t in again]
         assert set(metadata.tables) == {t.name for t in first}
 
     def test_store_uses_the_migrated_table(self) -> None:
-        """A SqlSubjectKeyStore on the same metadata uses the table defined there."""
+        """The SQL stores on the same metadata use the tables defined there."""
         metadata = MetaData()
-        (table,) = add_custdata_tables(metadata, audit=False)
+        table, consents, held = add_custdata_tables(metadata, audit=False)
         engine = create_engine("sqlite://")
         try:
             store = SqlSubjectKeyStore(engine, metadata=metadata)
             assert table is store.table
+            assert consents is SqlConsentStore(engine, metadata=metadata).table
+            assert held is SqlHoldStore(engine, metadata=metadata).table
         finally:
             engine.dispose()
 
@@ -209,6 +221,7 @@ class TestRoundTrip:
         """The revision imports custdata, creates every table, runs, and leaves no diff."""
         suffix = uuid.uuid4().hex[:8]
         prefix, keys = f"ca_{suffix}", f"csk_{suffix}"
+        consents, holds = f"ccon_{suffix}", f"chold_{suffix}"
         version = f"alembic_version_{suffix}"
         assert 0 == _alembic(tmp_path, "init", "migrations").returncode
         ini = tmp_path / "alembic.ini"
@@ -219,7 +232,14 @@ class TestRoundTrip:
             )
         )
         (tmp_path / "migrations" / "env.py").write_text(
-            ENV_PY.format(root=str(ROOT), prefix=prefix, keys=keys, version=version)
+            ENV_PY.format(
+                root=str(ROOT),
+                prefix=prefix,
+                keys=keys,
+                consents=consents,
+                holds=holds,
+                version=version,
+            )
         )
         engine = create_engine(db_url)
         try:
@@ -229,7 +249,13 @@ class TestRoundTrip:
             code = revision.read_text()
             assert "import custdata.sqlalchemy" in code
             assert "custdata.sqlalchemy.EncryptedType('shop_customers.email')" in code
-            for name in (f"{prefix}_event", f"{prefix}_checkpoint", keys):
+            for name in (
+                f"{prefix}_event",
+                f"{prefix}_checkpoint",
+                keys,
+                consents,
+                holds,
+            ):
                 assert f"op.create_table('{name}'" in code
 
             upgraded = _alembic(tmp_path, "upgrade", "head")
@@ -254,6 +280,8 @@ class TestRoundTrip:
                     f"{prefix}_event",
                     f"{prefix}_checkpoint",
                     keys,
+                    consents,
+                    holds,
                     version,
                 ):
                     conn.execute(text(f"DROP TABLE IF EXISTS {name}"))

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, aliased, joinedload
 import custdata
 
 from custdata.crypto._envelope import length_prefixed, subject_bytes
+from custdata.governance import ConsentLedger
 from custdata.sqlalchemy._binding import subject_parts, subject_tail, subject_value
 
 
@@ -268,13 +269,18 @@ class TestJoinedLoads:
         assert ("note",) == denied[-1].fields
 
     def test_nested_joins_and_top_level_both_deferred(
-        self, engine: Engine, models: Models, sa_custodian: custdata.Custodian
+        self,
+        engine: Engine,
+        models: Models,
+        sa_custodian: custdata.Custodian,
+        consent_ledger: ConsentLedger,
     ) -> None:
         """Orders joined to their customers: marketing sees only the e-mail."""
-        from sa_fixtures import marketing
+        from sa_fixtures import consent_to_marketing, marketing
 
         with Session(engine) as session:
-            _customer(session, models, "Alice", "1.50")
+            alice = _customer(session, models, "Alice", "1.50")
+        consent_to_marketing(consent_ledger, alice)
         with Session(engine) as session, marketing():
             order = session.scalars(
                 select(models.Order).options(

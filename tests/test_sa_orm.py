@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, selectinload
 
 import custdata
 
+from custdata.governance import ConsentLedger
 from custdata.sqlalchemy import MASK_TEXT
 
 
@@ -38,6 +39,7 @@ from sa_fixtures import (  # noqa: F401 - pytest fixtures
     Models,
     Recorder,
     billing,
+    consent_to_marketing,
     counting,
     engine,
     keyring,
@@ -161,9 +163,15 @@ class TestPurpose:
             assert before == counting.counts["decrypt"]
 
     def test_entity_load_denied_never_decrypts(
-        self, engine: Engine, models: Models, cid: uuid.UUID, counting: CountingKeyring
+        self,
+        engine: Engine,
+        models: Models,
+        cid: uuid.UUID,
+        counting: CountingKeyring,
+        consent_ledger: ConsentLedger,
     ) -> None:
         """An entity load decrypts nothing; reading email in marketing decrypts it alone."""
+        consent_to_marketing(consent_ledger, cid)
         with Session(engine) as session, marketing():
             before = counting.counts["decrypt"]
             c = session.scalars(select(models.Customer)).one()
@@ -174,9 +182,14 @@ class TestPurpose:
             assert 1 == counting.counts["decrypt"] - before
 
     def test_column_select_allowed(
-        self, engine: Engine, models: Models, cid: uuid.UUID
+        self,
+        engine: Engine,
+        models: Models,
+        cid: uuid.UUID,
+        consent_ledger: ConsentLedger,
     ) -> None:
         """select(Customer.email) in an allowed purpose returns plaintext."""
+        consent_to_marketing(consent_ledger, cid)
         with Session(engine) as session, marketing():
             assert [CANARIES["email"]] == session.scalars(
                 select(models.Customer.email)

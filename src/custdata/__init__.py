@@ -35,6 +35,7 @@ from ._errors import CustdataError as CustdataError
 from ._errors import DecryptionError as DecryptionError
 from ._errors import KeyDestroyedError as KeyDestroyedError
 from ._errors import KeyManagementError as KeyManagementError
+from ._errors import LegalHoldError as LegalHoldError
 from ._errors import PurposeNotGrantedError as PurposeNotGrantedError
 from ._errors import PurposeRequiredError as PurposeRequiredError
 from ._errors import PurposeViolationError as PurposeViolationError
@@ -98,6 +99,7 @@ __all__ = [
     "KeyDestroyedError",
     "KeyManagementError",
     "LegalHold",
+    "LegalHoldError",
     "MASK_KINDS",
     "MaskingFilter",
     "MaskingProcessor",

@@ -86,7 +86,7 @@ def check_policy(policy: Policy, *, today: dt.date) -> list[Finding]:
                     message="the purpose has no owner",
                 )
             )
-        if not _needs_consent(policy, pid):
+        if not policy.needs_consent(pid):
             findings.extend(
                 Finding(
                     code="POL005",
@@ -114,11 +114,4 @@ def _covers_special_care(policy: Policy, key: str) -> bool:
         policy.taxonomy[k].special_care
         for k in policy.taxonomy
         if k.startswith(f"{key}.")
-    )
-
-
-def _needs_consent(policy: Policy, purpose_id: str) -> bool:
-    """A purpose needs consent if it, or a purpose above it, says so."""
-    return any(
-        policy.purposes[p].consent_required for p in policy.tree.ancestors(purpose_id)
     )

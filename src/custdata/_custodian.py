@@ -22,11 +22,15 @@ from ._errors import (
     AccessDeniedError,
     ActorRequiredError,
     ConfigurationError,
+    ConsentRequiredError,
+    LegalHoldError,
     PurposeNotGrantedError,
     PurposeRequiredError,
     PurposeViolationError,
 )
+from ._lifecycle import lifecycle_message, lifecycle_window, my_number_permitted
 from ._policy import FieldPolicy, Policy
+from ._taxonomy import is_my_number
 
 
 if TYPE_CHECKING:  # the crypto layer is above this one: types only, never imported
@@ -44,7 +48,21 @@ _ERRORS: Mapping[DenyReason, type[AccessDeniedError]] = {
     DenyReason.PURPOSE_NOT_PERMITTED: PurposeViolationError,
     DenyReason.UNTAGGED_FIELD: PurposeViolationError,
     DenyReason.ERASURE_NOT_PERMITTED: PurposeViolationError,
+    DenyReason.CONSENT_MISSING: ConsentRequiredError,
+    DenyReason.PURPOSE_NOT_EFFECTIVE: PurposeViolationError,
+    DenyReason.MY_NUMBER_NOT_PERMITTED: PurposeViolationError,
+    DenyReason.LEGAL_HOLD: LegalHoldError,
 }
+
+#: The actions that use subjects' values, so need their consent where the
+#: purpose does (reads, writes and exports; not claims, searches or erasure).
+_SUBJECT_ACTIONS = frozenset({Action.READ, Action.WRITE, Action.UPDATE, Action.EXPORT})
+#: The actions that acquire values (special-care acquisition needs consent).
+_ACQUIRING = frozenset({Action.WRITE, Action.UPDATE})
+
+
+def _local_now() -> dt.datetime:
+    return dt.datetime.now().astimezone()
 
 
 class Custodian:
@@ -61,6 +79,18 @@ class Custodian:
             or any :class:`custdata.DecisionRecorder`); ``None`` records nothing,
             which is for tests and tools only.
         subject_keys: The per-subject key store, for crypto-shredding.
+        consent: The consent ledger (:class:`custdata.governance.ConsentLedger`,
+            or any :class:`custdata.governance.ConsentSource`). Reads and writes
+            for purposes that say ``consent_required``, and writes of
+            special-care fields, release only subjects whose consent is in
+            force; without a ledger they are refused (fail closed).
+        holds: The legal-hold register (:class:`custdata.governance.LegalHolds`):
+            shredding, and deleting the records of, a held subject are
+            refused with :class:`custdata.LegalHoldError`.
+        clock: Returns the current time (aware); it decides which purposes are
+            in force (``effective_from``, ``retired_on``, the policy's
+            ``effective_date``) and which consents. Defaults to the local
+            wall clock; tests pass a frozen one.
 
     Raises:
         TypeError: If *policy* is not a :class:`Policy` or *audit* does not
@@ -74,12 +104,20 @@ class Custodian:
         keyring: Keyring | None = None,
         audit: DecisionRecorder | None = None,
         subject_keys: SubjectKeyStore | None = None,
+        consent: Any = None,
+        holds: Any = None,
+        clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         _check_arguments(policy, audit)
         self._policy = policy
         self._keyring = keyring
         self._audit = audit
         self._subject_keys = subject_keys
+        self._consent = consent
+        self._holds = holds
+        self._clock = clock if clock is not None else _local_now
+        #: Per purpose: (first day, day retired or None, needs consent).
+        self._lifecycles: dict[str, tuple[dt.date, dt.date | None, bool]] = {}
         self._verdicts: dict[tuple[object, ...], _Verdict] = {}
         #: (access context, field mapping, verdict) of the last decision.
         self._last: tuple[object, object, _Verdict | None] = (None, None, None)
@@ -103,6 +141,20 @@ class Custodian:
     def subject_keys(self) -> SubjectKeyStore | None:
         """The per-subject key store, or ``None``."""
         return self._subject_keys
+
+    @property
+    def holds(self) -> Any:
+        """The legal-hold register, or ``None``."""
+        return self._holds
+
+    @property
+    def consent(self) -> Any:
+        """The consent ledger (a ``ConsentSource``), or ``None``."""
+        return self._consent
+
+    def now(self) -> dt.datetime:
+        """The current time by the custodian's clock."""
+        return self._clock()
 
     def __repr__(self) -> str:
         return (
@@ -256,6 +308,8 @@ class Custodian:
             ActorRequiredError: If no actor is in force.
             ConfigurationError: If the custodian has no keyring or no subject key
                 store.
+            LegalHoldError: If a legal hold keeps one of the subjects; nothing
+                is destroyed.
             AuditUnavailableError: If an event cannot be recorded.
         """
         actor = self._operator("shredding a subject")
@@ -264,6 +318,10 @@ class Custodian:
             raise ConfigurationError(msg)
         keyring = self._require_keyring("shredding a subject")
         ids: list[Any] = list(dict.fromkeys(subject_ids))
+        if self._holds is not None:
+            self._holds.refuse_if_held(
+                ids, now if now is not None else self._clock(), what="shredding"
+            )
         record = getattr(self._audit, "key_shredded", None)
         if record is not None:
             for subject_id in ids:
@@ -370,34 +428,68 @@ class Custodian:
             verdict = self._verdict(
                 ctx.actor, ctx.role, ctx.purpose, fields, erase=True
             )
+            if verdict.reason is None and self._holds is not None and subjects:
+                held = self._holds.held(subjects, self._clock())
+                if held:
+                    verdict = attrs.evolve(verdict, reason=DenyReason.LEGAL_HOLD)
         elif verdict is None or last[0] is not ctx or last[1] is not fields:
             # Not the same (immutable) access context and field mapping as
             # the last decision, whose verdict would be this one's.
             verdict = self._verdict(ctx.actor, ctx.role, ctx.purpose, fields)
             self._last = (ctx, fields, verdict)
         reason = verdict.reason
+        named = tuple(map(str, subjects))
+        consents: tuple[str, ...] = ()
+        message: str | None = None
+        purpose = ctx.purpose
+        if reason is None and purpose is not None:
+            lifecycle = self._lifecycles.get(purpose) or self._lifecycle(purpose)
+            now = self._clock()
+            today = now.date()
+            if today < lifecycle[0] or (
+                lifecycle[1] is not None and today >= lifecycle[1]
+            ):
+                reason = DenyReason.PURPOSE_NOT_EFFECTIVE
+                message = lifecycle_message(self._policy, purpose, today)
+            elif action in _SUBJECT_ACTIONS and (
+                lifecycle[2] or (verdict.special and action in _ACQUIRING)
+            ):
+                refused, consents, message = self._decide_subjects(
+                    purpose, verdict, named, count, now
+                )
+                if message is not None:
+                    reason = DenyReason.CONSENT_MISSING
+                    named = refused
         decision = AccessDecision(
             outcome=Outcome.ALLOWED if reason is None else Outcome.DENIED,
             reason=reason,
             action=action,
             actor=ctx.actor,
             role=ctx.role,
-            purpose=ctx.purpose,
+            purpose=purpose,
             policy_version=self._policy.version,
             entity=entity,
             fields=verdict.fields,
             categories=verdict.categories,
             denied_fields=verdict.denied_fields,
-            subjects=tuple(map(str, subjects)),
+            subjects=named,
             count=count,
             request_id=ctx.request_id,
             trace_id=ctx.trace_id,
+            consents=consents,
         )
         if self._audit is not None:
             # AuditUnavailableError propagates: an access whose decision cannot
             # be recorded is refused, allowed or not (fail closed).
             self._audit.record_decision(decision)
+        if reason is DenyReason.LEGAL_HOLD:
+            message = (
+                f"erasing records of {entity or 'this table'} refused: "
+                "a data subject is under a legal hold"
+            )
         if reason is not None:
+            if message is not None:
+                raise _ERRORS[reason](message)
             raise _ERRORS[reason](
                 _message(
                     reason,
@@ -409,6 +501,69 @@ class Custodian:
                 )
             )
         return decision
+
+    def _lifecycle(self, purpose: str) -> tuple[dt.date, dt.date | None, bool]:
+        """When *purpose* may be used, and whether it needs consent (memoised)."""
+        policy = self._policy
+        start, end = lifecycle_window(policy, purpose)
+        entry = (start, end, policy.needs_consent(purpose))
+        self._lifecycles[purpose] = entry
+        return entry
+
+    def _decide_subjects(
+        self,
+        purpose: str,
+        verdict: _Verdict,
+        subjects: tuple[str, ...],
+        count: int,
+        now: dt.datetime,
+    ) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
+        """The subject-level decision of one batch: is each subject's consent in force?
+
+        Called by :meth:`authorize` once per decision (so once per fetched
+        batch and per written statement), with one ledger lookup for all the
+        batch's subjects.
+
+        Returns:
+            The subjects refused, the consent ids relied on (in the order of
+            *subjects*), and the denial message (``None`` when allowed).
+        """
+        acquiring = not self._policy.needs_consent(purpose)
+        what = (
+            f"acquiring special-care data for purpose {purpose!r}"
+            if acquiring
+            else f"purpose {purpose!r}"
+        )
+        if not subjects:
+            if count == 0:
+                return (), (), None
+            return (), (), f"{what} needs consent, but the data subjects are unknown"
+        source = self._consent
+        if source is None:
+            return (
+                subjects,
+                (),
+                f"{what} needs consent and no consent ledger is configured",
+            )
+        released = set(verdict.denied_fields)
+        fields = [f for f in verdict.fields if f not in released]
+        many = getattr(source, "consents_in_force", None)
+        if many is not None:
+            found: Mapping[str, str] = many(subjects, purpose, now, fields=fields)
+        else:
+            found = {}
+            for subject in subjects:
+                cid = source.consent_in_force(subject, purpose, now)
+                if cid is not None:
+                    found[subject] = cid
+        refused = tuple(s for s in subjects if s not in found)
+        if refused:
+            message = (
+                f"{what} needs consent in force: {len(refused)} of "
+                f"{len(subjects)} data subject(s) have none"
+            )
+            return refused, (), message
+        return (), tuple(found[s] for s in subjects), None
 
 
 _VERDICT_CACHE_SIZE = 4096
@@ -426,6 +581,8 @@ class _Verdict:
     refused: tuple[str, ...]
     #: Refused and masked fields, as recorded in the decision.
     denied_fields: tuple[str, ...]
+    #: Whether a field is special-care (acquiring it needs consent).
+    special: bool = False
 
 
 def _decide(
@@ -451,6 +608,10 @@ def _decide(
             if fp is None or not fp.purposes:
                 refused.append(name)
                 reason = DenyReason.UNTAGGED_FIELD
+            elif is_my_number(fp.category) and not my_number_permitted(policy, purpose):
+                refused.append(name)
+                if reason is None:
+                    reason = DenyReason.MY_NUMBER_NOT_PERMITTED
             elif not policy.permits(fp, purpose):
                 if fp.on_violation == "mask":
                     masked.append(name)
@@ -467,6 +628,12 @@ def _decide(
         ),
         refused=tuple(refused),
         denied_fields=(*refused, *masked),
+        special=any(
+            fp is not None
+            and fp.category in policy.taxonomy
+            and policy.taxonomy[fp.category].special_care
+            for fp in fields.values()
+        ),
     )
 
 
@@ -522,6 +689,11 @@ def _message(
     names = ", ".join(f"{where}{f}" for f in fields)
     if reason is DenyReason.UNTAGGED_FIELD:
         return f"field(s) {names} carry no purpose tags: access denied"
+    if reason is DenyReason.MY_NUMBER_NOT_PERMITTED:
+        return (
+            f"field(s) {names} hold My Number (個人番号): purpose {purpose!r} "
+            "is not a My Number Act purpose"
+        )
     return f"purpose {purpose!r} is not permitted for field(s) {names}"
 
 

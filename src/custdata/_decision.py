@@ -55,6 +55,17 @@ class DenyReason(str, enum.Enum):
     PURPOSE_NOT_PERMITTED = "purpose_not_permitted"
     UNTAGGED_FIELD = "untagged_field"
     ERASURE_NOT_PERMITTED = "erasure_not_permitted"
+    #: A subject of the batch has no consent in force for a purpose that
+    #: needs it, or for acquiring special-care data (R-CON-1, R-DEF-3).
+    CONSENT_MISSING = "consent_missing"
+    #: The purpose is not yet effective (``effective_from``) or retired
+    #: (``retired_on``), or the policy is not yet effective (R-PUR-7).
+    PURPOSE_NOT_EFFECTIVE = "purpose_not_effective"
+    #: A My Number (個人番号) field used for a purpose not marked as a
+    #: My Number Act purpose (R-DEF-4).
+    MY_NUMBER_NOT_PERMITTED = "my_number_not_permitted"
+    #: A legal hold keeps a subject's records from erasure (R-RET-3).
+    LEGAL_HOLD = "legal_hold"
 
 
 @attrs.frozen(kw_only=True)
@@ -79,6 +90,9 @@ class AccessDecision:
         denied_fields: The fields whose purpose tags refused the access.
         subjects: The data subjects concerned (raw ids; pseudonymised on write).
         count: How many (subject, field) values the decision releases or refuses.
+        consents: The ids of the consent records the decision relied on (for a
+            purpose that needs consent, or a special-care write), in the order
+            of ``subjects``; empty when no consent was needed.
         request_id: The application's request id, if one is in force.
         trace_id: The distributed-tracing id, if one is in force.
     """
@@ -98,6 +112,7 @@ class AccessDecision:
     count: int = 0
     request_id: str | None = None
     trace_id: str | None = None
+    consents: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> bool:

@@ -12,7 +12,8 @@ keep working::
     │   ├── PurposeRequiredError                 no purpose is in force
     │   ├── PurposeNotGrantedError               the actor's role may not claim the purpose
     │   ├── PurposeViolationError                the purpose is not permitted for a field
-    │   └── ConsentRequiredError                 the purpose needs consent that is missing
+    │   ├── ConsentRequiredError                 the purpose needs consent that is missing
+    │   └── LegalHoldError                       a legal hold keeps the data from disposal
     ├── DecryptionError                          any authenticity or format failure
     │   ├── UnknownKeyError (LookupError)        the envelope names a key the keyring lacks
     │   └── KeyDestroyedError                    the key was destroyed (crypto-shredding)
@@ -42,6 +43,7 @@ __all__ = [
     "DecryptionError",
     "KeyDestroyedError",
     "KeyManagementError",
+    "LegalHoldError",
     "PurposeNotGrantedError",
     "PurposeRequiredError",
     "PurposeViolationError",
@@ -118,6 +120,10 @@ class PurposeViolationError(AccessDeniedError):
 
 class ConsentRequiredError(AccessDeniedError):
     """The purpose requires the data subject's consent, which is not recorded."""
+
+
+class LegalHoldError(AccessDeniedError):
+    """A legal hold keeps the subject's data: shredding or erasing it is refused."""
 
 
 class DecryptionError(CustdataError):

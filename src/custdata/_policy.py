@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 import attrs
 
 from ._errors import ConfigurationError
+from ._lifecycle import check_my_number_field, check_purpose_lifecycle
 from ._purposes import AppiBasis, GdprBasis, Purpose, PurposeTree
 from ._retention import (
     Anchor,
@@ -398,6 +399,8 @@ class Policy:
                     retention=r.text("retention", required=False),
                     categories=r.strings("categories", required=False),
                     may_erase=r.flag("may_erase"),
+                    retired_on=r.date("retired_on", required=False),
+                    my_number_act=r.flag("my_number_act"),
                 )
             )
             r.finish()
@@ -518,6 +521,7 @@ class Policy:
             for cat in p.categories:
                 if cat not in self.taxonomy:
                     problems.add(f"{where}.categories", f"unknown category {cat!r}")
+            check_purpose_lifecycle(p, problems.add)
         cyclic = self._cyclic_purposes()
         for pid in cyclic:
             problems.add(
@@ -598,6 +602,7 @@ class Policy:
             problems.add(
                 f"{where}.retention", f"unknown retention rule {field.retention!r}"
             )
+        check_my_number_field(self, field, where, problems.add)
         problems.raise_if_any()
 
     def permits(self, field: FieldPolicy, purpose_id: str) -> bool:
@@ -611,6 +616,14 @@ class Policy:
             return False
         ups = self.tree.ancestors(purpose_id)
         return any(granted in ups for granted in role.purposes)
+
+    def needs_consent(self, purpose_id: str) -> bool:
+        """Return whether *purpose_id*, or a purpose above it, says ``consent_required``."""
+        if purpose_id not in self.tree:
+            return False
+        return any(
+            self.purposes[p].consent_required for p in self.tree.ancestors(purpose_id)
+        )
 
     def may_erase(self, purpose_id: str) -> bool:
         """Return whether acting for *purpose_id* may delete customer records.

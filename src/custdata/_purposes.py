@@ -83,6 +83,10 @@ class Purpose:
         categories: The data categories the purpose uses, as published.
         may_erase: Whether acting for this purpose (or one below it) may
             delete customer records; no purpose may unless it says so.
+        retired_on: The first day the purpose may no longer be used, or
+            ``None`` while it is in use (R-PUR-7).
+        my_number_act: Whether this is a purpose the My Number Act (番号法)
+            permits; only such purposes may use My Number fields (R-DEF-4).
     """
 
     id: str
@@ -98,6 +102,8 @@ class Purpose:
     retention: str | None = None
     categories: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
     may_erase: bool = False
+    retired_on: dt.date | None = None
+    my_number_act: bool = False
 
 
 @attrs.frozen(init=False, repr=False)

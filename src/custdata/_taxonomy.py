@@ -154,6 +154,14 @@ BUILTIN_CATEGORIES: tuple[Category, ...] = (
     ),
     _c("demographic.gender", "性別", "Gender", _A, "user.demographic.gender"),
     _c("customer_id", "顧客ID", "Customer id", _L, "user.unique_id"),
+    _c(
+        "my_number",
+        "個人番号（マイナンバー）",
+        "My Number (individual number)",
+        _D,
+        "user.government_id.national_identification_number",
+        mask="card",
+    ),
     _c("transaction", "取引情報", "Transactions", _A, "user.behavior"),
     _c(
         "transaction.history",
@@ -289,6 +297,16 @@ BUILTIN_CATEGORIES: tuple[Category, ...] = (
         special=True,
     ),
 )
+
+
+#: The built-in My Number (個人番号) category: usable only for purposes the
+#: My Number Act permits (R-DEF-4), as are the categories below it.
+MY_NUMBER = "my_number"
+
+
+def is_my_number(key: str) -> bool:
+    """Whether category *key* is My Number (個人番号) or a category below it."""
+    return key == MY_NUMBER or key.startswith(MY_NUMBER + ".")
 
 
 @attrs.frozen(init=False, repr=False)

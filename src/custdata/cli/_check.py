@@ -11,6 +11,7 @@ from typing import Any
 
 from .._check import Finding, check_policy
 from .._errors import ConfigurationError
+from .._lifecycle import compare_policies
 from .._policy import Policy
 from ._options import load_models
 
@@ -24,7 +25,8 @@ def register(commands: Any) -> None:
             "Validate the policy file and report what the regulation still requires: "
             "published texts, owners, responsible persons, timely review, consent "
             "for special-care data; with --models, also untagged or unencrypted "
-            "customer-data columns. Exit 0 clean, 1 findings, 2 invalid input."
+            "customer-data columns; with --previous, purpose changes against the "
+            "previous policy. Exit 0 clean, 1 findings, 2 invalid input."
         ),
     )
     parser.add_argument(
@@ -34,6 +36,14 @@ def register(commands: Any) -> None:
         "--models",
         metavar="MODULE:BASE",
         help="a SQLAlchemy declarative base to check, e.g. myapp.models:Base",
+    )
+    parser.add_argument(
+        "--previous",
+        metavar="OLD.toml",
+        help=(
+            "the previous (published) policy: flag purposes changed without a new "
+            "version and changes that need consent or notification"
+        ),
     )
     parser.add_argument("--json", action="store_true", help="print findings as JSON")
     parser.add_argument(
@@ -52,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         policy = Policy.from_toml(args.policy)
         findings = check_policy(policy, today=today)
+        if args.previous:
+            findings.extend(compare_policies(Policy.from_toml(args.previous), policy))
         if args.models:
             from ..sqlalchemy import check_models  # noqa: PLC0415 - optional layer
 

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import contextlib
 
+from ._anchors import UtcDateTime as UtcDateTime
+from ._anchors import retention_anchor as retention_anchor
 from ._check import check_models as check_models
+from ._consent import SqlConsentStore as SqlConsentStore
 from ._declare import BLIND_INDEX_SUFFIX as BLIND_INDEX_SUFFIX
 from ._declare import CustomerDataInfo as CustomerDataInfo
 from ._declare import customer_data as customer_data
 from ._declare import subject_key as subject_key
 from ._declare import uuid7 as uuid7
+from ._holds import SqlHoldStore as SqlHoldStore
 from ._jobs import KeyUsage as KeyUsage
 from ._jobs import MigrationReport as MigrationReport
 from ._jobs import ReencryptReport as ReencryptReport
@@ -31,6 +35,10 @@ from ._legacy import legacy_plaintext_reads as legacy_plaintext_reads
 from ._runtime import MASK_TEXT as MASK_TEXT
 from ._runtime import install as install
 from ._runtime import validate_models as validate_models
+from ._sweep import SweepCount as SweepCount
+from ._sweep import SweepReport as SweepReport
+from ._sweep import replay_deletions as replay_deletions
+from ._sweep import sweep as sweep
 from ._tables import add_custdata_tables as add_custdata_tables
 from ._types import EncryptedBoolean as EncryptedBoolean
 from ._types import EncryptedBytes as EncryptedBytes
@@ -66,7 +74,12 @@ __all__ = [
     "MASK_TEXT",
     "MigrationReport",
     "ReencryptReport",
+    "SqlConsentStore",
+    "SqlHoldStore",
     "SqlSubjectKeyStore",
+    "SweepCount",
+    "SweepReport",
+    "UtcDateTime",
     "add_custdata_tables",
     "bind_subject",
     "blind_index_eraser",
@@ -78,8 +91,11 @@ __all__ = [
     "key_usage",
     "legacy_plaintext_reads",
     "reencrypt",
+    "replay_deletions",
+    "retention_anchor",
     "shred_subject",
     "subject_key",
+    "sweep",
     "uuid7",
     "validate_models",
 ]

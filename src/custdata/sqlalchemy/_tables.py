@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData, Table
 
+from ._consent import consent_table
+from ._holds import hold_table
 from ._keystore import subject_key_table
 
 
@@ -15,8 +17,12 @@ def add_custdata_tables(
     *,
     audit: bool = True,
     subject_keys: bool = True,
+    consent: bool = True,
+    holds: bool = True,
     audit_prefix: str = "custdata_audit",
     subject_key_table_name: str = "custdata_subject_keys",
+    consent_table_name: str = "custdata_consent",
+    hold_table_name: str = "custdata_legal_hold",
 ) -> list[Table]:
     """Define every table custdata keeps in the application's database on *metadata*.
 
@@ -25,7 +31,8 @@ def add_custdata_tables(
     custdata's tables with the application's and never proposes to drop them:
     the audit trail's SQL-sink tables (:class:`custdata.audit.SqlSink`; events,
     their subject index and checkpoints) and the per-subject key table
-    (:class:`SqlSubjectKeyStore`). Tables custdata adds in later versions are
+    (:class:`SqlSubjectKeyStore`), the consent ledger
+    (:class:`SqlConsentStore`) and the legal holds (:class:`SqlHoldStore`). Tables custdata adds in later versions are
     added here too. Calling it again on the same metadata changes nothing.
 
     Then open the sink with ``SqlSink(url, prefix=audit_prefix, create=False)``
@@ -39,6 +46,10 @@ def add_custdata_tables(
         subject_keys: Add the per-subject key table.
         audit_prefix: The audit tables' name prefix (as given to ``SqlSink``).
         subject_key_table_name: The per-subject key table's name.
+        consent: Add the consent ledger's table (:class:`SqlConsentStore`).
+        consent_table_name: The consent ledger table's name.
+        holds: Add the legal-hold register's table (:class:`SqlHoldStore`).
+        hold_table_name: The legal-hold table's name.
 
     Returns:
         The tables, as defined on *metadata*.
@@ -57,4 +68,8 @@ def add_custdata_tables(
             tables.extend((defined.event, defined.subject, defined.checkpoint))
     if subject_keys:
         tables.append(subject_key_table(metadata, subject_key_table_name))
+    if consent:
+        tables.append(consent_table(metadata, consent_table_name))
+    if holds:
+        tables.append(hold_table(metadata, hold_table_name))
     return tables

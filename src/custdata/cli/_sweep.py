@@ -1,0 +1,208 @@
+"""``custdata sweep``: dispose of expired customer data; replay a deletion log."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+
+from typing import Any
+
+from .._custodian import Custodian
+from .._errors import ConfigurationError, CustdataError
+from .._policy import Policy
+from ..governance import LegalHolds
+from ._options import (
+    add_audit_arguments,
+    add_database_arguments,
+    add_kek_arguments,
+    add_subject_key_arguments,
+    load_keyring,
+    load_models,
+    open_audit,
+    open_subject_keys,
+    warn_unrecorded,
+)
+from ._progress import Progress
+from ._reencrypt import _positive
+
+
+__all__ = ["register", "run"]
+
+
+def register(commands: Any) -> None:
+    """Register the ``sweep`` command."""
+    parser = commands.add_parser(
+        "sweep",
+        help="dispose of expired customer data (the retention sweep)",
+        description=(
+            "Resolve the retention of every customer-data value of the tables that "
+            "declare retention anchors and dispose of what has expired: rows whose "
+            "every value has expired are deleted (their subject keys crypto-shredded "
+            "where the rule says so), expired values of rows that are kept are "
+            "erased. Subjects under a legal hold are skipped. Batches commit on their "
+            "own, each recorded as one retention.expire event and logged to --log "
+            "first: kill it at any point and run it again. --dry-run prints the "
+            "counts per table, field and action and changes nothing. --replay LOG "
+            "applies a deletion log again to a database restored from a backup. "
+            "Exit 0 done, 2 on a configuration error."
+        ),
+    )
+    add_database_arguments(parser)
+    parser.add_argument(
+        "--policy", required=True, metavar="PATH", help="the custdata.toml file"
+    )
+    parser.add_argument(
+        "--keyring",
+        metavar="PATH",
+        help="the keyring file: needed for --audit and to crypto-shred subject keys",
+    )
+    add_kek_arguments(parser)
+    add_subject_key_arguments(parser)
+    add_audit_arguments(parser)
+    parser.add_argument(
+        "--holds-table",
+        default="custdata_legal_hold",
+        metavar="NAME",
+        help="the legal-hold table in the --url database (used if it exists)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="count; change nothing")
+    parser.add_argument(
+        "--log", metavar="FILE", help="append the deletion log here (keep it apart)"
+    )
+    parser.add_argument(
+        "--replay", metavar="LOG", help="re-apply a deletion log to a restored backup"
+    )
+    parser.add_argument(
+        "--now",
+        type=_instant,
+        default=None,
+        metavar="ISO-8601",
+        help="decide as of this aware instant (default: now)",
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive, default=500, help="rows per transaction"
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="workers sweeping at once (SKIP LOCKED on PostgreSQL, MySQL 8, MariaDB 10.6)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(handler=run)
+
+
+def _instant(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 instant: {text!r}") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError("the instant needs a time zone, like +09:00")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``custdata sweep``."""
+    from sqlalchemy import create_engine, inspect  # noqa: PLC0415 - optional layer
+
+    from ..sqlalchemy import SqlHoldStore, replay_deletions, sweep  # noqa: PLC0415
+
+    bar = Progress(args.quiet or args.json)
+    trail = None
+    store_engine = None
+    try:
+        policy = Policy.from_toml(args.policy)
+        keyring = load_keyring(args.keyring, args) if args.keyring else None
+        if args.audit and keyring is None:
+            raise ConfigurationError("--audit needs --keyring (its audit root key)")
+        models = load_models(args.models)
+        trail = open_audit(args, keyring) if keyring is not None else None
+        opened = open_subject_keys(args)
+        store, store_engine = opened if opened is not None else (None, None)
+        engine = create_engine(args.url, hide_parameters=True)
+        try:
+            holds = None
+            if inspect(engine).has_table(args.holds_table):
+                holds = SqlHoldStore(engine, table_name=args.holds_table)
+            custodian = Custodian(
+                policy=policy,
+                keyring=keyring,
+                audit=trail,
+                subject_keys=store,
+                holds=LegalHolds(holds) if holds is not None else None,
+            )
+            if args.replay is not None:
+                changed = replay_deletions(
+                    engine, args.replay, tables=models, custodian=custodian
+                )
+                print(f"replayed {args.replay}: {changed} entries applied")
+                return 0
+            if not args.dry_run:
+                warn_unrecorded("sweep", args, "customer data is disposed of")
+            report = sweep(
+                engine,
+                custodian,
+                tables=models,
+                now=args.now,
+                dry_run=args.dry_run,
+                batch_size=args.batch_size,
+                log=args.log,
+                workers=args.workers,
+                progress=bar,
+            )
+            bar.close()
+        finally:
+            engine.dispose()
+    except CustdataError as exc:
+        bar.close()
+        print(f"custdata sweep: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if store_engine is not None:
+            store_engine.dispose()
+        if trail is not None:
+            trail.close()
+    _print(report, as_json=args.json)
+    return 0
+
+
+def _print(report: Any, *, as_json: bool) -> None:
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "sweep_id": report.sweep_id,
+                    "dry_run": report.dry_run,
+                    "scanned": report.scanned,
+                    "batches": report.batches,
+                    "counts": [
+                        {
+                            "table": c.table,
+                            "field": c.field,
+                            "action": c.action,
+                            "count": c.count,
+                        }
+                        for c in report.counts
+                    ],
+                    "unanchored": list(report.unanchored),
+                },
+                indent=2,
+            )
+        )
+        return
+    what = "would dispose of" if report.dry_run else "disposed of"
+    for c in report.counts:
+        where = c.table if c.field == "*" else f"{c.table}.{c.field}"
+        print(f"{where}: {c.action} {c.count}")
+    done = report.total("delete_row") + report.total("erase")
+    print(f"scanned {report.scanned} rows: {what} {done} rows and values")
+    for name in report.unanchored:
+        print(
+            f"custdata sweep: {name} declares no retention anchors; its values "
+            "were not examined",
+            file=sys.stderr,
+        )

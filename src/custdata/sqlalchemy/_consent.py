@@ -1,0 +1,213 @@
+"""The consent ledger's records in the application's database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from collections.abc import Collection
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Text,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Engine
+
+from custdata.governance import Consent
+
+
+__all__ = ["SqlConsentStore", "consent_table"]
+
+_DEFAULT_TABLE = "custdata_consent"
+#: Subjects per ``IN (...)`` list: well under every driver's bind limit.
+_CHUNK = 500
+
+
+def _when() -> Any:
+    # MySQL's DATETIME keeps whole seconds unless told otherwise; a consent
+    # granted and withdrawn within one second must stay distinguishable.
+    return DateTime(timezone=True).with_variant(
+        mysql.DATETIME(fsp=6), "mysql", "mariadb"
+    )
+
+
+def consent_table(metadata: MetaData, table_name: str = _DEFAULT_TABLE) -> Table:
+    """Return the consent ledger's table on *metadata*, defining it if needed.
+
+    One row per :class:`custdata.governance.Consent`; ``scope`` is a JSON list
+    of field names; times are stored in UTC.
+    """
+    existing = metadata.tables.get(table_name)
+    if existing is not None:
+        return existing
+    return Table(
+        table_name,
+        metadata,
+        Column("id", String(64), primary_key=True),
+        Column("subject", String(255), nullable=False),
+        Column("purpose", String(255), nullable=False),
+        Column("scope", Text, nullable=False),
+        Column("granted_at", _when(), nullable=False),
+        Column("withdrawn_at", _when(), nullable=True),
+        Column("method", String(64), nullable=False),
+        Column("notice_version", String(64), nullable=False),
+        Column("evidence_ref", String(255), nullable=True),
+        Index(f"ix_{table_name}_subject", "subject", "purpose"),
+    )
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.astimezone(dt.timezone.utc)
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value
+
+
+class SqlConsentStore:
+    """A :class:`custdata.governance.ConsentStore` in a SQL table.
+
+    Give it to :class:`custdata.governance.ConsentLedger`. The ledger asks it
+    once per fetched batch for the records of the batch's subjects: one
+    ``SELECT`` on the table's ``(subject, purpose)`` index, on the store's
+    own connection.
+
+    Args:
+        engine: The engine the store uses, on its own connections.
+        table_name: The table's name.
+        metadata: The ``MetaData`` to define the table in (a new one by
+            default); :func:`custdata.sqlalchemy.add_custdata_tables` defines it
+            on the application's, so Alembic sees it.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        table_name: str = _DEFAULT_TABLE,
+        metadata: MetaData | None = None,
+    ) -> None:
+        self._engine = engine
+        self.metadata = metadata if metadata is not None else MetaData()
+        self.table: Table = consent_table(self.metadata, table_name)
+        self._reader = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else engine
+        )
+
+    def __repr__(self) -> str:
+        return f"<SqlConsentStore table={self.table.name!r}>"
+
+    def create_table(self) -> None:
+        """Create the table if it does not exist (tests and tools; use migrations)."""
+        self.table.create(self._engine, checkfirst=True)
+
+    @staticmethod
+    def _record(row: Any) -> Consent:
+        granted = _aware(row.granted_at)
+        assert granted is not None  # noqa: S101 - NOT NULL column
+        return Consent(
+            id=row.id,
+            subject=row.subject,
+            purpose=row.purpose,
+            scope=tuple(json.loads(row.scope)),
+            granted_at=granted,
+            withdrawn_at=_aware(row.withdrawn_at),
+            method=row.method,
+            notice_version=row.notice_version,
+            evidence_ref=row.evidence_ref,
+        )
+
+    def add(self, consent: Consent) -> None:
+        """Store a new record."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                self.table.insert().values(
+                    id=consent.id,
+                    subject=consent.subject,
+                    purpose=consent.purpose,
+                    scope=json.dumps(list(consent.scope)),
+                    granted_at=_utc(consent.granted_at),
+                    withdrawn_at=None
+                    if consent.withdrawn_at is None
+                    else _utc(consent.withdrawn_at),
+                    method=consent.method,
+                    notice_version=consent.notice_version,
+                    evidence_ref=consent.evidence_ref,
+                )
+            )
+
+    def set_withdrawn(self, consent_id: str, at: dt.datetime) -> Consent | None:
+        """Mark a record withdrawn at *at* unless it already is; return it."""
+        t = self.table
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(t)
+                .where(t.c.id == consent_id, t.c.withdrawn_at.is_(None))
+                .values(withdrawn_at=_utc(at))
+            )
+            row = conn.execute(select(t).where(t.c.id == consent_id)).first()
+        return None if row is None else self._record(row)
+
+    def records_for(
+        self, subjects: Collection[str], purposes: Collection[str] | None
+    ) -> list[Consent]:
+        """Every record of *subjects* for *purposes* (``None``: any purpose)."""
+        t = self.table
+        wanted = list(subjects)
+        out: list[Consent] = []
+        with self._reader.connect() as conn:
+            for start in range(0, len(wanted), _CHUNK):
+                query = select(t).where(t.c.subject.in_(wanted[start : start + _CHUNK]))
+                if purposes is not None:
+                    query = query.where(t.c.purpose.in_(list(purposes)))
+                out.extend(self._record(row) for row in conn.execute(query))
+        return out
+
+    def in_force(
+        self, subjects: Collection[str], purposes: Collection[str], at: dt.datetime
+    ) -> list[tuple[str, str, tuple[str, ...], dt.datetime]]:
+        """The consents of *subjects* for *purposes* in force at *at*, filtered in SQL.
+
+        Returns:
+            (subject, consent id, scope, granted at) per consent in force.
+        """
+        t = self.table
+        wanted = list(subjects)
+        when = _utc(at)
+        cols = (t.c.subject, t.c.id, t.c.scope, t.c.granted_at)
+        out: list[tuple[str, str, tuple[str, ...], dt.datetime]] = []
+        with self._reader.connect() as conn:
+            for start in range(0, len(wanted), _CHUNK):
+                query = select(*cols).where(
+                    t.c.subject.in_(wanted[start : start + _CHUNK]),
+                    t.c.purpose.in_(list(purposes)),
+                    t.c.granted_at <= when,
+                    or_(t.c.withdrawn_at.is_(None), t.c.withdrawn_at > when),
+                )
+                for subject, cid, scope, granted in conn.execute(query):
+                    fields = () if scope == "[]" else tuple(json.loads(scope))
+                    out.append((subject, cid, fields, _aware(granted)))  # type: ignore[arg-type]
+        return out
+
+    def get(self, consent_id: str) -> Consent | None:
+        """The record with *consent_id*, or ``None``."""
+        t = self.table
+        with self._reader.connect() as conn:
+            row = conn.execute(select(t).where(t.c.id == consent_id)).first()
+        return None if row is None else self._record(row)
