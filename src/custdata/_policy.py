@@ -31,6 +31,7 @@ from ._retention import (
     resolve_retention,
 )
 from ._taxonomy import Category, Identifiability, Taxonomy
+from ._thirdparty import ThirdPartyPolicy, read_third_party
 from ._util import str_tuple
 
 
@@ -246,6 +247,8 @@ class Policy:
         retention_rules: Retention rules by id.
         taxonomy: The category taxonomy (built-in plus the policy's own).
         source: The file the policy was loaded from, if any.
+        third_party: Contractors, joint use and published foreign countries
+            (the ``[third_party]`` table).
 
     Raises:
         ConfigurationError: With every problem found: unknown or duplicate ids,
@@ -264,6 +267,7 @@ class Policy:
     retention_rules: Mapping[str, RetentionRule] = attrs.field(factory=dict)
     taxonomy: Taxonomy = attrs.field(factory=Taxonomy.default)
     source: str | None = None
+    third_party: ThirdPartyPolicy = attrs.field(factory=ThirdPartyPolicy)
     tree: PurposeTree = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -434,6 +438,7 @@ class Policy:
             except ConfigurationError as exc:
                 problems.add(f"categories.{key}", exc.reason)
             r.finish()
+        third_party = read_third_party(root)
         root.finish()
         problems.raise_if_any()
 
@@ -457,6 +462,7 @@ class Policy:
             retention_rules={r.id: r for r in rules},
             taxonomy=taxonomy,
             source=source,
+            third_party=third_party,
         )
 
     @staticmethod
@@ -540,6 +546,7 @@ class Policy:
                 problems.add(
                     f"roles.{rid}.responsible", f"unknown person {role.responsible!r}"
                 )
+        self.third_party.validate(self, problems)
 
     def _cyclic_purposes(self) -> list[str]:
         cyclic = []

@@ -12,6 +12,7 @@ from typing import Any
 from .._check import Finding, check_policy
 from .._errors import ConfigurationError
 from .._policy import Policy
+from ..governance import contractor_findings
 from ._options import load_models
 
 
@@ -23,7 +24,7 @@ def register(commands: Any) -> None:
         description=(
             "Validate the policy file and report what the regulation still requires: "
             "published texts, owners, responsible persons, timely review, consent "
-            "for special-care data; with --models, also untagged or unencrypted "
+            "for special-care data, contractor reviews and countries of handling; with --models, also untagged or unencrypted "
             "customer-data columns. Exit 0 clean, 1 findings, 2 invalid input."
         ),
     )
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         policy = Policy.from_toml(args.policy)
         findings = check_policy(policy, today=today)
+        findings.extend(contractor_findings(policy, today=today))
         if args.models:
             from ..sqlalchemy import check_models  # noqa: PLC0415 - optional layer
 

@@ -16,9 +16,44 @@ effect; a decision records the pack it used (:attr:`RulePack.pack_id`).
 from __future__ import annotations
 
 from ._consent import ConsentSource as ConsentSource
+from ._contractors import contractor_findings as contractor_findings
 from ._packs import RulePack as RulePack
 from ._packs import rule_pack as rule_pack
 from ._packs import rule_packs as rule_packs
+from ._provision import Basis as Basis
+from ._provision import ForeignTransferInfo as ForeignTransferInfo
+from ._provision import InMemoryProvisionRecordStore as InMemoryProvisionRecordStore
+from ._provision import Provider as Provider
+from ._provision import ProvisionDecision as ProvisionDecision
+from ._provision import ProvisionGate as ProvisionGate
+from ._provision import ProvisionRecord as ProvisionRecord
+from ._provision import ProvisionRecordStore as ProvisionRecordStore
+from ._provision import ProvisionRequest as ProvisionRequest
+from ._provision import ReceiptRequest as ReceiptRequest
+from ._provision import Recipient as Recipient
+from ._provision import RelatedInfoRequest as RelatedInfoRequest
+from ._provision import disclose_records as disclose_records
+from ._provision import retain_until as retain_until
 
 
-__all__ = ["ConsentSource", "RulePack", "rule_pack", "rule_packs"]
+__all__ = [
+    "Basis",
+    "ConsentSource",
+    "ForeignTransferInfo",
+    "InMemoryProvisionRecordStore",
+    "Provider",
+    "ProvisionDecision",
+    "ProvisionGate",
+    "ProvisionRecord",
+    "ProvisionRecordStore",
+    "ProvisionRequest",
+    "ReceiptRequest",
+    "Recipient",
+    "RelatedInfoRequest",
+    "RulePack",
+    "contractor_findings",
+    "disclose_records",
+    "retain_until",
+    "rule_pack",
+    "rule_packs",
+]

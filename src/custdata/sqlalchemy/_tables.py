@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import MetaData, Table
 
 from ._keystore import subject_key_table
+from ._provision import provision_tables
 
 
 __all__ = ["add_custdata_tables"]
@@ -17,6 +18,8 @@ def add_custdata_tables(
     subject_keys: bool = True,
     audit_prefix: str = "custdata_audit",
     subject_key_table_name: str = "custdata_subject_keys",
+    provision: bool = True,
+    provision_prefix: str = "custdata_provision",
 ) -> list[Table]:
     """Define every table custdata keeps in the application's database on *metadata*.
 
@@ -25,7 +28,8 @@ def add_custdata_tables(
     custdata's tables with the application's and never proposes to drop them:
     the audit trail's SQL-sink tables (:class:`custdata.audit.SqlSink`; events,
     their subject index and checkpoints) and the per-subject key table
-    (:class:`SqlSubjectKeyStore`). Tables custdata adds in later versions are
+    (:class:`SqlSubjectKeyStore`), and the provision, receipt and related-information
+    records (:class:`SqlProvisionRecordStore`). Tables custdata adds in later versions are
     added here too. Calling it again on the same metadata changes nothing.
 
     Then open the sink with ``SqlSink(url, prefix=audit_prefix, create=False)``
@@ -39,6 +43,8 @@ def add_custdata_tables(
         subject_keys: Add the per-subject key table.
         audit_prefix: The audit tables' name prefix (as given to ``SqlSink``).
         subject_key_table_name: The per-subject key table's name.
+        provision: Add the provision-record tables.
+        provision_prefix: Their name prefix (as given to ``SqlProvisionRecordStore``).
 
     Returns:
         The tables, as defined on *metadata*.
@@ -57,4 +63,7 @@ def add_custdata_tables(
             tables.extend((defined.event, defined.subject, defined.checkpoint))
     if subject_keys:
         tables.append(subject_key_table(metadata, subject_key_table_name))
+    if provision:
+        defined_p = provision_tables(metadata, prefix=provision_prefix)
+        tables.extend((defined_p.record, defined_p.subject))
     return tables
