@@ -372,3 +372,29 @@ class TestRecordsCommand:
 
 def _request(subjects: list[str], **changes: Any) -> ProvisionRequest:
     return request(subjects=subjects, **changes)
+
+
+def test_shop_example_tells_the_provision_story(tmp_path: Path) -> None:
+    """examples/shop/provision.py: a delivery contractor (no record), a consenting
+    partner (a record), a refused customer, and a disclosure."""
+    import subprocess
+
+    script = (
+        Path(__file__).resolve().parent.parent / "examples" / "shop" / "provision.py"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert 0 == result.returncode, result.stderr
+    out = result.stdout
+    assert "handed over 2 addresses; record: None" in out
+    assert "consent fact: {" in out
+    assert "refused: 1 of 1 subject(s) have no consent" in out
+    assert "outsourcing_27_5_1   record=None" in out
+    assert '"article": "法33条5項"' in out
+    assert "Yamada Hanako" not in out

@@ -23,15 +23,15 @@ __all__ = ["contractor_findings"]
 def contractor_findings(policy: Policy, *, today: dt.date) -> list[Finding]:
     """The findings about *policy*'s contractor registry as of *today*.
 
-    Codes:
-        CTR001: a contractor's review is overdue or has no due date.
-        CTR002: a contractor has no passed security assessment.
-        CTR003: a sub-contractor is listed without the approval its
-            contractor's re-outsourcing rule requires (or re-outsourcing is
-            forbidden).
-        CTR004: a country where a contractor or sub-contractor handles the
-            data is not named in the published safety measures
-            (``third_party.published_foreign_countries``; PPC FAQ Q10-24).
+    The codes:
+
+    - ``CTR001``: a contractor's review is overdue or has no due date.
+    - ``CTR002``: a contractor has no passed security assessment.
+    - ``CTR003``: a sub-contractor is listed without the approval its
+      contractor's re-outsourcing rule requires (or re-outsourcing is forbidden).
+    - ``CTR004``: a country where a contractor or sub-contractor handles the
+      data is not named in the published safety measures
+      (``third_party.published_foreign_countries``; PPC FAQ Q10-24).
     """
     tp = policy.third_party
     findings: list[Finding] = []
