@@ -164,6 +164,41 @@ class TestProvide:
         ]
         assert [] == leaked
 
+    def test_record_names_only_the_subjects_provided(
+        self,
+        engine: Engine,
+        models: Models,
+        trail_sink: MemorySink,
+        store: tuple[SqlProvisionRecordStore, str],
+    ) -> None:
+        """法29条1項, 規則20条: a subject asked for but not in the database is not
+        named by the record (nothing of theirs left)."""
+        records, _ = store
+        ids = _customers(engine, models, 1)
+        ghost = uuid.uuid4()
+        consent = DictConsent()
+        for s in (*ids, ghost):
+            consent.give(s, PURPOSE)
+        with (
+            Session(engine) as session,
+            custdata.acting_as("p-1", role="partnership_desk"),
+        ):
+            given = provide(
+                session,
+                models.Customer,
+                gate=_gate(records, consent),
+                recipient=PARTNER,
+                basis=Basis.CONSENT_27_1,
+                purpose=PURPOSE,
+                subjects=[ids[0], ghost],
+                fields=["email"],
+                now=T0,
+            )
+        assert given.record is not None
+        assert (str(ids[0]),) == given.record.subjects
+        assert [str(ids[0])] == list(given.record.items["consent_fact"])
+        assert [] == records.for_subject(str(ghost))
+
     def test_refused_provision_reads_and_records_nothing(
         self,
         engine: Engine,

@@ -825,14 +825,38 @@ class ProvisionGate:
         request = decision.request
         pack = rule_pack("appi", pack_id=decision.pack_id)
         new_items = self._provision_items(decision, now)
-        if request.method == "bulk":
-            current = self._records.open_bulk(
-                "provision", request.recipient.id, request.basis.value
-            )
+        return self._keep(
+            kind="provision",
+            basis=request.basis.value,
+            method=request.method,
+            counterparty_id=request.recipient.id,
+            subjects=request.subjects,
+            data_items=request.categories,
+            items=new_items,
+            now=now,
+            pack=pack,
+            record_id=record_id,
+        )
+
+    def _keep(
+        self,
+        *,
+        kind: RecordKind,
+        basis: str,
+        method: Method,
+        counterparty_id: str,
+        subjects: Sequence[str],
+        data_items: Sequence[str],
+        items: Mapping[str, Any],
+        now: dt.datetime,
+        pack: RulePack,
+        record_id: str | None = None,
+    ) -> ProvisionRecord:
+        """Store a new record, or extend the open bulk record of the same kind."""
+        if method == "bulk":
+            current = self._records.open_bulk(kind, counterparty_id, basis)
             if current is not None:
-                merged = _merge(
-                    current, request.subjects, request.categories, new_items
-                )
+                merged = _merge(current, subjects, data_items, items)
                 last = max(current.last_at, now)
                 updated = attrs.evolve(
                     merged,
@@ -849,19 +873,17 @@ class ProvisionGate:
                 return updated
         rec = ProvisionRecord(
             record_id=record_id or str(uuid.uuid4()),
-            kind="provision",
-            basis=request.basis.value,
-            method=request.method,
-            counterparty_id=request.recipient.id,
-            subjects=request.subjects,
-            data_items=request.categories,
-            items=new_items,
+            kind=kind,
+            basis=basis,
+            method=method,
+            counterparty_id=counterparty_id,
+            subjects=subjects,
+            data_items=data_items,
+            items=items,
             created_at=now,
             first_at=now,
             last_at=now,
-            retain_until=retain_until(
-                request.method, created_at=now, last_at=now, pack=pack
-            ),
+            retain_until=retain_until(method, created_at=now, last_at=now, pack=pack),
             pack_id=pack.pack_id,
         )
         self._records.add(rec)
@@ -947,44 +969,17 @@ class ProvisionGate:
             "data_items": list(receipt.data_items),
         }
         items = {n: values[n] for n in names}
-        provider_id = p.id or p.name
-        if receipt.method == "bulk":
-            current = self._records.open_bulk("receipt", provider_id, kind)
-            if current is not None:
-                merged = _merge(current, receipt.subjects, receipt.data_items, items)
-                last = max(current.last_at, now)
-                updated = attrs.evolve(
-                    merged,
-                    last_at=last,
-                    retain_until=retain_until(
-                        "bulk",
-                        created_at=current.created_at,
-                        last_at=last,
-                        pack=pack,
-                        previous=current.retain_until,
-                    ),
-                )
-                self._records.replace(updated)
-                return updated
-        rec = ProvisionRecord(
-            record_id=str(uuid.uuid4()),
+        return self._keep(
             kind="receipt",
             basis=kind,
             method=receipt.method,
-            counterparty_id=provider_id,
+            counterparty_id=p.id or p.name,
             subjects=receipt.subjects,
             data_items=receipt.data_items,
             items=items,
-            created_at=now,
-            first_at=now,
-            last_at=now,
-            retain_until=retain_until(
-                receipt.method, created_at=now, last_at=now, pack=pack
-            ),
-            pack_id=pack.pack_id,
+            now=now,
+            pack=pack,
         )
-        self._records.add(rec)
-        return rec
 
     # -- 個人関連情報 -------------------------------------------------------------------
 
@@ -1022,8 +1017,7 @@ class ProvisionGate:
             "data_items": list(request.data_items),
             "provided_on": [now.date().isoformat()],
         }
-        rec = ProvisionRecord(
-            record_id=str(uuid.uuid4()),
+        return self._keep(
             kind="related_info",
             basis="related_info_31",
             method="each",
@@ -1031,14 +1025,9 @@ class ProvisionGate:
             subjects=(),
             data_items=request.data_items,
             items={n: values[n] for n in names} | {"count": request.count},
-            created_at=now,
-            first_at=now,
-            last_at=now,
-            retain_until=retain_until("each", created_at=now, last_at=now, pack=pack),
-            pack_id=pack.pack_id,
+            now=now,
+            pack=pack,
         )
-        self._records.add(rec)
-        return rec
 
     # -- disclosure ---------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import json
 import uuid
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -54,7 +54,6 @@ from custdata.governance import (
     ProvisionRequest,
     Recipient,
 )
-from custdata.governance._provision import Method, RecordKind
 
 from ._declare import CustomerDataInfo, _subject_column
 
@@ -62,6 +61,8 @@ from ._declare import CustomerDataInfo, _subject_column
 __all__ = ["Provision", "SqlProvisionRecordStore", "provide", "provision_tables"]
 
 _UTC = dt.timezone.utc
+Method = Literal["each", "bulk", "contract"]
+RecordKind = Literal["provision", "receipt", "related_info"]
 
 
 def _instant() -> Any:
@@ -420,6 +421,19 @@ def provide(
             | {name: getattr(obj, name) for name in fields}
             for obj in found
         ]
+    provided = {str(r[subject_attr]) for r in rows}
+    if provided != set(request.subjects):
+        # The record names only the subjects whose data actually left.
+        kept = tuple(s for s in request.subjects if s in provided)
+        decision = attrs.evolve(
+            decision,
+            request=attrs.evolve(request, subjects=kept),
+            consent_ids={
+                k: v for k, v in decision.consent_ids.items() if k in provided
+            },
+        )
+    if not rows:
+        return Provision(rows=[], record=None, decision=decision)
     record_id = _planned_record_id(gate, decision)
     custodian = current_custodian()
     actor = current_access().actor
