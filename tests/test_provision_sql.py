@@ -231,6 +231,13 @@ class TestProvide:
         assert [] == _events(trail_sink, start, "field.reveal")
         assert [] == _events(trail_sink, start, "export.third_party")
         assert [] == records.all()
+        denied = [
+            e
+            for e in _events(trail_sink, start, "purpose.check")
+            if e.get("reason") == "provision_refused"
+        ]
+        assert 1 == len(denied)
+        assert "denied" == denied[0]["outcome"]
 
     def test_field_outside_the_purpose_is_refused_unrecorded(
         self,

@@ -55,6 +55,8 @@ class DenyReason(str, enum.Enum):
     PURPOSE_NOT_PERMITTED = "purpose_not_permitted"
     UNTAGGED_FIELD = "untagged_field"
     ERASURE_NOT_PERMITTED = "erasure_not_permitted"
+    #: The provision gate refused a third-party provision (APPI 27–31条).
+    PROVISION_REFUSED = "provision_refused"
 
 
 @attrs.frozen(kw_only=True)

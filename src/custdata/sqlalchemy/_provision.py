@@ -43,8 +43,12 @@ from sqlalchemy.orm import Session
 from custdata._context import current_access
 from custdata._context import purpose as claim_purpose
 from custdata._custodian import current_custodian
-from custdata._decision import AccessDecision, Action, Outcome
-from custdata._errors import ActorRequiredError, ConfigurationError
+from custdata._decision import AccessDecision, Action, DenyReason, Outcome
+from custdata._errors import (
+    ActorRequiredError,
+    ConfigurationError,
+    ProvisionRefusedError,
+)
 from custdata.governance import (
     Basis,
     ForeignTransferInfo,
@@ -411,7 +415,30 @@ def provide(
         joint_use=joint_use,
         foreign=foreign,
     )
-    decision = gate.decide(request, now=when)
+    custodian = current_custodian()
+    ctx = current_access()
+    try:
+        decision = gate.decide(request, now=when)
+    except ProvisionRefusedError:
+        if custodian.audit is not None:
+            # The refusal is recorded like any denied access; nothing was read.
+            custodian.audit.record_decision(
+                AccessDecision(
+                    outcome=Outcome.DENIED,
+                    reason=DenyReason.PROVISION_REFUSED,
+                    action=Action.EXPORT,
+                    actor=ctx.actor,
+                    role=ctx.role,
+                    purpose=purpose,
+                    policy_version=custodian.policy.version,
+                    entity=table.name,
+                    fields=tuple(fields),
+                    categories=tuple(sorted(set(categories))),
+                    denied_fields=tuple(fields),
+                    subjects=request.subjects,
+                )
+            )
+        raise
     with claim_purpose(purpose):
         found = session.scalars(
             select(model).where(subject_col.in_(list(subjects)))
@@ -435,8 +462,7 @@ def provide(
     if not rows:
         return Provision(rows=[], record=None, decision=decision)
     record_id = _planned_record_id(gate, decision)
-    custodian = current_custodian()
-    actor = current_access().actor
+    actor = ctx.actor
     assert actor is not None  # noqa: S101 - checked above
     audit = custodian.audit
     export = getattr(audit, "export", None)
@@ -458,7 +484,6 @@ def provide(
         )
     elif audit is not None:
         # A plain decision recorder still hears of the export (without the record id).
-        ctx = current_access()
         audit.record_decision(
             AccessDecision(
                 outcome=Outcome.ALLOWED,
