@@ -148,6 +148,49 @@ class TestPolicySection:
         )
 
 
+class TestBuiltInPython:
+    """Policy.build takes the section as objects and validates it the same way."""
+
+    def _build(self, contractor: custdata.Contractor) -> custdata.Policy:
+        example = custdata.Policy.from_toml(EXAMPLE)
+        return custdata.Policy.build(
+            organisation="Example KK",
+            version="1",
+            effective_date=dt.date(2026, 1, 1),
+            next_review=dt.date(2027, 1, 1),
+            purposes=list(example.purposes.values()),
+            retention_rules=list(example.retention_rules.values()),
+            persons=list(example.persons.values()),
+            third_party=custdata.ThirdPartyPolicy(
+                contractors={contractor.id: contractor}
+            ),
+        )
+
+    def test_valid_contractor(self) -> None:
+        """A contractor entrusted declared purposes and categories is accepted."""
+        c = custdata.Contractor(
+            id="c",
+            name="C KK",
+            address="Tokyo",
+            purposes=["shipping"],
+            categories=["name"],
+        )
+        assert c == self._build(c).third_party.contractors["c"]
+
+    def test_undeclared_purpose_is_refused(self) -> None:
+        """An entrusted purpose must be declared in the policy."""
+        c = custdata.Contractor(
+            id="c",
+            name="C KK",
+            address="Tokyo",
+            purposes=["resale"],
+            categories=["name"],
+        )
+        with pytest.raises(custdata.ConfigurationError) as info:
+            self._build(c)
+        assert "third_party.contractors.c.purposes" == info.value.key_path
+
+
 class TestFindings:
     """contractor_findings: what check reports about the registry."""
 

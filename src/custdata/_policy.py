@@ -290,6 +290,7 @@ class Policy:
         retention_rules: Sequence[RetentionRule] = (),
         categories: Sequence[Category] = (),
         cpo: str | None = None,
+        third_party: ThirdPartyPolicy | None = None,
     ) -> Policy:
         """Build a policy from sequences, checking ids are unique.
 
@@ -313,6 +314,7 @@ class Policy:
             roles=by_role,
             retention_rules=by_rule,
             taxonomy=Taxonomy.default().with_categories(*categories),
+            third_party=third_party or ThirdPartyPolicy(),
         )
 
     # -- loading ---------------------------------------------------------------
