@@ -160,6 +160,20 @@ class TestOptOut:
         )
         assert ["2026-11-02"] == record.items["provided_on"]
 
+    def test_unspecified_many_recipients_are_recorded_as_such(self) -> None:
+        """規則20条1項1号ロ: to unspecified many persons, the record says so instead of
+        naming a recipient."""
+        gate = make_gate()
+        public = Recipient(id="public-list", name="-", unspecified_many=True)
+        record = gate.record(
+            gate.decide(request(basis="optout_27_2", recipient=public), now=T0), now=T0
+        )
+        assert record is not None
+        assert {
+            "id": "public-list",
+            "name": "不特定多数 (unspecified many persons)",
+        } == record.items["recipient"]
+
     def test_optout_cannot_be_recorded_in_bulk(self) -> None:
         """規則19条2項: the bulk record is not available for opt-out provision."""
         with pytest.raises(custdata.ProvisionRefusedError) as info:
@@ -435,7 +449,8 @@ class TestForeignTransfer:
         data = example_data()
         data["third_party"]["contractors"]["hayate_delivery"]["country"] = "VN"
         gate = make_gate(custdata.Policy.from_dict(data))
-        recipient = Recipient(id="hayate_delivery", name="Hayate VN", country="VN")
+        # The registry says where the contractor is, whatever the request says.
+        recipient = Recipient(id="hayate_delivery", name="Hayate VN")
         with pytest.raises(custdata.ProvisionRefusedError) as info:
             gate.decide(
                 request(
@@ -663,6 +678,11 @@ class TestMisuse:
         """Every clock argument must be time-zone aware."""
         with pytest.raises(ValueError, match="aware"):
             make_gate().decide(request(), now=T0.replace(tzinfo=None))
+
+    def test_no_subject_is_a_value_error(self) -> None:
+        """A provision of nobody's data is a mistake, not a provision."""
+        with pytest.raises(ValueError, match="at least one subject"):
+            make_gate().decide(request(subjects=[]), now=T0)
 
     def test_one_string_is_not_a_subject_list(self) -> None:
         """``subjects="abc"`` would be three subjects: refused."""

@@ -535,7 +535,7 @@ class ProvisionGate:
             ContractorReviewOverdueError: The contractor's assessment is
                 missing or its review overdue, unless the policy says ``warn``.
             ConfigurationError: A consent basis without a consent source.
-            ValueError: *now* is naive.
+            ValueError: *now* is naive, or the request names no subject.
         """
         if now.tzinfo is None:
             msg = "now must be time-zone aware"
@@ -553,7 +553,8 @@ class ProvisionGate:
             if cat not in policy.taxonomy:
                 raise _refuse(f"unknown category {cat!r}", "unknown_category", "法27条")
         if not request.subjects:
-            raise _refuse("a provision names no subject", "no_subjects", "法29条1項")
+            msg = "a provision names at least one subject"
+            raise ValueError(msg)
         warnings: list[str] = []
         self._check_foreign(request)
         basis = request.basis
@@ -593,9 +594,15 @@ class ProvisionGate:
         )
 
     def _check_foreign(self, request: ProvisionRequest) -> None:
-        home = self._policy.third_party.home_country
-        foreign = request.recipient.country != home
+        tp = self._policy.third_party
+        home = tp.home_country
         basis = request.basis
+        country = request.recipient.country
+        contractor = tp.contractors.get(request.recipient.id)
+        if basis is Basis.OUTSOURCING_27_5_1 and contractor is not None:
+            # Where a contractor is established is the registry's to say.
+            country = contractor.country
+        foreign = country != home
         info = request.foreign
         if basis in _FOREIGN_BASES and not foreign:
             raise _refuse(
@@ -610,7 +617,7 @@ class ProvisionGate:
             # (28条1項), so outsourcing, succession and joint use stay possible.
             if info is None or not info.equivalence_record:
                 raise _refuse(
-                    f"{basis.value!r} to a recipient in {request.recipient.country} "
+                    f"{basis.value!r} to a recipient in {country} "
                     "needs an equivalence record (基準適合体制)",
                     "equivalence_missing",
                     "法28条1項, 規則16条",
@@ -627,7 +634,7 @@ class ProvisionGate:
         if basis is Basis.FOREIGN_CONSENT_28_1:
             if (
                 info is None
-                or info.country != request.recipient.country
+                or info.country != country
                 or not info.regime.strip()
                 or not info.recipient_measures.strip()
             ):
@@ -639,8 +646,7 @@ class ProvisionGate:
                 )
             return
         raise _refuse(
-            f"a recipient in {request.recipient.country} is a foreign third party: "
-            "use a 28条 basis",
+            f"a recipient in {country} is a foreign third party: use a 28条 basis",
             "foreign_recipient",
             "法28条1項",
         )
