@@ -401,6 +401,17 @@ class TestRecordsCommand:
         assert 0 == main([*args, "--prefix", prefix])
         assert "1 record(s) name subject S" in capsys.readouterr().out
 
+    @pytest.mark.parametrize("url", ["nonsense://x", "not a url"])
+    def test_bad_url_exits_two_in_one_line(
+        self, url: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """An unusable database URL: one line on stderr, exit 2, no traceback."""
+        assert 2 == main(["provision", "records", "--subject", "S", "--url", url])
+        err = capsys.readouterr().err
+        assert ["custdata provision records: invalid database URL"] == [
+            line.split(" (")[0] for line in err.strip().splitlines()
+        ]
+
     def test_missing_tables_exit_two_in_one_line(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
