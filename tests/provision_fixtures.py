@@ -54,6 +54,13 @@ def policy_with(**contractor_changes: Any) -> custdata.Policy:
     return custdata.Policy.from_dict(data, source="test.toml")
 
 
+def optout_policy() -> custdata.Policy:
+    """The example policy of a company that notified the PPC of opt-out provision."""
+    data = example_data()
+    data["third_party"]["optout_notified"] = dt.date(2026, 4, 1)
+    return custdata.Policy.from_dict(data)
+
+
 class DictConsent:
     """A small in-test :class:`~custdata.governance.ConsentSource`.
 

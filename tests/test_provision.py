@@ -38,6 +38,7 @@ from provision_fixtures import (
     DictConsent,
     example_data,
     make_gate,
+    optout_policy,
     policy_with,
     request,
 )
@@ -128,7 +129,7 @@ class TestOptOut:
 
     def test_special_care_data_is_refused(self) -> None:
         """法27条2項ただし書: 要配慮個人情報 cannot be provided by opt-out."""
-        gate = make_gate()
+        gate = make_gate(optout_policy())
         with pytest.raises(custdata.ProvisionRefusedError) as info:
             gate.decide(
                 request(
@@ -143,7 +144,7 @@ class TestOptOut:
 
     def test_data_acquired_by_optout_is_refused(self) -> None:
         """法27条2項ただし書: data itself obtained by opt-out cannot be passed on by opt-out."""
-        gate = make_gate()
+        gate = make_gate(optout_policy())
         optout_receipt(gate, "s-2")
         with pytest.raises(custdata.ProvisionRefusedError) as info:
             gate.decide(request(basis=Basis.OPTOUT_27_2), now=T0)
@@ -152,7 +153,7 @@ class TestOptOut:
     def test_optout_record_has_the_date_and_no_consent_fact(self) -> None:
         """法29条1項, 規則20条1項1号: opt-out → provision date, recipient, subjects,
         items; no consent fact."""
-        gate = make_gate()
+        gate = make_gate(optout_policy())
         record = gate.record(gate.decide(request(basis="optout_27_2"), now=T0), now=T0)
         assert record is not None
         assert ("provided_on", "recipient", "subjects", "data_items") == tuple(
@@ -163,7 +164,7 @@ class TestOptOut:
     def test_unspecified_many_recipients_are_recorded_as_such(self) -> None:
         """規則20条1項1号ロ: to unspecified many persons, the record says so instead of
         naming a recipient."""
-        gate = make_gate()
+        gate = make_gate(optout_policy())
         public = Recipient(id="public-list", name="-", unspecified_many=True)
         record = gate.record(
             gate.decide(request(basis="optout_27_2", recipient=public), now=T0), now=T0
@@ -174,10 +175,21 @@ class TestOptOut:
             "name": "不特定多数 (unspecified many persons)",
         } == record.items["recipient"]
 
+    def test_optout_without_ppc_notification_is_refused(self) -> None:
+        """法27条2項: opt-out provision needs the PPC notified beforehand."""
+        with pytest.raises(custdata.ProvisionRefusedError) as info:
+            make_gate().decide(request(basis="optout_27_2"), now=T0)
+        assert "optout_not_notified" == info.value.code
+        early = dt.datetime(2026, 3, 31, tzinfo=dt.timezone.utc)
+        with pytest.raises(custdata.ProvisionRefusedError):
+            make_gate(optout_policy()).decide(request(basis="optout_27_2"), now=early)
+
     def test_optout_cannot_be_recorded_in_bulk(self) -> None:
         """規則19条2項: the bulk record is not available for opt-out provision."""
         with pytest.raises(custdata.ProvisionRefusedError) as info:
-            make_gate().decide(request(basis="optout_27_2", method="bulk"), now=T0)
+            make_gate(optout_policy()).decide(
+                request(basis="optout_27_2", method="bulk"), now=T0
+            )
         assert "optout_method" == info.value.code
 
 

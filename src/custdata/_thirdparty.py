@@ -132,6 +132,8 @@ class ThirdPartyPolicy:
         home_country: Where the company is established (``"JP"``).
         published_foreign_countries: The foreign countries named in the
             published safety measures (安全管理措置, PPC FAQ Q10-24).
+        optout_notified: When the company notified the PPC of its opt-out
+            provision (27条2項); without it, opt-out provision is refused.
         on_review_overdue: ``"refuse"`` (default) or ``"warn"``: what the
             provision gate does for a contractor whose assessment is missing
             or whose review is overdue.
@@ -143,6 +145,7 @@ class ThirdPartyPolicy:
     published_foreign_countries: tuple[str, ...] = attrs.field(
         default=(), converter=str_tuple
     )
+    optout_notified: dt.date | None = None
     on_review_overdue: Literal["refuse", "warn"] = "refuse"
     contractors: Mapping[str, Contractor] = attrs.field(factory=dict)
     joint_uses: Mapping[str, JointUse] = attrs.field(factory=dict)
@@ -186,6 +189,7 @@ def read_third_party(root: _Reader) -> ThirdPartyPolicy:
     r = type(root)(table, "third_party", root.problems)
     home = r.text("home_country", required=False) or "JP"
     published = r.strings("published_foreign_countries", required=False)
+    optout_notified = r.date("optout_notified", required=False)
     on_overdue = r.text("on_review_overdue", required=False) or "refuse"
     if on_overdue not in ("refuse", "warn"):
         r.problems.add("third_party.on_review_overdue", "expected 'refuse' or 'warn'")
@@ -215,6 +219,7 @@ def read_third_party(root: _Reader) -> ThirdPartyPolicy:
     return ThirdPartyPolicy(
         home_country=home,
         published_foreign_countries=published,
+        optout_notified=optout_notified,
         on_review_overdue=on_overdue,  # type: ignore[arg-type]
         contractors=contractors,
         joint_uses=joint,

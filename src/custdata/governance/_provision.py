@@ -559,7 +559,7 @@ class ProvisionGate:
         self._check_foreign(request)
         basis = request.basis
         if basis is Basis.OPTOUT_27_2:
-            self._check_optout(request)
+            self._check_optout(request, now)
         elif basis is Basis.EXCEPTION_27_1:
             if request.exception not in tuple(topic["exceptions"]):
                 raise _refuse(
@@ -651,7 +651,7 @@ class ProvisionGate:
             "法28条1項",
         )
 
-    def _check_optout(self, request: ProvisionRequest) -> None:
+    def _check_optout(self, request: ProvisionRequest, now: dt.datetime) -> None:
         taxonomy = self._policy.taxonomy
         special = sorted(c for c in request.categories if taxonomy[c].special_care)
         if special:
@@ -679,6 +679,14 @@ class ProvisionGate:
                 f"{len(received)} subject(s) were themselves acquired by opt-out",
                 "optout_acquired",
                 "法27条2項ただし書",
+            )
+        notified = self._policy.third_party.optout_notified
+        if notified is None or notified > now.date():
+            raise _refuse(
+                "opt-out provision needs the notification to the PPC beforehand "
+                "(third_party.optout_notified)",
+                "optout_not_notified",
+                "法27条2項",
             )
 
     def _consents(self, request: ProvisionRequest, now: dt.datetime) -> dict[str, str]:
