@@ -124,3 +124,24 @@ def request(**changes: Any) -> ProvisionRequest:
     }
     base.update(changes)
     return ProvisionRequest(**base)
+
+
+class RacingStore:
+    """A record store where another writer extends the bulk record just before
+    our first replace (the race two processes run into)."""
+
+    def __init__(self, inner: ProvisionRecordStore, other: Any) -> None:
+        self.inner = inner
+        self.other = other  # called once, with the inner store, before our replace
+        self.replaced: list[bool] = []
+
+    def replace(self, record: Any) -> bool:
+        if self.other is not None:
+            other, self.other = self.other, None
+            other(self.inner)
+        done = self.inner.replace(record)
+        self.replaced.append(done)
+        return done
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

@@ -36,6 +36,7 @@ from provision_fixtures import (
     T0,
     US_PARTNER,
     DictConsent,
+    RacingStore,
     example_data,
     make_gate,
     optout_policy,
@@ -500,6 +501,34 @@ class TestRecordMethods:
             second.retain_until
         )
         assert {"s-1", "s-2", "s-3"} == set(second.items["consent_fact"])
+
+    def test_concurrent_extension_of_a_bulk_record_loses_nothing(self) -> None:
+        """規則19条2項: when another process extends the bulk record between our read
+        and our write, our write is refused and merged again: both provisions stay."""
+        consent = consenting("s-1", "s-2", "s-3")
+        inner = InMemoryProvisionRecordStore()
+        gate = make_gate(consent=consent, records=inner)
+        gate.record(
+            gate.decide(request(method="bulk", subjects=["s-1"]), now=T0), now=T0
+        )
+
+        def other_process(store: InMemoryProvisionRecordStore) -> None:
+            other = make_gate(consent=consent, records=store)
+            later = T0 + dt.timedelta(days=1)
+            decision = other.decide(request(method="bulk", subjects=["s-2"]), now=later)
+            other.record(decision, now=later)
+
+        racing = RacingStore(inner, other_process)
+        ours = make_gate(consent=consent, records=racing)  # type: ignore[arg-type]
+        when = T0 + dt.timedelta(days=2)
+        record = ours.record(
+            ours.decide(request(method="bulk", subjects=["s-3"]), now=when), now=when
+        )
+        assert record is not None
+        assert [False, True] == racing.replaced
+        assert ("s-1", "s-2", "s-3") == record.subjects
+        assert 2 == record.revision
+        assert [record] == inner.all()
 
     def test_contract_substitute_is_kept_one_year_after_the_last_provision(
         self,

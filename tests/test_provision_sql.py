@@ -39,6 +39,7 @@ from provision_fixtures import (
     PARTNER,
     T0,
     DictConsent,
+    RacingStore,
     example_data,
     request,
 )
@@ -360,6 +361,33 @@ class TestSqlStore:
         assert 1 == records.purge_expired(second.retain_until + dt.timedelta(seconds=1))
         assert [] == records.all()
         assert [] == records.for_subject("S")
+
+    def test_concurrent_extension_is_merged_again(
+        self, store: tuple[SqlProvisionRecordStore, str]
+    ) -> None:
+        """規則19条2項: the database refuses a stale extension of a bulk record; the
+        gate merges into the newer one, so no provision is lost."""
+        records, _ = store
+        consent = DictConsent()
+        for s in ("S", "T", "U"):
+            consent.give(s, PURPOSE)
+        gate = _gate(records, consent)
+        gate.record(gate.decide(_request(["S"], method="bulk"), now=T0), now=T0)
+
+        def other_process(inner: SqlProvisionRecordStore) -> None:
+            other = _gate(inner, consent)
+            other.record(other.decide(_request(["T"], method="bulk"), now=T0), now=T0)
+
+        racing = RacingStore(records, other_process)
+        ours = _gate(racing, consent)  # type: ignore[arg-type]
+        record = ours.record(
+            ours.decide(_request(["U"], method="bulk"), now=T0), now=T0
+        )
+        assert record is not None
+        assert [False, True] == racing.replaced
+        assert [record] == records.all()
+        assert ("S", "T", "U") == records.all()[0].subjects
+        assert {"S", "T", "U"} == set(records.all()[0].items["consent_fact"])
 
     def test_replace_of_an_unknown_record_is_a_lookup_error(
         self, store: tuple[SqlProvisionRecordStore, str]

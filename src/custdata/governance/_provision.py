@@ -32,6 +32,7 @@ import attrs
 from custdata._errors import (
     ConfigurationError,
     ContractorReviewOverdueError,
+    CustdataError,
     ProvisionRefusedError,
     ReceiptRefusedError,
 )
@@ -92,6 +93,10 @@ _NOT_THIRD_PARTY = (
     Basis.SUCCESSION_27_5_2,
     Basis.JOINT_USE_27_5_3,
 )
+
+
+#: How often extending a bulk record is retried when another writer got there first.
+_BULK_ATTEMPTS = 8
 
 
 def _subjects(value: Iterable[object]) -> tuple[str, ...]:
@@ -252,6 +257,8 @@ class ProvisionRecord:
         last_at: The last one.
         retain_until: When it may be purged.
         pack_id: The rule pack that set its items and retention.
+        revision: How many times it was extended (a bulk record); a store
+            replaces revision *n* only over revision *n - 1*.
     """
 
     record_id: str
@@ -267,6 +274,7 @@ class ProvisionRecord:
     last_at: dt.datetime
     retain_until: dt.datetime
     pack_id: str
+    revision: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The record as JSON-ready data (dates in ISO 8601)."""
@@ -364,8 +372,16 @@ class ProvisionRecordStore(Protocol):
         """Store a new record."""
         ...
 
-    def replace(self, record: ProvisionRecord) -> None:
-        """Store a new version of a record (a bulk record covering one more provision)."""
+    def replace(self, record: ProvisionRecord) -> bool:
+        """Store revision *n* of a record over revision *n - 1* (a bulk record extended).
+
+        Returns:
+            ``False``, storing nothing, when the stored record is no longer at
+            revision *n - 1* (another process extended it first).
+
+        Raises:
+            LookupError: No record has that id.
+        """
         ...
 
     def get(self, record_id: str) -> ProvisionRecord | None:
@@ -408,16 +424,23 @@ class InMemoryProvisionRecordStore:
             raise ValueError(msg)
         self._records[record.record_id] = record
 
-    def replace(self, record: ProvisionRecord) -> None:
-        """Store a new version of an existing record.
+    def replace(self, record: ProvisionRecord) -> bool:
+        """Store revision *n* of a record over revision *n - 1*.
+
+        Returns:
+            ``False``, storing nothing, when the stored revision is not *n - 1*.
 
         Raises:
             LookupError: No record has that id.
         """
-        if record.record_id not in self._records:
+        current = self._records.get(record.record_id)
+        if current is None:
             msg = f"no provision record {record.record_id!r}"
             raise LookupError(msg)
+        if current.revision != record.revision - 1:
+            return False
         self._records[record.record_id] = record
+        return True
 
     def get(self, record_id: str) -> ProvisionRecord | None:
         """The record with *record_id*, or ``None``."""
@@ -868,8 +891,12 @@ class ProvisionGate:
     ) -> ProvisionRecord:
         """Store a new record, or extend the open bulk record of the same kind."""
         if method == "bulk":
-            current = self._records.open_bulk(kind, counterparty_id, basis)
-            if current is not None:
+            # Optimistic: another process may extend the record between our read
+            # and our write; then read it again and merge into the newer one.
+            for _attempt in range(_BULK_ATTEMPTS):
+                current = self._records.open_bulk(kind, counterparty_id, basis)
+                if current is None:
+                    break
                 merged = _merge(current, subjects, data_items, items)
                 last = max(current.last_at, now)
                 updated = attrs.evolve(
@@ -882,9 +909,16 @@ class ProvisionGate:
                         pack=pack,
                         previous=current.retain_until,
                     ),
+                    revision=current.revision + 1,
                 )
-                self._records.replace(updated)
-                return updated
+                if self._records.replace(updated):
+                    return updated
+            else:
+                msg = (
+                    f"the bulk record for {counterparty_id!r} kept changing; "
+                    "nothing was recorded"
+                )
+                raise CustdataError(msg)
         rec = ProvisionRecord(
             record_id=record_id or str(uuid.uuid4()),
             kind=kind,

@@ -26,6 +26,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -109,6 +110,7 @@ def provision_tables(
         Column("last_at", _instant(), nullable=False),
         Column("retain_until", _instant(), nullable=False, index=True),
         Column("pack_id", String(40), nullable=False),
+        Column("revision", Integer, nullable=False, default=0),
         Index(f"ix_{rname}_bulk", "kind", "counterparty_id", "basis", "method"),
     )
     subject = Table(
@@ -179,6 +181,7 @@ class SqlProvisionRecordStore:
             "last_at": _naive_utc(record.last_at),
             "retain_until": _naive_utc(record.retain_until),
             "pack_id": record.pack_id,
+            "revision": record.revision,
         }
 
     def _write_subjects(
@@ -194,8 +197,15 @@ class SqlProvisionRecordStore:
             conn.execute(insert(self._tables.record).values(self._row(record)))
             self._write_subjects(conn, record.record_id, record.subjects)
 
-    def replace(self, record: ProvisionRecord) -> None:
-        """Store a new version of a record, adding the subjects it newly names.
+    def replace(self, record: ProvisionRecord) -> bool:
+        """Store revision *n* of a record over revision *n - 1*, adding new subjects.
+
+        The update is conditional on the stored revision, so two processes
+        extending one bulk record never lose each other's provisions: the later
+        one gets ``False`` and merges again.
+
+        Returns:
+            ``False``, storing nothing, when the stored revision is not *n - 1*.
 
         Raises:
             LookupError: No record has that id.
@@ -204,12 +214,22 @@ class SqlProvisionRecordStore:
         with self._engine.begin() as conn:
             changed = conn.execute(
                 update(t.record)
-                .where(t.record.c.record_id == record.record_id)
+                .where(
+                    t.record.c.record_id == record.record_id,
+                    t.record.c.revision == record.revision - 1,
+                )
                 .values(self._row(record))
             ).rowcount
             if not changed:
-                msg = f"no provision record {record.record_id!r}"
-                raise LookupError(msg)
+                exists = conn.scalar(
+                    select(t.record.c.record_id).where(
+                        t.record.c.record_id == record.record_id
+                    )
+                )
+                if exists is None:
+                    msg = f"no provision record {record.record_id!r}"
+                    raise LookupError(msg)
+                return False
             known = set(
                 conn.scalars(
                     select(t.subject.c.subject).where(
@@ -220,6 +240,7 @@ class SqlProvisionRecordStore:
             self._write_subjects(
                 conn, record.record_id, [s for s in record.subjects if s not in known]
             )
+        return True
 
     def _load(self, conn: Connection, rows: Sequence[Any]) -> list[ProvisionRecord]:
         t = self._tables
@@ -247,6 +268,7 @@ class SqlProvisionRecordStore:
                 last_at=_aware(r.last_at),
                 retain_until=_aware(r.retain_until),
                 pack_id=r.pack_id,
+                revision=r.revision,
             )
             for r in rows
         ]
