@@ -46,10 +46,14 @@ from provision_fixtures import (
 from sa_fixtures import (  # noqa: F401 - pytest fixtures
     CANARIES,
     Models,
+    Recorder,
     billing,
+    counting,
     engine,
     keyring,
     models,
+    recorder,
+    sa_custodian,
     trail_sink,
 )
 
@@ -327,6 +331,51 @@ class TestProvide:
                 fields=["plan"],
                 now=T0,
             )
+
+
+class TestPlainRecorder:
+    """A custodian whose recorder is a plain DecisionRecorder still hears of exports."""
+
+    def test_released_and_refused_exports_are_decisions(
+        self,
+        engine: Engine,
+        models: Models,
+        sa_custodian: custdata.Custodian,
+        recorder: Recorder,
+        store: tuple[SqlProvisionRecordStore, str],
+    ) -> None:
+        """An EXPORT allowed decision for a provision, an EXPORT denial
+        (provision_refused) for a refused one."""
+        records, _ = store
+        ids = _customers(engine, models, 2)
+        consent = DictConsent()
+        consent.give(ids[0], PURPOSE)
+        gate = _gate(records, consent)
+        kw: dict[str, Any] = {
+            "gate": gate,
+            "recipient": PARTNER,
+            "basis": Basis.CONSENT_27_1,
+            "purpose": PURPOSE,
+            "fields": ["email"],
+            "now": T0,
+        }
+        with (
+            Session(engine) as session,
+            custdata.acting_as("p-1", role="partnership_desk"),
+        ):
+            provide(session, models.Customer, subjects=ids[:1], **kw)
+            with pytest.raises(custdata.ProvisionRefusedError):
+                provide(session, models.Customer, subjects=ids, **kw)
+        exports = [d for d in recorder.decisions if d.action is custdata.Action.EXPORT]
+        assert [
+            (custdata.Outcome.ALLOWED, None, (str(ids[0]),), 1),
+            (
+                custdata.Outcome.DENIED,
+                custdata.DenyReason.PROVISION_REFUSED,
+                tuple(str(i) for i in ids),
+                0,
+            ),
+        ] == [(d.outcome, d.reason, d.subjects, d.count) for d in exports]
 
 
 class TestSqlStore:

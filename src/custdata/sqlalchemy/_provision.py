@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 
 from custdata._context import current_access
 from custdata._context import purpose as claim_purpose
-from custdata._custodian import current_custodian
+from custdata._custodian import Custodian, current_custodian
 from custdata._decision import AccessDecision, Action, DenyReason, Outcome
 from custdata._errors import (
     ActorRequiredError,
@@ -445,20 +445,7 @@ def provide(
         if custodian.audit is not None:
             # The refusal is recorded like any denied access; nothing was read.
             custodian.audit.record_decision(
-                AccessDecision(
-                    outcome=Outcome.DENIED,
-                    reason=DenyReason.PROVISION_REFUSED,
-                    action=Action.EXPORT,
-                    actor=ctx.actor,
-                    role=ctx.role,
-                    purpose=purpose,
-                    policy_version=custodian.policy.version,
-                    entity=table.name,
-                    fields=tuple(fields),
-                    categories=tuple(sorted(set(categories))),
-                    denied_fields=tuple(fields),
-                    subjects=request.subjects,
-                )
+                _export_decision(request, custodian, entity=table.name, denied=True)
             )
         raise
     with claim_purpose(purpose):
@@ -507,22 +494,42 @@ def provide(
     elif audit is not None:
         # A plain decision recorder still hears of the export (without the record id).
         audit.record_decision(
-            AccessDecision(
-                outcome=Outcome.ALLOWED,
-                action=Action.EXPORT,
-                actor=actor,
-                role=ctx.role,
-                purpose=purpose,
-                policy_version=custodian.policy.version,
+            _export_decision(
+                decision.request,
+                custodian,
                 entity=table.name,
-                fields=tuple(fields),
-                categories=tuple(sorted(set(categories))),
-                subjects=tuple(str(r[subject_attr]) for r in rows),
                 count=len(rows) * len(fields),
             )
         )
     record = gate.record(decision, now=when, record_id=record_id)
     return Provision(rows=rows, record=record, decision=decision)
+
+
+def _export_decision(
+    request: ProvisionRequest,
+    custodian: Custodian,
+    *,
+    entity: str,
+    count: int = 0,
+    denied: bool = False,
+) -> AccessDecision:
+    """The EXPORT decision a plain recorder hears (refused, or released)."""
+    ctx = current_access()
+    return AccessDecision(
+        outcome=Outcome.DENIED if denied else Outcome.ALLOWED,
+        reason=DenyReason.PROVISION_REFUSED if denied else None,
+        action=Action.EXPORT,
+        actor=ctx.actor,
+        role=ctx.role,
+        purpose=request.purpose,
+        policy_version=custodian.policy.version,
+        entity=entity,
+        fields=request.fields,
+        categories=tuple(sorted(set(request.categories))),
+        denied_fields=request.fields if denied else (),
+        subjects=request.subjects,
+        count=count,
+    )
 
 
 def _planned_record_id(gate: ProvisionGate, decision: ProvisionDecision) -> str | None:
