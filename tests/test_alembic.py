@@ -142,7 +142,7 @@ class TestCustdataTables:
     """add_custdata_tables puts every custdata table on the application's metadata."""
 
     def test_adds_audit_and_subject_key_tables_once(self) -> None:
-        """The audit, subject key and consent tables join; a second call adds nothing."""
+        """Audit, subject key, consent, hold and provision tables join; once only."""
         metadata = MetaData()
         first = add_custdata_tables(metadata)
         again = add_custdata_tables(metadata)
@@ -153,6 +153,8 @@ class TestCustdataTables:
             "custdata_subject_keys",
             "custdata_consent",
             "custdata_legal_hold",
+            "custdata_provision_record",
+            "custdata_provision_subject",
         ] == [t.name for t in first]
         assert [id(t) for t in first] == [id(t) for t in again]
         assert set(metadata.tables) == {t.name for t in first}
@@ -160,7 +162,9 @@ class TestCustdataTables:
     def test_store_uses_the_migrated_table(self) -> None:
         """The SQL stores on the same metadata use the tables defined there."""
         metadata = MetaData()
-        table, consents, held = add_custdata_tables(metadata, audit=False)
+        table, consents, held = add_custdata_tables(
+            metadata, audit=False, provision=False
+        )
         engine = create_engine("sqlite://")
         try:
             store = SqlSubjectKeyStore(engine, metadata=metadata)

@@ -24,7 +24,9 @@ class Customer(Base):
     plan: Mapped[str] = mapped_column(
         String(20), default="basic", info={"custdata_exempt": "product tier"}
     )
-    name: Mapped[str] = customer_data("name", purposes=["billing", "support"])
+    name: Mapped[str] = customer_data(
+        "name", purposes=["billing", "support", "shipping"]
+    )
     email: Mapped[str] = customer_data(
         "contact.email",
         purposes=["billing", "support", "marketing"],
@@ -33,6 +35,9 @@ class Customer(Base):
     )
     phone: Mapped[str | None] = customer_data(
         "contact.phone", purposes=["support"], on_violation="mask"
+    )
+    address: Mapped[str | None] = customer_data(
+        "contact.address", purposes=["billing", "shipping"]
     )
     card: Mapped[str | None] = customer_data("payment.card", purposes=["billing"])
     orders: Mapped[list[Order]] = relationship(back_populates="customer")

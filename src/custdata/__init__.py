@@ -31,14 +31,17 @@ from ._errors import AuditError as AuditError
 from ._errors import AuditUnavailableError as AuditUnavailableError
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import ConsentRequiredError as ConsentRequiredError
+from ._errors import ContractorReviewOverdueError as ContractorReviewOverdueError
 from ._errors import CustdataError as CustdataError
 from ._errors import DecryptionError as DecryptionError
 from ._errors import KeyDestroyedError as KeyDestroyedError
 from ._errors import KeyManagementError as KeyManagementError
 from ._errors import LegalHoldError as LegalHoldError
+from ._errors import ProvisionRefusedError as ProvisionRefusedError
 from ._errors import PurposeNotGrantedError as PurposeNotGrantedError
 from ._errors import PurposeRequiredError as PurposeRequiredError
 from ._errors import PurposeViolationError as PurposeViolationError
+from ._errors import ReceiptRefusedError as ReceiptRefusedError
 from ._errors import UnclassifiedFieldError as UnclassifiedFieldError
 from ._errors import UnknownKeyError as UnknownKeyError
 from ._errors import UnsupportedOperationError as UnsupportedOperationError
@@ -66,6 +69,10 @@ from ._taxonomy import BUILTIN_CATEGORIES as BUILTIN_CATEGORIES
 from ._taxonomy import Category as Category
 from ._taxonomy import Identifiability as Identifiability
 from ._taxonomy import Taxonomy as Taxonomy
+from ._thirdparty import Contractor as Contractor
+from ._thirdparty import JointUse as JointUse
+from ._thirdparty import SubContractor as SubContractor
+from ._thirdparty import ThirdPartyPolicy as ThirdPartyPolicy
 
 
 try:
@@ -87,6 +94,8 @@ __all__ = [
     "Category",
     "ConfigurationError",
     "ConsentRequiredError",
+    "Contractor",
+    "ContractorReviewOverdueError",
     "CustdataError",
     "Custodian",
     "DecisionRecorder",
@@ -96,6 +105,7 @@ __all__ = [
     "FieldPolicy",
     "GdprBasis",
     "Identifiability",
+    "JointUse",
     "KeyDestroyedError",
     "KeyManagementError",
     "LegalHold",
@@ -106,16 +116,20 @@ __all__ = [
     "Outcome",
     "Period",
     "Policy",
+    "ProvisionRefusedError",
     "Purpose",
     "PurposeNotGrantedError",
     "PurposeRequiredError",
     "PurposeTree",
     "PurposeViolationError",
+    "ReceiptRefusedError",
     "ResponsiblePerson",
     "RetentionRule",
     "RetentionStatus",
     "Role",
+    "SubContractor",
     "Taxonomy",
+    "ThirdPartyPolicy",
     "UnclassifiedFieldError",
     "UnknownKeyError",
     "UnsupportedOperationError",

@@ -66,6 +66,8 @@ class DenyReason(str, enum.Enum):
     MY_NUMBER_NOT_PERMITTED = "my_number_not_permitted"
     #: A legal hold keeps a subject's records from erasure (R-RET-3).
     LEGAL_HOLD = "legal_hold"
+    #: The provision gate refused a third-party provision (APPI 27–31条).
+    PROVISION_REFUSED = "provision_refused"
 
 
 @attrs.frozen(kw_only=True)

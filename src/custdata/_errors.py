@@ -14,12 +14,15 @@ keep working::
     │   ├── PurposeViolationError                the purpose is not permitted for a field
     │   ├── ConsentRequiredError                 the purpose needs consent that is missing
     │   └── LegalHoldError                       a legal hold keeps the data from disposal
+    │   └── ProvisionRefusedError                the provision gate refused (APPI 27–31条)
+    │       └── ContractorReviewOverdueError     the contractor's assessment/review is overdue
     ├── DecryptionError                          any authenticity or format failure
     │   ├── UnknownKeyError (LookupError)        the envelope names a key the keyring lacks
     │   └── KeyDestroyedError                    the key was destroyed (crypto-shredding)
     ├── KeyManagementError                       a key operation failed (provider, store)
     ├── UnsupportedOperationError (TypeError)    an operator that cannot work on ciphertext
     ├── ValueTypeError (TypeError)               a value its column's codec cannot encode
+    ├── ReceiptRefusedError (ValueError)         received data lacks the 30条 confirmation items
     └── AuditError
         └── AuditUnavailableError                an audit event could not be recorded
 
@@ -39,14 +42,17 @@ __all__ = [
     "AuditUnavailableError",
     "ConfigurationError",
     "ConsentRequiredError",
+    "ContractorReviewOverdueError",
     "CustdataError",
     "DecryptionError",
     "KeyDestroyedError",
     "KeyManagementError",
     "LegalHoldError",
     "PurposeNotGrantedError",
+    "ProvisionRefusedError",
     "PurposeRequiredError",
     "PurposeViolationError",
+    "ReceiptRefusedError",
     "UnclassifiedFieldError",
     "UnknownKeyError",
     "UnsupportedOperationError",
@@ -165,3 +171,34 @@ class AuditError(CustdataError):
 
 class AuditUnavailableError(AuditError):
     """An audit event could not be recorded, so the guarded operation is refused."""
+
+
+class ProvisionRefusedError(AccessDeniedError):
+    """The provision gate refused to hand customer data to a third party.
+
+    Attributes:
+        code: Why, as a stable code (``consent_missing``, ``special_care_optout``,
+            ``foreign_info_missing``, ``outside_entrusted_categories``...).
+        article: The article or rule that refuses it (``27条2項``).
+    """
+
+    def __init__(self, message: str, *, code: str, article: str) -> None:
+        self.code = code
+        self.article = article
+        super().__init__(f"{message} ({article})")
+
+
+class ContractorReviewOverdueError(ProvisionRefusedError):
+    """The contractor's security assessment is missing or its review is overdue."""
+
+
+class ReceiptRefusedError(CustdataError, ValueError):
+    """Customer data offered by a third party lacks what 30条 requires to confirm.
+
+    Attributes:
+        missing: The names of the missing items (``how_acquired``...).
+    """
+
+    def __init__(self, message: str, *, missing: tuple[str, ...]) -> None:
+        self.missing = missing
+        super().__init__(message)

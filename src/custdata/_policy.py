@@ -32,6 +32,7 @@ from ._retention import (
     resolve_retention,
 )
 from ._taxonomy import Category, Identifiability, Taxonomy
+from ._thirdparty import ThirdPartyPolicy, read_third_party
 from ._util import str_tuple
 
 
@@ -247,6 +248,8 @@ class Policy:
         retention_rules: Retention rules by id.
         taxonomy: The category taxonomy (built-in plus the policy's own).
         source: The file the policy was loaded from, if any.
+        third_party: Contractors, joint use and published foreign countries
+            (the ``[third_party]`` table).
 
     Raises:
         ConfigurationError: With every problem found: unknown or duplicate ids,
@@ -265,6 +268,7 @@ class Policy:
     retention_rules: Mapping[str, RetentionRule] = attrs.field(factory=dict)
     taxonomy: Taxonomy = attrs.field(factory=Taxonomy.default)
     source: str | None = None
+    third_party: ThirdPartyPolicy = attrs.field(factory=ThirdPartyPolicy)
     tree: PurposeTree = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -287,6 +291,7 @@ class Policy:
         retention_rules: Sequence[RetentionRule] = (),
         categories: Sequence[Category] = (),
         cpo: str | None = None,
+        third_party: ThirdPartyPolicy | None = None,
     ) -> Policy:
         """Build a policy from sequences, checking ids are unique.
 
@@ -310,6 +315,7 @@ class Policy:
             roles=by_role,
             retention_rules=by_rule,
             taxonomy=Taxonomy.default().with_categories(*categories),
+            third_party=third_party or ThirdPartyPolicy(),
         )
 
     # -- loading ---------------------------------------------------------------
@@ -437,6 +443,7 @@ class Policy:
             except ConfigurationError as exc:
                 problems.add(f"categories.{key}", exc.reason)
             r.finish()
+        third_party = read_third_party(root)
         root.finish()
         problems.raise_if_any()
 
@@ -460,6 +467,7 @@ class Policy:
             retention_rules={r.id: r for r in rules},
             taxonomy=taxonomy,
             source=source,
+            third_party=third_party,
         )
 
     @staticmethod
@@ -544,6 +552,7 @@ class Policy:
                 problems.add(
                     f"roles.{rid}.responsible", f"unknown person {role.responsible!r}"
                 )
+        self.third_party.validate(self, problems)
 
     def _cyclic_purposes(self) -> list[str]:
         cyclic = []

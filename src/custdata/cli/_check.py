@@ -13,6 +13,7 @@ from .._check import Finding, check_policy
 from .._errors import ConfigurationError
 from .._lifecycle import compare_policies
 from .._policy import Policy
+from ..governance import contractor_findings
 from ._options import load_models
 
 
@@ -24,9 +25,10 @@ def register(commands: Any) -> None:
         description=(
             "Validate the policy file and report what the regulation still requires: "
             "published texts, owners, responsible persons, timely review, consent "
-            "for special-care data; with --models, also untagged or unencrypted "
-            "customer-data columns; with --previous, purpose changes against the "
-            "previous policy. Exit 0 clean, 1 findings, 2 invalid input."
+            "for special-care data, contractor reviews and countries of handling; "
+            "with --models, also untagged or unencrypted customer-data columns; with "
+            "--previous, purpose changes against the previous policy. Exit 0 clean, "
+            "1 findings, 2 invalid input."
         ),
     )
     parser.add_argument(
@@ -62,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         policy = Policy.from_toml(args.policy)
         findings = check_policy(policy, today=today)
+        findings.extend(contractor_findings(policy, today=today))
         if args.previous:
             findings.extend(compare_policies(Policy.from_toml(args.previous), policy))
         if args.models:

@@ -22,9 +22,24 @@ from ._consent import ConsentStore as ConsentStore
 from ._consent import InMemoryConsentStore as InMemoryConsentStore
 from ._consent import UnknownConsentError as UnknownConsentError
 from ._consent import consents_in_force as consents_in_force
+from ._contractors import contractor_findings as contractor_findings
 from ._packs import RulePack as RulePack
 from ._packs import rule_pack as rule_pack
 from ._packs import rule_packs as rule_packs
+from ._provision import Basis as Basis
+from ._provision import ForeignTransferInfo as ForeignTransferInfo
+from ._provision import InMemoryProvisionRecordStore as InMemoryProvisionRecordStore
+from ._provision import Provider as Provider
+from ._provision import ProvisionDecision as ProvisionDecision
+from ._provision import ProvisionGate as ProvisionGate
+from ._provision import ProvisionRecord as ProvisionRecord
+from ._provision import ProvisionRecordStore as ProvisionRecordStore
+from ._provision import ProvisionRequest as ProvisionRequest
+from ._provision import ReceiptRequest as ReceiptRequest
+from ._provision import Recipient as Recipient
+from ._provision import RelatedInfoRequest as RelatedInfoRequest
+from ._provision import disclose_records as disclose_records
+from ._provision import retain_until as retain_until
 from ._retention_holds import HoldRecord as HoldRecord
 from ._retention_holds import HoldStore as HoldStore
 from ._retention_holds import InMemoryHoldStore as InMemoryHoldStore
@@ -32,18 +47,33 @@ from ._retention_holds import LegalHolds as LegalHolds
 
 
 __all__ = [
+    "Basis",
     "Consent",
     "ConsentLedger",
     "ConsentSource",
     "ConsentStore",
+    "ForeignTransferInfo",
     "HoldRecord",
     "HoldStore",
     "InMemoryConsentStore",
     "InMemoryHoldStore",
+    "InMemoryProvisionRecordStore",
     "LegalHolds",
+    "Provider",
+    "ProvisionDecision",
+    "ProvisionGate",
+    "ProvisionRecord",
+    "ProvisionRecordStore",
+    "ProvisionRequest",
+    "ReceiptRequest",
+    "Recipient",
+    "RelatedInfoRequest",
     "RulePack",
     "UnknownConsentError",
     "consents_in_force",
+    "contractor_findings",
+    "disclose_records",
+    "retain_until",
     "rule_pack",
     "rule_packs",
 ]

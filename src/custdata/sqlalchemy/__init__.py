@@ -32,6 +32,9 @@ from ._keystore import SqlSubjectKeyStore as SqlSubjectKeyStore
 from ._keystore import blind_index_eraser as blind_index_eraser
 from ._keystore import shred_subject as shred_subject
 from ._legacy import legacy_plaintext_reads as legacy_plaintext_reads
+from ._provision import Provision as Provision
+from ._provision import SqlProvisionRecordStore as SqlProvisionRecordStore
+from ._provision import provide as provide
 from ._runtime import MASK_TEXT as MASK_TEXT
 from ._runtime import install as install
 from ._runtime import validate_models as validate_models
@@ -73,9 +76,11 @@ __all__ = [
     "KeyUsage",
     "MASK_TEXT",
     "MigrationReport",
+    "Provision",
     "ReencryptReport",
     "SqlConsentStore",
     "SqlHoldStore",
+    "SqlProvisionRecordStore",
     "SqlSubjectKeyStore",
     "SweepCount",
     "SweepReport",
@@ -90,6 +95,7 @@ __all__ = [
     "install",
     "key_usage",
     "legacy_plaintext_reads",
+    "provide",
     "reencrypt",
     "replay_deletions",
     "retention_anchor",

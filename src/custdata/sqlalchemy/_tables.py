@@ -7,6 +7,7 @@ from sqlalchemy import MetaData, Table
 from ._consent import consent_table
 from ._holds import hold_table
 from ._keystore import subject_key_table
+from ._provision import provision_tables
 
 
 __all__ = ["add_custdata_tables"]
@@ -23,6 +24,8 @@ def add_custdata_tables(
     subject_key_table_name: str = "custdata_subject_keys",
     consent_table_name: str = "custdata_consent",
     hold_table_name: str = "custdata_legal_hold",
+    provision: bool = True,
+    provision_prefix: str = "custdata_provision",
 ) -> list[Table]:
     """Define every table custdata keeps in the application's database on *metadata*.
 
@@ -31,9 +34,10 @@ def add_custdata_tables(
     custdata's tables with the application's and never proposes to drop them:
     the audit trail's SQL-sink tables (:class:`custdata.audit.SqlSink`; events,
     their subject index and checkpoints) and the per-subject key table
-    (:class:`SqlSubjectKeyStore`), the consent ledger
-    (:class:`SqlConsentStore`) and the legal holds (:class:`SqlHoldStore`). Tables custdata adds in later versions are
-    added here too. Calling it again on the same metadata changes nothing.
+    (:class:`SqlSubjectKeyStore`), the consent ledger (:class:`SqlConsentStore`),
+    the legal holds (:class:`SqlHoldStore`) and the provision, receipt and
+    related-information records (:class:`SqlProvisionRecordStore`). Tables
+    custdata adds in later versions are added here too. Calling it again on the same metadata changes nothing.
 
     Then open the sink with ``SqlSink(url, prefix=audit_prefix, create=False)``
     and the store with ``SqlSubjectKeyStore(engine, metadata=metadata,
@@ -50,6 +54,8 @@ def add_custdata_tables(
         consent_table_name: The consent ledger table's name.
         holds: Add the legal-hold register's table (:class:`SqlHoldStore`).
         hold_table_name: The legal-hold table's name.
+        provision: Add the provision-record tables.
+        provision_prefix: Their name prefix (as given to ``SqlProvisionRecordStore``).
 
     Returns:
         The tables, as defined on *metadata*.
@@ -72,4 +78,7 @@ def add_custdata_tables(
         tables.append(consent_table(metadata, consent_table_name))
     if holds:
         tables.append(hold_table(metadata, hold_table_name))
+    if provision:
+        defined_p = provision_tables(metadata, prefix=provision_prefix)
+        tables.extend((defined_p.record, defined_p.subject))
     return tables
