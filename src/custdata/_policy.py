@@ -21,6 +21,7 @@ import attrs
 
 from ._errors import ConfigurationError
 from ._purposes import AppiBasis, GdprBasis, Purpose, PurposeTree
+from ._reporting import ReportingRoutes, read_reporting_routes
 from ._retention import (
     Anchor,
     ExpiryAction,
@@ -245,6 +246,7 @@ class Policy:
         roles: Roles by id.
         retention_rules: Retention rules by id.
         taxonomy: The category taxonomy (built-in plus the policy's own).
+        reporting: The incident reporting routes (``[reporting]``).
         source: The file the policy was loaded from, if any.
 
     Raises:
@@ -263,6 +265,7 @@ class Policy:
     roles: Mapping[str, Role] = attrs.field(factory=dict)
     retention_rules: Mapping[str, RetentionRule] = attrs.field(factory=dict)
     taxonomy: Taxonomy = attrs.field(factory=Taxonomy.default)
+    reporting: ReportingRoutes = attrs.field(factory=ReportingRoutes)
     source: str | None = None
     tree: PurposeTree = attrs.field(init=False, repr=False)
 
@@ -434,6 +437,10 @@ class Policy:
             except ConfigurationError as exc:
                 problems.add(f"categories.{key}", exc.reason)
             r.finish()
+        reporting = read_reporting_routes(
+            root.get("reporting", dict, "a [reporting] table", required=False) or {},
+            problems.add,
+        )
         root.finish()
         problems.raise_if_any()
 
@@ -456,6 +463,7 @@ class Policy:
             roles={r.id: r for r in roles},
             retention_rules={r.id: r for r in rules},
             taxonomy=taxonomy,
+            reporting=reporting,
             source=source,
         )
 

@@ -16,9 +16,74 @@ effect; a decision records the pack it used (:attr:`RulePack.pack_id`).
 from __future__ import annotations
 
 from ._consent import ConsentSource as ConsentSource
+from ._deadlines import DueItem as DueItem
+from ._deadlines import Reminder as Reminder
+from ._deadlines import deadlines as deadlines
+from ._deadlines import reminders as reminders
+from ._incidents import AffectedField as AffectedField
+from ._incidents import Incident as Incident
+from ._incidents import IncidentKind as IncidentKind
+from ._incidents import IncidentScope as IncidentScope
+from ._incidents import IncidentStore as IncidentStore
+from ._incidents import InMemoryIncidentStore as InMemoryIncidentStore
+from ._incidents import TimelineAction as TimelineAction
+from ._incidents import TimelineEntry as TimelineEntry
 from ._packs import RulePack as RulePack
 from ._packs import rule_pack as rule_pack
 from ._packs import rule_packs as rule_packs
+from ._register import IncidentRegister as IncidentRegister
+from ._register import RouteStatus as RouteStatus
+from ._reports import IncidentReport as IncidentReport
+from ._reports import ReportItem as ReportItem
+from ._reports import ReportKind as ReportKind
+from ._reports import ReportStage as ReportStage
+from ._reports import build_report as build_report
+from ._triage import AppiAssessment as AppiAssessment
+from ._triage import CategoryFinding as CategoryFinding
+from ._triage import Classification as Classification
+from ._triage import GdprAssessment as GdprAssessment
+from ._triage import KeyCustody as KeyCustody
+from ._triage import Reportability as Reportability
+from ._triage import classify as classify
+from ._triage import key_custody as key_custody
 
 
-__all__ = ["ConsentSource", "RulePack", "rule_pack", "rule_packs"]
+__all__ = [
+    "AffectedField",
+    "AppiAssessment",
+    "CategoryFinding",
+    "Classification",
+    "ConsentSource",
+    "DueItem",
+    "GdprAssessment",
+    "InMemoryIncidentStore",
+    "Incident",
+    "IncidentKind",
+    "IncidentRegister",
+    "IncidentReport",
+    "IncidentScope",
+    "IncidentStore",
+    "KeyCustody",
+    "Reminder",
+    "ReportItem",
+    "ReportKind",
+    "ReportStage",
+    "Reportability",
+    "RouteStatus",
+    "RulePack",
+    "TimelineAction",
+    "TimelineEntry",
+    "build_report",
+    "classify",
+    "deadlines",
+    "key_custody",
+    "reminders",
+    "rule_pack",
+    "rule_packs",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith(__name__ + "._"):
+        _obj.__module__ = __name__
+del _name, _obj
