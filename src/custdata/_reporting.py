@@ -30,7 +30,10 @@ import attrs
 
 __all__ = ["ReportingRoutes", "RouteStep", "read_reporting_routes"]
 
-_DEFAULT_OFFSETS: tuple[dt.timedelta, ...] = (dt.timedelta(hours=24), dt.timedelta(hours=4))
+_DEFAULT_OFFSETS: tuple[dt.timedelta, ...] = (
+    dt.timedelta(hours=24),
+    dt.timedelta(hours=4),
+)
 
 
 @attrs.frozen(kw_only=True)

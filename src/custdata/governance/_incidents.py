@@ -88,6 +88,14 @@ def _text(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None
         raise IncidentError(msg)
 
 
+def _kind(value: IncidentKind | str) -> IncidentKind:
+    try:
+        return IncidentKind(value)
+    except ValueError:
+        msg = "kind must be 'leak', 'loss' or 'damage'"
+        raise IncidentError(msg) from None
+
+
 def _ints(values: Iterable[int]) -> tuple[int, ...]:
     return tuple(values)
 
@@ -177,7 +185,7 @@ class Incident:
     incident_id: str = attrs.field(validator=_text)
     detected_at: dt.datetime = attrs.field(validator=_aware)
     reporter: str = attrs.field(validator=_text)
-    kind: IncidentKind = attrs.field(converter=IncidentKind)
+    kind: IncidentKind = attrs.field(converter=_kind)
     scope: IncidentScope
     possible: bool = False
     cause: str = ""

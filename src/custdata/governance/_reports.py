@@ -36,6 +36,11 @@ __all__ = ["IncidentReport", "ReportItem", "ReportKind", "ReportStage", "build_r
 
 _JST = ZoneInfo("Asia/Tokyo")
 _CIRCLED = "①②③④⑤⑥⑦⑧⑨⑩"
+_KIND_EN = {
+    IncidentKind.LEAK: ("a leak of", "a possible leak of"),
+    IncidentKind.LOSS: ("a loss of", "a possible loss of"),
+    IncidentKind.DAMAGE: ("damage to", "possible damage to"),
+}
 _KIND_JA = {
     IncidentKind.LEAK: "漏えい",
     IncidentKind.LOSS: "滅失",
@@ -66,6 +71,7 @@ class ReportItem:
     """One item of a report.
 
     Attributes:
+        number: Its number in the rule pack's full list (⑧ is 8, (d) is 4).
         key: The item's key in the rule pack (``"recurrence_prevention"``).
         label_ja: Its Japanese heading.
         label_en: Its English heading.
@@ -73,6 +79,7 @@ class ReportItem:
         text_en: Its English text, or ``None`` while not known.
     """
 
+    number: int
     key: str
     label_ja: str
     label_en: str
@@ -141,7 +148,10 @@ class IncidentReport:
             ReportStage.PRELIMINARY: ("速報", "preliminary"),
             ReportStage.FINAL: ("確報", "final"),
         }[self.stage][0 if ja else 1]
-        lines = [f"{title}（{stage}）" if ja else f"{title} ({stage})", ""]
+        if self.kind is ReportKind.SUBJECT_NOTICE:
+            lines = [title, ""]
+        else:
+            lines = [f"{title}（{stage}）" if ja else f"{title} ({stage})", ""]
         head = [
             ("事業者", "Business", self.organisation),
             ("事案番号", "Incident", self.incident_id),
@@ -156,11 +166,11 @@ class IncidentReport:
             )
             head.append(("報告対象（規則7条）", "Reportable under rule 7", cats or "-"))
         lines.extend(f"{j if ja else e}: {v}" for j, e, v in head)
-        for n, item in enumerate(self.items):
+        for item in self.items:
             mark = (
-                f"({chr(ord('a') + n)})"
+                f"({chr(ord('a') + item.number - 1)})"
                 if self.kind is ReportKind.GDPR_AUTHORITY
-                else _CIRCLED[n]
+                else _CIRCLED[item.number - 1]
             )
             label = item.label_ja if ja else item.label_en
             text = item.text_ja if ja else item.text_en
@@ -192,9 +202,8 @@ def _auto(
 ) -> dict[str, tuple[str, str]]:
     """What the incident record itself says for each item: (ja, en)."""
     known = incident.detected_at.astimezone(_JST)
-    kind_en = incident.kind.value
+    kind_en = _KIND_EN[incident.kind][1 if incident.possible else 0]
     possible_ja = "のおそれ" if incident.possible else ""
-    possible_en = "possible " if incident.possible else ""
     scope = incident.scope
     cats = [taxonomy[k] for k in scope.categories if k in taxonomy]
     encrypted = {f.category for f in scope.fields if f.encrypted}
@@ -213,12 +222,12 @@ def _auto(
     out = {
         "overview": (
             (
-                f"{known:%Y年%m月%d日}、個人データの{_KIND_JA[incident.kind]}{possible_ja}"
-                "を認知した。"
+                f"{known.year}年{known.month}月{known.day}日、"
+                f"個人データの{_KIND_JA[incident.kind]}{possible_ja}を認知した。"
             ),
             (
-                f"On {known:%Y-%m-%d} (JST) the business became aware of a "
-                f"{possible_en}{kind_en} of personal data."
+                f"On {known:%Y-%m-%d} (JST) the business became aware of "
+                f"{kind_en} personal data."
             ),
         ),
         "data_items": (items_ja, items_en),
@@ -231,7 +240,7 @@ def _auto(
                 if scope.record_count is not None
                 else "。"
             ),
-            f"A {possible_en}{kind_en} of personal data. Categories: {items_en}. "
+            f"{kind_en[0].upper()}{kind_en[1:]} personal data. Categories: {items_en}. "
             f"Approximate number of data subjects: {scope.subject_count}"
             + (
                 f"; of records: {scope.record_count}."
@@ -294,13 +303,13 @@ def build_report(
         pack_id=assessment.pack_id,
     )
     topic = pack.topic("incident")
-    specs = list(topic["report_items"])
+    specs = list(enumerate(topic["report_items"], start=1))
     if kind is ReportKind.SUBJECT_NOTICE:
         wanted = list(topic["subject_notice"]["items"])
-        specs = [s for s in specs if s["key"] in wanted]
+        specs = [(n, s) for n, s in specs if s["key"] in wanted]
     auto = _auto(incident, tax, dpo_contact)
     items = []
-    for spec in specs:
+    for number, spec in specs:
         key = str(spec["key"])
         ja: str | None
         en: str | None
@@ -312,6 +321,7 @@ def build_report(
             ja = en = None
         items.append(
             ReportItem(
+                number=number,
                 key=key,
                 label_ja=str(spec["ja"]),
                 label_en=str(spec["en"]),
