@@ -133,7 +133,7 @@ class TestCustdataTables:
     """add_custdata_tables puts every custdata table on the application's metadata."""
 
     def test_adds_audit_and_subject_key_tables_once(self) -> None:
-        """The audit tables and the subject key table join; a second call adds nothing."""
+        """The audit, subject key and incident tables join; a second call adds nothing."""
         metadata = MetaData()
         first = add_custdata_tables(metadata)
         again = add_custdata_tables(metadata)
@@ -142,6 +142,9 @@ class TestCustdataTables:
             "custdata_audit_subject",
             "custdata_audit_checkpoint",
             "custdata_subject_keys",
+            "custdata_incident",
+            "custdata_incident_timeline",
+            "custdata_incident_subject",
         ] == [t.name for t in first]
         assert [id(t) for t in first] == [id(t) for t in again]
         assert set(metadata.tables) == {t.name for t in first}
@@ -149,7 +152,7 @@ class TestCustdataTables:
     def test_store_uses_the_migrated_table(self) -> None:
         """A SqlSubjectKeyStore on the same metadata uses the table defined there."""
         metadata = MetaData()
-        (table,) = add_custdata_tables(metadata, audit=False)
+        (table,) = add_custdata_tables(metadata, audit=False, incidents=False)
         engine = create_engine("sqlite://")
         try:
             store = SqlSubjectKeyStore(engine, metadata=metadata)

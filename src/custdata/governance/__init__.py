@@ -28,6 +28,8 @@ from ._incidents import IncidentStore as IncidentStore
 from ._incidents import InMemoryIncidentStore as InMemoryIncidentStore
 from ._incidents import TimelineAction as TimelineAction
 from ._incidents import TimelineEntry as TimelineEntry
+from ._incidents import incident_from_dict as incident_from_dict
+from ._incidents import incident_to_dict as incident_to_dict
 from ._packs import RulePack as RulePack
 from ._packs import rule_pack as rule_pack
 from ._packs import rule_packs as rule_packs
@@ -76,6 +78,8 @@ __all__ = [
     "build_report",
     "classify",
     "deadlines",
+    "incident_from_dict",
+    "incident_to_dict",
     "key_custody",
     "reminders",
     "rule_pack",

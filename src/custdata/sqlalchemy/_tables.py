@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData, Table
 
+from ._incidents import incident_tables
 from ._keystore import subject_key_table
 
 
@@ -17,6 +18,8 @@ def add_custdata_tables(
     subject_keys: bool = True,
     audit_prefix: str = "custdata_audit",
     subject_key_table_name: str = "custdata_subject_keys",
+    incidents: bool = True,
+    incident_prefix: str = "custdata_incident",
 ) -> list[Table]:
     """Define every table custdata keeps in the application's database on *metadata*.
 
@@ -25,7 +28,8 @@ def add_custdata_tables(
     custdata's tables with the application's and never proposes to drop them:
     the audit trail's SQL-sink tables (:class:`custdata.audit.SqlSink`; events,
     their subject index and checkpoints) and the per-subject key table
-    (:class:`SqlSubjectKeyStore`). Tables custdata adds in later versions are
+    (:class:`SqlSubjectKeyStore`) and the incident register's tables
+    (:class:`SqlIncidentStore`). Tables custdata adds in later versions are
     added here too. Calling it again on the same metadata changes nothing.
 
     Then open the sink with ``SqlSink(url, prefix=audit_prefix, create=False)``
@@ -39,6 +43,8 @@ def add_custdata_tables(
         subject_keys: Add the per-subject key table.
         audit_prefix: The audit tables' name prefix (as given to ``SqlSink``).
         subject_key_table_name: The per-subject key table's name.
+        incidents: Add the incident register's tables.
+        incident_prefix: Their name prefix (as given to ``SqlIncidentStore``).
 
     Returns:
         The tables, as defined on *metadata*.
@@ -57,4 +63,7 @@ def add_custdata_tables(
             tables.extend((defined.event, defined.subject, defined.checkpoint))
     if subject_keys:
         tables.append(subject_key_table(metadata, subject_key_table_name))
+    if incidents:
+        t = incident_tables(metadata, prefix=incident_prefix)
+        tables.extend((t.incident, t.timeline, t.subject))
     return tables
