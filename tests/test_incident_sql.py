@@ -211,7 +211,7 @@ class TestScopeFromTheAuditTrail:
         self, engine: Engine, world: tuple[Models, Keyring, str]
     ) -> None:
         """An event naming a field no model declares stops the scope with IncidentError."""
-        models, keyring, prefix = world
+        models, _keyring, _prefix = world
 
         class Fake:
             def subjects_revealed(self, actor: str, **kw: object) -> object:
