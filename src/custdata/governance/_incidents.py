@@ -96,6 +96,10 @@ def _kind(value: IncidentKind | str) -> IncidentKind:
         raise IncidentError(msg) from None
 
 
+def _names(values: Iterable[str]) -> frozenset[str]:
+    return frozenset(values)
+
+
 def _ints(values: Iterable[int]) -> tuple[int, ...]:
     return tuple(values)
 
@@ -194,7 +198,7 @@ class Incident:
     contractor_origin: str | None = None
     principal: str | None = None
     jurisdictions: frozenset[str] = attrs.field(
-        default=frozenset({"appi"}), converter=frozenset
+        default=frozenset({"appi"}), converter=_names
     )
     keys_compromised: bool = False
     compromised_key_ids: tuple[int, ...] = attrs.field(default=(), converter=_ints)

@@ -108,8 +108,13 @@ class IncidentRegister:
         """Record a new incident; its timeline starts with ``opened``.
 
         Raises:
-            IncidentError: An incident with that id already exists.
+            IncidentError: An incident with that id already exists, or its
+                scope names a category the taxonomy does not declare.
         """
+        unknown = [k for k in incident.scope.categories if k not in self.taxonomy]
+        if unknown:
+            msg = f"unknown categories in the scope: {', '.join(unknown)}"
+            raise IncidentError(msg)
         self.store.add(incident, at=_now(now), actor=actor)
         return incident
 
