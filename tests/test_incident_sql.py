@@ -40,7 +40,12 @@ from custdata.sqlalchemy import (
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from incident_fixtures import KNOWN, incident
-from sa_fixtures import CANARIES, Models, make_models
+from sa_fixtures import (  # noqa: F401 - pytest fixtures
+    CANARIES,
+    Models,
+    engine,
+    make_models,
+)
 
 
 @pytest.fixture
