@@ -6,6 +6,7 @@ SQL sink: the subjects a compromised account saw and the categories of the
 fields it read, then classified and followed to its 35条5項 grounds.
 """
 
+# ruff: noqa: F811 - pytest fixtures imported from sa_fixtures
 from __future__ import annotations
 
 import datetime as dt
