@@ -191,6 +191,25 @@ class TestEncryptionExemption:
         assert result.appi.exemption_reason is not None
         assert why in result.appi.exemption_reason
 
+    def test_encryption_does_not_exempt_loss_or_damage(self) -> None:
+        """Ransomware on encrypted fields (damage) stays reportable; encryption guards disclosure."""
+        result = classify(
+            incident(
+                subjects=10,
+                encrypted=True,
+                malicious=True,
+                kind="damage",
+                jurisdictions={"appi", "gdpr"},
+            ),
+            custody=CUSTODY,
+        )
+        assert result.appi is not None
+        assert result.gdpr is not None
+        assert Reportability.REPORTABLE == result.appi.status
+        assert result.appi.exemption_reason is not None
+        assert "not against loss or damage" in result.appi.exemption_reason
+        assert result.gdpr.notify_authority
+
     def test_keys_beside_the_data_are_no_exemption(self) -> None:
         """A local keyring not declared apart from the data gives no candidate."""
         custody = key_custody(Keyring.generate(provider=LocalKeyProvider.generate()))

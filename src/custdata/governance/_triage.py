@@ -301,6 +301,11 @@ def _encryption_safe(
     fields = incident.scope.fields
     if not fields or not all(f.encrypted for f in fields):
         return False, None
+    if incident.kind is not IncidentKind.LEAK:
+        return False, (
+            "the fields were encrypted, but encryption protects against "
+            "disclosure, not against loss or damage"
+        )
     used = {k for f in fields for k in f.key_ids}
     if incident.keys_compromised or used & set(incident.compromised_key_ids):
         return False, "the fields were encrypted, but the incident compromised the keys"
