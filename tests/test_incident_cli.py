@@ -137,6 +137,48 @@ class TestCommands:
         assert 0 == main(["incident", "report", "INC-1", "--url", url, "--json"])
         assert [] == json.loads(capsys.readouterr().out)["missing"]
 
+    def test_classify_with_key_custody(
+        self, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """With the keyring and keys declared apart, an encrypted leak is an exemption candidate."""
+        from custdata.crypto import Keyring
+
+        keyring = tmp_path / "keyring.json"
+        Keyring.generate().save(keyring)
+        argv = [
+            *("incident", "open", "--url", url, "--id", "INC-1", "--actor", "u-sec"),
+            *("--detected-at", "2026-02-02T10:00+09:00", "--reporter", "u-sec"),
+            *("--kind", "leak", "--subjects", "1001"),
+            *("--category", "contact.email:encrypted", "--category", "name:encrypted"),
+        ]
+        assert 0 == main(argv)
+        capsys.readouterr()
+        assert 0 == main(
+            [
+                "incident",
+                "classify",
+                "INC-1",
+                "--url",
+                url,
+                "--keyring",
+                str(keyring),
+                "--keys-stored-apart",
+                "--json",
+            ]
+        )
+        result = json.loads(capsys.readouterr().out)
+        assert "exemption_candidate" == result["appi"]["status"]
+        assert result["appi"]["custody"]["keys_stored_apart"]
+        assert "AES-256-GCM" == result["appi"]["custody"]["algorithm"]
+        # Evidence only: names and ids, never key material.
+        assert {
+            "algorithm",
+            "provider",
+            "kek_id",
+            "data_key_ids",
+            "keys_stored_apart",
+        } == set(result["appi"]["custody"])
+
 
 class TestErrors:
     @pytest.mark.parametrize(
