@@ -179,6 +179,7 @@ class TestScopeFromTheAuditTrail:
             since=start,
             until=until,
             metadata=models.Base.metadata,
+            engine=engine,
         )
         assert 3 == scope.subject_count
         assert tuple(sorted(query.subject_ref(str(c)) for c in ids[:3])) == (
@@ -190,6 +191,12 @@ class TestScopeFromTheAuditTrail:
         assert {"contact.email", "name"} <= set(scope.categories)
         assert set(scope.categories) <= {"contact.email", "contact.phone", "name"}
         assert all(f.encrypted for f in scope.fields)
+        # The data keys the fields' stored values are under, from their envelopes
+        # (the phone column holds no value, so no key).
+        keys = {f.category: f.key_ids for f in scope.fields}
+        assert (keyring.primary_key_id,) == keys["contact.email"]
+        assert (keyring.primary_key_id,) == keys["name"]
+        assert () == keys.get("contact.phone", ())
         assert "agent-x" in scope.basis
         text = repr(scope) + scope.basis
         assert CANARIES["name"] not in text

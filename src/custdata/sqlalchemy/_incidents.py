@@ -36,6 +36,7 @@ from custdata.governance import (
 
 from ._binding import INFO_KEY
 from ._declare import CustomerDataInfo
+from ._jobs import key_usage
 
 
 __all__ = [
@@ -341,6 +342,7 @@ def incident_scope_from_audit(
     until: dt.datetime,
     metadata: sa.MetaData,
     purposes: Sequence[str] | None = None,
+    engine: sa.Engine | None = None,
 ) -> IncidentScope:
     """Compute an incident's scope from the audit tables.
 
@@ -358,6 +360,10 @@ def incident_scope_from_audit(
         until: End, exclusive.
         metadata: The application's metadata with the mapped models.
         purposes: Only events under these purposes, when given.
+        engine: The application's database; when given, each field records
+            the data keys its stored values are under (from the envelope
+            headers, :func:`key_usage`), so a compromised key id can be
+            matched (R-SEC-2).
 
     Raises:
         IncidentError: An event names a field no model on *metadata* declares.
@@ -385,8 +391,19 @@ def incident_scope_from_audit(
                     )
                     raise IncidentError(msg)
                 seen[key] = categories[key]
+    keys: dict[tuple[str, str], set[int]] = {}
+    if engine is not None and seen:
+        for usage in key_usage(engine, tables=metadata):
+            if usage.kind == "value":
+                keys.setdefault((usage.table, usage.column), set()).add(usage.key_id)
     fields = [
-        AffectedField(category=cat, entity=entity, field=field, encrypted=True)
+        AffectedField(
+            category=cat,
+            entity=entity,
+            field=field,
+            encrypted=True,
+            key_ids=tuple(sorted(keys.get((entity, field), ()))),
+        )
         for (entity, field), cat in sorted(seen.items())
     ]
     return IncidentScope(
