@@ -248,6 +248,41 @@ class TestRoutes:
         ppc = {s.step: s for s in register.route_status("INC-20260202-ransom")}["ppc"]
         assert eve == ppc.notified_at
 
+    @pytest.mark.parametrize(
+        ("call", "message"),
+        [
+            (
+                lambda r: r.acknowledge("INC-20260202-ransom", "ceo", actor="u"),
+                "no step",
+            ),
+            (
+                lambda r: r.notified(
+                    "INC-20260202-ransom", "ppc", actor="u", recipient="ppc"
+                ),
+                "not a due item",
+            ),
+            (
+                lambda r: r.record_fact("INC-20260202-ransom", "mood", "x", actor="u"),
+                "not a report item",
+            ),
+            (
+                lambda r: r.record_fact(
+                    "INC-20260202-ransom", "cause", "  ", actor="u"
+                ),
+                "has text",
+            ),
+        ],
+        ids=["unknown step", "unknown due item", "unknown report item", "empty fact"],
+    )
+    def test_bad_entries_are_refused(
+        self, register: IncidentRegister, call: object, message: str
+    ) -> None:
+        """Entries naming unknown steps, items or no text are typed errors; nothing is appended."""
+        register.open(ransomware(), actor="u-sec", now=KNOWN)
+        with pytest.raises(custdata.IncidentError, match=message):
+            call(register)  # type: ignore[operator]
+        assert 1 == len(register.store.timeline("INC-20260202-ransom"))
+
     def test_routes_from_the_policy_file(self) -> None:
         """``[reporting]`` in a policy becomes Policy.reporting."""
         policy = custdata.Policy.from_dict(_policy_with(_REPORTING))
@@ -273,6 +308,10 @@ class TestRoutes:
                 "reporting.route[1].id",
             ),
             ({"principal_sla_hours": -1}, "reporting.principal_sla_hours"),
+            (
+                {"route": [{"id": "a", "recipient": "x", "item": "ppc_soon"}]},
+                "reporting.route[0].item",
+            ),
             ({"escalate": True}, "reporting.escalate"),
         ],
     )

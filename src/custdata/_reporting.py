@@ -28,7 +28,20 @@ from typing import Any
 import attrs
 
 
-__all__ = ["ReportingRoutes", "RouteStep", "read_reporting_routes"]
+__all__ = ["DUE_ITEM_KEYS", "ReportingRoutes", "RouteStep", "read_reporting_routes"]
+
+#: The keys of the due items the deadline engine produces, which a route step
+#: may discharge.
+DUE_ITEM_KEYS = frozenset(
+    {
+        "ppc_preliminary",
+        "ppc_final",
+        "appi_subject_notice",
+        "gdpr_authority",
+        "gdpr_subject_notice",
+        "principal_notice",
+    }
+)
 
 _DEFAULT_OFFSETS: tuple[dt.timedelta, ...] = (
     dt.timedelta(hours=24),
@@ -148,6 +161,10 @@ def read_reporting_routes(
             continue
         if not isinstance(label, str) or not (item is None or isinstance(item, str)):
             problem(where, "label and item are strings")
+            continue
+        if item is not None and item not in DUE_ITEM_KEYS:
+            choices = ", ".join(sorted(DUE_ITEM_KEYS))
+            problem(f"{where}.item", f"{item!r} is not one of {choices}")
             continue
         steps.append(RouteStep(id=sid, recipient=recipient, label=label, item=item))
     return ReportingRoutes(

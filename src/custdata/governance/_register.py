@@ -12,6 +12,7 @@ the state of each reporting-route step, and whether a subject may demand
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import attrs
 
 from custdata._errors import IncidentError
-from custdata._reporting import ReportingRoutes
+from custdata._reporting import DUE_ITEM_KEYS, ReportingRoutes
 from custdata._taxonomy import Taxonomy
 
 from ._deadlines import DueItem, Reminder, deadlines, reminders
@@ -30,7 +31,7 @@ from ._incidents import (
     TimelineEntry,
     latest_facts,
 )
-from ._packs import rule_pack
+from ._packs import rule_pack, rule_packs
 from ._reports import IncidentReport, ReportKind, ReportStage, build_report
 from ._triage import (
     AppiAssessment,
@@ -155,8 +156,11 @@ class IncidentRegister:
         A later fact for the same item supersedes an earlier one in the
         reports; both stay in the timeline.
         """
-        if not item or not text.strip():
-            raise IncidentError("a fact names its report item and has text")
+        if not text.strip():
+            raise IncidentError("a fact has text")
+        if item not in _report_item_keys():
+            msg = f"{item!r} is not a report item of any rule pack"
+            raise IncidentError(msg)
         return self.record(
             incident_id,
             TimelineAction.FACT,
@@ -174,7 +178,14 @@ class IncidentRegister:
         recipient: str,
         now: dt.datetime | None = None,
     ) -> TimelineEntry:
-        """Record that the due item *item* was done (a report sent, a notice given)."""
+        """Record that the due item *item* was done (a report sent, a notice given).
+
+        Raises:
+            IncidentError: *item* is not a due item's key.
+        """
+        if item not in DUE_ITEM_KEYS:
+            msg = f"{item!r} is not a due item"
+            raise IncidentError(msg)
         return self.record(
             incident_id,
             TimelineAction.NOTIFIED,
@@ -191,7 +202,14 @@ class IncidentRegister:
         actor: str,
         now: dt.datetime | None = None,
     ) -> TimelineEntry:
-        """Record that the recipient of a reporting-route step acknowledged it."""
+        """Record that the recipient of a reporting-route step acknowledged it.
+
+        Raises:
+            IncidentError: The policy's routes have no such step.
+        """
+        if step not in {s.id for s in self.routes.steps}:
+            msg = f"the reporting routes have no step {step!r}"
+            raise IncidentError(msg)
         return self.record(
             incident_id,
             TimelineAction.ACKNOWLEDGED,
@@ -401,6 +419,17 @@ class IncidentRegister:
             if result.eligible_for_cessation:
                 out.append(incident_id)
         return tuple(out)
+
+
+@functools.cache
+def _report_item_keys() -> frozenset[str]:
+    """Every report item key of every pack's incident topic."""
+    return frozenset(
+        str(item["key"])
+        for pack in rule_packs()
+        if "incident" in pack.topics
+        for item in pack.topic("incident")["report_items"]
+    )
 
 
 def _custody(raw: Mapping[str, Any]) -> KeyCustody:
