@@ -176,6 +176,21 @@ class TestClassificationOnTheTimeline:
             "gdpr-2018-05",
         )
 
+    def test_replay_equals_the_recorded_decision(
+        self, register: IncidentRegister
+    ) -> None:
+        """A GDPR-only encrypted leak replays with the custody evidence it was decided on."""
+        register.open(
+            incident(encrypted=True, jurisdictions={"gdpr"}, incident_id="INC-g"),
+            actor="u",
+            now=KNOWN,
+        )
+        decided = register.classify("INC-g", actor="u", custody=CUSTODY, now=KNOWN)
+        assert decided.gdpr is not None
+        assert not decided.gdpr.notify_authority
+        assert decided == register.classification("INC-g")
+        assert () == register.deadlines("INC-g")
+
     def test_unclassified_incident(self, register: IncidentRegister) -> None:
         """Asking for the deadlines of an unclassified incident is a typed error."""
         register.open(ransomware(), actor="u-sec", now=KNOWN)

@@ -286,12 +286,11 @@ class IncidentRegister:
         result = classify(
             self.store.get(incident_id), taxonomy=self.taxonomy, custody=custody
         )
+        detail = result.as_dict()
+        # The evidence the decision rested on, so that it replays identically.
+        detail["custody"] = None if custody is None else custody.as_dict()
         self.record(
-            incident_id,
-            TimelineAction.CLASSIFIED,
-            result.as_dict(),
-            actor=actor,
-            now=now,
+            incident_id, TimelineAction.CLASSIFIED, detail, actor=actor, now=now
         )
         return result
 
@@ -313,7 +312,7 @@ class IncidentRegister:
             raise IncidentError(msg)
         detail = recorded[-1].detail
         appi, gdpr = detail.get("appi"), detail.get("gdpr")
-        raw_custody = None if appi is None else appi.get("custody")
+        raw_custody = detail.get("custody")
         result = classify(
             self.store.get(incident_id),
             taxonomy=self.taxonomy,
