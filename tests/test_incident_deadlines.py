@@ -11,8 +11,12 @@ import datetime as dt
 import sys
 
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from custdata import ReportingRoutes
 from custdata.governance import classify, deadlines, reminders
@@ -212,3 +216,36 @@ class TestReminders:
         """A naive clock is a ValueError."""
         with pytest.raises(ValueError, match="aware"):
             reminders((), offsets=(), now=dt.datetime(2026, 1, 1))
+
+
+class TestClockProperties:
+    @given(
+        known=st.datetimes(
+            min_value=dt.datetime(2024, 4, 1),
+            max_value=dt.datetime(2040, 12, 31),
+            timezones=st.sampled_from(
+                [UTC, JST, ZoneInfo("Europe/Berlin"), ZoneInfo("America/Los_Angeles")]
+            ),
+        ),
+        malicious=st.booleans(),
+    )
+    def test_deadlines_for_any_moment(
+        self, known: dt.datetime, malicious: bool
+    ) -> None:
+        """For any moment of knowing, in any zone: JST day + N days at 23:59:59, and 72 hours."""
+        subject = incident(
+            subjects=1001,
+            detected_at=known,
+            malicious=malicious,
+            jurisdictions={"appi", "gdpr"},
+        )
+        due = {i.key: i.due_at for i in deadlines(subject, classify(subject))}
+        day = known.astimezone(JST).date()
+        days = 60 if malicious else 30
+        for key, n in (("ppc_preliminary", 3), ("ppc_final", days)):
+            at = due[key]
+            assert at is not None
+            local = at.astimezone(JST)
+            assert day + dt.timedelta(days=n) == local.date()
+            assert dt.time(23, 59, 59) == local.time()
+        assert known + dt.timedelta(hours=72) == due["gdpr_authority"]
