@@ -179,6 +179,69 @@ class TestCommands:
             "keys_stored_apart",
         } == set(result["appi"]["custody"])
 
+    def test_routes_exemption_and_timeline(
+        self, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Acknowledgements, a done item and an exemption decision land on the timeline."""
+        policy = str(EXAMPLES / "custdata.toml")
+        keyring = tmp_path / "keyring.json"
+        from custdata.crypto import Keyring
+
+        Keyring.generate().save(keyring)
+        common = ["--url", url, "--policy", policy, "--actor", "cpo"]
+        argv = [
+            *("incident", "open", "--id", "INC-1", *common),
+            *("--detected-at", "2026-02-02T10:00+09:00", "--reporter", "u-sec"),
+            *("--kind", "leak", "--subjects", "1001"),
+            *("--category", "contact.email:encrypted"),
+        ]
+        assert 0 == main(argv)
+        assert 0 == main(
+            [
+                *("incident", "classify", "INC-1", *common),
+                *("--keyring", str(keyring), "--keys-stored-apart"),
+            ]
+        )
+        assert 0 == main(["incident", "ack", "INC-1", *common, "--step", "manager"])
+        assert 0 == main(
+            [
+                *("incident", "notified", "INC-1", *common),
+                *("--item", "ppc_preliminary", "--recipient", "ppc"),
+            ]
+        )
+        capsys.readouterr()
+        assert 2 == main(["incident", "ack", "INC-1", *common, "--step", "ceo"])
+        assert "no step 'ceo'" in capsys.readouterr().err
+        assert 0 == main(
+            [
+                *("incident", "deadlines", "INC-1", *common, "--json"),
+                *("--now", "2026-02-05T12:00+09:00"),
+            ]
+        )
+        due = json.loads(capsys.readouterr().out)
+        assert {"ppc_preliminary": True, "ppc_final": False} == {
+            i["key"]: i["done"] for i in due["items"] if i["key"].startswith("ppc")
+        }
+        assert "ppc_preliminary" not in {r["item"] for r in due["reminders"]}
+        assert 0 == main(
+            [
+                *("incident", "exemption", "INC-1", *common),
+                *("--confirm", "--reason", "KMS keys not exposed"),
+            ]
+        )
+        capsys.readouterr()
+        assert 0 == main(["incident", "deadlines", "INC-1", *common, "--json"])
+        assert [] == json.loads(capsys.readouterr().out)["items"]
+        assert 0 == main(["incident", "timeline", "INC-1", *common, "--json"])
+        actions = [e["action"] for e in json.loads(capsys.readouterr().out)]
+        assert [
+            "opened",
+            "classified",
+            "acknowledged",
+            "notified",
+            "exemption_confirmed",
+        ] == actions
+
 
 class TestErrors:
     @pytest.mark.parametrize(

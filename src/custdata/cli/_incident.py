@@ -4,7 +4,10 @@ Each sub-command works on the incident tables (``custdata_incident*``) of the
 database given by ``--url``; ``open`` creates them when they are missing (use
 your migrations and :func:`custdata.sqlalchemy.add_custdata_tables` in
 production). ``--policy`` supplies the taxonomy, the reporting routes and the
-organisation's name. Every sub-command takes ``--json``.
+organisation's name (``ack`` needs it, for the steps). Sub-commands: ``open``,
+``classify``, ``deadlines``, ``fact``, ``ack``, ``notified``, ``exemption``
+(``--confirm`` or ``--reject`` a candidate), ``timeline`` and ``report``; each
+takes ``--json``.
 
 Exit status: 0 done; 1 a final report lacks items (they are listed); 2 a usage,
 configuration or database error, an unknown incident or an invalid value.
@@ -116,6 +119,37 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     fact.add_argument("--item", required=True, help="the item key (cause, ...)")
     fact.add_argument("--text", required=True, help="what is known")
     fact.set_defaults(handler=_fact)
+
+    ack = commands.add_parser(
+        "ack", help="record a reporting-route step's acknowledgement"
+    )
+    _common(ack, with_id=True)
+    ack.add_argument("--step", required=True, help="the step id of the policy's routes")
+    ack.set_defaults(handler=_ack)
+
+    done = commands.add_parser(
+        "notified", help="record that a due item was done (a report sent)"
+    )
+    _common(done, with_id=True)
+    done.add_argument(
+        "--item", required=True, help="the due item (ppc_preliminary, ...)"
+    )
+    done.add_argument("--recipient", required=True, help="who was told")
+    done.set_defaults(handler=_notified)
+
+    exemption = commands.add_parser(
+        "exemption", help="confirm or reject an encryption-exemption candidate"
+    )
+    _common(exemption, with_id=True)
+    decision = exemption.add_mutually_exclusive_group(required=True)
+    decision.add_argument("--confirm", action="store_true")
+    decision.add_argument("--reject", action="store_true")
+    exemption.add_argument("--reason", required=True, help="why")
+    exemption.set_defaults(handler=_exemption)
+
+    timeline = commands.add_parser("timeline", help="the incident's recorded timeline")
+    _common(timeline, with_id=True)
+    timeline.set_defaults(handler=_timeline)
 
     report = commands.add_parser("report", help="build a report")
     _common(report, with_id=True)
@@ -339,7 +373,73 @@ def _fact(args: argparse.Namespace) -> int:
             )
     except CustdataError as exc:
         return _fail(args, exc)
+    return _recorded(args, entry)
+
+
+def _recorded(args: argparse.Namespace, entry: Any) -> int:
     _print(args, {"seq": entry.seq}, f"recorded as entry {entry.seq}")
+    return 0
+
+
+def _ack(args: argparse.Namespace) -> int:
+    try:
+        with _session(args) as session:
+            entry = session.register.acknowledge(
+                args.incident_id, args.step, actor=operator(args)
+            )
+    except CustdataError as exc:
+        return _fail(args, exc)
+    return _recorded(args, entry)
+
+
+def _notified(args: argparse.Namespace) -> int:
+    try:
+        with _session(args) as session:
+            entry = session.register.notified(
+                args.incident_id,
+                args.item,
+                actor=operator(args),
+                recipient=args.recipient,
+            )
+    except CustdataError as exc:
+        return _fail(args, exc)
+    return _recorded(args, entry)
+
+
+def _exemption(args: argparse.Namespace) -> int:
+    try:
+        with _session(args) as session:
+            entry = session.register.decide_exemption(
+                args.incident_id,
+                confirmed=args.confirm,
+                reason=args.reason,
+                actor=operator(args),
+            )
+    except CustdataError as exc:
+        return _fail(args, exc)
+    return _recorded(args, entry)
+
+
+def _timeline(args: argparse.Namespace) -> int:
+    try:
+        with _session(args) as session:
+            entries = session.store.timeline(args.incident_id)
+    except CustdataError as exc:
+        return _fail(args, exc)
+    data = [
+        {
+            "seq": e.seq,
+            "at": e.at.isoformat(),
+            "actor": e.actor,
+            "action": e.action.value,
+            "detail": dict(e.detail),
+        }
+        for e in entries
+    ]
+    text = "\n".join(
+        f"{e.seq:>3}  {e.at.isoformat()}  {e.actor}  {e.action.value}" for e in entries
+    )
+    _print(args, data, text)
     return 0
 
 
