@@ -133,9 +133,13 @@ class IncidentRegister:
         Raises:
             UnknownIncidentError: No incident has that id.
             IncidentError: *detail* is not JSON-serialisable, or the action is
-                ``opened`` (only :meth:`open` records it).
+                unknown or ``opened`` (only :meth:`open` records it).
         """
-        action = TimelineAction(action)
+        try:
+            action = TimelineAction(action)
+        except ValueError:
+            msg = f"{action!r} is not a timeline action"
+            raise IncidentError(msg) from None
         if action is TimelineAction.OPENED:
             raise IncidentError("an incident is opened only once, by open()")
         return self.store.append(
