@@ -142,7 +142,7 @@ class TestCustdataTables:
     """add_custdata_tables puts every custdata table on the application's metadata."""
 
     def test_adds_audit_and_subject_key_tables_once(self) -> None:
-        """Audit, subject key, consent, hold and provision tables join; once only."""
+        """Audit, key, consent, hold, provision and incident tables join; once only."""
         metadata = MetaData()
         first = add_custdata_tables(metadata)
         again = add_custdata_tables(metadata)
@@ -155,6 +155,9 @@ class TestCustdataTables:
             "custdata_legal_hold",
             "custdata_provision_record",
             "custdata_provision_subject",
+            "custdata_incident",
+            "custdata_incident_timeline",
+            "custdata_incident_subject",
         ] == [t.name for t in first]
         assert [id(t) for t in first] == [id(t) for t in again]
         assert set(metadata.tables) == {t.name for t in first}
@@ -163,7 +166,7 @@ class TestCustdataTables:
         """The SQL stores on the same metadata use the tables defined there."""
         metadata = MetaData()
         table, consents, held = add_custdata_tables(
-            metadata, audit=False, provision=False
+            metadata, audit=False, provision=False, incidents=False
         )
         engine = create_engine("sqlite://")
         try:

@@ -14,6 +14,7 @@ NAMESPACES = [
     "custdata.alembic",
     "custdata.crypto",
     "custdata.audit",
+    "custdata.governance",
     "custdata.sqlalchemy",
 ]
 
@@ -67,6 +68,14 @@ class TestImportCost:
             [sys.executable, "-c", code], capture_output=True, text=True, check=True
         ).stdout
         assert "[]" == out.strip()
+
+    def test_import_governance_pulls_no_sqlalchemy(self) -> None:
+        """import custdata.governance (incidents included) imports no SQLAlchemy."""
+        code = "import sys, custdata.governance; print('sqlalchemy' in sys.modules)"
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+        assert "False" == out.strip()
 
     def test_version(self) -> None:
         """__version__ comes from the package metadata."""

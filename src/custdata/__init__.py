@@ -34,6 +34,8 @@ from ._errors import ConsentRequiredError as ConsentRequiredError
 from ._errors import ContractorReviewOverdueError as ContractorReviewOverdueError
 from ._errors import CustdataError as CustdataError
 from ._errors import DecryptionError as DecryptionError
+from ._errors import IncidentError as IncidentError
+from ._errors import IncidentReportIncompleteError as IncidentReportIncompleteError
 from ._errors import KeyDestroyedError as KeyDestroyedError
 from ._errors import KeyManagementError as KeyManagementError
 from ._errors import LegalHoldError as LegalHoldError
@@ -43,6 +45,7 @@ from ._errors import PurposeRequiredError as PurposeRequiredError
 from ._errors import PurposeViolationError as PurposeViolationError
 from ._errors import ReceiptRefusedError as ReceiptRefusedError
 from ._errors import UnclassifiedFieldError as UnclassifiedFieldError
+from ._errors import UnknownIncidentError as UnknownIncidentError
 from ._errors import UnknownKeyError as UnknownKeyError
 from ._errors import UnsupportedOperationError as UnsupportedOperationError
 from ._errors import ValueTypeError as ValueTypeError
@@ -58,6 +61,8 @@ from ._purposes import AppiBasis as AppiBasis
 from ._purposes import GdprBasis as GdprBasis
 from ._purposes import Purpose as Purpose
 from ._purposes import PurposeTree as PurposeTree
+from ._reporting import ReportingRoutes as ReportingRoutes
+from ._reporting import RouteStep as RouteStep
 from ._retention import Anchor as Anchor
 from ._retention import ExpiryAction as ExpiryAction
 from ._retention import LegalHold as LegalHold
@@ -105,6 +110,8 @@ __all__ = [
     "FieldPolicy",
     "GdprBasis",
     "Identifiability",
+    "IncidentError",
+    "IncidentReportIncompleteError",
     "JointUse",
     "KeyDestroyedError",
     "KeyManagementError",
@@ -123,14 +130,17 @@ __all__ = [
     "PurposeTree",
     "PurposeViolationError",
     "ReceiptRefusedError",
+    "ReportingRoutes",
     "ResponsiblePerson",
     "RetentionRule",
     "RetentionStatus",
     "Role",
+    "RouteStep",
     "SubContractor",
     "Taxonomy",
     "ThirdPartyPolicy",
     "UnclassifiedFieldError",
+    "UnknownIncidentError",
     "UnknownKeyError",
     "UnsupportedOperationError",
     "ValueTypeError",

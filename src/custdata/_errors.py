@@ -23,6 +23,9 @@ keep working::
     ├── UnsupportedOperationError (TypeError)    an operator that cannot work on ciphertext
     ├── ValueTypeError (TypeError)               a value its column's codec cannot encode
     ├── ReceiptRefusedError (ValueError)         received data lacks the 30条 confirmation items
+    ├── IncidentError (ValueError)               an incident record or report is invalid
+    │   ├── UnknownIncidentError (LookupError)   no incident has that id
+    │   └── IncidentReportIncompleteError        a final report lacks items
     └── AuditError
         └── AuditUnavailableError                an audit event could not be recorded
 
@@ -45,15 +48,18 @@ __all__ = [
     "ContractorReviewOverdueError",
     "CustdataError",
     "DecryptionError",
+    "IncidentError",
+    "IncidentReportIncompleteError",
     "KeyDestroyedError",
     "KeyManagementError",
     "LegalHoldError",
-    "PurposeNotGrantedError",
     "ProvisionRefusedError",
+    "PurposeNotGrantedError",
     "PurposeRequiredError",
     "PurposeViolationError",
     "ReceiptRefusedError",
     "UnclassifiedFieldError",
+    "UnknownIncidentError",
     "UnknownKeyError",
     "UnsupportedOperationError",
     "ValueTypeError",
@@ -163,6 +169,30 @@ class ValueTypeError(CustdataError, TypeError):
     Raised before anything is encrypted or sent; the message names the column
     (where it is known) and the types, never the value.
     """
+
+
+class IncidentError(CustdataError, ValueError):
+    """An incident record, timeline entry or report request is invalid.
+
+    Messages name the incident id, the field or the report item, never a
+    customer value.
+    """
+
+
+class UnknownIncidentError(IncidentError, LookupError):
+    """No incident with that id is recorded."""
+
+
+class IncidentReportIncompleteError(IncidentError):
+    """A report that must be complete (the 確報) lacks required items.
+
+    Attributes:
+        missing: The keys of the items that are missing.
+    """
+
+    def __init__(self, message: str, *, missing: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 class AuditError(CustdataError):

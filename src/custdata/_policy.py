@@ -22,6 +22,7 @@ import attrs
 from ._errors import ConfigurationError
 from ._lifecycle import check_my_number_field, check_purpose_lifecycle
 from ._purposes import AppiBasis, GdprBasis, Purpose, PurposeTree
+from ._reporting import ReportingRoutes, read_reporting_routes
 from ._retention import (
     Anchor,
     ExpiryAction,
@@ -247,6 +248,7 @@ class Policy:
         roles: Roles by id.
         retention_rules: Retention rules by id.
         taxonomy: The category taxonomy (built-in plus the policy's own).
+        reporting: The incident reporting routes (``[reporting]``).
         source: The file the policy was loaded from, if any.
         third_party: Contractors, joint use and published foreign countries
             (the ``[third_party]`` table).
@@ -267,6 +269,7 @@ class Policy:
     roles: Mapping[str, Role] = attrs.field(factory=dict)
     retention_rules: Mapping[str, RetentionRule] = attrs.field(factory=dict)
     taxonomy: Taxonomy = attrs.field(factory=Taxonomy.default)
+    reporting: ReportingRoutes = attrs.field(factory=ReportingRoutes)
     source: str | None = None
     third_party: ThirdPartyPolicy = attrs.field(factory=ThirdPartyPolicy)
     tree: PurposeTree = attrs.field(init=False, repr=False)
@@ -444,6 +447,10 @@ class Policy:
                 problems.add(f"categories.{key}", exc.reason)
             r.finish()
         third_party = read_third_party(root)
+        reporting = read_reporting_routes(
+            root.get("reporting", dict, "a [reporting] table", required=False) or {},
+            problems.add,
+        )
         root.finish()
         problems.raise_if_any()
 
@@ -466,6 +473,7 @@ class Policy:
             roles={r.id: r for r in roles},
             retention_rules={r.id: r for r in rules},
             taxonomy=taxonomy,
+            reporting=reporting,
             source=source,
             third_party=third_party,
         )

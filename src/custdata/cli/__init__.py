@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from .._errors import CustdataError
-from . import _audit, _check, _demo, _keys, _provision, _reencrypt, _sweep
+from . import _audit, _check, _demo, _incident, _keys, _provision, _reencrypt, _sweep
 
 
 __all__ = ["main"]
@@ -29,7 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"custdata {__version__}"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (_demo, _check, _keys, _reencrypt, _audit, _sweep, _provision):
+    for module in (
+        _demo,
+        _check,
+        _keys,
+        _reencrypt,
+        _audit,
+        _sweep,
+        _provision,
+        _incident,
+    ):
         module.register(commands)
     return parser
 

@@ -23,6 +23,20 @@ from ._consent import InMemoryConsentStore as InMemoryConsentStore
 from ._consent import UnknownConsentError as UnknownConsentError
 from ._consent import consents_in_force as consents_in_force
 from ._contractors import contractor_findings as contractor_findings
+from ._deadlines import DueItem as DueItem
+from ._deadlines import Reminder as Reminder
+from ._deadlines import deadlines as deadlines
+from ._deadlines import reminders as reminders
+from ._incidents import AffectedField as AffectedField
+from ._incidents import Incident as Incident
+from ._incidents import IncidentKind as IncidentKind
+from ._incidents import IncidentScope as IncidentScope
+from ._incidents import IncidentStore as IncidentStore
+from ._incidents import InMemoryIncidentStore as InMemoryIncidentStore
+from ._incidents import TimelineAction as TimelineAction
+from ._incidents import TimelineEntry as TimelineEntry
+from ._incidents import incident_from_dict as incident_from_dict
+from ._incidents import incident_to_dict as incident_to_dict
 from ._packs import RulePack as RulePack
 from ._packs import rule_pack as rule_pack
 from ._packs import rule_packs as rule_packs
@@ -40,24 +54,53 @@ from ._provision import Recipient as Recipient
 from ._provision import RelatedInfoRequest as RelatedInfoRequest
 from ._provision import disclose_records as disclose_records
 from ._provision import retain_until as retain_until
+from ._register import IncidentRegister as IncidentRegister
+from ._register import RouteStatus as RouteStatus
+from ._reports import IncidentReport as IncidentReport
+from ._reports import ReportItem as ReportItem
+from ._reports import ReportKind as ReportKind
+from ._reports import ReportStage as ReportStage
+from ._reports import build_report as build_report
 from ._retention_holds import HoldRecord as HoldRecord
 from ._retention_holds import HoldStore as HoldStore
 from ._retention_holds import InMemoryHoldStore as InMemoryHoldStore
 from ._retention_holds import LegalHolds as LegalHolds
+from ._triage import AppiAssessment as AppiAssessment
+from ._triage import CategoryFinding as CategoryFinding
+from ._triage import Classification as Classification
+from ._triage import GdprAssessment as GdprAssessment
+from ._triage import KeyCustody as KeyCustody
+from ._triage import Reportability as Reportability
+from ._triage import classify as classify
+from ._triage import key_custody as key_custody
 
 
 __all__ = [
+    "AffectedField",
+    "AppiAssessment",
     "Basis",
+    "CategoryFinding",
+    "Classification",
     "Consent",
     "ConsentLedger",
     "ConsentSource",
     "ConsentStore",
+    "DueItem",
     "ForeignTransferInfo",
+    "GdprAssessment",
     "HoldRecord",
     "HoldStore",
     "InMemoryConsentStore",
     "InMemoryHoldStore",
+    "InMemoryIncidentStore",
     "InMemoryProvisionRecordStore",
+    "Incident",
+    "IncidentKind",
+    "IncidentRegister",
+    "IncidentReport",
+    "IncidentScope",
+    "IncidentStore",
+    "KeyCustody",
     "LegalHolds",
     "Provider",
     "ProvisionDecision",
@@ -68,12 +111,33 @@ __all__ = [
     "ReceiptRequest",
     "Recipient",
     "RelatedInfoRequest",
+    "Reminder",
+    "ReportItem",
+    "ReportKind",
+    "ReportStage",
+    "Reportability",
+    "RouteStatus",
     "RulePack",
+    "TimelineAction",
+    "TimelineEntry",
     "UnknownConsentError",
+    "build_report",
+    "classify",
     "consents_in_force",
     "contractor_findings",
+    "deadlines",
     "disclose_records",
+    "incident_from_dict",
+    "incident_to_dict",
+    "key_custody",
+    "reminders",
     "retain_until",
     "rule_pack",
     "rule_packs",
 ]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith(__name__ + "._"):
+        _obj.__module__ = __name__
+del _name, _obj

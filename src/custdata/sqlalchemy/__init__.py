@@ -21,6 +21,10 @@ from ._declare import customer_data as customer_data
 from ._declare import subject_key as subject_key
 from ._declare import uuid7 as uuid7
 from ._holds import SqlHoldStore as SqlHoldStore
+from ._incidents import IncidentTables as IncidentTables
+from ._incidents import SqlIncidentStore as SqlIncidentStore
+from ._incidents import incident_scope_from_audit as incident_scope_from_audit
+from ._incidents import incident_tables as incident_tables
 from ._jobs import KeyUsage as KeyUsage
 from ._jobs import MigrationReport as MigrationReport
 from ._jobs import ReencryptReport as ReencryptReport
@@ -73,6 +77,7 @@ __all__ = [
     "EncryptedTime",
     "EncryptedType",
     "EncryptedUUID",
+    "IncidentTables",
     "KeyUsage",
     "MASK_TEXT",
     "MigrationReport",
@@ -80,6 +85,7 @@ __all__ = [
     "ReencryptReport",
     "SqlConsentStore",
     "SqlHoldStore",
+    "SqlIncidentStore",
     "SqlProvisionRecordStore",
     "SqlSubjectKeyStore",
     "SweepCount",
@@ -91,6 +97,8 @@ __all__ = [
     "check_models",
     "customer_data",
     "encrypt_plaintext_columns",
+    "incident_scope_from_audit",
+    "incident_tables",
     "index_usage",
     "install",
     "key_usage",

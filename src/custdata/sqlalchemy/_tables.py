@@ -6,6 +6,7 @@ from sqlalchemy import MetaData, Table
 
 from ._consent import consent_table
 from ._holds import hold_table
+from ._incidents import incident_tables
 from ._keystore import subject_key_table
 from ._provision import provision_tables
 
@@ -26,6 +27,8 @@ def add_custdata_tables(
     hold_table_name: str = "custdata_legal_hold",
     provision: bool = True,
     provision_prefix: str = "custdata_provision",
+    incidents: bool = True,
+    incident_prefix: str = "custdata_incident",
 ) -> list[Table]:
     """Define every table custdata keeps in the application's database on *metadata*.
 
@@ -35,9 +38,11 @@ def add_custdata_tables(
     the audit trail's SQL-sink tables (:class:`custdata.audit.SqlSink`; events,
     their subject index and checkpoints) and the per-subject key table
     (:class:`SqlSubjectKeyStore`), the consent ledger (:class:`SqlConsentStore`),
-    the legal holds (:class:`SqlHoldStore`) and the provision, receipt and
-    related-information records (:class:`SqlProvisionRecordStore`). Tables
-    custdata adds in later versions are added here too. Calling it again on the same metadata changes nothing.
+    the legal holds (:class:`SqlHoldStore`), the provision, receipt and
+    related-information records (:class:`SqlProvisionRecordStore`) and the
+    incident register (:class:`SqlIncidentStore`). Tables custdata adds in later
+    versions are added here too. Calling it again on the same metadata changes
+    nothing.
 
     Then open the sink with ``SqlSink(url, prefix=audit_prefix, create=False)``
     and the store with ``SqlSubjectKeyStore(engine, metadata=metadata,
@@ -56,6 +61,8 @@ def add_custdata_tables(
         hold_table_name: The legal-hold table's name.
         provision: Add the provision-record tables.
         provision_prefix: Their name prefix (as given to ``SqlProvisionRecordStore``).
+        incidents: Add the incident register's tables.
+        incident_prefix: Their name prefix (as given to ``SqlIncidentStore``).
 
     Returns:
         The tables, as defined on *metadata*.
@@ -81,4 +88,7 @@ def add_custdata_tables(
     if provision:
         defined_p = provision_tables(metadata, prefix=provision_prefix)
         tables.extend((defined_p.record, defined_p.subject))
+    if incidents:
+        t = incident_tables(metadata, prefix=incident_prefix)
+        tables.extend((t.incident, t.timeline, t.subject))
     return tables
