@@ -33,6 +33,7 @@ from ._errors import ConfigurationError as ConfigurationError
 from ._errors import ConsentRequiredError as ConsentRequiredError
 from ._errors import CustdataError as CustdataError
 from ._errors import DecryptionError as DecryptionError
+from ._errors import HandlerNotRegisteredError as HandlerNotRegisteredError
 from ._errors import KeyDestroyedError as KeyDestroyedError
 from ._errors import KeyManagementError as KeyManagementError
 from ._errors import PurposeNotGrantedError as PurposeNotGrantedError
@@ -54,6 +55,13 @@ from ._purposes import AppiBasis as AppiBasis
 from ._purposes import GdprBasis as GdprBasis
 from ._purposes import Purpose as Purpose
 from ._purposes import PurposeTree as PurposeTree
+from ._registers import Handler as Handler
+from ._registers import HandlerRegister as HandlerRegister
+from ._registers import MeasureCategory as MeasureCategory
+from ._registers import Notice as Notice
+from ._registers import Prohibition as Prohibition
+from ._registers import Registers as Registers
+from ._registers import SafetyMeasure as SafetyMeasure
 from ._retention import Anchor as Anchor
 from ._retention import ExpiryAction as ExpiryAction
 from ._retention import LegalHold as LegalHold
@@ -94,6 +102,9 @@ __all__ = [
     "ExpiryAction",
     "FieldPolicy",
     "GdprBasis",
+    "Handler",
+    "HandlerNotRegisteredError",
+    "HandlerRegister",
     "Identifiability",
     "KeyDestroyedError",
     "KeyManagementError",
@@ -101,18 +112,23 @@ __all__ = [
     "MASK_KINDS",
     "MaskingFilter",
     "MaskingProcessor",
+    "MeasureCategory",
+    "Notice",
     "Outcome",
     "Period",
     "Policy",
+    "Prohibition",
     "Purpose",
     "PurposeNotGrantedError",
     "PurposeRequiredError",
     "PurposeTree",
     "PurposeViolationError",
+    "Registers",
     "ResponsiblePerson",
     "RetentionRule",
     "RetentionStatus",
     "Role",
+    "SafetyMeasure",
     "Taxonomy",
     "UnclassifiedFieldError",
     "UnknownKeyError",

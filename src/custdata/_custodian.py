@@ -22,6 +22,7 @@ from ._errors import (
     AccessDeniedError,
     ActorRequiredError,
     ConfigurationError,
+    HandlerNotRegisteredError,
     PurposeNotGrantedError,
     PurposeRequiredError,
     PurposeViolationError,
@@ -44,6 +45,7 @@ _ERRORS: Mapping[DenyReason, type[AccessDeniedError]] = {
     DenyReason.PURPOSE_NOT_PERMITTED: PurposeViolationError,
     DenyReason.UNTAGGED_FIELD: PurposeViolationError,
     DenyReason.ERASURE_NOT_PERMITTED: PurposeViolationError,
+    DenyReason.UNREGISTERED_HANDLER: HandlerNotRegisteredError,
 }
 
 
@@ -376,6 +378,11 @@ class Custodian:
             verdict = self._verdict(ctx.actor, ctx.role, ctx.purpose, fields)
             self._last = (ctx, fields, verdict)
         reason = verdict.reason
+        refusal = None
+        if reason is None and self._policy.registers.handlers.strict:
+            refusal = self._strict_handler_refusal(ctx.actor, ctx.role)
+            if refusal is not None:
+                reason = DenyReason.UNREGISTERED_HANDLER
         decision = AccessDecision(
             outcome=Outcome.ALLOWED if reason is None else Outcome.DENIED,
             reason=reason,
@@ -397,6 +404,8 @@ class Custodian:
             # AuditUnavailableError propagates: an access whose decision cannot
             # be recorded is refused, allowed or not (fail closed).
             self._audit.record_decision(decision)
+        if refusal is not None:
+            raise HandlerNotRegisteredError(refusal)
         if reason is not None:
             raise _ERRORS[reason](
                 _message(
@@ -409,6 +418,19 @@ class Custodian:
                 )
             )
         return decision
+
+    def _strict_handler_refusal(
+        self, actor: str | None, role: str | None
+    ) -> str | None:
+        """The strict-handler-mode hook (R-GOV-1, R-GOV-3): why *actor* is refused.
+
+        Checked after the purpose verdict, outside its cache, because it
+        depends on the actor's identity and on today's date (training expiry).
+        """
+        if actor is None:  # pragma: no cover - the verdict refuses it first
+            return None
+        today = dt.datetime.now(dt.timezone.utc).date()
+        return self._policy.registers.handlers.refusal(actor, role, today=today)
 
 
 _VERDICT_CACHE_SIZE = 4096

@@ -55,6 +55,8 @@ class DenyReason(str, enum.Enum):
     PURPOSE_NOT_PERMITTED = "purpose_not_permitted"
     UNTAGGED_FIELD = "untagged_field"
     ERASURE_NOT_PERMITTED = "erasure_not_permitted"
+    #: Strict handler mode: the actor is not a registered, trained handler.
+    UNREGISTERED_HANDLER = "unregistered_handler"
 
 
 @attrs.frozen(kw_only=True)

@@ -12,6 +12,7 @@ keep working::
     │   ├── PurposeRequiredError                 no purpose is in force
     │   ├── PurposeNotGrantedError               the actor's role may not claim the purpose
     │   ├── PurposeViolationError                the purpose is not permitted for a field
+    │   ├── HandlerNotRegisteredError            strict mode: not a registered, trained handler
     │   └── ConsentRequiredError                 the purpose needs consent that is missing
     ├── DecryptionError                          any authenticity or format failure
     │   ├── UnknownKeyError (LookupError)        the envelope names a key the keyring lacks
@@ -40,6 +41,7 @@ __all__ = [
     "ConsentRequiredError",
     "CustdataError",
     "DecryptionError",
+    "HandlerNotRegisteredError",
     "KeyDestroyedError",
     "KeyManagementError",
     "PurposeNotGrantedError",
@@ -113,6 +115,14 @@ class PurposeViolationError(AccessDeniedError):
 
     Also raised for an unknown purpose and for a field that carries no purpose
     tags (fail closed).
+    """
+
+
+class HandlerNotRegisteredError(AccessDeniedError):
+    """Strict handler mode refuses the actor (R-GOV-1, R-GOV-3).
+
+    The actor is not a registered handler, its registration is not in force,
+    it is not registered for the role it claims, or its training has expired.
     """
 
 

@@ -21,6 +21,7 @@ import attrs
 
 from ._errors import ConfigurationError
 from ._purposes import AppiBasis, GdprBasis, Purpose, PurposeTree
+from ._registers import Registers
 from ._retention import (
     Anchor,
     ExpiryAction,
@@ -245,6 +246,8 @@ class Policy:
         roles: Roles by id.
         retention_rules: Retention rules by id.
         taxonomy: The category taxonomy (built-in plus the policy's own).
+        registers: The notice, handler, safety-measure and prohibition
+            registers (:class:`custdata.Registers`).
         source: The file the policy was loaded from, if any.
 
     Raises:
@@ -263,6 +266,7 @@ class Policy:
     roles: Mapping[str, Role] = attrs.field(factory=dict)
     retention_rules: Mapping[str, RetentionRule] = attrs.field(factory=dict)
     taxonomy: Taxonomy = attrs.field(factory=Taxonomy.default)
+    registers: Registers = attrs.field(factory=Registers)
     source: str | None = None
     tree: PurposeTree = attrs.field(init=False, repr=False)
 
@@ -286,6 +290,7 @@ class Policy:
         retention_rules: Sequence[RetentionRule] = (),
         categories: Sequence[Category] = (),
         cpo: str | None = None,
+        registers: Registers | None = None,
     ) -> Policy:
         """Build a policy from sequences, checking ids are unique.
 
@@ -309,6 +314,7 @@ class Policy:
             roles=by_role,
             retention_rules=by_rule,
             taxonomy=Taxonomy.default().with_categories(*categories),
+            registers=registers or Registers(),
         )
 
     # -- loading ---------------------------------------------------------------
@@ -398,6 +404,7 @@ class Policy:
                     retention=r.text("retention", required=False),
                     categories=r.strings("categories", required=False),
                     may_erase=r.flag("may_erase"),
+                    next_review=r.date("next_review", required=False),
                 )
             )
             r.finish()
@@ -434,6 +441,7 @@ class Policy:
             except ConfigurationError as exc:
                 problems.add(f"categories.{key}", exc.reason)
             r.finish()
+        registers = Registers.read(root)
         root.finish()
         problems.raise_if_any()
 
@@ -456,6 +464,7 @@ class Policy:
             roles={r.id: r for r in roles},
             retention_rules={r.id: r for r in rules},
             taxonomy=taxonomy,
+            registers=registers,
             source=source,
         )
 
@@ -467,6 +476,7 @@ class Policy:
         action = r.enum("action", ExpiryAction)
         custom = r.text("custom_anchor", required=False)
         basis = r.text("legal_basis", required=False) or ""
+        next_review = r.date("next_review", required=False)
         periods: list[Period | None] = []
         for key, text in (("period", period_text), ("statutory_minimum", minimum_text)):
             if text is None:
@@ -492,6 +502,7 @@ class Policy:
             action=action,
             legal_basis=basis,
             statutory_minimum=periods[1],
+            next_review=next_review,
         )
 
     # -- validation ------------------------------------------------------------
@@ -540,6 +551,7 @@ class Policy:
                 problems.add(
                     f"roles.{rid}.responsible", f"unknown person {role.responsible!r}"
                 )
+        self.registers.validate(self, problems.add)
 
     def _cyclic_purposes(self) -> list[str]:
         cyclic = []

@@ -83,6 +83,7 @@ class Purpose:
         categories: The data categories the purpose uses, as published.
         may_erase: Whether acting for this purpose (or one below it) may
             delete customer records; no purpose may unless it says so.
+        next_review: When the purpose must next be reviewed (R-GOV-2).
     """
 
     id: str
@@ -98,6 +99,7 @@ class Purpose:
     retention: str | None = None
     categories: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
     may_erase: bool = False
+    next_review: dt.date | None = None
 
 
 @attrs.frozen(init=False, repr=False)

@@ -13,6 +13,7 @@ from .._check import Finding, check_policy
 from .._errors import ConfigurationError
 from .._policy import Policy
 from ._options import load_models
+from ._published import published_findings, register_findings
 
 
 def register(commands: Any) -> None:
@@ -23,8 +24,9 @@ def register(commands: Any) -> None:
         description=(
             "Validate the policy file and report what the regulation still requires: "
             "published texts, owners, responsible persons, timely review, consent "
-            "for special-care data; with --models, also untagged or unencrypted "
-            "customer-data columns. Exit 0 clean, 1 findings, 2 invalid input."
+            "for special-care data, the registers (overdue reviews, training, "
+            "prohibitions); with --published, drift from the published notice; with "
+            "--models, also untagged or unencrypted customer-data columns. Exit 0 clean, 1 findings, 2 invalid input."
         ),
     )
     parser.add_argument(
@@ -34,6 +36,12 @@ def register(commands: Any) -> None:
         "--models",
         metavar="MODULE:BASE",
         help="a SQLAlchemy declarative base to check, e.g. myapp.models:Base",
+    )
+    parser.add_argument(
+        "--published",
+        metavar="PATH",
+        help="a published privacy notice (Markdown, HTML or text) to compare "
+        "with the rendering; drift is a finding (PUB001-PUB003)",
     )
     parser.add_argument("--json", action="store_true", help="print findings as JSON")
     parser.add_argument(
@@ -52,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         policy = Policy.from_toml(args.policy)
         findings = check_policy(policy, today=today)
+        findings.extend(register_findings(policy, today=today))
+        if args.published:
+            findings.extend(published_findings(policy, args.published))
         if args.models:
             from ..sqlalchemy import check_models  # noqa: PLC0415 - optional layer
 

@@ -17,6 +17,7 @@ from ._declare import CustomerDataInfo as CustomerDataInfo
 from ._declare import customer_data as customer_data
 from ._declare import subject_key as subject_key
 from ._declare import uuid7 as uuid7
+from ._inventory import field_inventory as field_inventory
 from ._jobs import KeyUsage as KeyUsage
 from ._jobs import MigrationReport as MigrationReport
 from ._jobs import ReencryptReport as ReencryptReport
@@ -73,6 +74,7 @@ __all__ = [
     "check_models",
     "customer_data",
     "encrypt_plaintext_columns",
+    "field_inventory",
     "index_usage",
     "install",
     "key_usage",
