@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from .._errors import CustdataError
-from . import _audit, _check, _demo, _docs, _keys, _reencrypt
+from . import _audit, _check, _demo, _docs, _keys, _reencrypt, _review
 
 
 __all__ = ["main"]
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"custdata {__version__}"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (_demo, _check, _keys, _reencrypt, _audit, _docs):
+    for module in (_demo, _check, _keys, _reencrypt, _audit, _docs, _review):
         module.register(commands)
     return parser
 
