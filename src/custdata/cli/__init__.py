@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from .._errors import CustdataError
-from . import _audit, _check, _demo, _docs, _keys, _reencrypt, _review
+from . import _audit, _check, _demo, _docs, _keys, _reencrypt, _report, _review
 
 
 __all__ = ["main"]
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"custdata {__version__}"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (_demo, _check, _keys, _reencrypt, _audit, _docs, _review):
+    for module in (_demo, _check, _keys, _reencrypt, _audit, _docs, _review, _report):
         module.register(commands)
     return parser
 

@@ -28,6 +28,10 @@ from ._documents import safety_measures as safety_measures
 from ._packs import RulePack as RulePack
 from ._packs import rule_pack as rule_pack
 from ._packs import rule_packs as rule_packs
+from ._report import DataMap as DataMap
+from ._report import TrailStatus as TrailStatus
+from ._report import data_map as data_map
+from ._report import render_report as render_report
 from ._review import DUE_SOON_DAYS as DUE_SOON_DAYS
 from ._review import ReviewItem as ReviewItem
 from ._review import register_findings as register_findings
@@ -40,16 +44,20 @@ __all__ = [
     "ConsentSource",
     "DOCUMENTS",
     "DUE_SOON_DAYS",
+    "DataMap",
     "Drift",
     "EXTENSIONS",
     "FieldRecord",
     "ReviewItem",
     "RulePack",
+    "TrailStatus",
+    "data_map",
     "markdown_to_html",
     "notice_drift",
     "register_findings",
     "render_document",
     "render_documents",
+    "render_report",
     "review_items",
     "review_report",
     "review_snapshot",
