@@ -115,15 +115,16 @@ def review_items(policy: Policy, *, today: dt.date) -> list[ReviewItem]:
 def register_findings(policy: Policy, *, today: dt.date) -> list[Finding]:
     """Return the findings about the policy's registers on *today*.
 
-    Codes:
-        REV001: a review date has passed (the policy's own is ``POL003``).
-        REG001: strict handler mode, and a handler's training has expired or
-            was never recorded.
-        REG002: a safety-measure category of the guideline has no entry
-            (technical entries are generated, so never missing).
-        REG003: a prohibition rule is broken by a purpose of the policy.
-        REG004: a handler's registration has ended but it is still listed
-            with roles (remove it or its roles).
+    The codes:
+
+    * ``REV001`` a review date has passed (the policy's own is ``POL003``);
+    * ``REG001`` strict handler mode, and a handler's training has expired or
+      was never recorded;
+    * ``REG002`` a safety-measure category of the guideline has no entry
+      (technical entries are generated, so never missing);
+    * ``REG003`` a prohibition rule is broken by a purpose of the policy;
+    * ``REG004`` a handler's registration has ended but it is still listed
+      with roles (remove it or its roles).
     """
     findings: list[Finding] = [
         Finding(
