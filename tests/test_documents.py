@@ -103,6 +103,53 @@ class TestGoldenDocuments:
         }
 
 
+class TestFideslang:
+    def test_export_validates_with_fideslang(
+        self, sample_policy: custdata.Policy, shop_fields: tuple[FieldRecord, ...]
+    ) -> None:
+        """The export is a valid fideslang System and Dataset, and every data
+        category, data use and data subject is a key of fideslang's taxonomy."""
+        fideslang = pytest.importorskip("fideslang")
+        from fideslang.models import Dataset, System
+
+        manifest = json.loads(
+            render_document(sample_policy, "fideslang", fields=shop_fields)
+        )
+        system = System.model_validate(manifest["system"][0])
+        dataset = Dataset.model_validate(manifest["dataset"][0])
+        taxonomy = fideslang.DEFAULT_TAXONOMY
+        categories = {c.fides_key for c in taxonomy.data_category}
+        uses = {u.fides_key for u in taxonomy.data_use}
+        subjects = {s.fides_key for s in taxonomy.data_subject}
+        for declaration in system.privacy_declarations:
+            assert declaration.data_use in uses
+            assert set(declaration.data_categories) <= categories
+            assert set(declaration.data_subjects) <= subjects
+        for collection in dataset.collections:
+            for field in collection.fields:
+                assert set(field.data_categories or ()) <= categories
+
+    def test_round_trip_keeps_categories_and_purposes(
+        self, sample_policy: custdata.Policy, shop_fields: tuple[FieldRecord, ...]
+    ) -> None:
+        """Each exported field keeps its fideslang category and names its purposes."""
+        manifest = json.loads(
+            render_document(sample_policy, "fideslang", fields=shop_fields)
+        )
+        exported = {
+            (c["name"], f["name"]): f
+            for c in manifest["dataset"][0]["collections"]
+            for f in c["fields"]
+        }
+        tax = sample_policy.taxonomy
+        for record in shop_fields:
+            field = exported[(record.table, record.column)]
+            assert [tax[record.category].fideslang] == field["data_categories"]
+            assert f"custdata category {record.category};" in field["description"]
+            for purpose in record.purposes:
+                assert purpose in field["description"]
+
+
 class TestContent:
     @pytest.mark.parametrize("lang", ["ja", "en"])
     def test_notice_names_every_purpose_and_item(

@@ -581,8 +581,6 @@ def _fideslang(policy: Policy, fields: Sequence[FieldRecord]) -> str:
                 "data_use": _data_use(policy, p),
                 "data_categories": sorted({tax[c].fideslang for c in p.categories}),
                 "data_subjects": ["customer"],
-                "egress": [],
-                "ingress": [],
             }
         )
     manifest: dict[str, Any] = {
