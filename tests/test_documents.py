@@ -34,6 +34,10 @@ from custdata.governance import (
 )
 
 
+sys.path.insert(0, str(Path(__file__).parent))
+from policy_variants import policy_variant
+
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "custdata.toml"
 GOLDEN = Path(__file__).resolve().parent / "golden" / "documents"
@@ -52,14 +56,6 @@ def shop_fields() -> tuple[FieldRecord, ...]:
     from custdata.sqlalchemy import field_inventory
 
     return field_inventory(Base)
-
-
-def _variant(tmp_path: Path, old: str, new: str) -> Path:
-    text = EXAMPLE.read_text(encoding="utf-8")
-    assert old in text
-    path = tmp_path / "custdata.toml"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-    return path
 
 
 def _golden(relative: str, actual: str) -> str:
@@ -209,7 +205,7 @@ class TestContent:
         """Markup in a published text can neither inject HTML nor break a table."""
         canary = "<script>alert(1)</script> | **x**"
         policy = custdata.Policy.from_toml(
-            _variant(
+            policy_variant(
                 tmp_path,
                 'text_en = "To ship orders and tell you about their delivery"',
                 f'text_en = "{canary}"',
@@ -267,7 +263,7 @@ class TestDrift:
         """A purpose added to the policy but not to the notice is PUB001, named."""
         published = render_document(sample_policy, "notice", lang="ja")
         policy = custdata.Policy.from_toml(
-            _variant(
+            policy_variant(
                 tmp_path,
                 "[roles.support_agent]",
                 '[purposes.profiling]\ntext_ja = "購買傾向の分析のため"\n'
@@ -336,7 +332,7 @@ class TestCli:
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """An invalid policy is exit 2 with one line on stderr and nothing written."""
-        bad = _variant(
+        bad = policy_variant(
             tmp_path, 'roles = ["billing_clerk"]', 'roles = ["no_such_role"]'
         )
         out = tmp_path / "out"
@@ -359,7 +355,7 @@ class TestCli:
         capsys.readouterr()
         base = ["check", "--today", "2027-01-01", "--published", str(published)]
         assert 0 == main([*base, "--policy", str(EXAMPLE)])
-        changed = _variant(
+        changed = policy_variant(
             tmp_path,
             "[roles.support_agent]",
             '[purposes.profiling]\ntext_ja = "購買傾向の分析のため"\n'

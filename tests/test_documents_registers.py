@@ -40,6 +40,7 @@ from custdata.governance import register_findings, review_items, review_report
 
 
 sys.path.insert(0, str(Path(__file__).parent))
+from policy_variants import policy_variant
 from sa_fixtures import (  # noqa: F401 - pytest fixtures
     CANARIES,
     Models,
@@ -55,14 +56,6 @@ from sa_fixtures import (  # noqa: F401 - pytest fixtures
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "custdata.toml"
 TODAY = dt.datetime.now(dt.timezone.utc).date()
-
-
-def _variant(tmp_path: Path, old: str, new: str) -> Path:
-    text = EXAMPLE.read_text(encoding="utf-8")
-    assert old in text
-    path = tmp_path / "custdata.toml"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-    return path
 
 
 def _strict(policy: Policy, **handlers: Handler) -> Policy:
@@ -137,7 +130,7 @@ class TestRegistersInThePolicy:
         self, tmp_path: Path, old: str, new: str, key_path: str
     ) -> None:
         """A bad register entry fails at load time naming the file and key path."""
-        path = _variant(tmp_path, old, new)
+        path = policy_variant(tmp_path, old, new)
         with pytest.raises(ConfigurationError) as info:
             Policy.from_toml(path)
         assert key_path == info.value.key_path
@@ -267,7 +260,7 @@ class TestRegisterFindings:
 
     def test_prohibition_fails_with_reason(self, tmp_path: Path) -> None:
         """Special-care data used for marketing breaks the prohibition rule (REG003)."""
-        path = _variant(
+        path = policy_variant(
             tmp_path,
             'categories = ["name", "contact.email", "transaction.history", "demographic.birth_date"]',
             'categories = ["name", "contact.email", "special_care.medical_history"]',
@@ -281,7 +274,9 @@ class TestRegisterFindings:
 
     def test_overdue_items_and_expired_training(self, tmp_path: Path) -> None:
         """Past a review date each item is REV001; in strict mode old training is REG001."""
-        path = _variant(tmp_path, "strict_handlers = false", "strict_handlers = true")
+        path = policy_variant(
+            tmp_path, "strict_handlers = false", "strict_handlers = true"
+        )
         findings = register_findings(Policy.from_toml(path), today=dt.date(2028, 4, 1))
         codes = {(f.code, f.key_path) for f in findings}
         assert ("REV001", "purposes.billing.next_review") in codes
@@ -293,7 +288,7 @@ class TestRegisterFindings:
 
     def test_missing_measure_category(self, tmp_path: Path) -> None:
         """A guideline category without any registered measure is REG002."""
-        path = _variant(tmp_path, 'category = "physical"', 'category = "human"')
+        path = policy_variant(tmp_path, 'category = "physical"', 'category = "human"')
         findings = register_findings(Policy.from_toml(path), today=dt.date(2027, 1, 1))
         assert [("REG002", "measures")] == [(f.code, f.key_path) for f in findings]
         assert "'physical'" in findings[0].message
@@ -302,7 +297,7 @@ class TestRegisterFindings:
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """``custdata check`` exits 1 naming an overdue measure (frozen date)."""
-        path = _variant(
+        path = policy_variant(
             tmp_path,
             'owner = "cs_manager"\nnext_review = 2028-03-31',
             'owner = "cs_manager"\nnext_review = 2026-11-30',
@@ -334,7 +329,7 @@ class TestReview:
         """The second review names what was added and changed since the first."""
         _, first = review_report(sample_policy, today=dt.date(2027, 1, 1))
         changed = Policy.from_toml(
-            _variant(
+            policy_variant(
                 tmp_path,
                 'roles = ["marketer"]',
                 'roles = ["marketer", "support_agent"]',
@@ -376,7 +371,7 @@ class TestReview:
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """An invalid policy: exit 2, one line on stderr, no report."""
-        bad = _variant(tmp_path, 'category = "human"', 'category = "moral"')
+        bad = policy_variant(tmp_path, 'category = "human"', 'category = "moral"')
         out = tmp_path / "reviews"
         assert 2 == main(["review", "--policy", str(bad), "--out", str(out)])
         assert 1 == len(capsys.readouterr().err.strip().splitlines())

@@ -18,6 +18,7 @@ on stderr).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 
 from pathlib import Path
@@ -47,9 +48,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "render",
         help="write the regulation, notice, ledger, ROPA and fideslang export",
     )
-    render.add_argument(
-        "--policy", required=True, metavar="PATH", help="the custdata.toml file"
-    )
+    add_policy_argument(render)
     render.add_argument(
         "--out", required=True, metavar="DIR", help="the folder to write to"
     )
@@ -68,6 +67,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_models_argument(render)
     render.set_defaults(handler=run_render)
+
+
+def add_policy_argument(parser: Any) -> None:
+    """Add ``--policy PATH`` (the policy file), required."""
+    parser.add_argument(
+        "--policy", required=True, metavar="PATH", help="the custdata.toml file"
+    )
+
+
+def add_today_argument(parser: Any, *, what: str) -> None:
+    """Add ``--today YYYY-MM-DD``, the date *what* is computed for (default: today)."""
+    parser.add_argument(
+        "--today",
+        type=dt.date.fromisoformat,
+        default=None,
+        metavar="YYYY-MM-DD",
+        help=f"{what} (default: today, UTC)",
+    )
+
+
+def chosen_date(args: argparse.Namespace) -> dt.date:
+    """The ``--today`` date, or today's date in UTC."""
+    value: dt.date | None = args.today
+    return value or dt.datetime.now(dt.timezone.utc).date()
 
 
 def add_models_argument(parser: Any) -> None:

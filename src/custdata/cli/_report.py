@@ -18,7 +18,6 @@ error: use ``custdata audit verify`` to gate on it.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 
 from pathlib import Path
@@ -26,7 +25,13 @@ from pathlib import Path
 from custdata._errors import ConfigurationError
 from custdata._policy import Policy
 
-from ._docs import add_models_argument, load_fields
+from ._docs import (
+    add_models_argument,
+    add_policy_argument,
+    add_today_argument,
+    chosen_date,
+    load_fields,
+)
 from ._options import add_kek_arguments
 
 
@@ -41,20 +46,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--policy", required=True, metavar="PATH", help="the custdata.toml file"
-    )
+    add_policy_argument(parser)
     parser.add_argument(
         "--html", required=True, metavar="DIR", help="the folder to write to"
     )
     add_models_argument(parser)
-    parser.add_argument(
-        "--today",
-        type=dt.date.fromisoformat,
-        default=None,
-        metavar="YYYY-MM-DD",
-        help="the report date (default: today, UTC)",
-    )
+    add_today_argument(parser, what="the report date")
     parser.add_argument(
         "--trail",
         dest="source",
@@ -106,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``custdata report``."""
     from custdata.governance import render_report  # noqa: PLC0415
 
-    today = args.today or dt.datetime.now(dt.timezone.utc).date()
+    today = chosen_date(args)
     try:
         policy = Policy.from_toml(args.policy)
         fields = load_fields(args.models)

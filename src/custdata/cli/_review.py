@@ -27,6 +27,8 @@ from typing import Any
 from custdata._errors import ConfigurationError
 from custdata._policy import Policy
 
+from ._docs import add_policy_argument, add_today_argument, chosen_date
+
 
 __all__ = ["register"]
 
@@ -41,19 +43,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--policy", required=True, metavar="PATH", help="the custdata.toml file"
-    )
+    add_policy_argument(parser)
     parser.add_argument(
         "--out", required=True, metavar="DIR", help="the folder of review reports"
     )
-    parser.add_argument(
-        "--today",
-        type=dt.date.fromisoformat,
-        default=None,
-        metavar="YYYY-MM-DD",
-        help="the review date (default: today, UTC)",
-    )
+    add_today_argument(parser, what="the review date")
     parser.set_defaults(handler=run)
 
 
@@ -80,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .._check import check_policy  # noqa: PLC0415
 
-    today = args.today or dt.datetime.now(dt.timezone.utc).date()
+    today = chosen_date(args)
     folder = Path(args.out)
     try:
         policy = Policy.from_toml(args.policy)
