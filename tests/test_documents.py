@@ -203,7 +203,7 @@ class TestContent:
 
     def test_markup_in_the_policy_is_escaped(self, tmp_path: Path) -> None:
         """Markup in a published text can neither inject HTML nor break a table."""
-        canary = "<script>alert(1)</script> | **x**"
+        canary = "<script>alert(1)</script> | **x** {{ 7*7 }}"
         policy = custdata.Policy.from_toml(
             policy_variant(
                 tmp_path,
@@ -214,6 +214,9 @@ class TestContent:
         page = render_document(policy, "regulation", lang="en", fmt="html")
         assert "<script>" not in page
         assert "&lt;script&gt;" in page
+        # Policy text is data, never a template: nothing in it is evaluated.
+        assert "{{ 7*7 }}" in page
+        assert "49" not in page
         markdown = render_document(policy, "regulation", lang="en")
         row = next(line for line in markdown.splitlines() if "| shipping |" in line)
         # Six cells: seven unescaped pipes; the canary's own pipe is escaped.

@@ -82,6 +82,8 @@ class Custodian:
         self._keyring = keyring
         self._audit = audit
         self._subject_keys = subject_keys
+        # The policy is immutable: whether strict handler mode is on is read once.
+        self._strict_handlers = policy.registers.handlers.strict
         self._verdicts: dict[tuple[object, ...], _Verdict] = {}
         #: (access context, field mapping, verdict) of the last decision.
         self._last: tuple[object, object, _Verdict | None] = (None, None, None)
@@ -379,7 +381,7 @@ class Custodian:
             self._last = (ctx, fields, verdict)
         reason = verdict.reason
         refusal = None
-        if reason is None and self._policy.registers.handlers.strict:
+        if reason is None and self._strict_handlers:
             refusal = self._strict_handler_refusal(ctx.actor, ctx.role)
             if refusal is not None:
                 reason = DenyReason.UNREGISTERED_HANDLER
