@@ -34,6 +34,7 @@ from ._errors import ConsentRequiredError as ConsentRequiredError
 from ._errors import ContractorReviewOverdueError as ContractorReviewOverdueError
 from ._errors import CustdataError as CustdataError
 from ._errors import DecryptionError as DecryptionError
+from ._errors import HandlerNotRegisteredError as HandlerNotRegisteredError
 from ._errors import IncidentError as IncidentError
 from ._errors import IncidentReportIncompleteError as IncidentReportIncompleteError
 from ._errors import KeyDestroyedError as KeyDestroyedError
@@ -61,6 +62,13 @@ from ._purposes import AppiBasis as AppiBasis
 from ._purposes import GdprBasis as GdprBasis
 from ._purposes import Purpose as Purpose
 from ._purposes import PurposeTree as PurposeTree
+from ._registers import Handler as Handler
+from ._registers import HandlerRegister as HandlerRegister
+from ._registers import MeasureCategory as MeasureCategory
+from ._registers import Notice as Notice
+from ._registers import Prohibition as Prohibition
+from ._registers import Registers as Registers
+from ._registers import SafetyMeasure as SafetyMeasure
 from ._reporting import ReportingRoutes as ReportingRoutes
 from ._reporting import RouteStep as RouteStep
 from ._retention import Anchor as Anchor
@@ -109,6 +117,9 @@ __all__ = [
     "ExpiryAction",
     "FieldPolicy",
     "GdprBasis",
+    "Handler",
+    "HandlerNotRegisteredError",
+    "HandlerRegister",
     "Identifiability",
     "IncidentError",
     "IncidentReportIncompleteError",
@@ -120,9 +131,12 @@ __all__ = [
     "MASK_KINDS",
     "MaskingFilter",
     "MaskingProcessor",
+    "MeasureCategory",
+    "Notice",
     "Outcome",
     "Period",
     "Policy",
+    "Prohibition",
     "ProvisionRefusedError",
     "Purpose",
     "PurposeNotGrantedError",
@@ -130,12 +144,14 @@ __all__ = [
     "PurposeTree",
     "PurposeViolationError",
     "ReceiptRefusedError",
+    "Registers",
     "ReportingRoutes",
     "ResponsiblePerson",
     "RetentionRule",
     "RetentionStatus",
     "Role",
     "RouteStep",
+    "SafetyMeasure",
     "SubContractor",
     "Taxonomy",
     "ThirdPartyPolicy",

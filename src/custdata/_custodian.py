@@ -23,6 +23,7 @@ from ._errors import (
     ActorRequiredError,
     ConfigurationError,
     ConsentRequiredError,
+    HandlerNotRegisteredError,
     LegalHoldError,
     PurposeNotGrantedError,
     PurposeRequiredError,
@@ -52,6 +53,7 @@ _ERRORS: Mapping[DenyReason, type[AccessDeniedError]] = {
     DenyReason.PURPOSE_NOT_EFFECTIVE: PurposeViolationError,
     DenyReason.MY_NUMBER_NOT_PERMITTED: PurposeViolationError,
     DenyReason.LEGAL_HOLD: LegalHoldError,
+    DenyReason.UNREGISTERED_HANDLER: HandlerNotRegisteredError,
 }
 
 #: The actions that use subjects' values, so need their consent where the
@@ -118,6 +120,8 @@ class Custodian:
         self._clock = clock if clock is not None else _local_now
         #: Per purpose: (first day, day retired or None, needs consent).
         self._lifecycles: dict[str, tuple[dt.date, dt.date | None, bool]] = {}
+        # The policy is immutable: whether strict handler mode is on is read once.
+        self._strict_handlers = policy.registers.handlers.strict
         self._verdicts: dict[tuple[object, ...], _Verdict] = {}
         #: (access context, field mapping, verdict) of the last decision.
         self._last: tuple[object, object, _Verdict | None] = (None, None, None)
@@ -460,6 +464,10 @@ class Custodian:
                 if message is not None:
                     reason = DenyReason.CONSENT_MISSING
                     named = refused
+        if reason is None and self._strict_handlers:
+            message = self._strict_handler_refusal(ctx.actor, ctx.role)
+            if message is not None:
+                reason = DenyReason.UNREGISTERED_HANDLER
         decision = AccessDecision(
             outcome=Outcome.ALLOWED if reason is None else Outcome.DENIED,
             reason=reason,
@@ -564,6 +572,19 @@ class Custodian:
             )
             return refused, (), message
         return (), tuple(found[s] for s in subjects), None
+
+    def _strict_handler_refusal(
+        self, actor: str | None, role: str | None
+    ) -> str | None:
+        """The strict-handler-mode hook (R-GOV-1, R-GOV-3): why *actor* is refused.
+
+        Checked after the purpose verdict, outside its cache, because it
+        depends on the actor's identity and on today's date (training expiry).
+        """
+        if actor is None:  # pragma: no cover - the verdict refuses it first
+            return None
+        today = self._clock().date()
+        return self._policy.registers.handlers.refusal(actor, role, today=today)
 
 
 _VERDICT_CACHE_SIZE = 4096

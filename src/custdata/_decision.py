@@ -68,6 +68,8 @@ class DenyReason(str, enum.Enum):
     LEGAL_HOLD = "legal_hold"
     #: The provision gate refused a third-party provision (APPI 27–31条).
     PROVISION_REFUSED = "provision_refused"
+    #: Strict handler mode: the actor is not a registered, trained handler.
+    UNREGISTERED_HANDLER = "unregistered_handler"
 
 
 @attrs.frozen(kw_only=True)

@@ -16,6 +16,8 @@ keep working::
     │   └── LegalHoldError                       a legal hold keeps the data from disposal
     │   └── ProvisionRefusedError                the provision gate refused (APPI 27–31条)
     │       └── ContractorReviewOverdueError     the contractor's assessment/review is overdue
+    │   ├── HandlerNotRegisteredError            strict mode: not a registered, trained handler
+    │   └── ConsentRequiredError                 the purpose needs consent that is missing
     ├── DecryptionError                          any authenticity or format failure
     │   ├── UnknownKeyError (LookupError)        the envelope names a key the keyring lacks
     │   └── KeyDestroyedError                    the key was destroyed (crypto-shredding)
@@ -50,6 +52,7 @@ __all__ = [
     "DecryptionError",
     "IncidentError",
     "IncidentReportIncompleteError",
+    "HandlerNotRegisteredError",
     "KeyDestroyedError",
     "KeyManagementError",
     "LegalHoldError",
@@ -127,6 +130,14 @@ class PurposeViolationError(AccessDeniedError):
 
     Also raised for an unknown purpose and for a field that carries no purpose
     tags (fail closed).
+    """
+
+
+class HandlerNotRegisteredError(AccessDeniedError):
+    """Strict handler mode refuses the actor (R-GOV-1, R-GOV-3).
+
+    The actor is not a registered handler, its registration is not in force,
+    it is not registered for the role it claims, or its training has expired.
     """
 
 

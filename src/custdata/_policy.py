@@ -22,6 +22,7 @@ import attrs
 from ._errors import ConfigurationError
 from ._lifecycle import check_my_number_field, check_purpose_lifecycle
 from ._purposes import AppiBasis, GdprBasis, Purpose, PurposeTree
+from ._registers import Registers
 from ._reporting import ReportingRoutes, read_reporting_routes
 from ._retention import (
     Anchor,
@@ -249,6 +250,8 @@ class Policy:
         retention_rules: Retention rules by id.
         taxonomy: The category taxonomy (built-in plus the policy's own).
         reporting: The incident reporting routes (``[reporting]``).
+        registers: The notice, handler, safety-measure and prohibition
+            registers (:class:`custdata.Registers`).
         source: The file the policy was loaded from, if any.
         third_party: Contractors, joint use and published foreign countries
             (the ``[third_party]`` table).
@@ -270,6 +273,7 @@ class Policy:
     retention_rules: Mapping[str, RetentionRule] = attrs.field(factory=dict)
     taxonomy: Taxonomy = attrs.field(factory=Taxonomy.default)
     reporting: ReportingRoutes = attrs.field(factory=ReportingRoutes)
+    registers: Registers = attrs.field(factory=Registers)
     source: str | None = None
     third_party: ThirdPartyPolicy = attrs.field(factory=ThirdPartyPolicy)
     tree: PurposeTree = attrs.field(init=False, repr=False)
@@ -295,6 +299,7 @@ class Policy:
         categories: Sequence[Category] = (),
         cpo: str | None = None,
         third_party: ThirdPartyPolicy | None = None,
+        registers: Registers | None = None,
     ) -> Policy:
         """Build a policy from sequences, checking ids are unique.
 
@@ -319,6 +324,7 @@ class Policy:
             retention_rules=by_rule,
             taxonomy=Taxonomy.default().with_categories(*categories),
             third_party=third_party or ThirdPartyPolicy(),
+            registers=registers or Registers(),
         )
 
     # -- loading ---------------------------------------------------------------
@@ -410,6 +416,7 @@ class Policy:
                     may_erase=r.flag("may_erase"),
                     retired_on=r.date("retired_on", required=False),
                     my_number_act=r.flag("my_number_act"),
+                    next_review=r.date("next_review", required=False),
                 )
             )
             r.finish()
@@ -451,6 +458,7 @@ class Policy:
             root.get("reporting", dict, "a [reporting] table", required=False) or {},
             problems.add,
         )
+        registers = Registers.read(root)
         root.finish()
         problems.raise_if_any()
 
@@ -474,6 +482,7 @@ class Policy:
             retention_rules={r.id: r for r in rules},
             taxonomy=taxonomy,
             reporting=reporting,
+            registers=registers,
             source=source,
             third_party=third_party,
         )
@@ -486,6 +495,7 @@ class Policy:
         action = r.enum("action", ExpiryAction)
         custom = r.text("custom_anchor", required=False)
         basis = r.text("legal_basis", required=False) or ""
+        next_review = r.date("next_review", required=False)
         periods: list[Period | None] = []
         for key, text in (("period", period_text), ("statutory_minimum", minimum_text)):
             if text is None:
@@ -511,6 +521,7 @@ class Policy:
             action=action,
             legal_basis=basis,
             statutory_minimum=periods[1],
+            next_review=next_review,
         )
 
     # -- validation ------------------------------------------------------------
@@ -561,6 +572,7 @@ class Policy:
                     f"roles.{rid}.responsible", f"unknown person {role.responsible!r}"
                 )
         self.third_party.validate(self, problems)
+        self.registers.validate(self, problems.add)
 
     def _cyclic_purposes(self) -> list[str]:
         cyclic = []

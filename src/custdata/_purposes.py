@@ -87,6 +87,7 @@ class Purpose:
             ``None`` while it is in use (R-PUR-7).
         my_number_act: Whether this is a purpose the My Number Act (番号法)
             permits; only such purposes may use My Number fields (R-DEF-4).
+        next_review: When the purpose must next be reviewed (R-GOV-2).
     """
 
     id: str
@@ -104,6 +105,7 @@ class Purpose:
     may_erase: bool = False
     retired_on: dt.date | None = None
     my_number_act: bool = False
+    next_review: dt.date | None = None
 
 
 @attrs.frozen(init=False, repr=False)

@@ -166,6 +166,7 @@ class RetentionRule:
         legal_basis: Why this period (a statute, a contract clause), for documents.
         statutory_minimum: A period the law requires the data to be kept, counted
             from the same anchor; expiry never comes before it.
+        next_review: When the rule must next be reviewed (R-GOV-2).
     """
 
     id: str
@@ -175,6 +176,7 @@ class RetentionRule:
     action: ExpiryAction = attrs.field(converter=ExpiryAction)
     legal_basis: str = ""
     statutory_minimum: Period | None = attrs.field(default=None, converter=_opt_period)
+    next_review: dt.date | None = None
 
     @property
     def anchor_name(self) -> str:

@@ -13,7 +13,19 @@ from collections.abc import Sequence
 
 from .. import __version__
 from .._errors import CustdataError
-from . import _audit, _check, _demo, _incident, _keys, _provision, _reencrypt, _sweep
+from . import (
+    _audit,
+    _check,
+    _demo,
+    _docs,
+    _incident,
+    _keys,
+    _provision,
+    _reencrypt,
+    _report,
+    _review,
+    _sweep,
+)
 
 
 __all__ = ["main"]
@@ -38,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         _sweep,
         _provision,
         _incident,
+        _docs,
+        _review,
+        _report,
     ):
         module.register(commands)
     return parser

@@ -15,6 +15,7 @@ from .._lifecycle import compare_policies
 from .._policy import Policy
 from ..governance import contractor_findings
 from ._options import load_models
+from ._published import published_findings, register_findings
 
 
 def register(commands: Any) -> None:
@@ -25,10 +26,12 @@ def register(commands: Any) -> None:
         description=(
             "Validate the policy file and report what the regulation still requires: "
             "published texts, owners, responsible persons, timely review, consent "
-            "for special-care data, contractor reviews and countries of handling; "
-            "with --models, also untagged or unencrypted customer-data columns; with "
-            "--previous, purpose changes against the previous policy. Exit 0 clean, "
-            "1 findings, 2 invalid input."
+            "for special-care data, contractor reviews and countries of handling, "
+            "the registers (overdue reviews, training, prohibitions); with "
+            "--published, drift from the published notice; with --models, also "
+            "untagged or unencrypted customer-data columns; with --previous, purpose "
+            "changes against the previous policy. Exit 0 clean, 1 findings, 2 "
+            "invalid input."
         ),
     )
     parser.add_argument(
@@ -46,6 +49,12 @@ def register(commands: Any) -> None:
             "the previous (published) policy: flag purposes changed without a new "
             "version and changes that need consent or notification"
         ),
+    )
+    parser.add_argument(
+        "--published",
+        metavar="PATH",
+        help="a published privacy notice (Markdown, HTML or text) to compare "
+        "with the rendering; drift is a finding (PUB001-PUB003)",
     )
     parser.add_argument("--json", action="store_true", help="print findings as JSON")
     parser.add_argument(
@@ -67,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
         findings.extend(contractor_findings(policy, today=today))
         if args.previous:
             findings.extend(compare_policies(Policy.from_toml(args.previous), policy))
+        findings.extend(register_findings(policy, today=today))
+        if args.published:
+            findings.extend(published_findings(policy, args.published))
         if args.models:
             from ..sqlalchemy import check_models  # noqa: PLC0415 - optional layer
 

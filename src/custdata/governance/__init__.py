@@ -27,6 +27,15 @@ from ._deadlines import DueItem as DueItem
 from ._deadlines import Reminder as Reminder
 from ._deadlines import deadlines as deadlines
 from ._deadlines import reminders as reminders
+from ._documents import DOCUMENTS as DOCUMENTS
+from ._documents import EXTENSIONS as EXTENSIONS
+from ._documents import Drift as Drift
+from ._documents import FieldRecord as FieldRecord
+from ._documents import markdown_to_html as markdown_to_html
+from ._documents import notice_drift as notice_drift
+from ._documents import render_document as render_document
+from ._documents import render_documents as render_documents
+from ._documents import safety_measures as safety_measures
 from ._incidents import AffectedField as AffectedField
 from ._incidents import Incident as Incident
 from ._incidents import IncidentKind as IncidentKind
@@ -56,6 +65,10 @@ from ._provision import disclose_records as disclose_records
 from ._provision import retain_until as retain_until
 from ._register import IncidentRegister as IncidentRegister
 from ._register import RouteStatus as RouteStatus
+from ._report import DataMap as DataMap
+from ._report import TrailStatus as TrailStatus
+from ._report import data_map as data_map
+from ._report import render_report as render_report
 from ._reports import IncidentReport as IncidentReport
 from ._reports import ReportItem as ReportItem
 from ._reports import ReportKind as ReportKind
@@ -65,6 +78,12 @@ from ._retention_holds import HoldRecord as HoldRecord
 from ._retention_holds import HoldStore as HoldStore
 from ._retention_holds import InMemoryHoldStore as InMemoryHoldStore
 from ._retention_holds import LegalHolds as LegalHolds
+from ._review import DUE_SOON_DAYS as DUE_SOON_DAYS
+from ._review import ReviewItem as ReviewItem
+from ._review import register_findings as register_findings
+from ._review import review_items as review_items
+from ._review import review_report as review_report
+from ._review import review_snapshot as review_snapshot
 from ._triage import AppiAssessment as AppiAssessment
 from ._triage import CategoryFinding as CategoryFinding
 from ._triage import Classification as Classification
@@ -85,7 +104,13 @@ __all__ = [
     "ConsentLedger",
     "ConsentSource",
     "ConsentStore",
+    "DOCUMENTS",
+    "DUE_SOON_DAYS",
+    "DataMap",
+    "Drift",
     "DueItem",
+    "EXTENSIONS",
+    "FieldRecord",
     "ForeignTransferInfo",
     "GdprAssessment",
     "HoldRecord",
@@ -116,24 +141,37 @@ __all__ = [
     "ReportKind",
     "ReportStage",
     "Reportability",
+    "ReviewItem",
     "RouteStatus",
     "RulePack",
     "TimelineAction",
     "TimelineEntry",
+    "TrailStatus",
     "UnknownConsentError",
     "build_report",
     "classify",
     "consents_in_force",
     "contractor_findings",
+    "data_map",
     "deadlines",
     "disclose_records",
     "incident_from_dict",
     "incident_to_dict",
     "key_custody",
+    "markdown_to_html",
+    "notice_drift",
+    "register_findings",
     "reminders",
+    "render_document",
+    "render_documents",
+    "render_report",
     "retain_until",
+    "review_items",
+    "review_report",
+    "review_snapshot",
     "rule_pack",
     "rule_packs",
+    "safety_measures",
 ]
 
 for _name in __all__:

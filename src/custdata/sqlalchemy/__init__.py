@@ -25,6 +25,7 @@ from ._incidents import IncidentTables as IncidentTables
 from ._incidents import SqlIncidentStore as SqlIncidentStore
 from ._incidents import incident_scope_from_audit as incident_scope_from_audit
 from ._incidents import incident_tables as incident_tables
+from ._inventory import field_inventory as field_inventory
 from ._jobs import KeyUsage as KeyUsage
 from ._jobs import MigrationReport as MigrationReport
 from ._jobs import ReencryptReport as ReencryptReport
@@ -97,6 +98,7 @@ __all__ = [
     "check_models",
     "customer_data",
     "encrypt_plaintext_columns",
+    "field_inventory",
     "incident_scope_from_audit",
     "incident_tables",
     "index_usage",

@@ -1,0 +1,144 @@
+"""``custdata docs render``: the regulation's documents from the policy.
+
+::
+
+    custdata docs render --policy PATH --out DIR [--lang ja|en]
+                         [--format md|html] [--models MODULE:BASE]
+
+Writes ``regulation``, ``notice``, ``ledger`` and ``ropa`` as
+``<document>.<lang>.<md|html>`` (both languages unless ``--lang`` picks one)
+and ``fideslang.yml`` (a fideslang manifest in JSON, which is valid YAML).
+With ``--models`` the ledger lists where each field is stored and the
+generated technical safety measures name the encrypted fields.
+
+Exit status 0: written; 2: invalid policy, models or output folder (one line
+on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+
+from pathlib import Path
+from typing import Any
+
+from custdata._errors import ConfigurationError
+from custdata._policy import Policy
+
+from ._options import load_models
+
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register the ``docs`` command group on *subparsers*."""
+    docs = subparsers.add_parser(
+        "docs",
+        help="render the regulation's documents",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = docs.add_subparsers(
+        dest="docs_command", metavar="COMMAND", required=True
+    )
+    render = commands.add_parser(
+        "render",
+        help="write the regulation, notice, ledger, ROPA and fideslang export",
+    )
+    add_policy_argument(render)
+    render.add_argument(
+        "--out", required=True, metavar="DIR", help="the folder to write to"
+    )
+    render.add_argument(
+        "--lang",
+        choices=("ja", "en"),
+        default=None,
+        help="one language (default: both)",
+    )
+    render.add_argument(
+        "--format",
+        choices=("md", "html"),
+        default="md",
+        dest="fmt",
+        help="Markdown (default) or standalone HTML pages",
+    )
+    add_models_argument(render)
+    render.set_defaults(handler=run_render)
+
+
+def add_policy_argument(parser: Any) -> None:
+    """Add ``--policy PATH`` (the policy file), required."""
+    parser.add_argument(
+        "--policy", required=True, metavar="PATH", help="the custdata.toml file"
+    )
+
+
+def add_today_argument(parser: Any, *, what: str) -> None:
+    """Add ``--today YYYY-MM-DD``, the date *what* is computed for (default: today)."""
+    parser.add_argument(
+        "--today",
+        type=dt.date.fromisoformat,
+        default=None,
+        metavar="YYYY-MM-DD",
+        help=f"{what} (default: today, UTC)",
+    )
+
+
+def chosen_date(args: argparse.Namespace) -> dt.date:
+    """The ``--today`` date, or today's date in UTC."""
+    value: dt.date | None = args.today
+    return value or dt.datetime.now(dt.timezone.utc).date()
+
+
+def add_models_argument(parser: Any) -> None:
+    """Add ``--models MODULE:BASE`` (the mapped models to take fields from)."""
+    parser.add_argument(
+        "--models",
+        metavar="MODULE:BASE",
+        help="a SQLAlchemy declarative base whose customer-data fields to list",
+    )
+
+
+def load_fields(spec: str | None) -> tuple[Any, ...]:
+    """The field inventory of ``--models``, or nothing without it.
+
+    Raises:
+        ConfigurationError: The models cannot be loaded.
+    """
+    if not spec:
+        return ()
+    from custdata.sqlalchemy import field_inventory  # noqa: PLC0415 - optional layer
+
+    return field_inventory(load_models(spec))
+
+
+def run_render(args: argparse.Namespace) -> int:
+    """Run ``custdata docs render``."""
+    from custdata.governance import render_documents  # noqa: PLC0415
+
+    try:
+        policy = Policy.from_toml(args.policy)
+        fields = load_fields(args.models)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for lang in (args.lang,) if args.lang else ("ja", "en"):
+            docs = render_documents(policy, lang=lang, fmt=args.fmt, fields=fields)
+            for name, text in docs.items():
+                (out / name).write_text(text, encoding="utf-8")
+                written.append(name)
+    except ConfigurationError as exc:
+        print(f"custdata docs render: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(
+            f"custdata docs render: cannot write to {args.out} ({exc.strerror})",
+            file=sys.stderr,
+        )
+        return 2
+    for name in dict.fromkeys(written):
+        print(out / name)
+    return 0

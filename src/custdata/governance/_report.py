@@ -1,0 +1,220 @@
+"""The compliance report: a static page set to look at (``custdata report --html``).
+
+:func:`render_report` returns the pages as file names mapped to HTML: an
+``index.html`` with a data-map picture (categories → purposes → who handles
+them, as inline SVG), the fields and how each is protected and kept, consent
+coverage, reviews due and findings, and the audit trail's verification status
+when one was verified; and the rendered documents of both languages, linked
+from the index. Nothing is fetched at view time: no scripts, no fonts, no CDN.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from custdata._check import check_policy
+from custdata._policy import FieldPolicy, Policy
+
+from ._documents import DOCUMENTS, EXTENSIONS, FieldRecord, render_documents
+from ._review import register_findings, review_items
+
+
+__all__ = ["DataMap", "TrailStatus", "data_map", "render_report"]
+
+
+@attrs.frozen(kw_only=True)
+class TrailStatus:
+    """The verification status of an audit trail, as the report shows it.
+
+    Attributes:
+        source: What was verified (a file name or a database, without secrets).
+        events: How many events were read.
+        chains: How many writer chains.
+        intact: Whether no tampering was found.
+        findings: The kinds of the findings (``GAP``, ``FORK``...).
+        verified_through: The checkpoint the trail is anchored to, if any.
+    """
+
+    source: str
+    events: int
+    chains: int
+    intact: bool
+    findings: tuple[str, ...] = ()
+    verified_through: str | None = None
+
+    @classmethod
+    def from_report(cls, report: Any, *, source: str) -> TrailStatus:
+        """Build it from a :class:`custdata.audit.VerificationReport`."""
+        vt = report.verified_through
+        return cls(
+            source=source,
+            events=report.events,
+            chains=report.chains,
+            intact=report.intact,
+            findings=tuple(report.kinds()),
+            verified_through=None
+            if vt is None
+            else f"checkpoint {vt.tree_size} at {vt.time.isoformat()}",
+        )
+
+
+@attrs.frozen(kw_only=True)
+class DataMap:
+    """The data-map picture: nodes in three columns and the edges between them.
+
+    Attributes:
+        categories: ``(key, label, kind)`` with kind ``"special"``,
+            ``"financial"`` or ``"plain"``.
+        purposes: ``(id, text)``.
+        handlers: ``(role id, description)``: who handles the data.
+        edges: ``(from, to)`` pairs of node ids (``c:<key>``, ``p:<id>``, ``r:<id>``).
+        width: The picture's width in pixels.
+        height: The picture's height in pixels.
+    """
+
+    categories: tuple[tuple[str, str, str], ...]
+    purposes: tuple[tuple[str, str], ...]
+    handlers: tuple[tuple[str, str], ...]
+    edges: tuple[tuple[str, str], ...]
+    width: int = 1100
+    height: int = 0
+
+    #: Vertical distance between nodes, and the top margin.
+    ROW = 34
+    TOP = 40
+
+    def y(self, node: str) -> int:
+        """The vertical centre of a node."""
+        kind, _, key = node.partition(":")
+        column = {
+            "c": [c[0] for c in self.categories],
+            "p": [p[0] for p in self.purposes],
+            "r": [r[0] for r in self.handlers],
+        }[kind]
+        return self.TOP + column.index(key) * self.ROW + self.ROW // 2
+
+    def x(self, node: str) -> tuple[int, int]:
+        """The left and right edges of a node's column."""
+        return {"c": (10, 300), "p": (400, 760), "r": (860, 1090)}[node[0]]
+
+
+def data_map(policy: Policy, *, lang: str = "en") -> DataMap:
+    """Return the data map of *policy*: categories → purposes → roles."""
+    tax = policy.taxonomy
+    used = sorted({c for p in policy.purposes.values() for c in p.categories})
+
+    def kind(key: str) -> str:
+        below = [tax[k] for k in tax if k == key or k.startswith(f"{key}.")]
+        if any(c.special_care for c in below):
+            return "special"
+        if any(c.financial_damage_risk for c in below):
+            return "financial"
+        return "plain"
+
+    categories = tuple(
+        (key, tax[key].label_ja if lang == "ja" else tax[key].label_en, kind(key))
+        for key in used
+    )
+    purposes = tuple(
+        (p.id, p.text_ja if lang == "ja" else p.text_en)
+        for p in policy.purposes.values()
+    )
+    handlers = tuple(
+        (r.id, r.description) for r in sorted(policy.roles.values(), key=lambda r: r.id)
+    )
+    edges = [
+        (f"c:{c}", f"p:{p.id}") for p in policy.purposes.values() for c in p.categories
+    ]
+    edges += [
+        (f"p:{pid}", f"r:{rid}")
+        for pid in policy.purposes
+        for rid in sorted(policy.roles)
+        if policy.may_claim(rid, pid)
+    ]
+    rows = max(len(categories), len(purposes), len(handlers) + 2)
+    return DataMap(
+        categories=categories,
+        purposes=purposes,
+        handlers=handlers,
+        edges=tuple(edges),
+        height=DataMap.TOP + rows * DataMap.ROW + 20,
+    )
+
+
+def render_report(
+    policy: Policy,
+    *,
+    today: dt.date,
+    fields: Sequence[FieldRecord] = (),
+    trail: TrailStatus | None = None,
+) -> dict[str, str]:
+    """Render the compliance report; return file names mapped to their HTML.
+
+    Args:
+        policy: The policy.
+        today: The report date (reviews due are computed against it).
+        fields: The stored fields (see :func:`custdata.sqlalchemy.field_inventory`).
+        trail: The audit trail's verification status, if one was verified.
+    """
+    import jinja2  # noqa: PLC0415 - only rendering needs the template engine
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("custdata.governance", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    rules = {f"{f.table}.{f.column}": _kept(policy, f) for f in fields}
+    documents = [
+        (name, lang, f"{name}.{lang}.html")
+        for lang in ("ja", "en")
+        for name in DOCUMENTS
+        if name != "fideslang"
+    ]
+    consent = [
+        p
+        for pid, p in policy.purposes.items()
+        if any(policy.purposes[a].consent_required for a in policy.tree.ancestors(pid))
+    ]
+    page = env.get_template("report.html.j2").render(
+        policy=policy,
+        today=today.isoformat(),
+        picture=data_map(policy),
+        fields=sorted(fields, key=lambda f: (f.table, f.column)),
+        rules=rules,
+        consent=consent,
+        items=review_items(policy, today=today),
+        findings=[
+            *check_policy(policy, today=today),
+            *register_findings(policy, today=today),
+        ],
+        trail=trail,
+        documents=documents,
+        extensions=EXTENSIONS,
+    )
+    pages = {"index.html": page}
+    for lang in ("ja", "en"):
+        pages.update(render_documents(policy, lang=lang, fmt="html", fields=fields))
+    return pages
+
+
+def _kept(policy: Policy, record: FieldRecord) -> str:
+    """How long a field is kept: its rules' periods and actions."""
+    if record.retention is not None and record.retention not in policy.retention_rules:
+        return f"unknown retention rule {record.retention!r}"
+    field = FieldPolicy(
+        category=record.category,
+        purposes=record.purposes,
+        prohibited=record.prohibited,
+        retention=record.retention,
+    )
+    return ", ".join(
+        f"{r.id}: {r.period} → {r.action.value}"
+        for r in policy.retention_rules_for(field)
+    )
