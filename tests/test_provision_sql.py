@@ -9,6 +9,7 @@ record; customer values never reach the records, the trail or a repr.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import sys
@@ -113,6 +114,25 @@ def _gate(
     )
 
 
+@contextlib.contextmanager
+def _consenting(consent: DictConsent) -> Iterator[custdata.Custodian]:
+    """The current custodian, with the gate's consent source as its ledger.
+
+    One ledger answers both questions: the gate's (may this be provided on
+    consent?) and the read path's (may this subject's data be read for a
+    consent-required purpose?).
+    """
+    current = custdata.current_custodian()
+    with custdata.Custodian(
+        policy=current.policy,
+        keyring=current.keyring,
+        audit=current.audit,
+        subject_keys=current.subject_keys,
+        consent=consent,
+    ).activate() as custodian:
+        yield custodian
+
+
 class TestProvide:
     """provide(): decide, read under the provision purpose, audit, record, return."""
 
@@ -134,6 +154,7 @@ class TestProvide:
         start = len(trail_sink.records)
         with (
             Session(engine) as session,
+            _consenting(consent),
             custdata.acting_as("p-1", role="partnership_desk"),
         ):
             given = provide(
@@ -186,6 +207,7 @@ class TestProvide:
             consent.give(s, PURPOSE)
         with (
             Session(engine) as session,
+            _consenting(consent),
             custdata.acting_as("p-1", role="partnership_desk"),
         ):
             given = provide(
@@ -219,6 +241,7 @@ class TestProvide:
         start = len(trail_sink.records)
         with (
             Session(engine) as session,
+            _consenting(consent),
             custdata.acting_as("p-1", role="partnership_desk"),
             pytest.raises(custdata.ProvisionRefusedError),
         ):
@@ -259,6 +282,7 @@ class TestProvide:
         start = len(trail_sink.records)
         with (
             Session(engine) as session,
+            _consenting(consent),
             custdata.acting_as("p-1", role="partnership_desk"),
             pytest.raises(custdata.PurposeViolationError),
         ):
@@ -361,6 +385,7 @@ class TestPlainRecorder:
         }
         with (
             Session(engine) as session,
+            _consenting(consent),
             custdata.acting_as("p-1", role="partnership_desk"),
         ):
             provide(session, models.Customer, subjects=ids[:1], **kw)

@@ -31,26 +31,17 @@ import custdata  # noqa: E402
 
 from custdata.audit import AuditTrail, MemorySink  # noqa: E402
 from custdata.crypto import Keyring  # noqa: E402
-from custdata.governance import Basis, ProvisionGate, Recipient  # noqa: E402
+from custdata.governance import (  # noqa: E402
+    Basis,
+    ConsentLedger,
+    ProvisionGate,
+    Recipient,
+)
 from custdata.sqlalchemy import (  # noqa: E402
     SqlProvisionRecordStore,
     add_custdata_tables,
     provide,
 )
-
-
-class ConsentBook:
-    """The partner-offers consent the shop collected (the consent ledger stands here)."""
-
-    def __init__(self) -> None:
-        """Start with nobody's consent."""
-        self.given: dict[tuple[str, str], str] = {}
-
-    def consent_in_force(
-        self, subject: object, purpose: str, at: dt.datetime
-    ) -> str | None:
-        """The consent record's id, or ``None`` (a :class:`custdata.governance.ConsentSource`)."""
-        return self.given.get((str(subject), purpose))
 
 
 def main() -> None:
@@ -59,7 +50,13 @@ def main() -> None:
     keyring = Keyring.generate()
     sink = MemorySink()
     trail = AuditTrail(keyring, sinks=[sink], checkpoint_interval=None)
-    custodian = custdata.Custodian(policy=policy, keyring=keyring, audit=trail)
+    # One consent ledger answers both the provision gate (may this leave on
+    # consent?) and the read path (may this subject's data be read for a
+    # consent-required purpose?).
+    consent = ConsentLedger.for_policy(policy, audit=trail)
+    custodian = custdata.Custodian(
+        policy=policy, keyring=keyring, audit=trail, consent=consent
+    )
     custodian.make_current()
     now = dt.datetime(2026, 11, 2, 10, 0, tzinfo=dt.timezone.utc)
 
@@ -70,7 +67,6 @@ def main() -> None:
         add_custdata_tables(Base.metadata, audit=False, subject_keys=False)
         Base.metadata.create_all(engine)
         records = SqlProvisionRecordStore(engine, metadata=Base.metadata)
-        consent = ConsentBook()
         gate = ProvisionGate(policy=policy, records=records, consent=consent)
 
         with (
@@ -86,7 +82,14 @@ def main() -> None:
             )
             session.add_all([hanako, taro])
             session.commit()
-        consent.given[(str(hanako.id), "marketing.third_party")] = "consent-0001"
+        consent.grant(
+            hanako.id,
+            "marketing.third_party",
+            method="web_form",
+            notice_version="2026-04",
+            actor="c-9",
+            now=now - dt.timedelta(days=30),
+        )
 
         print("1. delivery contractor (outsourcing, 27条5項1号): no provision record")
         with (
