@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import gc
 import os
 import pstats
 import statistics
@@ -80,6 +79,8 @@ BUDGETS = {  # ÷ floor, cold cache (DESIGN §6, issue 18)
     "Core select-all": 2.0,
 }
 FIELDS = ("name", "email", "phone", "city")
+#: Whether the cyclic GC runs during the timed operations (``--gc-off``: not).
+GC_ON = [True]
 
 
 def build_models(tag: str) -> dict[str, Any]:
@@ -184,7 +185,8 @@ class Bench:
         stack.enter_context(custdata.acting_as("bench", role="support_agent"))
         stack.enter_context(custdata.purpose("support"))
         bare = variant in {"plain", "floor"}
-        stack.enter_context(_hooks_removed(bare))
+        if bare:
+            stack.enter_context(_hooks_removed())
         stack.enter_context(_transaction_hooks_removed(bare))
         return stack
 
@@ -269,7 +271,9 @@ class Bench:
                             profiler.disable()
                             print_profile(profiler)
                         else:
-                            self.results[(variant, op)].append(timed(fn) / count)
+                            self.results[(variant, op)].append(
+                                timed(fn, gc_on=GC_ON[0]) / count
+                            )
 
     def close(self) -> None:
         self.models["Base"].metadata.drop_all(self.engine)
@@ -278,7 +282,7 @@ class Bench:
 
     def report(self, label: str, reps: int) -> None:
         print(
-            f"\n### {label} (N={self.n}, reps={reps}, gc {'on' if gc.isenabled() else 'off'})\n"
+            f"\n### {label} (N={self.n}, reps={reps}, gc {'on' if GC_ON[0] else 'off'})\n"
         )
         print(
             "| operation | plain µs | floor µs | column ÷ floor | subject cold µs | "
@@ -417,7 +421,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.gc_off:
-        gc.disable()
+        GC_ON[0] = False
     if args.scale:
         with tempfile.TemporaryDirectory() as tmp:
             scale(

@@ -57,6 +57,14 @@ _batch_memo: ContextVar[tuple[object, object, dict[bytes | None, Any]] | None] =
 )
 
 
+class _NoMatch(Exception):  # noqa: N818 - never leaves this module
+    """A value the fast path of a batch cannot open; the checked path names why."""
+
+
+def _no_match() -> bytes:
+    raise _NoMatch
+
+
 def _subject_tail(subject: object) -> bytes:
     """Return ``len(subject bytes) ‖ subject bytes`` for the associated data (memoised)."""
     global _last_tail  # noqa: PLW0603 - a one-entry memo, replaced atomically
@@ -770,13 +778,41 @@ class FieldCipher(_ColumnCipher[T]):
     def _open_for_subjects(
         self, blobs: Sequence[Any], tails: Sequence[bytes | None]
     ) -> list[T | None]:
-        """Decrypt a batch under per-subject keys, each subject's key fetched once."""
+        """Decrypt a batch under per-subject keys, each subject's key fetched once.
+
+        The whole batch is opened in one comprehension; the first value it
+        cannot open with its subject's cached key as the header names it (no
+        key, a destroyed or another key, not bytes, truncated, tampered) sends
+        the batch through :meth:`open_held`, which names what is wrong.
+        """
         by_tail = self._batch_keys(tails)
-        open_held = self.open_held
-        return [
-            open_held(blob, tail, by_tail)
-            for blob, tail in zip(blobs, tails, strict=True)
-        ]
+        get: Any = by_tail.get  # a _SubjectKey, DESTROYED or None
+        context = self._subject_context
+        try:
+            frames = [
+                None
+                if blob is None or tail is None
+                else (
+                    key.aead.decrypt(
+                        blob[HEADER_SIZE:_NONCE_END],
+                        blob[_NONCE_END:],
+                        key.header + context + tail,
+                    )
+                    if blob[:HEADER_SIZE] == (key := get(tail)).header
+                    else _no_match()
+                )
+                for blob, tail in zip(blobs, tails, strict=True)
+            ]
+        except (_NoMatch, AttributeError, TypeError, ValueError, InvalidTag):
+            open_held = self.open_held
+            return [
+                open_held(blob, tail, by_tail)
+                for blob, tail in zip(blobs, tails, strict=True)
+            ]
+        decode = self._decode
+        if None in frames:
+            return [None if f is None else decode(f) for f in frames]
+        return list(map(decode, frames))  # type: ignore[arg-type]
 
     def _subject_key_of(self, blob: bytes, key: Any) -> _SubjectKey:
         """Check the envelope's header properly and name what is wrong with it.
