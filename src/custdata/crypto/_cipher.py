@@ -760,16 +760,17 @@ class FieldCipher(_ColumnCipher[T]):
             blob = bytes(blob)
         key = by_tail.get(tail)
         if (
-            key.__class__ is not _SubjectKey
-            or key.header != blob[:HEADER_SIZE]
+            key.__class__ is not tuple
+            or key[0] != blob[:HEADER_SIZE]
             or len(blob) < GCM_OVERHEAD
         ):
             key = self._subject_key_of(blob, key)
+        header, aead = key[0], key[1]
         try:
-            frame = key.aead.decrypt(
+            frame = aead.decrypt(
                 blob[HEADER_SIZE:_NONCE_END],
                 blob[_NONCE_END:],
-                key.header + self._subject_context + tail,
+                header + self._subject_context + tail,
             )
         except InvalidTag:
             raise self._failed() from None
@@ -786,24 +787,25 @@ class FieldCipher(_ColumnCipher[T]):
         the batch through :meth:`open_held`, which names what is wrong.
         """
         by_tail = self._batch_keys(tails)
-        get: Any = by_tail.get  # a _SubjectKey, DESTROYED or None
+        get: Any = by_tail.get  # a _SubjectKey tuple, DESTROYED or None
         context = self._subject_context
         try:
             frames = [
                 None
                 if blob is None or tail is None
                 else (
-                    key.aead.decrypt(
+                    key[1].decrypt(
                         blob[HEADER_SIZE:_NONCE_END],
                         blob[_NONCE_END:],
-                        key.header + context + tail,
+                        key[0] + context + tail,
                     )
-                    if blob[:HEADER_SIZE] == (key := get(tail)).header
+                    if blob[:HEADER_SIZE] == (key := get(tail))[0]
+                    and key.__class__ is tuple
                     else _no_match()
                 )
                 for blob, tail in zip(blobs, tails, strict=True)
             ]
-        except (_NoMatch, AttributeError, TypeError, ValueError, InvalidTag):
+        except (_NoMatch, IndexError, TypeError, ValueError, InvalidTag):
             open_held = self.open_held
             return [
                 open_held(blob, tail, by_tail)
@@ -852,9 +854,9 @@ class FieldCipher(_ColumnCipher[T]):
             end = start + NONCE_SIZE
             nonce = nonces[start:end]
             start = end
-            header = key.header
+            header = key[0]
             append(
-                header + nonce + key.aead.encrypt(nonce, frame, header + context + tail)
+                header + nonce + key[1].encrypt(nonce, frame, header + context + tail)
             )
         return out
 
