@@ -166,3 +166,37 @@ class TestFewerStatements:
         assert 1 == len(list(world.store.records()))
         with support(), Session(world.engine) as session:
             assert CANARY + "-0" == session.get(world.Client, cid).name
+
+
+class TestOneKeyPassPerStatement:
+    def test_the_columns_of_a_statement_share_its_keys(
+        self, world: World, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The hook's keys serve the first column; the other columns reuse that mapping."""
+        from custdata.crypto._subject import SubjectKeyScope
+
+        calls: list[int] = []
+        original = SubjectKeyScope.write_keys
+
+        def counting(self: Any, subjects: Any, **kw: Any) -> Any:
+            calls.append(len(subjects))
+            return original(self, subjects, **kw)
+
+        monkeypatch.setattr(SubjectKeyScope, "write_keys", counting)
+        world.add(10)  # two per-subject columns (name, email)
+        # One from the statement's hook, one for the first column; none for the second.
+        assert [10, 10] == calls
+
+    def test_a_shred_between_columns_is_seen(self, world: World) -> None:
+        """Withdrawn keys (a shred in this process) are never reused from the memo."""
+        keyring, scope = world.keyring, world.scope
+        cipher = keyring.field_cipher(
+            table="t", column="c", codec=codec_for(str), subject_keys=world.store
+        )
+        a = uuid.uuid4()
+        tails = [_tail(a)]
+        scope.prepare({tails[0][4:]})
+        cipher.seal_many(["x"], tails)
+        keyring.shred_subjects([a], world.store)
+        with pytest.raises(KeyDestroyedError):
+            cipher.seal_many(["y"], tails)

@@ -30,7 +30,7 @@ from ._envelope import (
 )
 from ._kdf import LABEL_FIELD_GCM, LABEL_FIELD_SIV, column_key
 from ._legacy import looks_sealed
-from ._subject import SubjectKeyScope, _SubjectKey, checked_key
+from ._subject import SubjectKeyScope, _prepared, _SubjectKey, checked_key
 
 
 if TYPE_CHECKING:
@@ -63,6 +63,15 @@ class _NoMatch(Exception):  # noqa: N818 - never leaves this module
 
 def _no_match() -> bytes:
     raise _NoMatch
+
+
+#: The keys per tail of the statement being sealed: its tails list (held, so
+#: its identity is not reused), the statement's prepared keys, the scope's
+#: generation then, and the keys. The columns of one write statement are
+#: sealed one after another with the same tails list.
+_seal_memo: ContextVar[tuple[object, object, int, dict[bytes, Any]] | None] = (
+    ContextVar("custdata_subject_seal", default=None)
+)
 
 
 def _subject_tail(subject: object) -> bytes:
@@ -840,9 +849,23 @@ class FieldCipher(_ColumnCipher[T]):
     ) -> list[bytes]:
         """Encrypt a batch under per-subject keys, missing keys made as one batch."""
         scope: SubjectKeyScope = self.subject_keys  # type: ignore[assignment]
-        distinct = set(tails)
-        keys = scope.write_keys({t[4:] for t in distinct})
-        by_tail = {t: keys[t[4:]] for t in distinct}
+        prepared = _prepared.get()
+        memo = _seal_memo.get()
+        generation = scope._generation  # noqa: SLF001 - package-internal
+        if (
+            memo is not None
+            and memo[0] is tails
+            and memo[1] is prepared
+            and memo[2] == generation
+        ):
+            # Another column of the same statement's rows: the same keys.
+            by_tail = memo[3]
+        else:
+            distinct = set(tails)
+            keys = scope.write_keys({t[4:] for t in distinct})
+            by_tail = {t: keys[t[4:]] for t in distinct}
+            if prepared is not None and prepared[0] is scope:
+                _seal_memo.set((tails, prepared, generation, by_tail))
         context = self._subject_context
         frames = encode_all(self.codec, values)
         nonces = _urandom(NONCE_SIZE * len(values))

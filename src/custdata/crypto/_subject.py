@@ -402,7 +402,7 @@ LOOKUP_CHUNK: Final = 500
 
 #: The keys a statement's hook just made ready in its transaction, for the
 #: encryption of that statement's values (see :meth:`SubjectKeyScope.write_keys`).
-_prepared: ContextVar[tuple[SubjectKeyScope, dict[bytes, _SubjectKey]] | None] = (
+_prepared: ContextVar[tuple[SubjectKeyScope, dict[bytes, _SubjectKey], int] | None] = (
     ContextVar("custdata_prepared_subject_keys", default=None)
 )
 
@@ -470,6 +470,10 @@ class SubjectKeyScope:
         self._cache: OrderedDict[bytes, _SubjectKey] = OrderedDict()
         self._pending: dict[bytes, _Pending] = {}
         self._epoch: int | None = None
+        # Raised whenever a key may have been withdrawn (a shred, a cleared
+        # cache, a transaction's held keys dropped): keys handed out at an
+        # unchanged generation are all still good.
+        self._generation = 0
         self._lock = threading.RLock()
         self._batched = isinstance(store, BatchSubjectKeyStore)
 
@@ -538,6 +542,7 @@ class SubjectKeyScope:
             return True
         valid = self._epoch is None and not self._cache
         self._cache.clear()
+        self._generation += 1
         self._epoch = epoch
         return valid
 
@@ -626,6 +631,8 @@ class SubjectKeyScope:
                     held.depth = depth
                 else:
                     del self._pending[subject]
+            if deeper and not kept:
+                self._generation += 1
 
     # -- what the ciphers ask ----------------------------------------------------
 
@@ -657,6 +664,13 @@ class SubjectKeyScope:
         if transaction is None:
             held = _prepared.get()
             if held is not None and held[0] is self:
+                if held[2] == self._generation:
+                    # Nothing withdrawn since the statement's hook made them.
+                    prepared = held[1]
+                    try:
+                        return {s: prepared[s] for s in subjects}
+                    except KeyError:
+                        pass
                 ready = self._still_held(held[1], subjects)
                 if ready is not None:
                     return ready
@@ -708,7 +722,9 @@ class SubjectKeyScope:
         keys from here without asking the store again (as long as each is
         still cached or held: a shred in this process withdraws them).
         """
-        _prepared.set((self, self.write_keys(subjects, transaction=transaction)))
+        generation = self._generation
+        keys = self.write_keys(subjects, transaction=transaction)
+        _prepared.set((self, keys, generation))
 
     def _still_held(
         self, keys: dict[bytes, _SubjectKey], subjects: Collection[bytes]
@@ -774,6 +790,7 @@ class SubjectKeyScope:
                 cache stays.
         """
         with self._lock:
+            self._generation += 1
             for subject in subjects:
                 self._cache.pop(subject, None)
                 self._pending.pop(subject, None)
@@ -788,6 +805,7 @@ class SubjectKeyScope:
         """Drop every unwrapped key from the cache."""
         with self._lock:
             self._cache.clear()
+            self._generation += 1
 
     def __len__(self) -> int:
         return len(self._cache)
