@@ -200,3 +200,21 @@ class TestOneKeyPassPerStatement:
         keyring.shred_subjects([a], world.store)
         with pytest.raises(KeyDestroyedError):
             cipher.seal_many(["y"], tails)
+
+    def test_keys_held_for_an_open_transaction_are_not_tracked(
+        self, world: World
+    ) -> None:
+        """Keys held until their transaction ends cost a collection nothing either."""
+        with support(), Session(world.engine) as session:
+            session.add_all(
+                world.Client(id=uuid.uuid4(), name=CANARY, email=f"{k}@x.jp")
+                for k in range(5)
+            )
+            session.flush()
+            gc.collect()
+            held = list(world.scope._pending.values())
+            assert 5 == len(held)
+            assert not any(gc.is_tracked(entry) for entry in held)
+            session.rollback()
+        assert {} == world.scope._pending
+        assert {} == world.scope._pending_txns

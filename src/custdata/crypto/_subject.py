@@ -407,16 +407,12 @@ _prepared: ContextVar[tuple[SubjectKeyScope, dict[bytes, _SubjectKey], int] | No
 )
 
 
-@final
-class _Pending:
-    """A key created (or read) inside an open transaction of the application."""
-
-    __slots__ = ("depth", "key", "transaction")
-
-    def __init__(self, transaction: object, depth: int, key: _SubjectKey) -> None:
-        self.transaction = transaction
-        self.depth = depth
-        self.key = key
+#: A key created (or read) inside an open transaction of the application:
+#: ``(key, id of the transaction, savepoint depth)`` -- a tuple of atoms, which
+#: the garbage collector stops tracking. The transaction itself is kept in
+#: :attr:`SubjectKeyScope._pending_txns` while any of its keys is held, so its
+#: id cannot be reused meanwhile.
+_Held = tuple[_SubjectKey, int, int]
 
 
 @final
@@ -468,7 +464,8 @@ class SubjectKeyScope:
         self.store = store
         self.max_entries = max_entries
         self._cache: OrderedDict[bytes, _SubjectKey] = OrderedDict()
-        self._pending: dict[bytes, _Pending] = {}
+        self._pending: dict[bytes, _Held] = {}
+        self._pending_txns: dict[int, object] = {}
         self._epoch: int | None = None
         # Raised whenever a key may have been withdrawn (a shred, a cleared
         # cache, a transaction's held keys dropped): keys handed out at an
@@ -568,12 +565,10 @@ class SubjectKeyScope:
                 hits[subject] = key
                 continue
             entry = pending.get(subject)
-            if entry is not None and (
-                entry.transaction is transaction if writing else True
-            ):
+            if entry is not None and (entry[1] == id(transaction) if writing else True):
                 # Reads may use any transaction's key: a row they can see was
                 # written with a committed key or in their own transaction.
-                held[subject] = entry.key
+                held[subject] = entry[0]
                 continue
             misses.append(subject)
         return hits, held, misses
@@ -613,26 +608,32 @@ class SubjectKeyScope:
     def _hold(self, keys: dict[bytes, Any], transaction: object) -> None:
         """Keep keys read or made inside ``transaction`` apart until it ends."""
         depth = self.store.watch(transaction, self._ended)  # type: ignore[attr-defined]
+        owner = id(transaction)
         with self._lock:
+            self._pending_txns[owner] = transaction
+            pending = self._pending
             for subject, key in keys.items():
                 if key.__class__ is tuple:
-                    self._pending[subject] = _Pending(transaction, depth, key)
+                    pending[subject] = (key, owner, depth)
 
     def _ended(self, transaction: object, depth: int, kept: bool) -> None:
         """Drop (or, ``kept``, re-file) the keys ``transaction`` holds deeper than ``depth``."""
+        owner = id(transaction)
         with self._lock:
+            pending = self._pending
             deeper = [
-                (s, held)
-                for s, held in self._pending.items()
-                if held.transaction is transaction and held.depth > depth
+                s for s, held in pending.items() if held[1] == owner and held[2] > depth
             ]
-            for subject, held in deeper:
-                if kept:
-                    held.depth = depth
-                else:
-                    del self._pending[subject]
-            if deeper and not kept:
-                self._generation += 1
+            if kept:
+                for subject in deeper:
+                    pending[subject] = (pending[subject][0], owner, depth)
+            else:
+                for subject in deeper:
+                    del pending[subject]
+                if deeper:
+                    self._generation += 1
+            if depth < 0:
+                self._pending_txns.pop(owner, None)
 
     # -- what the ciphers ask ----------------------------------------------------
 
@@ -739,7 +740,7 @@ class SubjectKeyScope:
                 return None
             entry = pending.get(subject)
             if not (
-                (entry is not None and entry.key is key) or cache.get(subject) is key
+                (entry is not None and entry[0] is key) or cache.get(subject) is key
             ):
                 return None
             out[subject] = key
