@@ -30,7 +30,7 @@ from ._envelope import (
 )
 from ._kdf import LABEL_FIELD_GCM, LABEL_FIELD_SIV, column_key
 from ._legacy import looks_sealed
-from ._subject import SubjectKeyScope, _SubjectKey, checked_key
+from ._subject import SubjectKeyScope, _prepared, _SubjectKey, checked_key
 
 
 if TYPE_CHECKING:
@@ -54,6 +54,23 @@ _last_tail: tuple[object, bytes] = (None, b"")
 #: one fetched batch are opened one after another with the same tails list.
 _batch_memo: ContextVar[tuple[object, object, dict[bytes | None, Any]] | None] = (
     ContextVar("custdata_subject_batch", default=None)
+)
+
+
+class _NoMatch(Exception):  # noqa: N818 - never leaves this module
+    """A value the fast path of a batch cannot open; the checked path names why."""
+
+
+def _no_match() -> bytes:
+    raise _NoMatch
+
+
+#: The keys per tail of the statement being sealed: its tails list (held, so
+#: its identity is not reused), the statement's prepared keys, the scope's
+#: generation then, and the keys. The columns of one write statement are
+#: sealed one after another with the same tails list.
+_seal_memo: ContextVar[tuple[object, object, int, dict[bytes, Any]] | None] = (
+    ContextVar("custdata_subject_seal", default=None)
 )
 
 
@@ -752,16 +769,17 @@ class FieldCipher(_ColumnCipher[T]):
             blob = bytes(blob)
         key = by_tail.get(tail)
         if (
-            key.__class__ is not _SubjectKey
-            or key.header != blob[:HEADER_SIZE]
+            key.__class__ is not tuple
+            or key[0] != blob[:HEADER_SIZE]
             or len(blob) < GCM_OVERHEAD
         ):
             key = self._subject_key_of(blob, key)
+        header, aead = key[0], key[1]
         try:
-            frame = key.aead.decrypt(
+            frame = aead.decrypt(
                 blob[HEADER_SIZE:_NONCE_END],
                 blob[_NONCE_END:],
-                key.header + self._subject_context + tail,
+                header + self._subject_context + tail,
             )
         except InvalidTag:
             raise self._failed() from None
@@ -770,13 +788,42 @@ class FieldCipher(_ColumnCipher[T]):
     def _open_for_subjects(
         self, blobs: Sequence[Any], tails: Sequence[bytes | None]
     ) -> list[T | None]:
-        """Decrypt a batch under per-subject keys, each subject's key fetched once."""
+        """Decrypt a batch under per-subject keys, each subject's key fetched once.
+
+        The whole batch is opened in one comprehension; the first value it
+        cannot open with its subject's cached key as the header names it (no
+        key, a destroyed or another key, not bytes, truncated, tampered) sends
+        the batch through :meth:`open_held`, which names what is wrong.
+        """
         by_tail = self._batch_keys(tails)
-        open_held = self.open_held
-        return [
-            open_held(blob, tail, by_tail)
-            for blob, tail in zip(blobs, tails, strict=True)
-        ]
+        get: Any = by_tail.get  # a _SubjectKey tuple, DESTROYED or None
+        context = self._subject_context
+        try:
+            frames = [
+                None
+                if blob is None or tail is None
+                else (
+                    key[1].decrypt(
+                        blob[HEADER_SIZE:_NONCE_END],
+                        blob[_NONCE_END:],
+                        key[0] + context + tail,
+                    )
+                    if blob[:HEADER_SIZE] == (key := get(tail))[0]
+                    and key.__class__ is tuple
+                    else _no_match()
+                )
+                for blob, tail in zip(blobs, tails, strict=True)
+            ]
+        except (_NoMatch, IndexError, TypeError, ValueError, InvalidTag):
+            open_held = self.open_held
+            return [
+                open_held(blob, tail, by_tail)
+                for blob, tail in zip(blobs, tails, strict=True)
+            ]
+        decode = self._decode
+        if None in frames:
+            return [None if f is None else decode(f) for f in frames]
+        return list(map(decode, frames))  # type: ignore[arg-type]
 
     def _subject_key_of(self, blob: bytes, key: Any) -> _SubjectKey:
         """Check the envelope's header properly and name what is wrong with it.
@@ -802,9 +849,23 @@ class FieldCipher(_ColumnCipher[T]):
     ) -> list[bytes]:
         """Encrypt a batch under per-subject keys, missing keys made as one batch."""
         scope: SubjectKeyScope = self.subject_keys  # type: ignore[assignment]
-        distinct = set(tails)
-        keys = scope.write_keys({t[4:] for t in distinct})
-        by_tail = {t: keys[t[4:]] for t in distinct}
+        prepared = _prepared.get()
+        memo = _seal_memo.get()
+        generation = scope._generation  # noqa: SLF001 - package-internal
+        if (
+            memo is not None
+            and memo[0] is tails
+            and memo[1] is prepared
+            and memo[2] == generation
+        ):
+            # Another column of the same statement's rows: the same keys.
+            by_tail = memo[3]
+        else:
+            distinct = set(tails)
+            keys = scope.write_keys({t[4:] for t in distinct})
+            by_tail = {t: keys[t[4:]] for t in distinct}
+            if prepared is not None and prepared[0] is scope:
+                _seal_memo.set((tails, prepared, generation, by_tail))
         context = self._subject_context
         frames = encode_all(self.codec, values)
         nonces = _urandom(NONCE_SIZE * len(values))
@@ -816,9 +877,9 @@ class FieldCipher(_ColumnCipher[T]):
             end = start + NONCE_SIZE
             nonce = nonces[start:end]
             start = end
-            header = key.header
+            header = key[0]
             append(
-                header + nonce + key.aead.encrypt(nonce, frame, header + context + tail)
+                header + nonce + key[1].encrypt(nonce, frame, header + context + tail)
             )
         return out
 

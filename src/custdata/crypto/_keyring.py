@@ -942,16 +942,19 @@ class Keyring:
         wrapping_key_id = self.primary_key_id
         seal = self._subject_wrapper(wrapping_key_id).encrypt
         created_at = _utcnow(None)
-        # One call to the system's random source for every key and nonce.
-        size = _KEY_SIZE + 12
+        # One call to the system's random source for every key, nonce and key
+        # id (a key id of 0, once in 2**32, is drawn again: ids are non-zero).
+        size = _KEY_SIZE + 12 + 4
         material = os.urandom(size * len(subjects))
         records = []
         keys = []
         for i, subject in enumerate(subjects):
-            key_id = new_subject_key_id()
             at = i * size
             key = material[at : at + _KEY_SIZE]
-            nonce = material[at + _KEY_SIZE : at + size]
+            nonce = material[at + _KEY_SIZE : at + _KEY_SIZE + 12]
+            key_id = int.from_bytes(material[at + _KEY_SIZE + 12 : at + size], "big")
+            if not key_id:
+                key_id = new_subject_key_id()
             aad = self._subject_wrap_aad(subject, key_id, wrapping_key_id)
             keys.append(key)
             records.append(

@@ -363,20 +363,28 @@ class FileSubjectKeyStore(_DictSubjectKeyStore):
         return f"<FileSubjectKeyStore {str(self.path)!r} records={len(self._records)}>"
 
 
-@final
-class _SubjectKey:
-    """A subject's unwrapped key as a ready AEAD, with its envelope header."""
+#: A subject's unwrapped key, ready: ``(header, aead, key_id, expires_at)`` --
+#: its envelope header, its ``AESGCM`` object (built once, used for every
+#: column: the column is bound through the associated data), its key id and
+#: when the cache must forget it. A plain tuple of atoms on purpose: the
+#: garbage collector stops tracking it after its first collection, so a full
+#: cache adds nothing to the work of a collection. Test for one with
+#: ``key.__class__ is tuple`` (a store's lookup rows are never plain tuples
+#: here; what else a scope hands out is :data:`DESTROYED` or nothing).
+_SubjectKey = tuple[bytes, AESGCM, int, float]
 
-    __slots__ = ("aead", "expires_at", "header", "key_id")
+#: The header of a per-subject envelope without its key id.
+_SUBJECT_HEADER = header_bytes(Algorithm.AES_256_GCM_SUBJECT, 0)[:2]
 
-    def __init__(self, *, key_id: int, aead: AESGCM, expires_at: float) -> None:
-        self.key_id = key_id
-        self.header = header_bytes(Algorithm.AES_256_GCM_SUBJECT, key_id)
-        self.aead = aead
-        self.expires_at = expires_at
 
-    def __repr__(self) -> str:
-        return f"<_SubjectKey key_id={self.key_id}>"
+def _subject_key(key_id: int, key: bytes, expires_at: float) -> _SubjectKey:
+    """The ready key (see :data:`_SubjectKey`) of an unwrapped subject key."""
+    return (
+        _SUBJECT_HEADER + key_id.to_bytes(4, "big"),
+        AESGCM(key),
+        key_id,
+        expires_at,
+    )
 
 
 #: What :meth:`SubjectKeyScope.keys_for` maps a subject whose key was destroyed to.
@@ -394,21 +402,17 @@ LOOKUP_CHUNK: Final = 500
 
 #: The keys a statement's hook just made ready in its transaction, for the
 #: encryption of that statement's values (see :meth:`SubjectKeyScope.write_keys`).
-_prepared: ContextVar[tuple[SubjectKeyScope, dict[bytes, _SubjectKey]] | None] = (
+_prepared: ContextVar[tuple[SubjectKeyScope, dict[bytes, _SubjectKey], int] | None] = (
     ContextVar("custdata_prepared_subject_keys", default=None)
 )
 
 
-@final
-class _Pending:
-    """A key created (or read) inside an open transaction of the application."""
-
-    __slots__ = ("depth", "key", "transaction")
-
-    def __init__(self, transaction: object, depth: int, key: _SubjectKey) -> None:
-        self.transaction = transaction
-        self.depth = depth
-        self.key = key
+#: A key created (or read) inside an open transaction of the application:
+#: ``(key, id of the transaction, savepoint depth)`` -- a tuple of atoms, which
+#: the garbage collector stops tracking. The transaction itself is kept in
+#: :attr:`SubjectKeyScope._pending_txns` while any of its keys is held, so its
+#: id cannot be reused meanwhile.
+_Held = tuple[_SubjectKey, int, int]
 
 
 @final
@@ -460,30 +464,47 @@ class SubjectKeyScope:
         self.store = store
         self.max_entries = max_entries
         self._cache: OrderedDict[bytes, _SubjectKey] = OrderedDict()
-        self._pending: dict[bytes, _Pending] = {}
+        self._pending: dict[bytes, _Held] = {}
+        self._pending_txns: dict[int, object] = {}
         self._epoch: int | None = None
+        # Raised whenever a key may have been withdrawn (a shred, a cleared
+        # cache, a transaction's held keys dropped): keys handed out at an
+        # unchanged generation are all still good.
+        self._generation = 0
         self._lock = threading.RLock()
         self._batched = isinstance(store, BatchSubjectKeyStore)
 
     # -- the store, batched or not ---------------------------------------------
 
-    def _lookup(
+    def _read(
         self, subjects: Collection[bytes], transaction: object
-    ) -> tuple[dict[bytes, WrappedKey], int | None]:
+    ) -> tuple[dict[bytes, Any], int | None]:
+        """Look up and unwrap the keys of ``subjects``; also return the shred epoch.
+
+        One store lookup per :data:`LOOKUP_CHUNK` subjects, each chunk
+        unwrapped before the next is read: a chunk's rows are freed at once,
+        so a large batch never holds every subject's row at the same time
+        (fewer live objects, fewer garbage collections).
+        """
         store = self.store
         if not self._batched:
             get = store.get
             found_one = {s: r for s in subjects if (r := get(s)) is not None}
-            return {s: wrapped_key_of(r) for s, r in found_one.items()}, None
-        found: dict[bytes, WrappedKey] = {}
+            return self._unwrap(
+                {s: wrapped_key_of(r) for s, r in found_one.items()}
+            ), None
+        keys: dict[bytes, Any] = {}
         epoch = 0
         ordered = list(subjects)
+        lookup = store.lookup  # type: ignore[attr-defined]
         for start in range(0, max(len(ordered), 1), LOOKUP_CHUNK):
-            records, epoch = store.lookup(  # type: ignore[attr-defined]
+            records, epoch = lookup(
                 ordered[start : start + LOOKUP_CHUNK], transaction=transaction
             )
-            found.update(records)
-        return found, epoch
+            if records:
+                keys.update(self._unwrap(records))
+            del records
+        return keys, epoch
 
     def _unwrap(self, found: dict[bytes, WrappedKey]) -> dict[bytes, Any]:
         """Unwrap live keys in one pass; tombstones map to :data:`DESTROYED`."""
@@ -493,9 +514,7 @@ class SubjectKeyScope:
         return {
             subject: DESTROYED
             if key is None
-            else _SubjectKey(
-                key_id=found[subject][1], aead=AESGCM(key), expires_at=expires_at
-            )
+            else _subject_key(found[subject][1], key, expires_at)
             for subject, key in plain.items()
         }
 
@@ -504,7 +523,7 @@ class SubjectKeyScope:
         cache = self._cache
         limit = self.max_entries
         for subject, key in keys.items():
-            if key.__class__ is _SubjectKey:
+            if key.__class__ is tuple:
                 cache[subject] = key
                 cache.move_to_end(subject)
         while len(cache) > limit:
@@ -520,6 +539,7 @@ class SubjectKeyScope:
             return True
         valid = self._epoch is None and not self._cache
         self._cache.clear()
+        self._generation += 1
         self._epoch = epoch
         return valid
 
@@ -540,17 +560,15 @@ class SubjectKeyScope:
         misses: list[bytes] = []
         for subject in subjects:
             key = cache.get(subject)
-            if key is not None and now < key.expires_at:
+            if key is not None and now < key[3]:
                 cache.move_to_end(subject)
                 hits[subject] = key
                 continue
             entry = pending.get(subject)
-            if entry is not None and (
-                entry.transaction is transaction if writing else True
-            ):
+            if entry is not None and (entry[1] == id(transaction) if writing else True):
                 # Reads may use any transaction's key: a row they can see was
                 # written with a committed key or in their own transaction.
-                held[subject] = entry.key
+                held[subject] = entry[0]
                 continue
             misses.append(subject)
         return hits, held, misses
@@ -568,16 +586,14 @@ class SubjectKeyScope:
             # process's alone, and shreds through the keyring drop keys at once.
             hits.update(held)
             return hits
-        records, epoch = self._lookup(misses, transaction)
-        keys = self._unwrap(records)
+        keys, epoch = self._read(misses, transaction)
         with self._lock:
             stale = not self._check_epoch(epoch)
             if transaction is None:
                 self._cache_all(keys)
         if stale and hits:
             # Shredded elsewhere since these were cached: read them again.
-            again, _ = self._lookup(list(hits), transaction)
-            hits = self._unwrap(again)
+            hits, _ = self._read(list(hits), transaction)
             if transaction is None:
                 with self._lock:
                     self._cache_all(hits)
@@ -592,24 +608,32 @@ class SubjectKeyScope:
     def _hold(self, keys: dict[bytes, Any], transaction: object) -> None:
         """Keep keys read or made inside ``transaction`` apart until it ends."""
         depth = self.store.watch(transaction, self._ended)  # type: ignore[attr-defined]
+        owner = id(transaction)
         with self._lock:
+            self._pending_txns[owner] = transaction
+            pending = self._pending
             for subject, key in keys.items():
-                if key.__class__ is _SubjectKey:
-                    self._pending[subject] = _Pending(transaction, depth, key)
+                if key.__class__ is tuple:
+                    pending[subject] = (key, owner, depth)
 
     def _ended(self, transaction: object, depth: int, kept: bool) -> None:
         """Drop (or, ``kept``, re-file) the keys ``transaction`` holds deeper than ``depth``."""
+        owner = id(transaction)
         with self._lock:
+            pending = self._pending
             deeper = [
-                (s, held)
-                for s, held in self._pending.items()
-                if held.transaction is transaction and held.depth > depth
+                s for s, held in pending.items() if held[1] == owner and held[2] > depth
             ]
-            for subject, held in deeper:
-                if kept:
-                    held.depth = depth
-                else:
-                    del self._pending[subject]
+            if kept:
+                for subject in deeper:
+                    pending[subject] = (pending[subject][0], owner, depth)
+            else:
+                for subject in deeper:
+                    del pending[subject]
+                if deeper:
+                    self._generation += 1
+            if depth < 0:
+                self._pending_txns.pop(owner, None)
 
     # -- what the ciphers ask ----------------------------------------------------
 
@@ -641,6 +665,13 @@ class SubjectKeyScope:
         if transaction is None:
             held = _prepared.get()
             if held is not None and held[0] is self:
+                if held[2] == self._generation:
+                    # Nothing withdrawn since the statement's hook made them.
+                    prepared = held[1]
+                    try:
+                        return {s: prepared[s] for s in subjects}
+                    except KeyError:
+                        pass
                 ready = self._still_held(held[1], subjects)
                 if ready is not None:
                     return ready
@@ -658,9 +689,7 @@ class SubjectKeyScope:
             # writer's key won the race is the stored one unwrapped.
             expires_at = self._keyring.cache.clock() + self._keyring.cache.ttl
             made: dict[bytes, Any] = {
-                r.subject: _SubjectKey(
-                    key_id=r.key_id, aead=AESGCM(key), expires_at=expires_at
-                )
+                r.subject: _subject_key(r.key_id, key, expires_at)
                 for r, key in zip(new, raw, strict=True)
                 if stored.get(r.subject) is r
             }
@@ -694,7 +723,9 @@ class SubjectKeyScope:
         keys from here without asking the store again (as long as each is
         still cached or held: a shred in this process withdraws them).
         """
-        _prepared.set((self, self.write_keys(subjects, transaction=transaction)))
+        generation = self._generation
+        keys = self.write_keys(subjects, transaction=transaction)
+        _prepared.set((self, keys, generation))
 
     def _still_held(
         self, keys: dict[bytes, _SubjectKey], subjects: Collection[bytes]
@@ -709,7 +740,7 @@ class SubjectKeyScope:
                 return None
             entry = pending.get(subject)
             if not (
-                (entry is not None and entry.key is key) or cache.get(subject) is key
+                (entry is not None and entry[0] is key) or cache.get(subject) is key
             ):
                 return None
             out[subject] = key
@@ -739,7 +770,7 @@ class SubjectKeyScope:
         The cache is not checked against the store here; :meth:`keys_for` does.
         """
         entry = self._cache.get(subject)
-        if entry is not None and self._keyring.cache.clock() < entry.expires_at:
+        if entry is not None and self._keyring.cache.clock() < entry[3]:
             return entry
         return None
 
@@ -760,6 +791,7 @@ class SubjectKeyScope:
                 cache stays.
         """
         with self._lock:
+            self._generation += 1
             for subject in subjects:
                 self._cache.pop(subject, None)
                 self._pending.pop(subject, None)
@@ -774,6 +806,7 @@ class SubjectKeyScope:
         """Drop every unwrapped key from the cache."""
         with self._lock:
             self._cache.clear()
+            self._generation += 1
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -800,8 +833,8 @@ def checked_key(key: Any, key_id: int) -> _SubjectKey:
         KeyDestroyedError: ``key`` is :data:`DESTROYED`.
         UnknownKeyError: There is no key, or it is not ``key_id``.
     """
-    if key.__class__ is _SubjectKey:
-        if key.key_id == key_id:
+    if key.__class__ is tuple:
+        if key[2] == key_id:
             return key
         raise UnknownKeyError(f"the data subject's key is not key id {key_id}")
     if key is DESTROYED:

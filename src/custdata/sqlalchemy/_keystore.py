@@ -47,6 +47,27 @@ _EPOCH = b""
 #: Subjects per statement of a batch.
 _CHUNK = 500
 
+#: New records per multi-row ``INSERT`` (six parameters each).
+_INSERT_CHUNK = 1000
+
+_MISSING = object()
+
+#: The most bound values in one statement of an SQLite before 3.32.
+_OLD_SQLITE_PARAMETERS = 999
+
+
+def _sqlite_allows(parameters: int) -> bool:
+    """Whether this process's SQLite takes ``parameters`` bound values in one statement.
+
+    SQLite before 3.32 stops at 999 by default; later ones at 32,766.
+    """
+    import sqlite3  # noqa: PLC0415 - only for SQLite engines
+
+    return (
+        sqlite3.sqlite_version_info >= (3, 32, 0)
+        or parameters <= _OLD_SQLITE_PARAMETERS
+    )
+
 
 class _Open:
     """What is known of one connection's open transaction: savepoints, watchers."""
@@ -340,7 +361,8 @@ class SqlSubjectKeyStore:
     ) -> dict[bytes, SubjectKeyRecord]:
         """Insert each record whose subject has none; return each subject's stored record.
 
-        One ``INSERT`` executed for all the records, skipping subjects that
+        One multi-row ``INSERT`` per 1,000 records (on SQLite, PostgreSQL,
+        MySQL and MariaDB; one executemany elsewhere), skipping subjects that
         already have one (``ON CONFLICT DO NOTHING`` on PostgreSQL and SQLite,
         ``INSERT IGNORE`` on MySQL and MariaDB); only when some were skipped
         (another writer got there first) is the winners' record read back, with
@@ -355,21 +377,16 @@ class SqlSubjectKeyStore:
         if not records:
             return {}
         out = {r.subject: r for r in records}
-        values = [self._values(r) for r in out.values()]
         own = transaction is None
         with self._connect(transaction, begin=True) as conn:
-            statement = self._insert_missing(conn)
-            if conn.dialect.name != "postgresql":
-                added = conn.execute(statement, values).rowcount
+            rendered = self._insert_sql(conn.dialect)
+            if rendered is not None:
+                added = self._insert_rendered(conn, rendered, list(out.values()))
             else:
-                # Batched as insertmanyvalues (PostgreSQL), an executemany has
-                # no row count: ask for the inserted subjects back instead.
-                added = len(
-                    conn.execute(
-                        statement.returning(self.table.c.subject), values
-                    ).all()
+                added = self._insert_executemany(
+                    conn, [self._values(r) for r in out.values()]
                 )
-            if added != len(values):
+            if added != len(out):
                 t = self.table
                 query = select(t).where(t.c.subject.in_(list(out)))
                 if not own:
@@ -377,6 +394,101 @@ class SqlSubjectKeyStore:
                 for row in conn.execute(query):
                     out[bytes(row.subject)] = self._record(row)
         return out
+
+    def _insert_sql(self, dialect: Any) -> tuple[str, str, Any] | None:
+        """The multi-row ``INSERT`` that skips existing subjects, for ``dialect``.
+
+        Returns ``(head, tail, row group)`` to join around ``n`` row groups, and
+        the bind processor of the time columns; ``None`` where it is not
+        rendered by hand (another dialect or parameter style, or an SQLite too
+        old for 6,000 parameters in one statement).
+        """
+        name = dialect.name
+        key = ("insert", name)
+        if key in self._lookups:
+            return self._lookups[key]  # type: ignore[no-any-return]
+        rendered = None
+        mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
+        table_sql = dialect.identifier_preparer.format_table(self.table)
+        if (
+            mark is not None
+            and name in {"sqlite", "postgresql", "mysql", "mariadb"}
+            and not (mark == "%s" and "%" in table_sql)
+            and (name != "sqlite" or _sqlite_allows(_INSERT_CHUNK * 6))
+        ):
+            quote = dialect.identifier_preparer.quote
+            columns = ", ".join(quote(c.name) for c in self.table.columns)
+            verb = (
+                "INSERT IGNORE INTO" if name in {"mysql", "mariadb"} else "INSERT INTO"
+            )
+            tail = (
+                ""
+                if name in {"mysql", "mariadb"}
+                else f" ON CONFLICT ({quote('subject')}) DO NOTHING"
+            )
+            group = "(" + ", ".join([mark] * 6) + ")"
+            time_type = self.table.c.created_at.type.dialect_impl(dialect)
+            rendered = (
+                f"{verb} {table_sql} ({columns}) VALUES ",
+                tail,
+                (group, time_type.bind_processor(dialect)),
+            )
+        self._lookups[key] = rendered
+        return rendered
+
+    def _insert_rendered(
+        self, conn: Connection, rendered: Any, records: list[SubjectKeyRecord]
+    ) -> int:
+        """Insert ``records`` with one multi-row statement per 1,000; return how many were new.
+
+        Run with ``exec_driver_sql`` (SQLAlchemy's events still see each
+        statement): no per-row parameter processing, and the times of a batch
+        (one creation time for all its keys) converted once.
+        """
+        head, tail, (group, to_db) = rendered
+        times: dict[Any, Any] = {None: None}
+        added = 0
+        for start in range(0, len(records), _INSERT_CHUNK):
+            chunk = records[start : start + _INSERT_CHUNK]
+            params: list[Any] = []
+            extend = params.extend
+            for r in chunk:
+                created = times.get(r.created_at, _MISSING)
+                if created is _MISSING:
+                    created = times[r.created_at] = (
+                        r.created_at if to_db is None else to_db(r.created_at)
+                    )
+                destroyed = times.get(r.destroyed_at, _MISSING)
+                if destroyed is _MISSING:
+                    destroyed = times[r.destroyed_at] = (
+                        r.destroyed_at if to_db is None else to_db(r.destroyed_at)
+                    )
+                extend(
+                    (
+                        r.subject,
+                        r.key_id,
+                        r.wrapped_key,
+                        r.wrapping_key_id,
+                        created,
+                        destroyed,
+                    )
+                )
+            sql = head + ", ".join([group] * len(chunk)) + tail
+            added += conn.exec_driver_sql(sql, tuple(params)).rowcount
+        return added
+
+    def _insert_executemany(
+        self, conn: Connection, values: list[dict[str, Any]]
+    ) -> int:
+        """Insert ``values`` with one executemany; return how many were new."""
+        statement = self._insert_missing(conn)
+        if conn.dialect.name != "postgresql":
+            return int(conn.execute(statement, values).rowcount)
+        # Batched as insertmanyvalues (PostgreSQL), an executemany has no
+        # row count: ask for the inserted subjects back instead.
+        return len(
+            conn.execute(statement.returning(self.table.c.subject), values).all()
+        )
 
     def put(self, record: SubjectKeyRecord) -> None:
         """Insert or replace the record of ``record.subject``."""
