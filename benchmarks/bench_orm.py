@@ -428,6 +428,9 @@ def _hooks_removed() -> Iterator[None]:
         (Engine, "before_execute", _runtime._before_execute, {"retval": True}),  # noqa: SLF001
         (Engine, "before_cursor_execute", _runtime._before_cursor_execute, {}),  # noqa: SLF001
         (Session, "do_orm_execute", _runtime._do_orm_execute, {}),  # noqa: SLF001
+        (Session, "before_flush", _runtime._before_flush, {}),  # noqa: SLF001
+        (Session, "after_flush", _runtime._after_flush, {}),  # noqa: SLF001
+        (Session, "after_soft_rollback", _runtime._after_soft_rollback, {}),  # noqa: SLF001
     ]
     for target, name, fn, _ in hooks:
         event.remove(target, name, fn)

@@ -31,6 +31,7 @@ Three SQLAlchemy events, installed once for every engine and session when
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 import weakref
 
@@ -244,11 +245,13 @@ def _prepare_row(
             for key, b, text in facts.sealing
         ]
     canonical: object = None
+    written = _FLUSHED.get()
     try:
         for key, encrypt, bound, text, b in sealers:
             value = row.get(key)
             if value is None or value.__class__ in _STORED:
                 continue
+            given = value
             if value.__class__ is _Bound:
                 own = value.subject
                 value = value.value
@@ -271,6 +274,14 @@ def _prepare_row(
                     canonical = subject_value(subject, b.subject_kind)
                 blob = encrypt(value, subject=canonical)
             out[key] = _sealed(b, blob, text)
+            if written is not None and given.__class__ is not _Bound:
+                _remember(
+                    written,
+                    b,
+                    given,
+                    b64encode(blob).decode() if text else blob,
+                    subject if bound else None,
+                )
     except ValueTypeError as exc:
         raise ValueTypeError(f"{b.where}: {exc}") from None
     result: Mapping[str, Any] = out
@@ -346,6 +357,19 @@ def _prepare_rows(
             raise ValueTypeError(f"{b.where}: {exc}") from None
         if text:
             blobs = [b64encode(blob) for blob in blobs]
+        written = _FLUSHED.get()
+        if written is not None:
+            bound = b.subject_key is not None
+            for i, value, blob in zip(todo, values, blobs, strict=True):
+                _remember(
+                    written,
+                    b,
+                    value,
+                    blob.decode() if text else blob,
+                    row_subject(rows[i], subject_col, extra_subject)
+                    if bound and subject_col is not None
+                    else None,
+                )
         if not b.raw_sealed:
             blobs = [_Sealed(blob.decode("ascii") if text else blob) for blob in blobs]
         if todo is everything:
@@ -369,6 +393,29 @@ def _sealed(b: FieldBinding, blob: bytes, text: bool) -> object:
     if b.raw_sealed:
         return blob
     return _Sealed(blob.decode("ascii") if text else blob)
+
+
+#: While a session flushes (see :func:`_seal_flushed`): the envelopes the flush
+#: writes, per (binding, ``id()`` of the value the object holds), as (that
+#: value, the stored form, the row's subject id). ``None`` outside a flush.
+_FLUSHED: contextvars.ContextVar[
+    dict[tuple[FieldBinding, int], list[tuple[Any, Any, object]]] | None
+] = contextvars.ContextVar("custdata_flushed", default=None)
+
+
+def _remember(
+    written: dict[tuple[FieldBinding, int], list[tuple[Any, Any, object]]],
+    b: FieldBinding,
+    value: Any,
+    stored: Any,
+    subject: object,
+) -> None:
+    """Note the envelope a flush writes for *value* (the object's own)."""
+    entries = written.get((b, id(value)))
+    if entries is None:
+        written[b, id(value)] = [(value, stored, subject)]
+    else:
+        entries.append((value, stored, subject))
 
 
 #: Classes of parameter values that are not plain values to encrypt.
@@ -1802,15 +1849,20 @@ def _before_cursor_execute(  # noqa: PLR0917
 
 
 class _MapperFacts:
-    __slots__ = ("fields", "validated")
+    __slots__ = ("fields", "sealed", "validated")
 
     def __init__(self, mapper: Mapper[Any]) -> None:
         self.fields: list[tuple[str, FieldPolicy]] = []
+        #: (attribute key, binding) of every encrypted column attribute.
+        self.sealed: list[tuple[str, FieldBinding]] = []
         for prop in mapper.column_attrs:
             for col in prop.columns:
                 info = (getattr(col, "info", None) or {}).get(INFO_KEY)
                 if isinstance(info, CustomerDataInfo):
                     self.fields.append((prop.key, info.field))
+                type_ = getattr(col, "type", None)
+                if isinstance(type_, EncryptedType):
+                    self.sealed.append((prop.key, type_._binding))  # noqa: SLF001
         self.validated: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
@@ -2042,6 +2094,69 @@ def _orm_bulk(state: ORMExecuteState) -> None:
     )
 
 
+@event.listens_for(Session, "before_flush")
+def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
+    _FLUSHED.set({})
+
+
+@event.listens_for(Session, "after_flush")
+def _after_flush(session: Session, flush_context: Any) -> None:
+    written = _FLUSHED.get()
+    _FLUSHED.set(None)
+    if written:
+        _seal_flushed(flush_context, written)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _after_soft_rollback(session: Session, previous_transaction: Any) -> None:
+    # A flush that failed: what it noted is not needed any more.
+    _FLUSHED.set(None)
+
+
+def _seal_flushed(
+    flush_context: Any,
+    written: dict[tuple[FieldBinding, int], list[tuple[Any, Any, object]]],
+) -> None:
+    """Seal the values a flush wrote in the objects that hold them.
+
+    A value the application assigned is its own until it is flushed; from
+    then on the object holds the envelope that was written, sealed like a
+    loaded value (no grant: whoever reads it next decides, under the context
+    in force then, and the read is recorded).
+    """
+    for state, (isdelete, _listonly) in flush_context.states.items():
+        if isdelete:
+            continue
+        facts = _MAPPERS.get(state.mapper) or _mapper_facts(state.mapper)
+        if not facts.sealed:
+            continue
+        held = state.dict
+        for key, b in facts.sealed:
+            value = held.get(key)
+            if value is None or value.__class__ is SealedValue:
+                continue
+            entries = written.get((b, id(value)))
+            if not entries:
+                continue
+            # The same object may be the value of several rows (one per
+            # subject): the envelope bound to this object's subject.
+            mine = [e for e in entries if e[0] is value]
+            if not mine:
+                continue
+            entry = mine[0]
+            if len(mine) > 1 and b.subject_key is not None:
+                subject = held.get(b.subject_key)
+                entry = next((e for e in mine if e[2] == subject), entry)
+            entries.remove(entry)
+            _value, stored, subject = entry
+            tail = (
+                None
+                if subject is None or b.subject_kind is None
+                else subject_tail(subject, b.subject_kind)
+            )
+            held[key] = SealedValue(stored, tail, subject)
+
+
 def known_tables() -> list[Table]:
     """Return every table with an encrypted or subject column (internal)."""
     return sorted(KNOWN_TABLES, key=lambda t: t.fullname)
@@ -2092,6 +2207,9 @@ def install() -> None:
         (Engine, "before_cursor_execute", _before_cursor_execute, {}),
         (Session, "do_orm_execute", _do_orm_execute, {}),
         (Mapper, "mapper_configured", _on_mapper_configured, {}),
+        (Session, "before_flush", _before_flush, {}),
+        (Session, "after_flush", _after_flush, {}),
+        (Session, "after_soft_rollback", _after_soft_rollback, {}),
     ):
         if not event.contains(target, name, fn):
             event.listen(target, name, fn, **kw)

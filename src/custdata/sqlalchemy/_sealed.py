@@ -15,8 +15,9 @@ application reads it, under the access context in force *at that read*:
 
 So ``__dict__``, ``loaded_value``, pickles, copies, merged or re-added objects
 and SQLAlchemy's logged rows hold the sealed form, and only the fields actually
-read are decrypted. A value the application assigned itself is its own: it
-stays as assigned until it is flushed and expired.
+read are decrypted. A value the application assigned itself is its own
+until it is flushed: the flush puts the envelope it wrote in its place, as a
+:class:`SealedValue` without a grant (see ``_runtime._seal_flushed``).
 """
 
 from __future__ import annotations
