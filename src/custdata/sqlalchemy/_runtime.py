@@ -37,6 +37,7 @@ import weakref
 
 from base64 import b64encode
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 from uuid import UUID
 
@@ -80,7 +81,14 @@ from ._binding import (
 from ._declare import KNOWN_TABLES, CustomerDataInfo, settle_table, uuid7
 from ._keystore import hold_subject_keys
 from ._raw import refuse_raw_write
-from ._sealed import MASK_TEXT, Grant, SealedValue, seal_attribute, stored_envelope
+from ._sealed import (
+    MASK_TEXT,
+    Grant,
+    SealedRow,
+    SealedValue,
+    seal_attribute,
+    stored_envelope,
+)
 from ._types import (
     _GRANTS,
     RELEASED,
@@ -227,7 +235,7 @@ def _prepare_row(
         if key not in row:
             continue
         value = row[key]
-        if value.__class__ is SealedValue:
+        if value.__class__ in _LOADED:
             continue  # written back as loaded: its index stands
         if value.__class__ is _Bound:
             value = value.value
@@ -311,7 +319,7 @@ def _prepare_rows(
             if key not in row:
                 continue
             value = row[key]
-            if value.__class__ is SealedValue:
+            if value.__class__ in _LOADED:
                 continue  # written back as loaded: its index stands
             if value.__class__ is _Bound:
                 value = value.value
@@ -418,10 +426,12 @@ def _remember(
         entries.append((value, stored, subject))
 
 
+#: Classes of values an object holds sealed (loaded, or flushed).
+_LOADED = frozenset({SealedValue, SealedRow})
 #: Classes of parameter values that are not plain values to encrypt.
-_SPECIAL = frozenset({type(None), _Sealed, _Bound, SealedValue})
+_SPECIAL = frozenset({type(None), _Sealed, _Bound, SealedValue, SealedRow})
 #: Classes of parameter values that are already envelopes: written as they are.
-_STORED = frozenset({_Sealed, SealedValue})
+_STORED = frozenset({_Sealed, SealedValue, SealedRow})
 
 
 def _gather(  # noqa: PLR0917
@@ -846,13 +856,16 @@ class _Plan:
         "_granted",
         "_grants",
         "_released",
+        "at",
         "bindings",
         "columns",
         "entity",
+        "envelopes",
         "fields",
         "lone",
         "names",
         "parts",
+        "positions",
         "seal",
         "searches",
         "sources",
@@ -916,6 +929,20 @@ class _Plan:
             if len(sources) == 1 and not sources[0][2] and single
             else None
         )
+        #: For a sealed load whose rows have at most one subject, each fetched
+        #: as a column of the row: one :class:`SealedRow` per row, holding the
+        #: row's envelopes (taken by ``envelopes``) at ``at[table.column]``.
+        self.positions = [pos for pos, _b, _text, _src in columns]
+        self.at: dict[str, int] = {
+            b.where: i for i, (_pos, b, _text, _src) in enumerate(columns)
+        }
+        self.envelopes: Any = None
+        if seal and len(sources) <= 1 and not any(p for _, _, p in sources):
+            self.envelopes = (
+                itemgetter(*self.positions)
+                if len(self.positions) > 1
+                else (lambda row, pos=self.positions[0]: (row[pos],))
+            )
         #: (custodian, keyring, denied fields, grants): the last grants built.
         self._grants: tuple[object, object, object, dict[object, Any]] | None = None
         #: The same for fetched batches: (..., what :meth:`released` returns).
@@ -1496,6 +1523,45 @@ def _held_keys(
     return held
 
 
+def _sealed_rows(
+    rows: Sequence[Any],
+    plan: _Plan,
+    grant: Grant | None,
+    tails: list[list[bytes | None]],
+    held: dict[tuple[FieldBinding, int], dict[bytes | None, Any]],
+) -> list[Any]:
+    """The rows of a sealed load, each row's customer values in one :class:`SealedRow`.
+
+    Every customer-data column of a row carries the same object (one per
+    row, not one per value: the objects a load leaves behind for the garbage
+    collector do not grow with the number of fields).
+    """
+    envelopes = plan.envelopes
+    at = plan.at
+    positions = plan.positions
+    keys = (
+        {b.where: found for (b, _src), found in held.items()} if held else None
+    )
+    out: list[Any] = []
+    append = out.append
+    if not plan.sources:
+        for row in rows:
+            sealed = SealedRow(envelopes(row), at, None, None, grant, keys)
+            cells = list(row)
+            for pos in positions:
+                cells[pos] = sealed
+            append(tuple(cells))
+        return out
+    index = plan.sources[0][0]
+    for row, tail in zip(rows, tails[0], strict=True):
+        sealed = SealedRow(envelopes(row), at, tail, row[index], grant, keys)
+        cells = list(row)
+        for pos in positions:
+            cells[pos] = sealed
+        append(tuple(cells))
+    return out
+
+
 class _AnnouncingCursor:
     """A DBAPI cursor whose fetches authorize, then decrypt, each batch.
 
@@ -1631,6 +1697,8 @@ class _AnnouncingCursor:
         named, tails, blobs = _batch_subjects(rows, plan)
         grant = None if self._quiet else self._announce(named, len(rows))
         held = _held_keys(plan, grant, tails)
+        if plan.envelopes is not None:
+            return _sealed_rows(rows, plan, grant, tails, held)
         if len(rows) == 1 and not blobs:
             # One row (a get, a refresh): no transposing.
             row = list(rows[0])
@@ -2133,7 +2201,7 @@ def _seal_flushed(
         held = state.dict
         for key, b in facts.sealed:
             value = held.get(key)
-            if value is None or value.__class__ is SealedValue:
+            if value is None or value.__class__ in _LOADED:
                 continue
             entries = written.get((b, id(value)))
             if not entries:
