@@ -1539,9 +1539,7 @@ def _sealed_rows(
     envelopes = plan.envelopes
     at = plan.at
     positions = plan.positions
-    keys = (
-        {b.where: found for (b, _src), found in held.items()} if held else None
-    )
+    keys = {b.where: found for (b, _src), found in held.items()} if held else None
     out: list[Any] = []
     append = out.append
     if not plan.sources:

@@ -156,7 +156,7 @@ class SealedRow:
 
     __slots__ = ("at", "grant", "keys", "subject", "tail", "values")
 
-    def __init__(  # noqa: PLR0913, PLR0917 - one call per row, positional on purpose
+    def __init__(  # noqa: PLR0917 - one call per row, positional on purpose
         self,
         values: tuple[Any, ...],
         at: dict[str, int],
@@ -215,7 +215,9 @@ def _parts(
     row: SealedRow = value  # type: ignore[assignment]
     index = row.at.get(where)
     if index is None:
-        raise ConfigurationError(f"{where}: this sealed value belongs to another column")
+        raise ConfigurationError(
+            f"{where}: this sealed value belongs to another column"
+        )
     keys = row.keys
     return (
         row.values[index],
@@ -258,8 +260,7 @@ class SealedAttribute(InstrumentedAttribute[Any]):
                 if (
                     opener is not None
                     and grant.context is _access_now()
-                    and grant.custodian
-                    is (_custodian.get() or _default_custodian[0])
+                    and grant.custodian is (_custodian.get() or _default_custodian[0])
                 ):
                     if (
                         opener.__class__ is not str
@@ -308,7 +309,7 @@ class SealedAttribute(InstrumentedAttribute[Any]):
         return reveal(b, value, text=self.custdata_text)
 
 
-def _open(  # noqa: PLR0913, PLR0917 - internal
+def _open(  # noqa: PLR0917 - internal
     opener: Any,
     data: Any,
     tail: bytes | None,
