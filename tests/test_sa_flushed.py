@@ -148,6 +148,31 @@ class TestSealedAfterFlush:
         denied = [d for d in recorder.decisions if d.outcome is custdata.Outcome.DENIED]
         assert [(("card",), (str(c.id),))] == [(d.fields, d.subjects) for d in denied]
 
+    def test_masked_and_null_fields_read_again_after_flush(
+        self,
+        engine: Engine,
+        models: Models,
+        sa_custodian: custdata.Custodian,
+        recorder: Recorder,
+    ) -> None:
+        """A flushed field the purpose only masks reads as its mask, again and again; NULL as None."""
+        with Session(engine, expire_on_commit=False) as session:
+            with billing():
+                c = _new_customer(models)
+                c2 = models.Customer(name="No Card", email="nocard@example.jp")
+                session.add_all([c, c2])
+                session.commit()
+            with support():
+                c.phone = CANARIES["phone"]
+                c2.phone = None
+                session.commit()
+            with billing():
+                start = len(recorder.decisions)
+                assert ["***", "***"] == [c.phone, c.phone]
+                assert [None, None] == [c2.card, c2.card]
+        assert 1 == sum(d.fields == ("phone",) for d in recorder.decisions[start:])
+        _no_canary(c.__dict__)
+
     def test_read_after_the_block_needs_an_actor(
         self, engine: Engine, models: Models, sa_custodian: custdata.Custodian
     ) -> None:

@@ -194,8 +194,7 @@ class SealedRow:
         if other.__class__ is not SealedRow:
             return NotImplemented
         return bool(
-            self.values == other.values  # type: ignore[attr-defined]
-            and (self.at is other.at or self.at == other.at)  # type: ignore[attr-defined]
+            self.values == other.values and (self.at is other.at or self.at == other.at)
         )
 
     def __hash__(self) -> int:
@@ -211,7 +210,7 @@ def _parts(
 ) -> tuple[Any, bytes | None, Any]:
     """(envelope, tail, subject keys) of *b*'s value in a sealed value or row."""
     if value.__class__ is SealedValue:
-        return value.data, value.tail, value.keys  # type: ignore[union-attr]
+        return value.data, value.tail, value.keys
     row: SealedRow = value  # type: ignore[assignment]
     index = row.at.get(where)
     if index is None:
@@ -294,7 +293,14 @@ class SealedAttribute(InstrumentedAttribute[Any]):
                 and grant.custodian is (_custodian.get() or _default_custodian[0])
             ):
                 if opener.__class__ is str or value.data is None:
-                    return _open(opener, value, b, self.custdata_text)
+                    return _open(
+                        opener,
+                        value.data,
+                        value.tail,
+                        value.keys,
+                        b,
+                        self.custdata_text,
+                    )
                 tail = value.tail
                 if (
                     tail is not None or b.subject_key is None
