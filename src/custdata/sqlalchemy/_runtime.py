@@ -254,6 +254,7 @@ def _prepare_row(
         ]
     canonical: object = None
     written = _FLUSHED.get()
+    row_tail: bytes | None = None
     try:
         for key, encrypt, bound, text, b in sealers:
             value = row.get(key)
@@ -283,12 +284,10 @@ def _prepare_row(
                 blob = encrypt(value, subject=canonical)
             out[key] = _sealed(b, blob, text)
             if written is not None and given.__class__ is not _Bound:
-                _remember(
-                    written,
-                    b,
-                    given,
-                    b64encode(blob).decode() if text else blob,
-                    subject if bound else None,
+                if bound and row_tail is None:
+                    row_tail = subject_tail(subject, b.subject_kind)
+                _written(written, b, text).add(
+                    [given], [blob], [row_tail] if bound else None
                 )
     except ValueTypeError as exc:
         raise ValueTypeError(f"{b.where}: {exc}") from None
@@ -363,21 +362,11 @@ def _prepare_rows(
             blobs: list[Any] = b.cipher(custodian).seal_many(values, chosen)
         except ValueTypeError as exc:
             raise ValueTypeError(f"{b.where}: {exc}") from None
-        if text:
-            blobs = [b64encode(blob) for blob in blobs]
         written = _FLUSHED.get()
         if written is not None:
-            bound = b.subject_key is not None
-            for i, value, blob in zip(todo, values, blobs, strict=True):
-                _remember(
-                    written,
-                    b,
-                    value,
-                    blob.decode() if text else blob,
-                    row_subject(rows[i], subject_col, extra_subject)
-                    if bound and subject_col is not None
-                    else None,
-                )
+            _written(written, b, text).add(values, blobs, chosen)
+        if text:
+            blobs = [b64encode(blob) for blob in blobs]
         if not b.raw_sealed:
             blobs = [_Sealed(blob.decode("ascii") if text else blob) for blob in blobs]
         if todo is everything:
@@ -403,27 +392,85 @@ def _sealed(b: FieldBinding, blob: bytes, text: bool) -> object:
     return _Sealed(blob.decode("ascii") if text else blob)
 
 
-#: While a session flushes (see :func:`_seal_flushed`): the envelopes the flush
-#: writes, per (binding, ``id()`` of the value the object holds), as (that
-#: value, the stored form, the row's subject id). ``None`` outside a flush.
-_FLUSHED: contextvars.ContextVar[
-    dict[tuple[FieldBinding, int], list[tuple[Any, Any, object]]] | None
-] = contextvars.ContextVar("custdata_flushed", default=None)
+class _Written:
+    """What a flush encrypted for one column: the objects' values and their envelopes.
+
+    Lists aligned by position (no object per value): the values as the
+    objects hold them, the envelopes written for them and, for a
+    subject-bound column, each row's associated-data tail.
+    """
+
+    __slots__ = ("blobs", "index", "tails", "text", "values")
+
+    def __init__(self, text: bool, bound: bool) -> None:
+        self.text = text
+        self.values: list[Any] = []
+        self.blobs: list[bytes] = []
+        self.tails: list[bytes | None] | None = [] if bound else None
+        #: id(value) -> position, built when the flush is over.
+        self.index: dict[int, int] | None = None
+
+    def add(
+        self,
+        values: Sequence[Any],
+        blobs: Sequence[bytes],
+        tails: Sequence[bytes | None] | None,
+    ) -> None:
+        self.values.extend(values)
+        self.blobs.extend(blobs)
+        if self.tails is not None and tails is not None:
+            self.tails.extend(tails)
+
+    def find(
+        self, value: Any, subject: object, kind: SubjectKind
+    ) -> tuple[Any, bytes | None] | None:
+        """The stored form and tail of the envelope written for *value*, if any.
+
+        *subject* is the object's own subject id: where one value object was
+        the value of several rows, the envelope of the object's own row.
+        """
+        index = self.index
+        if index is None:
+            index = self.index = {id(v): i for i, v in enumerate(self.values)}
+        i = index.get(id(value))
+        if i is None or self.values[i] is not value:
+            return None
+        tails = self.tails
+        if tails is not None and len(index) != len(self.values):
+            mine = None if subject is None else subject_tail(subject, kind)
+            if tails[i] != mine:
+                found = next(
+                    (
+                        j
+                        for j, v in enumerate(self.values)
+                        if v is value and tails[j] == mine
+                    ),
+                    None,
+                )
+                if found is None:
+                    return None
+                i = found
+        blob = self.blobs[i]
+        return (
+            b64encode(blob).decode("ascii") if self.text else blob,
+            None if tails is None else tails[i],
+        )
 
 
-def _remember(
-    written: dict[tuple[FieldBinding, int], list[tuple[Any, Any, object]]],
-    b: FieldBinding,
-    value: Any,
-    stored: Any,
-    subject: object,
-) -> None:
-    """Note the envelope a flush writes for *value* (the object's own)."""
-    entries = written.get((b, id(value)))
-    if entries is None:
-        written[b, id(value)] = [(value, stored, subject)]
-    else:
-        entries.append((value, stored, subject))
+#: While a session flushes (see :func:`_seal_flushed`): per binding, what the
+#: flush encrypted and wrote. ``None`` outside a flush.
+_FLUSHED: contextvars.ContextVar[dict[FieldBinding, _Written] | None] = (
+    contextvars.ContextVar("custdata_flushed", default=None)
+)
+
+
+def _written(
+    written: dict[FieldBinding, _Written], b: FieldBinding, text: bool
+) -> _Written:
+    found = written.get(b)
+    if found is None:
+        found = written[b] = _Written(text, b.subject_key is not None)
+    return found
 
 
 #: Classes of values an object holds sealed (loaded, or flushed).
@@ -1915,14 +1962,18 @@ def _before_cursor_execute(  # noqa: PLR0917
 
 
 class _MapperFacts:
-    __slots__ = ("fields", "sealed", "validated")
+    __slots__ = ("fields", "sealed", "subject_attr", "validated")
 
     def __init__(self, mapper: Mapper[Any]) -> None:
         self.fields: list[tuple[str, FieldPolicy]] = []
         #: (attribute key, binding) of every encrypted column attribute.
         self.sealed: list[tuple[str, FieldBinding]] = []
+        #: The attribute key of the data-subject column, if any.
+        self.subject_attr: str | None = None
         for prop in mapper.column_attrs:
             for col in prop.columns:
+                if (getattr(col, "info", None) or {}).get("custdata_subject"):
+                    self.subject_attr = self.subject_attr or prop.key
                 info = (getattr(col, "info", None) or {}).get(INFO_KEY)
                 if isinstance(info, CustomerDataInfo):
                     self.fields.append((prop.key, info.field))
@@ -2179,10 +2230,7 @@ def _after_soft_rollback(session: Session, previous_transaction: Any) -> None:
     _FLUSHED.set(None)
 
 
-def _seal_flushed(
-    flush_context: Any,
-    written: dict[tuple[FieldBinding, int], list[tuple[Any, Any, object]]],
-) -> None:
+def _seal_flushed(flush_context: Any, written: dict[FieldBinding, _Written]) -> None:
     """Seal the values a flush wrote in the objects that hold them.
 
     A value the application assigned is its own until it is flushed; from
@@ -2197,30 +2245,18 @@ def _seal_flushed(
         if not facts.sealed:
             continue
         held = state.dict
+        subject = None if facts.subject_attr is None else held.get(facts.subject_attr)
         for key, b in facts.sealed:
             value = held.get(key)
             if value is None or value.__class__ in _LOADED:
                 continue
-            entries = written.get((b, id(value)))
-            if not entries:
+            chunk = written.get(b)
+            if chunk is None:
                 continue
-            # The same object may be the value of several rows (one per
-            # subject): the envelope bound to this object's subject.
-            mine = [e for e in entries if e[0] is value]
-            if not mine:
-                continue
-            entry = mine[0]
-            if len(mine) > 1 and b.subject_key is not None:
-                subject = held.get(b.subject_key)
-                entry = next((e for e in mine if e[2] == subject), entry)
-            entries.remove(entry)
-            _value, stored, subject = entry
-            tail = (
-                None
-                if subject is None or b.subject_kind is None
-                else subject_tail(subject, b.subject_kind)
-            )
-            held[key] = SealedValue(stored, tail, subject)
+            found = chunk.find(value, subject, b.subject_kind)
+            if found is not None:
+                stored, tail = found
+                held[key] = SealedValue(stored, tail, None if tail is None else subject)
 
 
 def known_tables() -> list[Table]:
