@@ -2,7 +2,7 @@
 
 On SQLite, PostgreSQL and MariaDB. After a flush (with ``expire_on_commit``
 off, so nothing is reloaded) the object holds the envelope that was written,
-sealed like a loaded value: the canary plaintexts are absent from
+sealed like a loaded value (one sealed row per object): the canary plaintexts are absent from
 ``__dict__``, ``loaded_value``, pickles and copies; a read under a context
 that permits the field returns the value (and is recorded); a read under one
 that does not raises and records a denial naming the subject.
@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 import custdata
 
-from custdata.sqlalchemy._sealed import SealedValue
+from custdata.sqlalchemy._sealed import SealedRow
 
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -81,7 +81,7 @@ class TestSealedAfterFlush:
             assert CANARIES["card"] == c.__dict__["card"]  # the application's own
             session.flush()
             for key in SEALED:
-                assert c.__dict__[key].__class__ is SealedValue
+                assert c.__dict__[key].__class__ is SealedRow
                 _no_canary(inspect(c).attrs[key].loaded_value)
             _no_canary(c.__dict__)
             _no_canary(c)
@@ -197,7 +197,7 @@ class TestSealedAfterFlush:
             c.card = new_card
             assert new_card == c.__dict__["card"]
             session.flush()
-            assert c.__dict__["card"].__class__ is SealedValue
+            assert c.__dict__["card"].__class__ is SealedRow
             assert new_card not in repr(c.__dict__)
             assert new_card == c.card
             session.commit()
@@ -247,7 +247,7 @@ def test_text_storage_is_sealed_after_flush(
             c = _new_customer(models)
             session.add(c)
             session.commit()
-            assert c.__dict__["card"].__class__ is SealedValue
+            assert c.__dict__["card"].__class__ is SealedRow
             _no_canary(c.__dict__)
             assert CANARIES["card"] == c.card
     finally:

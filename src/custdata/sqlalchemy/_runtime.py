@@ -1962,7 +1962,7 @@ def _before_cursor_execute(  # noqa: PLR0917
 
 
 class _MapperFacts:
-    __slots__ = ("fields", "sealed", "subject_attr", "validated")
+    __slots__ = ("fields", "sealed", "sealed_at", "subject_attr", "validated")
 
     def __init__(self, mapper: Mapper[Any]) -> None:
         self.fields: list[tuple[str, FieldPolicy]] = []
@@ -1980,6 +1980,8 @@ class _MapperFacts:
                 type_ = getattr(col, "type", None)
                 if isinstance(type_, EncryptedType):
                     self.sealed.append((prop.key, type_._binding))  # noqa: SLF001
+        #: ``table.column`` -> position in :attr:`sealed` (a flushed object's row).
+        self.sealed_at = {b.where: i for i, (_key, b) in enumerate(self.sealed)}
         self.validated: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
@@ -2246,7 +2248,10 @@ def _seal_flushed(flush_context: Any, written: dict[FieldBinding, _Written]) -> 
             continue
         held = state.dict
         subject = None if facts.subject_attr is None else held.get(facts.subject_attr)
-        for key, b in facts.sealed:
+        stored: list[Any] | None = None
+        keys: list[str] = []
+        tail: bytes | None = None
+        for i, (key, b) in enumerate(facts.sealed):
             value = held.get(key)
             if value is None or value.__class__ in _LOADED:
                 continue
@@ -2254,9 +2259,21 @@ def _seal_flushed(flush_context: Any, written: dict[FieldBinding, _Written]) -> 
             if chunk is None:
                 continue
             found = chunk.find(value, subject, b.subject_kind)
-            if found is not None:
-                stored, tail = found
-                held[key] = SealedValue(stored, tail, None if tail is None else subject)
+            if found is None:
+                continue
+            if stored is None:
+                stored = [None] * len(facts.sealed)
+            stored[i], own = found
+            if own is not None:
+                tail = own
+            keys.append(key)
+        if stored is not None:
+            # One sealed row per object, as a load leaves it (no grant).
+            sealed = SealedRow(
+                tuple(stored), facts.sealed_at, tail, None if tail is None else subject
+            )
+            for key in keys:
+                held[key] = sealed
 
 
 def known_tables() -> list[Table]:
