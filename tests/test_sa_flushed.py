@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 import custdata
 
+from custdata.sqlalchemy import _runtime
 from custdata.sqlalchemy._sealed import SealedRow
 
 
@@ -234,6 +235,8 @@ class TestSealedAfterFlush:
                 session.flush()
             session.rollback()
             assert "Twin" == twin.__dict__["name"]
+            # What the failed flush noted is dropped with it.
+            assert _runtime._FLUSHED.get() is None
 
 
 def test_text_storage_is_sealed_after_flush(

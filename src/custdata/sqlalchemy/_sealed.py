@@ -1,8 +1,11 @@
 """Objects hold sealed values: a customer-data attribute decrypts when it is read.
 
 An ORM entity load puts each customer value into the instance's state as a
-:class:`SealedValue` -- the envelope as stored, the associated-data tail of its
-row's subject and the grant of the batch that fetched it -- never as plaintext.
+:class:`SealedRow` (one per row, shared by the row's customer-data
+attributes) or, where a row's values have several subjects, a
+:class:`SealedValue` per value -- the envelope as stored, the associated-data
+tail of its row's subject and the grant of the batch that fetched it -- never
+as plaintext.
 The mapped class's attribute (a :class:`SealedAttribute`) opens it when the
 application reads it, under the access context in force *at that read*:
 
@@ -16,8 +19,8 @@ application reads it, under the access context in force *at that read*:
 So ``__dict__``, ``loaded_value``, pickles, copies, merged or re-added objects
 and SQLAlchemy's logged rows hold the sealed form, and only the fields actually
 read are decrypted. A value the application assigned itself is its own
-until it is flushed: the flush puts the envelope it wrote in its place, as a
-:class:`SealedValue` without a grant (see ``_runtime._seal_flushed``).
+until it is flushed: the flush puts the envelope it wrote in its place, in a
+:class:`SealedRow` without a grant (see ``_runtime._seal_flushed``).
 """
 
 from __future__ import annotations
@@ -147,7 +150,8 @@ class SealedRow:
         at: ``table.column`` -> index into :attr:`values` (one mapping shared
             by every row the statement loads).
         tail: The associated-data tail of the row's subject, or ``None``.
-        subject: The row's subject id as fetched, or ``None``.
+        subject: The row's subject id as fetched (after a flush, the
+            object's own), or ``None``.
         grant: The :class:`Grant` that covers reading the row's fields, or
             ``None``.
         keys: For per-subject-key columns, ``table.column`` -> the subject
