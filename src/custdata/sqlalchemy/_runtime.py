@@ -1985,16 +1985,16 @@ class _MapperFacts:
         self.validated: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-_MAPPERS: weakref.WeakKeyDictionary[Mapper[Any], _MapperFacts] = (
-    weakref.WeakKeyDictionary()
-)
+#: Where a mapper keeps its facts: an attribute of the mapper itself (a
+#: plain dict lookup per statement; they go with the mapper).
+_FACTS_ATTR = "_custdata_facts"
 
 
 def _mapper_facts(mapper: Mapper[Any]) -> _MapperFacts:
-    facts = _MAPPERS.get(mapper)
+    facts: _MapperFacts | None = mapper.__dict__.get(_FACTS_ATTR)
     if facts is None:
         facts = _MapperFacts(mapper)
-        _MAPPERS[mapper] = facts
+        setattr(mapper, _FACTS_ATTR, facts)
     return facts
 
 
@@ -2134,7 +2134,7 @@ def _orm_select(state: ORMExecuteState) -> None:
     """
     custodian: Any = None
     for mapper in _statement_mappers(state):
-        facts = _MAPPERS.get(mapper) or _mapper_facts(mapper)
+        facts = mapper.__dict__.get(_FACTS_ATTR) or _mapper_facts(mapper)
         if not facts.fields:
             continue
         if custodian is None:
@@ -2243,7 +2243,7 @@ def _seal_flushed(flush_context: Any, written: dict[FieldBinding, _Written]) -> 
     for state, (isdelete, _listonly) in flush_context.states.items():
         if isdelete:
             continue
-        facts = _MAPPERS.get(state.mapper) or _mapper_facts(state.mapper)
+        facts = _mapper_facts(state.mapper)
         if not facts.sealed:
             continue
         held = state.dict
