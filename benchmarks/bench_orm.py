@@ -438,7 +438,13 @@ def _hooks_removed() -> Iterator[None]:
         (Session, "do_orm_execute", _runtime._do_orm_execute, {}),  # noqa: SLF001
         *(
             (Session, name, getattr(_runtime, f"_{name}"), {})
-            for name in ("before_flush", "after_flush", "after_soft_rollback")
+            for name in (
+                "before_flush",
+                "after_flush",
+                "before_commit",
+                "after_commit",
+                "after_soft_rollback",
+            )
             if hasattr(_runtime, f"_{name}")
         ),
     ]

@@ -91,6 +91,33 @@ class TestSealedAfterFlush:
             session.commit()
             _no_canary(c.__dict__)
 
+    def test_default_session_flush_then_commit(
+        self, engine: Engine, models: Models, sa_custodian: custdata.Custodian
+    ) -> None:
+        """With expire_on_commit: sealed after flush(), expired after commit(); never plaintext."""
+        with Session(engine) as session, billing():
+            c = _new_customer(models)
+            session.add(c)
+            session.flush()
+            assert c.__dict__["card"].__class__ is SealedRow
+            _no_canary(c.__dict__)
+            session.commit()
+            assert "card" not in c.__dict__
+            _no_canary(c.__dict__)
+            assert CANARIES["card"] == c.card
+
+    def test_savepoint_commit_seals(
+        self, engine: Engine, models: Models, sa_custodian: custdata.Custodian
+    ) -> None:
+        """Releasing a savepoint expires nothing: its flush seals the values."""
+        with Session(engine) as session, billing():
+            with session.begin_nested():
+                c = _new_customer(models)
+                session.add(c)
+            assert c.__dict__["card"].__class__ is SealedRow
+            _no_canary(c.__dict__)
+            session.commit()
+
     def test_pickle_after_flush_holds_no_plaintext(
         self, engine: Engine, models: Models, sa_custodian: custdata.Custodian
     ) -> None:

@@ -2218,18 +2218,36 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
     _FLUSHED.set({})
 
 
+#: Sessions committing their outermost transaction with ``expire_on_commit``:
+#: the commit expires every object right after its flush, so that flush
+#: leaves nothing to seal.
+_EXPIRING: weakref.WeakSet[Session] = weakref.WeakSet()
+
+
+@event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    if session.expire_on_commit and not session.in_nested_transaction():
+        _EXPIRING.add(session)
+
+
 @event.listens_for(Session, "after_flush")
 def _after_flush(session: Session, flush_context: Any) -> None:
     written = _FLUSHED.get()
     _FLUSHED.set(None)
-    if written:
+    if written and session not in _EXPIRING:
         _seal_flushed(flush_context, written)
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    _EXPIRING.discard(session)
 
 
 @event.listens_for(Session, "after_soft_rollback")
 def _after_soft_rollback(session: Session, previous_transaction: Any) -> None:
     # A flush that failed: what it noted is not needed any more.
     _FLUSHED.set(None)
+    _EXPIRING.discard(session)
 
 
 def _seal_flushed(flush_context: Any, written: dict[FieldBinding, _Written]) -> None:
@@ -2328,6 +2346,8 @@ def install() -> None:
         (Mapper, "mapper_configured", _on_mapper_configured, {}),
         (Session, "before_flush", _before_flush, {}),
         (Session, "after_flush", _after_flush, {}),
+        (Session, "before_commit", _before_commit, {}),
+        (Session, "after_commit", _after_commit, {}),
         (Session, "after_soft_rollback", _after_soft_rollback, {}),
     ):
         if not event.contains(target, name, fn):
