@@ -504,9 +504,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["sqlite-file", "sqlite-memory", "postgresql"],
+        choices=["sqlite-file", "sqlite-memory", "postgresql", "none"],
         action="append",
-        help="run only these databases (repeatable; default: sqlite-file, postgresql)",
+        help="run only these databases (repeatable; default: sqlite-file, postgresql; "
+        "none: only what --growth or --profile ask for)",
     )
     args = parser.parse_args()
     if args.clock == "cpu":
