@@ -81,7 +81,18 @@ class Grant:
         return "<custdata grant>"
 
 
-class SealedValue:
+class _SealedForm:
+    """What every sealed form shows of itself: nothing (internal)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<custdata sealed value>"
+
+    __str__ = __repr__
+
+
+class SealedValue(_SealedForm):
     """A customer value as an ORM object holds it: the stored envelope, sealed.
 
     Its ``repr`` and ``str`` name nothing; equality compares envelopes (so an
@@ -116,11 +127,6 @@ class SealedValue:
         self.grant = grant
         self.keys = keys
 
-    def __repr__(self) -> str:
-        return "<custdata sealed value>"
-
-    __str__ = __repr__
-
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not SealedValue:
             return NotImplemented
@@ -134,7 +140,7 @@ class SealedValue:
         return (SealedValue, (self.data, self.tail, self.subject))
 
 
-class SealedRow:
+class SealedRow(_SealedForm):
     """The customer values of one fetched row, sealed: one object per row.
 
     An entity load puts the same object into every customer-data attribute
@@ -182,17 +188,20 @@ class SealedRow:
         Raises:
             ConfigurationError: If the row holds no value of that column.
         """
-        index = self.at.get(b.where)
+        return self.values[self.index(b.where)]
+
+    def index(self, where: str) -> int:
+        """The position of the ``table.column`` *where* in :attr:`values`.
+
+        Raises:
+            ConfigurationError: If the row holds no value of that column.
+        """
+        index = self.at.get(where)
         if index is None:
             raise ConfigurationError(
-                f"{b.where}: this sealed value belongs to another column"
+                f"{where}: this sealed value belongs to another column"
             )
-        return self.values[index]
-
-    def __repr__(self) -> str:
-        return "<custdata sealed value>"
-
-    __str__ = __repr__
+        return index
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not SealedRow:
@@ -216,14 +225,9 @@ def _parts(
     if value.__class__ is SealedValue:
         return value.data, value.tail, value.keys
     row: SealedRow = value  # type: ignore[assignment]
-    index = row.at.get(where)
-    if index is None:
-        raise ConfigurationError(
-            f"{where}: this sealed value belongs to another column"
-        )
     keys = row.keys
     return (
-        row.values[index],
+        row.values[row.index(where)],
         row.tail if b.subject_key is not None else None,
         None if keys is None else keys.get(where),
     )
