@@ -547,6 +547,16 @@ class FieldCipher(_ColumnCipher[T]):
                             ]
                     except InvalidTag:
                         raise self._failed() from None
+                    if decode is _str_decode:
+                        # The str codec's decode, inlined; a malformed frame
+                        # goes to the codec, which names the problem.
+                        try:
+                            return [
+                                f[1:].decode() if f[0] == 1 else decode(f)
+                                for f in frames
+                            ]
+                        except (ValueError, IndexError):
+                            pass
                     return list(map(decode, frames))
         clock = self._clock
         failed = self._failed
@@ -646,7 +656,14 @@ class FieldCipher(_ColumnCipher[T]):
             )
         except InvalidTag:
             raise self._failed() from None
-        return self._decode(frame)
+        decode = self._decode
+        if decode is _str_decode and frame[:1] == b"\x01":
+            # The str codec's decode, inlined (one call less per read).
+            try:
+                return frame[1:].decode("utf-8")  # type: ignore[no-any-return]
+            except ValueError:
+                pass
+        return decode(frame)
 
     def seal_many(
         self, values: Sequence[T], tails: Sequence[bytes] | None = None

@@ -31,11 +31,13 @@ Three SQLAlchemy events, installed once for every engine and session when
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 import weakref
 
 from base64 import b64encode
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 from uuid import UUID
 
@@ -79,7 +81,14 @@ from ._binding import (
 from ._declare import KNOWN_TABLES, CustomerDataInfo, settle_table, uuid7
 from ._keystore import hold_subject_keys
 from ._raw import refuse_raw_write
-from ._sealed import MASK_TEXT, Grant, SealedValue, seal_attribute, stored_envelope
+from ._sealed import (
+    MASK_TEXT,
+    Grant,
+    SealedRow,
+    SealedValue,
+    seal_attribute,
+    stored_envelope,
+)
 from ._types import (
     _GRANTS,
     RELEASED,
@@ -226,7 +235,7 @@ def _prepare_row(
         if key not in row:
             continue
         value = row[key]
-        if value.__class__ is SealedValue:
+        if value.__class__ in _LOADED:
             continue  # written back as loaded: its index stands
         if value.__class__ is _Bound:
             value = value.value
@@ -244,11 +253,14 @@ def _prepare_row(
             for key, b, text in facts.sealing
         ]
     canonical: object = None
+    written = _FLUSHED.get()
+    row_tail: bytes | None = None
     try:
         for key, encrypt, bound, text, b in sealers:
             value = row.get(key)
             if value is None or value.__class__ in _STORED:
                 continue
+            given = value
             if value.__class__ is _Bound:
                 own = value.subject
                 value = value.value
@@ -271,6 +283,12 @@ def _prepare_row(
                     canonical = subject_value(subject, b.subject_kind)
                 blob = encrypt(value, subject=canonical)
             out[key] = _sealed(b, blob, text)
+            if written is not None and given.__class__ is not _Bound:
+                if bound and row_tail is None:
+                    row_tail = subject_tail(subject, b.subject_kind)
+                _written(written, b, text).add(
+                    [given], [blob], [row_tail] if bound else None
+                )
     except ValueTypeError as exc:
         raise ValueTypeError(f"{b.where}: {exc}") from None
     result: Mapping[str, Any] = out
@@ -300,7 +318,7 @@ def _prepare_rows(
             if key not in row:
                 continue
             value = row[key]
-            if value.__class__ is SealedValue:
+            if value.__class__ in _LOADED:
                 continue  # written back as loaded: its index stands
             if value.__class__ is _Bound:
                 value = value.value
@@ -344,6 +362,9 @@ def _prepare_rows(
             blobs: list[Any] = b.cipher(custodian).seal_many(values, chosen)
         except ValueTypeError as exc:
             raise ValueTypeError(f"{b.where}: {exc}") from None
+        written = _FLUSHED.get()
+        if written is not None:
+            _written(written, b, text).add(values, blobs, chosen)
         if text:
             blobs = [b64encode(blob) for blob in blobs]
         if not b.raw_sealed:
@@ -371,10 +392,93 @@ def _sealed(b: FieldBinding, blob: bytes, text: bool) -> object:
     return _Sealed(blob.decode("ascii") if text else blob)
 
 
+class _Written:
+    """What a flush encrypted for one column: the objects' values and their envelopes.
+
+    Lists aligned by position (no object per value): the values as the
+    objects hold them, the envelopes written for them and, for a
+    subject-bound column, each row's associated-data tail.
+    """
+
+    __slots__ = ("blobs", "index", "tails", "text", "values")
+
+    def __init__(self, text: bool, bound: bool) -> None:
+        self.text = text
+        self.values: list[Any] = []
+        self.blobs: list[bytes] = []
+        self.tails: list[bytes | None] | None = [] if bound else None
+        #: id(value) -> position, built when the flush is over.
+        self.index: dict[int, int] | None = None
+
+    def add(
+        self,
+        values: Sequence[Any],
+        blobs: Sequence[bytes],
+        tails: Sequence[bytes | None] | None,
+    ) -> None:
+        self.values.extend(values)
+        self.blobs.extend(blobs)
+        if self.tails is not None and tails is not None:
+            self.tails.extend(tails)
+
+    def find(
+        self, value: Any, subject: object, kind: SubjectKind
+    ) -> tuple[Any, bytes | None] | None:
+        """The stored form and tail of the envelope written for *value*, if any.
+
+        *subject* is the object's own subject id: where one value object was
+        the value of several rows, the envelope of the object's own row.
+        """
+        index = self.index
+        if index is None:
+            index = self.index = {id(v): i for i, v in enumerate(self.values)}
+        i = index.get(id(value))
+        if i is None or self.values[i] is not value:
+            return None
+        tails = self.tails
+        if tails is not None and len(index) != len(self.values):
+            mine = None if subject is None else subject_tail(subject, kind)
+            if tails[i] != mine:
+                found = next(
+                    (
+                        j
+                        for j, v in enumerate(self.values)
+                        if v is value and tails[j] == mine
+                    ),
+                    None,
+                )
+                if found is None:
+                    return None
+                i = found
+        blob = self.blobs[i]
+        return (
+            b64encode(blob).decode("ascii") if self.text else blob,
+            None if tails is None else tails[i],
+        )
+
+
+#: While a session flushes (see :func:`_seal_flushed`): per binding, what the
+#: flush encrypted and wrote. ``None`` outside a flush.
+_FLUSHED: contextvars.ContextVar[dict[FieldBinding, _Written] | None] = (
+    contextvars.ContextVar("custdata_flushed", default=None)
+)
+
+
+def _written(
+    written: dict[FieldBinding, _Written], b: FieldBinding, text: bool
+) -> _Written:
+    found = written.get(b)
+    if found is None:
+        found = written[b] = _Written(text, b.subject_key is not None)
+    return found
+
+
+#: Classes of values an object holds sealed (loaded, or flushed).
+_LOADED = frozenset({SealedValue, SealedRow})
 #: Classes of parameter values that are not plain values to encrypt.
-_SPECIAL = frozenset({type(None), _Sealed, _Bound, SealedValue})
+_SPECIAL = frozenset({type(None), _Sealed, _Bound, SealedValue, SealedRow})
 #: Classes of parameter values that are already envelopes: written as they are.
-_STORED = frozenset({_Sealed, SealedValue})
+_STORED = frozenset({_Sealed, SealedValue, SealedRow})
 
 
 def _gather(  # noqa: PLR0917
@@ -799,13 +903,16 @@ class _Plan:
         "_granted",
         "_grants",
         "_released",
+        "at",
         "bindings",
         "columns",
         "entity",
+        "envelopes",
         "fields",
         "lone",
         "names",
         "parts",
+        "positions",
         "seal",
         "searches",
         "sources",
@@ -869,6 +976,20 @@ class _Plan:
             if len(sources) == 1 and not sources[0][2] and single
             else None
         )
+        #: For a sealed load whose rows have at most one subject, each fetched
+        #: as a column of the row: one :class:`SealedRow` per row, holding the
+        #: row's envelopes (taken by ``envelopes``) at ``at[table.column]``.
+        self.positions = [pos for pos, _b, _text, _src in columns]
+        self.at: dict[str, int] = {
+            b.where: i for i, (_pos, b, _text, _src) in enumerate(columns)
+        }
+        self.envelopes: Any = None
+        if seal and len(sources) <= 1 and not any(p for _, _, p in sources):
+            self.envelopes = (
+                itemgetter(*self.positions)
+                if len(self.positions) > 1
+                else (lambda row, pos=self.positions[0]: (row[pos],))
+            )
         #: (custodian, keyring, denied fields, grants): the last grants built.
         self._grants: tuple[object, object, object, dict[object, Any]] | None = None
         #: The same for fetched batches: (..., what :meth:`released` returns).
@@ -1449,6 +1570,43 @@ def _held_keys(
     return held
 
 
+def _sealed_rows(
+    rows: Sequence[Any],
+    plan: _Plan,
+    grant: Grant | None,
+    tails: list[list[bytes | None]],
+    held: dict[tuple[FieldBinding, int], dict[bytes | None, Any]],
+) -> list[Any]:
+    """The rows of a sealed load, each row's customer values in one :class:`SealedRow`.
+
+    Every customer-data column of a row carries the same object (one per
+    row, not one per value: the objects a load leaves behind for the garbage
+    collector do not grow with the number of fields).
+    """
+    envelopes = plan.envelopes
+    at = plan.at
+    positions = plan.positions
+    keys = {b.where: found for (b, _src), found in held.items()} if held else None
+    out: list[Any] = []
+    append = out.append
+    if not plan.sources:
+        for row in rows:
+            sealed = SealedRow(envelopes(row), at, None, None, grant, keys)
+            cells = list(row)
+            for pos in positions:
+                cells[pos] = sealed
+            append(tuple(cells))
+        return out
+    index = plan.sources[0][0]
+    for row, tail in zip(rows, tails[0], strict=True):
+        sealed = SealedRow(envelopes(row), at, tail, row[index], grant, keys)
+        cells = list(row)
+        for pos in positions:
+            cells[pos] = sealed
+        append(tuple(cells))
+    return out
+
+
 class _AnnouncingCursor:
     """A DBAPI cursor whose fetches authorize, then decrypt, each batch.
 
@@ -1584,6 +1742,8 @@ class _AnnouncingCursor:
         named, tails, blobs = _batch_subjects(rows, plan)
         grant = None if self._quiet else self._announce(named, len(rows))
         held = _held_keys(plan, grant, tails)
+        if plan.envelopes is not None:
+            return _sealed_rows(rows, plan, grant, tails, held)
         if len(rows) == 1 and not blobs:
             # One row (a get, a refresh): no transposing.
             row = list(rows[0])
@@ -1802,28 +1962,39 @@ def _before_cursor_execute(  # noqa: PLR0917
 
 
 class _MapperFacts:
-    __slots__ = ("fields", "validated")
+    __slots__ = ("fields", "sealed", "sealed_at", "subject_attr", "validated")
 
     def __init__(self, mapper: Mapper[Any]) -> None:
         self.fields: list[tuple[str, FieldPolicy]] = []
+        #: (attribute key, binding) of every encrypted column attribute.
+        self.sealed: list[tuple[str, FieldBinding]] = []
+        #: The attribute key of the data-subject column, if any.
+        self.subject_attr: str | None = None
         for prop in mapper.column_attrs:
             for col in prop.columns:
+                if (getattr(col, "info", None) or {}).get("custdata_subject"):
+                    self.subject_attr = self.subject_attr or prop.key
                 info = (getattr(col, "info", None) or {}).get(INFO_KEY)
                 if isinstance(info, CustomerDataInfo):
                     self.fields.append((prop.key, info.field))
+                type_ = getattr(col, "type", None)
+                if isinstance(type_, EncryptedType):
+                    self.sealed.append((prop.key, type_._binding))  # noqa: SLF001
+        #: ``table.column`` -> position in :attr:`sealed` (a flushed object's row).
+        self.sealed_at = {b.where: i for i, (_key, b) in enumerate(self.sealed)}
         self.validated: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-_MAPPERS: weakref.WeakKeyDictionary[Mapper[Any], _MapperFacts] = (
-    weakref.WeakKeyDictionary()
-)
+#: Where a mapper keeps its facts: an attribute of the mapper itself (a
+#: plain dict lookup per statement; they go with the mapper).
+_FACTS_ATTR = "_custdata_facts"
 
 
 def _mapper_facts(mapper: Mapper[Any]) -> _MapperFacts:
-    facts = _MAPPERS.get(mapper)
+    facts: _MapperFacts | None = mapper.__dict__.get(_FACTS_ATTR)
     if facts is None:
         facts = _MapperFacts(mapper)
-        _MAPPERS[mapper] = facts
+        setattr(mapper, _FACTS_ATTR, facts)
     return facts
 
 
@@ -1963,7 +2134,7 @@ def _orm_select(state: ORMExecuteState) -> None:
     """
     custodian: Any = None
     for mapper in _statement_mappers(state):
-        facts = _MAPPERS.get(mapper) or _mapper_facts(mapper)
+        facts = mapper.__dict__.get(_FACTS_ATTR) or _mapper_facts(mapper)
         if not facts.fields:
             continue
         if custodian is None:
@@ -2042,6 +2213,87 @@ def _orm_bulk(state: ORMExecuteState) -> None:
     )
 
 
+@event.listens_for(Session, "before_flush")
+def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
+    _FLUSHED.set({})
+
+
+#: Sessions committing their outermost transaction with ``expire_on_commit``:
+#: the commit expires every object right after its flush, so that flush
+#: leaves nothing to seal.
+_EXPIRING: weakref.WeakSet[Session] = weakref.WeakSet()
+
+
+@event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    if session.expire_on_commit and not session.in_nested_transaction():
+        _EXPIRING.add(session)
+
+
+@event.listens_for(Session, "after_flush")
+def _after_flush(session: Session, flush_context: Any) -> None:
+    written = _FLUSHED.get()
+    _FLUSHED.set(None)
+    if written and session not in _EXPIRING:
+        _seal_flushed(flush_context, written)
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    _EXPIRING.discard(session)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _after_soft_rollback(session: Session, previous_transaction: Any) -> None:
+    # A flush that failed: what it noted is not needed any more.
+    _FLUSHED.set(None)
+    _EXPIRING.discard(session)
+
+
+def _seal_flushed(flush_context: Any, written: dict[FieldBinding, _Written]) -> None:
+    """Seal the values a flush wrote in the objects that hold them.
+
+    A value the application assigned is its own until it is flushed; from
+    then on the object holds the envelope that was written, sealed like a
+    loaded value (no grant: whoever reads it next decides, under the context
+    in force then, and the read is recorded).
+    """
+    for state, (isdelete, _listonly) in flush_context.states.items():
+        if isdelete:
+            continue
+        facts = _mapper_facts(state.mapper)
+        if not facts.sealed:
+            continue
+        held = state.dict
+        subject = None if facts.subject_attr is None else held.get(facts.subject_attr)
+        stored: list[Any] | None = None
+        keys: list[str] = []
+        tail: bytes | None = None
+        for i, (key, b) in enumerate(facts.sealed):
+            value = held.get(key)
+            if value is None or value.__class__ in _LOADED:
+                continue
+            chunk = written.get(b)
+            if chunk is None:
+                continue
+            found = chunk.find(value, subject, b.subject_kind)
+            if found is None:
+                continue
+            if stored is None:
+                stored = [None] * len(facts.sealed)
+            stored[i], own = found
+            if own is not None:
+                tail = own
+            keys.append(key)
+        if stored is not None:
+            # One sealed row per object, as a load leaves it (no grant).
+            sealed = SealedRow(
+                tuple(stored), facts.sealed_at, tail, None if tail is None else subject
+            )
+            for key in keys:
+                held[key] = sealed
+
+
 def known_tables() -> list[Table]:
     """Return every table with an encrypted or subject column (internal)."""
     return sorted(KNOWN_TABLES, key=lambda t: t.fullname)
@@ -2092,6 +2344,11 @@ def install() -> None:
         (Engine, "before_cursor_execute", _before_cursor_execute, {}),
         (Session, "do_orm_execute", _do_orm_execute, {}),
         (Mapper, "mapper_configured", _on_mapper_configured, {}),
+        (Session, "before_flush", _before_flush, {}),
+        (Session, "after_flush", _after_flush, {}),
+        (Session, "before_commit", _before_commit, {}),
+        (Session, "after_commit", _after_commit, {}),
+        (Session, "after_soft_rollback", _after_soft_rollback, {}),
     ):
         if not event.contains(target, name, fn):
             event.listen(target, name, fn, **kw)

@@ -1,8 +1,11 @@
 """Objects hold sealed values: a customer-data attribute decrypts when it is read.
 
 An ORM entity load puts each customer value into the instance's state as a
-:class:`SealedValue` -- the envelope as stored, the associated-data tail of its
-row's subject and the grant of the batch that fetched it -- never as plaintext.
+:class:`SealedRow` (one per row, shared by the row's customer-data
+attributes) or, where a row's values have several subjects, a
+:class:`SealedValue` per value -- the envelope as stored, the associated-data
+tail of its row's subject and the grant of the batch that fetched it -- never
+as plaintext.
 The mapped class's attribute (a :class:`SealedAttribute`) opens it when the
 application reads it, under the access context in force *at that read*:
 
@@ -15,8 +18,9 @@ application reads it, under the access context in force *at that read*:
 
 So ``__dict__``, ``loaded_value``, pickles, copies, merged or re-added objects
 and SQLAlchemy's logged rows hold the sealed form, and only the fields actually
-read are decrypted. A value the application assigned itself is its own: it
-stays as assigned until it is flushed and expired.
+read are decrypted. A value the application assigned itself is its own
+until it is flushed: the flush puts the envelope it wrote in its place, in a
+:class:`SealedRow` without a grant (see ``_runtime._seal_flushed``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ __all__ = [
     "MASK_TEXT",
     "Grant",
     "SealedAttribute",
+    "SealedRow",
     "SealedValue",
     "reveal",
     "seal_attribute",
@@ -76,7 +81,18 @@ class Grant:
         return "<custdata grant>"
 
 
-class SealedValue:
+class _SealedForm:
+    """What every sealed form shows of itself: nothing (internal)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<custdata sealed value>"
+
+    __str__ = __repr__
+
+
+class SealedValue(_SealedForm):
     """A customer value as an ORM object holds it: the stored envelope, sealed.
 
     Its ``repr`` and ``str`` name nothing; equality compares envelopes (so an
@@ -111,11 +127,6 @@ class SealedValue:
         self.grant = grant
         self.keys = keys
 
-    def __repr__(self) -> str:
-        return "<custdata sealed value>"
-
-    __str__ = __repr__
-
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not SealedValue:
             return NotImplemented
@@ -129,6 +140,99 @@ class SealedValue:
         return (SealedValue, (self.data, self.tail, self.subject))
 
 
+class SealedRow(_SealedForm):
+    """The customer values of one fetched row, sealed: one object per row.
+
+    An entity load puts the same object into every customer-data attribute
+    of the row's instance (one object per row rather than one per value:
+    fewer objects for the garbage collector, the same cost at any N); each
+    attribute picks its own envelope out of it by ``table.column``. It
+    behaves as :class:`SealedValue` does: its ``repr`` and ``str`` name
+    nothing, equality compares envelopes, a copy or a pickle drops the grant.
+
+    Attributes:
+        values: The row's envelopes as stored (``None`` for NULL), in the
+            order of :attr:`at`.
+        at: ``table.column`` -> index into :attr:`values` (one mapping shared
+            by every row the statement loads).
+        tail: The associated-data tail of the row's subject, or ``None``.
+        subject: The row's subject id as fetched (after a flush, the
+            object's own), or ``None``.
+        grant: The :class:`Grant` that covers reading the row's fields, or
+            ``None``.
+        keys: For per-subject-key columns, ``table.column`` -> the subject
+            keys fetched with the batch (in memory only), or ``None``.
+    """
+
+    __slots__ = ("at", "grant", "keys", "subject", "tail", "values")
+
+    def __init__(  # noqa: PLR0917 - one call per row, positional on purpose
+        self,
+        values: tuple[Any, ...],
+        at: dict[str, int],
+        tail: bytes | None = None,
+        subject: object = None,
+        grant: Grant | None = None,
+        keys: dict[str, dict[bytes | None, Any]] | None = None,
+    ) -> None:
+        self.values = values
+        self.at = at
+        self.tail = tail
+        self.subject = subject
+        self.grant = grant
+        self.keys = keys
+
+    def stored(self, b: FieldBinding) -> Any:
+        """The envelope of *b*'s column as stored (to write it back unchanged).
+
+        Raises:
+            ConfigurationError: If the row holds no value of that column.
+        """
+        return self.values[self.index(b.where)]
+
+    def index(self, where: str) -> int:
+        """The position of the ``table.column`` *where* in :attr:`values`.
+
+        Raises:
+            ConfigurationError: If the row holds no value of that column.
+        """
+        index = self.at.get(where)
+        if index is None:
+            raise ConfigurationError(
+                f"{where}: this sealed value belongs to another column"
+            )
+        return index
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not SealedRow:
+            return NotImplemented
+        return bool(
+            self.values == other.values and (self.at is other.at or self.at == other.at)
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.values)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Never the grant nor the keys: a copy or an unpickled object decides afresh.
+        return (SealedRow, (self.values, self.at, self.tail, self.subject))
+
+
+def _parts(
+    value: SealedValue | SealedRow, b: FieldBinding, where: str
+) -> tuple[Any, bytes | None, Any]:
+    """(envelope, tail, subject keys) of *b*'s value in a sealed value or row."""
+    if value.__class__ is SealedValue:
+        return value.data, value.tail, value.keys
+    row: SealedRow = value  # type: ignore[assignment]
+    keys = row.keys
+    return (
+        row.values[row.index(where)],
+        row.tail if b.subject_key is not None else None,
+        None if keys is None else keys.get(where),
+    )
+
+
 class SealedAttribute(InstrumentedAttribute[Any]):
     """A customer-data attribute of a mapped class: opens sealed values on read.
 
@@ -139,8 +243,9 @@ class SealedAttribute(InstrumentedAttribute[Any]):
 
     __slots__ = ()
 
-    #: The column's binding and whether it stores base64 text.
+    #: The column's binding, its ``table.column`` and whether it stores base64 text.
     custdata_binding: FieldBinding
+    custdata_where: str = "?.?"
     custdata_text: bool = False
 
     def __get__(self, instance: object | None, owner: Any) -> Any:
@@ -151,7 +256,40 @@ class SealedAttribute(InstrumentedAttribute[Any]):
             value = instance.__dict__[self.key]
         except (KeyError, AttributeError):
             value = InstrumentedAttribute.__get__(self, instance, owner)
-        if value.__class__ is not SealedValue:
+        cls = value.__class__
+        if cls is SealedRow:
+            # The common case (an entity load): one dict lookup for the
+            # grant's opener, one for the envelope, one AES-GCM open.
+            b = self.custdata_binding
+            grant = value.grant
+            if grant is not None:
+                opener = grant.opens.get(b)
+                if (
+                    opener is not None
+                    and grant.context is _access_now()
+                    and grant.custodian is (_custodian.get() or _default_custodian[0])
+                ):
+                    if (
+                        opener.__class__ is not str
+                        and value.keys is None
+                        and not self.custdata_text
+                    ):
+                        index = value.at.get(self.custdata_where)
+                        data = None if index is None else value.values[index]
+                        if data is not None:
+                            if b.subject_key is None:
+                                return opener.open_value(data)
+                            tail = value.tail
+                            if tail is not None:
+                                return opener.open_value(data, tail)
+                    return _open(
+                        opener,
+                        *_parts(value, b, self.custdata_where),
+                        b,
+                        self.custdata_text,
+                    )
+            return reveal(b, value, text=self.custdata_text)
+        if cls is not SealedValue:
             return value
         b = self.custdata_binding
         grant = value.grant
@@ -163,7 +301,14 @@ class SealedAttribute(InstrumentedAttribute[Any]):
                 and grant.custodian is (_custodian.get() or _default_custodian[0])
             ):
                 if opener.__class__ is str or value.data is None:
-                    return _open(opener, value, b, self.custdata_text)
+                    return _open(
+                        opener,
+                        value.data,
+                        value.tail,
+                        value.keys,
+                        b,
+                        self.custdata_text,
+                    )
                 tail = value.tail
                 if (
                     tail is not None or b.subject_key is None
@@ -172,24 +317,31 @@ class SealedAttribute(InstrumentedAttribute[Any]):
                     if value.keys is not None:
                         return opener.open_held(value.data, tail, value.keys)
                     return opener.open_value(value.data, tail)
-                return _open(opener, value, b, self.custdata_text)
+                return _open(
+                    opener, value.data, value.tail, value.keys, b, self.custdata_text
+                )
         return reveal(b, value, text=self.custdata_text)
 
 
-def _open(opener: Any, value: SealedValue, b: FieldBinding, text: bool) -> Any:
-    data = value.data
+def _open(  # noqa: PLR0917 - internal
+    opener: Any,
+    data: Any,
+    tail: bytes | None,
+    keys: dict[bytes | None, Any] | None,
+    b: FieldBinding,
+    text: bool,
+) -> Any:
     if data is None:
         return None
     if opener.__class__ is str:
         return opener
-    tail = value.tail
     if tail is None and b.subject_key is not None:
         # A subject-bound value in a row without a subject id reads as None.
         return None
     if text:
         data = stored_envelope(data)
-    if value.keys is not None and getattr(opener, "subject_keys", None) is not None:
-        return opener.open_held(data, tail, value.keys)
+    if keys is not None and getattr(opener, "subject_keys", None) is not None:
+        return opener.open_held(data, tail, keys)
     return opener.open_value(data, tail)
 
 
@@ -222,7 +374,9 @@ def _fields_of(b: FieldBinding) -> dict[str, FieldPolicy | None]:
     return entry[1]
 
 
-def reveal(b: FieldBinding, value: SealedValue, *, text: bool = False) -> Any:
+def reveal(
+    b: FieldBinding, value: SealedValue | SealedRow, *, text: bool = False
+) -> Any:
     """Decide, record and open one sealed value under the context in force.
 
     Raises:
@@ -249,8 +403,17 @@ def reveal(b: FieldBinding, value: SealedValue, *, text: bool = False) -> Any:
         count=1,
     )
     opener: Any = MASK_TEXT if decision.denied_fields else b.cipher(custodian)
-    value.grant = Grant(_access_now(), custodian, {b: opener})
-    return _open(opener, value, b, text)
+    ctx = _access_now()
+    if value.__class__ is SealedRow:
+        # One grant for the row: keep what it already opens under this context.
+        held = value.grant
+        opens: dict[FieldBinding, Any] = {b: opener}
+        if held is not None and held.context is ctx and held.custodian is custodian:
+            opens = {**held.opens, b: opener}
+        value.grant = Grant(ctx, custodian, opens)
+    else:
+        value.grant = Grant(ctx, custodian, {b: opener})
+    return _open(opener, *_parts(value, b, b.where), b, text)
 
 
 def seal_attribute(attribute: Any, binding: FieldBinding, *, text: bool) -> None:
@@ -262,5 +425,10 @@ def seal_attribute(attribute: Any, binding: FieldBinding, *, text: bool) -> None
     attribute.__class__ = type(
         "SealedAttribute",
         (SealedAttribute,),
-        {"__slots__": (), "custdata_binding": binding, "custdata_text": text},
+        {
+            "__slots__": (),
+            "custdata_binding": binding,
+            "custdata_where": binding.where,
+            "custdata_text": text,
+        },
     )

@@ -53,7 +53,7 @@ from custdata._errors import (
 from custdata.crypto._envelope import SIV_OVERHEAD, VERSION_1
 
 from ._binding import FieldBinding, SubjectKind, subject_tail, subject_value
-from ._sealed import SealedValue, stored_envelope
+from ._sealed import SealedRow, SealedValue, stored_envelope
 
 
 __all__ = [
@@ -278,6 +278,8 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
                 # Loaded sealed and written back as it is (e.g. a merged or
                 # re-inserted object): the stored envelope, unopened.
                 return value.data
+            if value.__class__ is SealedRow:
+                return value.stored(b)
             if value.__class__ is _Bound:
                 subject = value.subject
                 value = value.value
