@@ -7,6 +7,7 @@ keeps in memory), and that none of them weakens a check.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sys
 
@@ -23,9 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from audit_fixtures import T0, FakeKeys, decision
 from custdata.audit import (
     AuditTrail,
+    Checkpointer,
+    CheckpointSigner,
+    CheckpointVerifier,
+    FileAnchor,
     JsonLinesSink,
     JsonLinesSource,
     _sinks,
+    _spill,
+    _verify,
     _watch,
     verify_trail,
 )
@@ -165,3 +172,84 @@ class TestAmortisedIdentityCheck:
         assert before + 1 == counter.calls
         t.close()
         assert verify_trail(JsonLinesSource(path), keys).intact
+
+
+class TestBoundedVerification:
+    def test_macs_spill_to_disk_beyond_the_limit(self) -> None:
+        """The MACs a verification keeps leave memory beyond the limit and read back exactly."""
+        spill = _spill.MacSpill(limit=32 * 10)
+        a, b = spill.chain(), spill.chain()
+        for seq in range(1, 101):
+            a.append(seq.to_bytes(32, "big"))
+            if seq % 2:
+                b.append((1000 + seq).to_bytes(32, "big"))
+            if seq % 7 == 0:
+                spill.maybe_spill()
+                assert spill.buffered() <= 32 * 10
+        assert (100, 50) == (len(a), len(b))
+        assert [s.to_bytes(32, "big") for s in range(1, 101)] == list(a.range(1, 100))
+        assert [s.to_bytes(32, "big") for s in range(37, 64)] == list(a.range(37, 63))
+        assert (1003).to_bytes(32, "big") == b.get(2)
+        assert a.get(101) is None
+        assert b"x" == a.get(0, b"x")
+        spill.close()
+
+    def test_checkpoint_replay_reads_spilled_macs(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With a tiny memory limit, the one-pass check spills, and checkpoints still replay exactly."""
+        keys, path = FakeKeys(), tmp_path / "a.jsonl"
+        signer = CheckpointSigner.generate("example.test/audit")
+        anchor = FileAnchor(tmp_path / "anchor.jsonl")
+        cp = Checkpointer(JsonLinesSource(path), signer, anchor)
+        t = AuditTrail(
+            keys, sinks=[JsonLinesSink(path)], checkpointer=cp, checkpoint_interval=None
+        )
+        for i in range(6):
+            _write(t, 300)
+            t.checkpoint(now=T0 + dt.timedelta(seconds=i))
+        t.close()
+        spilled: list[int] = []
+        real = _spill.MacSpill.maybe_spill
+
+        def spy(self: _spill.MacSpill) -> None:
+            real(self)
+            spilled.append(self.buffered())
+
+        monkeypatch.setattr(_spill.MacSpill, "__init__", _tiny_init)
+        monkeypatch.setattr(_spill.MacSpill, "maybe_spill", spy)
+        monkeypatch.setattr(_verify, "_SPILL_EVERY", 0xFF)
+        report = verify_trail(
+            JsonLinesSource(path),
+            keys,
+            checkpoints=anchor,
+            verifier=CheckpointVerifier(signer.verifier_key),
+        )
+        assert spilled
+        assert max(spilled) == 0
+        assert report.intact, report.kinds()
+        assert report.checkpoints >= 6
+        # The replay really reads the spilled MACs: one flipped bit in what
+        # the spill file returns breaks the recomputed Merkle root.
+        read = _spill.MacSpill.read
+
+        def flipped(self: _spill.MacSpill, offset: int, size: int) -> bytes:
+            data = bytearray(read(self, offset, size))
+            data[0] ^= 1
+            return bytes(data)
+
+        monkeypatch.setattr(_spill.MacSpill, "read", flipped)
+        report = verify_trail(
+            JsonLinesSource(path),
+            keys,
+            checkpoints=anchor,
+            verifier=CheckpointVerifier(signer.verifier_key),
+        )
+        assert "ROOT_MISMATCH" in report.kinds()
+
+
+def _tiny_init(self: _spill.MacSpill, limit: int = 0) -> None:
+    self.limit = 64
+    self.chains = []
+    self._fd = None
+    self._size = 0

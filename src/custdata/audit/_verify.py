@@ -35,6 +35,7 @@ from ._keys import _EVOLVE_LABEL as _EVOLVE
 from ._keys import AuditKeySource, chain_initial_key, root_for
 from ._merkle import MerkleAccumulator, leaf_hash
 from ._schema import REDACT_REASONS, parse_ts
+from ._spill import ChainMacs, MacSpill
 from ._sql import CLEARED_ON_REDACT, derived_columns
 from ._store import (
     _HEAD,
@@ -615,7 +616,9 @@ class _FastChain:
         "seq",
     )
 
-    def __init__(self, head: bytes, mid: bytes, prefix: bytes, key: bytes) -> None:
+    def __init__(
+        self, head: bytes, mid: bytes, prefix: bytes, key: bytes, macs: ChainMacs
+    ) -> None:
         self.head = head
         self.mid = mid
         self.prefix = prefix
@@ -623,7 +626,7 @@ class _FastChain:
         self.seq = 0
         self.prev = ZERO_MAC
         self.prev_hex = binascii.hexlify(ZERO_MAC)
-        self.macs: dict[int, bytes] = {}
+        self.macs = macs
         #: The chain's first and last lines (for its start and end facts).
         self.first = self.last = b""
         #: The length of a line's envelope before the body, less the seq digits.
@@ -638,9 +641,13 @@ _DIGEST_MARK = b'","body_sha256":"'
 _BODY_MARK = b'","body":'
 _ENVELOPE_HEX = 64 + len(_MAC_MARK) + 64 + len(_DIGEST_MARK) + 64 + len(_BODY_MARK)
 _CLOSE = ord("}")
+#: The one-pass check offers its MACs to the spill file every 65,536 records.
+_SPILL_EVERY = 0xFFFF
 
 
-def _fast_chain(line: bytes, end: int, keys: AuditKeySource) -> _FastChain | None:
+def _fast_chain(
+    line: bytes, end: int, keys: AuditKeySource, spill: MacSpill
+) -> _FastChain | None:
     """Start the state of the chain whose first line is *line* (chain id ends at *end*)."""
     ref_at = line.find(_REF_MARK, end)
     ref_end = line.find(_PREV_MARK, ref_at)
@@ -659,15 +666,16 @@ def _fast_chain(line: bytes, end: int, keys: AuditKeySource) -> _FastChain | Non
         _REF_MARK + ref_b + _PREV_MARK,
         _MAC_LABEL + chain_b + b"\x00" + ref_b + b"\x00",
         chain_initial_key(root, chain),
+        spill.chain(),
     )
 
 
 def _verify_json_lines_fast(
-    source: JsonLinesSource, keys: AuditKeySource
+    source: JsonLinesSource, keys: AuditKeySource, spill: MacSpill | None = None
 ) -> (
     tuple[
         int,
-        dict[str, dict[int, bytes]],
+        dict[str, ChainMacs],
         dict[str, tuple[bytes | None, bytes | None]],
     ]
     | None
@@ -692,11 +700,18 @@ def _verify_json_lines_fast(
     findings. So this path accepts only what the full algorithm accepts
     without findings, with the same chain heads and MACs.
 
+    Memory is bounded at any size: per chain, its state, its first and last
+    lines, and its MACs, which move to a temporary file beyond
+    :data:`~custdata.audit._spill.MEMORY_LIMIT` (*spill*).
+
     Returns:
         ``(events, macs, ends)``: the number of lines; per chain, its MACs by
         seq (1 to its head); per chain, the bodies of its first and last
         records. Or ``None``.
     """
+    if spill is None:
+        spill = MacSpill()
+    spill_every = _SPILL_EVERY
     states: dict[bytes, _FastChain] = {}
     sha256 = hashlib.sha256
     hexlify = binascii.hexlify
@@ -714,7 +729,7 @@ def _verify_json_lines_fast(
     head = b"\x00"  # matches no line
     mid = prefix = key = prev = prev_hex = b""
     seq = fixed = 0
-    macs: dict[int, bytes] = {}
+    add_mac = bytearray().extend
     last = b""
     for line in source._lines():  # noqa: SLF001 - the source's own reader
         if not line.startswith(head):
@@ -732,14 +747,14 @@ def _verify_json_lines_fast(
             chain_b = line[_HEAD_LEN:end]
             state = states.get(chain_b)
             if state is None:
-                state = _fast_chain(line, end, keys)
+                state = _fast_chain(line, end, keys, spill)
                 if state is None:
                     return None
                 state.first = line
                 states[chain_b] = state
             head, mid, prefix, fixed = state.head, state.mid, state.prefix, state.fixed
             key, seq, prev, prev_hex = state.key, state.seq, state.prev, state.prev_hex
-            macs = state.macs
+            add_mac = state.macs.buf.extend
         seq += 1
         seq_b = b"%d" % seq
         at = fixed + len(seq_b)  # where the body starts
@@ -771,11 +786,16 @@ def _verify_json_lines_fast(
             or line[-1] != close
         ):
             return None
-        macs[seq] = prev = mac
+        add_mac(mac)
+        prev = mac
         prev_hex = stored
         key = sha256(evolve + key).digest()
         events += 1
         last = line
+        if not events & spill_every:
+            spill.maybe_spill()
+            if state is not None:
+                add_mac = state.macs.buf.extend
     if state is not None:
         state.seq, state.last = seq, last
     ends = {
@@ -875,7 +895,7 @@ def _load_checkpoints(
 
 def _replay(
     cps: list[tuple[Checkpoint, bool]],
-    valid: Mapping[str, Mapping[int, bytes]],
+    valid: Mapping[str, Mapping[int, bytes] | ChainMacs],
     out: _Collector,
 ) -> None:
     """Recompute each checkpoint's Merkle root from its predecessor's range."""
@@ -898,7 +918,21 @@ def _replay(
         complete = True
         for chain, head, head_mac in cp.heads:
             macs = valid.get(chain, {})
-            for seq in range(before.get(chain, 0) + 1, head + 1):
+            first = before.get(chain, 0) + 1
+            if isinstance(macs, ChainMacs):
+                # Seqs 1 to len(macs), all present: read as a range.
+                if len(macs) < head:
+                    complete = False
+                    break
+                for seq, leaf in zip(
+                    range(first, head + 1), macs.range(first, head), strict=True
+                ):
+                    tree.append(leaf_hash(chain, seq, leaf))
+                if head and macs.get(head, head_mac) != head_mac:
+                    complete = False
+                    break
+                continue
+            for seq in range(first, head + 1):
                 mac = macs.get(seq)
                 if mac is None:
                     complete = False
@@ -1013,7 +1047,26 @@ def verify_trail(
         if type(source) is JsonLinesSource
         else None
     )
-    valid: dict[str, dict[int, bytes]] = {}
+    try:
+        return _conclude(source, out, fast, keys, checkpoints, verifier, heartbeat)
+    finally:
+        if fast is not None:
+            for macs in fast[1].values():
+                macs.spill.close()
+
+
+def _conclude(  # noqa: PLR0917 - verify_trail's state, in order
+    source: TrailSource,
+    out: _Collector,
+    fast: tuple[int, dict[str, ChainMacs], dict[str, tuple[bytes | None, bytes | None]]]
+    | None,
+    keys: AuditKeySource,
+    checkpoints: CheckpointAnchor | Sequence[str] | None,
+    verifier: CheckpointVerifier | None,
+    heartbeat: float | None,
+) -> VerificationReport:
+    """Finish :func:`verify_trail` after the one-pass check (*fast*, or ``None``)."""
+    valid: dict[str, dict[int, bytes]] | dict[str, ChainMacs] = {}
     tops: dict[str, int] = {}
     # Per chain, how many records were read: in all, and at or below a seq.
     read: dict[str, int]
@@ -1029,7 +1082,9 @@ def verify_trail(
             return min(seq, tops[chain])
 
     else:
-        events, chains = _verify_records(source, keys, out, valid, tops)
+        full: dict[str, dict[int, bytes]] = {}
+        valid = full
+        events, chains = _verify_records(source, keys, out, full, tops)
         read = {chain: len(recs) for chain, recs in chains.items()}
         facts = {
             c: _chain_facts(recs[0].body if recs[0].seq == 1 else None, recs[-1].body)
