@@ -31,10 +31,11 @@ from custdata.crypto._hmac import TRANS_5C, TRANS_36
 
 from ._chain import _MAC_LABEL, ZERO_MAC
 from ._checkpoint import Checkpoint, CheckpointAnchor, CheckpointVerifier
+from ._compact import RECORD_HEAD, V2_HEAD
 from ._keys import _EVOLVE_LABEL as _EVOLVE
 from ._keys import AuditKeySource, chain_initial_key, root_for
 from ._merkle import MerkleAccumulator, leaf_hash
-from ._schema import REDACT_REASONS, parse_ts
+from ._schema import REDACT_REASONS, encode_value, parse_ts
 from ._spill import ChainMacs, MacSpill
 from ._sql import CLEARED_ON_REDACT, derived_columns
 from ._store import (
@@ -614,6 +615,7 @@ class _FastChain:
         "prev",
         "prev_hex",
         "seq",
+        "v2",
     )
 
     def __init__(
@@ -631,6 +633,8 @@ class _FastChain:
         self.first = self.last = b""
         #: The length of a line's envelope before the body, less the seq digits.
         self.fixed = len(head) + len(mid) + _ENVELOPE_HEX
+        #: Whether the chain is written in the compact format (v2).
+        self.v2 = False
 
 
 _SEQ_MARK = b'","seq":'
@@ -731,11 +735,37 @@ def _verify_json_lines_fast(
     seq = fixed = 0
     add_mac = bytearray().extend
     last = b""
+    # The compact (v2) chains by short id, and their templates.
+    compact: dict[bytes, _FastChain] = {}
+    templates: dict[bytes, dict[bytes, list[bytes]]] = {}
+    tpls: dict[bytes, list[bytes]] = {}
+    v2 = False
+    b64 = binascii.b2a_base64
     for line in source._lines():  # noqa: SLF001 - the source's own reader
         if not line.startswith(head):
-            end = line.find(_SEQ_MARK, _HEAD_LEN)
-            if end < 0 or not line.startswith(_HEAD):
-                return None
+            if line.startswith(V2_HEAD):
+                if not line.startswith(RECORD_HEAD):
+                    # A declaration or a template: rare, read as JSON.
+                    if not _fast_meta(line, keys, spill, states, compact, templates):
+                        return None
+                    continue
+                cid = line[_RECORD_HEAD_LEN : _RECORD_HEAD_LEN + _CID_LEN]
+                found = compact.get(cid)
+                if found is None:
+                    return None
+                tpls = templates[cid]
+            else:
+                end = line.find(_SEQ_MARK, _HEAD_LEN)
+                if end < 0 or not line.startswith(_HEAD):
+                    return None
+                chain_b = line[_HEAD_LEN:end]
+                found = states.get(chain_b)
+                if found is None:
+                    found = _fast_chain(line, end, keys, spill)
+                    if found is None:
+                        return None
+                    found.first = line
+                    states[chain_b] = found
             if state is not None:
                 state.key, state.seq, state.prev, state.prev_hex, state.last = (
                     key,
@@ -744,54 +774,89 @@ def _verify_json_lines_fast(
                     prev_hex,
                     last,
                 )
-            chain_b = line[_HEAD_LEN:end]
-            state = states.get(chain_b)
-            if state is None:
-                state = _fast_chain(line, end, keys, spill)
-                if state is None:
-                    return None
-                state.first = line
-                states[chain_b] = state
+            state = found
             head, mid, prefix, fixed = state.head, state.mid, state.prefix, state.fixed
             key, seq, prev, prev_hex = state.key, state.seq, state.prev, state.prev_hex
             add_mac = state.macs.buf.extend
+            v2 = state.v2
         seq += 1
         seq_b = b"%d" % seq
-        at = fixed + len(seq_b)  # where the body starts
-        h = sha256(line[at:-1]).digest()
-        padded = key + pad
-        inner = sha256(
-            b"".join((padded.translate(t36), prefix, seq.to_bytes(8, "big"), prev, h))
-        ).digest()
-        mac = sha256(padded.translate(t5c) + inner).digest()
-        # The stored MAC is compared in constant time; the envelope around it
-        # (built with the stored MAC) byte for byte.
-        stored = line[at - mac_end : at - mac_end + 64]
-        envelope = b"".join(
-            (
-                head,
-                seq_b,
-                mid,
-                prev_hex,
-                mac_mark,
-                stored,
-                digest_mark,
-                hexlify(h),
-                body_mark,
+        at = fixed + len(seq_b)  # where the body (v1) or the MAC (v2) starts
+        if v2:
+            # {"@":"<cid>","s":<seq>,"m":"<MAC>","t":<n>,"d":[…]} or …,"b":{…}}
+            if line[at - _M_LEN : at] != _M_MARK:
+                return None
+            stored = line[at : at + _MAC_B64]
+            kind = line[at + _MAC_B64 : at + _KIND_END]
+            if kind == _T_MARK:
+                cut = line.find(_D_MARK, at + _KIND_END)
+                tpl = tpls.get(line[at + _KIND_END : cut]) if cut > 0 else None
+                if tpl is None or line[-2:] != _D_CLOSE:
+                    return None
+                values = line[cut + _D_LEN : -2].split(b",")
+                if len(values) * 2 + 1 == len(tpl):
+                    buf = tpl.copy()
+                    buf[1::2] = values
+                else:  # a list among the values: read them as JSON
+                    filled = _fill_json(tpl, line[cut + _D_LEN - 1 : -1])
+                    if filled is None:
+                        return None
+                    buf = filled
+                body = b"".join(buf)
+            elif kind == _B_MARK and line[-1] == close:
+                body = line[at + _KIND_END : -1]
+            else:
+                return None
+            h = sha256(body).digest()
+            padded = key + pad
+            inner = sha256(
+                b"".join(
+                    (padded.translate(t36), prefix, seq.to_bytes(8, "big"), prev, h)
+                )
+            ).digest()
+            mac = sha256(padded.translate(t5c) + inner).digest()
+            if not digest_eq(stored, b64(mac, newline=False)):
+                return None
+            if seq == 1:
+                state.first = body  # type: ignore[union-attr]
+            last = body
+        else:
+            h = sha256(line[at:-1]).digest()
+            padded = key + pad
+            inner = sha256(
+                b"".join(
+                    (padded.translate(t36), prefix, seq.to_bytes(8, "big"), prev, h)
+                )
+            ).digest()
+            mac = sha256(padded.translate(t5c) + inner).digest()
+            # The stored MAC is compared in constant time; the envelope around it
+            # (built with the stored MAC) byte for byte.
+            stored = line[at - mac_end : at - mac_end + 64]
+            envelope = b"".join(
+                (
+                    head,
+                    seq_b,
+                    mid,
+                    prev_hex,
+                    mac_mark,
+                    stored,
+                    digest_mark,
+                    hexlify(h),
+                    body_mark,
+                )
             )
-        )
-        if (
-            not digest_eq(stored, hexlify(mac))
-            or not line.startswith(envelope)
-            or line[-1] != close
-        ):
-            return None
+            if (
+                not digest_eq(stored, hexlify(mac))
+                or not line.startswith(envelope)
+                or line[-1] != close
+            ):
+                return None
+            prev_hex = stored
+            last = line
         add_mac(mac)
         prev = mac
-        prev_hex = stored
         key = sha256(evolve + key).digest()
         events += 1
-        last = line
         if not events & spill_every:
             spill.maybe_spill()
             if state is not None:
@@ -799,10 +864,87 @@ def _verify_json_lines_fast(
     if state is not None:
         state.seq, state.last = seq, last
     ends = {
-        _text(c): (_line_body(st.first), _line_body(st.last))
+        _text(c): (st.first, st.last)
+        if st.v2
+        else (_line_body(st.first), _line_body(st.last))
         for c, st in states.items()
     }
     return events, {_text(c): st.macs for c, st in states.items()}, ends
+
+
+_RECORD_HEAD_LEN = len(RECORD_HEAD)
+_CID_LEN = 12
+_M_MARK = b',"m":"'
+_M_LEN = len(_M_MARK)
+_MAC_B64 = 44
+_T_MARK = b'","t":'
+_B_MARK = b'","b":'
+_KIND_END = _MAC_B64 + len(_T_MARK)
+_D_MARK = b',"d":['
+_D_LEN = len(_D_MARK)
+_D_CLOSE = b"]}"
+
+
+def _fill_json(tpl: list[bytes], array: bytes) -> list[bytes] | None:
+    """Fill template *tpl* with the values of the JSON *array* (their canonical texts)."""
+    try:
+        values = json.loads(array)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(values, list) or len(values) * 2 + 1 != len(tpl):
+        return None
+    buf = tpl.copy()
+    buf[1::2] = [encode_value(v).encode("utf-8") for v in values]
+    return buf
+
+
+def _fast_meta(  # noqa: PLR0917 - the one-pass check's state
+    line: bytes,
+    keys: AuditKeySource,
+    spill: MacSpill,
+    states: dict[bytes, _FastChain],
+    compact: dict[bytes, _FastChain],
+    templates: dict[bytes, dict[bytes, list[bytes]]],
+) -> bool:
+    """Take in a v2 declaration or template line; ``False``: leave it to the full algorithm."""
+    try:
+        data = json.loads(line)
+        if "@chain" in data:
+            cid = data["@chain"].encode("ascii")
+            chain = _ident(data["chain"].encode("ascii"))
+            key_ref = _ident(data["key_ref"].encode("ascii"))
+            prefix = _MAC_LABEL + chain.encode() + b"\x00" + key_ref.encode() + b"\x00"
+            known = compact.get(cid)
+            if known is not None:
+                return known.prefix == prefix
+            if len(cid) != _CID_LEN or chain.encode() in states:
+                return False
+            head = RECORD_HEAD + cid + b'","s":'
+            state = _FastChain(
+                head,
+                b"",
+                prefix,
+                chain_initial_key(root_for(keys, key_ref), chain),
+                spill.chain(),
+            )
+            state.v2 = True
+            state.fixed = len(head) + _M_LEN
+            states[chain.encode()] = compact[cid] = state
+            templates[cid] = {}
+            return True
+        cid = data["@tpl"].encode("ascii")
+        n, texts = data["t"], data["texts"]
+        if cid not in templates or n.__class__ is not int or not texts:
+            return False
+        tpl: list[bytes] = []
+        for text in texts:
+            tpl += (text.encode("utf-8"), b"")
+        templates[cid][b"%d" % n] = tpl[:-1]
+    except (ValueError, KeyError, TypeError, AttributeError, LookupError):
+        return False
+    except RecursionError:
+        return False
+    return True
 
 
 def _line_body(line: bytes) -> bytes | None:
