@@ -30,10 +30,13 @@ from custdata.audit import (
     FileAnchor,
     JsonLinesSink,
     JsonLinesSource,
+    MemorySink,
     _sinks,
     _spill,
     _verify,
     _watch,
+    find_events,
+    redact,
     verify_trail,
 )
 
@@ -253,3 +256,245 @@ def _tiny_init(self: _spill.MacSpill, limit: int = 0) -> None:
     self.chains = []
     self._fd = None
     self._size = 0
+
+
+def _two_format_trail(folder: Path, keys: FakeKeys) -> tuple[Path, FileAnchor, Any]:
+    """A file written by a v2 writer (checkpointed) and a v1 writer, interleaved."""
+    path = folder / "mixed.jsonl"
+    signer = CheckpointSigner.generate("example.test/audit")
+    anchor = FileAnchor(folder / "anchor.jsonl")
+    cp = Checkpointer(JsonLinesSource(path), signer, anchor)
+    compact = AuditTrail(
+        keys,
+        sinks=[JsonLinesSink(path, version=2)],
+        checkpointer=cp,
+        checkpoint_interval=None,
+        service="compact",
+    )
+    classic = AuditTrail(
+        keys, sinks=[JsonLinesSink(path)], checkpoint_interval=None, service="classic"
+    )
+    for i in range(40):
+        compact.record_decision(
+            decision("u-1", subjects=(f"c-{i}",), request_id=f"r-{i}"),
+            now=T0 + dt.timedelta(seconds=i),
+        )
+        if i % 3 == 0:
+            compact.record_decision(
+                decision("u-2", subjects=(f"c-{i}", f"c-{i + 1}")),
+                now=T0 + dt.timedelta(seconds=i),
+            )
+        classic.record_decision(decision("u-3", subjects=(f"c-{i}",)), now=T0)
+        if i % 10 == 9:
+            compact.checkpoint(now=T0 + dt.timedelta(seconds=i))
+    classic.close()
+    compact.close(now=T0 + dt.timedelta(seconds=60))
+    return path, anchor, CheckpointVerifier(signer.verifier_key)
+
+
+def _report(path: Path, keys: FakeKeys, anchor: FileAnchor, verifier: Any) -> Any:
+    return verify_trail(
+        JsonLinesSource(path), keys, checkpoints=anchor, verifier=verifier
+    )
+
+
+def _full_report(
+    path: Path,
+    keys: FakeKeys,
+    anchor: FileAnchor,
+    verifier: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Any:
+    with monkeypatch.context() as m:
+        m.setattr(_verify, "_verify_json_lines_fast", lambda source, keys: None)
+        return _report(path, keys, anchor, verifier)
+
+
+def _reveal_line(path: Path) -> bytes:
+    return next(
+        line
+        for line in path.read_bytes().splitlines(keepends=True)
+        if line.startswith(b'{"@":"') and b'"t":' in line
+    )
+
+
+class TestCompactFormat:
+    def test_a_reveal_takes_at_most_300_bytes(self, tmp_path: Path) -> None:
+        """The benchmark's reveal (3 fields, 2 categories, 1 subject, request id) in ≤ 300 bytes on disk."""
+        keys = FakeKeys()
+        sizes = {}
+        for version in (1, 2):
+            path = tmp_path / f"v{version}.jsonl"
+            t = AuditTrail(
+                keys,
+                sinks=[JsonLinesSink(path, version=version)],
+                checkpoint_interval=None,
+            )
+            for i in range(100):
+                t.record_decision(
+                    decision(
+                        "u-102938",
+                        subjects=(f"3f2a9c1e-{i}",),
+                        request_id="req-8a7b6c",
+                    ),
+                    now=T0,
+                )
+            before = path.stat().st_size
+            t.record_decision(
+                decision("u-102938", subjects=("3f2a9c1e-x",), request_id="req-8a7b6c"),
+                now=T0,
+            )
+            sizes[version] = path.stat().st_size - before
+            t.close()
+        assert sizes[2] <= 300, sizes
+        assert sizes[1] > 600, sizes  # what v1 takes for the same event
+
+    def test_same_bodies_and_macs_as_v1(self, tmp_path: Path) -> None:
+        """A v2 line is an encoding: the records read back are the sealed records, byte for byte."""
+        keys = FakeKeys()
+        path = tmp_path / "a.jsonl"
+        mem = _MemorySinkForCompare()
+        t = AuditTrail(
+            keys,
+            sinks=[JsonLinesSink(path, version=2), mem],
+            checkpoint_interval=None,
+        )
+        t.record_decision(decision("u-1", subjects=("c-1",)), now=T0)
+        t.record_decision(decision("u-1", subjects=("c-1", "c-2")), now=T0)
+        t.record_decision(decision("ü ser@example.com", subjects=()), now=T0)
+        t.close()
+        read = [
+            (r.chain, r.seq, r.key_ref, r.prev, r.mac, r.body_sha256, r.body)
+            for r in JsonLinesSource(path).records()
+        ]
+        sealed = [
+            (r.chain, r.seq, r.key_ref, r.prev, r.mac, r.body_sha256, r.body)
+            for r in mem.records
+        ]
+        assert sealed == read
+
+    def test_mixed_file_verifies_in_one_pass_like_the_full_algorithm(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """v1 and v2 writers on one file, checkpointed: one pass, the same report as the full algorithm."""
+        keys = FakeKeys()
+        path, anchor, verifier = _two_format_trail(tmp_path, keys)
+        assert _verify._verify_json_lines_fast(JsonLinesSource(path), keys) is not None
+        fast = _report(path, keys, anchor, verifier)
+        assert fast.intact, fast.kinds()
+        assert fast.checkpoints == 5
+        assert (
+            fast.to_dict()
+            == _full_report(path, keys, anchor, verifier, monkeypatch).to_dict()
+        )
+
+    @pytest.mark.parametrize(
+        ("attack", "expected"),
+        [
+            ("value", "MAC_INVALID"),
+            ("template", "MAC_INVALID"),
+            ("declaration", "MAC_INVALID"),
+            ("delete", "MISSING"),
+            ("duplicate", "DUPLICATE"),
+            ("truncate", "ROLLBACK"),
+            ("torn", "CRASH_TRUNCATED"),
+            ("garbage", "MODIFIED"),
+            ("nested", "CRASH_TRUNCATED"),
+        ],
+    )
+    def test_tampering_is_named(
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        attack: str,
+        expected: str,
+    ) -> None:
+        """Each edit of a v2 file is found, by the one-pass check's fallback, as by the full algorithm."""
+        keys = FakeKeys()
+        path, anchor, verifier = _two_format_trail(tmp_path, keys)
+        lines = path.read_bytes().splitlines(keepends=True)
+        records = [i for i, x in enumerate(lines) if x.startswith(b'{"@":"')]
+        target = records[7]
+        if attack == "value":
+            lines[target] = lines[target].replace(b'"r-', b'"x-', 1)
+        elif attack == "template":
+            at = next(i for i, x in enumerate(lines) if x.startswith(b'{"@tpl"'))
+            lines[at] = lines[at].replace(b"u-1", b"u-9", 1)
+        elif attack == "declaration":
+            at = next(i for i, x in enumerate(lines) if x.startswith(b'{"@chain"'))
+            lines[at] = lines[at].replace(
+                b'"key_ref":"audit-1"', b'"key_ref":"audit-2"'
+            )
+        elif attack == "delete":
+            del lines[target]
+        elif attack == "duplicate":
+            lines.insert(target + 1, lines[target])
+        elif attack == "truncate":
+            # Cut the compact chain's records after its second checkpoint.
+            lines = lines[: records[30]]
+        elif attack == "torn":
+            lines.append(lines[target][:50])
+        elif attack == "garbage":
+            lines.insert(target, b'{"@":"zz","s":1}\n')
+        else:
+            lines.insert(target, b'{"@":' + b"[" * 100_000 + b"\n")
+        path.write_bytes(b"".join(lines))
+        report = _report(path, keys, anchor, verifier)
+        assert expected in report.kinds()
+        if attack in {"torn", "nested"}:
+            # Like v1: the start of a record that is not complete JSON.
+            assert report.intact
+        else:
+            assert not report.intact
+        full = _full_report(path, keys, anchor, verifier, monkeypatch)
+        assert full.to_dict() == report.to_dict()
+
+    def test_checkpointer_and_queries_read_v2(self, tmp_path: Path) -> None:
+        """The checkpointer's incremental reads and find_events work on v2 lines."""
+        keys = FakeKeys()
+        path, anchor, verifier = _two_format_trail(tmp_path, keys)
+        ref = AuditTrail(keys, sinks=[_MemorySinkForCompare()]).subject_ref("c-3")
+        rows = find_events(JsonLinesSource(path), subject_ref=ref)
+        actors = sorted(str(r["actor_id"]) for r in rows)
+        # c-3 is read by u-1 and u-3 at i=3, and by u-2 at i=3 (c-3, c-4).
+        assert ["u-1", "u-2", "u-3"] == actors
+        assert _report(path, keys, anchor, verifier).checkpoints == 5
+
+    def test_redaction_of_a_v2_record(self, tmp_path: Path) -> None:
+        """A v2 record's body is redacted in place (its digest kept) and verifies as REDACTED."""
+        keys = FakeKeys()
+        path = tmp_path / "a.jsonl"
+        t = AuditTrail(
+            keys, sinks=[JsonLinesSink(path, version=2)], checkpoint_interval=None
+        )
+        for i in range(5):
+            t.record_decision(decision("u-1", subjects=(f"c-{i}",)), now=T0)
+        chain = t.chain
+        assert chain is not None
+        redact(
+            t,
+            JsonLinesSource(path),
+            chain=chain,
+            seq=3,
+            reason="erasure_request",
+            actor="dpo-1",
+            now=T0,
+        )
+        t.record_decision(decision("u-1", subjects=("c-9",)), now=T0)
+        t.close()
+        data = path.read_bytes()
+        assert b'"s":3,' in data
+        line = next(x for x in data.splitlines() if b'"s":3,' in x)
+        assert b'"h":"' in line
+        assert b'"d":' not in line
+        report = verify_trail(JsonLinesSource(path), keys)
+        assert report.intact, report.kinds()
+        assert "REDACTED" in report.kinds()
+
+    def test_bad_version_is_a_configuration_error(self, tmp_path: Path) -> None:
+        with pytest.raises(custdata.ConfigurationError, match="version"):
+            JsonLinesSink(tmp_path / "a.jsonl", version=3)
+
+
+class _MemorySinkForCompare(MemorySink):
+    pass
