@@ -19,6 +19,7 @@ import collections
 import datetime as dt
 import enum
 import hashlib
+import heapq
 import hmac
 import json
 
@@ -1069,7 +1070,12 @@ def _replay(
                 for seq, leaf in zip(
                     range(first, head + 1), macs.range(first, head), strict=True
                 ):
+                    if leaf == ZERO_MAC:  # no valid record at seq
+                        complete = False
+                        break
                     tree.append(leaf_hash(chain, seq, leaf))
+                if not complete:
+                    break
                 if head and macs.get(head, head_mac) != head_mac:
                     complete = False
                     break
@@ -1150,6 +1156,363 @@ def _verify_records(
     return events, chains
 
 
+#: How far out of place (in records of its chain) a record may be stored and
+#: still be verified in its place by the streaming verifier.
+REORDER_WINDOW = 512
+#: The streaming verifier keeps the chain key of every this many positions,
+#: to check a record stored further out of place than the window.
+_KEY_EVERY = 1024
+
+
+class _StreamChain:
+    """One chain in :func:`_verify_stream`: :func:`_verify_chain`, record by record.
+
+    Records arrive in file order. They are verified in seq order through a
+    small reorder buffer (:data:`REORDER_WINDOW` records), which is the same
+    as sorting the chain whenever no record is stored further than that from
+    its place; a record that is (a "late" record) is still checked (its MAC
+    with the key recomputed from a kept key, its position against the MACs
+    kept), and named ``DUPLICATE``, ``FORK`` or ``MAC_INVALID``. Memory per
+    chain: the buffer, the kept keys and the 32-byte MACs (which spill to
+    disk), never the records.
+    """
+
+    def __init__(self, chain: str, spill: MacSpill, anchored: int) -> None:
+        self.chain = chain
+        self.out = _Collector()
+        self.redactions = _Redactions()
+        self.cvalid = spill.chain()
+        self.heap: list[tuple[int, int, StoredRecord]] = []
+        self.arrival = 0
+        self.started = False
+        self.key_ref = ""
+        self.no_key = False
+        self.key = b""
+        self.prefix = b""
+        self.cur = 1
+        self.keys: list[bytes] = []
+        self.expected = 1
+        self.prev_seq = -1
+        self.prev_rec: StoredRecord | None = None
+        #: The prev of the first-branch record at ``prev_seq``.
+        self.first_prev: bytes | None = None
+        self.forks: dict[int, dict[bytes, bytes]] = {}
+        self.released = 0
+        self.count = 0
+        self.anchored = anchored
+        self.upto = 0
+        self.first_seq: int | None = None
+        self.last_seq = 0
+        self.first_body: bytes | None = None
+        self.last_body: bytes | None = None
+
+    def feed(self, rec: StoredRecord, keys: AuditKeySource) -> None:
+        """Take one record in file order."""
+        self.count += 1
+        if rec.seq <= self.anchored:
+            self.upto += 1
+        heap = self.heap
+        if self.started and not heap and rec.seq in (self.prev_seq, self.prev_seq + 1):
+            self._process(rec)
+            return
+        if self.started and rec.seq < self.prev_seq:
+            self._late(rec)
+            return
+        self.arrival += 1
+        heapq.heappush(heap, (rec.seq, self.arrival, rec))
+        if not self.started:
+            if len(heap) < REORDER_WINDOW:
+                return
+            self._start(keys)
+        while heap and (
+            heap[0][0] in (self.prev_seq, self.prev_seq + 1)
+            or len(heap) > REORDER_WINDOW
+        ):
+            self._process(heapq.heappop(heap)[2])
+
+    def finish(self, keys: AuditKeySource) -> None:
+        """Process what the buffer holds (the end of the file)."""
+        if not self.started:
+            if not self.heap:
+                return
+            self._start(keys)
+        while self.heap:
+            self._process(heapq.heappop(self.heap)[2])
+        if self.no_key and self.first_seq is not None:
+            self.out.add(
+                FindingKind.MAC_INVALID,
+                self.chain,
+                self.first_seq,
+                last_seq=self.last_seq,
+                detail="the chain's key_ref names no known audit root key",
+            )
+
+    def _start(self, keys: AuditKeySource) -> None:
+        """Choose the chain's key id (the most common among the first records)."""
+        self.started = True
+        counts = collections.Counter(r.key_ref for _, _, r in self.heap)
+        self.key_ref = counts.most_common(1)[0][0]
+        try:
+            root = root_for(keys, self.key_ref)
+        except LookupError:
+            self.no_key = True
+            return
+        self.key = chain_initial_key(root, self.chain)
+        self.keys.append(self.key)
+        self.prefix = (
+            _MAC_LABEL + self.chain.encode() + b"\x00" + self.key_ref.encode() + b"\x00"
+        )
+
+    def _key_at(self, seq: int) -> bytes:
+        """The chain key of position *seq* (>= 1), for a late record."""
+        index = min((seq - 1) // _KEY_EVERY, len(self.keys) - 1)
+        key = self.keys[index]
+        for _ in range(seq - 1 - index * _KEY_EVERY):
+            key = hashlib.sha256(_EVOLVE + key).digest()
+        return key
+
+    def _valid(self, seq: int) -> bytes | None:
+        if seq == 0:
+            return ZERO_MAC
+        mac = self.cvalid.get(seq)
+        return None if mac is None or mac == ZERO_MAC else mac
+
+    def _mac_ok(self, rec: StoredRecord, key: bytes) -> tuple[bool, bytes | None]:
+        """Check digest and MAC: ``(ok, None)`` or ``(False, finding detail)``."""
+        out, chain, seq = self.out, self.chain, rec.seq
+        if rec.body_sha256 is None:
+            out.add(
+                FindingKind.MODIFIED, chain, seq, detail="body missing or unreadable"
+            )
+            return False, None
+        if rec.body is None:
+            h = rec.body_sha256
+        else:
+            h = hashlib.sha256(rec.body).digest()
+            if h != rec.body_sha256:
+                out.add(
+                    FindingKind.MODIFIED,
+                    chain,
+                    seq,
+                    detail="body does not match its digest",
+                )
+                return False, None
+        if rec.mac is None or rec.prev is None or rec.key_ref != self.key_ref:
+            out.add(FindingKind.MAC_INVALID, chain, seq, detail="MAC does not verify")
+            return False, None
+        padded = key + bytes(32)
+        inner = hashlib.sha256(
+            b"".join(
+                (
+                    padded.translate(TRANS_36),
+                    self.prefix,
+                    seq.to_bytes(8, "big"),
+                    rec.prev,
+                    h,
+                )
+            )
+        ).digest()
+        if not hmac.compare_digest(
+            hashlib.sha256(padded.translate(TRANS_5C) + inner).digest(), rec.mac
+        ):
+            out.add(FindingKind.MAC_INVALID, chain, seq, detail="MAC does not verify")
+            return False, None
+        return True, None
+
+    def _process(self, rec: StoredRecord) -> None:  # noqa: C901, PLR0912 - _verify_chain's cases
+        """Verify the next record in seq order (the body of _verify_chain's loop)."""
+        chain, out, seq = self.chain, self.out, rec.seq
+        if self.first_seq is None:
+            self.first_seq = seq
+            self.first_body = rec.body if seq == 1 else None
+        self.last_seq = max(self.last_seq, seq)
+        self.last_body = rec.body
+        if self.no_key:
+            return
+        if seq == self.prev_seq and rec[1:] == self.prev_rec[1:]:  # type: ignore[index]
+            _duplicate(out, chain, seq)
+            return
+        if seq != self.prev_seq:
+            self.first_prev = None
+        self.prev_seq, self.prev_rec = seq, rec
+        if seq < 1:
+            out.add(
+                FindingKind.MAC_INVALID,
+                chain,
+                seq,
+                detail="sequence number out of range",
+            )
+            return
+        if seq > self.expected:
+            out.add(
+                FindingKind.MISSING,
+                chain,
+                self.expected,
+                last_seq=seq - 1,
+                detail="records missing",
+            )
+        if seq >= self.expected:
+            self.expected = seq + 1
+        key = self.key
+        while self.cur < seq:
+            key = hashlib.sha256(_EVOLVE + key).digest()
+            self.cur += 1
+            if not (self.cur - 1) % _KEY_EVERY:
+                self.keys.append(key)
+        self.key = key
+        ok, _ = self._mac_ok(rec, key)
+        if not ok:
+            return
+        rmac, prev = rec.mac, rec.prev
+        assert rmac is not None  # noqa: S101 - checked by _mac_ok
+        assert prev is not None  # noqa: S101
+        first = self._valid(seq)
+        linked = self._valid(seq - 1)
+        if first is not None or (linked is not None and linked != prev):
+            verdict = self._branch(seq, rmac, prev, first)
+            if verdict is _Branch.SAME:
+                _duplicate(out, chain, seq)
+                return
+            if verdict is _Branch.BROKEN:
+                out.add(
+                    FindingKind.MAC_INVALID,
+                    chain,
+                    seq,
+                    detail="does not link to a valid record before it",
+                )
+                return
+            if verdict is _Branch.FORK:
+                out.add(
+                    FindingKind.FORK,
+                    chain,
+                    seq,
+                    detail="two records chain from the same predecessor: two "
+                    "writers continued this chain",
+                )
+            self.forks.setdefault(seq, {})[rmac] = prev
+        else:
+            self._set_valid(seq, rmac)
+            self.first_prev = prev
+        self._after_valid(rec)
+
+    def _after_valid(self, rec: StoredRecord) -> None:
+        if rec.body is None:
+            self.out.placeholder(rec, self.redactions)
+        elif _REDACT_MARK in rec.body:
+            self.redactions.claim(rec.body)
+
+    def _set_valid(self, seq: int, mac: bytes) -> None:
+        macs = self.cvalid
+        gap = seq - 1 - len(macs)
+        if gap > 0:
+            macs.buf += ZERO_MAC * gap
+        macs.append(mac)
+
+    def _branch(
+        self, seq: int, mac: bytes, prev: bytes, first: bytes | None
+    ) -> _Branch:
+        """:func:`_branch` on the streaming state."""
+        here = self.forks.get(seq, {})
+        if mac == first or mac in here:
+            return _Branch.SAME
+        siblings = set(here.values())
+        if first is not None and self.first_prev is not None and seq == self.prev_seq:
+            siblings.add(self.first_prev)
+        if prev in siblings:
+            return _Branch.FORK
+        if prev == self._valid(seq - 1) or prev in self.forks.get(seq - 1, {}):
+            return _Branch.CONTINUES
+        return _Branch.BROKEN
+
+    def _late(self, rec: StoredRecord) -> None:
+        """Check a record stored more than the window before its place."""
+        chain, seq, out = self.chain, rec.seq, self.out
+        self.last_seq = max(self.last_seq, seq)
+        if self.no_key:
+            return
+        if seq < 1:
+            out.add(
+                FindingKind.MAC_INVALID,
+                chain,
+                seq,
+                detail="sequence number out of range",
+            )
+            return
+        ok, _ = self._mac_ok(rec, self._key_at(seq))
+        if not ok:
+            return
+        assert rec.mac is not None  # noqa: S101 - checked by _mac_ok
+        first = self._valid(seq)
+        if rec.mac == first or rec.mac in self.forks.get(seq, {}):
+            _duplicate(out, chain, seq)
+            return
+        if first is not None and rec.prev == self._valid(seq - 1):
+            out.add(
+                FindingKind.FORK,
+                chain,
+                seq,
+                detail="two records chain from the same predecessor: two "
+                "writers continued this chain",
+            )
+            return
+        out.add(
+            FindingKind.MAC_INVALID,
+            chain,
+            seq,
+            detail=f"a valid record stored more than {REORDER_WINDOW} records "
+            "out of place in its chain",
+        )
+
+
+def _verify_stream(
+    source: JsonLinesSource,
+    keys: AuditKeySource,
+    out: _Collector,
+    spill: MacSpill,
+    anchored: Mapping[str, int],
+) -> tuple[int, dict[str, _StreamChain]]:
+    """Verify every record of a JSON-lines file in one streaming pass.
+
+    The full algorithm (every finding named) in bounded memory: per chain, a
+    :class:`_StreamChain`. Findings not tied to a chain go to *out*; each
+    chain's own findings stay with it (merged in chain order afterwards).
+    """
+    chains: dict[str, _StreamChain] = {}
+    events = 0
+    claims: dict[tuple[str, int, bytes], str] = {}
+    last_chain: str | None = None
+    last: _StreamChain | None = None
+    for rec in source.records():
+        if rec.__class__ is Torn:
+            out.add(
+                FindingKind.CRASH_TRUNCATED,
+                detail=f"{rec.loc}: the start of a record whose write never "
+                "finished (a crash or a full disk)",
+            )
+            continue
+        events += 1
+        if rec.__class__ is Malformed:
+            out.add(FindingKind.MODIFIED, detail=f"{rec.loc}: not an audit record")
+            continue
+        chain = rec.chain  # type: ignore[union-attr]
+        if chain is not last_chain:
+            last_chain = chain
+            last = chains.get(chain)
+            if last is None:
+                last = chains[chain] = _StreamChain(
+                    chain, spill, anchored.get(chain, 0)
+                )
+                last.redactions.claims = claims
+        last.feed(rec, keys)  # type: ignore[union-attr, arg-type]
+    for name in sorted(chains):
+        chains[name].finish(keys)
+    for name in sorted(chains):
+        state = chains[name]
+        state.out.resolve(state.redactions, None)
+        out.items.extend(state.out.items)
+    return events, chains
+
+
 def verify_trail(
     source: TrailSource,
     keys: AuditKeySource,
@@ -1189,9 +1552,28 @@ def verify_trail(
         if type(source) is JsonLinesSource
         else None
     )
+    spill = MacSpill()
     try:
-        return _conclude(source, out, fast, keys, checkpoints, verifier, heartbeat)
+        stream = None
+        cps: list[tuple[Checkpoint, bool]] | None = None
+        if fast is None and isinstance(source, JsonLinesSource):
+            # The streaming full algorithm needs the anchored heads as it reads
+            # (to count the unanchored tail); checkpoint findings follow the
+            # record findings, as they would have.
+            cp_out = _Collector()
+            cps = []
+            if checkpoints is not None and verifier is not None:
+                cps = _load_checkpoints(
+                    checkpoints, verifier, cp_out, heartbeat=heartbeat
+                )
+            anchored = {c: s for c, s, _ in cps[-1][0].heads} if cps else {}
+            stream = _verify_stream(source, keys, out, spill, anchored)
+            out.items.extend(cp_out.items)
+        return _conclude(
+            source, out, fast, stream, cps, keys, checkpoints, verifier, heartbeat
+        )
     finally:
+        spill.close()
         if fast is not None:
             for macs in fast[1].values():
                 macs.spill.close()
@@ -1202,12 +1584,19 @@ def _conclude(  # noqa: PLR0917 - verify_trail's state, in order
     out: _Collector,
     fast: tuple[int, dict[str, ChainMacs], dict[str, tuple[bytes | None, bytes | None]]]
     | None,
+    stream: tuple[int, dict[str, _StreamChain]] | None,
+    loaded: list[tuple[Checkpoint, bool]] | None,
     keys: AuditKeySource,
     checkpoints: CheckpointAnchor | Sequence[str] | None,
     verifier: CheckpointVerifier | None,
     heartbeat: float | None,
 ) -> VerificationReport:
-    """Finish :func:`verify_trail` after the one-pass check (*fast*, or ``None``)."""
+    """Finish :func:`verify_trail` after the one-pass check or the streaming algorithm.
+
+    *fast* is the one-pass result (or ``None``); *stream* the streaming full
+    algorithm's, with the checkpoints it *loaded*; with neither, the records
+    are verified here in memory (the audit tables).
+    """
     valid: dict[str, dict[int, bytes]] | dict[str, ChainMacs] = {}
     tops: dict[str, int] = {}
     # Per chain, how many records were read: in all, and at or below a seq.
@@ -1222,6 +1611,24 @@ def _conclude(  # noqa: PLR0917 - verify_trail's state, in order
 
         def read_upto(chain: str, seq: int) -> int:
             return min(seq, tops[chain])
+
+    elif stream is not None:
+        events, streamed = stream
+        valid = {c: st.cvalid for c, st in streamed.items()}
+        tops = {
+            c: st.last_seq if st.no_key else st.expected - 1
+            for c, st in streamed.items()
+        }
+        read = {c: st.count for c, st in streamed.items()}
+        facts = {
+            c: _chain_facts(st.first_body, st.last_body)
+            for c, st in streamed.items()
+            if st.first_seq is not None
+        }
+
+        def read_upto(chain: str, seq: int) -> int:
+            # Counted while reading, against the anchored heads (preloaded).
+            return streamed[chain].upto
 
     else:
         full: dict[str, dict[int, bytes]] = {}
@@ -1239,7 +1646,10 @@ def _conclude(  # noqa: PLR0917 - verify_trail's state, in order
             return bisect.bisect_right(chains[chain], seq, key=lambda r: r.seq)
 
     cps: list[tuple[Checkpoint, bool]] = []
-    if checkpoints is not None and verifier is not None:
+    if loaded is not None:
+        cps = loaded
+        _replay(cps, valid, out)
+    elif checkpoints is not None and verifier is not None:
         cps = _load_checkpoints(checkpoints, verifier, out, heartbeat=heartbeat)
         _replay(cps, valid, out)
     latest = cps[-1][0] if cps else None
