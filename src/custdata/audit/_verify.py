@@ -1277,14 +1277,14 @@ class _StreamChain:
         mac = self.cvalid.get(seq)
         return None if mac is None or mac == ZERO_MAC else mac
 
-    def _mac_ok(self, rec: StoredRecord, key: bytes) -> tuple[bool, bytes | None]:
-        """Check digest and MAC: ``(ok, None)`` or ``(False, finding detail)``."""
+    def _mac_ok(self, rec: StoredRecord, key: bytes) -> bool:
+        """Check the digest and the MAC of *rec*; add the finding when one fails."""
         out, chain, seq = self.out, self.chain, rec.seq
         if rec.body_sha256 is None:
             out.add(
                 FindingKind.MODIFIED, chain, seq, detail="body missing or unreadable"
             )
-            return False, None
+            return False
         if rec.body is None:
             h = rec.body_sha256
         else:
@@ -1296,10 +1296,10 @@ class _StreamChain:
                     seq,
                     detail="body does not match its digest",
                 )
-                return False, None
+                return False
         if rec.mac is None or rec.prev is None or rec.key_ref != self.key_ref:
             out.add(FindingKind.MAC_INVALID, chain, seq, detail="MAC does not verify")
-            return False, None
+            return False
         padded = key + bytes(32)
         inner = hashlib.sha256(
             b"".join(
@@ -1316,10 +1316,10 @@ class _StreamChain:
             hashlib.sha256(padded.translate(TRANS_5C) + inner).digest(), rec.mac
         ):
             out.add(FindingKind.MAC_INVALID, chain, seq, detail="MAC does not verify")
-            return False, None
-        return True, None
+            return False
+        return True
 
-    def _process(self, rec: StoredRecord) -> None:  # noqa: C901, PLR0912 - _verify_chain's cases
+    def _process(self, rec: StoredRecord) -> None:
         """Verify the next record in seq order (the body of _verify_chain's loop)."""
         chain, out, seq = self.chain, self.out, rec.seq
         if self.first_seq is None:
@@ -1360,8 +1360,7 @@ class _StreamChain:
             if not (self.cur - 1) % _KEY_EVERY:
                 self.keys.append(key)
         self.key = key
-        ok, _ = self._mac_ok(rec, key)
-        if not ok:
+        if not self._mac_ok(rec, key):
             return
         rmac, prev = rec.mac, rec.prev
         assert rmac is not None  # noqa: S101 - checked by _mac_ok
@@ -1438,8 +1437,7 @@ class _StreamChain:
                 detail="sequence number out of range",
             )
             return
-        ok, _ = self._mac_ok(rec, self._key_at(seq))
-        if not ok:
+        if not self._mac_ok(rec, self._key_at(seq)):
             return
         assert rec.mac is not None  # noqa: S101 - checked by _mac_ok
         first = self._valid(seq)
