@@ -177,6 +177,10 @@ class CompactReader:
         #: cid → {seq: mac} of the chain's recent records.
         self._recent: dict[str, dict[int, bytes]] = {}
 
+    def recent(self, cid: str) -> dict[int, bytes]:
+        """The MACs of chain *cid*'s recent records, by seq (to supply ``prev``)."""
+        return self._recent.setdefault(cid, {})
+
     def feed(
         self, line: bytes
     ) -> tuple[str, int, str, bytes | None, bytes, bytes, bytes | None, bytes] | None:
@@ -243,7 +247,7 @@ class CompactReader:
             if not isinstance(h, str) or len(h) != 64:  # noqa: PLR2004
                 raise ValueError("bad digest")
             body, digest = None, bytes.fromhex(h)
-        recent = self._recent.setdefault(cid, {})
+        recent = self.recent(cid)
         prev = b"\x00" * 32 if seq == 1 else recent.get(seq - 1)
         if seq not in recent:
             if len(recent) >= _RECENT:

@@ -256,18 +256,28 @@ class JsonLinesSource(TrailSource):
         self._pending: list[tuple[str, int, bytes | None]] = []
         # The declarations of the v2 lines read so far (entries_after).
         self._compact = CompactReader()
+        # Where a one-pass verification that gave up left off (the verifier's).
+        self._resume: Any = None
 
     def __repr__(self) -> str:
         return f"<JsonLinesSource {self.path}>"
 
     def records(self) -> Iterator[StoredRecord | Malformed | Torn]:
         """Yield every record in file order, and what is not one (malformed, torn)."""
+        return self.records_from(self._lines(), 0, CompactReader())
+
+    def records_from(
+        self, lines: Iterator[bytes], n: int, compact: CompactReader
+    ) -> Iterator[StoredRecord | Malformed | Torn]:
+        """Yield the records of *lines* (from :meth:`_lines`), numbered after line *n*.
+
+        *compact* holds the format-2 declarations read before these lines
+        (where a one-pass check that gave up hands over to the full algorithm).
+        """
         new = tuple.__new__
         unhex = _unhex
         names: dict[bytes, str] = {}
-        compact = CompactReader()
-        n = 0
-        for line in self._lines():
+        for line in lines:
             n += 1
             # The fast path covers every line JsonLinesSink writes: fixed
             # separators at fixed offsets after the key id, found by slicing

@@ -21,9 +21,10 @@ import enum
 import hashlib
 import heapq
 import hmac
+import itertools
 import json
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import attrs
@@ -32,7 +33,7 @@ from custdata.crypto._hmac import TRANS_5C, TRANS_36
 
 from ._chain import _MAC_LABEL, ZERO_MAC
 from ._checkpoint import Checkpoint, CheckpointAnchor, CheckpointVerifier
-from ._compact import RECORD_HEAD, V2_HEAD
+from ._compact import RECORD_HEAD, V2_HEAD, CompactReader
 from ._keys import _EVOLVE_LABEL as _EVOLVE
 from ._keys import AuditKeySource, chain_initial_key, root_for
 from ._merkle import MerkleAccumulator, leaf_hash
@@ -293,6 +294,11 @@ class _Redactions:
 
     def claim(self, body: bytes) -> None:
         """Register the target of a valid record's body if it is a redaction event."""
+        self.claim_into(self.claims, body)
+
+    @staticmethod
+    def claim_into(claims: dict[tuple[str, int, bytes], str], body: bytes) -> None:
+        """:meth:`claim` into *claims*."""
         try:
             fields = json.loads(body)
             target = fields["target"]
@@ -306,7 +312,7 @@ class _Redactions:
             )
         except (ValueError, KeyError, TypeError, RecursionError):
             return
-        self.claims[key] = reason
+        claims[key] = reason
 
     def judge(self, rec: StoredRecord, fanout: _Fanout) -> list[Finding]:
         """Return the findings of a pending body-less record."""
@@ -609,6 +615,8 @@ class _FastChain:
         "fixed",
         "head",
         "key",
+        "key_ref",
+        "keys",
         "last",
         "macs",
         "mid",
@@ -626,6 +634,9 @@ class _FastChain:
         self.mid = mid
         self.prefix = prefix
         self.key = key
+        #: The chain's key id, and its key at positions 1, 1025, 2049, …
+        self.key_ref = ""
+        self.keys = [key]
         self.seq = 0
         self.prev = ZERO_MAC
         self.prev_hex = binascii.hexlify(ZERO_MAC)
@@ -648,6 +659,23 @@ _ENVELOPE_HEX = 64 + len(_MAC_MARK) + 64 + len(_DIGEST_MARK) + 64 + len(_BODY_MA
 _CLOSE = ord("}")
 #: The one-pass check offers its MACs to the spill file every 65,536 records.
 _SPILL_EVERY = 0xFFFF
+#: The one-pass check keeps the chain key of every 1,024th position (see _KEY_EVERY).
+_KEY_MASK = 1023
+
+
+class _Resume(NamedTuple):
+    """Where a one-pass check that gave up left off, for the full algorithm."""
+
+    #: The lines read before the one it gave up at.
+    before: int
+    line: bytes
+    rest: Iterator[bytes]
+    states: dict[bytes, _FastChain]
+    compact: dict[bytes, _FastChain]
+    templates: dict[bytes, dict[bytes, list[bytes]]]
+    events: int
+    #: The bodies of the redaction events among the records accepted.
+    claims: list[bytes]
 
 
 def _fast_chain(
@@ -666,13 +694,15 @@ def _fast_chain(
         root = root_for(keys, key_ref)
     except (ValueError, LookupError):
         return None
-    return _FastChain(
+    state = _FastChain(
         _HEAD + chain_b + _SEQ_MARK,
         _REF_MARK + ref_b + _PREV_MARK,
         _MAC_LABEL + chain_b + b"\x00" + ref_b + b"\x00",
         chain_initial_key(root, chain),
         spill.chain(),
     )
+    state.key_ref = key_ref
+    return state
 
 
 def _verify_json_lines_fast(
@@ -742,29 +772,36 @@ def _verify_json_lines_fast(
     tpls: dict[bytes, list[bytes]] = {}
     v2 = False
     b64 = binascii.b2a_base64
-    for line in source._lines():  # noqa: SLF001 - the source's own reader
+    claims: list[bytes] = []
+    metas = 0
+    counted = False
+    keys_add = [ZERO_MAC].append  # replaced at the first chain
+    lines = source._lines()  # noqa: SLF001 - the source's own reader
+    for line in lines:
+        counted = False
         if not line.startswith(head):
             if line.startswith(V2_HEAD):
                 if not line.startswith(RECORD_HEAD):
                     # A declaration or a template: rare, read as JSON.
                     if not _fast_meta(line, keys, spill, states, compact, templates):
-                        return None
+                        break
+                    metas += 1
                     continue
                 cid = line[_RECORD_HEAD_LEN : _RECORD_HEAD_LEN + _CID_LEN]
                 found = compact.get(cid)
                 if found is None:
-                    return None
+                    break
                 tpls = templates[cid]
             else:
                 end = line.find(_SEQ_MARK, _HEAD_LEN)
                 if end < 0 or not line.startswith(_HEAD):
-                    return None
+                    break
                 chain_b = line[_HEAD_LEN:end]
                 found = states.get(chain_b)
                 if found is None:
                     found = _fast_chain(line, end, keys, spill)
                     if found is None:
-                        return None
+                        break
                     found.first = line
                     states[chain_b] = found
             if state is not None:
@@ -779,21 +816,23 @@ def _verify_json_lines_fast(
             head, mid, prefix, fixed = state.head, state.mid, state.prefix, state.fixed
             key, seq, prev, prev_hex = state.key, state.seq, state.prev, state.prev_hex
             add_mac = state.macs.buf.extend
+            keys_add = state.keys.append
             v2 = state.v2
         seq += 1
+        counted = True
         seq_b = b"%d" % seq
         at = fixed + len(seq_b)  # where the body (v1) or the MAC (v2) starts
         if v2:
             # {"@":"<cid>","s":<seq>,"m":"<MAC>","t":<n>,"d":[…]} or …,"b":{…}}
             if line[at - _M_LEN : at] != _M_MARK:
-                return None
+                break
             stored = line[at : at + _MAC_B64]
             kind = line[at + _MAC_B64 : at + _KIND_END]
             if kind == _T_MARK:
                 cut = line.find(_D_MARK, at + _KIND_END)
                 tpl = tpls.get(line[at + _KIND_END : cut]) if cut > 0 else None
                 if tpl is None or line[-2:] != _D_CLOSE:
-                    return None
+                    break
                 values = line[cut + _D_LEN : -2].split(b",")
                 if len(values) * 2 + 1 == len(tpl):
                     buf = tpl.copy()
@@ -801,13 +840,13 @@ def _verify_json_lines_fast(
                 else:  # a list among the values: read them as JSON
                     filled = _fill_json(tpl, line[cut + _D_LEN - 1 : -1])
                     if filled is None:
-                        return None
+                        break
                     buf = filled
                 body = b"".join(buf)
             elif kind == _B_MARK and line[-1] == close:
                 body = line[at + _KIND_END : -1]
             else:
-                return None
+                break
             h = sha256(body).digest()
             padded = key + pad
             inner = sha256(
@@ -817,9 +856,11 @@ def _verify_json_lines_fast(
             ).digest()
             mac = sha256(padded.translate(t5c) + inner).digest()
             if not digest_eq(stored, b64(mac, newline=False)):
-                return None
+                break
             if seq == 1:
                 state.first = body  # type: ignore[union-attr]
+            if _REDACT_MARK in body:
+                claims.append(body)
             last = body
         else:
             h = sha256(line[at:-1]).digest()
@@ -851,26 +892,51 @@ def _verify_json_lines_fast(
                 or not line.startswith(envelope)
                 or line[-1] != close
             ):
-                return None
+                break
             prev_hex = stored
+            if _REDACT_MARK in line:
+                claims.append(line[at:-1])
             last = line
         add_mac(mac)
         prev = mac
         key = sha256(evolve + key).digest()
+        if not seq & _KEY_MASK:
+            keys_add(key)
         events += 1
         if not events & spill_every:
             spill.maybe_spill()
             if state is not None:
                 add_mac = state.macs.buf.extend
+    else:
+        if state is not None:
+            state.seq, state.last = seq, last
+        ends = {
+            _text(c): (st.first, st.last)
+            if st.v2
+            else (_line_body(st.first), _line_body(st.last))
+            for c, st in states.items()
+        }
+        return events, {_text(c): st.macs for c, st in states.items()}, ends
+    # Gave up at *line*: leave where it stopped for the full algorithm.
     if state is not None:
-        state.seq, state.last = seq, last
-    ends = {
-        _text(c): (st.first, st.last)
-        if st.v2
-        else (_line_body(st.first), _line_body(st.last))
-        for c, st in states.items()
-    }
-    return events, {_text(c): st.macs for c, st in states.items()}, ends
+        state.key, state.seq, state.prev, state.prev_hex, state.last = (
+            key,
+            seq - 1 if counted else seq,
+            prev,
+            prev_hex,
+            last,
+        )
+    source._resume = _Resume(  # noqa: SLF001 - handed to verify_trail
+        events + metas,
+        line,
+        lines,
+        states,
+        compact,
+        templates,
+        events,
+        claims,
+    )
+    return None
 
 
 _RECORD_HEAD_LEN = len(RECORD_HEAD)
@@ -929,6 +995,7 @@ def _fast_meta(  # noqa: PLR0917 - the one-pass check's state
                 spill.chain(),
             )
             state.v2 = True
+            state.key_ref = key_ref
             state.fixed = len(head) + _M_LEN
             states[chain.encode()] = compact[cid] = state
             templates[cid] = {}
@@ -1206,6 +1273,41 @@ class _StreamChain:
         self.first_body: bytes | None = None
         self.last_body: bytes | None = None
 
+    @classmethod
+    def resumed(
+        cls, chain: str, spill: MacSpill, anchored: int, fast: _FastChain
+    ) -> _StreamChain:
+        """Continue a chain the one-pass check accepted up to ``fast.seq``.
+
+        Those records were valid and linked, in order: the state is what
+        :meth:`_process` would have left after them.
+        """
+        self = cls(chain, spill, anchored)
+        seq = fast.seq
+        if not seq:
+            return self
+        self.cvalid = fast.macs
+        self.started = True
+        self.key_ref = fast.key_ref
+        self.keys = fast.keys
+        self.prefix = fast.prefix
+        # The key of the last position accepted (a repeat of it may follow).
+        self.cur = seq
+        self.key = self._key_at(seq)
+        self.expected = seq + 1
+        self.prev_seq = seq
+        self.first_prev = ZERO_MAC if seq == 1 else fast.macs.get(seq - 1)
+        self.count = seq
+        self.upto = min(seq, anchored)
+        self.first_seq = 1
+        self.last_seq = seq
+        if fast.v2:
+            self.first_body, self.last_body = fast.first, fast.last
+        else:
+            self.first_body = _line_body(fast.first)
+            self.last_body = _line_body(fast.last)
+        return self
+
     def feed(self, rec: StoredRecord, keys: AuditKeySource) -> None:
         """Take one record in file order."""
         self.count += 1
@@ -1329,7 +1431,11 @@ class _StreamChain:
         self.last_body = rec.body
         if self.no_key:
             return
-        if seq == self.prev_seq and rec[1:] == self.prev_rec[1:]:  # type: ignore[index]
+        if (
+            seq == self.prev_seq
+            and self.prev_rec is not None
+            and rec[1:] == self.prev_rec[1:]
+        ):
             _duplicate(out, chain, seq)
             return
         if seq != self.prev_seq:
@@ -1368,7 +1474,13 @@ class _StreamChain:
         first = self._valid(seq)
         linked = self._valid(seq - 1)
         if first is not None or (linked is not None and linked != prev):
-            verdict = self._branch(seq, rmac, prev, first)
+            verdict = self._branch(
+                seq,
+                rmac,
+                prev,
+                first,
+                self.first_prev if seq == self.prev_seq else None,
+            )
             if verdict is _Branch.SAME:
                 _duplicate(out, chain, seq)
                 return
@@ -1408,15 +1520,20 @@ class _StreamChain:
         macs.append(mac)
 
     def _branch(
-        self, seq: int, mac: bytes, prev: bytes, first: bytes | None
+        self,
+        seq: int,
+        mac: bytes,
+        prev: bytes,
+        first: bytes | None,
+        first_prev: bytes | None,
     ) -> _Branch:
-        """:func:`_branch` on the streaming state."""
+        """:func:`_branch` on the streaming state (*first_prev*: the first branch's prev)."""
         here = self.forks.get(seq, {})
         if mac == first or mac in here:
             return _Branch.SAME
         siblings = set(here.values())
-        if first is not None and self.first_prev is not None and seq == self.prev_seq:
-            siblings.add(self.first_prev)
+        if first is not None and first_prev is not None:
+            siblings.add(first_prev)
         if prev in siblings:
             return _Branch.FORK
         if prev == self._valid(seq - 1) or prev in self.forks.get(seq - 1, {}):
@@ -1424,7 +1541,7 @@ class _StreamChain:
         return _Branch.BROKEN
 
     def _late(self, rec: StoredRecord) -> None:
-        """Check a record stored more than the window before its place."""
+        """Check a record whose position the chain has passed (a repeat, a branch, or far out of place)."""
         chain, seq, out = self.chain, rec.seq, self.out
         self.last_seq = max(self.last_seq, seq)
         if self.no_key:
@@ -1439,12 +1556,33 @@ class _StreamChain:
             return
         if not self._mac_ok(rec, self._key_at(seq)):
             return
-        assert rec.mac is not None  # noqa: S101 - checked by _mac_ok
+        rmac, prev = rec.mac, rec.prev
+        assert rmac is not None  # noqa: S101 - checked by _mac_ok
+        assert prev is not None  # noqa: S101
         first = self._valid(seq)
-        if rec.mac == first or rec.mac in self.forks.get(seq, {}):
+        if first is None and rmac not in self.forks.get(seq, {}):
+            out.add(
+                FindingKind.MAC_INVALID,
+                chain,
+                seq,
+                detail=f"a valid record stored more than {REORDER_WINDOW} records "
+                "out of place in its chain",
+            )
+            return
+        # The first branch's record at seq linked to the record before it.
+        verdict = self._branch(seq, rmac, prev, first, self._valid(seq - 1))
+        if verdict is _Branch.SAME:
             _duplicate(out, chain, seq)
             return
-        if first is not None and rec.prev == self._valid(seq - 1):
+        if verdict is _Branch.BROKEN:
+            out.add(
+                FindingKind.MAC_INVALID,
+                chain,
+                seq,
+                detail="does not link to a valid record before it",
+            )
+            return
+        if verdict is _Branch.FORK:
             out.add(
                 FindingKind.FORK,
                 chain,
@@ -1452,14 +1590,8 @@ class _StreamChain:
                 detail="two records chain from the same predecessor: two "
                 "writers continued this chain",
             )
-            return
-        out.add(
-            FindingKind.MAC_INVALID,
-            chain,
-            seq,
-            detail=f"a valid record stored more than {REORDER_WINDOW} records "
-            "out of place in its chain",
-        )
+        self.forks.setdefault(seq, {})[rmac] = prev
+        self._after_valid(rec)
 
 
 def _verify_stream(
@@ -1480,7 +1612,39 @@ def _verify_stream(
     claims: dict[tuple[str, int, bytes], str] = {}
     last_chain: str | None = None
     last: _StreamChain | None = None
-    for rec in source.records():
+    resume: _Resume | None = source._resume  # noqa: SLF001 - left by the one-pass check
+    source._resume = None  # noqa: SLF001
+    records: Iterator[StoredRecord | Malformed | Torn]
+    if resume is None:
+        records = source.records()
+    else:
+        # Go on from where the one-pass check gave up, with its chains.
+        events = resume.events
+        reader = CompactReader()
+        for chain_b, fast in resume.states.items():
+            name = _text(chain_b)
+            state = _StreamChain.resumed(name, spill, anchored.get(name, 0), fast)
+            state.redactions.claims = claims
+            chains[name] = state
+        for cid, fast in resume.compact.items():
+            key = cid.decode("ascii")
+            name = _text(fast.prefix[len(_MAC_LABEL) :].split(b"\x00", 1)[0])
+            reader.chains[key] = (name, fast.key_ref)
+            # The MACs that supply the prev of the records still to come.
+            recent = reader.recent(key)
+            low = max(1, fast.seq - 63)
+            for seq, mac in zip(
+                range(low, fast.seq + 1), fast.macs.range(low, fast.seq), strict=True
+            ):
+                recent[seq] = mac
+            for n, tpl in resume.templates.get(cid, {}).items():
+                reader.templates[key, int(n)] = tpl[0::2]
+        for body in resume.claims:
+            _Redactions.claim_into(claims, body)
+        records = source.records_from(
+            itertools.chain((resume.line,), resume.rest), resume.before, reader
+        )
+    for rec in records:
         if rec.__class__ is Torn:
             out.add(
                 FindingKind.CRASH_TRUNCATED,
