@@ -668,3 +668,31 @@ class TestStreamingVerifier:
             assert not report.intact
         # Holding every record (the old algorithm) took about 1 KB per record.
         assert peaks[1] < peaks[0] * 1.5, peaks
+
+
+class TestResumption:
+    @pytest.mark.parametrize("version", [1, 2])
+    def test_a_tampered_file_is_read_once(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int
+    ) -> None:
+        """The full algorithm goes on where the one-pass check gave up, with the same report."""
+        keys, path = FakeKeys(), tmp_path / "a.jsonl"
+        t = AuditTrail(
+            keys, sinks=[JsonLinesSink(path, version=version)], checkpoint_interval=None
+        )
+        _write(t, 300)
+        t.close()
+        lines = path.read_bytes().splitlines(keepends=True)
+        lines[200] = lines[200].replace(b'"sr_', b'"sr_a', 1)
+        path.write_bytes(b"".join(lines))
+        in_memory = verify_trail(_InMemory(path), keys)
+        # Reading the file from the start again would call records().
+        monkeypatch.setattr(
+            JsonLinesSource,
+            "records",
+            lambda self: pytest.fail("the file was read a second time"),
+        )
+        report = verify_trail(JsonLinesSource(path), keys)
+        assert not report.intact
+        assert report.to_dict() == in_memory.to_dict()
+        assert report.events == 302
