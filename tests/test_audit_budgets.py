@@ -33,6 +33,7 @@ from custdata.audit import (
     JsonLinesSource,
     MemorySink,
     TrailSource,
+    _compact,
     _sinks,
     _spill,
     _verify,
@@ -696,3 +697,28 @@ class TestResumption:
         assert not report.intact
         assert report.to_dict() == in_memory.to_dict()
         assert report.events == 302
+
+
+class TestCompactValues:
+    def test_values_split_exactly_as_they_stand(self) -> None:
+        """Values with commas inside (lists) split where the JSON scanner says; whitespace is refused."""
+        split = _compact.split_values
+        assert [b"1", b'"a"', b"3"] == split(b'1,"a",3', 3)
+        assert [b"2", b'["x","y,z"]', b'"t"'] == split(b'2,["x","y,z"],"t"', 3)
+        assert split(b'2, ["x","y"],"t"', 3) is None
+        assert split(b"1,2", 3) is None
+        assert split(b'1,["a",2', 2) is None
+        assert split(b"1,2,3,4", 3) is None
+
+    def test_a_value_edited_only_in_its_spacing_is_found(self, tmp_path: Path) -> None:
+        """The values are body bytes: spacing them out changes the body (as it would in v1)."""
+        keys, path = FakeKeys(), tmp_path / "a.jsonl"
+        t = AuditTrail(
+            keys, sinks=[JsonLinesSink(path, version=2)], checkpoint_interval=None
+        )
+        t.record_decision(decision("u-1", subjects=("c-1", "c-2")), now=T0)
+        t.close()
+        data = path.read_bytes()
+        assert b'","sr_' in data
+        path.write_bytes(data.replace(b'","sr_', b'", "sr_', 1))
+        assert not verify_trail(JsonLinesSource(path), keys).intact

@@ -33,11 +33,11 @@ from __future__ import annotations
 import binascii
 import hashlib
 import json
+import re
 
 from typing import Any, Final
 
 from ._chain import SealedRecord
-from ._schema import encode_value
 
 
 __all__ = [
@@ -187,12 +187,60 @@ class CompactReader:
         """Interpret one v2 line (without its newline).
 
         Returns ``(chain, seq, key_ref, prev, mac, body_sha256, body, cid)``
-        for a record, or ``None`` for a declaration or template.
+        for a record, or ``None`` for a declaration or template. A record line
+        must have exactly the writer's layout: its values are body bytes, used
+        as they stand (as a v1 body is), never re-encoded.
 
         Raises:
             ValueError: The line is not a v2 line this reader can use.
+            TypeError: The same, for a JSON value of the wrong type.
             RecursionError: Absurdly nested JSON (callers treat it as malformed).
         """
+        m = _RECORD_LINE.match(line)
+        if m is None:
+            self._meta(line)
+            return None
+        cid_b, seq_b, mac_text, kind = m.groups()
+        cid = cid_b.decode("ascii")
+        seq = int(seq_b)
+        chain, key_ref = self.chains[cid]
+        mac = _unb64(mac_text)
+        rest = line[m.end() :]
+        body: bytes | None
+        if kind == b"t":
+            t = _TEMPLATE_VALUES.match(rest)
+            if t is None:
+                raise ValueError("bad record")
+            texts = self.templates[cid, int(t.group(1))]
+            values = split_values(t.group(2), len(texts) - 1)
+            if values is None:
+                raise ValueError("template values do not fit")
+            parts = [texts[0]]
+            for value, text in zip(values, texts[1:], strict=True):
+                parts += (value, text)
+            body = b"".join(parts)
+            digest = hashlib.sha256(body).digest()
+        elif kind == b"b":
+            if not rest.endswith(b"}"):
+                raise ValueError("bad record")
+            body = rest[:-1]
+            digest = hashlib.sha256(body).digest()
+        else:
+            h = _DIGEST_VALUE.match(rest)
+            if h is None:
+                raise ValueError("bad digest")
+            body, digest = None, bytes.fromhex(h.group(1).decode("ascii"))
+        recent = self.recent(cid)
+        prev = b"\x00" * 32 if seq == 1 else recent.get(seq - 1)
+        if seq not in recent:
+            if len(recent) >= _RECENT:
+                for old in sorted(recent)[: _RECENT // 2]:
+                    del recent[old]
+            recent[seq] = mac
+        return chain, seq, key_ref, prev, mac, digest, body, cid_b
+
+    def _meta(self, line: bytes) -> None:
+        """Take in a declaration or a template line (or raise: not a v2 line)."""
         data = json.loads(line)
         if not isinstance(data, dict):
             raise TypeError("not a v2 line")
@@ -201,65 +249,57 @@ class CompactReader:
             if not all(isinstance(x, str) for x in (cid, chain, key_ref)):
                 raise ValueError("bad declaration")
             self.chains[cid] = (chain, key_ref)
-            return None
-        if "@tpl" in data:
-            cid, n, texts = data["@tpl"], data["t"], data["texts"]
-            if (
-                not isinstance(cid, str)
-                or n.__class__ is not int
-                or not isinstance(texts, list)
-                or not texts
-                or not all(isinstance(t, str) for t in texts)
-            ):
-                raise ValueError("bad template")
-            if len(self.templates) >= _TEMPLATES:
-                self.templates.clear()
-            self.templates[cid, n] = [t.encode("utf-8") for t in texts]
-            return None
-        cid, seq, mac_text = data["@"], data["s"], data["m"]
+            return
+        cid, n, texts = data["@tpl"], data["t"], data["texts"]
         if (
             not isinstance(cid, str)
-            or seq.__class__ is not int
-            or not isinstance(mac_text, str)
+            or n.__class__ is not int
+            or not isinstance(texts, list)
+            or not texts
+            or not all(isinstance(t, str) for t in texts)
         ):
-            raise ValueError("bad record")
-        chain, key_ref = self.chains[cid]
-        mac = _unb64(mac_text)
-        if len(mac) != 32:  # noqa: PLR2004
-            raise ValueError("bad MAC")
-        body: bytes | None
-        if "d" in data:
-            texts = self.templates[cid, data["t"]]
-            values = data["d"]
-            if not isinstance(values, list) or len(values) != len(texts) - 1:
-                raise ValueError("template values do not fit")
-            parts = [texts[0]]
-            for value, text in zip(values, texts[1:], strict=True):
-                parts.append(encode_value(value).encode("utf-8"))
-                parts.append(text)
-            body = b"".join(parts)
-            digest = hashlib.sha256(body).digest()
-        elif "b" in data:
-            body = _raw_body(line)
-            digest = hashlib.sha256(body).digest()
-        else:
-            h = data["h"]
-            if not isinstance(h, str) or len(h) != 64:  # noqa: PLR2004
-                raise ValueError("bad digest")
-            body, digest = None, bytes.fromhex(h)
-        recent = self.recent(cid)
-        prev = b"\x00" * 32 if seq == 1 else recent.get(seq - 1)
-        if seq not in recent:
-            if len(recent) >= _RECENT:
-                for old in sorted(recent)[: _RECENT // 2]:
-                    del recent[old]
-            recent[seq] = mac
-        return chain, seq, key_ref, prev, mac, digest, body, cid.encode("ascii")
+            raise ValueError("bad template")
+        if len(self.templates) >= _TEMPLATES:
+            self.templates.clear()
+        self.templates[cid, n] = [t.encode("utf-8") for t in texts]
 
 
-def _raw_body(line: bytes) -> bytes:
-    """Return the exact bytes of a generic record's body (the line's last member)."""
-    cut = line.find(b',"b":')
-    if cut < 0 or not line.endswith(b"}"):
-        raise ValueError("bad record")
-    return line[cut + 5 : -1]
+_RECORD_LINE: Final = re.compile(
+    rb'\{"@":"([0-9a-f]{12})","s":(0|[1-9][0-9]{0,18}),"m":"([A-Za-z0-9+/]{43}=)","([tbh])":'
+)
+_TEMPLATE_VALUES: Final = re.compile(
+    rb"(0|[1-9][0-9]{0,8}),\"d\":\[(.*)\]\}\Z", re.DOTALL
+)
+_DIGEST_VALUE: Final = re.compile(rb'"([0-9a-f]{64})"\}\Z')
+_DECODE: Final = json.JSONDecoder().raw_decode
+
+
+def split_values(text: bytes, n: int) -> list[bytes] | None:
+    """Split the JSON texts of *n* values separated by commas, exactly as they stand.
+
+    ``None`` unless *text* is exactly *n* JSON values joined by ``,`` (no
+    whitespace). Values without a comma inside (numbers, identifiers) split
+    directly; otherwise the JSON scanner finds where each value ends.
+    """
+    pieces = text.split(b",")
+    if len(pieces) == n:
+        return pieces
+    if len(pieces) < n:
+        return None
+    try:
+        decoded = text.decode("utf-8")
+        out = []
+        at = 0
+        for k in range(n):
+            _, end = _DECODE(decoded, at)
+            out.append(decoded[at:end].encode("utf-8"))
+            if k < n - 1:
+                if decoded[end : end + 1] != ",":
+                    return None
+                end += 1
+            at = end
+    except (ValueError, RecursionError):
+        return None
+    if at != len(decoded):
+        return None
+    return out

@@ -33,11 +33,11 @@ from custdata.crypto._hmac import TRANS_5C, TRANS_36
 
 from ._chain import _MAC_LABEL, ZERO_MAC
 from ._checkpoint import Checkpoint, CheckpointAnchor, CheckpointVerifier
-from ._compact import RECORD_HEAD, V2_HEAD, CompactReader
+from ._compact import RECORD_HEAD, V2_HEAD, CompactReader, split_values
 from ._keys import _EVOLVE_LABEL as _EVOLVE
 from ._keys import AuditKeySource, chain_initial_key, root_for
 from ._merkle import MerkleAccumulator, leaf_hash
-from ._schema import REDACT_REASONS, encode_value, parse_ts
+from ._schema import REDACT_REASONS, parse_ts
 from ._spill import ChainMacs, MacSpill
 from ._sql import CLEARED_ON_REDACT, derived_columns
 from ._store import (
@@ -953,15 +953,14 @@ _D_CLOSE = b"]}"
 
 
 def _fill_json(tpl: list[bytes], array: bytes) -> list[bytes] | None:
-    """Fill template *tpl* with the values of the JSON *array* (their canonical texts)."""
-    try:
-        values = json.loads(array)
-    except (ValueError, RecursionError):
+    """Fill template *tpl* with the values of the JSON *array* text, exactly as they stand."""
+    if not (array.startswith(b"[") and array.endswith(b"]")):
         return None
-    if not isinstance(values, list) or len(values) * 2 + 1 != len(tpl):
+    values = split_values(array[1:-1], len(tpl) // 2)
+    if values is None:
         return None
     buf = tpl.copy()
-    buf[1::2] = [encode_value(v).encode("utf-8") for v in values]
+    buf[1::2] = values
     return buf
 
 
