@@ -722,3 +722,22 @@ class TestCompactValues:
         assert b'","sr_' in data
         path.write_bytes(data.replace(b'","sr_', b'", "sr_', 1))
         assert not verify_trail(JsonLinesSource(path), keys).intact
+
+
+class TestReplayedFile:
+    def test_a_file_appended_to_itself_is_one_duplicate_run(
+        self, tmp_path: Path
+    ) -> None:
+        """Every record of a replayed copy is behind its chain's position: DUPLICATE, as one run."""
+        keys, path = FakeKeys(), tmp_path / "a.jsonl"
+        t = AuditTrail(keys, sinks=[JsonLinesSink(path)], checkpoint_interval=None)
+        _write(t, 3000)
+        t.close()
+        path.write_bytes(path.read_bytes() * 2)
+        report = verify_trail(JsonLinesSource(path), keys)
+        found = [
+            (f.kind.value, f.seq, f.last_seq)
+            for f in report.findings
+            if not f.informational
+        ]
+        assert [("DUPLICATE", 1, 3002)] == found

@@ -1257,6 +1257,8 @@ class _StreamChain:
         self.prefix = b""
         self.cur = 1
         self.keys: list[bytes] = []
+        #: The position and key of the last late record (see _key_at).
+        self.late_key: tuple[int, bytes] | None = None
         self.expected = 1
         self.prev_seq = -1
         self.prev_rec: StoredRecord | None = None
@@ -1365,11 +1367,19 @@ class _StreamChain:
         )
 
     def _key_at(self, seq: int) -> bytes:
-        """The chain key of position *seq* (>= 1), for a late record."""
+        """The chain key of position *seq* (>= 1), for a late record.
+
+        From the nearest kept key, or from the last late record's key when it
+        is nearer (a replayed run of records costs one step each).
+        """
         index = min((seq - 1) // _KEY_EVERY, len(self.keys) - 1)
-        key = self.keys[index]
-        for _ in range(seq - 1 - index * _KEY_EVERY):
+        at, key = 1 + index * _KEY_EVERY, self.keys[index]
+        late = self.late_key
+        if late is not None and at <= late[0] <= seq:
+            at, key = late
+        for _ in range(seq - at):
             key = hashlib.sha256(_EVOLVE + key).digest()
+        self.late_key = (seq, key)
         return key
 
     def _valid(self, seq: int) -> bytes | None:
