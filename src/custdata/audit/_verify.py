@@ -1248,6 +1248,9 @@ class _StreamChain:
         self.out = _Collector()
         self.redactions = _Redactions()
         self.cvalid = spill.chain()
+        #: How many positions ``cvalid`` holds, and the MAC at the last (or zeros).
+        self.held = 0
+        self.last_valid = ZERO_MAC
         self.heap: list[tuple[int, int, StoredRecord]] = []
         self.arrival = 0
         self.started = False
@@ -1288,6 +1291,7 @@ class _StreamChain:
         if not seq:
             return self
         self.cvalid = fast.macs
+        self.held, self.last_valid = seq, fast.prev
         self.started = True
         self.key_ref = fast.key_ref
         self.keys = fast.keys
@@ -1390,45 +1394,46 @@ class _StreamChain:
 
     def _mac_ok(self, rec: StoredRecord, key: bytes) -> bool:
         """Check the digest and the MAC of *rec*; add the finding when one fails."""
-        out, chain, seq = self.out, self.chain, rec.seq
-        if rec.body_sha256 is None:
-            out.add(
-                FindingKind.MODIFIED, chain, seq, detail="body missing or unreadable"
+        _, _, seq, kref, prev, rmac, rdigest, body, _ = rec
+        if rdigest is None:
+            self.out.add(
+                FindingKind.MODIFIED,
+                self.chain,
+                seq,
+                detail="body missing or unreadable",
             )
             return False
-        if rec.body is None:
-            h = rec.body_sha256
+        if body is None:
+            h = rdigest
         else:
-            h = hashlib.sha256(rec.body).digest()
-            if h != rec.body_sha256:
-                out.add(
+            h = _sha256(body).digest()
+            if h != rdigest:
+                self.out.add(
                     FindingKind.MODIFIED,
-                    chain,
+                    self.chain,
                     seq,
                     detail="body does not match its digest",
                 )
                 return False
-        if rec.mac is None or rec.prev is None or rec.key_ref != self.key_ref:
-            out.add(FindingKind.MAC_INVALID, chain, seq, detail="MAC does not verify")
-            return False
-        padded = key + bytes(32)
-        inner = hashlib.sha256(
-            b"".join(
-                (
-                    padded.translate(TRANS_36),
-                    self.prefix,
-                    seq.to_bytes(8, "big"),
-                    rec.prev,
-                    h,
+        if rmac is not None and prev is not None and kref == self.key_ref:
+            padded = key + _PAD
+            inner = _sha256(
+                b"".join(
+                    (
+                        padded.translate(TRANS_36),
+                        self.prefix,
+                        seq.to_bytes(8, "big"),
+                        prev,
+                        h,
+                    )
                 )
-            )
-        ).digest()
-        if not hmac.compare_digest(
-            hashlib.sha256(padded.translate(TRANS_5C) + inner).digest(), rec.mac
-        ):
-            out.add(FindingKind.MAC_INVALID, chain, seq, detail="MAC does not verify")
-            return False
-        return True
+            ).digest()
+            if _digest_eq(_sha256(padded.translate(TRANS_5C) + inner).digest(), rmac):
+                return True
+        self.out.add(
+            FindingKind.MAC_INVALID, self.chain, seq, detail="MAC does not verify"
+        )
+        return False
 
     def _process(self, rec: StoredRecord) -> None:
         """Verify the next record in seq order (the body of _verify_chain's loop)."""
@@ -1480,8 +1485,11 @@ class _StreamChain:
         rmac, prev = rec.mac, rec.prev
         assert rmac is not None  # noqa: S101 - checked by _mac_ok
         assert prev is not None  # noqa: S101
-        first = self._valid(seq)
-        linked = self._valid(seq - 1)
+        # The common case, the next position: nothing there yet, and the
+        # record before it is the last valid one.
+        held = self.held
+        first = None if seq > held else self._valid(seq)
+        linked = self.last_valid if seq - 1 == held else self._valid(seq - 1)
         if first is not None or (linked is not None and linked != prev):
             verdict = self._branch(
                 seq,
@@ -1523,10 +1531,11 @@ class _StreamChain:
 
     def _set_valid(self, seq: int, mac: bytes) -> None:
         macs = self.cvalid
-        gap = seq - 1 - len(macs)
+        gap = seq - 1 - self.held
         if gap > 0:
             macs.buf += ZERO_MAC * gap
         macs.append(mac)
+        self.held, self.last_valid = seq, mac
 
     def _branch(
         self,
@@ -1601,6 +1610,11 @@ class _StreamChain:
             )
         self.forks.setdefault(seq, {})[rmac] = prev
         self._after_valid(rec)
+
+
+_sha256 = hashlib.sha256
+_digest_eq = hmac.compare_digest
+_PAD = bytes(32)
 
 
 def _verify_stream(
