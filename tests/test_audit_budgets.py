@@ -741,3 +741,33 @@ class TestReplayedFile:
             if not f.informational
         ]
         assert [("DUPLICATE", 1, 3002)] == found
+
+
+class TestStreamingSpills:
+    def test_a_tampered_file_spills_its_macs_too(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The streaming algorithm offers its MACs to the spill file as it reads, like the one-pass check."""
+        keys, path = FakeKeys(), tmp_path / "a.jsonl"
+        t = AuditTrail(keys, sinks=[JsonLinesSink(path)], checkpoint_interval=None)
+        _write(t, 2000)
+        t.close()
+        lines = path.read_bytes().splitlines(keepends=True)
+        lines[100] = lines[100].replace(b'"sr_', b'"sr_a', 1)
+        path.write_bytes(b"".join(lines))
+        expected = verify_trail(_InMemory(path), keys).to_dict()
+        after: list[int] = []
+        real = _spill.MacSpill.maybe_spill
+
+        def spy(self: _spill.MacSpill) -> None:
+            real(self)
+            after.append(self.buffered())
+
+        monkeypatch.setattr(_spill.MacSpill, "__init__", _tiny_init)
+        monkeypatch.setattr(_spill.MacSpill, "maybe_spill", spy)
+        monkeypatch.setattr(_verify, "_SPILL_EVERY", 0xFF)
+        report = verify_trail(JsonLinesSource(path), keys)
+        # Past the tampered record (line 101), the streaming pass spilled.
+        assert len(after) >= 2000 // 256
+        assert max(after) == 0
+        assert report.to_dict() == expected

@@ -1635,6 +1635,7 @@ def _verify_stream(
     claims: dict[tuple[str, int, bytes], str] = {}
     last_chain: str | None = None
     last: _StreamChain | None = None
+    spill_every = _SPILL_EVERY
     resume: _Resume | None = source._resume  # noqa: SLF001 - left by the one-pass check
     source._resume = None  # noqa: SLF001
     records: Iterator[StoredRecord | Malformed | Torn]
@@ -1676,6 +1677,8 @@ def _verify_stream(
             )
             continue
         events += 1
+        if not events & spill_every:
+            spill.maybe_spill()
         if rec.__class__ is Malformed:
             out.add(FindingKind.MODIFIED, detail=f"{rec.loc}: not an audit record")
             continue
