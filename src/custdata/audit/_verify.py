@@ -676,6 +676,8 @@ class _Resume(NamedTuple):
     events: int
     #: The bodies of the redaction events among the records accepted.
     claims: list[bytes]
+    #: Where the accepted chains' MACs spill (the full algorithm goes on with it).
+    spill: MacSpill
 
 
 def _fast_chain(
@@ -935,6 +937,7 @@ def _verify_json_lines_fast(
         templates,
         events,
         claims,
+        spill,
     )
     return None
 
@@ -1642,7 +1645,9 @@ def _verify_stream(
     if resume is None:
         records = source.records()
     else:
-        # Go on from where the one-pass check gave up, with its chains.
+        # Go on from where the one-pass check gave up, with its chains (and
+        # the spill file their MACs are in).
+        spill = resume.spill
         events = resume.events
         reader = CompactReader()
         for chain_b, fast in resume.states.items():
@@ -1741,6 +1746,7 @@ def verify_trail(
         else None
     )
     spill = MacSpill()
+    resumed: MacSpill | None = None
     try:
         stream = None
         cps: list[tuple[Checkpoint, bool]] | None = None
@@ -1755,6 +1761,8 @@ def verify_trail(
                     checkpoints, verifier, cp_out, heartbeat=heartbeat
                 )
             anchored = {c: s for c, s, _ in cps[-1][0].heads} if cps else {}
+            if source._resume is not None:  # noqa: SLF001
+                resumed = source._resume.spill  # noqa: SLF001
             stream = _verify_stream(source, keys, out, spill, anchored)
             out.items.extend(cp_out.items)
         return _conclude(
@@ -1762,6 +1770,8 @@ def verify_trail(
         )
     finally:
         spill.close()
+        if resumed is not None:
+            resumed.close()
         if fast is not None:
             for macs in fast[1].values():
                 macs.spill.close()
