@@ -775,6 +775,9 @@ def _verify_json_lines_fast(
     v2 = False
     b64 = binascii.b2a_base64
     claims: list[bytes] = []
+    # Bodies are canonical JSON: "action" is always their first key.
+    redact_head = b"{" + _REDACT_MARK
+    key_mask = _KEY_MASK
     metas = 0
     counted = False
     keys_add = [ZERO_MAC].append  # replaced at the first chain
@@ -861,7 +864,7 @@ def _verify_json_lines_fast(
                 break
             if seq == 1:
                 state.first = body  # type: ignore[union-attr]
-            if _REDACT_MARK in body:
+            if body.startswith(redact_head):
                 claims.append(body)
             last = body
         else:
@@ -896,13 +899,13 @@ def _verify_json_lines_fast(
             ):
                 break
             prev_hex = stored
-            if _REDACT_MARK in line:
+            if line.startswith(redact_head, at):
                 claims.append(line[at:-1])
             last = line
         add_mac(mac)
         prev = mac
         key = sha256(evolve + key).digest()
-        if not seq & _KEY_MASK:
+        if not seq & key_mask:
             keys_add(key)
         events += 1
         if not events & spill_every:
