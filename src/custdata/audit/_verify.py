@@ -1497,36 +1497,42 @@ class _StreamChain:
         first = None if seq > held else self._valid(seq)
         linked = self.last_valid if seq - 1 == held else self._valid(seq - 1)
         if first is not None or (linked is not None and linked != prev):
-            verdict = self._branch(
-                seq,
-                rmac,
-                prev,
-                first,
-                self.first_prev if seq == self.prev_seq else None,
+            self._off_branch(
+                rec, first, self.first_prev if seq == self.prev_seq else None
             )
-            if verdict is _Branch.SAME:
-                _duplicate(out, chain, seq)
-                return
-            if verdict is _Branch.BROKEN:
-                out.add(
-                    FindingKind.MAC_INVALID,
-                    chain,
-                    seq,
-                    detail="does not link to a valid record before it",
-                )
-                return
-            if verdict is _Branch.FORK:
-                out.add(
-                    FindingKind.FORK,
-                    chain,
-                    seq,
-                    detail="two records chain from the same predecessor: two "
-                    "writers continued this chain",
-                )
-            self.forks.setdefault(seq, {})[rmac] = prev
-        else:
-            self._set_valid(seq, rmac)
-            self.first_prev = prev
+            return
+        self._set_valid(seq, rmac)
+        self.first_prev = prev
+        self._after_valid(rec)
+
+    def _off_branch(
+        self, rec: StoredRecord, first: bytes | None, first_prev: bytes | None
+    ) -> None:
+        """Judge a valid record at a taken position or off the first branch (:func:`_branch`)."""
+        chain, seq, rmac, prev = rec.chain, rec.seq, rec.mac, rec.prev
+        assert rmac is not None  # noqa: S101 - a valid record
+        assert prev is not None  # noqa: S101
+        verdict = self._branch(seq, rmac, prev, first, first_prev)
+        if verdict is _Branch.SAME:
+            _duplicate(self.out, chain, seq)
+            return
+        if verdict is _Branch.BROKEN:
+            self.out.add(
+                FindingKind.MAC_INVALID,
+                chain,
+                seq,
+                detail="does not link to a valid record before it",
+            )
+            return
+        if verdict is _Branch.FORK:
+            self.out.add(
+                FindingKind.FORK,
+                chain,
+                seq,
+                detail="two records chain from the same predecessor: two "
+                "writers continued this chain",
+            )
+        self.forks.setdefault(seq, {})[rmac] = prev
         self._after_valid(rec)
 
     def _after_valid(self, rec: StoredRecord) -> None:
@@ -1594,28 +1600,7 @@ class _StreamChain:
             )
             return
         # The first branch's record at seq linked to the record before it.
-        verdict = self._branch(seq, rmac, prev, first, self._valid(seq - 1))
-        if verdict is _Branch.SAME:
-            _duplicate(out, chain, seq)
-            return
-        if verdict is _Branch.BROKEN:
-            out.add(
-                FindingKind.MAC_INVALID,
-                chain,
-                seq,
-                detail="does not link to a valid record before it",
-            )
-            return
-        if verdict is _Branch.FORK:
-            out.add(
-                FindingKind.FORK,
-                chain,
-                seq,
-                detail="two records chain from the same predecessor: two "
-                "writers continued this chain",
-            )
-        self.forks.setdefault(seq, {})[rmac] = prev
-        self._after_valid(rec)
+        self._off_branch(rec, first, self._valid(seq - 1))
 
 
 _sha256 = hashlib.sha256
