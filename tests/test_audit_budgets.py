@@ -771,3 +771,27 @@ class TestStreamingSpills:
         assert len(after) >= 2000 // 256
         assert max(after) == 0
         assert report.to_dict() == expected
+
+
+class TestCompactStream:
+    def test_a_stream_takes_the_compact_format_too(self, tmp_path: Path) -> None:
+        """A binary or text stream (stdout) written in format 2 verifies once saved to a file."""
+        import io  # noqa: PLC0415 - only here
+
+        keys = FakeKeys()
+        binary, text = io.BytesIO(), io.StringIO()
+        for stream in (binary, text):
+            t = AuditTrail(
+                keys,
+                sinks=[JsonLinesSink(stream, version=2)],
+                checkpoint_interval=None,
+            )
+            _write(t, 5)
+            t.close()
+        for n, data in enumerate((binary.getvalue(), text.getvalue().encode())):
+            assert data.startswith(b'{"@chain":"')
+            path = tmp_path / f"{n}.jsonl"
+            path.write_bytes(data)
+            report = verify_trail(JsonLinesSource(path), keys)
+            assert report.intact
+            assert report.events == 7
