@@ -8,6 +8,7 @@ keeps in memory), and that none of them weakens a check.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 import sys
 import tracemalloc
@@ -776,8 +777,6 @@ class TestStreamingSpills:
 class TestCompactStream:
     def test_a_stream_takes_the_compact_format_too(self, tmp_path: Path) -> None:
         """A binary or text stream (stdout) written in format 2 verifies once saved to a file."""
-        import io  # noqa: PLC0415 - only here
-
         keys = FakeKeys()
         binary, text = io.BytesIO(), io.StringIO()
         for stream in (binary, text):
