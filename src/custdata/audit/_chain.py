@@ -75,9 +75,15 @@ def mac_prefix(chain: str, key_ref: str) -> bytes:
     )
 
 
-#: The decoded body of a record, or the two parts of a prepared decision
-#: event's body, ``(static, dynamic)``, which :attr:`SealedRecord.fields` merges.
-Fields = dict[str, Any] | tuple[Mapping[str, Any], dict[str, Any]]
+#: The decoded body of a record, or the parts of a prepared decision event's
+#: body, ``(static, dynamic, template, filled)``: :attr:`SealedRecord.fields`
+#: merges the first two; a compact (v2) JSON-lines sink writes the template's
+#: dynamic values from the last two (see :class:`~custdata.audit.JsonLinesSink`).
+Fields = (
+    dict[str, Any]
+    | tuple[Mapping[str, Any], dict[str, Any]]
+    | tuple[Mapping[str, Any], dict[str, Any], Any, list[Any]]
+)
 
 
 # Not slotted: the hot path builds a record by setting its __dict__ in one step.
@@ -110,14 +116,13 @@ class SealedRecord:
     def fields(self) -> dict[str, Any]:
         """The decoded body, for derived index columns.
 
-        A prepared decision event arrives as its two parts, ``(static,
-        dynamic)``; they are merged here, on first use (the JSON-lines sink
+        A prepared decision event arrives in parts, ``(static, dynamic, …)``;
+        they are merged here, on first use (the JSON-lines sink
         never needs them).
         """
         fields = self._fields
         if isinstance(fields, tuple):
-            static, dynamic = fields
-            fields = {**static, **dynamic}
+            fields = {**fields[0], **fields[1]}
             _set_attr(self, "_fields", fields)
         return fields
 

@@ -10,6 +10,7 @@ verifier reports a body-less record covered by a valid redaction event as
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
 import hashlib
 import json
@@ -24,6 +25,7 @@ import sqlalchemy as sa
 from custdata._errors import AuditError
 
 from ._chain import SealedRecord
+from ._compact import V2_HEAD, CompactReader, redacted_line
 from ._schema import IDENTIFIER, REDACT_REASONS, AuditAction, AuditOutcome
 from ._sinks import JsonLinesSink
 from ._sql import CLEARED_ON_REDACT, AuditTables, SqlSink
@@ -274,10 +276,30 @@ def _copy_redacted(
         (target.body_sha256 or b"").hex().encode("ascii"),
     )
     hits, seen = 0, False
+    reader = CompactReader()
     # Lines appended while copying (by another thread or process) are copied
     # too: readline reads until the end stays put.
     while line := src.readline():
-        if line.endswith(b"\n") and any(c in line for c in chains):
+        if line.startswith(V2_HEAD) and line.endswith(b"\n"):
+            # A compact (v2) line: declarations give its chain and template.
+            try:
+                got = reader.feed(line[:-1])
+            except (ValueError, KeyError, TypeError, RecursionError, binascii.Error):
+                got = None
+            if got is not None:
+                chain, seq, _, _, mac, digest, body, cid = got
+                if (chain, seq, mac, digest, body) == (
+                    target.chain,
+                    target.seq,
+                    target.mac,
+                    target.body_sha256,
+                    target.body,
+                ):
+                    hits += 1
+                    line = redacted_line(cid, seq, mac, digest)
+                elif (chain, seq, mac) == (event.chain, event.seq, event.mac):
+                    seen = True
+        elif line.endswith(b"\n") and any(c in line for c in chains):
             rec = parse_line(line, "")
             if isinstance(rec, StoredRecord):
                 if rec[1:8] == target[1:8]:

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from ._compact import V2_HEAD, CompactReader
 from ._sql import AuditTables
 
 
@@ -174,7 +175,7 @@ def _is_json(line: bytes) -> bool:
 
 
 def _split_records(line: bytes) -> list[bytes]:
-    """Split a line at each start of a record after its first byte.
+    """Split a line at each start of a record (v1 or v2) after its first byte.
 
     Record starts cannot occur inside a record (names are JSON strings, where a
     quote is escaped), so a line holding two starts holds a torn record
@@ -182,13 +183,40 @@ def _split_records(line: bytes) -> list[bytes]:
     """
     parts = []
     start = 0
-    at = line.find(_HEAD, 1)
+    at = _next_start(line, 1)
     while at > 0:
         parts.append(line[start:at])
         start = at
-        at = line.find(_HEAD, at + 1)
+        at = _next_start(line, at + 1)
     parts.append(line[start:])
     return parts
+
+
+def _next_start(line: bytes, start: int) -> int:
+    """Where the next record start (v1 or v2) is at or after *start*, or -1."""
+    v1, v2 = line.find(_HEAD, start), line.find(V2_HEAD, start)
+    if v1 < 0 or v2 < 0:
+        return max(v1, v2)
+    return min(v1, v2)
+
+
+def _glued(line: bytes) -> bool:
+    """Whether *line* holds a record start after its first byte."""
+    return line.find(_HEAD, 1) > 0 or line.find(V2_HEAD, 1) > 0
+
+
+def _compact_record(
+    reader: CompactReader, part: bytes, loc: str | int
+) -> StoredRecord | Malformed | Torn | None:
+    """Read one v2 line; ``None`` for a declaration or template."""
+    try:
+        got = reader.feed(part.rstrip(b"\r\n"))
+    except (ValueError, KeyError, TypeError, RecursionError, binascii.Error):
+        return Malformed(str(loc)) if _is_json(part) else Torn(str(loc))
+    if got is None:
+        return None
+    chain, seq, key_ref, prev, mac, digest, body, _ = got
+    return StoredRecord(loc, chain, seq, key_ref, prev, mac, digest, body, None)
 
 
 class TrailSource:
@@ -226,17 +254,30 @@ class JsonLinesSource(TrailSource):
         self._offset = 0
         self._file: tuple[int, int] | None = None
         self._pending: list[tuple[str, int, bytes | None]] = []
+        # The declarations of the v2 lines read so far (entries_after).
+        self._compact = CompactReader()
+        # Where a one-pass verification that gave up left off (the verifier's).
+        self._resume: Any = None
 
     def __repr__(self) -> str:
         return f"<JsonLinesSource {self.path}>"
 
     def records(self) -> Iterator[StoredRecord | Malformed | Torn]:
         """Yield every record in file order, and what is not one (malformed, torn)."""
+        return self.records_from(self._lines(), 0, CompactReader())
+
+    def records_from(
+        self, lines: Iterator[bytes], n: int, compact: CompactReader
+    ) -> Iterator[StoredRecord | Malformed | Torn]:
+        """Yield the records of *lines* (from :meth:`_lines`), numbered after line *n*.
+
+        *compact* holds the format-2 declarations read before these lines
+        (where a one-pass check that gave up hands over to the full algorithm).
+        """
         new = tuple.__new__
         unhex = _unhex
         names: dict[bytes, str] = {}
-        n = 0
-        for line in self._lines():
+        for line in lines:
             n += 1
             # The fast path covers every line JsonLinesSink writes: fixed
             # separators at fixed offsets after the key id, found by slicing
@@ -295,10 +336,14 @@ class JsonLinesSource(TrailSource):
                 yield Malformed(f"{loc} (longer than {MAX_LINE} bytes)")
                 continue
             tail = line.__class__ is _Tail
-            parts = _split_records(line) if line.find(_HEAD, 1) > 0 else [line]
+            parts = _split_records(line) if _glued(line) else [line]
             for i, part in enumerate(parts):
                 where = loc if len(parts) == 1 else f"{loc} part {i + 1}"
-                if part.startswith(_HEAD) and not _is_json(part):
+                if part.startswith(V2_HEAD):
+                    found = _compact_record(compact, bytes(part), where)
+                    if found is not None:
+                        yield found
+                elif part.startswith(_HEAD) and not _is_json(part):
                     # The start of a record whose write never finished.
                     yield Torn(where)
                 elif tail and i == len(parts) - 1 and not part.startswith(_HEAD):
@@ -351,14 +396,18 @@ class JsonLinesSource(TrailSource):
             if (st.st_dev, st.st_ino) != self._file or st.st_size < self._offset:
                 self._file = (st.st_dev, st.st_ino)
                 self._offset = 0
+                self._compact = CompactReader()
             fh.seek(self._offset)
             data = fh.read()
         end = data.rfind(b"\n") + 1
         for line in data[:end].splitlines():
             # A torn record glued to the next (an old writer) is two parts.
-            parts = _split_records(line) if line.find(_HEAD, 1) > 0 else (line,)
+            parts = _split_records(line) if _glued(line) else (line,)
             for part in parts:
-                rec = parse_line(part + b"\n", "")
+                if part.startswith(V2_HEAD):
+                    rec = _compact_record(self._compact, part, "")
+                else:
+                    rec = parse_line(part + b"\n", "")
                 if isinstance(rec, StoredRecord) and rec.seq > heads.get(rec.chain, 0):
                     entries.append((rec.chain, rec.seq, rec.mac))
         self._offset += end

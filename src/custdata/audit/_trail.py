@@ -200,6 +200,7 @@ class _Template:
     """
 
     __slots__ = (
+        "_compact",
         "encoded",
         "encoded_slots",
         "idents",
@@ -242,6 +243,33 @@ class _Template:
         slot = {k: 2 * n + 1 for n, k in enumerate(names)}
         self.int_slots = tuple(slot[k] for k in self.ints)
         self.encoded_slots = tuple(slot[k] for k in self.encoded)
+        self._compact: tuple[list[str], str] | None = None
+
+    def compact(self) -> tuple[list[str], str]:
+        """Return this template for the compact (v2) JSON-lines format.
+
+        ``(texts, values)``: the static texts of the body between the dynamic
+        values, each value's JSON text excluded (so a plain string's quotes
+        belong to the value, not the text), and a ``%``-format that renders
+        the filled slots of an event (``parts[1::2]``) as the JSON array of
+        those values. ``texts[0] + v[0] + texts[1] + … + texts[-1]`` is the
+        canonical body again. Computed once.
+        """
+        found = self._compact
+        if found is not None:
+            return found
+        texts = [p for n, p in enumerate(self.parts) if not n % 2]
+        formats = []
+        for n, key in enumerate(self.names):
+            if key in _PLAIN_STR:
+                texts[n] = texts[n][:-1]
+                texts[n + 1] = texts[n + 1][1:]
+                formats.append('"%s"')
+            else:
+                formats.append("%s")
+        found = (texts, "[" + ",".join(formats) + "]")
+        self._compact = found
+        return found
 
 
 class _Shape:
@@ -355,8 +383,12 @@ def _encode(logger: object, method: str, event: structlog.typing.EventDict) -> A
         check_plain([(k, event[k]) for k in template.encoded])
         for slot in template.encoded_slots:
             parts[slot] = encode_value(parts[slot])
-    # The decoded body stays in two parts until a sink asks for it.
-    return (("".join(parts).encode("utf-8"), (shape.static, event)), _NO_KWARGS)
+    # The decoded body stays in parts until a sink asks for it; a compact
+    # JSON-lines sink writes the filled slots of the template instead.
+    return (
+        ("".join(parts).encode("utf-8"), (shape.static, event, template, parts)),
+        _NO_KWARGS,
+    )
 
 
 _INT_STR: Final = int.__repr__

@@ -19,10 +19,12 @@ import collections
 import datetime as dt
 import enum
 import hashlib
+import heapq
 import hmac
+import itertools
 import json
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import attrs
@@ -31,10 +33,12 @@ from custdata.crypto._hmac import TRANS_5C, TRANS_36
 
 from ._chain import _MAC_LABEL, ZERO_MAC
 from ._checkpoint import Checkpoint, CheckpointAnchor, CheckpointVerifier
+from ._compact import RECORD_HEAD, V2_HEAD, CompactReader, split_values
 from ._keys import _EVOLVE_LABEL as _EVOLVE
 from ._keys import AuditKeySource, chain_initial_key, root_for
 from ._merkle import MerkleAccumulator, leaf_hash
 from ._schema import REDACT_REASONS, parse_ts
+from ._spill import ChainMacs, MacSpill
 from ._sql import CLEARED_ON_REDACT, derived_columns
 from ._store import (
     _HEAD,
@@ -290,6 +294,11 @@ class _Redactions:
 
     def claim(self, body: bytes) -> None:
         """Register the target of a valid record's body if it is a redaction event."""
+        self.claim_into(self.claims, body)
+
+    @staticmethod
+    def claim_into(claims: dict[tuple[str, int, bytes], str], body: bytes) -> None:
+        """:meth:`claim` into *claims*."""
         try:
             fields = json.loads(body)
             target = fields["target"]
@@ -303,7 +312,7 @@ class _Redactions:
             )
         except (ValueError, KeyError, TypeError, RecursionError):
             return
-        self.claims[key] = reason
+        claims[key] = reason
 
     def judge(self, rec: StoredRecord, fanout: _Fanout) -> list[Finding]:
         """Return the findings of a pending body-less record."""
@@ -606,6 +615,8 @@ class _FastChain:
         "fixed",
         "head",
         "key",
+        "key_ref",
+        "keys",
         "last",
         "macs",
         "mid",
@@ -613,21 +624,29 @@ class _FastChain:
         "prev",
         "prev_hex",
         "seq",
+        "v2",
     )
 
-    def __init__(self, head: bytes, mid: bytes, prefix: bytes, key: bytes) -> None:
+    def __init__(
+        self, head: bytes, mid: bytes, prefix: bytes, key: bytes, macs: ChainMacs
+    ) -> None:
         self.head = head
         self.mid = mid
         self.prefix = prefix
         self.key = key
+        #: The chain's key id, and its key at positions 1, 1025, 2049, …
+        self.key_ref = ""
+        self.keys = [key]
         self.seq = 0
         self.prev = ZERO_MAC
         self.prev_hex = binascii.hexlify(ZERO_MAC)
-        self.macs: dict[int, bytes] = {}
+        self.macs = macs
         #: The chain's first and last lines (for its start and end facts).
         self.first = self.last = b""
         #: The length of a line's envelope before the body, less the seq digits.
         self.fixed = len(head) + len(mid) + _ENVELOPE_HEX
+        #: Whether the chain is written in the compact format (v2).
+        self.v2 = False
 
 
 _SEQ_MARK = b'","seq":'
@@ -638,9 +657,32 @@ _DIGEST_MARK = b'","body_sha256":"'
 _BODY_MARK = b'","body":'
 _ENVELOPE_HEX = 64 + len(_MAC_MARK) + 64 + len(_DIGEST_MARK) + 64 + len(_BODY_MARK)
 _CLOSE = ord("}")
+#: The one-pass check offers its MACs to the spill file every 65,536 records.
+_SPILL_EVERY = 0xFFFF
+#: The one-pass check keeps the chain key of every 1,024th position (see _KEY_EVERY).
+_KEY_MASK = 1023
 
 
-def _fast_chain(line: bytes, end: int, keys: AuditKeySource) -> _FastChain | None:
+class _Resume(NamedTuple):
+    """Where a one-pass check that gave up left off, for the full algorithm."""
+
+    #: The lines read before the one it gave up at.
+    before: int
+    line: bytes
+    rest: Iterator[bytes]
+    states: dict[bytes, _FastChain]
+    compact: dict[bytes, _FastChain]
+    templates: dict[bytes, dict[bytes, list[bytes]]]
+    events: int
+    #: The bodies of the redaction events among the records accepted.
+    claims: list[bytes]
+    #: Where the accepted chains' MACs spill (the full algorithm goes on with it).
+    spill: MacSpill
+
+
+def _fast_chain(
+    line: bytes, end: int, keys: AuditKeySource, spill: MacSpill
+) -> _FastChain | None:
     """Start the state of the chain whose first line is *line* (chain id ends at *end*)."""
     ref_at = line.find(_REF_MARK, end)
     ref_end = line.find(_PREV_MARK, ref_at)
@@ -654,20 +696,23 @@ def _fast_chain(line: bytes, end: int, keys: AuditKeySource) -> _FastChain | Non
         root = root_for(keys, key_ref)
     except (ValueError, LookupError):
         return None
-    return _FastChain(
+    state = _FastChain(
         _HEAD + chain_b + _SEQ_MARK,
         _REF_MARK + ref_b + _PREV_MARK,
         _MAC_LABEL + chain_b + b"\x00" + ref_b + b"\x00",
         chain_initial_key(root, chain),
+        spill.chain(),
     )
+    state.key_ref = key_ref
+    return state
 
 
 def _verify_json_lines_fast(
-    source: JsonLinesSource, keys: AuditKeySource
+    source: JsonLinesSource, keys: AuditKeySource, spill: MacSpill | None = None
 ) -> (
     tuple[
         int,
-        dict[str, dict[int, bytes]],
+        dict[str, ChainMacs],
         dict[str, tuple[bytes | None, bytes | None]],
     ]
     | None
@@ -692,11 +737,18 @@ def _verify_json_lines_fast(
     findings. So this path accepts only what the full algorithm accepts
     without findings, with the same chain heads and MACs.
 
+    Memory is bounded at any size: per chain, its state, its first and last
+    lines, and its MACs, which move to a temporary file beyond
+    :data:`~custdata.audit._spill.MEMORY_LIMIT` (*spill*).
+
     Returns:
         ``(events, macs, ends)``: the number of lines; per chain, its MACs by
         seq (1 to its head); per chain, the bodies of its first and last
         records. Or ``None``.
     """
+    if spill is None:
+        spill = MacSpill()
+    spill_every = _SPILL_EVERY
     states: dict[bytes, _FastChain] = {}
     sha256 = hashlib.sha256
     hexlify = binascii.hexlify
@@ -714,13 +766,49 @@ def _verify_json_lines_fast(
     head = b"\x00"  # matches no line
     mid = prefix = key = prev = prev_hex = b""
     seq = fixed = 0
-    macs: dict[int, bytes] = {}
+    add_mac = bytearray().extend
     last = b""
-    for line in source._lines():  # noqa: SLF001 - the source's own reader
+    # The compact (v2) chains by short id, and their templates.
+    compact: dict[bytes, _FastChain] = {}
+    templates: dict[bytes, dict[bytes, list[bytes]]] = {}
+    tpls: dict[bytes, list[bytes]] = {}
+    v2 = False
+    b64 = binascii.b2a_base64
+    claims: list[bytes] = []
+    # Bodies are canonical JSON: "action" is always their first key.
+    redact_head = b"{" + _REDACT_MARK
+    key_mask = _KEY_MASK
+    metas = 0
+    counted = False
+    keys_add = [ZERO_MAC].append  # replaced at the first chain
+    lines = source._lines()  # noqa: SLF001 - the source's own reader
+    for line in lines:
+        counted = False
         if not line.startswith(head):
-            end = line.find(_SEQ_MARK, _HEAD_LEN)
-            if end < 0 or not line.startswith(_HEAD):
-                return None
+            if line.startswith(V2_HEAD):
+                if not line.startswith(RECORD_HEAD):
+                    # A declaration or a template: rare, read as JSON.
+                    if not _fast_meta(line, keys, spill, states, compact, templates):
+                        break
+                    metas += 1
+                    continue
+                cid = line[_RECORD_HEAD_LEN : _RECORD_HEAD_LEN + _CID_LEN]
+                found = compact.get(cid)
+                if found is None:
+                    break
+                tpls = templates[cid]
+            else:
+                end = line.find(_SEQ_MARK, _HEAD_LEN)
+                if end < 0 or not line.startswith(_HEAD):
+                    break
+                chain_b = line[_HEAD_LEN:end]
+                found = states.get(chain_b)
+                if found is None:
+                    found = _fast_chain(line, end, keys, spill)
+                    if found is None:
+                        break
+                    found.first = line
+                    states[chain_b] = found
             if state is not None:
                 state.key, state.seq, state.prev, state.prev_hex, state.last = (
                     key,
@@ -729,60 +817,207 @@ def _verify_json_lines_fast(
                     prev_hex,
                     last,
                 )
-            chain_b = line[_HEAD_LEN:end]
-            state = states.get(chain_b)
-            if state is None:
-                state = _fast_chain(line, end, keys)
-                if state is None:
-                    return None
-                state.first = line
-                states[chain_b] = state
+            state = found
             head, mid, prefix, fixed = state.head, state.mid, state.prefix, state.fixed
             key, seq, prev, prev_hex = state.key, state.seq, state.prev, state.prev_hex
-            macs = state.macs
+            add_mac = state.macs.buf.extend
+            keys_add = state.keys.append
+            v2 = state.v2
         seq += 1
+        counted = True
         seq_b = b"%d" % seq
-        at = fixed + len(seq_b)  # where the body starts
-        h = sha256(line[at:-1]).digest()
-        padded = key + pad
-        inner = sha256(
-            b"".join((padded.translate(t36), prefix, seq.to_bytes(8, "big"), prev, h))
-        ).digest()
-        mac = sha256(padded.translate(t5c) + inner).digest()
-        # The stored MAC is compared in constant time; the envelope around it
-        # (built with the stored MAC) byte for byte.
-        stored = line[at - mac_end : at - mac_end + 64]
-        envelope = b"".join(
-            (
-                head,
-                seq_b,
-                mid,
-                prev_hex,
-                mac_mark,
-                stored,
-                digest_mark,
-                hexlify(h),
-                body_mark,
+        at = fixed + len(seq_b)  # where the body (v1) or the MAC (v2) starts
+        if v2:
+            # {"@":"<cid>","s":<seq>,"m":"<MAC>","t":<n>,"d":[…]} or …,"b":{…}}
+            if line[at - _M_LEN : at] != _M_MARK:
+                break
+            stored = line[at : at + _MAC_B64]
+            kind = line[at + _MAC_B64 : at + _KIND_END]
+            if kind == _T_MARK:
+                cut = line.find(_D_MARK, at + _KIND_END)
+                tpl = tpls.get(line[at + _KIND_END : cut]) if cut > 0 else None
+                if tpl is None or line[-2:] != _D_CLOSE:
+                    break
+                values = line[cut + _D_LEN : -2].split(b",")
+                if len(values) * 2 + 1 == len(tpl):
+                    buf = tpl.copy()
+                    buf[1::2] = values
+                else:  # a list among the values: read them as JSON
+                    filled = _fill_json(tpl, line[cut + _D_LEN - 1 : -1])
+                    if filled is None:
+                        break
+                    buf = filled
+                body = b"".join(buf)
+            elif kind == _B_MARK and line[-1] == close:
+                body = line[at + _KIND_END : -1]
+            else:
+                break
+            h = sha256(body).digest()
+            padded = key + pad
+            inner = sha256(
+                b"".join(
+                    (padded.translate(t36), prefix, seq.to_bytes(8, "big"), prev, h)
+                )
+            ).digest()
+            mac = sha256(padded.translate(t5c) + inner).digest()
+            if not digest_eq(stored, b64(mac, newline=False)):
+                break
+            if seq == 1:
+                state.first = body  # type: ignore[union-attr]
+            if body.startswith(redact_head):
+                claims.append(body)
+            last = body
+        else:
+            h = sha256(line[at:-1]).digest()
+            padded = key + pad
+            inner = sha256(
+                b"".join(
+                    (padded.translate(t36), prefix, seq.to_bytes(8, "big"), prev, h)
+                )
+            ).digest()
+            mac = sha256(padded.translate(t5c) + inner).digest()
+            # The stored MAC is compared in constant time; the envelope around it
+            # (built with the stored MAC) byte for byte.
+            stored = line[at - mac_end : at - mac_end + 64]
+            envelope = b"".join(
+                (
+                    head,
+                    seq_b,
+                    mid,
+                    prev_hex,
+                    mac_mark,
+                    stored,
+                    digest_mark,
+                    hexlify(h),
+                    body_mark,
+                )
             )
-        )
-        if (
-            not digest_eq(stored, hexlify(mac))
-            or not line.startswith(envelope)
-            or line[-1] != close
-        ):
-            return None
-        macs[seq] = prev = mac
-        prev_hex = stored
+            if (
+                not digest_eq(stored, hexlify(mac))
+                or not line.startswith(envelope)
+                or line[-1] != close
+            ):
+                break
+            prev_hex = stored
+            if line.startswith(redact_head, at):
+                claims.append(line[at:-1])
+            last = line
+        add_mac(mac)
+        prev = mac
         key = sha256(evolve + key).digest()
+        if not seq & key_mask:
+            keys_add(key)
         events += 1
-        last = line
+        if not events & spill_every:
+            spill.maybe_spill()
+            if state is not None:
+                add_mac = state.macs.buf.extend
+    else:
+        if state is not None:
+            state.seq, state.last = seq, last
+        ends = {
+            _text(c): (st.first, st.last)
+            if st.v2
+            else (_line_body(st.first), _line_body(st.last))
+            for c, st in states.items()
+        }
+        return events, {_text(c): st.macs for c, st in states.items()}, ends
+    # Gave up at *line*: leave where it stopped for the full algorithm.
     if state is not None:
-        state.seq, state.last = seq, last
-    ends = {
-        _text(c): (_line_body(st.first), _line_body(st.last))
-        for c, st in states.items()
-    }
-    return events, {_text(c): st.macs for c, st in states.items()}, ends
+        state.key, state.seq, state.prev, state.prev_hex, state.last = (
+            key,
+            seq - 1 if counted else seq,
+            prev,
+            prev_hex,
+            last,
+        )
+    source._resume = _Resume(  # noqa: SLF001 - handed to verify_trail
+        events + metas,
+        line,
+        lines,
+        states,
+        compact,
+        templates,
+        events,
+        claims,
+        spill,
+    )
+    return None
+
+
+_RECORD_HEAD_LEN = len(RECORD_HEAD)
+_CID_LEN = 12
+_M_MARK = b',"m":"'
+_M_LEN = len(_M_MARK)
+_MAC_B64 = 44
+_T_MARK = b'","t":'
+_B_MARK = b'","b":'
+_KIND_END = _MAC_B64 + len(_T_MARK)
+_D_MARK = b',"d":['
+_D_LEN = len(_D_MARK)
+_D_CLOSE = b"]}"
+
+
+def _fill_json(tpl: list[bytes], array: bytes) -> list[bytes] | None:
+    """Fill template *tpl* with the values of the JSON *array* text, exactly as they stand."""
+    if not (array.startswith(b"[") and array.endswith(b"]")):
+        return None
+    values = split_values(array[1:-1], len(tpl) // 2)
+    if values is None:
+        return None
+    buf = tpl.copy()
+    buf[1::2] = values
+    return buf
+
+
+def _fast_meta(  # noqa: PLR0917 - the one-pass check's state
+    line: bytes,
+    keys: AuditKeySource,
+    spill: MacSpill,
+    states: dict[bytes, _FastChain],
+    compact: dict[bytes, _FastChain],
+    templates: dict[bytes, dict[bytes, list[bytes]]],
+) -> bool:
+    """Take in a v2 declaration or template line; ``False``: leave it to the full algorithm."""
+    try:
+        data = json.loads(line)
+        if "@chain" in data:
+            cid = data["@chain"].encode("ascii")
+            chain = _ident(data["chain"].encode("ascii"))
+            key_ref = _ident(data["key_ref"].encode("ascii"))
+            prefix = _MAC_LABEL + chain.encode() + b"\x00" + key_ref.encode() + b"\x00"
+            known = compact.get(cid)
+            if known is not None:
+                return known.prefix == prefix
+            if len(cid) != _CID_LEN or chain.encode() in states:
+                return False
+            head = RECORD_HEAD + cid + b'","s":'
+            state = _FastChain(
+                head,
+                b"",
+                prefix,
+                chain_initial_key(root_for(keys, key_ref), chain),
+                spill.chain(),
+            )
+            state.v2 = True
+            state.key_ref = key_ref
+            state.fixed = len(head) + _M_LEN
+            states[chain.encode()] = compact[cid] = state
+            templates[cid] = {}
+            return True
+        cid = data["@tpl"].encode("ascii")
+        n, texts = data["t"], data["texts"]
+        if cid not in templates or n.__class__ is not int or not texts:
+            return False
+        tpl: list[bytes] = []
+        for text in texts:
+            tpl += (text.encode("utf-8"), b"")
+        templates[cid][b"%d" % n] = tpl[:-1]
+    except (ValueError, KeyError, TypeError, AttributeError, LookupError):
+        return False
+    except RecursionError:
+        return False
+    return True
 
 
 def _line_body(line: bytes) -> bytes | None:
@@ -875,7 +1110,7 @@ def _load_checkpoints(
 
 def _replay(
     cps: list[tuple[Checkpoint, bool]],
-    valid: Mapping[str, Mapping[int, bytes]],
+    valid: Mapping[str, Mapping[int, bytes] | ChainMacs],
     out: _Collector,
 ) -> None:
     """Recompute each checkpoint's Merkle root from its predecessor's range."""
@@ -898,7 +1133,26 @@ def _replay(
         complete = True
         for chain, head, head_mac in cp.heads:
             macs = valid.get(chain, {})
-            for seq in range(before.get(chain, 0) + 1, head + 1):
+            first = before.get(chain, 0) + 1
+            if isinstance(macs, ChainMacs):
+                # Seqs 1 to len(macs), all present: read as a range.
+                if len(macs) < head:
+                    complete = False
+                    break
+                for seq, leaf in zip(
+                    range(first, head + 1), macs.range(first, head), strict=True
+                ):
+                    if leaf == ZERO_MAC:  # no valid record at seq
+                        complete = False
+                        break
+                    tree.append(leaf_hash(chain, seq, leaf))
+                if not complete:
+                    break
+                if head and macs.get(head, head_mac) != head_mac:
+                    complete = False
+                    break
+                continue
+            for seq in range(first, head + 1):
                 mac = macs.get(seq)
                 if mac is None:
                     complete = False
@@ -974,6 +1228,472 @@ def _verify_records(
     return events, chains
 
 
+#: How far out of place (in records of its chain) a record may be stored and
+#: still be verified in its place by the streaming verifier.
+REORDER_WINDOW = 512
+#: The streaming verifier keeps the chain key of every this many positions,
+#: to check a record stored further out of place than the window.
+_KEY_EVERY = 1024
+
+
+class _StreamChain:
+    """One chain in :func:`_verify_stream`: :func:`_verify_chain`, record by record.
+
+    Records arrive in file order. They are verified in seq order through a
+    small reorder buffer (:data:`REORDER_WINDOW` records), which is the same
+    as sorting the chain whenever no record is stored further than that from
+    its place; a record that is (a "late" record) is still checked (its MAC
+    with the key recomputed from a kept key, its position against the MACs
+    kept), and named ``DUPLICATE``, ``FORK`` or ``MAC_INVALID``. Memory per
+    chain: the buffer, the kept keys and the 32-byte MACs (which spill to
+    disk), never the records.
+    """
+
+    def __init__(self, chain: str, spill: MacSpill, anchored: int) -> None:
+        self.chain = chain
+        self.out = _Collector()
+        self.redactions = _Redactions()
+        self.cvalid = spill.chain()
+        #: How many positions ``cvalid`` holds, and the MAC at the last (or zeros).
+        self.held = 0
+        self.last_valid = ZERO_MAC
+        self.heap: list[tuple[int, int, StoredRecord]] = []
+        self.arrival = 0
+        self.started = False
+        self.key_ref = ""
+        self.no_key = False
+        self.key = b""
+        self.prefix = b""
+        self.cur = 1
+        self.keys: list[bytes] = []
+        #: The position and key of the last late record (see _key_at).
+        self.late_key: tuple[int, bytes] | None = None
+        self.expected = 1
+        self.prev_seq = -1
+        self.prev_rec: StoredRecord | None = None
+        #: The prev of the first-branch record at ``prev_seq``.
+        self.first_prev: bytes | None = None
+        self.forks: dict[int, dict[bytes, bytes]] = {}
+        self.released = 0
+        self.count = 0
+        self.anchored = anchored
+        self.upto = 0
+        self.first_seq: int | None = None
+        self.last_seq = 0
+        self.first_body: bytes | None = None
+        self.last_body: bytes | None = None
+
+    @classmethod
+    def resumed(
+        cls, chain: str, spill: MacSpill, anchored: int, fast: _FastChain
+    ) -> _StreamChain:
+        """Continue a chain the one-pass check accepted up to ``fast.seq``.
+
+        Those records were valid and linked, in order: the state is what
+        :meth:`_process` would have left after them.
+        """
+        self = cls(chain, spill, anchored)
+        seq = fast.seq
+        if not seq:
+            return self
+        self.cvalid = fast.macs
+        self.held, self.last_valid = seq, fast.prev
+        self.started = True
+        self.key_ref = fast.key_ref
+        self.keys = fast.keys
+        self.prefix = fast.prefix
+        # The key of the last position accepted (a repeat of it may follow).
+        self.cur = seq
+        self.key = self._key_at(seq)
+        self.expected = seq + 1
+        self.prev_seq = seq
+        self.first_prev = ZERO_MAC if seq == 1 else fast.macs.get(seq - 1)
+        self.count = seq
+        self.upto = min(seq, anchored)
+        self.first_seq = 1
+        self.last_seq = seq
+        if fast.v2:
+            self.first_body, self.last_body = fast.first, fast.last
+        else:
+            self.first_body = _line_body(fast.first)
+            self.last_body = _line_body(fast.last)
+        return self
+
+    def feed(self, rec: StoredRecord, keys: AuditKeySource) -> None:
+        """Take one record in file order."""
+        self.count += 1
+        if rec.seq <= self.anchored:
+            self.upto += 1
+        heap = self.heap
+        if self.started and not heap and rec.seq in (self.prev_seq, self.prev_seq + 1):
+            self._process(rec)
+            return
+        if self.started and rec.seq < self.prev_seq:
+            self._late(rec)
+            return
+        self.arrival += 1
+        heapq.heappush(heap, (rec.seq, self.arrival, rec))
+        if not self.started:
+            if len(heap) < REORDER_WINDOW:
+                return
+            self._start(keys)
+        while heap and (
+            heap[0][0] in (self.prev_seq, self.prev_seq + 1)
+            or len(heap) > REORDER_WINDOW
+        ):
+            self._process(heapq.heappop(heap)[2])
+
+    def finish(self, keys: AuditKeySource) -> None:
+        """Process what the buffer holds (the end of the file)."""
+        if not self.started:
+            if not self.heap:
+                return
+            self._start(keys)
+        while self.heap:
+            self._process(heapq.heappop(self.heap)[2])
+        if self.no_key and self.first_seq is not None:
+            self.out.add(
+                FindingKind.MAC_INVALID,
+                self.chain,
+                self.first_seq,
+                last_seq=self.last_seq,
+                detail="the chain's key_ref names no known audit root key",
+            )
+
+    def _start(self, keys: AuditKeySource) -> None:
+        """Choose the chain's key id (the most common among the first records)."""
+        self.started = True
+        counts = collections.Counter(r.key_ref for _, _, r in self.heap)
+        self.key_ref = counts.most_common(1)[0][0]
+        try:
+            root = root_for(keys, self.key_ref)
+        except LookupError:
+            self.no_key = True
+            return
+        self.key = chain_initial_key(root, self.chain)
+        self.keys.append(self.key)
+        self.prefix = (
+            _MAC_LABEL + self.chain.encode() + b"\x00" + self.key_ref.encode() + b"\x00"
+        )
+
+    def _key_at(self, seq: int) -> bytes:
+        """The chain key of position *seq* (>= 1), for a late record.
+
+        From the nearest kept key, or from the last late record's key when it
+        is nearer (a replayed run of records costs one step each).
+        """
+        index = min((seq - 1) // _KEY_EVERY, len(self.keys) - 1)
+        at, key = 1 + index * _KEY_EVERY, self.keys[index]
+        late = self.late_key
+        if late is not None and at <= late[0] <= seq:
+            at, key = late
+        for _ in range(seq - at):
+            key = hashlib.sha256(_EVOLVE + key).digest()
+        self.late_key = (seq, key)
+        return key
+
+    def _valid(self, seq: int) -> bytes | None:
+        if seq == 0:
+            return ZERO_MAC
+        mac = self.cvalid.get(seq)
+        return None if mac is None or mac == ZERO_MAC else mac
+
+    def _mac_ok(self, rec: StoredRecord, key: bytes) -> bool:
+        """Check the digest and the MAC of *rec*; add the finding when one fails."""
+        _, _, seq, kref, prev, rmac, rdigest, body, _ = rec
+        if rdigest is None:
+            self.out.add(
+                FindingKind.MODIFIED,
+                self.chain,
+                seq,
+                detail="body missing or unreadable",
+            )
+            return False
+        if body is None:
+            h = rdigest
+        else:
+            h = _sha256(body).digest()
+            if h != rdigest:
+                self.out.add(
+                    FindingKind.MODIFIED,
+                    self.chain,
+                    seq,
+                    detail="body does not match its digest",
+                )
+                return False
+        if rmac is not None and prev is not None and kref == self.key_ref:
+            padded = key + _PAD
+            inner = _sha256(
+                b"".join(
+                    (
+                        padded.translate(TRANS_36),
+                        self.prefix,
+                        seq.to_bytes(8, "big"),
+                        prev,
+                        h,
+                    )
+                )
+            ).digest()
+            if _digest_eq(_sha256(padded.translate(TRANS_5C) + inner).digest(), rmac):
+                return True
+        self.out.add(
+            FindingKind.MAC_INVALID, self.chain, seq, detail="MAC does not verify"
+        )
+        return False
+
+    def _process(self, rec: StoredRecord) -> None:
+        """Verify the next record in seq order (the body of _verify_chain's loop)."""
+        chain, out, seq = self.chain, self.out, rec.seq
+        if self.first_seq is None:
+            self.first_seq = seq
+            self.first_body = rec.body if seq == 1 else None
+        self.last_seq = max(self.last_seq, seq)
+        self.last_body = rec.body
+        if self.no_key:
+            return
+        if (
+            seq == self.prev_seq
+            and self.prev_rec is not None
+            and rec[1:] == self.prev_rec[1:]
+        ):
+            _duplicate(out, chain, seq)
+            return
+        if seq != self.prev_seq:
+            self.first_prev = None
+        self.prev_seq, self.prev_rec = seq, rec
+        if seq < 1:
+            out.add(
+                FindingKind.MAC_INVALID,
+                chain,
+                seq,
+                detail="sequence number out of range",
+            )
+            return
+        if seq > self.expected:
+            out.add(
+                FindingKind.MISSING,
+                chain,
+                self.expected,
+                last_seq=seq - 1,
+                detail="records missing",
+            )
+        if seq >= self.expected:
+            self.expected = seq + 1
+        key = self.key
+        while self.cur < seq:
+            key = hashlib.sha256(_EVOLVE + key).digest()
+            self.cur += 1
+            if not (self.cur - 1) % _KEY_EVERY:
+                self.keys.append(key)
+        self.key = key
+        if not self._mac_ok(rec, key):
+            return
+        rmac, prev = rec.mac, rec.prev
+        assert rmac is not None  # noqa: S101 - checked by _mac_ok
+        assert prev is not None  # noqa: S101
+        # The common case, the next position: nothing there yet, and the
+        # record before it is the last valid one.
+        held = self.held
+        first = None if seq > held else self._valid(seq)
+        linked = self.last_valid if seq - 1 == held else self._valid(seq - 1)
+        if first is not None or (linked is not None and linked != prev):
+            self._off_branch(
+                rec, first, self.first_prev if seq == self.prev_seq else None
+            )
+            return
+        self._set_valid(seq, rmac)
+        self.first_prev = prev
+        self._after_valid(rec)
+
+    def _off_branch(
+        self, rec: StoredRecord, first: bytes | None, first_prev: bytes | None
+    ) -> None:
+        """Judge a valid record at a taken position or off the first branch (:func:`_branch`)."""
+        chain, seq, rmac, prev = rec.chain, rec.seq, rec.mac, rec.prev
+        assert rmac is not None  # noqa: S101 - a valid record
+        assert prev is not None  # noqa: S101
+        verdict = self._branch(seq, rmac, prev, first, first_prev)
+        if verdict is _Branch.SAME:
+            _duplicate(self.out, chain, seq)
+            return
+        if verdict is _Branch.BROKEN:
+            self.out.add(
+                FindingKind.MAC_INVALID,
+                chain,
+                seq,
+                detail="does not link to a valid record before it",
+            )
+            return
+        if verdict is _Branch.FORK:
+            self.out.add(
+                FindingKind.FORK,
+                chain,
+                seq,
+                detail="two records chain from the same predecessor: two "
+                "writers continued this chain",
+            )
+        self.forks.setdefault(seq, {})[rmac] = prev
+        self._after_valid(rec)
+
+    def _after_valid(self, rec: StoredRecord) -> None:
+        if rec.body is None:
+            self.out.placeholder(rec, self.redactions)
+        elif _REDACT_MARK in rec.body:
+            self.redactions.claim(rec.body)
+
+    def _set_valid(self, seq: int, mac: bytes) -> None:
+        macs = self.cvalid
+        gap = seq - 1 - self.held
+        if gap > 0:
+            macs.buf += ZERO_MAC * gap
+        macs.append(mac)
+        self.held, self.last_valid = seq, mac
+
+    def _branch(
+        self,
+        seq: int,
+        mac: bytes,
+        prev: bytes,
+        first: bytes | None,
+        first_prev: bytes | None,
+    ) -> _Branch:
+        """:func:`_branch` on the streaming state (*first_prev*: the first branch's prev)."""
+        here = self.forks.get(seq, {})
+        if mac == first or mac in here:
+            return _Branch.SAME
+        siblings = set(here.values())
+        if first is not None and first_prev is not None:
+            siblings.add(first_prev)
+        if prev in siblings:
+            return _Branch.FORK
+        if prev == self._valid(seq - 1) or prev in self.forks.get(seq - 1, {}):
+            return _Branch.CONTINUES
+        return _Branch.BROKEN
+
+    def _late(self, rec: StoredRecord) -> None:
+        """Check a record whose position the chain has passed (a repeat, a branch, or far out of place)."""
+        chain, seq, out = self.chain, rec.seq, self.out
+        self.last_seq = max(self.last_seq, seq)
+        if self.no_key:
+            return
+        if seq < 1:
+            out.add(
+                FindingKind.MAC_INVALID,
+                chain,
+                seq,
+                detail="sequence number out of range",
+            )
+            return
+        if not self._mac_ok(rec, self._key_at(seq)):
+            return
+        rmac, prev = rec.mac, rec.prev
+        assert rmac is not None  # noqa: S101 - checked by _mac_ok
+        assert prev is not None  # noqa: S101
+        first = self._valid(seq)
+        if first is None and rmac not in self.forks.get(seq, {}):
+            out.add(
+                FindingKind.MAC_INVALID,
+                chain,
+                seq,
+                detail=f"a valid record stored more than {REORDER_WINDOW} records "
+                "out of place in its chain",
+            )
+            return
+        # The first branch's record at seq linked to the record before it.
+        self._off_branch(rec, first, self._valid(seq - 1))
+
+
+_sha256 = hashlib.sha256
+_digest_eq = hmac.compare_digest
+_PAD = bytes(32)
+
+
+def _verify_stream(
+    source: JsonLinesSource,
+    keys: AuditKeySource,
+    out: _Collector,
+    spill: MacSpill,
+    anchored: Mapping[str, int],
+) -> tuple[int, dict[str, _StreamChain]]:
+    """Verify every record of a JSON-lines file in one streaming pass.
+
+    The full algorithm (every finding named) in bounded memory: per chain, a
+    :class:`_StreamChain`. Findings not tied to a chain go to *out*; each
+    chain's own findings stay with it (merged in chain order afterwards).
+    """
+    chains: dict[str, _StreamChain] = {}
+    events = 0
+    claims: dict[tuple[str, int, bytes], str] = {}
+    last_chain: str | None = None
+    last: _StreamChain | None = None
+    spill_every = _SPILL_EVERY
+    resume: _Resume | None = source._resume  # noqa: SLF001 - left by the one-pass check
+    source._resume = None  # noqa: SLF001
+    records: Iterator[StoredRecord | Malformed | Torn]
+    if resume is None:
+        records = source.records()
+    else:
+        # Go on from where the one-pass check gave up, with its chains (and
+        # the spill file their MACs are in).
+        spill = resume.spill
+        events = resume.events
+        reader = CompactReader()
+        for chain_b, fast in resume.states.items():
+            name = _text(chain_b)
+            state = _StreamChain.resumed(name, spill, anchored.get(name, 0), fast)
+            state.redactions.claims = claims
+            chains[name] = state
+        for cid, fast in resume.compact.items():
+            key = cid.decode("ascii")
+            name = _text(fast.prefix[len(_MAC_LABEL) :].split(b"\x00", 1)[0])
+            reader.chains[key] = (name, fast.key_ref)
+            # The MACs that supply the prev of the records still to come.
+            recent = reader.recent(key)
+            low = max(1, fast.seq - 63)
+            for seq, mac in zip(
+                range(low, fast.seq + 1), fast.macs.range(low, fast.seq), strict=True
+            ):
+                recent[seq] = mac
+            for n, tpl in resume.templates.get(cid, {}).items():
+                reader.templates[key, int(n)] = tpl[0::2]
+        for body in resume.claims:
+            _Redactions.claim_into(claims, body)
+        records = source.records_from(
+            itertools.chain((resume.line,), resume.rest), resume.before, reader
+        )
+    for rec in records:
+        if rec.__class__ is Torn:
+            out.add(
+                FindingKind.CRASH_TRUNCATED,
+                detail=f"{rec.loc}: the start of a record whose write never "
+                "finished (a crash or a full disk)",
+            )
+            continue
+        events += 1
+        if not events & spill_every:
+            spill.maybe_spill()
+        if rec.__class__ is Malformed:
+            out.add(FindingKind.MODIFIED, detail=f"{rec.loc}: not an audit record")
+            continue
+        chain = rec.chain  # type: ignore[union-attr]
+        if chain is not last_chain:
+            last_chain = chain
+            last = chains.get(chain)
+            if last is None:
+                last = chains[chain] = _StreamChain(
+                    chain, spill, anchored.get(chain, 0)
+                )
+                last.redactions.claims = claims
+        last.feed(rec, keys)  # type: ignore[union-attr, arg-type]
+    for name in sorted(chains):
+        chains[name].finish(keys)
+    for name in sorted(chains):
+        state = chains[name]
+        state.out.resolve(state.redactions, None)
+        out.items.extend(state.out.items)
+    return events, chains
+
+
 def verify_trail(
     source: TrailSource,
     keys: AuditKeySource,
@@ -1013,7 +1733,57 @@ def verify_trail(
         if type(source) is JsonLinesSource
         else None
     )
-    valid: dict[str, dict[int, bytes]] = {}
+    spill = MacSpill()
+    resumed: MacSpill | None = None
+    try:
+        stream = None
+        cps: list[tuple[Checkpoint, bool]] | None = None
+        if fast is None and isinstance(source, JsonLinesSource):
+            # The streaming full algorithm needs the anchored heads as it reads
+            # (to count the unanchored tail); checkpoint findings follow the
+            # record findings, as they would have.
+            cp_out = _Collector()
+            cps = []
+            if checkpoints is not None and verifier is not None:
+                cps = _load_checkpoints(
+                    checkpoints, verifier, cp_out, heartbeat=heartbeat
+                )
+            anchored = {c: s for c, s, _ in cps[-1][0].heads} if cps else {}
+            if source._resume is not None:  # noqa: SLF001
+                resumed = source._resume.spill  # noqa: SLF001
+            stream = _verify_stream(source, keys, out, spill, anchored)
+            out.items.extend(cp_out.items)
+        return _conclude(
+            source, out, fast, stream, cps, keys, checkpoints, verifier, heartbeat
+        )
+    finally:
+        spill.close()
+        if resumed is not None:
+            resumed.close()
+        if fast is not None:
+            for macs in fast[1].values():
+                macs.spill.close()
+
+
+def _conclude(  # noqa: PLR0917 - verify_trail's state, in order
+    source: TrailSource,
+    out: _Collector,
+    fast: tuple[int, dict[str, ChainMacs], dict[str, tuple[bytes | None, bytes | None]]]
+    | None,
+    stream: tuple[int, dict[str, _StreamChain]] | None,
+    loaded: list[tuple[Checkpoint, bool]] | None,
+    keys: AuditKeySource,
+    checkpoints: CheckpointAnchor | Sequence[str] | None,
+    verifier: CheckpointVerifier | None,
+    heartbeat: float | None,
+) -> VerificationReport:
+    """Finish :func:`verify_trail` after the one-pass check or the streaming algorithm.
+
+    *fast* is the one-pass result (or ``None``); *stream* the streaming full
+    algorithm's, with the checkpoints it *loaded*; with neither, the records
+    are verified here in memory (the audit tables).
+    """
+    valid: dict[str, dict[int, bytes]] | dict[str, ChainMacs] = {}
     tops: dict[str, int] = {}
     # Per chain, how many records were read: in all, and at or below a seq.
     read: dict[str, int]
@@ -1028,8 +1798,28 @@ def verify_trail(
         def read_upto(chain: str, seq: int) -> int:
             return min(seq, tops[chain])
 
+    elif stream is not None:
+        events, streamed = stream
+        valid = {c: st.cvalid for c, st in streamed.items()}
+        tops = {
+            c: st.last_seq if st.no_key else st.expected - 1
+            for c, st in streamed.items()
+        }
+        read = {c: st.count for c, st in streamed.items()}
+        facts = {
+            c: _chain_facts(st.first_body, st.last_body)
+            for c, st in streamed.items()
+            if st.first_seq is not None
+        }
+
+        def read_upto(chain: str, seq: int) -> int:
+            # Counted while reading, against the anchored heads (preloaded).
+            return streamed[chain].upto
+
     else:
-        events, chains = _verify_records(source, keys, out, valid, tops)
+        full: dict[str, dict[int, bytes]] = {}
+        valid = full
+        events, chains = _verify_records(source, keys, out, full, tops)
         read = {chain: len(recs) for chain, recs in chains.items()}
         facts = {
             c: _chain_facts(recs[0].body if recs[0].seq == 1 else None, recs[-1].body)
@@ -1042,7 +1832,10 @@ def verify_trail(
             return bisect.bisect_right(chains[chain], seq, key=lambda r: r.seq)
 
     cps: list[tuple[Checkpoint, bool]] = []
-    if checkpoints is not None and verifier is not None:
+    if loaded is not None:
+        cps = loaded
+        _replay(cps, valid, out)
+    elif checkpoints is not None and verifier is not None:
         cps = _load_checkpoints(checkpoints, verifier, out, heartbeat=heartbeat)
         _replay(cps, valid, out)
     latest = cps[-1][0] if cps else None

@@ -1,0 +1,305 @@
+r"""The compact JSON-lines format (v2): what repeats is written once per chain.
+
+A v2 file holds the same sealed records as a v1 file (the same chains, MACs and
+canonical bodies), written with less repetition. Three kinds of line::
+
+    {"@chain":"<cid>","chain":"<chain id>","key_ref":"<key id>","custdata_audit":2}
+    {"@tpl":"<cid>","t":<n>,"texts":["<static text>", …]}
+    {"@":"<cid>","s":<seq>,"m":"<MAC, base64>","t":<n>,"d":[<value>, …]}
+
+A *declaration* names a chain once per file by a short id (``cid``, 12 hex
+digits of the SHA-256 of the chain id). A *template* holds the static texts of
+a prepared decision event's canonical body (action, actor, purpose, entity,
+fields, categories, policy version…), cut where its dynamic values go (event
+id, time, subjects, count, request id). A *record* gives its chain's short id,
+its seq, its MAC and its template's dynamic values; the canonical body is
+``texts[0] + d[0] + texts[1] + … + texts[-1]`` with each value as its JSON text.
+A record of any other event carries its body whole (``"b":{…}``), and a
+redacted record its body's digest (``"h":"<hex>"``) instead.
+
+Nothing the MAC covers is dropped: the body is rebuilt byte for byte and
+hashed; ``prev`` is the MAC of the chain's previous record (each MAC covers
+it, so it need not be stored), and the body digest is recomputed. Declarations
+and templates carry no MAC of their own and need none: any change to them
+changes the rebuilt bodies (or the chain or key a record is checked under),
+which the MACs then refuse.
+
+``{"@`` never occurs inside a record (bodies have identifier keys, and a quote
+inside a JSON string is escaped), so record starts are found as in v1.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import json
+import re
+
+from typing import Any, Final
+
+from ._chain import SealedRecord
+
+
+__all__ = [
+    "CHAIN_HEAD",
+    "RECORD_HEAD",
+    "TEMPLATE_HEAD",
+    "V2_HEAD",
+    "CompactReader",
+    "CompactWriter",
+    "short_id",
+]
+
+#: Every v2 line starts with this; a record line with :data:`RECORD_HEAD`.
+V2_HEAD: Final = b'{"@'
+RECORD_HEAD: Final = b'{"@":"'
+CHAIN_HEAD: Final = b'{"@chain":"'
+TEMPLATE_HEAD: Final = b'{"@tpl":"'
+_CID_LEN: Final = 12
+_RECORD: Final = b'{"@":"%s","s":%d,"m":"%s","t":%d,"d":%s}\n'
+_GENERIC: Final = b'{"@":"%s","s":%d,"m":"%s","b":%s}\n'
+#: The most templates a writer or reader keeps before it starts afresh.
+_TEMPLATES: Final = 4096
+#: The MACs per chain a reader keeps to supply ``prev`` (recent seqs only).
+_RECENT: Final = 256
+_b64: Final = binascii.b2a_base64
+_unb64: Final = binascii.a2b_base64
+
+
+def short_id(chain: str) -> bytes:
+    """Return the short id a v2 file gives *chain* (12 hex digits of its SHA-256)."""
+    return hashlib.sha256(chain.encode("utf-8")).hexdigest()[:_CID_LEN].encode("ascii")
+
+
+def _mac_text(mac: bytes) -> bytes:
+    return _b64(mac, newline=False)
+
+
+class CompactWriter:
+    """Render sealed records as v2 lines, declaring chains and templates on first use.
+
+    A line is not taken as written until :meth:`written` is called (a failed
+    or short write leaves the declarations it carried to be written again).
+    """
+
+    def __init__(self) -> None:
+        self._cids: dict[str, bytes] = {}
+        #: (chain, template) → (template number, format of its values).
+        self._templates: dict[tuple[str, Any], tuple[int, str]] = {}
+        self._next = 0
+        self._pending: list[tuple[Any, Any]] = []
+
+    def reset(self) -> None:
+        """Forget every declaration (a new file: they are written again)."""
+        self._cids.clear()
+        self._templates.clear()
+
+    def render(self, record: SealedRecord) -> bytes:
+        """Return the line(s) of *record*: declarations it needs, then the record."""
+        fields = record.__dict__["_fields"]
+        chain = record.chain
+        pending = self._pending
+        pending.clear()
+        head = b""
+        cid = self._cids.get(chain)
+        if cid is None:
+            cid = short_id(chain)
+            head = (
+                b'{"@chain":"%s","chain":"%s","key_ref":"%s","custdata_audit":2}\n'
+                % (
+                    cid,
+                    chain.encode("ascii"),
+                    record.key_ref.encode("ascii"),
+                )
+            )
+            pending.append((chain, cid))
+        mac = _mac_text(record.mac)
+        if fields.__class__ is tuple and len(fields) == 4:  # noqa: PLR2004 - a prepared event
+            template, filled = fields[2], fields[3]
+            found = self._templates.get((chain, template))
+            if found is None:
+                texts, fmt = template.compact()
+                self._next += 1
+                found = (self._next, fmt)
+                head += b'{"@tpl":"%s","t":%d,"texts":%s}\n' % (
+                    cid,
+                    found[0],
+                    json.dumps(texts, ensure_ascii=False, separators=(",", ":")).encode(
+                        "utf-8"
+                    ),
+                )
+                pending.append(((chain, template), found))
+            values = (found[1] % tuple(filled[1::2])).encode("utf-8")
+            line = _RECORD % (cid, record.seq, mac, found[0], values)
+        else:
+            line = _GENERIC % (cid, record.seq, mac, record.body)
+        return head + line if head else line
+
+    def written(self) -> None:
+        """Note that the line :meth:`render` returned last was written whole."""
+        pending = self._pending
+        if not pending:
+            return
+        for key, value in pending:
+            if isinstance(key, str):
+                self._cids[key] = value
+            else:
+                if len(self._templates) >= _TEMPLATES:
+                    self._templates.clear()
+                self._templates[key] = value
+        pending.clear()
+
+
+def redacted_line(cid: bytes, seq: int, mac: bytes, digest: bytes) -> bytes:
+    """Return the v2 line of a record whose body was removed (its digest stays)."""
+    return b'{"@":"%s","s":%d,"m":"%s","h":"%s"}\n' % (
+        cid,
+        seq,
+        _mac_text(mac),
+        binascii.hexlify(digest),
+    )
+
+
+class CompactReader:
+    """Read v2 lines back into stored records (stateful: declarations come first).
+
+    :meth:`feed` returns a record tuple ``(chain, seq, key_ref, prev, mac,
+    body_sha256, body)`` for a record line, ``None`` for a declaration or
+    template, and raises ``ValueError`` for anything else (malformed, or a
+    record whose chain or template was never declared).
+    """
+
+    def __init__(self) -> None:
+        #: cid → (chain, key_ref).
+        self.chains: dict[str, tuple[str, str]] = {}
+        #: (cid, n) → the template's static texts, UTF-8.
+        self.templates: dict[tuple[str, int], list[bytes]] = {}
+        #: cid → {seq: mac} of the chain's recent records.
+        self._recent: dict[str, dict[int, bytes]] = {}
+
+    def recent(self, cid: str) -> dict[int, bytes]:
+        """The MACs of chain *cid*'s recent records, by seq (to supply ``prev``)."""
+        return self._recent.setdefault(cid, {})
+
+    def feed(
+        self, line: bytes
+    ) -> tuple[str, int, str, bytes | None, bytes, bytes, bytes | None, bytes] | None:
+        """Interpret one v2 line (without its newline).
+
+        Returns ``(chain, seq, key_ref, prev, mac, body_sha256, body, cid)``
+        for a record, or ``None`` for a declaration or template. A record line
+        must have exactly the writer's layout: its values are body bytes, used
+        as they stand (as a v1 body is), never re-encoded.
+
+        Raises:
+            ValueError: The line is not a v2 line this reader can use.
+            TypeError: The same, for a JSON value of the wrong type.
+            RecursionError: Absurdly nested JSON (callers treat it as malformed).
+        """
+        m = _RECORD_LINE.match(line)
+        if m is None:
+            self._meta(line)
+            return None
+        cid_b, seq_b, mac_text, kind = m.groups()
+        cid = cid_b.decode("ascii")
+        seq = int(seq_b)
+        chain, key_ref = self.chains[cid]
+        mac = _unb64(mac_text)
+        rest = line[m.end() :]
+        body: bytes | None
+        if kind == b"t":
+            t = _TEMPLATE_VALUES.match(rest)
+            if t is None:
+                raise ValueError("bad record")
+            texts = self.templates[cid, int(t.group(1))]
+            values = split_values(t.group(2), len(texts) - 1)
+            if values is None:
+                raise ValueError("template values do not fit")
+            parts = [texts[0]]
+            for value, text in zip(values, texts[1:], strict=True):
+                parts += (value, text)
+            body = b"".join(parts)
+            digest = hashlib.sha256(body).digest()
+        elif kind == b"b":
+            if not rest.endswith(b"}"):
+                raise ValueError("bad record")
+            body = rest[:-1]
+            digest = hashlib.sha256(body).digest()
+        else:
+            h = _DIGEST_VALUE.match(rest)
+            if h is None:
+                raise ValueError("bad digest")
+            body, digest = None, bytes.fromhex(h.group(1).decode("ascii"))
+        recent = self.recent(cid)
+        prev = b"\x00" * 32 if seq == 1 else recent.get(seq - 1)
+        if seq not in recent:
+            if len(recent) >= _RECENT:
+                for old in sorted(recent)[: _RECENT // 2]:
+                    del recent[old]
+            recent[seq] = mac
+        return chain, seq, key_ref, prev, mac, digest, body, cid_b
+
+    def _meta(self, line: bytes) -> None:
+        """Take in a declaration or a template line (or raise: not a v2 line)."""
+        data = json.loads(line)
+        if not isinstance(data, dict):
+            raise TypeError("not a v2 line")
+        if "@chain" in data:
+            cid, chain, key_ref = data["@chain"], data["chain"], data["key_ref"]
+            if not all(isinstance(x, str) for x in (cid, chain, key_ref)):
+                raise ValueError("bad declaration")
+            self.chains[cid] = (chain, key_ref)
+            return
+        cid, n, texts = data["@tpl"], data["t"], data["texts"]
+        if (
+            not isinstance(cid, str)
+            or n.__class__ is not int
+            or not isinstance(texts, list)
+            or not texts
+            or not all(isinstance(t, str) for t in texts)
+        ):
+            raise ValueError("bad template")
+        if len(self.templates) >= _TEMPLATES:
+            self.templates.clear()
+        self.templates[cid, n] = [t.encode("utf-8") for t in texts]
+
+
+_RECORD_LINE: Final = re.compile(
+    rb'\{"@":"([0-9a-f]{12})","s":(0|[1-9][0-9]{0,18}),"m":"([A-Za-z0-9+/]{43}=)","([tbh])":'
+)
+_TEMPLATE_VALUES: Final = re.compile(
+    rb"(0|[1-9][0-9]{0,8}),\"d\":\[(.*)\]\}\Z", re.DOTALL
+)
+_DIGEST_VALUE: Final = re.compile(rb'"([0-9a-f]{64})"\}\Z')
+_DECODE: Final = json.JSONDecoder().raw_decode
+
+
+def split_values(text: bytes, n: int) -> list[bytes] | None:
+    """Split the JSON texts of *n* values separated by commas, exactly as they stand.
+
+    ``None`` unless *text* is exactly *n* JSON values joined by ``,`` (no
+    whitespace). Values without a comma inside (numbers, identifiers) split
+    directly; otherwise the JSON scanner finds where each value ends.
+    """
+    pieces = text.split(b",")
+    if len(pieces) == n:
+        return pieces
+    if len(pieces) < n:
+        return None
+    try:
+        decoded = text.decode("utf-8")
+        out = []
+        at = 0
+        for k in range(n):
+            _, end = _DECODE(decoded, at)
+            out.append(decoded[at:end].encode("utf-8"))
+            if k < n - 1:
+                if decoded[end : end + 1] != ",":
+                    return None
+                end += 1
+            at = end
+    except (ValueError, RecursionError):
+        return None
+    if at != len(decoded):
+        return None
+    return out
