@@ -667,3 +667,43 @@ class TestSqlHolds:
             assert [] == _state(engine, shop)[shop.Customer.__tablename__]
         finally:
             store.table.drop(engine)
+
+
+class TestWorkers:
+    """Two workers (SKIP LOCKED where the database has it) end like one."""
+
+    def test_two_workers_same_state_and_progress(
+        self, engine: Engine, custodian: custdata.Custodian
+    ) -> None:
+        """Two workers dispose of the same rows as one; progress reaches the total."""
+        ids = [uuid.uuid4() for _ in range(40)]
+        spread = [T0, _years(1), _years(6, 300)]
+        shops = [make_shop(), make_shop()]
+        for s in shops:
+            s.Base.metadata.create_all(engine)
+        try:
+            for s in shops:
+                _add(engine, s, ids=ids, last_tx=spread)
+            at = _years(7, 1)
+            one = sweep(engine, custodian, tables=shops[0].Base, now=at, batch_size=3)
+            seen: list[tuple[str, int, int]] = []
+            two = sweep(
+                engine,
+                custodian,
+                tables=shops[1].Base,
+                now=at,
+                batch_size=3,
+                workers=2,
+                progress=lambda t, done, total: seen.append((t, done, total)),
+            )
+            assert one.total("delete_row") == two.total("delete_row") > 0
+            assert list(_state(engine, shops[0]).values()) == list(
+                _state(engine, shops[1]).values()
+            )
+            customers = shops[1].Customer.__tablename__
+            assert (40, 40) == max(
+                (done, total) for t, done, total in seen if t == customers
+            )
+        finally:
+            for s in shops:
+                s.Base.metadata.drop_all(engine)

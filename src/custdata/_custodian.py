@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import time
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -112,6 +113,9 @@ class Custodian:
         self._consent = consent
         self._holds = holds
         self._clock = clock if clock is not None else _local_now
+        self._wall_clock = clock is None
+        #: (today, monotonic time until which it is today) for the wall clock.
+        self._day: tuple[dt.date, float] = (dt.date.min, -1.0)
         #: Per purpose: (first day, day retired or None, needs consent).
         self._lifecycles: dict[str, tuple[dt.date, dt.date | None, bool]] = {}
         self._verdicts: dict[tuple[object, ...], _Verdict] = {}
@@ -433,8 +437,7 @@ class Custodian:
         purpose = ctx.purpose
         if reason is None and purpose is not None:
             lifecycle = self._lifecycles.get(purpose) or self._lifecycle(purpose)
-            now = self._clock()
-            today = now.date()
+            today = self._today()
             if today < lifecycle[0] or (
                 lifecycle[1] is not None and today >= lifecycle[1]
             ):
@@ -444,7 +447,7 @@ class Custodian:
                 lifecycle[2] or (verdict.special and action in _ACQUIRING)
             ):
                 refused, consents, message = self._decide_subjects(
-                    purpose, verdict, named, count, now
+                    purpose, verdict, named, count, self._clock()
                 )
                 if message is not None:
                     reason = DenyReason.CONSENT_MISSING
@@ -490,6 +493,21 @@ class Custodian:
                 )
             )
         return decision
+
+    def _today(self) -> dt.date:
+        """Today by the custodian's clock (the wall clock's day is memoised)."""
+        if not self._wall_clock:
+            return self._clock().date()
+        day, until = self._day
+        tick = time.monotonic()
+        if tick < until:
+            return day
+        now = self._clock()
+        midnight = dt.datetime.combine(
+            now.date() + dt.timedelta(days=1), dt.time(), tzinfo=now.tzinfo
+        )
+        self._day = (now.date(), tick + (midnight - now).total_seconds())
+        return now.date()
 
     def _lifecycle(self, purpose: str) -> tuple[dt.date, dt.date | None, bool]:
         """When *purpose* may be used, and whether it needs consent (memoised)."""
