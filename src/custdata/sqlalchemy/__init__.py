@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 
+from ._anchors import AcquisitionSource as AcquisitionSource
 from ._anchors import UtcDateTime as UtcDateTime
+from ._anchors import acquisition_source as acquisition_source
+from ._anchors import notice_version as notice_version
 from ._anchors import retention_anchor as retention_anchor
 from ._check import check_models as check_models
 from ._consent import SqlConsentStore as SqlConsentStore
@@ -56,6 +59,7 @@ from ._types import bind_subject as bind_subject
 
 
 __all__ = [
+    "AcquisitionSource",
     "BLIND_INDEX_SUFFIX",
     "CustomerDataInfo",
     "EncryptedBoolean",
@@ -80,6 +84,7 @@ __all__ = [
     "SweepCount",
     "SweepReport",
     "UtcDateTime",
+    "acquisition_source",
     "add_custdata_tables",
     "bind_subject",
     "blind_index_eraser",
@@ -90,6 +95,7 @@ __all__ = [
     "install",
     "key_usage",
     "legacy_plaintext_reads",
+    "notice_version",
     "reencrypt",
     "replay_deletions",
     "retention_anchor",
