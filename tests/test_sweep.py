@@ -106,7 +106,7 @@ def policy() -> custdata.Policy:
                 may_erase=True,
             ),
         ],
-        roles=[Role(id="clerk", purposes=["intake", "billing", "vault"])],
+        roles=[Role(id="clerk", purposes=["intake", "billing", "support", "vault"])],
     )
 
 
@@ -707,3 +707,63 @@ class TestWorkers:
         finally:
             for s in shops:
                 s.Base.metadata.drop_all(engine)
+
+
+class TestExpiredNotReadable:
+    """A read for a purpose whose retention has ended for the record is refused."""
+
+    def test_support_refused_billing_allowed(
+        self, engine: Engine, shop: Shop, policy: custdata.Policy
+    ) -> None:
+        """At two years, support (1 year) may no longer read an old record; billing may."""
+        from custdata.sqlalchemy import SqlRetentionGuard
+
+        class Recorder:
+            def __init__(self) -> None:
+                self.decisions: list[custdata.AccessDecision] = []
+
+            def record_decision(self, decision: custdata.AccessDecision) -> None:
+                self.decisions.append(decision)
+
+        recorder = Recorder()
+        clock = [T0]
+        c = custdata.Custodian(
+            policy=policy,
+            keyring=Keyring.generate(),
+            audit=recorder,
+            retention=SqlRetentionGuard(engine, policy, tables=shop.Base),
+            clock=lambda: clock[0],
+        )
+        with c.activate():
+            old, new = _add(engine, shop, n=2, last_tx=[T0, _years(2)])
+            clock[0] = _years(2, 1)
+            assert CANARY_NAME == _read(engine, shop, old, "billing", "name")
+            assert "c1@example.jp" == _read(engine, shop, new, "support", "email")
+            with pytest.raises(custdata.PurposeViolationError, match="retention"):
+                _read(engine, shop, old, "support", "email")
+            denied = recorder.decisions[-1]
+            assert (custdata.DenyReason.RETENTION_EXPIRED, (str(old),)) == (
+                denied.reason,
+                denied.subjects,
+            )
+            # The ORM entity load is refused the same way.
+            with (
+                Session(engine) as session,
+                custdata.acting_as("s-1", role="clerk"),
+                custdata.purpose("support"),
+                pytest.raises(custdata.PurposeViolationError, match="retention"),
+            ):
+                session.scalars(
+                    select(shop.Customer).where(shop.Customer.id == old)
+                ).all()
+
+
+def _read(engine: Engine, shop: Shop, cid: uuid.UUID, purpose: str, field: str) -> Any:
+    with (
+        Session(engine) as session,
+        custdata.acting_as("s-1", role="clerk"),
+        custdata.purpose(purpose),
+    ):
+        return session.scalars(
+            select(getattr(shop.Customer, field)).where(shop.Customer.id == cid)
+        ).one()

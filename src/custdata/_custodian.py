@@ -49,6 +49,7 @@ _ERRORS: Mapping[DenyReason, type[AccessDeniedError]] = {
     DenyReason.PURPOSE_NOT_EFFECTIVE: PurposeViolationError,
     DenyReason.MY_NUMBER_NOT_PERMITTED: PurposeViolationError,
     DenyReason.LEGAL_HOLD: LegalHoldError,
+    DenyReason.RETENTION_EXPIRED: PurposeViolationError,
 }
 
 #: The actions that use subjects' values, so need their consent where the
@@ -84,6 +85,11 @@ class Custodian:
         holds: The legal-hold register (:class:`custdata.governance.LegalHolds`):
             shredding, and deleting the records of, a held subject are
             refused with :class:`custdata.LegalHoldError`.
+        retention: Answers which subjects' records have outlived the retention
+            of the purpose in force (``expired_subjects(entity, fields,
+            purpose, subjects, now)``, as
+            :class:`custdata.sqlalchemy.SqlRetentionGuard` does): reads of
+            those are refused like out-of-purpose reads, once per batch.
         clock: Returns the current time (aware); it decides which purposes are
             in force (``effective_from``, ``retired_on``, the policy's
             ``effective_date``) and which consents. Defaults to the local
@@ -103,6 +109,7 @@ class Custodian:
         subject_keys: Any = None,
         consent: Any = None,
         holds: Any = None,
+        retention: Any = None,
         clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         _check_arguments(policy, audit)
@@ -112,6 +119,7 @@ class Custodian:
         self._subject_keys = subject_keys
         self._consent = consent
         self._holds = holds
+        self._retention = retention
         self._clock = clock if clock is not None else _local_now
         self._wall_clock = clock is None
         #: (today, monotonic time until which it is today) for the wall clock.
@@ -452,6 +460,22 @@ class Custodian:
                 if message is not None:
                     reason = DenyReason.CONSENT_MISSING
                     named = refused
+            if (
+                reason is None
+                and action is Action.READ
+                and self._retention is not None
+                and named
+            ):
+                expired = self._retention.expired_subjects(
+                    entity, verdict.source, purpose, named, self._clock()
+                )
+                if expired:
+                    reason = DenyReason.RETENTION_EXPIRED
+                    named = tuple(s for s in named if s in expired)
+                    message = (
+                        f"the retention of purpose {purpose!r} has ended for "
+                        f"{len(named)} record(s) of {entity or 'this table'}"
+                    )
         decision = AccessDecision(
             outcome=Outcome.ALLOWED if reason is None else Outcome.DENIED,
             reason=reason,

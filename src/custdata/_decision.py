@@ -66,6 +66,8 @@ class DenyReason(str, enum.Enum):
     MY_NUMBER_NOT_PERMITTED = "my_number_not_permitted"
     #: A legal hold keeps a subject's records from erasure (R-RET-3).
     LEGAL_HOLD = "legal_hold"
+    #: The retention of the purpose in force has ended for a record read.
+    RETENTION_EXPIRED = "retention_expired"
 
 
 @attrs.frozen(kw_only=True)

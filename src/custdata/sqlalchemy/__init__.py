@@ -23,6 +23,7 @@ from ._declare import CustomerDataInfo as CustomerDataInfo
 from ._declare import customer_data as customer_data
 from ._declare import subject_key as subject_key
 from ._declare import uuid7 as uuid7
+from ._expiry import SqlRetentionGuard as SqlRetentionGuard
 from ._holds import SqlHoldStore as SqlHoldStore
 from ._jobs import KeyUsage as KeyUsage
 from ._jobs import MigrationReport as MigrationReport
@@ -80,6 +81,7 @@ __all__ = [
     "ReencryptReport",
     "SqlConsentStore",
     "SqlHoldStore",
+    "SqlRetentionGuard",
     "SqlSubjectKeyStore",
     "SweepCount",
     "SweepReport",
