@@ -419,7 +419,16 @@ class Custodian:
             PurposeViolationError: The purpose is unknown, or not permitted for a
                 field that does not mask on violation, or a field is untagged;
                 for ``Action.DELETE``, the purpose may not erase records
-                (the policy's ``may_erase``).
+                (the policy's ``may_erase``); the purpose (or the policy) is
+                not yet effective or is retired; a My Number field is used for a
+                purpose the My Number Act does not permit; the retention of the
+                purpose has ended for a record read (with a ``retention``
+                guard).
+            ConsentRequiredError: The purpose needs consent (or the write
+                acquires special-care data) and a subject of the batch has no
+                consent in force; the denial names those subjects.
+            LegalHoldError: ``Action.DELETE`` of records whose subject is under
+                a legal hold.
             AuditUnavailableError: The decision could not be recorded.
         """
         ctx = _access.get()
