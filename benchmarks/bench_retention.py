@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, insert
+from sqlalchemy import LargeBinary, Uuid, column, create_engine, insert, table
 from sqlalchemy.orm import DeclarativeBase, Mapped
 
 
@@ -45,6 +45,7 @@ from custdata.crypto import Keyring  # noqa: E402
 from custdata.governance import ConsentLedger  # noqa: E402
 from custdata.sqlalchemy import (  # noqa: E402
     SqlConsentStore,
+    UtcDateTime,
     customer_data,
     retention_anchor,
     subject_key,
@@ -138,6 +139,80 @@ def consent_costs(repeat: int) -> None:
         pg.dispose()
 
 
+def expiry_cost(repeat: int) -> None:
+    """The added cost of the expired-is-not-readable check per fetched batch."""
+    from custdata.sqlalchemy import SqlRetentionGuard
+
+    print("expired-is-not-readable check per fetched batch (SqlRetentionGuard):")
+    urls = [("sqlite", f"sqlite:///{tempfile.mkdtemp()}/expiry.db")]
+    if os.environ.get("CUSTDATA_TEST_POSTGRES_URL"):
+        urls.append(("postgresql", os.environ["CUSTDATA_TEST_POSTGRES_URL"]))
+    fields = {"name": FieldPolicy(category="name", purposes=["support"])}
+    for name, url in urls:
+        engine = create_engine(url)
+        suffix = uuid.uuid4().hex[:8]
+
+        class Base(DeclarativeBase):
+            pass
+
+        class Customer(Base):
+            __tablename__ = f"bench_expiry_{suffix}"
+            id: Mapped[uuid.UUID] = subject_key()
+            last_tx: Mapped[dt.datetime | None] = retention_anchor("last_transaction")
+            name: Mapped[str] = customer_data("name", purposes=["support"])
+
+        Base.metadata.create_all(engine)
+        try:
+            ids = [uuid.uuid4() for _ in range(1000)]
+            # Rows written through a plain view: the check reads only the
+            # subject and anchor columns.
+            raw = table(
+                Customer.__tablename__,
+                column("id", Uuid()),
+                column("last_tx", UtcDateTime()),
+                column("name", LargeBinary()),
+            )
+            with engine.begin() as conn:
+                conn.execute(
+                    insert(raw), [{"id": i, "last_tx": NOW, "name": b"x"} for i in ids]
+                )
+            guard = SqlRetentionGuard(engine, POLICY, tables=Base)
+            for n in (1, 100, 1000):
+                subjects = [str(i) for i in ids[:n]]
+                plain = custdata.Custodian(policy=POLICY, clock=lambda: NOW)
+                guarded = custdata.Custodian(
+                    policy=POLICY, retention=guard, clock=lambda: NOW
+                )
+
+                def decide(
+                    c: custdata.Custodian, subjects: list[str] = subjects
+                ) -> None:
+                    with (
+                        c.activate(),
+                        custdata.acting_as("u", role="support_agent"),
+                        custdata.purpose("support"),
+                    ):
+                        for _ in range(20):
+                            c.authorize(
+                                action=Action.READ,
+                                entity=Customer.__tablename__,
+                                fields=fields,
+                                subjects=subjects,
+                                count=len(subjects),
+                            )
+
+                base = _time(lambda c=plain: decide(c), repeat) / 20
+                checked = _time(lambda c=guarded: decide(c), repeat) / 20
+                added = checked - base
+                print(
+                    f"  {name:<11} {n:>5} subjects: +{added * 1e6:,.0f}µs per batch, "
+                    f"{added / n * 1e6:,.1f}µs per subject"
+                )
+        finally:
+            Base.metadata.drop_all(engine)
+            engine.dispose()
+
+
 def sweep_rate(rows: int, repeat: int) -> None:
     url = os.environ.get("CUSTDATA_TEST_POSTGRES_URL")
     if not url:
@@ -211,6 +286,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     consent_costs(args.repeat)
+    expiry_cost(args.repeat)
     sweep_rate(args.rows, max(3, args.repeat // 2))
 
 

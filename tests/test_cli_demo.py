@@ -40,7 +40,9 @@ class TestDemo:
             "7. A role may claim",
             "8. Search",
             "9. Rotation",
-            "10. The audit trail",
+            "10. Consent",
+            "11. Retention",
+            "12. The audit trail",
         ]
         positions = [text.index(step) for step in steps]
         assert sorted(positions) == positions
@@ -62,6 +64,12 @@ class TestDemo:
             in text
         )
         assert "role 'support_agent' may not claim purpose 'marketing.email'" in text
+        assert (
+            "withdrawn, refused and audited: purpose 'marketing.email' needs consent"
+            in text
+        )
+        assert "dry run: demo_customers * delete_row 1" in text
+        assert "a second run deletes 0" in text
         assert re.search(r"verified \d+ events: intact\n", text)
 
     def test_keyring_file_private(self, demo_run: tuple[str, Path]) -> None:
@@ -74,7 +82,13 @@ class TestDemo:
         _, folder = demo_run
         trail = (folder / "audit.jsonl").read_text(encoding="utf-8")
         actions = [json.loads(line)["body"]["action"] for line in trail.splitlines()]
-        assert {"field.reveal", "purpose.check", "key.rotate"} <= set(actions)
+        assert {
+            "field.reveal",
+            "purpose.check",
+            "key.rotate",
+            "consent.change",
+            "retention.expire",
+        } <= set(actions)
         assert [] == [
             v
             for row in _CUSTOMERS

@@ -50,3 +50,13 @@ def test_shop_rotates_both_keys_in_one_run(tmp_path: Path) -> None:
     out = _run(EXAMPLES / "shop" / "app.py", tmp_path)
     assert "re-indexed 1; nothing left under older keys: True" in out
     assert "after retiring both old keys, found Yamada Hanako" in out
+
+
+def test_shop_consent_and_sweep(tmp_path: Path) -> None:
+    """The shop shows a consent withdrawal refused and a sweep after a released hold."""
+    out = _run(EXAMPLES / "shop" / "app.py", tmp_path)
+    assert "after the withdrawal: refused" in out
+    assert "dry run: shop_customers * delete_row 1" in out
+    assert "under a legal hold: held" in out
+    assert "released: deleted 1 customer rows" in out
+    assert "a second run deletes 0" in out

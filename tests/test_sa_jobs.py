@@ -33,6 +33,7 @@ import custdata
 
 from custdata.audit import AuditTrail, MemorySink
 from custdata.crypto import Keyring
+from custdata.governance import ConsentLedger
 from custdata.sqlalchemy import (
     SqlSubjectKeyStore,
     check_models,
@@ -325,16 +326,25 @@ class TestShredding:
         )
         store = SqlSubjectKeyStore(store_engine, table_name=f"sa_subject_keys_{suffix}")
         store.create_table()
+        # Acquiring medical history needs the patients' consent.
+        ledger = ConsentLedger.for_policy(policy)
         custodian = custdata.Custodian(
-            policy=policy, keyring=Keyring.generate(), subject_keys=store
+            policy=policy,
+            keyring=Keyring.generate(),
+            subject_keys=store,
+            consent=ledger,
         )
         Base.metadata.create_all(engine)
         ctx = _consultation()
         try:
             with custodian.activate():
                 with Session(engine) as session, _consultation():
-                    a = Patient(email="a@example.jp", history="asthma")
-                    b = Patient(email="b@example.jp", history="none")
+                    a = Patient(
+                        id=_consented(ledger), email="a@example.jp", history="asthma"
+                    )
+                    b = Patient(
+                        id=_consented(ledger), email="b@example.jp", history="none"
+                    )
                     session.add_all([a, b])
                     session.commit()
                     with ctx:
@@ -367,6 +377,13 @@ class TestShredding:
             store.table.drop(store_engine)
             if store_engine is not engine:
                 store_engine.dispose()
+
+
+def _consented(ledger: ConsentLedger) -> uuid.UUID:
+    """A new patient id whose consent to consultation is recorded."""
+    subject = uuid.uuid4()
+    ledger.grant(subject, "consultation", method="paper", notice_version="v1")
+    return subject
 
 
 def _consultation() -> Any:
@@ -617,8 +634,14 @@ class _SubjectKeyed:
         self.store = SqlSubjectKeyStore(self.store_engine, table_name=self.store_table)
         self.store.create_table()
         self.keyring = Keyring.generate() if keyring is None else keyring
+        # Consultation needs the patients' consent (special-care data).
+        self.consent = ConsentLedger.for_policy(policy)
         self.custodian = custdata.Custodian(
-            policy=policy, keyring=self.keyring, subject_keys=self.store, audit=audit
+            policy=policy,
+            keyring=self.keyring,
+            subject_keys=self.store,
+            audit=audit,
+            consent=self.consent,
         )
         self.m.Base.metadata.create_all(engine)
 
@@ -630,7 +653,10 @@ class _SubjectKeyed:
         ):
             patients = [
                 self.m.Patient(
-                    name=f"name-{i}", email=f"p{i}@example.jp", history=f"h{i}"
+                    id=_consented(self.consent),
+                    name=f"name-{i}",
+                    email=f"p{i}@example.jp",
+                    history=f"h{i}",
                 )
                 for i in range(n)
             ]
@@ -661,6 +687,7 @@ class _SubjectKeyed:
             subject_keys=SqlSubjectKeyStore(
                 self.store_engine, table_name=self.store_table
             ),
+            consent=self.consent,
         )
 
     def read(

@@ -106,7 +106,7 @@ def policy() -> custdata.Policy:
                 may_erase=True,
             ),
         ],
-        roles=[Role(id="clerk", purposes=["intake", "billing", "vault"])],
+        roles=[Role(id="clerk", purposes=["intake", "billing", "support", "vault"])],
     )
 
 
@@ -667,3 +667,103 @@ class TestSqlHolds:
             assert [] == _state(engine, shop)[shop.Customer.__tablename__]
         finally:
             store.table.drop(engine)
+
+
+class TestWorkers:
+    """Two workers (SKIP LOCKED where the database has it) end like one."""
+
+    def test_two_workers_same_state_and_progress(
+        self, engine: Engine, custodian: custdata.Custodian
+    ) -> None:
+        """Two workers dispose of the same rows as one; progress reaches the total."""
+        ids = [uuid.uuid4() for _ in range(40)]
+        spread = [T0, _years(1), _years(6, 300)]
+        shops = [make_shop(), make_shop()]
+        for s in shops:
+            s.Base.metadata.create_all(engine)
+        try:
+            for s in shops:
+                _add(engine, s, ids=ids, last_tx=spread)
+            at = _years(7, 1)
+            one = sweep(engine, custodian, tables=shops[0].Base, now=at, batch_size=3)
+            seen: list[tuple[str, int, int]] = []
+            two = sweep(
+                engine,
+                custodian,
+                tables=shops[1].Base,
+                now=at,
+                batch_size=3,
+                workers=2,
+                progress=lambda t, done, total: seen.append((t, done, total)),
+            )
+            assert one.total("delete_row") == two.total("delete_row") > 0
+            assert list(_state(engine, shops[0]).values()) == list(
+                _state(engine, shops[1]).values()
+            )
+            customers = shops[1].Customer.__tablename__
+            assert (40, 40) == max(
+                (done, total) for t, done, total in seen if t == customers
+            )
+        finally:
+            for s in shops:
+                s.Base.metadata.drop_all(engine)
+
+
+class TestExpiredNotReadable:
+    """A read for a purpose whose retention has ended for the record is refused."""
+
+    def test_support_refused_billing_allowed(
+        self, engine: Engine, shop: Shop, policy: custdata.Policy
+    ) -> None:
+        """At two years, support (1 year) may no longer read an old record; billing may."""
+        from custdata.sqlalchemy import SqlRetentionGuard
+
+        class Recorder:
+            def __init__(self) -> None:
+                self.decisions: list[custdata.AccessDecision] = []
+
+            def record_decision(self, decision: custdata.AccessDecision) -> None:
+                self.decisions.append(decision)
+
+        recorder = Recorder()
+        clock = [T0]
+        c = custdata.Custodian(
+            policy=policy,
+            keyring=Keyring.generate(),
+            audit=recorder,
+            retention=SqlRetentionGuard(engine, policy, tables=shop.Base),
+            clock=lambda: clock[0],
+        )
+        with c.activate():
+            old, new = _add(engine, shop, n=2, last_tx=[T0, _years(2)])
+            clock[0] = _years(2, 1)
+            assert CANARY_NAME == _read(engine, shop, old, "billing", "name")
+            assert "c1@example.jp" == _read(engine, shop, new, "support", "email")
+            with pytest.raises(custdata.PurposeViolationError, match="retention"):
+                _read(engine, shop, old, "support", "email")
+            denied = recorder.decisions[-1]
+            assert (custdata.DenyReason.RETENTION_EXPIRED, (str(old),)) == (
+                denied.reason,
+                denied.subjects,
+            )
+            # The ORM entity load is refused the same way.
+            with (
+                Session(engine) as session,
+                custdata.acting_as("s-1", role="clerk"),
+                custdata.purpose("support"),
+                pytest.raises(custdata.PurposeViolationError, match="retention"),
+            ):
+                session.scalars(
+                    select(shop.Customer).where(shop.Customer.id == old)
+                ).all()
+
+
+def _read(engine: Engine, shop: Shop, cid: uuid.UUID, purpose: str, field: str) -> Any:
+    with (
+        Session(engine) as session,
+        custdata.acting_as("s-1", role="clerk"),
+        custdata.purpose(purpose),
+    ):
+        return session.scalars(
+            select(getattr(shop.Customer, field)).where(shop.Customer.id == cid)
+        ).one()

@@ -7,6 +7,7 @@ Runs on SQLite in a temporary folder::
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
 import sys
 import tempfile
@@ -25,7 +26,8 @@ from models import Base, Customer, Order  # noqa: E402
 import custdata  # noqa: E402
 
 from custdata.crypto import Keyring  # noqa: E402
-from custdata.sqlalchemy import key_usage, reencrypt  # noqa: E402
+from custdata.governance import ConsentLedger, LegalHolds  # noqa: E402
+from custdata.sqlalchemy import key_usage, reencrypt, replay_deletions, sweep  # noqa: E402
 
 
 class PrintRecorder:
@@ -56,8 +58,14 @@ def main() -> None:
     """Run the walkthrough."""
     policy = custdata.Policy.from_toml(HERE.parent / "custdata.toml")
     keyring = Keyring.generate()
+    consent = ConsentLedger.for_policy(policy)
+    holds = LegalHolds()
     custodian = custdata.Custodian(
-        policy=policy, keyring=keyring, audit=PrintRecorder()
+        policy=policy,
+        keyring=keyring,
+        audit=PrintRecorder(),
+        consent=consent,
+        holds=holds,
     )
     custodian.make_current()
 
@@ -80,6 +88,7 @@ def main() -> None:
                 name="Yamada Hanako",
                 email="Hanako@example.jp",
                 card="4111111111111111",
+                last_order_at=dt.datetime(2026, 11, 3, tzinfo=dt.timezone.utc),
             )
             order = Order(total=decimal.Decimal(3980))
             hanako.orders.append(order)
@@ -173,6 +182,51 @@ def main() -> None:
             print(
                 f"  {usage.table}.{usage.column}: key {usage.key_id} holds {usage.count}"
             )
+
+        print("8. marketing needs consent: granted, read; withdrawn, refused")
+        granted = consent.grant(
+            hanako_id, "marketing", method="web_form", notice_version="2026-10"
+        )
+        with (
+            Session(engine) as session,
+            custdata.acting_as("m-3", role="marketer"),
+            custdata.purpose("marketing.email"),
+        ):
+            email = session.scalars(select(Customer.email)).one()
+            print(f"  with consent {granted.id[:12]}...: {email}")
+        consent.withdraw(granted.id)
+        with (
+            Session(engine) as session,
+            custdata.acting_as("m-3", role="marketer"),
+            custdata.purpose("marketing.email"),
+        ):
+            try:
+                session.scalars(select(Customer.email)).one()
+            except custdata.ConsentRequiredError as exc:
+                print(f"  after the withdrawal: refused ({exc})")
+
+        print("9. the retention sweep, years later: a dry run, a hold, then disposal")
+        later = dt.datetime(2034, 1, 1, tzinfo=dt.timezone.utc)
+        report = sweep(engine, custodian, tables=Base, now=later, dry_run=True)
+        for c in report.counts:
+            print(f"  dry run: {c.table} {c.field} {c.action} {c.count}")
+        hold = holds.place(
+            case="case-41", subjects=[hanako_id], reason="dispute", actor="legal-1"
+        )
+        report = sweep(engine, custodian, tables=Base, now=later)
+        print(f"  under a legal hold: held {report.total('held')} values")
+        holds.release(hold, reason="dispute settled", actor="legal-1")
+        log = Path(tmp) / "deletions.jsonl"
+        report = sweep(engine, custodian, tables=Base, now=later, log=log)
+        print(f"  released: deleted {report.total('delete_row')} customer rows")
+        again = sweep(engine, custodian, tables=Base, now=later)
+        print(f"  a second run deletes {again.total('delete_row')}")
+        print(
+            f"  the deletion log, kept apart: {len(log.read_text().splitlines())} line(s)"
+        )
+        print(
+            f"  replayed on this database: {replay_deletions(engine, log, tables=Base)} changes"
+        )
         engine.dispose()
 
 

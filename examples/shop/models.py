@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
 import uuid
 
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from custdata.sqlalchemy import customer_data, subject_key
+from custdata.sqlalchemy import customer_data, retention_anchor, subject_key
 
 
 class Base(DeclarativeBase):
@@ -24,6 +25,8 @@ class Customer(Base):
     plan: Mapped[str] = mapped_column(
         String(20), default="basic", info={"custdata_exempt": "product tier"}
     )
+    #: When the customer last ordered: the retention rules count from it.
+    last_order_at: Mapped[dt.datetime | None] = retention_anchor("last_transaction")
     name: Mapped[str] = customer_data(
         "name", purposes=["billing", "support", "shipping"]
     )

@@ -26,6 +26,7 @@ from ._decision import DecisionRecorder as DecisionRecorder
 from ._decision import DenyReason as DenyReason
 from ._decision import Outcome as Outcome
 from ._errors import AccessDeniedError as AccessDeniedError
+from ._errors import AcquisitionError as AcquisitionError
 from ._errors import ActorRequiredError as ActorRequiredError
 from ._errors import AuditError as AuditError
 from ._errors import AuditUnavailableError as AuditUnavailableError
@@ -97,6 +98,7 @@ __all__ = [
     "AccessContext",
     "AccessDecision",
     "AccessDeniedError",
+    "AcquisitionError",
     "Action",
     "ActorRequiredError",
     "Anchor",

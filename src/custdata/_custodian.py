@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import time
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,7 @@ _ERRORS: Mapping[DenyReason, type[AccessDeniedError]] = {
     DenyReason.MY_NUMBER_NOT_PERMITTED: PurposeViolationError,
     DenyReason.LEGAL_HOLD: LegalHoldError,
     DenyReason.UNREGISTERED_HANDLER: HandlerNotRegisteredError,
+    DenyReason.RETENTION_EXPIRED: PurposeViolationError,
 }
 
 #: The actions that use subjects' values, so need their consent where the
@@ -89,6 +91,11 @@ class Custodian:
         holds: The legal-hold register (:class:`custdata.governance.LegalHolds`):
             shredding, and deleting the records of, a held subject are
             refused with :class:`custdata.LegalHoldError`.
+        retention: Answers which subjects' records have outlived the retention
+            of the purpose in force (``expired_subjects(entity, fields,
+            purpose, subjects, now)``, as
+            :class:`custdata.sqlalchemy.SqlRetentionGuard` does): reads of
+            those are refused like out-of-purpose reads, once per batch.
         clock: Returns the current time (aware); it decides which purposes are
             in force (``effective_from``, ``retired_on``, the policy's
             ``effective_date``) and which consents. Defaults to the local
@@ -108,6 +115,7 @@ class Custodian:
         subject_keys: SubjectKeyStore | None = None,
         consent: Any = None,
         holds: Any = None,
+        retention: Any = None,
         clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         _check_arguments(policy, audit)
@@ -117,7 +125,11 @@ class Custodian:
         self._subject_keys = subject_keys
         self._consent = consent
         self._holds = holds
+        self._retention = retention
         self._clock = clock if clock is not None else _local_now
+        self._wall_clock = clock is None
+        #: (today, monotonic time until which it is today) for the wall clock.
+        self._day: tuple[dt.date, float] = (dt.date.min, -1.0)
         #: Per purpose: (first day, day retired or None, needs consent).
         self._lifecycles: dict[str, tuple[dt.date, dt.date | None, bool]] = {}
         # The policy is immutable: whether strict handler mode is on is read once.
@@ -422,7 +434,16 @@ class Custodian:
             PurposeViolationError: The purpose is unknown, or not permitted for a
                 field that does not mask on violation, or a field is untagged;
                 for ``Action.DELETE``, the purpose may not erase records
-                (the policy's ``may_erase``).
+                (the policy's ``may_erase``); the purpose (or the policy) is
+                not yet effective or is retired; a My Number field is used for a
+                purpose the My Number Act does not permit; the retention of the
+                purpose has ended for a record read (with a ``retention``
+                guard).
+            ConsentRequiredError: The purpose needs consent (or the write
+                acquires special-care data) and a subject of the batch has no
+                consent in force; the denial names those subjects.
+            LegalHoldError: ``Action.DELETE`` of records whose subject is under
+                a legal hold.
             AuditUnavailableError: The decision could not be recorded.
         """
         ctx = _access.get()
@@ -448,8 +469,7 @@ class Custodian:
         purpose = ctx.purpose
         if reason is None and purpose is not None:
             lifecycle = self._lifecycles.get(purpose) or self._lifecycle(purpose)
-            now = self._clock()
-            today = now.date()
+            today = self._today()
             if today < lifecycle[0] or (
                 lifecycle[1] is not None and today >= lifecycle[1]
             ):
@@ -459,11 +479,27 @@ class Custodian:
                 lifecycle[2] or (verdict.special and action in _ACQUIRING)
             ):
                 refused, consents, message = self._decide_subjects(
-                    purpose, verdict, named, count, now
+                    purpose, verdict, named, count, self._clock()
                 )
                 if message is not None:
                     reason = DenyReason.CONSENT_MISSING
                     named = refused
+            if (
+                reason is None
+                and action is Action.READ
+                and self._retention is not None
+                and named
+            ):
+                expired = self._retention.expired_subjects(
+                    entity, verdict.source, purpose, named, self._clock()
+                )
+                if expired:
+                    reason = DenyReason.RETENTION_EXPIRED
+                    named = tuple(s for s in named if s in expired)
+                    message = (
+                        f"the retention of purpose {purpose!r} has ended for "
+                        f"{len(named)} record(s) of {entity or 'this table'}"
+                    )
         if reason is None and self._strict_handlers:
             message = self._strict_handler_refusal(ctx.actor, ctx.role)
             if message is not None:
@@ -509,6 +545,21 @@ class Custodian:
                 )
             )
         return decision
+
+    def _today(self) -> dt.date:
+        """Today by the custodian's clock (the wall clock's day is memoised)."""
+        if not self._wall_clock:
+            return self._clock().date()
+        day, until = self._day
+        tick = time.monotonic()
+        if tick < until:
+            return day
+        now = self._clock()
+        midnight = dt.datetime.combine(
+            now.date() + dt.timedelta(days=1), dt.time(), tzinfo=now.tzinfo
+        )
+        self._day = (now.date(), tick + (midnight - now).total_seconds())
+        return now.date()
 
     def _lifecycle(self, purpose: str) -> tuple[dt.date, dt.date | None, bool]:
         """When *purpose* may be used, and whether it needs consent (memoised)."""

@@ -70,6 +70,8 @@ class DenyReason(str, enum.Enum):
     PROVISION_REFUSED = "provision_refused"
     #: Strict handler mode: the actor is not a registered, trained handler.
     UNREGISTERED_HANDLER = "unregistered_handler"
+    #: The retention of the purpose in force has ended for a record read.
+    RETENTION_EXPIRED = "retention_expired"
 
 
 @attrs.frozen(kw_only=True)

@@ -22,6 +22,7 @@ keep working::
     │   ├── UnknownKeyError (LookupError)        the envelope names a key the keyring lacks
     │   └── KeyDestroyedError                    the key was destroyed (crypto-shredding)
     ├── KeyManagementError                       a key operation failed (provider, store)
+    ├── AcquisitionError (ValueError)            a record's acquisition metadata is missing
     ├── UnsupportedOperationError (TypeError)    an operator that cannot work on ciphertext
     ├── ValueTypeError (TypeError)               a value its column's codec cannot encode
     ├── ReceiptRefusedError (ValueError)         received data lacks the 30条 confirmation items
@@ -42,6 +43,7 @@ from pathlib import Path
 
 __all__ = [
     "AccessDeniedError",
+    "AcquisitionError",
     "ActorRequiredError",
     "AuditError",
     "AuditUnavailableError",
@@ -168,6 +170,14 @@ class KeyDestroyedError(DecryptionError):
 
 class KeyManagementError(CustdataError):
     """A key operation failed: a provider refused, a key store is inconsistent."""
+
+
+class AcquisitionError(CustdataError, ValueError):
+    """A record's acquisition metadata is missing or invalid (R-PUR-6).
+
+    Raised on insert, before anything is sent: data acquired directly from the
+    person needs the version of the privacy notice shown.
+    """
 
 
 class UnsupportedOperationError(CustdataError, TypeError):

@@ -663,6 +663,19 @@ class Policy:
             return False
         return any(self.purposes[p].may_erase for p in self.tree.ancestors(purpose_id))
 
+    def retention_rule_for_use(
+        self, field: FieldPolicy, purpose_id: str
+    ) -> RetentionRule | None:
+        """The retention rule that bounds using *field* for *purpose_id*.
+
+        The field's own override, else the purpose's rule (inherited from the
+        nearest ancestor purpose); ``None`` for an unknown purpose.
+        """
+        if field.retention is not None:
+            return self.retention_rules[field.retention]
+        rid = self._rule_id_for_purpose(purpose_id)
+        return None if rid is None else self.retention_rules[rid]
+
     def retention_rules_for(self, field: FieldPolicy) -> tuple[RetentionRule, ...]:
         """Return the retention rules that govern *field*.
 

@@ -8,6 +8,7 @@ fetched from the network and nothing outside the folder is touched.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import shutil
 import stat
@@ -17,6 +18,15 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+
+#: The demo's "today", so the retention sweep always finds the same work.
+_TODAY = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+#: When each fictional customer last ordered.
+_LAST_ORDERS = (
+    dt.datetime(2026, 11, 3, tzinfo=dt.timezone.utc),
+    dt.datetime(2018, 5, 20, tzinfo=dt.timezone.utc),
+    dt.datetime(2025, 1, 15, tzinfo=dt.timezone.utc),
+)
 
 #: Fictional customers; the demo checks none of these values is stored in clear.
 _CUSTOMERS = (
@@ -35,7 +45,8 @@ def register(commands: Any) -> None:
             "Create a local keyring, a SQLite database of sample customers and a "
             "JSON-lines audit trail in a temporary folder; show the ciphertext at "
             "rest, an allowed, a masked and a denied read, a blind-index lookup, a "
-            "key rotation with re-encryption, and the verified audit trail."
+            "key rotation with re-encryption, a consent withdrawal, a retention "
+            "sweep, and the verified audit trail."
         ),
     )
     parser.add_argument(
@@ -95,7 +106,8 @@ def _walkthrough(folder: Path) -> None:
         verify_trail,
     )
     from ..crypto import Keyring  # noqa: PLC0415
-    from ..sqlalchemy import key_usage, reencrypt  # noqa: PLC0415
+    from ..governance import ConsentLedger  # noqa: PLC0415
+    from ..sqlalchemy import key_usage, reencrypt, sweep  # noqa: PLC0415
 
     print(f"custdata {custdata.__version__} demo, working in {folder}")
 
@@ -125,7 +137,10 @@ def _walkthrough(folder: Path) -> None:
         checkpoint_interval=None,
         service="demo",
     )
-    custodian = custdata.Custodian(policy=policy, keyring=keyring, audit=trail)
+    consent = ConsentLedger.for_policy(policy, audit=trail)
+    custodian = custdata.Custodian(
+        policy=policy, keyring=keyring, audit=trail, consent=consent
+    )
 
     from ._demo_models import Base, Customer  # noqa: PLC0415 - needs SQLAlchemy
 
@@ -143,8 +158,8 @@ def _walkthrough(folder: Path) -> None:
                 custdata.purpose("billing"),
             ):
                 rows = [
-                    Customer(name=n, email=e, phone=p, card=c)
-                    for n, e, p, c in _CUSTOMERS
+                    Customer(name=n, email=e, phone=p, card=c, last_order_at=last)
+                    for (n, e, p, c), last in zip(_CUSTOMERS, _LAST_ORDERS, strict=True)
                 ]
                 session.add_all(rows)
                 session.commit()
@@ -217,12 +232,53 @@ def _walkthrough(folder: Path) -> None:
             print(f"  values per key id before: {before}")
             print(f"  re-encrypted {report.reencrypted} values to key {new}")
             print(f"  values per key id after:  {after}")
+
+            _section(10, "Consent: marketing e-mail only while consent is in force")
+            granted = consent.grant(
+                hanako_id, "marketing", method="web_form", notice_version="2026-10"
+            )
+            query = select(Customer.email).where(Customer.id == hanako_id)
+            with (
+                Session(engine) as session,
+                custdata.acting_as("m-3", role="marketer"),
+                custdata.purpose("marketing.email"),
+            ):
+                print(
+                    f"  consent {granted.id[:12]}... granted: {session.scalar(query)}"
+                )
+            consent.withdraw(granted.id, actor="cs-1")
+            with (
+                Session(engine) as session,
+                custdata.acting_as("m-3", role="marketer"),
+                custdata.purpose("marketing.email"),
+            ):
+                try:
+                    session.scalar(query)
+                except custdata.ConsentRequiredError as exc:
+                    print(f"  withdrawn, refused and audited: {exc}")
+
+            _section(11, "Retention: the sweep disposes of what has expired")
+            dry = sweep(engine, custodian, tables=Base, now=_TODAY, dry_run=True)
+            for c in dry.counts:
+                print(f"  dry run: {c.table} {c.field} {c.action} {c.count}")
+            done = sweep(
+                engine,
+                custodian,
+                tables=Base,
+                now=_TODAY,
+                log=folder / "deletions.jsonl",
+            )
+            again = sweep(engine, custodian, tables=Base, now=_TODAY)
+            print(
+                f"  swept: {done.total('delete_row')} customer deleted (last order in "
+                f"2018, kept 7 years); a second run deletes {again.total('delete_row')}"
+            )
     finally:
         engine.dispose()
         trail.checkpoint()
         trail.close()
 
-    _section(10, "The audit trail: who did what, and proof it was not altered")
+    _section(12, "The audit trail: who did what, and proof it was not altered")
     for line in audit_path.read_text(encoding="utf-8").splitlines():
         body = json.loads(line)["body"]
         actor = (body.get("actor") or {}).get("id", "-")

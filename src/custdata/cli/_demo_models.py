@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 from sqlalchemy.orm import DeclarativeBase, Mapped
 
-from ..sqlalchemy import customer_data, subject_key
+from ..sqlalchemy import customer_data, retention_anchor, subject_key
 
 
 class Base(DeclarativeBase):
@@ -19,6 +20,8 @@ class Customer(Base):
     __tablename__ = "demo_customers"
 
     id: Mapped[uuid.UUID] = subject_key()
+    #: The last order: the retention rules count from it.
+    last_order_at: Mapped[dt.datetime | None] = retention_anchor("last_transaction")
     name: Mapped[str] = customer_data(
         "name", purposes=["billing", "shipping", "support"]
     )

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 
+from ._anchors import AcquisitionSource as AcquisitionSource
 from ._anchors import UtcDateTime as UtcDateTime
+from ._anchors import acquisition_source as acquisition_source
+from ._anchors import notice_version as notice_version
 from ._anchors import retention_anchor as retention_anchor
 from ._check import check_models as check_models
 from ._consent import SqlConsentStore as SqlConsentStore
@@ -20,6 +23,7 @@ from ._declare import CustomerDataInfo as CustomerDataInfo
 from ._declare import customer_data as customer_data
 from ._declare import subject_key as subject_key
 from ._declare import uuid7 as uuid7
+from ._expiry import SqlRetentionGuard as SqlRetentionGuard
 from ._holds import SqlHoldStore as SqlHoldStore
 from ._incidents import IncidentTables as IncidentTables
 from ._incidents import SqlIncidentStore as SqlIncidentStore
@@ -64,6 +68,7 @@ from ._types import bind_subject as bind_subject
 
 
 __all__ = [
+    "AcquisitionSource",
     "BLIND_INDEX_SUFFIX",
     "CustomerDataInfo",
     "EncryptedBoolean",
@@ -88,10 +93,12 @@ __all__ = [
     "SqlHoldStore",
     "SqlIncidentStore",
     "SqlProvisionRecordStore",
+    "SqlRetentionGuard",
     "SqlSubjectKeyStore",
     "SweepCount",
     "SweepReport",
     "UtcDateTime",
+    "acquisition_source",
     "add_custdata_tables",
     "bind_subject",
     "blind_index_eraser",
@@ -105,6 +112,7 @@ __all__ = [
     "install",
     "key_usage",
     "legacy_plaintext_reads",
+    "notice_version",
     "provide",
     "reencrypt",
     "replay_deletions",

@@ -1,21 +1,32 @@
-"""Retention anchors per record: the events a retention period counts from."""
+"""Per-record retention anchors and acquisition metadata (R-RET-1, R-PUR-6)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 
 from typing import Any
 
-from sqlalchemy import DateTime
+from sqlalchemy import DateTime, String, event
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import mapped_column
+from sqlalchemy.orm import Mapper, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from custdata._errors import AcquisitionError, ValueTypeError
 from custdata._retention import Anchor
 
 
-__all__ = ["ANCHOR_INFO_KEY", "UtcDateTime", "anchor_columns", "retention_anchor"]
+__all__ = [
+    "ACQUISITION_INFO_KEY",
+    "ANCHOR_INFO_KEY",
+    "AcquisitionSource",
+    "UtcDateTime",
+    "acquisition_source",
+    "anchor_columns",
+    "notice_version",
+    "retention_anchor",
+]
 
 #: The ``Column.info`` key naming the anchor a column holds.
 ANCHOR_INFO_KEY = "custdata_anchor"
@@ -130,3 +141,122 @@ def anchor_columns(table: Any) -> dict[str, Any]:
     return {
         c.info[ANCHOR_INFO_KEY]: c for c in table.columns if c.info.get(ANCHOR_INFO_KEY)
     }
+
+
+#: The ``Column.info`` key naming the acquisition item a column holds.
+ACQUISITION_INFO_KEY = "custdata_acquisition"
+
+
+class AcquisitionSource(str, enum.Enum):
+    """Where a record's customer data was obtained (R-PUR-6)."""
+
+    #: From the data subject (the privacy notice's version must be recorded).
+    DIRECT = "direct"
+    #: From a third party (a receipt record is kept, APPI Art. 30).
+    THIRD_PARTY = "third_party"
+    #: From a publication.
+    PUBLIC = "public"
+
+
+def acquisition_source(*, nullable: bool = False) -> Any:
+    """Declare the column recording where the record's data was obtained (R-PUR-6).
+
+    The value is an :class:`AcquisitionSource` (stored as its text). With
+    :func:`notice_version` on the same model, an ORM insert of a record
+    acquired ``direct``-ly without the notice version shown is refused with
+    :class:`custdata.AcquisitionError` before anything is sent.
+    """
+    return mapped_column(
+        String(16),
+        nullable=nullable,
+        info={
+            ACQUISITION_INFO_KEY: "source",
+            "custdata_exempt": "acquisition metadata",
+        },
+    )
+
+
+def notice_version(*, nullable: bool = True) -> Any:
+    """Declare the column recording the privacy-notice version shown at acquisition.
+
+    Required (on ORM inserts) when the record's :func:`acquisition_source` is
+    ``direct`` (APPI Art. 21(2): the purpose is stated to the person).
+    """
+    return mapped_column(
+        String(64),
+        nullable=nullable,
+        info={
+            ACQUISITION_INFO_KEY: "notice_version",
+            "custdata_exempt": "acquisition metadata",
+        },
+    )
+
+
+def _acquisition_attrs(mapper: Mapper[Any]) -> tuple[str | None, str | None]:
+    source = notice = None
+    for prop in mapper.column_attrs:
+        for col in prop.columns:
+            kind = (getattr(col, "info", None) or {}).get(ACQUISITION_INFO_KEY)
+            if kind == "source":
+                source = prop.key
+            elif kind == "notice_version":
+                notice = prop.key
+    return source, notice
+
+
+def _check_anchor(where: str) -> Any:
+    def check(_target: Any, value: Any, _old: Any, _initiator: Any) -> Any:
+        if value is None:
+            return value
+        if not isinstance(value, dt.datetime):
+            msg = f"{where} is a retention anchor: expected a datetime, got {type(value).__name__}"
+            raise ValueTypeError(msg)
+        if value.tzinfo is None or value.utcoffset() is None:
+            msg = f"{where} is a retention anchor: the datetime must be time-zone aware"
+            raise ValueTypeError(msg)
+        return value
+
+    return check
+
+
+@event.listens_for(Mapper, "mapper_configured")
+def _watch_acquisition(mapper: Mapper[Any], class_: type[Any]) -> None:
+    for prop in mapper.column_attrs:
+        if any(
+            (getattr(col, "info", None) or {}).get(ANCHOR_INFO_KEY)
+            for col in prop.columns
+        ):
+            # Checked when set, so a naive or wrong value is a custdata error
+            # naming the attribute, not a driver error at flush.
+            event.listen(
+                prop.class_attribute,
+                "set",
+                _check_anchor(f"{class_.__name__}.{prop.key}"),
+                retval=True,
+            )
+    source, notice = _acquisition_attrs(mapper)
+    if source is None:
+        return
+
+    def check(_mapper: Any, _connection: Any, target: Any) -> None:
+        value = getattr(target, source)
+        try:
+            kind = AcquisitionSource(value)
+        except ValueError:
+            choices = ", ".join(repr(s.value) for s in AcquisitionSource)
+            msg = f"{mapper.class_.__name__}.{source} must be one of {choices}"
+            raise AcquisitionError(msg) from None
+        if isinstance(value, AcquisitionSource):
+            setattr(target, source, value.value)
+        if (
+            kind is AcquisitionSource.DIRECT
+            and notice is not None
+            and not getattr(target, notice)
+        ):
+            msg = (
+                f"{mapper.class_.__name__}: data acquired directly needs the "
+                f"privacy-notice version shown ({notice})"
+            )
+            raise AcquisitionError(msg)
+
+    event.listen(mapper, "before_insert", check)

@@ -1,0 +1,134 @@
+"""Expired is not readable: a read past the purpose's retention is refused (R-RET-1)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from sqlalchemy import DateTime, column, select, table
+from sqlalchemy.engine import Engine
+
+from ._anchors import ANCHOR_INFO_KEY, aware_utc
+from ._binding import SUBJECT_INFO_KEY
+from ._jobs import _tables_arg
+
+
+__all__ = ["SqlRetentionGuard"]
+
+_CHUNK = 500
+
+
+class _Anchored:
+    """A table whose rows are one per subject, with their anchor columns."""
+
+    def __init__(self, tbl: Any) -> None:
+        subject = next(c for c in tbl.columns if c.info.get(SUBJECT_INFO_KEY))
+        self.kind = getattr(subject.type, "python_type", str)
+        self.anchors = {
+            c.info[ANCHOR_INFO_KEY]: c.name
+            for c in tbl.columns
+            if c.info.get(ANCHOR_INFO_KEY)
+        }
+        self.subject = column(subject.name, subject.type)
+        self.raw = table(
+            tbl.name,
+            self.subject,
+            *(column(name, DateTime()) for name in self.anchors.values()),
+            schema=tbl.schema,
+        )
+
+    def key(self, text: str) -> Any:
+        if self.kind is uuid.UUID:
+            return uuid.UUID(text)
+        if self.kind is int:
+            return int(text)
+        return text
+
+
+class SqlRetentionGuard:
+    """Refuses reads of records whose retention for the purpose in force has ended.
+
+    Give it to the custodian (``Custodian(retention=...)``). For every fetched
+    batch of a table that declares retention anchors and whose subject key is
+    its primary key (one row per subject), it reads the batch's anchors in one
+    ``SELECT`` and refuses the batch when, for a field read, the retention rule
+    of the purpose in force (or the field's own) has run out for one of its
+    records: the read is recorded as denied (``retention_expired``), naming
+    those subjects. Other tables are not checked.
+
+    Args:
+        engine: The application's database (read on the guard's own
+            connections).
+        policy: The policy whose retention rules decide.
+        tables: A declarative base, ``MetaData`` or tables.
+    """
+
+    def __init__(self, engine: Engine, policy: Any, *, tables: Any) -> None:
+        self._engine = engine
+        self._policy = policy
+        self._tables: dict[str, _Anchored] = {}
+        for tbl in _tables_arg(tables) or []:
+            pk = list(tbl.primary_key.columns)
+            anchored = any(c.info.get(ANCHOR_INFO_KEY) for c in tbl.columns)
+            if anchored and len(pk) == 1 and pk[0].info.get(SUBJECT_INFO_KEY):
+                self._tables[tbl.name] = _Anchored(tbl)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<SqlRetentionGuard tables={sorted(self._tables)}>"
+
+    def expired_subjects(
+        self,
+        entity: str | None,
+        fields: Mapping[str, Any] | None,
+        purpose: str,
+        subjects: Collection[str],
+        now: dt.datetime,
+    ) -> set[str]:
+        """The subjects of *subjects* whose record has outlived *purpose*'s retention.
+
+        Args:
+            entity: The table read.
+            fields: The fields read, with their policies.
+            purpose: The purpose in force.
+            subjects: The batch's subjects (as text).
+            now: The time of the read.
+
+        Returns:
+            The expired subjects (empty when the table is not checked).
+        """
+        target = self._tables.get(entity or "")
+        if target is None or not fields:
+            return set()
+        rules = {
+            rule.id: rule
+            for fp in fields.values()
+            if fp is not None
+            and (rule := self._policy.retention_rule_for_use(fp, purpose)) is not None
+        }
+        if not rules:
+            return set()
+        wanted = list(subjects)
+        expired: set[str] = set()
+        with self._engine.connect() as conn:
+            for start in range(0, len(wanted), _CHUNK):
+                keys = [target.key(s) for s in wanted[start : start + _CHUNK]]
+                rows = conn.execute(
+                    select(*target.raw.c).where(target.subject.in_(keys))
+                )
+                for row in rows:
+                    anchors = {
+                        name: when
+                        for name, col in target.anchors.items()
+                        if (when := aware_utc(getattr(row, col))) is not None
+                    }
+                    for rule in rules.values():
+                        end = rule.expires_at(anchors)
+                        if end is not None and now >= end:
+                            expired.add(str(getattr(row, target.subject.name)))
+                            break
+        return expired
