@@ -300,6 +300,40 @@ class TestDrift:
             (d.code, d.key_path) for d in notice_drift(sample_policy, published)
         ]
 
+    def test_foreign_country_added_without_publishing(
+        self, sample_policy: custdata.Policy, tmp_path: Path
+    ) -> None:
+        """Data now handled in a foreign country the notice does not name is PUB003
+        (PPC FAQ Q10-24: the countries belong in the published safety measures)."""
+        published = render_document(sample_policy, "notice", lang="ja")
+        policy = custdata.Policy.from_toml(
+            policy_variant(
+                tmp_path, "foreign_countries = []", 'foreign_countries = ["ベトナム"]'
+            )
+        )
+        assert [("PUB003", "notice.foreign_countries.ベトナム")] == [
+            (d.code, d.key_path) for d in notice_drift(policy, published)
+        ]
+        republished = render_document(policy, "notice", lang="ja")
+        assert "ベトナム" in republished
+        assert [] == notice_drift(policy, republished)
+
+    def test_measure_changed_without_publishing(
+        self, sample_policy: custdata.Policy, tmp_path: Path
+    ) -> None:
+        """A registered safety measure whose text changed is PUB003 naming it."""
+        published = render_document(sample_policy, "notice", lang="en")
+        policy = custdata.Policy.from_toml(
+            policy_variant(
+                tmp_path,
+                'text_en = "Handlers are trained at least once a year."',
+                'text_en = "Handlers are trained twice a year."',
+            )
+        )
+        assert [("PUB003", "measures.training.text_en")] == [
+            (d.code, d.key_path) for d in notice_drift(policy, published)
+        ]
+
 
 class TestCli:
     def test_docs_render_writes_every_document(

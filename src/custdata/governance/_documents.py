@@ -659,7 +659,8 @@ def notice_drift(policy: Policy, published: str) -> list[Drift]:
       bullets under its heading, as :func:`render_document` writes it) that
       the policy no longer has;
     * ``PUB003`` a 公表事項 item of the policy (address, representative,
-      complaint desk, fee, foreign countries) missing from the notice.
+      complaint desk, fee, a foreign country of handling, a registered safety
+      measure's text) missing from the notice.
 
     Returns:
         The differences; empty when the notice matches the rendering.
@@ -702,6 +703,10 @@ def notice_drift(policy: Policy, published: str) -> list[Drift]:
     }
     for country in notice.foreign_countries:
         items[f"notice.foreign_countries.{country}"] = country
+    for mid, measure in sorted(policy.registers.measures.items()):
+        items[f"measures.{mid}.text_{lang}"] = (
+            measure.text_ja if lang == "ja" else measure.text_en
+        )
     for key, value in items.items():
         if value and _normalise(value) not in body:
             drifts.append(
