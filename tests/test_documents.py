@@ -308,7 +308,9 @@ class TestDrift:
         published = render_document(sample_policy, "notice", lang="ja")
         policy = custdata.Policy.from_toml(
             policy_variant(
-                tmp_path, "foreign_countries = []", 'foreign_countries = ["ベトナム"]'
+                tmp_path,
+                "\nforeign_countries = []",
+                '\nforeign_countries = ["ベトナム"]',
             )
         )
         assert [("PUB003", "notice.foreign_countries.ベトナム")] == [
