@@ -198,7 +198,18 @@ class TestScopeFromTheAuditTrail:
         assert (keyring.primary_key_id,) == keys["name"]
         assert () == keys.get("contact.phone", ())
         assert "agent-x" in scope.basis
-        text = repr(scope) + scope.basis
+        # A time window with no actor named: every subject anyone saw in it,
+        # including the card the billing clerk read.
+        window = incident_scope_from_audit(
+            query, since=start, until=until, metadata=models.Base.metadata
+        )
+        assert 5 == window.subject_count
+        assert tuple(sorted(query.subject_ref(str(c)) for c in ids)) == (
+            window.subject_refs
+        )
+        assert "payment.card" in window.categories
+        assert "anyone" in window.basis
+        text = repr(scope) + scope.basis + repr(window)
         assert CANARIES["name"] not in text
         assert all(str(c) not in text for c in ids)
 

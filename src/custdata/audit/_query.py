@@ -154,7 +154,7 @@ class AuditQuery:
 
     def subjects_revealed(
         self,
-        actor: str,
+        actor: str | None,
         *,
         since: dt.datetime,
         until: dt.datetime,
@@ -163,7 +163,8 @@ class AuditQuery:
         """Return the subjects whose data *actor* saw in ``[since, until)``.
 
         Args:
-            actor: The actor id.
+            actor: The actor id, or ``None`` for every actor (all the
+                subjects whose data anyone saw in the window).
             since: Start, inclusive (timezone-aware).
             until: End, exclusive.
             purposes: Only these purposes, when given.
@@ -184,13 +185,14 @@ class AuditQuery:
             )
             .join(t, sa.and_(t.c.chain == s.c.chain, t.c.seq == s.c.seq))
             .where(
-                s.c.actor_id == audit_name(actor),
                 s.c.ts >= self._ts(since),
                 s.c.ts < self._ts(until),
                 s.c.action.in_(_SAW),
             )
             .order_by(s.c.ts, s.c.chain, s.c.seq)
         )
+        if actor is not None:
+            stmt = stmt.where(s.c.actor_id == audit_name(actor))
         if purposes is not None:
             stmt = stmt.where(s.c.purpose.in_([audit_name(p) for p in purposes]))
         with self.engine.connect() as conn:

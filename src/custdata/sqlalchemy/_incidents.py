@@ -337,7 +337,7 @@ def _field_categories(metadata: sa.MetaData) -> dict[tuple[str, str], str]:
 def incident_scope_from_audit(
     query: Any,
     *,
-    actors: Iterable[str],
+    actors: Iterable[str] | None = None,
     since: dt.datetime,
     until: dt.datetime,
     metadata: sa.MetaData,
@@ -347,7 +347,9 @@ def incident_scope_from_audit(
     """Compute an incident's scope from the audit tables.
 
     The subjects are those whose data any of *actors* saw (revealed fields,
-    third-party exports) in ``[since, until)``, by their audit pseudonyms;
+    third-party exports) in ``[since, until)`` -- or anyone saw, when
+    *actors* is ``None`` (a time window: a leak whose actor is unknown) --
+    by their audit pseudonyms;
     the fields are those seen, with the categories their models declare. Every
     custdata customer-data column is stored encrypted, so each field is marked
     encrypted (whether the keys are safe is the classification's question).
@@ -355,7 +357,7 @@ def incident_scope_from_audit(
     Args:
         query: A :class:`custdata.audit.AuditQuery` over the audit tables.
         actors: The actor ids to investigate (a compromised account, an
-            insider).
+            insider); ``None`` for every actor in the window.
         since: Start, inclusive (time-zone aware).
         until: End, exclusive.
         metadata: The application's metadata with the mapped models.
@@ -372,7 +374,7 @@ def incident_scope_from_audit(
     categories = _field_categories(metadata)
     refs: set[str] = set()
     seen: dict[tuple[str, str], str] = {}
-    names = sorted(set(actors))
+    names: list[str | None] = [None] if actors is None else [*sorted(set(actors))]
     for actor in names:
         result = query.subjects_revealed(
             actor, since=since, until=until, purposes=purposes
@@ -411,7 +413,8 @@ def incident_scope_from_audit(
         subject_count=len(refs),
         subject_refs=tuple(sorted(refs)),
         basis=(
-            f"audit: subjects revealed to {', '.join(names)} from "
+            f"audit: subjects revealed to "
+            f"{'anyone' if actors is None else ', '.join(map(str, names))} from "
             f"{since.isoformat()} until {until.isoformat()}"
         ),
     )
