@@ -7,6 +7,7 @@ module and registers its sub-commands on the shared parser.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from collections.abc import Sequence
@@ -55,7 +56,27 @@ def build_parser() -> argparse.ArgumentParser:
         _report,
     ):
         module.register(commands)
+    _plain_help(parser)
     return parser
+
+
+def _plain_help(parser: argparse.ArgumentParser) -> None:
+    """Give every command a plain-text description.
+
+    A command without one takes its one-line help; reStructuredText markup
+    (roles, double backquotes, ``::`` blocks) that a module docstring brought in is
+    turned into plain text.
+    """
+    for action in parser._actions:  # noqa: SLF001 - argparse has no public walk
+        if not isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            continue
+        helps = {a.dest: a.help for a in action._choices_actions}  # noqa: SLF001
+        for name, sub in action.choices.items():
+            text = sub.description or helps.get(name) or ""
+            text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+            text = text.replace("``", "'").replace("\n::\n", "\n")
+            sub.description = text[:1].upper() + text[1:]
+            _plain_help(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -43,7 +43,17 @@ __all__ = ["register"]
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the ``audit`` command group on *subparsers*."""
     audit = subparsers.add_parser(
-        "audit", help="verify and inspect the audit trail", description=__doc__
+        "audit",
+        help="verify and inspect the audit trail",
+        description=(
+            "Verify an audit trail and investigate it. SOURCE is a JSON-lines file "
+            "or a database URL (anything with ://). 'verify' names every kind of "
+            "tampering it finds; 'who-read' lists every event concerning a data "
+            "subject (its id is turned into its pseudonym with the keyring), "
+            "allowed or denied; 'what-did' every event of an actor. The queries "
+            "verify the trail first and state the checkpoint it is verified "
+            "through. " + _EXIT
+        ),
     )
     commands = audit.add_subparsers(
         dest="audit_command", metavar="COMMAND", required=True
@@ -51,12 +61,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verify = commands.add_parser(
         "verify",
         help="verify a JSON-lines file or audit tables; exit 0 intact, 1 findings",
+        description="Verify an audit trail and name each kind of tampering. " + _EXIT,
     )
     _common(verify)
     verify.set_defaults(handler=_verify)
     who = commands.add_parser(
         "who-read",
         help="every event concerning a data subject (allowed and denied)",
+        description=(
+            "List every event concerning a data subject, allowed or denied, after "
+            "verifying the trail. " + _EXIT
+        ),
     )
     _common(who)
     who.add_argument("--subject", required=True, metavar="ID", help="the subject's id")
@@ -65,11 +80,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _window(who)
     who.set_defaults(handler=_who_read)
-    what = commands.add_parser("what-did", help="every event of an actor")
+    what = commands.add_parser(
+        "what-did",
+        help="every event of an actor",
+        description="List every event of an actor, after verifying the trail. " + _EXIT,
+    )
     _common(what)
     what.add_argument("--actor", required=True, metavar="ID", help="the actor's id")
     _window(what)
     what.set_defaults(handler=_what_did)
+
+
+_EXIT = (
+    "Exit 0: intact (informational findings only); 1: findings; 2: usage error; "
+    "3: intact, but a record was torn by a crash or a failed write "
+    "(CRASH_TRUNCATED: an I/O artefact, not tampering)."
+)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
