@@ -27,16 +27,37 @@ __all__ = [
     "add_database_arguments",
     "add_kek_arguments",
     "add_subject_key_arguments",
+    "count_int",
     "key_provider",
     "load_keyring",
     "load_models",
     "open_audit",
     "open_subject_keys",
     "operator",
+    "positive_int",
     "warn_unrecorded",
 ]
 
 _DEFAULT_SUBJECT_KEY_TABLE = "custdata_subject_keys"
+
+
+def count_int(text: str) -> int:
+    """An argparse type: a whole number, zero or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number, one or more."""
+    value = count_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def add_database_arguments(parser: Any, *, required: bool = True) -> None:

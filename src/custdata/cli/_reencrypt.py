@@ -17,10 +17,12 @@ from ._options import (
     add_database_arguments,
     add_kek_arguments,
     add_subject_key_arguments,
+    count_int,
     load_keyring,
     load_models,
     open_audit,
     open_subject_keys,
+    positive_int,
     warn_unrecorded,
 )
 from ._progress import Progress
@@ -59,13 +61,13 @@ def register(commands: Any) -> None:
     add_audit_arguments(parser)
     parser.add_argument(
         "--batch-size",
-        type=_positive,
+        type=positive_int,
         default=500,
         help="rows (or subject keys) per transaction",
     )
     parser.add_argument(
         "--retries",
-        type=_count,
+        type=count_int,
         default=3,
         help="how many more times to try rows that were locked (default 3)",
     )
@@ -83,7 +85,7 @@ def register(commands: Any) -> None:
     )
     parser.add_argument(
         "--limit",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="with --plaintext: stop after N values",
     )
@@ -94,23 +96,6 @@ def register(commands: Any) -> None:
         help="print the report as JSON on stdout (problems stay on stderr)",
     )
     parser.set_defaults(handler=run)
-
-
-def _positive(text: str) -> int:
-    value = _count(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,10 +22,10 @@ from ._options import (
     load_models,
     open_audit,
     open_subject_keys,
+    positive_int,
     warn_unrecorded,
 )
 from ._progress import Progress
-from ._reencrypt import _positive
 
 
 __all__ = ["register", "run"]
@@ -82,11 +82,11 @@ def register(commands: Any) -> None:
         help="decide as of this aware instant (default: now)",
     )
     parser.add_argument(
-        "--batch-size", type=_positive, default=500, help="rows per transaction"
+        "--batch-size", type=positive_int, default=500, help="rows per transaction"
     )
     parser.add_argument(
         "--workers",
-        type=_positive,
+        type=positive_int,
         default=1,
         help="workers sweeping at once (SKIP LOCKED on PostgreSQL, MySQL 8, MariaDB 10.6)",
     )
