@@ -142,7 +142,7 @@ class TestCustdataTables:
     """add_custdata_tables puts every custdata table on the application's metadata."""
 
     def test_adds_audit_and_subject_key_tables_once(self) -> None:
-        """Audit, key, consent, hold, provision and incident tables join; once only."""
+        """Audit, key, consent, hold, provision, incident and request tables join; once only."""
         metadata = MetaData()
         first = add_custdata_tables(metadata)
         again = add_custdata_tables(metadata)
@@ -158,6 +158,8 @@ class TestCustdataTables:
             "custdata_incident",
             "custdata_incident_timeline",
             "custdata_incident_subject",
+            "custdata_request",
+            "custdata_request_event",
         ] == [t.name for t in first]
         assert [id(t) for t in first] == [id(t) for t in again]
         assert set(metadata.tables) == {t.name for t in first}
@@ -166,7 +168,7 @@ class TestCustdataTables:
         """The SQL stores on the same metadata use the tables defined there."""
         metadata = MetaData()
         table, consents, held = add_custdata_tables(
-            metadata, audit=False, provision=False, incidents=False
+            metadata, audit=False, provision=False, incidents=False, requests=False
         )
         engine = create_engine("sqlite://")
         try:

@@ -46,9 +46,12 @@ from ._errors import PurposeNotGrantedError as PurposeNotGrantedError
 from ._errors import PurposeRequiredError as PurposeRequiredError
 from ._errors import PurposeViolationError as PurposeViolationError
 from ._errors import ReceiptRefusedError as ReceiptRefusedError
+from ._errors import RequestError as RequestError
+from ._errors import RequestTransitionError as RequestTransitionError
 from ._errors import UnclassifiedFieldError as UnclassifiedFieldError
 from ._errors import UnknownIncidentError as UnknownIncidentError
 from ._errors import UnknownKeyError as UnknownKeyError
+from ._errors import UnknownRequestError as UnknownRequestError
 from ._errors import UnsupportedOperationError as UnsupportedOperationError
 from ._errors import ValueTypeError as ValueTypeError
 from ._masking import MASK_KINDS as MASK_KINDS
@@ -72,6 +75,7 @@ from ._registers import Registers as Registers
 from ._registers import SafetyMeasure as SafetyMeasure
 from ._reporting import ReportingRoutes as ReportingRoutes
 from ._reporting import RouteStep as RouteStep
+from ._requests import RequestSettings as RequestSettings
 from ._retention import Anchor as Anchor
 from ._retention import ExpiryAction as ExpiryAction
 from ._retention import LegalHold as LegalHold
@@ -148,6 +152,9 @@ __all__ = [
     "ReceiptRefusedError",
     "Registers",
     "ReportingRoutes",
+    "RequestError",
+    "RequestSettings",
+    "RequestTransitionError",
     "ResponsiblePerson",
     "RetentionRule",
     "RetentionStatus",
@@ -160,6 +167,7 @@ __all__ = [
     "UnclassifiedFieldError",
     "UnknownIncidentError",
     "UnknownKeyError",
+    "UnknownRequestError",
     "UnsupportedOperationError",
     "ValueTypeError",
     "acting_as",

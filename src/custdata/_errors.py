@@ -29,6 +29,9 @@ keep working::
     ├── IncidentError (ValueError)               an incident record or report is invalid
     │   ├── UnknownIncidentError (LookupError)   no incident has that id
     │   └── IncidentReportIncompleteError        a final report lacks items
+    ├── RequestError (ValueError)                a data-subject request is invalid
+    │   ├── UnknownRequestError (LookupError)    no request has that id
+    │   └── RequestTransitionError               the request's state does not allow that step
     └── AuditError
         └── AuditUnavailableError                an audit event could not be recorded
 
@@ -63,8 +66,11 @@ __all__ = [
     "PurposeRequiredError",
     "PurposeViolationError",
     "ReceiptRefusedError",
+    "RequestError",
+    "RequestTransitionError",
     "UnclassifiedFieldError",
     "UnknownIncidentError",
+    "UnknownRequestError",
     "UnknownKeyError",
     "UnsupportedOperationError",
     "ValueTypeError",
@@ -214,6 +220,32 @@ class IncidentReportIncompleteError(IncidentError):
     def __init__(self, message: str, *, missing: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.missing = missing
+
+
+class RequestError(CustdataError, ValueError):
+    """A data-subject request record, transition or setting is invalid.
+
+    Messages name the request id, its kind and state, never the subject or a
+    customer value.
+    """
+
+
+class UnknownRequestError(RequestError, LookupError):
+    """No data-subject request with that id is recorded."""
+
+
+class RequestTransitionError(RequestError):
+    """The request's state does not allow the step asked for.
+
+    Attributes:
+        state: The state the request is in.
+        action: The step that was refused.
+    """
+
+    def __init__(self, message: str, *, state: str = "", action: str = "") -> None:
+        super().__init__(message)
+        self.state = state
+        self.action = action
 
 
 class AuditError(CustdataError):

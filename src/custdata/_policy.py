@@ -24,6 +24,7 @@ from ._lifecycle import check_my_number_field, check_purpose_lifecycle
 from ._purposes import AppiBasis, GdprBasis, Purpose, PurposeTree
 from ._registers import Registers
 from ._reporting import ReportingRoutes, read_reporting_routes
+from ._requests import RequestSettings, read_request_settings
 from ._retention import (
     Anchor,
     ExpiryAction,
@@ -252,6 +253,7 @@ class Policy:
         reporting: The incident reporting routes (``[reporting]``).
         registers: The notice, handler, safety-measure and prohibition
             registers (:class:`custdata.Registers`).
+        requests: How data-subject requests are answered (``[requests]``).
         source: The file the policy was loaded from, if any.
         third_party: Contractors, joint use and published foreign countries
             (the ``[third_party]`` table).
@@ -274,6 +276,7 @@ class Policy:
     taxonomy: Taxonomy = attrs.field(factory=Taxonomy.default)
     reporting: ReportingRoutes = attrs.field(factory=ReportingRoutes)
     registers: Registers = attrs.field(factory=Registers)
+    requests: RequestSettings = attrs.field(factory=RequestSettings)
     source: str | None = None
     third_party: ThirdPartyPolicy = attrs.field(factory=ThirdPartyPolicy)
     tree: PurposeTree = attrs.field(init=False, repr=False)
@@ -300,6 +303,7 @@ class Policy:
         cpo: str | None = None,
         third_party: ThirdPartyPolicy | None = None,
         registers: Registers | None = None,
+        requests: RequestSettings | None = None,
     ) -> Policy:
         """Build a policy from sequences, checking ids are unique.
 
@@ -325,6 +329,7 @@ class Policy:
             taxonomy=Taxonomy.default().with_categories(*categories),
             third_party=third_party or ThirdPartyPolicy(),
             registers=registers or Registers(),
+            requests=requests or RequestSettings(),
         )
 
     # -- loading ---------------------------------------------------------------
@@ -458,6 +463,10 @@ class Policy:
             root.get("reporting", dict, "a [reporting] table", required=False) or {},
             problems.add,
         )
+        requests = read_request_settings(
+            root.get("requests", dict, "a [requests] table", required=False) or {},
+            problems.add,
+        )
         registers = Registers.read(root)
         root.finish()
         problems.raise_if_any()
@@ -483,6 +492,7 @@ class Policy:
             taxonomy=taxonomy,
             reporting=reporting,
             registers=registers,
+            requests=requests,
             source=source,
             third_party=third_party,
         )

@@ -74,6 +74,21 @@ from ._reports import ReportItem as ReportItem
 from ._reports import ReportKind as ReportKind
 from ._reports import ReportStage as ReportStage
 from ._reports import build_report as build_report
+from ._requests import DataSubjectRequest as DataSubjectRequest
+from ._requests import InMemoryRequestStore as InMemoryRequestStore
+from ._requests import RequestAction as RequestAction
+from ._requests import RequestDesk as RequestDesk
+from ._requests import RequestEvent as RequestEvent
+from ._requests import RequestKind as RequestKind
+from ._requests import RequestState as RequestState
+from ._requests import RequestStore as RequestStore
+from ._requests import replay_request as replay_request
+from ._requests import request_due_at as request_due_at
+from ._requests import request_findings as request_findings
+from ._requests import request_from_dict as request_from_dict
+from ._requests import request_kind as request_kind
+from ._requests import request_kinds as request_kinds
+from ._requests import request_to_dict as request_to_dict
 from ._retention_holds import HoldRecord as HoldRecord
 from ._retention_holds import HoldStore as HoldStore
 from ._retention_holds import InMemoryHoldStore as InMemoryHoldStore
@@ -107,6 +122,7 @@ __all__ = [
     "DOCUMENTS",
     "DUE_SOON_DAYS",
     "DataMap",
+    "DataSubjectRequest",
     "Drift",
     "DueItem",
     "EXTENSIONS",
@@ -119,6 +135,7 @@ __all__ = [
     "InMemoryHoldStore",
     "InMemoryIncidentStore",
     "InMemoryProvisionRecordStore",
+    "InMemoryRequestStore",
     "Incident",
     "IncidentKind",
     "IncidentRegister",
@@ -141,6 +158,12 @@ __all__ = [
     "ReportKind",
     "ReportStage",
     "Reportability",
+    "RequestAction",
+    "RequestDesk",
+    "RequestEvent",
+    "RequestKind",
+    "RequestState",
+    "RequestStore",
     "ReviewItem",
     "RouteStatus",
     "RulePack",
@@ -165,6 +188,13 @@ __all__ = [
     "render_document",
     "render_documents",
     "render_report",
+    "replay_request",
+    "request_due_at",
+    "request_findings",
+    "request_from_dict",
+    "request_kind",
+    "request_kinds",
+    "request_to_dict",
     "retain_until",
     "review_items",
     "review_report",

@@ -44,6 +44,9 @@ from ._legacy import legacy_plaintext_reads as legacy_plaintext_reads
 from ._provision import Provision as Provision
 from ._provision import SqlProvisionRecordStore as SqlProvisionRecordStore
 from ._provision import provide as provide
+from ._requests import RequestTables as RequestTables
+from ._requests import SqlRequestStore as SqlRequestStore
+from ._requests import request_tables as request_tables
 from ._runtime import MASK_TEXT as MASK_TEXT
 from ._runtime import install as install
 from ._runtime import validate_models as validate_models
@@ -89,10 +92,12 @@ __all__ = [
     "MigrationReport",
     "Provision",
     "ReencryptReport",
+    "RequestTables",
     "SqlConsentStore",
     "SqlHoldStore",
     "SqlIncidentStore",
     "SqlProvisionRecordStore",
+    "SqlRequestStore",
     "SqlRetentionGuard",
     "SqlSubjectKeyStore",
     "SweepCount",
@@ -116,6 +121,7 @@ __all__ = [
     "provide",
     "reencrypt",
     "replay_deletions",
+    "request_tables",
     "retention_anchor",
     "shred_subject",
     "subject_key",

@@ -9,6 +9,7 @@ from ._holds import hold_table
 from ._incidents import incident_tables
 from ._keystore import subject_key_table
 from ._provision import provision_tables
+from ._requests import request_tables
 
 
 __all__ = ["add_custdata_tables"]
@@ -29,6 +30,8 @@ def add_custdata_tables(
     provision_prefix: str = "custdata_provision",
     incidents: bool = True,
     incident_prefix: str = "custdata_incident",
+    requests: bool = True,
+    request_prefix: str = "custdata_request",
 ) -> list[Table]:
     """Define every table custdata keeps in the application's database on *metadata*.
 
@@ -40,7 +43,8 @@ def add_custdata_tables(
     (:class:`SqlSubjectKeyStore`), the consent ledger (:class:`SqlConsentStore`),
     the legal holds (:class:`SqlHoldStore`), the provision, receipt and
     related-information records (:class:`SqlProvisionRecordStore`) and the
-    incident register (:class:`SqlIncidentStore`). Tables custdata adds in later
+    incident register (:class:`SqlIncidentStore`) and the data-subject request
+    register (:class:`SqlRequestStore`). Tables custdata adds in later
     versions are added here too. Calling it again on the same metadata changes
     nothing.
 
@@ -63,6 +67,8 @@ def add_custdata_tables(
         provision_prefix: Their name prefix (as given to ``SqlProvisionRecordStore``).
         incidents: Add the incident register's tables.
         incident_prefix: Their name prefix (as given to ``SqlIncidentStore``).
+        requests: Add the data-subject request register's tables.
+        request_prefix: Their name prefix (as given to ``SqlRequestStore``).
 
     Returns:
         The tables, as defined on *metadata*.
@@ -91,4 +97,7 @@ def add_custdata_tables(
     if incidents:
         t = incident_tables(metadata, prefix=incident_prefix)
         tables.extend((t.incident, t.timeline, t.subject))
+    if requests:
+        r = request_tables(metadata, prefix=request_prefix)
+        tables.extend((r.request, r.event))
     return tables
