@@ -24,6 +24,7 @@ from . import (
     _provision,
     _reencrypt,
     _report,
+    _request,
     _review,
     _sweep,
 )
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         _sweep,
         _provision,
         _incident,
+        _request,
         _docs,
         _review,
         _report,

@@ -30,7 +30,8 @@ def register(commands: Any) -> None:
             "the registers (overdue reviews, training, prohibitions); with "
             "--published, drift from the published notice; with --models, also "
             "untagged or unencrypted customer-data columns; with --previous, purpose "
-            "changes against the previous policy. Exit 0 clean, 1 findings, 2 "
+            "changes against the previous policy; with --requests-url, data-subject "
+            "requests overdue (REQ001) or due soon (REQ002). Exit 0 clean, 1 findings, 2 "
             "invalid input."
         ),
     )
@@ -56,6 +57,18 @@ def register(commands: Any) -> None:
         help="a published privacy notice (Markdown, HTML or text) to compare "
         "with the rendering; drift is a finding (PUB001-PUB003)",
     )
+    parser.add_argument(
+        "--requests-url",
+        metavar="URL",
+        help="the application's database: open data-subject requests past their "
+        "due date (REQ001) or due within [requests] due_soon_days (REQ002)",
+    )
+    parser.add_argument(
+        "--requests-prefix",
+        default="custdata_request",
+        metavar="NAME",
+        help="the request tables' prefix (default custdata_request)",
+    )
     parser.add_argument("--json", action="store_true", help="print findings as JSON")
     parser.add_argument(
         "--today",
@@ -79,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         findings.extend(register_findings(policy, today=today))
         if args.published:
             findings.extend(published_findings(policy, args.published))
+        if args.requests_url:
+            findings.extend(_request_findings(policy, args, today))
         if args.models:
             from ..sqlalchemy import check_models  # noqa: PLC0415 - optional layer
 
@@ -91,6 +106,36 @@ def run(args: argparse.Namespace) -> int:
         return 2
     _print(findings, as_json=args.json, source=args.policy)
     return 1 if findings else 0
+
+
+def _request_findings(
+    policy: Policy, args: argparse.Namespace, today: dt.date
+) -> list[Finding]:
+    """The REQ findings of the requests in the database, judged at the end of *today*."""
+    from sqlalchemy import create_engine, inspect  # noqa: PLC0415 - optional layer
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+    from ..governance import request_findings  # noqa: PLC0415
+    from ..sqlalchemy import SqlRequestStore  # noqa: PLC0415
+
+    settings = policy.requests
+    # A request due today is not yet overdue on the day itself.
+    now = dt.datetime.combine(today, dt.time(), tzinfo=settings.zone)
+    try:
+        engine = create_engine(args.requests_url, hide_parameters=True)
+    except Exception as exc:  # noqa: BLE001 - a bad URL is a usage error
+        msg = f"cannot open --requests-url ({type(exc).__name__})"
+        raise ConfigurationError(msg) from None
+    try:
+        store = SqlRequestStore(engine, prefix=args.requests_prefix)
+        if not inspect(engine).has_table(store.tables.request.name):
+            return []
+        return request_findings(store.requests(), settings=settings, now=now)
+    except SQLAlchemyError as exc:
+        msg = f"cannot read the requests ({type(exc).__name__})"
+        raise ConfigurationError(msg) from None
+    finally:
+        engine.dispose()
 
 
 def _print(findings: list[Finding], *, as_json: bool, source: str) -> None:

@@ -1,0 +1,433 @@
+"""``custdata request``: track data-subject requests kept in the application's database.
+
+Each sub-command works on the request tables (``custdata_request*``) of the
+database given by ``--url``; ``open`` creates them when they are missing (use
+your migrations and :func:`custdata.sqlalchemy.add_custdata_tables` in
+production). ``--policy`` supplies the ``[requests]`` settings (the APPI
+target in days, the time zone, the fee, the accepted verification methods)
+and the purposes a stop may cover. Every step is recorded at ``--at`` (an ISO
+date-time with its offset; now when omitted) by ``--actor``.
+
+Sub-commands: ``open KIND``, ``verify ID``, ``extend ID`` (GDPR, with
+reasons), ``decide ID`` (``--grant``, or ``--refuse`` with ``--ground`` and
+``--reason``), ``fulfil ID`` (``--partial`` with grounds), ``withdraw ID``,
+``list`` and ``show ID``; each takes ``--json``. ``custdata request kinds``
+lists the kinds with their articles.
+
+Exit status: 0 done; 2 a usage, configuration or database error, an unknown
+request, a value the kind does not take or a step its state does not allow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import sys
+
+from collections.abc import Iterator
+from typing import Any
+
+from .._errors import CustdataError, RequestError, UnknownRequestError
+from ._options import count_int, operator
+
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register the ``request`` command group on *subparsers*."""
+    request = subparsers.add_parser(
+        "request",
+        help="track data-subject requests (APPI 32-35条, GDPR 15-21)",
+        description=__doc__,
+    )
+    commands = request.add_subparsers(
+        dest="request_command", metavar="COMMAND", required=True
+    )
+
+    kinds = commands.add_parser("kinds", help="the kinds of request and their articles")
+    kinds.add_argument("--json", action="store_true", help="machine-readable output")
+    kinds.set_defaults(handler=_kinds)
+
+    opened = commands.add_parser("open", help="record a new request")
+    opened.add_argument("kind", metavar="KIND", help="the kind (see 'request kinds')")
+    _common(opened)
+    opened.add_argument(
+        "--subject", required=True, help="the subject's id or identifier, as given"
+    )
+    opened.add_argument("--id", dest="request_id", help="the request id (generated)")
+    opened.add_argument(
+        "--fee-yen", type=count_int, metavar="N", help="the fee charged (法38条)"
+    )
+    opened.add_argument(
+        "--format", dest="disclosure_format", help="the form of disclosure chosen"
+    )
+    opened.add_argument(
+        "--purpose", action="append", default=[], help="a purpose a stop covers"
+    )
+    opened.add_argument(
+        "--recipient", action="append", default=[], help="a third party a stop covers"
+    )
+    opened.add_argument(
+        "--ground", action="append", default=[], help="a ground cited (35条)"
+    )
+    opened.add_argument("--note", default="", help="a note (no customer values)")
+    opened.set_defaults(handler=_open)
+
+    verify = commands.add_parser("verify", help="record the identity verification")
+    _common(verify, with_id=True)
+    verify.add_argument("--method", required=True, help="how the identity was verified")
+    verify.set_defaults(handler=_verify)
+
+    extend = commands.add_parser(
+        "extend", help="extend a GDPR request by two months (Art. 12(3))"
+    )
+    _common(extend, with_id=True)
+    extend.add_argument("--reason", required=True, help="why (told to the person)")
+    extend.set_defaults(handler=_extend)
+
+    decide = commands.add_parser("decide", help="grant or refuse the request")
+    _common(decide, with_id=True)
+    choice = decide.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--grant", action="store_true", help="grant: work begins")
+    choice.add_argument("--refuse", action="store_true", help="refuse, with grounds")
+    _refusal(decide)
+    decide.set_defaults(handler=_decide)
+
+    fulfil = commands.add_parser("fulfil", help="record that the request was answered")
+    _common(fulfil, with_id=True)
+    fulfil.add_argument(
+        "--partial", action="store_true", help="only part was granted (give grounds)"
+    )
+    _refusal(fulfil)
+    fulfil.add_argument(
+        "--result",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="what was done (rows=3, export=file.json); no customer values",
+    )
+    fulfil.set_defaults(handler=_fulfil)
+
+    withdraw = commands.add_parser("withdraw", help="record that the person withdrew")
+    _common(withdraw, with_id=True)
+    withdraw.add_argument("--reason", default="", help="how it was withdrawn")
+    withdraw.set_defaults(handler=_withdraw)
+
+    listed = commands.add_parser("list", help="the requests and their deadlines")
+    _common(listed)
+    listed.add_argument("--open", action="store_true", help="open requests only")
+    listed.set_defaults(handler=_list)
+
+    show = commands.add_parser("show", help="one request and its history")
+    _common(show, with_id=True)
+    show.set_defaults(handler=_show)
+
+
+def _common(parser: argparse.ArgumentParser, *, with_id: bool = False) -> None:
+    if with_id:
+        parser.add_argument("request_id", metavar="ID", help="the request id")
+    parser.add_argument("--url", required=True, help="the application's database URL")
+    parser.add_argument(
+        "--prefix", default="custdata_request", help="the request tables' prefix"
+    )
+    parser.add_argument("--policy", metavar="PATH", help="the policy file")
+    parser.add_argument("--actor", help="who records this (default cli:<login>)")
+    parser.add_argument(
+        "--at",
+        metavar="ISO",
+        help="when it happened, with its offset (default now; for 'list', the "
+        "time overdue is judged at)",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _refusal(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ground",
+        action="append",
+        default=[],
+        help="a refusal ground of the rule pack (repeat)",
+    )
+    parser.add_argument("--reason", default="", help="the reasons told to the person")
+
+
+def _time(value: str | None) -> dt.datetime:
+    if value is None:
+        return dt.datetime.now(dt.timezone.utc)
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        msg = "--at is not an ISO 8601 date-time"
+        raise RequestError(msg) from None
+    if parsed.tzinfo is None:
+        msg = "--at needs a UTC offset (e.g. +09:00)"
+        raise RequestError(msg)
+    return parsed
+
+
+class _Session:
+    """The desk over the database, and the engine to dispose."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from sqlalchemy import create_engine  # noqa: PLC0415 - the CLI loads lazily
+
+        from .. import Policy  # noqa: PLC0415
+        from ..governance import RequestDesk  # noqa: PLC0415
+        from ..sqlalchemy import SqlRequestStore  # noqa: PLC0415
+
+        policy = None if args.policy is None else Policy.from_toml(args.policy)
+        try:
+            self.engine = create_engine(args.url, hide_parameters=True)
+        except Exception as exc:  # noqa: BLE001 - a bad URL is a usage error
+            msg = f"cannot open the database URL ({type(exc).__name__})"
+            raise RequestError(msg) from None
+        self.store = SqlRequestStore(self.engine, prefix=args.prefix)
+        self.missing = False
+        self.desk = RequestDesk(
+            self.store,
+            settings=None if policy is None else policy.requests,
+            purposes=None if policy is None else tuple(policy.purposes),
+        )
+
+
+@contextlib.contextmanager
+def _session(args: argparse.Namespace) -> Iterator[_Session]:
+    from sqlalchemy import inspect  # noqa: PLC0415
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+    session = _Session(args)
+    try:
+        missing = not inspect(session.engine).has_table(
+            session.store.tables.request.name
+        )
+        if args.request_command == "open":
+            session.store.create_tables()
+        elif missing and args.request_command != "list":
+            msg = f"no request {args.request_id!r} (the database has no request tables)"
+            raise UnknownRequestError(msg)
+        session.missing = missing
+        yield session
+    except SQLAlchemyError as exc:
+        msg = f"database error ({type(exc).__name__})"
+        raise RequestError(msg) from None
+    finally:
+        session.engine.dispose()
+
+
+def _print(args: argparse.Namespace, data: Any, text: str) -> None:
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True))
+    else:
+        print(text)
+
+
+def _fail(args: argparse.Namespace, exc: CustdataError) -> int:
+    print(f"custdata request {args.request_command}: {exc}", file=sys.stderr)
+    return 2
+
+
+def _line(r: Any, now: dt.datetime) -> str:
+    late = " OVERDUE" if r.overdue(now) else ""
+    return (
+        f"{r.request_id}  {r.kind}  {r.state.value}  due {r.due_at.isoformat()}{late}"
+    )
+
+
+def _summary(r: Any, now: dt.datetime) -> dict[str, Any]:
+    info = r.kind_info
+    return {
+        "request_id": r.request_id,
+        "kind": r.kind,
+        "article": info.article,
+        "regime": r.regime,
+        "state": r.state.value,
+        "received_at": r.received_at.isoformat(),
+        "due_at": r.due_at.isoformat(),
+        "overdue": r.overdue(now),
+        "pack_id": r.pack_id,
+    }
+
+
+def _kinds(args: argparse.Namespace) -> int:
+    from ..governance import request_kinds  # noqa: PLC0415
+
+    kinds = request_kinds()
+    data = [
+        {
+            "key": k.key,
+            "regime": k.regime,
+            "article": k.article,
+            "label_ja": k.label_ja,
+            "label_en": k.label_en,
+            "execution": k.execution,
+            "fee": k.fee,
+            "formats": list(k.formats),
+            "grounds": list(k.grounds),
+            "pack_id": k.pack_id,
+        }
+        for k in kinds
+    ]
+    text = "\n".join(f"{k.key:<24} {k.article:<16} {k.label_en}" for k in kinds)
+    _print(args, data, text)
+    return 0
+
+
+def _open(args: argparse.Namespace) -> int:
+    try:
+        at = _time(args.at)
+        with _session(args) as session:
+            request = session.desk.open(
+                args.kind,
+                subject=args.subject,
+                received_at=at,
+                actor=operator(args),
+                request_id=args.request_id,
+                fee_yen=args.fee_yen,
+                disclosure_format=args.disclosure_format,
+                purposes=args.purpose,
+                recipients=args.recipient,
+                grounds=args.ground,
+                note=args.note,
+            )
+    except CustdataError as exc:
+        return _fail(args, exc)
+    _print(
+        args,
+        _summary(request, at),
+        f"{request.request_id} due {request.due_at.isoformat()}",
+    )
+    return 0
+
+
+def _stepped(args: argparse.Namespace, request: Any) -> int:
+    _print(
+        args,
+        _summary(request, request.history[-1].at),
+        f"{request.request_id}: {request.state.value}, due {request.due_at.isoformat()}",
+    )
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    try:
+        with _session(args) as session:
+            request = session.desk.verify(
+                args.request_id,
+                method=args.method,
+                at=_time(args.at),
+                actor=operator(args),
+            )
+    except CustdataError as exc:
+        return _fail(args, exc)
+    return _stepped(args, request)
+
+
+def _extend(args: argparse.Namespace) -> int:
+    try:
+        with _session(args) as session:
+            request = session.desk.extend(
+                args.request_id,
+                reason=args.reason,
+                at=_time(args.at),
+                actor=operator(args),
+            )
+    except CustdataError as exc:
+        return _fail(args, exc)
+    return _stepped(args, request)
+
+
+def _decide(args: argparse.Namespace) -> int:
+    try:
+        with _session(args) as session:
+            request = session.desk.decide(
+                args.request_id,
+                grant=args.grant,
+                grounds=args.ground,
+                reason=args.reason,
+                at=_time(args.at),
+                actor=operator(args),
+            )
+    except CustdataError as exc:
+        return _fail(args, exc)
+    return _stepped(args, request)
+
+
+def _results(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            msg = f"--result {key!r}: expected KEY=VALUE"
+            raise RequestError(msg)
+        out[key] = value
+    return out
+
+
+def _fulfil(args: argparse.Namespace) -> int:
+    try:
+        result = _results(args.result)
+        with _session(args) as session:
+            request = session.desk.fulfil(
+                args.request_id,
+                partial=args.partial,
+                grounds=args.ground,
+                reason=args.reason,
+                result=result,
+                at=_time(args.at),
+                actor=operator(args),
+            )
+    except CustdataError as exc:
+        return _fail(args, exc)
+    return _stepped(args, request)
+
+
+def _withdraw(args: argparse.Namespace) -> int:
+    try:
+        with _session(args) as session:
+            request = session.desk.withdraw(
+                args.request_id,
+                reason=args.reason,
+                at=_time(args.at),
+                actor=operator(args),
+            )
+    except CustdataError as exc:
+        return _fail(args, exc)
+    return _stepped(args, request)
+
+
+def _list(args: argparse.Namespace) -> int:
+    try:
+        now = _time(args.at)
+        with _session(args) as session:
+            if session.missing:
+                requests: tuple[Any, ...] = ()
+            elif args.open:
+                requests = session.desk.open_requests()
+            else:
+                requests = session.store.requests()
+    except CustdataError as exc:
+        return _fail(args, exc)
+    data = [_summary(r, now) for r in requests]
+    text = "\n".join(_line(r, now) for r in requests) or "no requests"
+    _print(args, data, text)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    try:
+        now = _time(args.at)
+        with _session(args) as session:
+            request = session.desk.get(args.request_id)
+    except CustdataError as exc:
+        return _fail(args, exc)
+    data = {**request.as_dict(), "overdue": request.overdue(now)}
+    lines = [_line(request, now)]
+    lines.extend(
+        f"{e.seq:>3}  {e.at.isoformat()}  {e.actor}  {e.action.value}"
+        for e in request.history
+    )
+    _print(args, data, "\n".join(lines))
+    return 0
