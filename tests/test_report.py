@@ -106,10 +106,12 @@ class TestReportHtml:
         assert "POL003" in page
 
     def test_extension_points(self, tmp_path: Path, in_root: object) -> None:
-        """Incidents, requests, contractors and consent counts are marked extension points."""
+        """Incidents, contractors and consent counts are marked extension points; requests are listed."""
         _, page = _report(tmp_path / "r")
-        for ext in ("incidents", "requests", "consent ledger"):
+        for ext in ("incidents", "consent ledger"):
             assert f"[extension point: {ext}]" in page
+        assert "[extension point: requests]" not in page
+        assert "No data-subject request is open." in page
         assert "extension point (provision)" in page
 
     def test_policy_text_is_escaped(self, tmp_path: Path) -> None:

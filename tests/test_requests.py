@@ -563,3 +563,52 @@ def test_packs_carry_the_requests_topic() -> None:
     assert "requests" in rule_pack("appi", pack_id="appi-2024-04").topics
     assert "sla" == rule_pack("appi").topic("requests")["deadline"]["basis"]
     assert 2 == rule_pack("gdpr").topic("requests")["deadline"]["extension_months"]
+
+
+class TestDocumentsAndReport:
+    def test_notice_and_regulation_render_the_requests_section(self) -> None:
+        """The request section comes from [requests] and the packs' kinds, not an extension point."""
+        from custdata.governance import render_document
+
+        policy = Policy.from_dict(
+            {
+                **_minimal(),
+                "requests": {
+                    "sla_days": 9,
+                    "desk": "窓口X",
+                    "verification_methods": ["login"],
+                },
+            }
+        )
+        notice = render_document(policy, "notice", lang="ja")
+        assert "[extension point: requests]" not in notice
+        assert "受付窓口: 窓口X" in notice
+        assert "受付日の翌日から9日以内" in notice
+        assert "第三者提供記録の開示（法33条5項）：手数料の対象" in notice
+        regulation = render_document(policy, "regulation", lang="en")
+        assert "[extension point: requests]" not in regulation
+        assert "| Right to data portability | Art. 20 |" in regulation
+        assert "within 9 days" in regulation
+
+    def test_report_lists_open_requests_with_deadlines(self) -> None:
+        """Open requests appear in the HTML report, overdue ones marked; closed ones do not."""
+        from custdata.governance import render_report
+
+        policy = Policy.from_dict(_minimal())
+        d = desk()
+        opened(d, "appi_disclosure", received_at=jst(2026, 2, 1, 10))
+        d.open(
+            "gdpr_access",
+            subject=CANARY,
+            received_at=jst(2026, 2, 1),
+            actor="a",
+            request_id="REQ-2",
+        )
+        d.withdraw("REQ-2", at=jst(2026, 2, 2), actor="a")
+        page = render_report(
+            policy, today=dt.date(2026, 2, 16), requests=d.store.requests()
+        )["index.html"]
+        assert "REQ-1" in page
+        assert "2026-02-15T23:59:59+09:00 (overdue)" in page
+        assert "REQ-2" not in page
+        assert CANARY not in page

@@ -20,9 +20,10 @@ markdown-it-py with raw HTML disabled, so text from the policy file can never
 inject markup, and there is one template per document to keep right, not two.
 
 The registers other parts of custdata add (contractors and provision,
-incidents and reporting routes, data-subject requests) are rendered from what
-exists: each document has a marked extension point (:data:`EXTENSIONS`) that
-says the register is not kept by custdata yet.
+incidents and reporting routes) are rendered from what exists: each document
+has a marked extension point (:data:`EXTENSIONS`) that says the register is not
+kept by custdata yet. The request sections of the notice and the regulation
+come from the policy's ``[requests]`` table and the rule packs' request kinds.
 
 :func:`notice_drift` compares a published notice with the rendering
 (``custdata check --published``). Nothing here imports SQLAlchemy; the
@@ -47,6 +48,7 @@ from custdata._purposes import Purpose
 from custdata._registers import MeasureCategory, SafetyMeasure
 
 from ._packs import rule_pack
+from ._requests import _kinds_of
 
 
 __all__ = [
@@ -65,7 +67,7 @@ DOCUMENTS: tuple[str, ...] = ("regulation", "notice", "ledger", "ropa", "fidesla
 
 #: Registers that other parts of custdata will add, each rendered today as a
 #: marked extension point ("not kept by custdata yet").
-EXTENSIONS: tuple[str, ...] = ("provision", "incidents", "requests")
+EXTENSIONS: tuple[str, ...] = ("provision", "incidents")
 
 Lang = Literal["ja", "en"]
 Format = Literal["md", "html"]
@@ -445,6 +447,15 @@ def _context(
         "appi_pack": appi.pack_id,
         "gdpr_pack": gdpr.pack_id,
         "extensions": EXTENSIONS,
+        "requests": policy.requests,
+        "gdpr_request": gdpr.topic("requests")["deadline"],
+        "request_kinds": {
+            regime: [
+                {"label": k.label(lang), "article": k.article, "fee": k.fee}
+                for k in _kinds_of(pack)
+            ]
+            for regime, pack in (("appi", appi), ("gdpr", gdpr))
+        },
         "label": lambda key: _label(lang, key),
     }
 

@@ -21,6 +21,7 @@ from custdata._check import check_policy
 from custdata._policy import FieldPolicy, Policy
 
 from ._documents import DOCUMENTS, EXTENSIONS, FieldRecord, render_documents
+from ._requests import DataSubjectRequest
 from ._review import register_findings, review_items
 
 
@@ -152,6 +153,7 @@ def render_report(
     today: dt.date,
     fields: Sequence[FieldRecord] = (),
     trail: TrailStatus | None = None,
+    requests: Sequence[DataSubjectRequest] = (),
 ) -> dict[str, str]:
     """Render the compliance report; return file names mapped to their HTML.
 
@@ -160,6 +162,8 @@ def render_report(
         today: The report date (reviews due are computed against it).
         fields: The stored fields (see :func:`custdata.sqlalchemy.field_inventory`).
         trail: The audit trail's verification status, if one was verified.
+        requests: The data-subject requests; the open ones are listed with
+            their deadlines (overdue ones marked, judged at the end of *today*).
     """
     import jinja2  # noqa: PLC0415 - only rendering needs the template engine
 
@@ -197,11 +201,35 @@ def render_report(
         trail=trail,
         documents=documents,
         extensions=EXTENSIONS,
+        requests=_open_requests(policy, requests, today),
     )
     pages = {"index.html": page}
     for lang in ("ja", "en"):
         pages.update(render_documents(policy, lang=lang, fmt="html", fields=fields))
     return pages
+
+
+def _open_requests(
+    policy: Policy, requests: Sequence[DataSubjectRequest], today: dt.date
+) -> list[dict[str, str]]:
+    """The open requests as report rows, earliest due first (no subjects)."""
+    end = dt.datetime.combine(today, dt.time(23, 59, 59), tzinfo=policy.requests.zone)
+    rows = []
+    for r in sorted(requests, key=lambda r: (r.due_at, r.request_id)):
+        if r.state.closed:
+            continue
+        info = r.kind_info
+        rows.append(
+            {
+                "id": r.request_id,
+                "kind": f"{info.label_en} ({info.article})",
+                "state": r.state.value,
+                "received": r.received_at.isoformat(),
+                "due": r.due_at.isoformat(),
+                "status": "overdue" if r.overdue(end) else "open",
+            }
+        )
+    return rows
 
 
 def _kept(policy: Policy, record: FieldRecord) -> str:
