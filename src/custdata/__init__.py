@@ -48,6 +48,7 @@ from ._errors import PurposeViolationError as PurposeViolationError
 from ._errors import ReceiptRefusedError as ReceiptRefusedError
 from ._errors import RequestError as RequestError
 from ._errors import RequestTransitionError as RequestTransitionError
+from ._errors import SubjectNotFoundError as SubjectNotFoundError
 from ._errors import UnclassifiedFieldError as UnclassifiedFieldError
 from ._errors import UnknownIncidentError as UnknownIncidentError
 from ._errors import UnknownKeyError as UnknownKeyError
@@ -162,6 +163,7 @@ __all__ = [
     "RouteStep",
     "SafetyMeasure",
     "SubContractor",
+    "SubjectNotFoundError",
     "Taxonomy",
     "ThirdPartyPolicy",
     "UnclassifiedFieldError",

@@ -26,6 +26,7 @@ keep working::
     ├── UnsupportedOperationError (TypeError)    an operator that cannot work on ciphertext
     ├── ValueTypeError (TypeError)               a value its column's codec cannot encode
     ├── ReceiptRefusedError (ValueError)         received data lacks the 30条 confirmation items
+    ├── SubjectNotFoundError (LookupError)       no data subject (or several) match an identifier
     ├── IncidentError (ValueError)               an incident record or report is invalid
     │   ├── UnknownIncidentError (LookupError)   no incident has that id
     │   └── IncidentReportIncompleteError        a final report lacks items
@@ -55,9 +56,9 @@ __all__ = [
     "ContractorReviewOverdueError",
     "CustdataError",
     "DecryptionError",
+    "HandlerNotRegisteredError",
     "IncidentError",
     "IncidentReportIncompleteError",
-    "HandlerNotRegisteredError",
     "KeyDestroyedError",
     "KeyManagementError",
     "LegalHoldError",
@@ -68,6 +69,7 @@ __all__ = [
     "ReceiptRefusedError",
     "RequestError",
     "RequestTransitionError",
+    "SubjectNotFoundError",
     "UnclassifiedFieldError",
     "UnknownIncidentError",
     "UnknownRequestError",
@@ -285,3 +287,11 @@ class ReceiptRefusedError(CustdataError, ValueError):
     def __init__(self, message: str, *, missing: tuple[str, ...]) -> None:
         self.missing = missing
         super().__init__(message)
+
+
+class SubjectNotFoundError(CustdataError, LookupError):
+    """No data subject, or more than one, matches an identifier.
+
+    Raised by :func:`custdata.sqlalchemy.locate_subject`; the message never
+    contains the identifier's value.
+    """

@@ -280,12 +280,20 @@ class Policy:
     source: str | None = None
     third_party: ThirdPartyPolicy = attrs.field(factory=ThirdPartyPolicy)
     tree: PurposeTree = attrs.field(init=False, repr=False)
+    #: The purposes that disclose to the data subject (``subject_disclosure``
+    #: on them or above them).
+    disclosure_purposes: frozenset[str] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         problems = _Problems(self.source)
         self._validate(problems)
         problems.raise_if_any()
         object.__setattr__(self, "tree", PurposeTree(self.purposes))
+        object.__setattr__(
+            self,
+            "disclosure_purposes",
+            frozenset(p for p in self.purposes if self._discloses(p)),
+        )
 
     @classmethod
     def build(
@@ -419,6 +427,7 @@ class Policy:
                     retention=r.text("retention", required=False),
                     categories=r.strings("categories", required=False),
                     may_erase=r.flag("may_erase"),
+                    subject_disclosure=r.flag("subject_disclosure"),
                     retired_on=r.date("retired_on", required=False),
                     my_number_act=r.flag("my_number_act"),
                     next_review=r.date("next_review", required=False),
@@ -566,7 +575,7 @@ class Policy:
             )
         if not cyclic:
             for pid in self.purposes:
-                if self._rule_id_for_purpose(pid) is None:
+                if self._rule_id_for_purpose(pid) is None and not self._discloses(pid):
                     problems.add(
                         f"purposes.{pid}.retention",
                         "no retention rule: set one on the purpose or an ancestor",
@@ -596,6 +605,17 @@ class Policy:
                 seen.add(parent)
                 parent = self.purposes[parent].parent
         return cyclic
+
+    def _discloses(self, purpose_id: str) -> bool:
+        """Whether the purpose or one above it says ``subject_disclosure``."""
+        current: str | None = purpose_id
+        seen: set[str] = set()
+        while current is not None and current in self.purposes and current not in seen:
+            seen.add(current)
+            if self.purposes[current].subject_disclosure:
+                return True
+            current = self.purposes[current].parent
+        return False
 
     def _rule_id_for_purpose(self, purpose_id: str) -> str | None:
         current: str | None = purpose_id
@@ -645,7 +665,13 @@ class Policy:
         problems.raise_if_any()
 
     def permits(self, field: FieldPolicy, purpose_id: str) -> bool:
-        """Return whether *purpose_id* is a compliant purpose for *field*."""
+        """Return whether *purpose_id* is a compliant purpose for *field*.
+
+        A ``subject_disclosure`` purpose is compliant with every field that
+        has purposes at all: the data subject may see all of its data.
+        """
+        if purpose_id in self.disclosure_purposes:
+            return bool(field.purposes)
         return self.tree.permits(purpose_id, field.purposes, field.prohibited)
 
     def may_claim(self, role_id: str, purpose_id: str) -> bool:

@@ -83,6 +83,11 @@ class Purpose:
         categories: The data categories the purpose uses, as published.
         may_erase: Whether acting for this purpose (or one below it) may
             delete customer records; no purpose may unless it says so.
+        subject_disclosure: Whether this is the purpose of disclosing data to
+            the data subject it is about (APPI 33条, GDPR Art. 15 and 20): it
+            is permitted for every tagged field without being listed on it,
+            whatever the field prohibits, and needs no retention rule (it
+            keeps nothing). Grant it only to the role that answers requests.
         retired_on: The first day the purpose may no longer be used, or
             ``None`` while it is in use (R-PUR-7).
         my_number_act: Whether this is a purpose the My Number Act (番号法)
@@ -103,6 +108,7 @@ class Purpose:
     retention: str | None = None
     categories: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
     may_erase: bool = False
+    subject_disclosure: bool = False
     retired_on: dt.date | None = None
     my_number_act: bool = False
     next_review: dt.date | None = None

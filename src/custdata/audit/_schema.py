@@ -84,6 +84,8 @@ class AuditAction(str, enum.Enum):
     FIELD_SEARCH = "field.search"
     PURPOSE_CHECK = "purpose.check"
     EXPORT_THIRD_PARTY = "export.third_party"
+    #: A disclosure to the data subject (APPI 33条, GDPR Art. 15 and 20).
+    EXPORT_SUBJECT = "export.subject"
     RECORD_DELETE = "record.delete"
     RECORD_BULK_UPDATE = "record.bulk_update"
     RECORD_BULK_DELETE = "record.bulk_delete"
@@ -183,6 +185,7 @@ EVENT_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "field.search": _COMMON | _DATA,
     "purpose.check": _COMMON | _DATA | {"denied_fields", "requested"},
     "export.third_party": _COMMON | _DATA | {"recipient", "keys"},
+    "export.subject": _COMMON | _DATA,
     "record.delete": _COMMON | _DATA | {"statement_fp"},
     "record.bulk_update": _COMMON | _DATA | {"statement_fp"},
     "record.bulk_delete": _COMMON | _DATA | {"statement_fp"},

@@ -102,6 +102,7 @@ _SYNC_ANCHOR: Final = frozenset(
         "record.purge.intent",
         "record.purge.done",
         "export.third_party",
+        "export.subject",
     }
 )
 
@@ -949,6 +950,63 @@ class AuditTrail:
                 "recipient": recipient,
             },
         )
+
+    def subject_export(
+        self,
+        *,
+        actor: str,
+        subject: str,
+        purpose: str,
+        policy_version: str,
+        entity: str,
+        fields: Sequence[str],
+        categories: Sequence[str] = (),
+        count: int = 0,
+        request_id: str | None = None,
+        now: dt.datetime | None = None,
+    ) -> list[SealedRecord]:
+        """Record a disclosure to the data subject (``export.subject``), anchored at once.
+
+        Written by :func:`custdata.sqlalchemy.disclose_subject` for each table
+        disclosed: which fields, how many values, under which purpose -- never
+        the values.
+
+        Args:
+            actor: Who discloses.
+            subject: The subject's raw id (pseudonymised here).
+            purpose: The disclosure purpose the values were read under.
+            policy_version: The policy version in force.
+            entity: The table disclosed.
+            fields: The columns disclosed.
+            categories: Their data categories.
+            count: How many values.
+            request_id: The data-subject request answered, if any.
+            now: The event time.
+        """
+        extra: dict[str, Any] = {}
+        if request_id is not None:
+            extra["request_id"] = request_id
+        return self._record_for_subjects(
+            AuditAction.EXPORT_SUBJECT,
+            outcome=AuditOutcome.ALLOWED,
+            actor={"type": self._actor_type, "id": actor},
+            subjects=[subject],
+            count=count,
+            now=now,
+            fields={
+                "purpose": purpose,
+                "policy_version": policy_version,
+                "entity": entity,
+                "fields": sorted(set(fields)),
+                "data_categories": sorted(set(categories)) or None,
+                **extra,
+            },
+        )
+
+    @property
+    def actor_type(self) -> str:
+        """The actor type written for people acting (``"user"`` by default)."""
+        return self._actor_type
 
     def key_rotated(
         self,

@@ -50,6 +50,16 @@ from ._requests import request_tables as request_tables
 from ._runtime import MASK_TEXT as MASK_TEXT
 from ._runtime import install as install
 from ._runtime import validate_models as validate_models
+from ._subjects import DISCLOSURE_PURPOSE as DISCLOSURE_PURPOSE
+from ._subjects import Disclosure as Disclosure
+from ._subjects import ErasureResult as ErasureResult
+from ._subjects import KeptValues as KeptValues
+from ._subjects import SubjectFootprint as SubjectFootprint
+from ._subjects import SubjectRows as SubjectRows
+from ._subjects import disclose_subject as disclose_subject
+from ._subjects import erase_subject as erase_subject
+from ._subjects import locate_subject as locate_subject
+from ._subjects import subject_reference as subject_reference
 from ._sweep import SweepCount as SweepCount
 from ._sweep import SweepReport as SweepReport
 from ._sweep import replay_deletions as replay_deletions
@@ -74,6 +84,8 @@ __all__ = [
     "AcquisitionSource",
     "BLIND_INDEX_SUFFIX",
     "CustomerDataInfo",
+    "DISCLOSURE_PURPOSE",
+    "Disclosure",
     "EncryptedBoolean",
     "EncryptedBytes",
     "EncryptedDate",
@@ -86,7 +98,9 @@ __all__ = [
     "EncryptedTime",
     "EncryptedType",
     "EncryptedUUID",
+    "ErasureResult",
     "IncidentTables",
+    "KeptValues",
     "KeyUsage",
     "MASK_TEXT",
     "MigrationReport",
@@ -100,6 +114,8 @@ __all__ = [
     "SqlRequestStore",
     "SqlRetentionGuard",
     "SqlSubjectKeyStore",
+    "SubjectFootprint",
+    "SubjectRows",
     "SweepCount",
     "SweepReport",
     "UtcDateTime",
@@ -109,7 +125,9 @@ __all__ = [
     "blind_index_eraser",
     "check_models",
     "customer_data",
+    "disclose_subject",
     "encrypt_plaintext_columns",
+    "erase_subject",
     "field_inventory",
     "incident_scope_from_audit",
     "incident_tables",
@@ -117,6 +135,7 @@ __all__ = [
     "install",
     "key_usage",
     "legacy_plaintext_reads",
+    "locate_subject",
     "notice_version",
     "provide",
     "reencrypt",
@@ -125,6 +144,7 @@ __all__ = [
     "retention_anchor",
     "shred_subject",
     "subject_key",
+    "subject_reference",
     "sweep",
     "uuid7",
     "validate_models",

@@ -236,6 +236,7 @@ def _plan_batch(
     held: set[str],
     *,
     erase_only: bool = False,
+    extra_anchors: dict[str, dt.datetime] | None = None,
 ) -> _Plan:
     plan = _Plan()
     for row in rows:
@@ -247,6 +248,8 @@ def _plan_batch(
             for name, col in target.anchors.items()
             if (when := aware_utc(getattr(row, col))) is not None
         }
+        if extra_anchors:
+            anchors.update(extra_anchors)
         expired: list[tuple[str, FieldBinding, bool, ExpiryAction, str | None]] = []
         for name, b, _text, nullable, rules in present:
             status = resolve_retention(rules, anchors, now=now) if rules else None
@@ -355,8 +358,14 @@ def _record_expiry(
     sweep_id: str,
     batch: int,
     now: dt.datetime,
+    actor: str = SWEEP_ACTOR,
+    reason: str = "retention_expired",
 ) -> None:
-    """One ``retention.expire`` event for the batch, before it commits."""
+    """One ``retention.expire`` event for the batch, before it commits.
+
+    The sweep records as its job; an erasure (``_subjects``) records as the
+    person acting, with the reason ``erasure_request``.
+    """
     audit = custodian.audit
     if audit is None:
         return
@@ -380,8 +389,11 @@ def _record_expiry(
             record(
                 "retention.expire",
                 outcome="allowed",
-                actor={"type": "job", "id": SWEEP_ACTOR},
-                reason="retention_expired",
+                actor={
+                    "type": "job" if actor == SWEEP_ACTOR else "user",
+                    "id": actor,
+                },
+                reason=reason,
                 entity=target.name,
                 fields=sorted(plan.fields),
                 count=count,
@@ -396,7 +408,7 @@ def _record_expiry(
         AccessDecision(
             outcome=Outcome.ALLOWED,
             action=Action.DELETE,
-            actor=SWEEP_ACTOR,
+            actor=actor,
             role=None,
             purpose=None,
             policy_version=custodian.policy.version,
@@ -514,12 +526,27 @@ class _Worker:
             _shred(self.custodian, plan.shred, self.now)
 
 
-def _shred(custodian: Any, subjects: list[Any], now: dt.datetime) -> None:
+def _shred(
+    custodian: Any,
+    subjects: list[Any],
+    now: dt.datetime,
+    *,
+    reason: str = "retention_expired",
+    erasers: Sequence[Callable[[object], int]] = (),
+    as_job: bool = True,
+) -> int:
     store = getattr(custodian, "subject_keys", None)
     if store is None or custodian.keyring is None:
-        return
+        return 0
+    if not as_job:
+        # An erasure shreds as the person acting (their actor is in force).
+        return int(
+            custodian.shred_many(subjects, reason=reason, now=now, erasers=erasers)
+        )
     with acting_as(SWEEP_ACTOR, role=SWEEP_ACTOR):
-        custodian.shred_many(subjects, reason="retention_expired", now=now)
+        return int(
+            custodian.shred_many(subjects, reason=reason, now=now, erasers=erasers)
+        )
 
 
 class _State:
