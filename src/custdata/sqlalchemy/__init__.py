@@ -46,6 +46,7 @@ from ._provision import SqlProvisionRecordStore as SqlProvisionRecordStore
 from ._provision import provide as provide
 from ._requests import RequestTables as RequestTables
 from ._requests import SqlRequestStore as SqlRequestStore
+from ._requests import answer_request as answer_request
 from ._requests import request_tables as request_tables
 from ._runtime import MASK_TEXT as MASK_TEXT
 from ._runtime import install as install
@@ -121,6 +122,7 @@ __all__ = [
     "UtcDateTime",
     "acquisition_source",
     "add_custdata_tables",
+    "answer_request",
     "bind_subject",
     "blind_index_eraser",
     "check_models",

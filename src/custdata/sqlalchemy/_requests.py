@@ -1,10 +1,14 @@
-"""Data-subject requests in the application's database.
+"""Data-subject requests in the application's database, and their answers.
 
 :class:`SqlRequestStore` is the SQL :class:`custdata.governance.RequestStore`:
 two tables (``custdata_request`` and ``custdata_request_event``) that
 :func:`add_custdata_tables` adds to the application's metadata. The store only
 ever inserts: a request's state is its history replayed, and two writers
 racing for the same position in a history are kept apart by the primary key.
+
+:func:`answer_request` executes a granted disclosure, portability or erasure
+request with :func:`locate_subject`, :func:`disclose_subject` and
+:func:`erase_subject`, and records the answer on the request.
 """
 
 from __future__ import annotations
@@ -12,22 +16,41 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from typing import Any
+from pathlib import Path
+from typing import IO, Any, Literal
 
 import attrs
 import sqlalchemy as sa
 
-from custdata._errors import RequestError, RequestTransitionError, UnknownRequestError
+from sqlalchemy.orm import Session
+
+from custdata._context import current_access
+from custdata._errors import (
+    ActorRequiredError,
+    RequestError,
+    RequestTransitionError,
+    UnknownRequestError,
+)
 from custdata.governance import (
     DataSubjectRequest,
     RequestAction,
+    RequestDesk,
     RequestEvent,
+    RequestState,
     request_from_dict,
     request_to_dict,
 )
 
+from ._subjects import (
+    Disclosure,
+    ErasureResult,
+    disclose_subject,
+    erase_subject,
+    locate_subject,
+)
 
-__all__ = ["RequestTables", "SqlRequestStore", "request_tables"]
+
+__all__ = ["RequestTables", "SqlRequestStore", "answer_request", "request_tables"]
 
 
 @attrs.frozen
@@ -223,3 +246,129 @@ class SqlRequestStore:
         return tuple(
             request_from_dict(json.loads(r.record), events[r.request_id]) for r in rows
         )
+
+
+def answer_request(
+    desk: RequestDesk,
+    request_id: str,
+    session: Session,
+    *,
+    at: dt.datetime,
+    out: str | Path | IO[str] | None = None,
+    tables: Any = None,
+    records: Any = None,
+) -> tuple[DataSubjectRequest, Disclosure | ErasureResult]:
+    """Execute a granted request and record the answer on it.
+
+    The request must be ``in_progress`` (granted). Its subject is located
+    (:func:`locate_subject`), then by the kind's execution:
+
+    - ``disclose`` (``appi_disclosure``, ``gdpr_access``,
+      ``gdpr_portability``): :func:`disclose_subject` writes everything held
+      to *out*, as CSV when the person chose ``csv`` and JSON otherwise; the
+      request is fulfilled.
+    - ``erase`` (``gdpr_erasure``): :func:`erase_subject`; when a statutory
+      minimum or a legal hold kept values, the request is partially
+      fulfilled on ``17_3_exception`` (GDPR Art. 17(3)(b), (e)).
+
+    The access context in force acts (an actor, and for an erasure a purpose
+    that ``may_erase``); its actor is recorded on the request. The result
+    recorded holds counts and ids, never a value.
+
+    Args:
+        desk: The request desk.
+        request_id: The request.
+        session: The application's session (an erasure commits it).
+        at: When the answer is given (time-zone aware).
+        out: Where a disclosure is written (a path or a text stream).
+        tables: The tables, as :func:`locate_subject` takes them.
+        records: A provision-record store, for the footprint's recipients.
+
+    Returns:
+        The request as answered, and what the execution did.
+
+    Raises:
+        RequestTransitionError: The request is not in progress (nothing is
+            read or changed).
+        RequestError: The kind is not one executed here (notices,
+            corrections, stops and the provision-record disclosure are
+            answered by the application and recorded with
+            :meth:`RequestDesk.fulfil`).
+        ActorRequiredError: No actor is in force.
+    """
+    request = desk.get(request_id)
+    if request.state is not RequestState.IN_PROGRESS:
+        msg = (
+            f"request {request_id}: only a granted request is answered; it is "
+            f"{request.state.value}"
+        )
+        raise RequestTransitionError(msg, state=request.state.value, action="fulfilled")
+    execution = request.kind_info.execution
+    if (
+        execution not in {"disclose", "erase"}
+        or request.kind == "appi_provision_records"
+    ):
+        msg = (
+            f"{request.kind} is answered by the application; record the answer "
+            "with RequestDesk.fulfil"
+        )
+        raise RequestError(msg)
+    actor = current_access().actor
+    if actor is None:
+        msg = "answering a request needs an actor: use custdata.acting_as()"
+        raise ActorRequiredError(msg)
+    footprint = locate_subject(session, request.subject, tables=tables, records=records)
+    if execution == "disclose":
+        fmt: Literal["json", "csv"] = (
+            "csv" if request.disclosure_format == "csv" else "json"
+        )
+        disclosure = disclose_subject(
+            session,
+            footprint,
+            fmt,
+            out,
+            tables=tables,
+            request_id=request_id,
+            now=at,
+        )
+        answered = desk.fulfil(
+            request_id,
+            at=at,
+            actor=actor,
+            result={
+                "format": fmt,
+                "tables": len(disclosure.tables),
+                "values": disclosure.values,
+            },
+        )
+        return answered, disclosure
+    erasure = erase_subject(
+        session,
+        footprint,
+        reason="erasure_request",
+        request_id=request_id,
+        tables=tables,
+        now=at,
+    )
+    kept = sorted({k.reason for k in erasure.kept})
+    result = {
+        "erasure_id": erasure.erasure_id,
+        "deleted_rows": erasure.total("delete_row"),
+        "erased_values": erasure.total("erase"),
+        "kept": sum(k.count for k in erasure.kept),
+        "shredded": erasure.shredded,
+        "recipients": list(erasure.recipients),
+    }
+    if kept:
+        answered = desk.fulfil(
+            request_id,
+            at=at,
+            actor=actor,
+            partial=True,
+            grounds=["17_3_exception"],
+            reason=f"kept under {', '.join(kept)}",
+            result=result,
+        )
+    else:
+        answered = desk.fulfil(request_id, at=at, actor=actor, result=result)
+    return answered, erasure
