@@ -301,3 +301,41 @@ class TestCheck:
         assert [] == [
             f for f in json.loads(out)["findings"] if f["code"].startswith("REQ")
         ]
+
+
+class TestReport:
+    def test_report_lists_the_open_requests(
+        self, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """custdata report --requests-url lists open requests, overdue ones marked."""
+        assert 0 == main(
+            [
+                "request",
+                "open",
+                "appi_disclosure",
+                "--subject",
+                CANARY,
+                "--id",
+                "REQ-R",
+                *common(url, "2026-02-01T10:00+09:00"),
+            ]
+        )
+        out_dir = tmp_path / "report"
+        code = main(
+            [
+                "report",
+                "--policy",
+                POLICY,
+                "--html",
+                str(out_dir),
+                "--today",
+                "2026-02-16",
+                "--requests-url",
+                url,
+            ]
+        )
+        assert 0 == code
+        page = (out_dir / "index.html").read_text(encoding="utf-8")
+        assert "REQ-R" in page
+        assert "2026-02-15T23:59:59+09:00 (overdue)" in page
+        assert CANARY not in page

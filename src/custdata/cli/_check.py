@@ -16,6 +16,7 @@ from .._policy import Policy
 from ..governance import contractor_findings
 from ._options import load_models
 from ._published import published_findings, register_findings
+from ._request import add_requests_url_arguments, read_requests
 
 
 def register(commands: Any) -> None:
@@ -57,17 +58,10 @@ def register(commands: Any) -> None:
         help="a published privacy notice (Markdown, HTML or text) to compare "
         "with the rendering; drift is a finding (PUB001-PUB003)",
     )
-    parser.add_argument(
-        "--requests-url",
-        metavar="URL",
-        help="the application's database: open data-subject requests past their "
-        "due date (REQ001) or due within [requests] due_soon_days (REQ002)",
-    )
-    parser.add_argument(
-        "--requests-prefix",
-        default="custdata_request",
-        metavar="NAME",
-        help="the request tables' prefix (default custdata_request)",
+    add_requests_url_arguments(
+        parser,
+        what="open ones past their due date (REQ001) or due within "
+        "[requests] due_soon_days (REQ002)",
     )
     parser.add_argument("--json", action="store_true", help="print findings as JSON")
     parser.add_argument(
@@ -111,31 +105,14 @@ def run(args: argparse.Namespace) -> int:
 def _request_findings(
     policy: Policy, args: argparse.Namespace, today: dt.date
 ) -> list[Finding]:
-    """The REQ findings of the requests in the database, judged at the end of *today*."""
-    from sqlalchemy import create_engine, inspect  # noqa: PLC0415 - optional layer
-    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
-
+    """The REQ findings of the requests in the database, judged at the start of *today*."""
     from ..governance import request_findings  # noqa: PLC0415
-    from ..sqlalchemy import SqlRequestStore  # noqa: PLC0415
 
     settings = policy.requests
     # A request due today is not yet overdue on the day itself.
     now = dt.datetime.combine(today, dt.time(), tzinfo=settings.zone)
-    try:
-        engine = create_engine(args.requests_url, hide_parameters=True)
-    except Exception as exc:  # noqa: BLE001 - a bad URL is a usage error
-        msg = f"cannot open --requests-url ({type(exc).__name__})"
-        raise ConfigurationError(msg) from None
-    try:
-        store = SqlRequestStore(engine, prefix=args.requests_prefix)
-        if not inspect(engine).has_table(store.tables.request.name):
-            return []
-        return request_findings(store.requests(), settings=settings, now=now)
-    except SQLAlchemyError as exc:
-        msg = f"cannot read the requests ({type(exc).__name__})"
-        raise ConfigurationError(msg) from None
-    finally:
-        engine.dispose()
+    requests = read_requests(args.requests_url, args.requests_prefix)
+    return request_findings(requests, settings=settings, now=now)
 
 
 def _print(findings: list[Finding], *, as_json: bool, source: str) -> None:

@@ -5,9 +5,11 @@
     custdata report --policy PATH --html DIR [--models MODULE:BASE] [--today YYYY-MM-DD]
                     [--trail SOURCE --keyring PATH [--kek-file PATH | ...]
                      [--checkpoints PATH --checkpoint-key KEY|@FILE]]
+                    [--requests-url URL]
 
 Writes ``DIR/index.html`` (data map, fields and protection, consent coverage,
-reviews due, the audit trail's verification status) and the rendered
+reviews due, the audit trail's verification status, the open data-subject
+requests with their deadlines from ``--requests-url``) and the rendered
 documents in HTML, both languages. The pages load nothing from the network.
 
 Exit status 0: written; 2: invalid policy, models, trail options or folder
@@ -33,6 +35,7 @@ from ._docs import (
     load_fields,
 )
 from ._options import add_kek_arguments
+from ._request import add_requests_url_arguments, read_requests
 
 
 __all__ = ["register"]
@@ -68,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--checkpoint-key", metavar="KEY", help="the pinned checkpoint verifier key"
     )
+    add_requests_url_arguments(parser, what="the open ones are listed")
     parser.set_defaults(
         handler=run, prefix="custdata_audit", heartbeat=None, json=False
     )
@@ -108,11 +112,17 @@ def run(args: argparse.Namespace) -> int:
         policy = Policy.from_toml(args.policy)
         fields = load_fields(args.models)
         trail = _trail(args)
+        requests = (
+            read_requests(args.requests_url, args.requests_prefix)
+            if args.requests_url
+            else ()
+        )
         pages = render_report(
             policy,
             today=today,
             fields=fields,
             trail=trail,  # type: ignore[arg-type]
+            requests=requests,
         )
         out = Path(args.html)
         out.mkdir(parents=True, exist_ok=True)

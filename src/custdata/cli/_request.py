@@ -29,11 +29,16 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from .._errors import CustdataError, RequestError, UnknownRequestError
+from .._errors import (
+    ConfigurationError,
+    CustdataError,
+    RequestError,
+    UnknownRequestError,
+)
 from ._options import count_int, operator
 
 
-__all__ = ["register"]
+__all__ = ["add_requests_url_arguments", "read_requests", "register"]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -124,6 +129,49 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show = commands.add_parser("show", help="one request and its history")
     _common(show, with_id=True)
     show.set_defaults(handler=_show)
+
+
+def add_requests_url_arguments(parser: argparse.ArgumentParser, *, what: str) -> None:
+    """Add ``--requests-url`` and ``--requests-prefix`` (for ``check`` and ``report``)."""
+    parser.add_argument(
+        "--requests-url",
+        metavar="URL",
+        help=f"the application's database holding the data-subject requests: {what}",
+    )
+    parser.add_argument(
+        "--requests-prefix",
+        default="custdata_request",
+        metavar="NAME",
+        help="the request tables' prefix (default custdata_request)",
+    )
+
+
+def read_requests(url: str, prefix: str) -> tuple[Any, ...]:
+    """Every request in the database at *url* (none when it has no request tables).
+
+    Raises:
+        ConfigurationError: The URL or the database cannot be read.
+    """
+    from sqlalchemy import create_engine, inspect  # noqa: PLC0415 - optional layer
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+    from ..sqlalchemy import SqlRequestStore  # noqa: PLC0415
+
+    try:
+        engine = create_engine(url, hide_parameters=True)
+    except Exception as exc:  # noqa: BLE001 - a bad URL is a usage error
+        msg = f"cannot open --requests-url ({type(exc).__name__})"
+        raise ConfigurationError(msg) from None
+    try:
+        store = SqlRequestStore(engine, prefix=prefix)
+        if not inspect(engine).has_table(store.tables.request.name):
+            return ()
+        return store.requests()
+    except SQLAlchemyError as exc:
+        msg = f"cannot read the requests ({type(exc).__name__})"
+        raise ConfigurationError(msg) from None
+    finally:
+        engine.dispose()
 
 
 def _common(parser: argparse.ArgumentParser, *, with_id: bool = False) -> None:
