@@ -60,3 +60,18 @@ def test_shop_consent_and_sweep(tmp_path: Path) -> None:
     assert "under a legal hold: held" in out
     assert "released: deleted 1 customer rows" in out
     assert "a second run deletes 0" in out
+
+
+def test_data_subject_requests_one_of_each_appi_kind(tmp_path: Path) -> None:
+    """The requests example answers one request of each APPI kind and leaves none open."""
+    out = _run(EXAMPLES / "data_subject_requests.py", tmp_path)
+    for line in (
+        "appi_purpose_notice: fulfilled, fee 1000 yen",
+        "appi_disclosure: fulfilled, 3 values disclosed",
+        "appi_provision_records: fulfilled, 0 records",
+        "appi_correction: fulfilled",
+        "appi_stop_provision: refused (35_grounds_not_met)",
+        "appi_stop_use: fulfilled, 2 rows deleted, key shredded: True, customers left: 0",
+        "open requests: 0; findings: 0",
+    ):
+        assert line in out
