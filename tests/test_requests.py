@@ -11,6 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 import custdata
 
 from custdata import (
@@ -612,3 +615,78 @@ class TestDocumentsAndReport:
         assert "2026-02-15T23:59:59+09:00 (overdue)" in page
         assert "REQ-2" not in page
         assert CANARY not in page
+
+
+_STEPS = (
+    "verify",
+    "grant",
+    "refuse",
+    "fulfil",
+    "partial",
+    "withdraw",
+    "extend",
+    "note",
+)
+
+
+class TestStateMachineProperties:
+    @given(st.lists(st.sampled_from(_STEPS), max_size=8))
+    @settings(max_examples=60, deadline=None)
+    def test_any_sequence_keeps_the_store_and_the_machine_in_step(
+        self, steps: list[str]
+    ) -> None:
+        """Whatever steps are tried, the stored request replays to what the desk returned.
+
+        A refused step appends nothing; a closed request accepts nothing but
+        notes; the history is numbered without gaps; once closed, it stays closed.
+        """
+        d = desk()
+        current = opened(d, "gdpr_erasure")
+        at = jst(2026, 2, 1)
+        was_closed = False
+        for n, step in enumerate(steps):
+            when = at + dt.timedelta(hours=n)
+            before = d.get("REQ-1")
+            try:
+                if step == "verify":
+                    current = d.verify("REQ-1", method="login", at=when, actor="a")
+                elif step == "grant":
+                    current = d.decide("REQ-1", grant=True, at=when, actor="a")
+                elif step == "refuse":
+                    current = d.decide(
+                        "REQ-1",
+                        grant=False,
+                        grounds=["identity_not_verified"],
+                        reason="r",
+                        at=when,
+                        actor="a",
+                    )
+                elif step == "fulfil":
+                    current = d.fulfil("REQ-1", at=when, actor="a")
+                elif step == "partial":
+                    current = d.fulfil(
+                        "REQ-1",
+                        partial=True,
+                        grounds=["17_3_exception"],
+                        reason="r",
+                        at=when,
+                        actor="a",
+                    )
+                elif step == "withdraw":
+                    current = d.withdraw("REQ-1", at=when, actor="a")
+                elif step == "extend":
+                    current = d.extend("REQ-1", reason="r", at=when, actor="a")
+                else:
+                    current = d.note("REQ-1", "n", at=when, actor="a")
+            except RequestError:
+                assert before == d.get("REQ-1")
+                continue
+            stored = d.get("REQ-1")
+            assert current == stored
+            assert list(range(1, len(stored.history) + 1)) == [
+                e.seq for e in stored.history
+            ]
+            if was_closed:
+                assert step == "note"
+                assert before.state is stored.state
+            was_closed = stored.state.closed
