@@ -419,6 +419,8 @@ class TestOpening:
             ("appi_stop_use", {"recipients": ["acme"]}, "recipients"),
             ("appi_stop_use", {"grounds": ["33_2_1"]}, "grounds"),
             ("appi_disclosure", {"fee_yen": -1}, "fee_yen"),
+            ("appi_disclosure", {"fee_yen": True}, "fee_yen"),
+            ("appi_disclosure", {"fee_yen": "100"}, "fee_yen"),
             ("appi_disclosure", {"received_at": dt.datetime(2026, 1, 1)}, "aware"),
             ("ccpa_delete", {}, "unknown request kind"),
         ],

@@ -783,7 +783,7 @@ class RequestDesk:
         recipients: tuple[str, ...],
     ) -> None:
         if fee_yen is not None:
-            if isinstance(fee_yen, bool) or fee_yen < 0:
+            if type(fee_yen) is not int or fee_yen < 0:
                 msg = "fee_yen must be a whole number >= 0"
                 raise RequestError(msg)
             if fee_yen and not info.fee:
