@@ -434,7 +434,12 @@ def _hooks_removed() -> Iterator[None]:
     # The hooks are private on purpose: an application must not run without them.
     hooks = [
         (Engine, "before_execute", _runtime._before_execute, {"retval": True}),  # noqa: SLF001
-        (Engine, "before_cursor_execute", _runtime._before_cursor_execute, {}),  # noqa: SLF001
+        (
+            Engine,
+            "before_cursor_execute",
+            _runtime._before_cursor_execute,  # noqa: SLF001
+            {"retval": True},
+        ),
         (Session, "do_orm_execute", _runtime._do_orm_execute, {}),  # noqa: SLF001
         *(
             (Session, name, getattr(_runtime, f"_{name}"), {})

@@ -107,6 +107,8 @@ _SYNC_ANCHOR: Final = frozenset(
 )
 
 #: Subject pseudonyms kept per trail (first in, first out; about 16 MiB when full).
+#: A decision naming more subjects than this only fills free room (see
+#: :meth:`AuditTrail._refs_of`).
 _REF_CACHE: Final = 65_536
 _time_ns = time.time_ns
 _LIVE: weakref.WeakSet[AuditTrail] = weakref.WeakSet()
@@ -587,6 +589,37 @@ class AuditTrail:
             self._refs[subject] = ref
         return ref
 
+    def _refs_of(self, subjects: Iterable[str]) -> list[str]:
+        """The distinct pseudonyms of *subjects*, in order (cached as they allow).
+
+        A decision that names more subjects than the cache holds cannot keep
+        them all: evicting the oldest for each would push out each of its own
+        pseudonyms before the next pass over the same rows needs it (a scan
+        larger than the cache would then compute every pseudonym every time)
+        and flush the pseudonyms of the recent small reads. Such a decision
+        reads the cache and fills only its free room, evicting nothing; a
+        smaller one caches its new subjects first in, first out.
+        """
+        named = subjects if isinstance(subjects, (list, tuple)) else list(subjects)
+        if len(named) <= _REF_CACHE:
+            return list(dict.fromkeys(self.subject_ref(s) for s in named))
+        cache = self._refs
+        get = cache.get
+        key = self._pseudo
+        tenant = self._tenant
+        room = _REF_CACHE - len(cache)
+        refs: list[str] = []
+        append = refs.append
+        for subject in named:
+            ref = get(subject)
+            if ref is None:
+                ref = subject_ref(key, subject, tenant=tenant)
+                if room > 0:
+                    cache[subject] = ref
+                    room -= 1
+            append(ref)
+        return list(dict.fromkeys(refs))
+
     # -- the core emit path --------------------------------------------------
 
     def _start_chain_locked(self) -> ChainWriter:
@@ -805,7 +838,7 @@ class AuditTrail:
             event["subject_ref"] = self._refs.get(subject) or self.subject_ref(subject)
             refs: list[str] = []
         else:
-            refs = list(dict.fromkeys(self.subject_ref(s) for s in subjects))
+            refs = self._refs_of(subjects)
             if len(refs) == 1:
                 event["subject_ref"] = refs[0]
         event["count"] = decision.count
@@ -846,7 +879,7 @@ class AuditTrail:
         now: dt.datetime | None,
         fields: Mapping[str, Any],
     ) -> list[SealedRecord]:
-        refs = list(dict.fromkeys(self.subject_ref(s) for s in subjects))
+        refs = self._refs_of(subjects)
         if len(refs) <= 1:
             return [
                 self.record(

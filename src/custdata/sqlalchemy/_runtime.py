@@ -1890,7 +1890,7 @@ class _ProcessorsOf:
         return self._original(type_, colname, coltype)
 
 
-@event.listens_for(Engine, "before_cursor_execute")
+@event.listens_for(Engine, "before_cursor_execute", retval=True)
 def _before_cursor_execute(  # noqa: PLR0917
     conn: Connection,
     cursor: Any,
@@ -1898,15 +1898,17 @@ def _before_cursor_execute(  # noqa: PLR0917
     parameters: Any,
     context: Any,
     executemany: bool,
-) -> None:
+) -> tuple[str, Any]:
+    # retval=True: SQLAlchemy calls this directly (without the wrapper it puts
+    # around a listener that returns nothing), once per statement.
     compiled = context.compiled
     if compiled is None:
         # Connection.exec_driver_sql (no before_execute event): SQL text.
         refuse_raw_write(statement)
-        return
+        return statement, parameters
     plan = compiled.__dict__.get(_PLAN_ATTR) or _plan_for(compiled)
     if not plan.bindings and not plan.searches:
-        return
+        return statement, parameters
     custodian = _custodian.get() or _default_custodian[0] or _require_custodian()
     if plan.searches:
         if context.is_crud or executemany or not plan.search_allowed(custodian):
@@ -1916,7 +1918,7 @@ def _before_cursor_execute(  # noqa: PLR0917
         if not plan.bindings:
             if not (context.is_crud or executemany):
                 context.cursor = _AnnouncingCursor(cursor, plan, custodian, ())
-            return
+            return statement, parameters
     if plan.seal and not context.is_crud:
         # An entity load: its values are handed over sealed, and each is
         # decided when it is read (the batch announces what may be).
@@ -1929,12 +1931,12 @@ def _before_cursor_execute(  # noqa: PLR0917
             context.execution_options.get("custdata_subjects", ()),
             quiet=context.execution_options.get("custdata_quiet", False),
         )
-        return
+        return statement, parameters
     if context.is_crud or executemany:
         # RETURNING rows are fetched by SQLAlchemy itself: authorize them now.
         subjects = context.execution_options.get("custdata_subjects", ())
         authorize_read(plan, custodian, subjects=subjects)
-        return
+        return statement, parameters
     if compiled._cached_metadata is None:  # noqa: SLF001
         # The result columns of this statement are being described for the
         # first time (then cached on the compiled statement): the announcing
@@ -1956,13 +1958,21 @@ def _before_cursor_execute(  # noqa: PLR0917
         custodian,
         context.execution_options.get("custdata_subjects", ()),
     )
+    return statement, parameters
 
 
 # -- ORM: entity loads, bulk update/delete, validation -----------------------------------
 
 
 class _MapperFacts:
-    __slots__ = ("fields", "sealed", "sealed_at", "subject_attr", "validated")
+    __slots__ = (
+        "fields",
+        "last_valid",
+        "sealed",
+        "sealed_at",
+        "subject_attr",
+        "validated",
+    )
 
     def __init__(self, mapper: Mapper[Any]) -> None:
         self.fields: list[tuple[str, FieldPolicy]] = []
@@ -1983,6 +1993,9 @@ class _MapperFacts:
         #: ``table.column`` -> position in :attr:`sealed` (a flushed object's row).
         self.sealed_at = {b.where: i for i, (_key, b) in enumerate(self.sealed)}
         self.validated: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: The policy validated last (a weak reference): the per-statement
+        #: check is one call and one identity test, not a WeakSet lookup.
+        self.last_valid: weakref.ref[Any] | None = None
 
 
 #: Where a mapper keeps its facts: an attribute of the mapper itself (a
@@ -2006,11 +2019,13 @@ def validate_mapper(mapper: Mapper[Any], policy: Any) -> None:
     """
     facts = _mapper_facts(mapper)
     if policy in facts.validated:
+        facts.last_valid = weakref.ref(policy)
         return
     table = getattr(mapper.local_table, "name", mapper.class_.__name__)
     for key, field in facts.fields:
         policy.validate_field(field, where=f"{table}.{key}")
     facts.validated.add(policy)
+    facts.last_valid = weakref.ref(policy)
 
 
 def _seal_attributes(mapper: Mapper[Any]) -> None:
@@ -2139,7 +2154,8 @@ def _orm_select(state: ORMExecuteState) -> None:
             continue
         if custodian is None:
             custodian = _require_custodian()
-        if custodian.policy not in facts.validated:
+        last = facts.last_valid
+        if last is None or last() is not custodian.policy:
             validate_mapper(mapper, custodian.policy)
     load_options = state.load_options
     refresh = getattr(load_options, "_refresh_state", None)
@@ -2341,7 +2357,7 @@ def install() -> None:
     """Install the hooks (they are installed on import; idempotent)."""
     for target, name, fn, kw in (
         (Engine, "before_execute", _before_execute, {"retval": True}),
-        (Engine, "before_cursor_execute", _before_cursor_execute, {}),
+        (Engine, "before_cursor_execute", _before_cursor_execute, {"retval": True}),
         (Session, "do_orm_execute", _do_orm_execute, {}),
         (Mapper, "mapper_configured", _on_mapper_configured, {}),
         (Session, "before_flush", _before_flush, {}),
