@@ -27,6 +27,7 @@ import custdata
 from custdata import KeyDestroyedError, UnknownKeyError
 from custdata.audit import AuditTrail, MemorySink
 from custdata.crypto import Keyring
+from custdata.crypto._envelope import subject_bytes
 from custdata.sqlalchemy import (
     SqlSubjectKeyStore,
     blind_index_eraser,
@@ -645,3 +646,195 @@ class TestRacingWriters:
             r for r in world.store.records() if r.subject == b"u" + subject.bytes
         ]
         assert 1 == len(records)
+
+
+class Trace:
+    """Every statement (with the ``Connection`` that ran it) and pool checkout."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.statements: list[tuple[Any, str]] = []
+        self.checkouts = 0
+        event.listen(world.engine, "before_cursor_execute", self._statement)
+        event.listen(world.engine, "checkout", self._checkout)
+
+    def _statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.statements.append((conn, statement))
+
+    def _checkout(self, *args: Any) -> None:
+        self.checkouts += 1
+
+    def clear(self) -> None:
+        self.statements.clear()
+        self.checkouts = 0
+
+    def key_lookups(self) -> list[Any]:
+        """The connections the key table was read on."""
+        return [c for c, sql in self.statements if self.world.key_table in sql]
+
+    def row_queries(self) -> list[Any]:
+        """The connections the client table was read on."""
+        table = self.world.Client.__tablename__
+        return [
+            c
+            for c, sql in self.statements
+            if table in sql and self.world.key_table not in sql
+        ]
+
+    def close(self) -> None:
+        event.remove(self.world.engine, "before_cursor_execute", self._statement)
+        event.remove(self.world.engine, "checkout", self._checkout)
+
+
+def _reads_latest(engine: Engine) -> bool:
+    """Whether the backend's default isolation lets a read see later commits."""
+    return engine.dialect.name in {"sqlite", "postgresql"}
+
+
+class TestKeysReadOnTheBatchConnection:
+    """A fetched batch's keys are read on its own connection where that is safe."""
+
+    def test_a_cold_get_checks_out_one_connection(self, world: World) -> None:
+        """The key lookup of a get runs on the row query's connection."""
+        (cid,) = world.add(1)
+        world.scope.clear()
+        trace = Trace(world)
+        try:
+            with support(), Session(world.engine) as session:
+                client = session.get(world.Client, cid)
+                assert (CANARY + "-0", "c0@example.jp") == (client.name, client.email)
+            (row_conn,) = trace.row_queries()
+            (key_conn,) = trace.key_lookups()
+            if _reads_latest(world.engine):
+                assert key_conn is row_conn
+                assert 1 == trace.checkouts
+            else:
+                # MariaDB's REPEATABLE READ: a snapshot may predate a shred.
+                assert key_conn is not row_conn
+                assert 2 == trace.checkouts
+        finally:
+            trace.close()
+        assert world.scope.cached(_canonical(cid)) is not None
+
+    def test_a_warm_get_checks_the_epoch_on_its_connection(self, world: World) -> None:
+        """Warm, the shred-epoch check is the get's only other statement, on its connection."""
+        _, other = world.add(2)
+        with support(), Session(world.engine) as session:
+            assert 2 == len(session.scalars(select(world.Client)).all())
+        trace = Trace(world)
+        try:
+            with support(), Session(world.engine) as session:
+                assert CANARY + "-1" == session.get(world.Client, other).name
+            (row_conn,) = trace.row_queries()
+            (key_conn,) = trace.key_lookups()
+            assert (key_conn is row_conn) == _reads_latest(world.engine)
+            assert (1 if _reads_latest(world.engine) else 2) == trace.checkouts
+        finally:
+            trace.close()
+
+    def test_a_cold_select_reads_every_chunk_on_its_connection(
+        self, world: World
+    ) -> None:
+        """An ORM select-all of 1,200 subjects: 3 lookups, all on its connection."""
+        world.add(1200)
+        world.scope.clear()
+        trace = Trace(world)
+        try:
+            with support(), Session(world.engine) as session:
+                assert 1200 == len(
+                    {c.name for c in session.scalars(select(world.Client))}
+                )
+            lookups = trace.key_lookups()
+            assert math.ceil(1200 / CHUNK) == len(lookups)
+            (row_conn,) = trace.row_queries()
+            assert all(c is row_conn for c in lookups) == _reads_latest(world.engine)
+        finally:
+            trace.close()
+        assert 1200 == len(world.scope)
+
+    def test_a_transaction_that_added_keys_reads_on_the_stores_connection(
+        self, world: World
+    ) -> None:
+        """Keys a transaction added are uncommitted: its reads do not look keys up in it."""
+        (old,) = world.add(1)
+        world.scope.clear()
+        new = uuid.uuid4()
+        trace = Trace(world)
+        try:
+            with support(), Session(world.engine) as session:
+                session.add(world.Client(id=new, name="fresh", email="f@x.jp"))
+                session.flush()
+                trace.clear()
+                assert CANARY + "-0" == session.get(world.Client, old).name
+                (row_conn,) = trace.row_queries()
+                (key_conn,) = trace.key_lookups()
+                assert key_conn is not row_conn
+                assert not world.store.reads_committed_on(row_conn)
+                session.rollback()
+        finally:
+            trace.close()
+        assert world.scope.cached(_canonical(new)) is None
+        assert world.scope.cached(_canonical(old)) is not None
+
+    def test_keys_added_directly_in_a_transaction_keep_it_off(
+        self, world: World
+    ) -> None:
+        """add_many in an application transaction marks its connection as not committed-only."""
+        record = world.keyring._new_subject_records([b"\x01direct"])[0][0]
+        with world.engine.connect() as conn:
+            assert world.store.reads_committed_on(conn) == _reads_latest(world.engine)
+            world.store.add_many([record], transaction=conn)
+            assert not world.store.reads_committed_on(conn)
+            conn.rollback()
+            if world.engine.dialect.name != "sqlite":
+                assert world.store.reads_committed_on(conn) == _reads_latest(
+                    world.engine
+                )
+        assert world.store.get(b"\x01direct") is None
+
+    def test_a_snapshot_isolation_level_keeps_the_stores_connection(
+        self, world: World
+    ) -> None:
+        """Under REPEATABLE READ a shred committed after the snapshot is still seen."""
+        if world.engine.dialect.name == "sqlite":
+            pytest.skip("SQLite has no REPEATABLE READ level")
+        alice, bob = world.add(2)
+        snapshot = world.engine.execution_options(isolation_level="REPEATABLE READ")
+        with support(), Session(snapshot) as first:
+            assert CANARY + "-0" == first.get(world.Client, alice).name
+            conn = first.connection()
+            assert not world.store.reads_committed_on(conn)
+            with custdata.acting_as("dpo-1", role="support_agent"):
+                world.custodian.shred(alice)
+            first.expunge_all()
+            loaded = {c.id: c for c in first.scalars(select(world.Client))}
+            with pytest.raises(KeyDestroyedError):
+                _ = loaded[alice].name
+            assert CANARY + "-1" == loaded[bob].name
+
+    def test_a_streamed_result_reads_keys_on_the_stores_connection(
+        self, world: World
+    ) -> None:
+        """yield_per streams rows: no other statement runs on its connection meanwhile."""
+        world.add(30)
+        world.scope.clear()
+        trace = Trace(world)
+        try:
+            with support(), Session(world.engine) as session:
+                names = [
+                    c.name
+                    for c in session.scalars(
+                        select(world.Client).execution_options(yield_per=10)
+                    )
+                ]
+                assert 30 == len(names)
+            (row_conn,) = trace.row_queries()
+            assert trace.key_lookups()
+            assert all(c is not row_conn for c in trace.key_lookups())
+        finally:
+            trace.close()
+
+
+def _canonical(subject: uuid.UUID) -> bytes:
+    """The canonical id of a UUID subject (as the key store keys it)."""
+    return subject_bytes(subject)

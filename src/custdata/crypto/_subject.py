@@ -20,7 +20,7 @@ import threading
 
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, final, runtime_checkable
 
@@ -407,6 +407,32 @@ _prepared: ContextVar[tuple[SubjectKeyScope, dict[bytes, _SubjectKey], int] | No
 )
 
 
+#: The application's connection a fetched batch came through, while its keys
+#: are fetched (see :func:`reading_through`): a store whose
+#: ``reads_committed_on(connection)`` says so looks them up on it, with no
+#: connection of its own to check out.
+_read_through: ContextVar[object | None] = ContextVar(
+    "custdata_subject_key_read_through", default=None
+)
+
+
+def reading_through(connection: object) -> Token[object | None]:
+    """Offer ``connection`` for the key lookups of the batch being read (internal).
+
+    The SQL layer calls it around the decryption of a fetched batch, with the
+    connection the batch came through, and hands the token back to
+    :func:`done_reading_through`. A store uses the connection only where a
+    read on it sees every committed key and no uncommitted one (its
+    ``reads_committed_on``); the keys found are then cached as any others.
+    """
+    return _read_through.set(connection)
+
+
+def done_reading_through(token: Token[object | None]) -> None:
+    """End what :func:`reading_through` began (internal)."""
+    _read_through.reset(token)
+
+
 #: A key created (or read) inside an open transaction of the application:
 #: ``(key, id of the transaction, savepoint depth)`` -- a tuple of atoms, which
 #: the garbage collector stops tracking. The transaction itself is kept in
@@ -497,6 +523,14 @@ class SubjectKeyScope:
         epoch = 0
         ordered = list(subjects)
         lookup = store.lookup  # type: ignore[attr-defined]
+        if transaction is None:
+            via = _read_through.get()
+            if via is not None:
+                committed_on = getattr(store, "reads_committed_on", None)
+                if committed_on is not None and committed_on(via):
+                    # The batch's own connection sees exactly what the store's
+                    # would (committed keys, the current epoch): no checkout.
+                    transaction = via
         for start in range(0, max(len(ordered), 1), LOOKUP_CHUNK):
             records, epoch = lookup(
                 ordered[start : start + LOOKUP_CHUNK], transaction=transaction

@@ -131,6 +131,16 @@ def _on_release_savepoint(conn: Connection, name: str, context: object) -> None:
     _savepoint_ended(conn, name, kept=True)
 
 
+#: Per dialect, the isolation levels under which each statement of a
+#: transaction reads the latest committed rows and nothing uncommitted of
+#: other transactions (PostgreSQL's READ UNCOMMITTED is its READ COMMITTED).
+_FRESH_LEVELS: Mapping[str, frozenset[str]] = {
+    "postgresql": frozenset({"READ COMMITTED", "READ UNCOMMITTED", "AUTOCOMMIT"}),
+    "mysql": frozenset({"READ COMMITTED", "AUTOCOMMIT"}),
+    "mariadb": frozenset({"READ COMMITTED", "AUTOCOMMIT"}),
+}
+
+
 def _subject_type() -> Any:
     return LargeBinary().with_variant(mysql.VARBINARY(255), "mysql", "mariadb")
 
@@ -196,6 +206,9 @@ class SqlSubjectKeyStore:
         )
         self._lookups: dict[tuple[str, int], Any] = {}
         self._inserts: dict[str, Any] = {}
+        self._shared_engines: weakref.WeakKeyDictionary[Engine, bool] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _lookup_rows(self, conn: Connection, subjects: list[bytes]) -> Sequence[Any]:
         """Run the lookup of ``subjects`` on ``conn``; return its rows.
@@ -285,17 +298,59 @@ class SqlSubjectKeyStore:
         Then new subjects' keys are added in the connection's own transaction,
         so they commit or roll back with the rows written there.
         """
-        other = connection.engine
+        return self._shared(connection.engine)
+
+    def reads_committed_on(self, connection: object) -> bool:
+        """Whether a lookup on ``connection`` sees what one on the store's own would.
+
+        That is: ``connection`` is to the store's database, its transaction
+        has added no subject key (nor read one for a write), and its next
+        statement reads the latest committed rows -- outside a transaction on
+        SQLite, under ``READ COMMITTED`` (or ``AUTOCOMMIT``) on PostgreSQL,
+        MySQL and MariaDB, as set through SQLAlchemy's ``isolation_level``.
+        Then a fetched batch's keys are looked up on the batch's own
+        connection, with no connection of the store's to check out; every key
+        found is committed and current, so it is cached as any other.
+        """
+        if connection.__class__ is not Connection and not isinstance(
+            connection, Connection
+        ):
+            return False
+        if connection in _OPEN or not self._shared(connection.engine):
+            return False
+        dialect = connection.dialect
+        if dialect.name == "sqlite":
+            try:
+                dbapi = connection.connection.dbapi_connection
+            except Exception:  # noqa: BLE001 - an unusable connection: not this one
+                return False
+            return getattr(dbapi, "in_transaction", True) is False
+        fresh = _FRESH_LEVELS.get(dialect.name)
+        if fresh is None:
+            return False
+        level = connection.get_execution_options().get("isolation_level")
+        if level is None:
+            level = getattr(dialect, "_on_connect_isolation_level", None)
+        if level is None:
+            level = dialect.default_isolation_level
+        return isinstance(level, str) and level.upper().replace("_", " ") in fresh
+
+    def _shared(self, other: Engine) -> bool:
+        """:meth:`shares` for a connection of ``other``, remembered per engine."""
         if other is self._engine:
             return True
-        url = self._engine.url
-        if not url.database or url.database == ":memory:":
-            return False
-        # The same database through another driver (an async engine's) counts.
-        return bool(
-            other.url.set(drivername=other.url.get_backend_name())
-            == url.set(drivername=url.get_backend_name())
-        )
+        known = self._shared_engines.get(other)
+        if known is None:
+            url = self._engine.url
+            # The same database through another driver (an async engine's) counts.
+            known = bool(
+                url.database
+                and url.database != ":memory:"
+                and other.url.set(drivername=other.url.get_backend_name())
+                == url.set(drivername=url.get_backend_name())
+            )
+            self._shared_engines[other] = known
+        return known
 
     def _connect(
         self, transaction: object, *, begin: bool = False
@@ -378,6 +433,10 @@ class SqlSubjectKeyStore:
             return {}
         out = {r.subject: r for r in records}
         own = transaction is None
+        if not own and isinstance(transaction, Connection) and transaction not in _OPEN:
+            # Keys added in the application's transaction: until it ends, reads
+            # on its connection may see uncommitted keys (reads_committed_on).
+            _OPEN[transaction] = _Open()
         with self._connect(transaction, begin=True) as conn:
             rendered = self._insert_sql(conn.dialect)
             if rendered is not None:

@@ -67,6 +67,7 @@ from custdata._errors import (
 )
 from custdata._policy import FieldPolicy
 from custdata.crypto._cipher import FieldCipher, open_in_place
+from custdata.crypto._subject import done_reading_through, reading_through
 
 from ._binding import (
     _UUID_TAIL,
@@ -1629,6 +1630,7 @@ class _AnnouncingCursor:
         "_plan",
         "_quiet",
         "_searched",
+        "_via",
     )
 
     #: Rows read ahead per announced batch when the rows are fetched one by one.
@@ -1642,8 +1644,11 @@ class _AnnouncingCursor:
         extra: Sequence[object],
         *,
         quiet: bool = False,
+        via: Connection | None = None,
     ) -> None:
         self._cursor = cursor
+        #: The connection the rows come through, offered for their key lookups.
+        self._via = via
         #: A sealed load that announces nothing (a refresh): reads decide.
         self._quiet = quiet
         self._searched = False
@@ -1671,6 +1676,22 @@ class _AnnouncingCursor:
         return f"<custdata announcing cursor {self._plan.entity}>"
 
     def _release(self, rows: Sequence[Any]) -> Sequence[Any]:
+        """:meth:`_release_batch`, the batch's subject keys looked up on its connection.
+
+        Where the key store allows it (``reads_committed_on``), a batch's
+        uncached keys and the shred epoch are read on the connection the batch
+        came through: no second connection is checked out for them.
+        """
+        via = self._via
+        if via is None or not rows:
+            return self._release_batch(rows)
+        token = reading_through(via)
+        try:
+            return self._release_batch(rows)
+        finally:
+            done_reading_through(token)
+
+    def _release_batch(self, rows: Sequence[Any]) -> Sequence[Any]:
         """Announce a fetched batch, then decrypt what it releases."""
         plan = self._plan
         if plan.searches and (rows or not self._searched):
@@ -1930,6 +1951,7 @@ def _before_cursor_execute(  # noqa: PLR0917
             custodian,
             context.execution_options.get("custdata_subjects", ()),
             quiet=context.execution_options.get("custdata_quiet", False),
+            via=_key_reads_via(conn, context),
         )
         return statement, parameters
     if context.is_crud or executemany:
@@ -1957,8 +1979,20 @@ def _before_cursor_execute(  # noqa: PLR0917
         plan,
         custodian,
         context.execution_options.get("custdata_subjects", ()),
+        via=_key_reads_via(conn, context),
     )
     return statement, parameters
+
+
+def _key_reads_via(conn: Connection, context: Any) -> Connection | None:
+    """The connection a statement's rows may have their subject keys read on.
+
+    Not while its rows are streamed: a driver's unbuffered cursor (MySQL's)
+    allows no other statement on the connection until it is exhausted.
+    """
+    if context.execution_options.get("stream_results"):
+        return None
+    return conn
 
 
 # -- ORM: entity loads, bulk update/delete, validation -----------------------------------
