@@ -639,3 +639,67 @@ class TestErase:
             with pytest.raises(custdata.PurposeViolationError):
                 erase_subject(session, fp, tables=shop.Base)
         assert {t.name: _stored(engine, t) for t in shop.tables} == before
+
+
+class TestDisclosurePurpose:
+    """A ``subject_disclosure`` purpose: every tagged field, no retention rule."""
+
+    def test_permits_every_tagged_field_without_being_listed(
+        self, policy: custdata.Policy
+    ) -> None:
+        """Listed nowhere, prohibited or not, it is compliant; an untagged field stays refused."""
+        plain = custdata.FieldPolicy(category="name", purposes=["support"])
+        prohibiting = custdata.FieldPolicy(
+            category="name", purposes=["billing"], prohibited=["support"]
+        )
+        untagged = custdata.FieldPolicy(category="name", purposes=[])
+        assert policy.permits(plain, "disclosure")
+        assert policy.permits(prohibiting, "disclosure")
+        assert not policy.permits(untagged, "disclosure")
+        # Other purposes keep the ordinary rule.
+        assert not policy.permits(plain, "billing")
+        assert policy.disclosure_purposes == frozenset({"disclosure"})
+
+    def test_declared_in_toml_without_a_retention_rule(self, tmp_path: Path) -> None:
+        """``subject_disclosure = true`` loads with no retention; without it, refused."""
+        text = """
+[policy]
+organisation = "T K.K."
+version = "1"
+effective_date = 2019-01-01
+next_review = 2099-01-01
+
+[retention.support]
+period = "P1Y"
+anchor = "acquired"
+action = "delete"
+
+[purposes.support]
+text_ja = "サポート"
+text_en = "Support"
+retention = "support"
+
+[purposes.disclosure]
+text_ja = "本人への開示"
+text_en = "Disclosure to the data subject"
+subject_disclosure = true
+
+[purposes."disclosure.portability"]
+parent = "disclosure"
+text_ja = "データポータビリティ"
+text_en = "Portability"
+"""
+        path = tmp_path / "p.toml"
+        path.write_text(text, encoding="utf-8")
+        loaded = custdata.Policy.from_toml(path)
+        assert loaded.disclosure_purposes == frozenset(
+            {"disclosure", "disclosure.portability"}
+        )
+        field = custdata.FieldPolicy(category="name", purposes=["support"])
+        assert loaded.permits(field, "disclosure.portability")
+        assert [r.id for r in loaded.retention_rules_for(field)] == ["support"]
+        path.write_text(
+            text.replace("subject_disclosure = true\n", ""), encoding="utf-8"
+        )
+        with pytest.raises(custdata.ConfigurationError, match="no retention rule"):
+            custdata.Policy.from_toml(path)
