@@ -168,6 +168,8 @@ class SubjectFootprint:
             restriction register exists.
         audit_pseudonym: The subject's pseudonym in the audit trail
             (``sr_...``), to query it; ``None`` without a trail.
+        tables: The tables searched, which :func:`disclose_subject` and
+            :func:`erase_subject` use unless given others.
     """
 
     subject: Any
@@ -178,6 +180,7 @@ class SubjectFootprint:
     holds: tuple[Any, ...] = ()
     restrictions: tuple[Any, ...] = ()
     audit_pseudonym: str | None = None
+    tables: tuple[Table, ...] = attrs.field(default=(), repr=False, eq=False)
 
     @property
     def recipients(self) -> tuple[str, ...]:
@@ -355,6 +358,13 @@ def _tables(tables: Any) -> list[Table]:
 
         found = known_tables()
     return found
+
+
+def _footprint_tables(footprint: SubjectFootprint, tables: Any) -> list[Table]:
+    """The tables given, else the ones the footprint was located in."""
+    if tables is None and footprint.tables:
+        return list(footprint.tables)
+    return _tables(tables)
 
 
 def _subject_id(tables: Sequence[Table], subject: object) -> Any:
@@ -542,6 +552,7 @@ def locate_subject(
         holds=holds,
         restrictions=restricted,
         audit_pseudonym=ref(text) if ref is not None else None,
+        tables=tuple(tbls),
     )
 
 
@@ -601,7 +612,7 @@ def disclose_subject(
         out: A path or text stream to write to; ``None`` returns the text in
             nothing but writes nothing (use a ``io.StringIO``).
         purpose: The disclosure purpose (default ``"disclosure"``).
-        tables: The tables, as given to :func:`locate_subject`.
+        tables: The tables (default: those the footprint was located in).
         request_id: The request answered, recorded with the events.
         now: When (aware); the custodian's clock when omitted.
 
@@ -622,7 +633,7 @@ def disclose_subject(
         raise ActorRequiredError(msg)
     custodian = current_custodian()
     when = now if now is not None else custodian.now()
-    by_name = {t.name: t for t in _tables(tables)}
+    by_name = {t.name: t for t in _footprint_tables(footprint, tables)}
     collected: dict[str, list[dict[str, Any]]] = {}
     summary: list[tuple[str, tuple[str, ...], int]] = []
     events: list[tuple[str, list[str], list[str], int]] = []
@@ -856,7 +867,7 @@ def erase_subject(
         reason: The enumerated reason recorded (``erasure_request``).
         request_id: The request answered (recorded as the erasure's id).
         dry_run: Count what would be done; change, record and log nothing.
-        tables: The tables, as given to :func:`locate_subject`.
+        tables: The tables (default: those the footprint was located in).
         log: The deletion log file (JSON lines, appended).
         now: The instant to decide for (aware); the custodian's clock.
 
@@ -886,7 +897,7 @@ def erase_subject(
         # nothing, so it is only checked.
         msg = "erasing needs a purpose that may_erase"
         raise PurposeViolationError(msg)
-    tbls = _tables(tables)
+    tbls = _footprint_tables(footprint, tables)
     by_name = {t.name: t for t in tbls}
     policy = _ErasurePolicy(custodian.policy)
     routes = {r.table.name: r for r in _routes(tbls)}
