@@ -101,6 +101,7 @@ def policy() -> custdata.Policy:
                 id="disclosure",
                 text_ja="本人への開示",
                 text_en="Disclosure to the data subject",
+                retention="support",
                 subject_disclosure=True,
             ),
             Purpose(
@@ -660,8 +661,10 @@ class TestDisclosurePurpose:
         assert not policy.permits(plain, "billing")
         assert policy.disclosure_purposes == frozenset({"disclosure"})
 
-    def test_declared_in_toml_without_a_retention_rule(self, tmp_path: Path) -> None:
-        """``subject_disclosure = true`` loads with no retention; without it, refused."""
+    def test_declared_in_toml_and_never_lengthens_retention(
+        self, tmp_path: Path
+    ) -> None:
+        """``subject_disclosure = true`` loads; its long rule does not reach any field."""
         text = """
 [policy]
 organisation = "T K.K."
@@ -674,6 +677,11 @@ period = "P1Y"
 anchor = "acquired"
 action = "delete"
 
+[retention.requests]
+period = "P10Y"
+anchor = "acquired"
+action = "delete"
+
 [purposes.support]
 text_ja = "サポート"
 text_en = "Support"
@@ -682,6 +690,7 @@ retention = "support"
 [purposes.disclosure]
 text_ja = "本人への開示"
 text_en = "Disclosure to the data subject"
+retention = "requests"
 subject_disclosure = true
 
 [purposes."disclosure.portability"]
@@ -701,5 +710,4 @@ text_en = "Portability"
         path.write_text(
             text.replace("subject_disclosure = true\n", ""), encoding="utf-8"
         )
-        with pytest.raises(custdata.ConfigurationError, match="no retention rule"):
-            custdata.Policy.from_toml(path)
+        assert custdata.Policy.from_toml(path).disclosure_purposes == frozenset()
