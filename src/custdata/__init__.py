@@ -46,6 +46,7 @@ from ._errors import PurposeNotGrantedError as PurposeNotGrantedError
 from ._errors import PurposeRequiredError as PurposeRequiredError
 from ._errors import PurposeViolationError as PurposeViolationError
 from ._errors import ReceiptRefusedError as ReceiptRefusedError
+from ._errors import SubjectRestrictedError as SubjectRestrictedError
 from ._errors import UnclassifiedFieldError as UnclassifiedFieldError
 from ._errors import UnknownIncidentError as UnknownIncidentError
 from ._errors import UnknownKeyError as UnknownKeyError
@@ -155,6 +156,7 @@ __all__ = [
     "RouteStep",
     "SafetyMeasure",
     "SubContractor",
+    "SubjectRestrictedError",
     "Taxonomy",
     "ThirdPartyPolicy",
     "UnclassifiedFieldError",

@@ -29,6 +29,7 @@ from ._errors import (
     PurposeNotGrantedError,
     PurposeRequiredError,
     PurposeViolationError,
+    SubjectRestrictedError,
 )
 from ._lifecycle import lifecycle_message, lifecycle_window, my_number_permitted
 from ._policy import FieldPolicy, Policy
@@ -56,6 +57,7 @@ _ERRORS: Mapping[DenyReason, type[AccessDeniedError]] = {
     DenyReason.LEGAL_HOLD: LegalHoldError,
     DenyReason.UNREGISTERED_HANDLER: HandlerNotRegisteredError,
     DenyReason.RETENTION_EXPIRED: PurposeViolationError,
+    DenyReason.RESTRICTED: SubjectRestrictedError,
 }
 
 #: The actions that use subjects' values, so need their consent where the
@@ -91,6 +93,11 @@ class Custodian:
         holds: The legal-hold register (:class:`custdata.governance.LegalHolds`):
             shredding, and deleting the records of, a held subject are
             refused with :class:`custdata.LegalHoldError`.
+        restrictions: The register of restrictions of use
+            (:class:`custdata.governance.Restrictions`): reads, writes and
+            exports of a restricted subject's data are refused for every
+            purpose but the restriction's allowed purposes, once per batch
+            (:class:`custdata.SubjectRestrictedError`).
         retention: Answers which subjects' records have outlived the retention
             of the purpose in force (``expired_subjects(entity, fields,
             purpose, subjects, now)``, as
@@ -115,6 +122,7 @@ class Custodian:
         subject_keys: SubjectKeyStore | None = None,
         consent: Any = None,
         holds: Any = None,
+        restrictions: Any = None,
         retention: Any = None,
         clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
@@ -125,6 +133,7 @@ class Custodian:
         self._subject_keys = subject_keys
         self._consent = consent
         self._holds = holds
+        self._restrictions = restrictions
         self._retention = retention
         self._clock = clock if clock is not None else _local_now
         self._wall_clock = clock is None
@@ -162,6 +171,11 @@ class Custodian:
     def holds(self) -> Any:
         """The legal-hold register, or ``None``."""
         return self._holds
+
+    @property
+    def restrictions(self) -> Any:
+        """The register of restrictions of use, or ``None``."""
+        return self._restrictions
 
     @property
     def consent(self) -> Any:
@@ -444,6 +458,10 @@ class Custodian:
                 consent in force; the denial names those subjects.
             LegalHoldError: ``Action.DELETE`` of records whose subject is under
                 a legal hold.
+            SubjectRestrictedError: A read, write or export of a subject whose
+                use is restricted, for a purpose the restriction does not
+                allow (with a ``restrictions`` register); the denial names
+                those subjects.
             AuditUnavailableError: The decision could not be recorded.
         """
         ctx = _access.get()
@@ -484,6 +502,20 @@ class Custodian:
                 if message is not None:
                     reason = DenyReason.CONSENT_MISSING
                     named = refused
+            if (
+                reason is None
+                and self._restrictions is not None
+                and named
+                and action in _SUBJECT_ACTIONS
+            ):
+                restricted = self._restrictions.refused(named, purpose, self._clock())
+                if restricted:
+                    reason = DenyReason.RESTRICTED
+                    named = restricted
+                    message = (
+                        f"the use of {len(named)} data subject(s)' data is "
+                        f"restricted; purpose {purpose!r} is not allowed"
+                    )
             if (
                 reason is None
                 and action is Action.READ

@@ -72,6 +72,9 @@ class DenyReason(str, enum.Enum):
     UNREGISTERED_HANDLER = "unregistered_handler"
     #: The retention of the purpose in force has ended for a record read.
     RETENTION_EXPIRED = "retention_expired"
+    #: The use of a subject's data is restricted (利用停止, GDPR Art. 18) and
+    #: the purpose in force is not one the restriction allows.
+    RESTRICTED = "restricted"
 
 
 @attrs.frozen(kw_only=True)

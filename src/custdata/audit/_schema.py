@@ -94,6 +94,8 @@ class AuditAction(str, enum.Enum):
     KEY_SHRED = "key.shred"
     KEY_RETIRE = "key.retire"
     CONSENT_CHANGE = "consent.change"
+    SUBJECT_RESTRICT = "subject.restrict"
+    SUBJECT_RESTRICT_LIFT = "subject.restrict_lift"
     AUDIT_CHAIN_START = "audit.chain_start"
     AUDIT_CHAIN_STOP = "audit.chain_stop"
     AUDIT_CONFIG_CHANGE = "audit.config_change"
@@ -193,6 +195,8 @@ EVENT_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "key.shred": _COMMON | {"keys", "reason", "subject_ref"},
     "key.retire": _COMMON | {"keys", "reason"},
     "consent.change": _COMMON | {"purpose", "policy_version", "subject_ref", "reason"},
+    "subject.restrict": _COMMON | {"subject_ref"},
+    "subject.restrict_lift": _COMMON | {"subject_ref"},
     "audit.chain_start": _COMMON | {"chain_info", "reason"},
     "audit.chain_stop": _COMMON | {"final_seq", "reason"},
     "audit.config_change": _COMMON | {"change", "reason"},
