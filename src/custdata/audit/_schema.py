@@ -46,6 +46,7 @@ __all__ = [
     "canonical_json",
     "check_plain",
     "check_values",
+    "consent_ids",
     "encode_value",
     "epoch_us",
     "event_id_from_us",
@@ -161,6 +162,8 @@ _DATA: Final = frozenset(
         "data_categories",
         "count",
         "batch",
+        # The consent records a decision relied on (optional; R-CON-1).
+        "consents",
     }
 )
 _PURGE: Final = frozenset(
@@ -207,7 +210,9 @@ _IDENT_KEYS: Final = frozenset(
     {"policy_version", "entity", "request_id", "trace_id", "lib"}
     | {"retention_policy", "purge_id", "requested"}
 )
-_IDENT_LISTS: Final = frozenset({"fields", "data_categories", "denied_fields"})
+_IDENT_LISTS: Final = frozenset(
+    {"fields", "data_categories", "denied_fields", "consents"}
+)
 
 
 def _escape_control(match: re.Match[str]) -> str:
@@ -229,6 +234,22 @@ def audit_name(value: str) -> str:
         digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
         return f"sha256:{digest}"
     return text
+
+
+def consent_ids(ids: Iterable[str]) -> list[str]:
+    """Return how the consent ids a decision relied on are recorded (``consents``).
+
+    Distinct and sorted; an id that is not an identifier (a custom consent
+    source's) is recorded as ``sha256:`` and the hex SHA-256 of its UTF-8 bytes.
+    """
+    out: set[str] = set()
+    for cid in ids:
+        if cid.__class__ is str and IDENTIFIER.fullmatch(cid) is not None:
+            out.add(cid)
+        else:
+            text = str(cid).encode("utf-8", "surrogatepass")
+            out.add(f"sha256:{hashlib.sha256(text).hexdigest()}")
+    return sorted(out)
 
 
 class _SchemaError(ValueError):
