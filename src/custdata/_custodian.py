@@ -483,6 +483,7 @@ class Custodian:
         reason = verdict.reason
         named = tuple(map(str, subjects))
         consents: tuple[str, ...] = ()
+        withheld: tuple[str, ...] = ()
         message: str | None = None
         purpose = ctx.purpose
         if reason is None and purpose is not None:
@@ -500,8 +501,24 @@ class Custodian:
                     purpose, verdict, named, count, self._clock()
                 )
                 if message is not None:
-                    reason = DenyReason.CONSENT_MISSING
-                    named = refused
+                    if refused and action is Action.READ and _maskable(verdict):
+                        # Per-subject masking: the others are released.
+                        withheld = refused
+                        named, count = self._withhold(
+                            ctx,
+                            action,
+                            entity,
+                            verdict,
+                            named,
+                            withheld,
+                            count,
+                            DenyReason.CONSENT_MISSING,
+                        )
+                        message = None
+                    else:
+                        reason = DenyReason.CONSENT_MISSING
+                        named = refused
+                        consents = ()
             if (
                 reason is None
                 and self._restrictions is not None
@@ -509,9 +526,27 @@ class Custodian:
                 and action in _SUBJECT_ACTIONS
             ):
                 restricted = self._restrictions.refused(named, purpose, self._clock())
-                if restricted:
+                if restricted and action is Action.READ and _maskable(verdict):
+                    if consents:
+                        kept = dict(zip(named, consents, strict=False))
+                        consents = tuple(
+                            kept[s] for s in named if s not in restricted and s in kept
+                        )
+                    named, count = self._withhold(
+                        ctx,
+                        action,
+                        entity,
+                        verdict,
+                        named,
+                        restricted,
+                        count,
+                        DenyReason.RESTRICTED,
+                    )
+                    withheld = (*withheld, *restricted)
+                elif restricted:
                     reason = DenyReason.RESTRICTED
                     named = restricted
+                    consents = ()
                     message = (
                         f"the use of {len(named)} data subject(s)' data is "
                         f"restricted; purpose {purpose!r} is not allowed"
@@ -553,8 +588,9 @@ class Custodian:
             request_id=ctx.request_id,
             trace_id=ctx.trace_id,
             consents=consents,
+            withheld=withheld,
         )
-        if self._audit is not None:
+        if self._audit is not None and (named or not withheld):
             # AuditUnavailableError propagates: an access whose decision cannot
             # be recorded is refused, allowed or not (fail closed).
             self._audit.record_decision(decision)
@@ -616,8 +652,8 @@ class Custodian:
         batch's subjects.
 
         Returns:
-            The subjects refused, the consent ids relied on (in the order of
-            *subjects*), and the denial message (``None`` when allowed).
+            The subjects refused, the consent ids of the others (in the order
+            of *subjects*), and the denial message (``None`` when allowed).
         """
         acquiring = not self._policy.needs_consent(purpose)
         what = (
@@ -653,8 +689,50 @@ class Custodian:
                 f"{what} needs consent in force: {len(refused)} of "
                 f"{len(subjects)} data subject(s) have none"
             )
-            return refused, (), message
+            # The consents of the others, should they be released alone.
+            return refused, tuple(found[s] for s in subjects if s in found), message
         return (), tuple(found[s] for s in subjects), None
+
+    def _withhold(  # noqa: PLR0917
+        self,
+        ctx: Any,
+        action: Action,
+        entity: str | None,
+        verdict: _Verdict,
+        named: tuple[str, ...],
+        withheld: tuple[str, ...],
+        count: int,
+        reason: DenyReason,
+    ) -> tuple[tuple[str, ...], int]:
+        """Record the denial of *withheld* (revealed only as masks); return the rest.
+
+        Returns:
+            The subjects released and their share of *count*.
+        """
+        out = set(withheld)
+        released = tuple(s for s in named if s not in out)
+        share = count * len(released) // len(named) if named else 0
+        if self._audit is not None:
+            self._audit.record_decision(
+                AccessDecision(
+                    outcome=Outcome.DENIED,
+                    reason=reason,
+                    action=action,
+                    actor=ctx.actor,
+                    role=ctx.role,
+                    purpose=ctx.purpose,
+                    policy_version=self._policy.version,
+                    entity=entity,
+                    fields=verdict.fields,
+                    categories=verdict.categories,
+                    denied_fields=verdict.fields,
+                    subjects=withheld,
+                    count=count - share,
+                    request_id=ctx.request_id,
+                    trace_id=ctx.trace_id,
+                )
+            )
+        return released, share
 
     def _strict_handler_refusal(
         self, actor: str | None, role: str | None
@@ -739,6 +817,19 @@ def _decide(
             for fp in fields.values()
         ),
     )
+
+
+def _maskable(verdict: _Verdict) -> bool:
+    """Whether every field of *verdict* reveals its mask on violation.
+
+    Then the subjects of a batch who may not be read (no consent in force, use
+    restricted) are masked and the others released; otherwise the batch is
+    refused whole.
+    """
+    source = verdict.source
+    if not source:
+        return False
+    return all(fp is not None and fp.on_violation == "mask" for fp in source.values())
 
 
 def _check_arguments(policy: object, audit: object) -> None:

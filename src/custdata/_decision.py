@@ -104,6 +104,11 @@ class AccessDecision:
             of ``subjects``; empty when no consent was needed.
         request_id: The application's request id, if one is in force.
         trace_id: The distributed-tracing id, if one is in force.
+        withheld: On an allowed read, the subjects of the batch whose values
+            must be revealed only as their masks: subjects without consent in
+            force, or whose use is restricted, when every field read says
+            ``on_violation = "mask"``. Their denial is recorded as a decision
+            of its own; ``subjects`` names only the released ones.
     """
 
     outcome: Outcome
@@ -122,6 +127,7 @@ class AccessDecision:
     request_id: str | None = None
     trace_id: str | None = None
     consents: tuple[str, ...] = ()
+    withheld: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> bool:
