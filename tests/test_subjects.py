@@ -27,7 +27,7 @@ import custdata
 from custdata import Purpose, RetentionRule, Role
 from custdata.audit import AuditTrail, JsonLinesSink, JsonLinesSource, verify_trail
 from custdata.crypto import InMemorySubjectKeyStore, Keyring
-from custdata.governance import LegalHolds
+from custdata.governance import LegalHolds, Restrictions
 from custdata.sqlalchemy import (
     customer_data,
     disclose_subject,
@@ -192,6 +192,7 @@ class World:
     keyring: Keyring
     audit_path: Path
     holds: LegalHolds
+    restrictions: Restrictions
 
     def events(self) -> list[dict[str, Any]]:
         self.trail.flush()
@@ -212,17 +213,24 @@ def world(policy: custdata.Policy, tmp_path: Path) -> Iterator[World]:
     path = tmp_path / "audit.jsonl"
     trail = AuditTrail(keyring, sinks=[JsonLinesSink(path)], checkpoint_interval=None)
     holds = LegalHolds()
+    restrictions = Restrictions.for_policy(policy, audit=trail)
     c = custdata.Custodian(
         policy=policy,
         keyring=keyring,
         audit=trail,
         subject_keys=InMemorySubjectKeyStore(),
         holds=holds,
+        restrictions=restrictions,
         clock=lambda: T1,
     )
     with c.activate():
         yield World(
-            custodian=c, trail=trail, keyring=keyring, audit_path=path, holds=holds
+            custodian=c,
+            trail=trail,
+            keyring=keyring,
+            audit_path=path,
+            holds=holds,
+            restrictions=restrictions,
         )
     trail.close()
 
@@ -711,3 +719,47 @@ text_en = "Portability"
             text.replace("subject_disclosure = true\n", ""), encoding="utf-8"
         )
         assert custdata.Policy.from_toml(path).disclosure_purposes == frozenset()
+
+
+class TestRestricted:
+    """A subject whose use is restricted (利用停止, GDPR Art. 18)."""
+
+    def test_disclosure_stays_allowed_and_normal_use_is_refused(
+        self, engine: Engine, shop: Shop, world: World, two: tuple[uuid.UUID, uuid.UUID]
+    ) -> None:
+        """The footprint lists the restriction; disclosure reads; support is refused."""
+        subject, _other = two
+        world.restrictions.restrict(
+            subject, reason="request", actor="dpo-1", request_id="req-3", at=T0
+        )
+        out = io.StringIO()
+        with Session(engine) as session, dpo():
+            fp = locate_subject(session, subject, tables=shop.Base)
+            assert [r.request_id for r in fp.restrictions] == ["req-3"]
+            disclose_subject(session, fp, "json", out)
+            with (
+                custdata.purpose("support"),
+                pytest.raises(custdata.SubjectRestrictedError),
+            ):
+                _ = session.get(shop.Customer, subject).name  # type: ignore[union-attr]
+        for value in CANARY.values():
+            assert value in out.getvalue()
+        denied = [
+            e
+            for e in world.events()
+            if e.get("outcome") == "denied" and e.get("reason") == "restricted"
+        ]
+        assert denied
+        assert all(e["purpose"] == "support" for e in denied)
+
+    def test_a_restricted_subject_can_be_erased(
+        self, engine: Engine, shop: Shop, world: World, two: tuple[uuid.UUID, uuid.UUID]
+    ) -> None:
+        """Stopping use does not stop erasure (a purpose that may_erase)."""
+        subject, _other = two
+        world.restrictions.restrict(subject, reason="request", actor="dpo-1", at=T0)
+        with Session(engine) as session, dpo(), custdata.purpose("privacy_desk"):
+            fp = locate_subject(session, subject, tables=shop.Base)
+            result = erase_subject(session, fp, now=T8)
+        assert result.complete
+        assert result.shredded

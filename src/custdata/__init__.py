@@ -47,6 +47,7 @@ from ._errors import PurposeRequiredError as PurposeRequiredError
 from ._errors import PurposeViolationError as PurposeViolationError
 from ._errors import ReceiptRefusedError as ReceiptRefusedError
 from ._errors import SubjectNotFoundError as SubjectNotFoundError
+from ._errors import SubjectRestrictedError as SubjectRestrictedError
 from ._errors import UnclassifiedFieldError as UnclassifiedFieldError
 from ._errors import UnknownIncidentError as UnknownIncidentError
 from ._errors import UnknownKeyError as UnknownKeyError
@@ -157,6 +158,7 @@ __all__ = [
     "SafetyMeasure",
     "SubContractor",
     "SubjectNotFoundError",
+    "SubjectRestrictedError",
     "Taxonomy",
     "ThirdPartyPolicy",
     "UnclassifiedFieldError",

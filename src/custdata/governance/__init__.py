@@ -1,7 +1,7 @@
 """Governance: the regulation's registers and decisions, without a database.
 
 This layer sits between :mod:`custdata.audit` and :mod:`custdata.sqlalchemy`
-(see the design's layers): consent, retention in force, provision and receipt
+(see the design's layers): consent, restriction of use, retention in force, provision and receipt
 records, contractors, incidents, data-subject requests, reviews and the
 rendered documents. Everything here is a pure decision over a store protocol;
 the in-memory stores serve tests and the SQL stores live in
@@ -74,6 +74,12 @@ from ._reports import ReportItem as ReportItem
 from ._reports import ReportKind as ReportKind
 from ._reports import ReportStage as ReportStage
 from ._reports import build_report as build_report
+from ._restrictions import InMemoryRestrictionStore as InMemoryRestrictionStore
+from ._restrictions import RestrictionError as RestrictionError
+from ._restrictions import RestrictionRecord as RestrictionRecord
+from ._restrictions import Restrictions as Restrictions
+from ._restrictions import RestrictionStore as RestrictionStore
+from ._restrictions import UnknownRestrictionError as UnknownRestrictionError
 from ._retention_holds import HoldRecord as HoldRecord
 from ._retention_holds import HoldStore as HoldStore
 from ._retention_holds import InMemoryHoldStore as InMemoryHoldStore
@@ -119,6 +125,7 @@ __all__ = [
     "InMemoryHoldStore",
     "InMemoryIncidentStore",
     "InMemoryProvisionRecordStore",
+    "InMemoryRestrictionStore",
     "Incident",
     "IncidentKind",
     "IncidentRegister",
@@ -141,6 +148,10 @@ __all__ = [
     "ReportKind",
     "ReportStage",
     "Reportability",
+    "RestrictionError",
+    "RestrictionRecord",
+    "RestrictionStore",
+    "Restrictions",
     "ReviewItem",
     "RouteStatus",
     "RulePack",
@@ -148,6 +159,7 @@ __all__ = [
     "TimelineEntry",
     "TrailStatus",
     "UnknownConsentError",
+    "UnknownRestrictionError",
     "build_report",
     "classify",
     "consents_in_force",

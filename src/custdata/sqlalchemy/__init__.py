@@ -44,6 +44,7 @@ from ._legacy import legacy_plaintext_reads as legacy_plaintext_reads
 from ._provision import Provision as Provision
 from ._provision import SqlProvisionRecordStore as SqlProvisionRecordStore
 from ._provision import provide as provide
+from ._restrictions import SqlRestrictionStore as SqlRestrictionStore
 from ._runtime import MASK_TEXT as MASK_TEXT
 from ._runtime import install as install
 from ._runtime import validate_models as validate_models
@@ -107,6 +108,7 @@ __all__ = [
     "SqlHoldStore",
     "SqlIncidentStore",
     "SqlProvisionRecordStore",
+    "SqlRestrictionStore",
     "SqlRetentionGuard",
     "SqlSubjectKeyStore",
     "SubjectFootprint",

@@ -472,8 +472,9 @@ def locate_subject(
             table custdata knows).
         records: A provision-record store (``for_subject``), for the
             provisions and receipts naming the subject.
-        restrictions: A restriction register with ``records_for(subjects)``
-            (or ``in_force(subject)``), for the restrictions of use.
+        restrictions: The register of restrictions of use
+            (:class:`custdata.governance.Restrictions`; default: the
+            custodian's), for the restrictions in force.
 
     Returns:
         The footprint.
@@ -534,14 +535,11 @@ def locate_subject(
         named = records.for_subject(text)
         provisions = tuple(r for r in named if r.kind == "provision")
         receipts = tuple(r for r in named if r.kind == "receipt")
+    register = restrictions if restrictions is not None else custodian.restrictions
     restricted: tuple[Any, ...] = ()
-    if restrictions is not None:
-        records_for = getattr(restrictions, "records_for", None)
-        restricted = (
-            tuple(records_for([text]))
-            if records_for is not None
-            else tuple(restrictions.in_force(text))
-        )
+    if register is not None:
+        at = custodian.now()
+        restricted = tuple(r for r in register.history(sid) if r.in_force(at))
     ref = getattr(custodian.audit, "subject_ref", None)
     return SubjectFootprint(
         subject=sid,
