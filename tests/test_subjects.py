@@ -27,7 +27,12 @@ import custdata
 from custdata import Purpose, RetentionRule, Role
 from custdata.audit import AuditTrail, JsonLinesSink, JsonLinesSource, verify_trail
 from custdata.crypto import InMemorySubjectKeyStore, Keyring
-from custdata.governance import LegalHolds, Restrictions
+from custdata.governance import (
+    InMemoryProvisionRecordStore,
+    LegalHolds,
+    ProvisionRecord,
+    Restrictions,
+)
 from custdata.sqlalchemy import (
     customer_data,
     disclose_subject,
@@ -380,6 +385,39 @@ class TestLocate:
         assert [h.case for h in fp.holds] == ["case-7"]
         assert fp.held_at(T1)
         assert fp.recipients == ()
+
+    def test_provision_records_give_the_recipients_to_notify(
+        self, engine: Engine, shop: Shop, two: tuple[uuid.UUID, uuid.UUID]
+    ) -> None:
+        """Provisions and receipts naming the subject; recipients for GDPR Art. 19."""
+        subject, other = two
+        store = InMemoryProvisionRecordStore()
+
+        def record(kind: str, who: str, subjects: list[str]) -> ProvisionRecord:
+            return ProvisionRecord(
+                record_id=f"{kind}-{who}",
+                kind=kind,  # type: ignore[arg-type]
+                basis="consent",
+                method="each",
+                counterparty_id=who,
+                subjects=subjects,
+                data_items=["name"],
+                items={},
+                created_at=T0,
+                first_at=T0,
+                last_at=T0,
+                retain_until=T8,
+                pack_id="appi-2022-04",
+            )
+
+        store.add(record("provision", "partner-1", [str(subject), str(other)]))
+        store.add(record("provision", "partner-2", [str(other)]))
+        store.add(record("receipt", "broker-9", [str(subject)]))
+        with Session(engine) as session, dpo():
+            fp = locate_subject(session, subject, tables=shop.Base, records=store)
+        assert [r.record_id for r in fp.provisions] == ["provision-partner-1"]
+        assert [r.record_id for r in fp.receipts] == ["receipt-broker-9"]
+        assert fp.recipients == ("partner-1",)
 
 
 class TestDisclose:
