@@ -592,7 +592,11 @@ class TestErase:
     ) -> None:
         """No row is left that could later be read (and logged as revealed)."""
         subject, other = two
+        dry = self._erase(engine, shop, subject, now=T8, dry_run=True)
+        assert dry.total("crypto_shred") == 1
+        assert not dry.shredded
         result = self._erase(engine, shop, subject, now=T8)
+        assert result.counts == dry.counts
         assert result.complete
         assert result.shredded
         assert result.total("crypto_shred") == 1

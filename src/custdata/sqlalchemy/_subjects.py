@@ -33,7 +33,7 @@ from typing import IO, Any, Literal, cast
 import attrs
 
 from sqlalchemy import Column, MetaData, Table, column, or_, select, table
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import CircularDependencyError, IntegrityError
 from sqlalchemy.orm import MappedColumn, Session, mapped_column
 from sqlalchemy.sql.ddl import sort_tables
 
@@ -912,15 +912,19 @@ def erase_subject(
         order = [
             t.name for t in sort_tables([by_name[n] for n in located if n in by_name])
         ]
-    except Exception:  # noqa: BLE001 - a cycle: keep the footprint's order
+    except CircularDependencyError:
         order = list(located)
     subject_scoped = False
+    #: Whether a value under the subject's own key is kept (dry runs tell by this).
+    kept_scoped = False
     for batch, name in enumerate(reversed(order)):
         rows_info = located[name]
         view = _View(
             by_name[name], policy, routes[name].link if name in routes else None
         )
         subject_scoped = subject_scoped or view.shreds
+        scoped = {n for n, b, *_ in view.fields if b.key_scope == "subject"}
+        before = len(kept)
         pk = view.raw.c[view.pk.name]
         rows = session.execute(
             select(*view.raw.c).where(pk.in_(list(rows_info.primary_keys))).order_by(pk)
@@ -987,11 +991,15 @@ def erase_subject(
                 )
                 continue
             counts[name, fname, action] = counts.get((name, fname, action), 0) + n
-    remaining = (
-        not held
-        and subject_scoped
-        and _subject_values_left(session, tbls, custodian.policy, subject)
-    )
+        kept_scoped = kept_scoped or any(k.field in scoped for k in kept[before:])
+    if dry_run:
+        remaining = kept_scoped
+    else:
+        remaining = (
+            not held
+            and subject_scoped
+            and _subject_values_left(session, tbls, custodian.policy, subject)
+        )
     shred = (
         not held
         and subject_scoped
@@ -1013,8 +1021,8 @@ def erase_subject(
             cleared = eraser(subject)
         session.commit()
     if shred:
-        table_name = next(iter(order[::-1]), "*")
-        counts[table_name, "*", "crypto_shred"] = 1
+        # Counted on the first table (a parent), as the sweep counts its shreds.
+        counts[order[0] if order else "*", "*", "crypto_shred"] = 1
     return ErasureResult(
         erasure_id=erasure_id,
         subject=subject,
