@@ -52,6 +52,7 @@ add_custdata_tables(
     subject_key_table_name={keys!r},
     consent_table_name={consents!r},
     hold_table_name={holds!r},
+    restriction_table_name={restrictions!r},
 )
 target_metadata = Base.metadata
 OURS = set(target_metadata.tables)
@@ -153,6 +154,7 @@ class TestCustdataTables:
             "custdata_subject_keys",
             "custdata_consent",
             "custdata_legal_hold",
+            "custdata_restriction",
             "custdata_provision_record",
             "custdata_provision_subject",
             "custdata_incident",
@@ -168,7 +170,12 @@ class TestCustdataTables:
         """The SQL stores on the same metadata use the tables defined there."""
         metadata = MetaData()
         table, consents, held = add_custdata_tables(
-            metadata, audit=False, provision=False, incidents=False, requests=False
+            metadata,
+            audit=False,
+            provision=False,
+            incidents=False,
+            requests=False,
+            restrictions=False,
         )
         engine = create_engine("sqlite://")
         try:
@@ -231,6 +238,7 @@ class TestRoundTrip:
         suffix = uuid.uuid4().hex[:8]
         prefix, keys = f"ca_{suffix}", f"csk_{suffix}"
         consents, holds = f"ccon_{suffix}", f"chold_{suffix}"
+        restrictions = f"crst_{suffix}"
         version = f"alembic_version_{suffix}"
         assert 0 == _alembic(tmp_path, "init", "migrations").returncode
         ini = tmp_path / "alembic.ini"
@@ -247,6 +255,7 @@ class TestRoundTrip:
                 keys=keys,
                 consents=consents,
                 holds=holds,
+                restrictions=restrictions,
                 version=version,
             )
         )
@@ -264,6 +273,7 @@ class TestRoundTrip:
                 keys,
                 consents,
                 holds,
+                restrictions,
             ):
                 assert f"op.create_table('{name}'" in code
 
@@ -291,6 +301,7 @@ class TestRoundTrip:
                     keys,
                     consents,
                     holds,
+                    restrictions,
                     version,
                 ):
                     conn.execute(text(f"DROP TABLE IF EXISTS {name}"))

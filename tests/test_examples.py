@@ -75,3 +75,13 @@ def test_data_subject_requests_one_of_each_appi_kind(tmp_path: Path) -> None:
         "open requests: 0; findings: 0",
     ):
         assert line in out
+
+
+def test_shop_answers_a_data_subject_request(tmp_path: Path) -> None:
+    """The shop finds Taro by e-mail, discloses his data, erases what the statute allows."""
+    out = _run(EXAMPLES / "shop" / "app.py", tmp_path)
+    assert "found 2 rows: ['shop_customers', 'shop_orders']" in out
+    assert "allowed export shop_orders ['total', 'note'] purpose=disclosure" in out
+    assert "disclosed 3 values as JSON" in out
+    assert "kept: shop_orders.total (statutory_minimum, accounting)" in out
+    assert "taro@example.jp" not in out

@@ -61,6 +61,7 @@ class TestLoading:
             "marketing.email",
             "marketing.third_party",
             "consultation",
+            "disclosure",
         } == set(sample_policy.purposes)
         assert sample_policy.purposes["billing"].text_ja.startswith("ご注文")
 

@@ -27,7 +27,12 @@ import custdata
 from custdata import Purpose, RetentionRule, Role
 from custdata.audit import AuditTrail, JsonLinesSink, JsonLinesSource, verify_trail
 from custdata.crypto import InMemorySubjectKeyStore, Keyring
-from custdata.governance import LegalHolds
+from custdata.governance import (
+    InMemoryProvisionRecordStore,
+    LegalHolds,
+    ProvisionRecord,
+    Restrictions,
+)
 from custdata.sqlalchemy import (
     customer_data,
     disclose_subject,
@@ -101,6 +106,7 @@ def policy() -> custdata.Policy:
                 id="disclosure",
                 text_ja="本人への開示",
                 text_en="Disclosure to the data subject",
+                retention="support",
                 subject_disclosure=True,
             ),
             Purpose(
@@ -191,6 +197,7 @@ class World:
     keyring: Keyring
     audit_path: Path
     holds: LegalHolds
+    restrictions: Restrictions
 
     def events(self) -> list[dict[str, Any]]:
         self.trail.flush()
@@ -211,17 +218,24 @@ def world(policy: custdata.Policy, tmp_path: Path) -> Iterator[World]:
     path = tmp_path / "audit.jsonl"
     trail = AuditTrail(keyring, sinks=[JsonLinesSink(path)], checkpoint_interval=None)
     holds = LegalHolds()
+    restrictions = Restrictions.for_policy(policy, audit=trail)
     c = custdata.Custodian(
         policy=policy,
         keyring=keyring,
         audit=trail,
         subject_keys=InMemorySubjectKeyStore(),
         holds=holds,
+        restrictions=restrictions,
         clock=lambda: T1,
     )
     with c.activate():
         yield World(
-            custodian=c, trail=trail, keyring=keyring, audit_path=path, holds=holds
+            custodian=c,
+            trail=trail,
+            keyring=keyring,
+            audit_path=path,
+            holds=holds,
+            restrictions=restrictions,
         )
     trail.close()
 
@@ -371,6 +385,39 @@ class TestLocate:
         assert [h.case for h in fp.holds] == ["case-7"]
         assert fp.held_at(T1)
         assert fp.recipients == ()
+
+    def test_provision_records_give_the_recipients_to_notify(
+        self, engine: Engine, shop: Shop, two: tuple[uuid.UUID, uuid.UUID]
+    ) -> None:
+        """Provisions and receipts naming the subject; recipients for GDPR Art. 19."""
+        subject, other = two
+        store = InMemoryProvisionRecordStore()
+
+        def record(kind: str, who: str, subjects: list[str]) -> ProvisionRecord:
+            return ProvisionRecord(
+                record_id=f"{kind}-{who}",
+                kind=kind,  # type: ignore[arg-type]
+                basis="consent",
+                method="each",
+                counterparty_id=who,
+                subjects=subjects,
+                data_items=["name"],
+                items={},
+                created_at=T0,
+                first_at=T0,
+                last_at=T0,
+                retain_until=T8,
+                pack_id="appi-2022-04",
+            )
+
+        store.add(record("provision", "partner-1", [str(subject), str(other)]))
+        store.add(record("provision", "partner-2", [str(other)]))
+        store.add(record("receipt", "broker-9", [str(subject)]))
+        with Session(engine) as session, dpo():
+            fp = locate_subject(session, subject, tables=shop.Base, records=store)
+        assert [r.record_id for r in fp.provisions] == ["provision-partner-1"]
+        assert [r.record_id for r in fp.receipts] == ["receipt-broker-9"]
+        assert fp.recipients == ("partner-1",)
 
 
 class TestDisclose:
@@ -545,7 +592,11 @@ class TestErase:
     ) -> None:
         """No row is left that could later be read (and logged as revealed)."""
         subject, other = two
+        dry = self._erase(engine, shop, subject, now=T8, dry_run=True)
+        assert dry.total("crypto_shred") == 1
+        assert not dry.shredded
         result = self._erase(engine, shop, subject, now=T8)
+        assert result.counts == dry.counts
         assert result.complete
         assert result.shredded
         assert result.total("crypto_shred") == 1
@@ -639,3 +690,118 @@ class TestErase:
             with pytest.raises(custdata.PurposeViolationError):
                 erase_subject(session, fp, tables=shop.Base)
         assert {t.name: _stored(engine, t) for t in shop.tables} == before
+
+
+class TestDisclosurePurpose:
+    """A ``subject_disclosure`` purpose: every tagged field, no retention rule."""
+
+    def test_permits_every_tagged_field_without_being_listed(
+        self, policy: custdata.Policy
+    ) -> None:
+        """Listed nowhere, prohibited or not, it is compliant; an untagged field stays refused."""
+        plain = custdata.FieldPolicy(category="name", purposes=["support"])
+        prohibiting = custdata.FieldPolicy(
+            category="name", purposes=["billing"], prohibited=["support"]
+        )
+        untagged = custdata.FieldPolicy(category="name", purposes=[])
+        assert policy.permits(plain, "disclosure")
+        assert policy.permits(prohibiting, "disclosure")
+        assert not policy.permits(untagged, "disclosure")
+        # Other purposes keep the ordinary rule.
+        assert not policy.permits(plain, "billing")
+        assert policy.disclosure_purposes == frozenset({"disclosure"})
+
+    def test_declared_in_toml_and_never_lengthens_retention(
+        self, tmp_path: Path
+    ) -> None:
+        """``subject_disclosure = true`` loads; its long rule does not reach any field."""
+        text = """
+[policy]
+organisation = "T K.K."
+version = "1"
+effective_date = 2019-01-01
+next_review = 2099-01-01
+
+[retention.support]
+period = "P1Y"
+anchor = "acquired"
+action = "delete"
+
+[retention.requests]
+period = "P10Y"
+anchor = "acquired"
+action = "delete"
+
+[purposes.support]
+text_ja = "サポート"
+text_en = "Support"
+retention = "support"
+
+[purposes.disclosure]
+text_ja = "本人への開示"
+text_en = "Disclosure to the data subject"
+retention = "requests"
+subject_disclosure = true
+
+[purposes."disclosure.portability"]
+parent = "disclosure"
+text_ja = "データポータビリティ"
+text_en = "Portability"
+"""
+        path = tmp_path / "p.toml"
+        path.write_text(text, encoding="utf-8")
+        loaded = custdata.Policy.from_toml(path)
+        assert loaded.disclosure_purposes == frozenset(
+            {"disclosure", "disclosure.portability"}
+        )
+        field = custdata.FieldPolicy(category="name", purposes=["support"])
+        assert loaded.permits(field, "disclosure.portability")
+        assert [r.id for r in loaded.retention_rules_for(field)] == ["support"]
+        path.write_text(
+            text.replace("subject_disclosure = true\n", ""), encoding="utf-8"
+        )
+        assert custdata.Policy.from_toml(path).disclosure_purposes == frozenset()
+
+
+class TestRestricted:
+    """A subject whose use is restricted (利用停止, GDPR Art. 18)."""
+
+    def test_disclosure_stays_allowed_and_normal_use_is_refused(
+        self, engine: Engine, shop: Shop, world: World, two: tuple[uuid.UUID, uuid.UUID]
+    ) -> None:
+        """The footprint lists the restriction; disclosure reads; support is refused."""
+        subject, _other = two
+        world.restrictions.restrict(
+            subject, reason="request", actor="dpo-1", request_id="req-3", at=T0
+        )
+        out = io.StringIO()
+        with Session(engine) as session, dpo():
+            fp = locate_subject(session, subject, tables=shop.Base)
+            assert [r.request_id for r in fp.restrictions] == ["req-3"]
+            disclose_subject(session, fp, "json", out)
+            with (
+                custdata.purpose("support"),
+                pytest.raises(custdata.SubjectRestrictedError),
+            ):
+                _ = session.get(shop.Customer, subject).name  # type: ignore[union-attr]
+        for value in CANARY.values():
+            assert value in out.getvalue()
+        denied = [
+            e
+            for e in world.events()
+            if e.get("outcome") == "denied" and e.get("reason") == "restricted"
+        ]
+        assert denied
+        assert all(e["purpose"] == "support" for e in denied)
+
+    def test_a_restricted_subject_can_be_erased(
+        self, engine: Engine, shop: Shop, world: World, two: tuple[uuid.UUID, uuid.UUID]
+    ) -> None:
+        """Stopping use does not stop erasure (a purpose that may_erase)."""
+        subject, _other = two
+        world.restrictions.restrict(subject, reason="request", actor="dpo-1", at=T0)
+        with Session(engine) as session, dpo(), custdata.purpose("privacy_desk"):
+            fp = locate_subject(session, subject, tables=shop.Base)
+            result = erase_subject(session, fp, now=T8)
+        assert result.complete
+        assert result.shredded

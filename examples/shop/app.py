@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import io
 import sys
 import tempfile
 
@@ -27,7 +28,15 @@ import custdata  # noqa: E402
 
 from custdata.crypto import Keyring  # noqa: E402
 from custdata.governance import ConsentLedger, LegalHolds  # noqa: E402
-from custdata.sqlalchemy import key_usage, reencrypt, replay_deletions, sweep  # noqa: E402
+from custdata.sqlalchemy import (  # noqa: E402
+    disclose_subject,
+    erase_subject,
+    key_usage,
+    locate_subject,
+    reencrypt,
+    replay_deletions,
+    sweep,
+)
 
 
 class PrintRecorder:
@@ -227,7 +236,48 @@ def main() -> None:
         print(
             f"  replayed on this database: {replay_deletions(engine, log, tables=Base)} changes"
         )
+        print("10. a data-subject request: a copy of Taro's data, then erasure")
+        answer_request(engine)
         engine.dispose()
+
+
+def answer_request(engine: Engine) -> None:
+    """Disclose a customer's data to him (開示), then erase it (消去)."""
+    with (
+        Session(engine) as session,
+        custdata.acting_as("c-9", role="billing_clerk"),
+        custdata.purpose("billing"),
+    ):
+        taro = Customer(
+            name="Suzuki Taro",
+            email="taro@example.jp",
+            last_order_at=dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc),
+        )
+        taro.orders.append(Order(total=decimal.Decimal(2400)))
+        session.add(taro)
+        session.commit()
+    with (
+        Session(engine) as session,
+        custdata.acting_as("p-1", role="privacy_desk"),
+        custdata.purpose("support"),
+    ):
+        # Found by the e-mail he wrote from, through the blind index.
+        footprint = locate_subject(
+            session, identifier=("contact.email", "TARO@example.jp"), tables=Base
+        )
+        print(
+            f"  found {footprint.row_count} rows: {[r.table for r in footprint.rows]}"
+        )
+        copy = io.StringIO()
+        disclosure = disclose_subject(session, footprint, "json", copy)
+        print(
+            f"  disclosed {disclosure.values} values as JSON ({len(copy.getvalue())} bytes)"
+        )
+        result = erase_subject(session, footprint, request_id="req-1")
+        for c in result.counts:
+            print(f"  erased: {c.table}.{c.field} {c.action} {c.count}")
+        for k in result.kept:
+            print(f"  kept: {k.table}.{k.field} ({k.reason}, {k.rule})")
 
 
 if __name__ == "__main__":

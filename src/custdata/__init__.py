@@ -49,6 +49,7 @@ from ._errors import ReceiptRefusedError as ReceiptRefusedError
 from ._errors import RequestError as RequestError
 from ._errors import RequestTransitionError as RequestTransitionError
 from ._errors import SubjectNotFoundError as SubjectNotFoundError
+from ._errors import SubjectRestrictedError as SubjectRestrictedError
 from ._errors import UnclassifiedFieldError as UnclassifiedFieldError
 from ._errors import UnknownIncidentError as UnknownIncidentError
 from ._errors import UnknownKeyError as UnknownKeyError
@@ -164,6 +165,7 @@ __all__ = [
     "SafetyMeasure",
     "SubContractor",
     "SubjectNotFoundError",
+    "SubjectRestrictedError",
     "Taxonomy",
     "ThirdPartyPolicy",
     "UnclassifiedFieldError",

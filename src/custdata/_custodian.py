@@ -29,6 +29,7 @@ from ._errors import (
     PurposeNotGrantedError,
     PurposeRequiredError,
     PurposeViolationError,
+    SubjectRestrictedError,
 )
 from ._lifecycle import lifecycle_message, lifecycle_window, my_number_permitted
 from ._policy import FieldPolicy, Policy
@@ -56,6 +57,7 @@ _ERRORS: Mapping[DenyReason, type[AccessDeniedError]] = {
     DenyReason.LEGAL_HOLD: LegalHoldError,
     DenyReason.UNREGISTERED_HANDLER: HandlerNotRegisteredError,
     DenyReason.RETENTION_EXPIRED: PurposeViolationError,
+    DenyReason.RESTRICTED: SubjectRestrictedError,
 }
 
 #: The actions that use subjects' values, so need their consent where the
@@ -91,6 +93,11 @@ class Custodian:
         holds: The legal-hold register (:class:`custdata.governance.LegalHolds`):
             shredding, and deleting the records of, a held subject are
             refused with :class:`custdata.LegalHoldError`.
+        restrictions: The register of restrictions of use
+            (:class:`custdata.governance.Restrictions`): reads, writes and
+            exports of a restricted subject's data are refused for every
+            purpose but the restriction's allowed purposes, once per batch
+            (:class:`custdata.SubjectRestrictedError`).
         retention: Answers which subjects' records have outlived the retention
             of the purpose in force (``expired_subjects(entity, fields,
             purpose, subjects, now)``, as
@@ -115,6 +122,7 @@ class Custodian:
         subject_keys: SubjectKeyStore | None = None,
         consent: Any = None,
         holds: Any = None,
+        restrictions: Any = None,
         retention: Any = None,
         clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
@@ -125,6 +133,7 @@ class Custodian:
         self._subject_keys = subject_keys
         self._consent = consent
         self._holds = holds
+        self._restrictions = restrictions
         self._retention = retention
         self._clock = clock if clock is not None else _local_now
         self._wall_clock = clock is None
@@ -162,6 +171,11 @@ class Custodian:
     def holds(self) -> Any:
         """The legal-hold register, or ``None``."""
         return self._holds
+
+    @property
+    def restrictions(self) -> Any:
+        """The register of restrictions of use, or ``None``."""
+        return self._restrictions
 
     @property
     def consent(self) -> Any:
@@ -444,6 +458,10 @@ class Custodian:
                 consent in force; the denial names those subjects.
             LegalHoldError: ``Action.DELETE`` of records whose subject is under
                 a legal hold.
+            SubjectRestrictedError: A read, write or export of a subject whose
+                use is restricted, for a purpose the restriction does not
+                allow (with a ``restrictions`` register); the denial names
+                those subjects.
             AuditUnavailableError: The decision could not be recorded.
         """
         ctx = _access.get()
@@ -465,6 +483,7 @@ class Custodian:
         reason = verdict.reason
         named = tuple(map(str, subjects))
         consents: tuple[str, ...] = ()
+        withheld: tuple[str, ...] = ()
         message: str | None = None
         purpose = ctx.purpose
         if reason is None and purpose is not None:
@@ -482,8 +501,58 @@ class Custodian:
                     purpose, verdict, named, count, self._clock()
                 )
                 if message is not None:
-                    reason = DenyReason.CONSENT_MISSING
-                    named = refused
+                    if refused and action is Action.READ and _maskable(verdict):
+                        # Per-subject masking: the others are released.
+                        withheld = refused
+                        named, count = self._withhold(
+                            ctx,
+                            action,
+                            entity,
+                            verdict,
+                            named,
+                            withheld,
+                            count,
+                            DenyReason.CONSENT_MISSING,
+                        )
+                        message = None
+                    else:
+                        reason = DenyReason.CONSENT_MISSING
+                        named = refused
+                        consents = ()
+            if (
+                reason is None
+                and self._restrictions is not None
+                and named
+                and action in _SUBJECT_ACTIONS
+                # Disclosure to the subject stays allowed while use is restricted.
+                and purpose not in self._policy.disclosure_purposes
+            ):
+                restricted = self._restrictions.refused(named, purpose, self._clock())
+                if restricted and action is Action.READ and _maskable(verdict):
+                    if consents:
+                        kept = dict(zip(named, consents, strict=False))
+                        consents = tuple(
+                            kept[s] for s in named if s not in restricted and s in kept
+                        )
+                    named, count = self._withhold(
+                        ctx,
+                        action,
+                        entity,
+                        verdict,
+                        named,
+                        restricted,
+                        count,
+                        DenyReason.RESTRICTED,
+                    )
+                    withheld = (*withheld, *restricted)
+                elif restricted:
+                    reason = DenyReason.RESTRICTED
+                    named = restricted
+                    consents = ()
+                    message = (
+                        f"the use of {len(named)} data subject(s)' data is "
+                        f"restricted; purpose {purpose!r} is not allowed"
+                    )
             if (
                 reason is None
                 and action is Action.READ
@@ -521,8 +590,9 @@ class Custodian:
             request_id=ctx.request_id,
             trace_id=ctx.trace_id,
             consents=consents,
+            withheld=withheld,
         )
-        if self._audit is not None:
+        if self._audit is not None and (named or not withheld):
             # AuditUnavailableError propagates: an access whose decision cannot
             # be recorded is refused, allowed or not (fail closed).
             self._audit.record_decision(decision)
@@ -584,8 +654,8 @@ class Custodian:
         batch's subjects.
 
         Returns:
-            The subjects refused, the consent ids relied on (in the order of
-            *subjects*), and the denial message (``None`` when allowed).
+            The subjects refused, the consent ids of the others (in the order
+            of *subjects*), and the denial message (``None`` when allowed).
         """
         acquiring = not self._policy.needs_consent(purpose)
         what = (
@@ -621,8 +691,50 @@ class Custodian:
                 f"{what} needs consent in force: {len(refused)} of "
                 f"{len(subjects)} data subject(s) have none"
             )
-            return refused, (), message
+            # The consents of the others, should they be released alone.
+            return refused, tuple(found[s] for s in subjects if s in found), message
         return (), tuple(found[s] for s in subjects), None
+
+    def _withhold(  # noqa: PLR0917
+        self,
+        ctx: Any,
+        action: Action,
+        entity: str | None,
+        verdict: _Verdict,
+        named: tuple[str, ...],
+        withheld: tuple[str, ...],
+        count: int,
+        reason: DenyReason,
+    ) -> tuple[tuple[str, ...], int]:
+        """Record the denial of *withheld* (revealed only as masks); return the rest.
+
+        Returns:
+            The subjects released and their share of *count*.
+        """
+        out = set(withheld)
+        released = tuple(s for s in named if s not in out)
+        share = count * len(released) // len(named) if named else 0
+        if self._audit is not None:
+            self._audit.record_decision(
+                AccessDecision(
+                    outcome=Outcome.DENIED,
+                    reason=reason,
+                    action=action,
+                    actor=ctx.actor,
+                    role=ctx.role,
+                    purpose=ctx.purpose,
+                    policy_version=self._policy.version,
+                    entity=entity,
+                    fields=verdict.fields,
+                    categories=verdict.categories,
+                    denied_fields=verdict.fields,
+                    subjects=withheld,
+                    count=count - share,
+                    request_id=ctx.request_id,
+                    trace_id=ctx.trace_id,
+                )
+            )
+        return released, share
 
     def _strict_handler_refusal(
         self, actor: str | None, role: str | None
@@ -707,6 +819,19 @@ def _decide(
             for fp in fields.values()
         ),
     )
+
+
+def _maskable(verdict: _Verdict) -> bool:
+    """Whether every field of *verdict* reveals its mask on violation.
+
+    Then the subjects of a batch who may not be read (no consent in force, use
+    restricted) are masked and the others released; otherwise the batch is
+    refused whole.
+    """
+    source = verdict.source
+    if not source:
+        return False
+    return all(fp is not None and fp.on_violation == "mask" for fp in source.values())
 
 
 def _check_arguments(policy: object, audit: object) -> None:

@@ -72,6 +72,9 @@ class DenyReason(str, enum.Enum):
     UNREGISTERED_HANDLER = "unregistered_handler"
     #: The retention of the purpose in force has ended for a record read.
     RETENTION_EXPIRED = "retention_expired"
+    #: The use of a subject's data is restricted (利用停止, GDPR Art. 18) and
+    #: the purpose in force is not one the restriction allows.
+    RESTRICTED = "restricted"
 
 
 @attrs.frozen(kw_only=True)
@@ -101,6 +104,11 @@ class AccessDecision:
             of ``subjects``; empty when no consent was needed.
         request_id: The application's request id, if one is in force.
         trace_id: The distributed-tracing id, if one is in force.
+        withheld: On an allowed read, the subjects of the batch whose values
+            must be revealed only as their masks: subjects without consent in
+            force, or whose use is restricted, when every field read says
+            ``on_violation = "mask"``. Their denial is recorded as a decision
+            of its own; ``subjects`` names only the released ones.
     """
 
     outcome: Outcome
@@ -119,6 +127,7 @@ class AccessDecision:
     request_id: str | None = None
     trace_id: str | None = None
     consents: tuple[str, ...] = ()
+    withheld: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> bool:

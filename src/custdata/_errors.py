@@ -17,6 +17,7 @@ keep working::
     │   └── ProvisionRefusedError                the provision gate refused (APPI 27–31条)
     │       └── ContractorReviewOverdueError     the contractor's assessment/review is overdue
     │   ├── HandlerNotRegisteredError            strict mode: not a registered, trained handler
+    │   ├── SubjectRestrictedError               the subject's data is restricted (利用停止, Art. 18)
     │   └── ConsentRequiredError                 the purpose needs consent that is missing
     ├── DecryptionError                          any authenticity or format failure
     │   ├── UnknownKeyError (LookupError)        the envelope names a key the keyring lacks
@@ -70,6 +71,7 @@ __all__ = [
     "RequestError",
     "RequestTransitionError",
     "SubjectNotFoundError",
+    "SubjectRestrictedError",
     "UnclassifiedFieldError",
     "UnknownIncidentError",
     "UnknownRequestError",
@@ -157,6 +159,14 @@ class ConsentRequiredError(AccessDeniedError):
 
 class LegalHoldError(AccessDeniedError):
     """A legal hold keeps the subject's data: shredding or erasing it is refused."""
+
+
+class SubjectRestrictedError(AccessDeniedError):
+    """The use of a subject's data is restricted (利用停止, GDPR Art. 18).
+
+    Raised for a read, write or export under a purpose the restriction does
+    not allow; the denial recorded names the restricted subjects.
+    """
 
 
 class DecryptionError(CustdataError):

@@ -575,7 +575,7 @@ class Policy:
             )
         if not cyclic:
             for pid in self.purposes:
-                if self._rule_id_for_purpose(pid) is None and not self._discloses(pid):
+                if self._rule_id_for_purpose(pid) is None:
                     problems.add(
                         f"purposes.{pid}.retention",
                         "no retention rule: set one on the purpose or an ancestor",

@@ -86,8 +86,9 @@ class Purpose:
         subject_disclosure: Whether this is the purpose of disclosing data to
             the data subject it is about (APPI 33条, GDPR Art. 15 and 20): it
             is permitted for every tagged field without being listed on it,
-            whatever the field prohibits, and needs no retention rule (it
-            keeps nothing). Grant it only to the role that answers requests.
+            whatever the field prohibits (so its retention rule, which the
+            documents show, never lengthens a field's). Grant it only to the
+            role that answers requests.
         retired_on: The first day the purpose may no longer be used, or
             ``None`` while it is in use (R-PUR-7).
         my_number_act: Whether this is a purpose the My Number Act (番号法)

@@ -46,6 +46,7 @@ __all__ = [
     "canonical_json",
     "check_plain",
     "check_values",
+    "consent_ids",
     "encode_value",
     "epoch_us",
     "event_id_from_us",
@@ -96,6 +97,8 @@ class AuditAction(str, enum.Enum):
     KEY_SHRED = "key.shred"
     KEY_RETIRE = "key.retire"
     CONSENT_CHANGE = "consent.change"
+    SUBJECT_RESTRICT = "subject.restrict"
+    SUBJECT_RESTRICT_LIFT = "subject.restrict_lift"
     AUDIT_CHAIN_START = "audit.chain_start"
     AUDIT_CHAIN_STOP = "audit.chain_stop"
     AUDIT_CONFIG_CHANGE = "audit.config_change"
@@ -161,6 +164,8 @@ _DATA: Final = frozenset(
         "data_categories",
         "count",
         "batch",
+        # The consent records a decision relied on (optional; R-CON-1).
+        "consents",
     }
 )
 _PURGE: Final = frozenset(
@@ -196,6 +201,8 @@ EVENT_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "key.shred": _COMMON | {"keys", "reason", "subject_ref"},
     "key.retire": _COMMON | {"keys", "reason"},
     "consent.change": _COMMON | {"purpose", "policy_version", "subject_ref", "reason"},
+    "subject.restrict": _COMMON | {"subject_ref"},
+    "subject.restrict_lift": _COMMON | {"subject_ref"},
     "audit.chain_start": _COMMON | {"chain_info", "reason"},
     "audit.chain_stop": _COMMON | {"final_seq", "reason"},
     "audit.config_change": _COMMON | {"change", "reason"},
@@ -206,7 +213,9 @@ _IDENT_KEYS: Final = frozenset(
     {"policy_version", "entity", "request_id", "trace_id", "lib"}
     | {"retention_policy", "purge_id", "requested"}
 )
-_IDENT_LISTS: Final = frozenset({"fields", "data_categories", "denied_fields"})
+_IDENT_LISTS: Final = frozenset(
+    {"fields", "data_categories", "denied_fields", "consents"}
+)
 
 
 def _escape_control(match: re.Match[str]) -> str:
@@ -228,6 +237,22 @@ def audit_name(value: str) -> str:
         digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
         return f"sha256:{digest}"
     return text
+
+
+def consent_ids(ids: Iterable[str]) -> list[str]:
+    """Return how the consent ids a decision relied on are recorded (``consents``).
+
+    Distinct and sorted; an id that is not an identifier (a custom consent
+    source's) is recorded as ``sha256:`` and the hex SHA-256 of its UTF-8 bytes.
+    """
+    out: set[str] = set()
+    for cid in ids:
+        if cid.__class__ is str and IDENTIFIER.fullmatch(cid) is not None:
+            out.add(cid)
+        else:
+            text = str(cid).encode("utf-8", "surrogatepass")
+            out.add(f"sha256:{hashlib.sha256(text).hexdigest()}")
+    return sorted(out)
 
 
 class _SchemaError(ValueError):

@@ -69,6 +69,7 @@ from ._schema import (
     audit_name,
     canonical_json,
     check_plain,
+    consent_ids,
     encode_value,
     epoch_us,
     stamps_from_us,
@@ -743,6 +744,8 @@ class AuditTrail:
                 "subject_ref": self._refs.get(subject) or self.subject_ref(subject),
                 "count": count,
             }
+            if d.consents:
+                event["consents"] = consent_ids(d.consents)
             if d.request_id is not None:
                 event["request_id"] = d.request_id
             if d.trace_id is not None:
@@ -841,6 +844,16 @@ class AuditTrail:
             refs = self._refs_of(subjects)
             if len(refs) == 1:
                 event["subject_ref"] = refs[0]
+        consents = decision.consents
+        # Per pseudonym, the consent relied on (``consents`` follows ``subjects``).
+        by_ref: dict[str, str] | None = None
+        if consents:
+            event["consents"] = consent_ids(consents)
+            if len(refs) > 1 and len(consents) == len(subjects):
+                by_ref = {
+                    self.subject_ref(s): c
+                    for s, c in zip(subjects, consents, strict=True)
+                }
         event["count"] = decision.count
         if decision.request_id is not None:
             event["request_id"] = decision.request_id
@@ -862,6 +875,8 @@ class AuditTrail:
             share = count - given if n == total else count * len(chunk) // len(refs)
             given += share
             part = dict(event, subjects=chunk, count=share)
+            if by_ref is not None and total > 1:
+                part["consents"] = consent_ids(by_ref[r] for r in chunk)
             if total > 1:
                 part["batch"] = {"index": n, "total": total}
             self._log.audit_event(part)

@@ -9,12 +9,14 @@ does in the application's audit trail.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
 import getpass
 import importlib
 import os
 import sys
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ from .._errors import ConfigurationError
 
 __all__ = [
     "JobKeys",
+    "aware_instant",
+    "disposal_custodian",
     "add_audit_arguments",
     "add_database_arguments",
     "add_kek_arguments",
@@ -350,3 +354,66 @@ def warn_unrecorded(command: str, args: argparse.Namespace, what: str) -> None:
             "pass --audit PATH|URL",
             file=sys.stderr,
         )
+
+
+def aware_instant(text: str) -> dt.datetime:
+    """An argparse type: an ISO-8601 instant with its time zone."""
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 instant: {text!r}") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError("the instant needs a time zone, like +09:00")
+    return value
+
+
+@contextlib.contextmanager
+def disposal_custodian(args: argparse.Namespace) -> Iterator[tuple[Any, Any, Any]]:
+    """The custodian of a job that disposes of data (``sweep``, ``erase``).
+
+    Built from ``--policy``, ``--keyring`` (with the KEK options), ``--audit``,
+    ``--subject-keys`` and the legal-hold table ``--holds-table`` of the
+    ``--url`` database when it exists. Yields ``(custodian, engine, models)``;
+    the engines and the audit trail are closed when the block ends.
+
+    Raises:
+        ConfigurationError: A file, the models or a database cannot be opened.
+    """
+    from sqlalchemy import create_engine, inspect  # noqa: PLC0415 - optional layer
+
+    from .._custodian import Custodian  # noqa: PLC0415
+    from .._policy import Policy  # noqa: PLC0415
+    from ..governance import LegalHolds  # noqa: PLC0415
+    from ..sqlalchemy import SqlHoldStore  # noqa: PLC0415
+
+    trail = None
+    store_engine = None
+    try:
+        policy = Policy.from_toml(args.policy)
+        keyring = load_keyring(args.keyring, args) if args.keyring else None
+        if args.audit and keyring is None:
+            raise ConfigurationError("--audit needs --keyring (its audit root key)")
+        models = load_models(args.models)
+        trail = open_audit(args, keyring) if keyring is not None else None
+        opened = open_subject_keys(args)
+        store, store_engine = opened if opened is not None else (None, None)
+        engine = create_engine(args.url, hide_parameters=True)
+        try:
+            holds = None
+            if inspect(engine).has_table(args.holds_table):
+                holds = SqlHoldStore(engine, table_name=args.holds_table)
+            custodian = Custodian(
+                policy=policy,
+                keyring=keyring,
+                audit=trail,
+                subject_keys=store,
+                holds=LegalHolds(holds) if holds is not None else None,
+            )
+            yield custodian, engine, models
+        finally:
+            engine.dispose()
+    finally:
+        if store_engine is not None:
+            store_engine.dispose()
+        if trail is not None:
+            trail.close()

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 
 from typing import Any
 
-from .._custodian import Custodian
-from .._errors import ConfigurationError, CustdataError
-from .._policy import Policy
-from ..governance import LegalHolds
+from .._errors import CustdataError
 from ._options import (
     add_audit_arguments,
     add_database_arguments,
     add_kek_arguments,
     add_subject_key_arguments,
-    load_keyring,
-    load_models,
-    open_audit,
-    open_subject_keys,
+    aware_instant,
+    disposal_custodian,
     positive_int,
     warn_unrecorded,
 )
@@ -76,7 +70,7 @@ def register(commands: Any) -> None:
     )
     parser.add_argument(
         "--now",
-        type=_instant,
+        type=aware_instant,
         default=None,
         metavar="ISO-8601",
         help="decide as of this aware instant (default: now)",
@@ -95,46 +89,13 @@ def register(commands: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def _instant(text: str) -> dt.datetime:
-    try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO-8601 instant: {text!r}") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError("the instant needs a time zone, like +09:00")
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``custdata sweep``."""
-    from sqlalchemy import create_engine, inspect  # noqa: PLC0415 - optional layer
-
-    from ..sqlalchemy import SqlHoldStore, replay_deletions, sweep  # noqa: PLC0415
+    from ..sqlalchemy import replay_deletions, sweep  # noqa: PLC0415 - optional layer
 
     bar = Progress(args.quiet or args.json)
-    trail = None
-    store_engine = None
     try:
-        policy = Policy.from_toml(args.policy)
-        keyring = load_keyring(args.keyring, args) if args.keyring else None
-        if args.audit and keyring is None:
-            raise ConfigurationError("--audit needs --keyring (its audit root key)")
-        models = load_models(args.models)
-        trail = open_audit(args, keyring) if keyring is not None else None
-        opened = open_subject_keys(args)
-        store, store_engine = opened if opened is not None else (None, None)
-        engine = create_engine(args.url, hide_parameters=True)
-        try:
-            holds = None
-            if inspect(engine).has_table(args.holds_table):
-                holds = SqlHoldStore(engine, table_name=args.holds_table)
-            custodian = Custodian(
-                policy=policy,
-                keyring=keyring,
-                audit=trail,
-                subject_keys=store,
-                holds=LegalHolds(holds) if holds is not None else None,
-            )
+        with disposal_custodian(args) as (custodian, engine, models):
             if args.replay is not None:
                 changed = replay_deletions(
                     engine, args.replay, tables=models, custodian=custodian
@@ -155,17 +116,10 @@ def run(args: argparse.Namespace) -> int:
                 progress=bar,
             )
             bar.close()
-        finally:
-            engine.dispose()
     except CustdataError as exc:
         bar.close()
         print(f"custdata sweep: {exc}", file=sys.stderr)
         return 2
-    finally:
-        if store_engine is not None:
-            store_engine.dispose()
-        if trail is not None:
-            trail.close()
     _print(report, as_json=args.json)
     return 0
 

@@ -1,7 +1,7 @@
 """Governance: the regulation's registers and decisions, without a database.
 
 This layer sits between :mod:`custdata.audit` and :mod:`custdata.sqlalchemy`
-(see the design's layers): consent, retention in force, provision and receipt
+(see the design's layers): consent, restriction of use, retention in force, provision and receipt
 records, contractors, incidents, data-subject requests, reviews and the
 rendered documents. Everything here is a pure decision over a store protocol;
 the in-memory stores serve tests and the SQL stores live in
@@ -89,6 +89,12 @@ from ._requests import request_from_dict as request_from_dict
 from ._requests import request_kind as request_kind
 from ._requests import request_kinds as request_kinds
 from ._requests import request_to_dict as request_to_dict
+from ._restrictions import InMemoryRestrictionStore as InMemoryRestrictionStore
+from ._restrictions import RestrictionError as RestrictionError
+from ._restrictions import RestrictionRecord as RestrictionRecord
+from ._restrictions import Restrictions as Restrictions
+from ._restrictions import RestrictionStore as RestrictionStore
+from ._restrictions import UnknownRestrictionError as UnknownRestrictionError
 from ._retention_holds import HoldRecord as HoldRecord
 from ._retention_holds import HoldStore as HoldStore
 from ._retention_holds import InMemoryHoldStore as InMemoryHoldStore
@@ -136,6 +142,7 @@ __all__ = [
     "InMemoryIncidentStore",
     "InMemoryProvisionRecordStore",
     "InMemoryRequestStore",
+    "InMemoryRestrictionStore",
     "Incident",
     "IncidentKind",
     "IncidentRegister",
@@ -164,6 +171,10 @@ __all__ = [
     "RequestKind",
     "RequestState",
     "RequestStore",
+    "RestrictionError",
+    "RestrictionRecord",
+    "RestrictionStore",
+    "Restrictions",
     "ReviewItem",
     "RouteStatus",
     "RulePack",
@@ -171,6 +182,7 @@ __all__ = [
     "TimelineEntry",
     "TrailStatus",
     "UnknownConsentError",
+    "UnknownRestrictionError",
     "build_report",
     "classify",
     "consents_in_force",

@@ -92,6 +92,16 @@ def subject_text(subject: object) -> str:
     return subject if isinstance(subject, str) else str(subject)
 
 
+def purpose_chain(purpose: str, parents: Mapping[str, str | None]) -> tuple[str, ...]:
+    """*purpose* and the purposes above it (*parents*: purpose -> its parent)."""
+    chain = [purpose]
+    parent = parents.get(purpose)
+    while parent is not None and parent not in chain:
+        chain.append(parent)
+        parent = parents.get(parent)
+    return tuple(chain)
+
+
 @attrs.frozen(kw_only=True)
 class Consent:
     """One consent record of the ledger (R-CON-1).
@@ -314,12 +324,7 @@ class ConsentLedger:
 
     def _chain(self, purpose: str) -> tuple[str, ...]:
         """*purpose* and the purposes above it: a consent to any of them serves."""
-        chain = [purpose]
-        parent = self._parents.get(purpose)
-        while parent is not None and parent not in chain:
-            chain.append(parent)
-            parent = self._parents.get(parent)
-        return tuple(chain)
+        return purpose_chain(purpose, self._parents)
 
     def grant(
         self,

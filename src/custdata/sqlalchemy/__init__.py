@@ -48,6 +48,7 @@ from ._requests import RequestTables as RequestTables
 from ._requests import SqlRequestStore as SqlRequestStore
 from ._requests import answer_request as answer_request
 from ._requests import request_tables as request_tables
+from ._restrictions import SqlRestrictionStore as SqlRestrictionStore
 from ._runtime import MASK_TEXT as MASK_TEXT
 from ._runtime import install as install
 from ._runtime import validate_models as validate_models
@@ -113,6 +114,7 @@ __all__ = [
     "SqlIncidentStore",
     "SqlProvisionRecordStore",
     "SqlRequestStore",
+    "SqlRestrictionStore",
     "SqlRetentionGuard",
     "SqlSubjectKeyStore",
     "SubjectFootprint",

@@ -98,6 +98,7 @@ from ._types import (
     _Sealed,
     _SubjectPacked,
 )
+from ._withhold import mask_grant, open_withheld, split_withheld
 from ._write import (
     AMBIGUOUS,
     column_key,
@@ -1015,6 +1016,7 @@ class _Plan:
         subjects: Sequence[Sequence[str]] | None,
         extra: Sequence[object],
         rows: int,
+        withheld: dict[str, frozenset[str]] | None = None,
     ) -> tuple[str, ...]:
         """Authorize reading every part (one decision each), before any value is opened.
 
@@ -1024,6 +1026,8 @@ class _Plan:
                 (``None``: the plan's parts share them all).
             extra: Subjects named by the load (rows without their own).
             rows: The number of rows fetched.
+            withheld: Filled with table -> the subjects a decision withheld
+                (revealed only as masks), if given.
 
         Returns:
             The plan's names of the fields revealed only as their mask.
@@ -1048,6 +1052,8 @@ class _Plan:
                 subjects=named,
                 count=rows * len(part.bindings),
             )
+            if decision.withheld and withheld is not None:
+                withheld[part.entity] = frozenset(decision.withheld)
             if decision.denied_fields:
                 by_column = dict(
                     zip(
@@ -1631,6 +1637,7 @@ class _AnnouncingCursor:
         "_quiet",
         "_searched",
         "_via",
+        "_withheld",
     )
 
     #: Rows read ahead per announced batch when the rows are fetched one by one.
@@ -1658,6 +1665,8 @@ class _AnnouncingCursor:
         self._announced = False
         self._grants: dict[object, Any] | None = None
         self._buffer: list[Any] = []
+        #: Table -> the subjects the last sealed batch's decisions withheld.
+        self._withheld: dict[str, frozenset[str]] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cursor, name)
@@ -1729,6 +1738,12 @@ class _AnnouncingCursor:
                 self._announced = True
                 self._grants = grants
                 _GRANTS.set(grants)
+                if decision.withheld:
+                    # The row's one subject is withheld: masks, nothing opened.
+                    hide = {plan.entity: frozenset(decision.withheld)}
+                    return open_withheld(
+                        rows, plan, (), [[tail]], {}, (), hide, _open_rows
+                    )
                 if bound is None:
                     # Text storage or a custom cipher: the general one-row path.
                     return _open_rows(rows, opens, [[tail]], {}, masks)
@@ -1747,10 +1762,15 @@ class _AnnouncingCursor:
         else:
             named, tails, blobs = _batch_subjects(rows, plan)
         self._announced = True
-        denied = plan.decide(self._custodian, named, self._extra, len(rows))
+        withheld: dict[str, frozenset[str]] = {}
+        denied = plan.decide(self._custodian, named, self._extra, len(rows), withheld)
         grants, opens, _, masks = plan.released(self._custodian, denied)
         self._grants = grants
         _GRANTS.set(grants)
+        if rows and withheld:
+            return open_withheld(
+                rows, plan, opens, tails, blobs, masks, withheld, _open_rows
+            )
         if rows and (opens or masks):
             return _open_rows(rows, opens, tails, blobs, masks)
         return rows
@@ -1762,6 +1782,45 @@ class _AnnouncingCursor:
         plan = self._plan
         named, tails, blobs = _batch_subjects(rows, plan)
         grant = None if self._quiet else self._announce(named, len(rows))
+        if self._withheld and grant is not None:
+            flags = split_withheld(rows, plan, self._withheld)
+            if any(flags):
+                return self._seal_split(rows, flags, tails, blobs, grant)
+        return self._seal_rows(rows, tails, blobs, grant)
+
+    def _seal_split(
+        self,
+        rows: Sequence[Any],
+        flags: list[bool],
+        tails: list[list[bytes | None]],
+        blobs: dict[int, list[Any]],
+        grant: Grant,
+    ) -> Sequence[Any]:
+        """Seal a batch whose flagged rows hold withheld subjects: those open as masks."""
+        out: list[Any] = [None] * len(rows)
+        for hide, given in ((False, grant), (True, mask_grant(grant))):
+            picked = [i for i, flag in enumerate(flags) if flag is hide]
+            if not picked:
+                continue
+            sealed = self._seal_rows(
+                [rows[i] for i in picked],
+                [[t[i] for i in picked] for t in tails],
+                {src: [v[i] for i in picked] for src, v in blobs.items()},
+                given,
+            )
+            for i, row in zip(picked, sealed, strict=True):
+                out[i] = row
+        return out
+
+    def _seal_rows(
+        self,
+        rows: Sequence[Any],
+        tails: list[list[bytes | None]],
+        blobs: dict[int, list[Any]],
+        grant: Grant | None,
+    ) -> Sequence[Any]:
+        """Hand a batch's values over sealed, each opened through *grant*."""
+        plan = self._plan
         held = _held_keys(plan, grant, tails)
         if plan.envelopes is not None:
             return _sealed_rows(rows, plan, grant, tails, held)
@@ -1807,19 +1866,22 @@ class _AnnouncingCursor:
         policy = custodian.policy
         ctx = _access_now()
         plan = self._plan
+        self._withheld.clear()
         memo = plan._granted  # noqa: SLF001 - the plan's own memo
         if memo is not None and memo[0] is ctx and memo[1] is custodian:
             # The same (immutable) context and custodian as the last batch:
             # the same fields are announced, and the same grant opens them.
             grant, parts = memo[2], memo[3]
             for part, fields in parts:
-                custodian.authorize(
+                decision = custodian.authorize(
                     action=Action.READ,
                     entity=part.entity,
                     fields=fields,
                     subjects=_part_subjects(part, named, self._extra),
                     count=rows * len(fields),
                 )
+                if decision.withheld:
+                    self._withheld[part.entity] = frozenset(decision.withheld)
             return grant
         if not _context_ok(policy):
             return None
@@ -1837,6 +1899,8 @@ class _AnnouncingCursor:
                 subjects=_part_subjects(part, named, self._extra),
                 count=rows * len(fields),
             )
+            if decision.withheld:
+                self._withheld[part.entity] = frozenset(decision.withheld)
             masked = decision.denied_fields
             for b in part.bindings:
                 name = b.column or "?"

@@ -33,7 +33,7 @@ from typing import IO, Any, Literal, cast
 import attrs
 
 from sqlalchemy import Column, MetaData, Table, column, or_, select, table
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import CircularDependencyError, IntegrityError
 from sqlalchemy.orm import MappedColumn, Session, mapped_column
 from sqlalchemy.sql.ddl import sort_tables
 
@@ -168,6 +168,8 @@ class SubjectFootprint:
             restriction register exists.
         audit_pseudonym: The subject's pseudonym in the audit trail
             (``sr_...``), to query it; ``None`` without a trail.
+        tables: The tables searched, which :func:`disclose_subject` and
+            :func:`erase_subject` use unless given others.
     """
 
     subject: Any
@@ -178,6 +180,7 @@ class SubjectFootprint:
     holds: tuple[Any, ...] = ()
     restrictions: tuple[Any, ...] = ()
     audit_pseudonym: str | None = None
+    tables: tuple[Table, ...] = attrs.field(default=(), repr=False, eq=False)
 
     @property
     def recipients(self) -> tuple[str, ...]:
@@ -357,6 +360,13 @@ def _tables(tables: Any) -> list[Table]:
     return found
 
 
+def _footprint_tables(footprint: SubjectFootprint, tables: Any) -> list[Table]:
+    """The tables given, else the ones the footprint was located in."""
+    if tables is None and footprint.tables:
+        return list(footprint.tables)
+    return _tables(tables)
+
+
 def _subject_id(tables: Sequence[Table], subject: object) -> Any:
     """The subject as its subject columns take it (a UUID's text as a UUID)."""
     for t in tables:
@@ -462,8 +472,9 @@ def locate_subject(
             table custdata knows).
         records: A provision-record store (``for_subject``), for the
             provisions and receipts naming the subject.
-        restrictions: A restriction register with ``records_for(subjects)``
-            (or ``in_force(subject)``), for the restrictions of use.
+        restrictions: The register of restrictions of use
+            (:class:`custdata.governance.Restrictions`; default: the
+            custodian's), for the restrictions in force.
 
     Returns:
         The footprint.
@@ -524,14 +535,11 @@ def locate_subject(
         named = records.for_subject(text)
         provisions = tuple(r for r in named if r.kind == "provision")
         receipts = tuple(r for r in named if r.kind == "receipt")
+    register = restrictions if restrictions is not None else custodian.restrictions
     restricted: tuple[Any, ...] = ()
-    if restrictions is not None:
-        records_for = getattr(restrictions, "records_for", None)
-        restricted = (
-            tuple(records_for([text]))
-            if records_for is not None
-            else tuple(restrictions.in_force(text))
-        )
+    if register is not None:
+        at = custodian.now()
+        restricted = tuple(r for r in register.history(sid) if r.in_force(at))
     ref = getattr(custodian.audit, "subject_ref", None)
     return SubjectFootprint(
         subject=sid,
@@ -542,6 +550,7 @@ def locate_subject(
         holds=holds,
         restrictions=restricted,
         audit_pseudonym=ref(text) if ref is not None else None,
+        tables=tuple(tbls),
     )
 
 
@@ -601,7 +610,7 @@ def disclose_subject(
         out: A path or text stream to write to; ``None`` returns the text in
             nothing but writes nothing (use a ``io.StringIO``).
         purpose: The disclosure purpose (default ``"disclosure"``).
-        tables: The tables, as given to :func:`locate_subject`.
+        tables: The tables (default: those the footprint was located in).
         request_id: The request answered, recorded with the events.
         now: When (aware); the custodian's clock when omitted.
 
@@ -622,7 +631,7 @@ def disclose_subject(
         raise ActorRequiredError(msg)
     custodian = current_custodian()
     when = now if now is not None else custodian.now()
-    by_name = {t.name: t for t in _tables(tables)}
+    by_name = {t.name: t for t in _footprint_tables(footprint, tables)}
     collected: dict[str, list[dict[str, Any]]] = {}
     summary: list[tuple[str, tuple[str, ...], int]] = []
     events: list[tuple[str, list[str], list[str], int]] = []
@@ -856,7 +865,7 @@ def erase_subject(
         reason: The enumerated reason recorded (``erasure_request``).
         request_id: The request answered (recorded as the erasure's id).
         dry_run: Count what would be done; change, record and log nothing.
-        tables: The tables, as given to :func:`locate_subject`.
+        tables: The tables (default: those the footprint was located in).
         log: The deletion log file (JSON lines, appended).
         now: The instant to decide for (aware); the custodian's clock.
 
@@ -886,7 +895,7 @@ def erase_subject(
         # nothing, so it is only checked.
         msg = "erasing needs a purpose that may_erase"
         raise PurposeViolationError(msg)
-    tbls = _tables(tables)
+    tbls = _footprint_tables(footprint, tables)
     by_name = {t.name: t for t in tbls}
     policy = _ErasurePolicy(custodian.policy)
     routes = {r.table.name: r for r in _routes(tbls)}
@@ -903,15 +912,19 @@ def erase_subject(
         order = [
             t.name for t in sort_tables([by_name[n] for n in located if n in by_name])
         ]
-    except Exception:  # noqa: BLE001 - a cycle: keep the footprint's order
+    except CircularDependencyError:
         order = list(located)
     subject_scoped = False
+    #: Whether a value under the subject's own key is kept (dry runs tell by this).
+    kept_scoped = False
     for batch, name in enumerate(reversed(order)):
         rows_info = located[name]
         view = _View(
             by_name[name], policy, routes[name].link if name in routes else None
         )
         subject_scoped = subject_scoped or view.shreds
+        scoped = {n for n, b, *_ in view.fields if b.key_scope == "subject"}
+        before = len(kept)
         pk = view.raw.c[view.pk.name]
         rows = session.execute(
             select(*view.raw.c).where(pk.in_(list(rows_info.primary_keys))).order_by(pk)
@@ -978,11 +991,15 @@ def erase_subject(
                 )
                 continue
             counts[name, fname, action] = counts.get((name, fname, action), 0) + n
-    remaining = (
-        not held
-        and subject_scoped
-        and _subject_values_left(session, tbls, custodian.policy, subject)
-    )
+        kept_scoped = kept_scoped or any(k.field in scoped for k in kept[before:])
+    if dry_run:
+        remaining = kept_scoped
+    else:
+        remaining = (
+            not held
+            and subject_scoped
+            and _subject_values_left(session, tbls, custodian.policy, subject)
+        )
     shred = (
         not held
         and subject_scoped
@@ -1004,8 +1021,8 @@ def erase_subject(
             cleared = eraser(subject)
         session.commit()
     if shred:
-        table_name = next(iter(order[::-1]), "*")
-        counts[table_name, "*", "crypto_shred"] = 1
+        # Counted on the first table (a parent), as the sweep counts its shreds.
+        counts[order[0] if order else "*", "*", "crypto_shred"] = 1
     return ErasureResult(
         erasure_id=erasure_id,
         subject=subject,

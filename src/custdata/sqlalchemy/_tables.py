@@ -10,6 +10,7 @@ from ._incidents import incident_tables
 from ._keystore import subject_key_table
 from ._provision import provision_tables
 from ._requests import request_tables
+from ._restrictions import restriction_table
 
 
 __all__ = ["add_custdata_tables"]
@@ -26,6 +27,8 @@ def add_custdata_tables(
     subject_key_table_name: str = "custdata_subject_keys",
     consent_table_name: str = "custdata_consent",
     hold_table_name: str = "custdata_legal_hold",
+    restrictions: bool = True,
+    restriction_table_name: str = "custdata_restriction",
     provision: bool = True,
     provision_prefix: str = "custdata_provision",
     incidents: bool = True,
@@ -41,7 +44,8 @@ def add_custdata_tables(
     the audit trail's SQL-sink tables (:class:`custdata.audit.SqlSink`; events,
     their subject index and checkpoints) and the per-subject key table
     (:class:`SqlSubjectKeyStore`), the consent ledger (:class:`SqlConsentStore`),
-    the legal holds (:class:`SqlHoldStore`), the provision, receipt and
+    the legal holds (:class:`SqlHoldStore`), the restrictions of use
+    (:class:`SqlRestrictionStore`), the provision, receipt and
     related-information records (:class:`SqlProvisionRecordStore`) and the
     incident register (:class:`SqlIncidentStore`) and the data-subject request
     register (:class:`SqlRequestStore`). Tables custdata adds in later
@@ -63,6 +67,8 @@ def add_custdata_tables(
         consent_table_name: The consent ledger table's name.
         holds: Add the legal-hold register's table (:class:`SqlHoldStore`).
         hold_table_name: The legal-hold table's name.
+        restrictions: Add the restriction table (:class:`SqlRestrictionStore`).
+        restriction_table_name: The restriction table's name.
         provision: Add the provision-record tables.
         provision_prefix: Their name prefix (as given to ``SqlProvisionRecordStore``).
         incidents: Add the incident register's tables.
@@ -91,6 +97,8 @@ def add_custdata_tables(
         tables.append(consent_table(metadata, consent_table_name))
     if holds:
         tables.append(hold_table(metadata, hold_table_name))
+    if restrictions:
+        tables.append(restriction_table(metadata, restriction_table_name))
     if provision:
         defined_p = provision_tables(metadata, prefix=provision_prefix)
         tables.extend((defined_p.record, defined_p.subject))

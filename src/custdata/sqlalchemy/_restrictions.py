@@ -1,0 +1,141 @@
+"""The restrictions of use (利用停止, GDPR Art. 18) in the application's database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from collections.abc import Collection
+from typing import Any
+
+from sqlalchemy import Column, Index, MetaData, String, Table, Text, select, update
+from sqlalchemy.engine import Engine
+
+from custdata.governance import RestrictionRecord
+
+from ._anchors import UtcDateTime
+
+
+__all__ = ["SqlRestrictionStore", "restriction_table"]
+
+_DEFAULT_TABLE = "custdata_restriction"
+#: Subjects per ``IN (...)`` list: well under every driver's bind limit.
+_CHUNK = 500
+
+
+def restriction_table(metadata: MetaData, table_name: str = _DEFAULT_TABLE) -> Table:
+    """Return the restriction table on *metadata*, defining it if needed.
+
+    One row per :class:`custdata.governance.RestrictionRecord`;
+    ``allowed_purposes`` is a JSON list of purpose ids.
+    """
+    existing = metadata.tables.get(table_name)
+    if existing is not None:
+        return existing
+    return Table(
+        table_name,
+        metadata,
+        Column("id", String(64), primary_key=True),
+        Column("subject", String(255), nullable=False),
+        Column("allowed_purposes", Text, nullable=False),
+        Column("reason", String(1000), nullable=False),
+        Column("placed_by", String(255), nullable=False),
+        Column("placed_at", UtcDateTime(), nullable=False),
+        Column("request_id", String(255), nullable=True),
+        Column("lifted_by", String(255), nullable=True),
+        Column("lifted_at", UtcDateTime(), nullable=True),
+        Column("lift_reason", String(1000), nullable=True),
+        Index(f"ix_{table_name}_subject", "subject"),
+    )
+
+
+class SqlRestrictionStore:
+    """A :class:`custdata.governance.RestrictionStore` in a SQL table.
+
+    Give it to :class:`custdata.governance.Restrictions`. The register asks
+    it once per fetched batch for the records of the batch's subjects: one
+    ``SELECT`` on the table's subject index per 500 subjects, on the store's
+    own connection.
+
+    Args:
+        engine: The engine the store uses, on its own connections.
+        table_name: The table's name.
+        metadata: The ``MetaData`` to define the table in (a new one by
+            default); :func:`custdata.sqlalchemy.add_custdata_tables` defines it
+            on the application's, so Alembic sees it.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        table_name: str = _DEFAULT_TABLE,
+        metadata: MetaData | None = None,
+    ) -> None:
+        self._engine = engine
+        self.metadata = metadata if metadata is not None else MetaData()
+        self.table: Table = restriction_table(self.metadata, table_name)
+
+    def __repr__(self) -> str:
+        return f"<SqlRestrictionStore table={self.table.name!r}>"
+
+    def create_table(self) -> None:
+        """Create the table if it does not exist (tests and tools; use migrations)."""
+        self.table.create(self._engine, checkfirst=True)
+
+    def add(self, record: RestrictionRecord) -> None:
+        """Store a new record."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                self.table.insert().values(
+                    id=record.id,
+                    subject=record.subject,
+                    allowed_purposes=json.dumps(list(record.allowed_purposes)),
+                    reason=record.reason,
+                    placed_by=record.placed_by,
+                    placed_at=record.placed_at,
+                    request_id=record.request_id,
+                    lifted_by=record.lifted_by,
+                    lifted_at=record.lifted_at,
+                    lift_reason=record.lift_reason,
+                )
+            )
+
+    def lift(self, subject: str, *, by: str, at: dt.datetime, reason: str) -> int:
+        """Mark every restriction of *subject* not yet lifted as lifted at *at*."""
+        t = self.table
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(t)
+                .where(t.c.subject == subject, t.c.lifted_at.is_(None))
+                .values(lifted_by=by, lifted_at=at, lift_reason=reason)
+            )
+        return int(result.rowcount or 0)
+
+    def records_for(self, subjects: Collection[str]) -> list[RestrictionRecord]:
+        """Every restriction record of *subjects*."""
+        t = self.table
+        wanted = list(subjects)
+        out: list[RestrictionRecord] = []
+        with self._engine.connect() as conn:
+            for start in range(0, len(wanted), _CHUNK):
+                rows = conn.execute(
+                    select(t).where(t.c.subject.in_(wanted[start : start + _CHUNK]))
+                )
+                out.extend(_record(row) for row in rows)
+        return out
+
+
+def _record(row: Any) -> RestrictionRecord:
+    return RestrictionRecord(
+        id=row.id,
+        subject=row.subject,
+        allowed_purposes=tuple(json.loads(row.allowed_purposes)),
+        reason=row.reason,
+        placed_by=row.placed_by,
+        placed_at=row.placed_at,
+        request_id=row.request_id,
+        lifted_by=row.lifted_by,
+        lifted_at=row.lifted_at,
+        lift_reason=row.lift_reason,
+    )
