@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+import uuid
 
 from pathlib import Path
 from typing import Any
@@ -418,3 +419,95 @@ class TestReport:
         )
         assert "Partner &amp; Co." in pages["ledger.en.html"]
         assert CANARY_SUBJECT not in "".join(pages.values())
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "custdata.toml"
+
+
+class TestCommandLine:
+    """``custdata report --incidents`` and ``--provision-records`` read the real stores
+    on each database of the matrix."""
+
+    def test_report_lists_open_incidents_from_the_database(
+        self, db_url: str, tmp_path: Path, sample_policy: custdata.Policy
+    ) -> None:
+        from sqlalchemy import create_engine
+
+        from custdata.cli import main
+        from custdata.sqlalchemy import SqlIncidentStore
+
+        prefix = f"t16i_{uuid.uuid4().hex[:6]}"
+        engine = create_engine(db_url, hide_parameters=True)
+        store = SqlIncidentStore(engine, prefix=prefix)
+        store.create_tables()
+        try:
+            register = IncidentRegister(store, taxonomy=sample_policy.taxonomy)
+            register.open(
+                incident(malicious=True, incident_id="INC-SQL"),
+                actor="u-sec",
+                now=KNOWN,
+            )
+            register.classify("INC-SQL", actor="u-sec", now=KNOWN)
+            out = tmp_path / "r"
+            argv = ["report", "--policy", str(EXAMPLE), "--html", str(out)]
+            argv += ["--incidents", db_url, "--incident-prefix", prefix]
+            assert 0 == main([*argv, "--today", "2026-03-10"])
+            page = (out / "index.html").read_text(encoding="utf-8")
+            assert "INC-SQL" in page
+            assert "Preliminary report to the PPC" in page
+            assert "overdue" in page
+        finally:
+            t = store.tables
+            for table in (t.subject, t.timeline, t.incident):
+                table.drop(engine, checkfirst=True)
+            engine.dispose()
+
+    def test_report_on_a_database_without_incident_tables(self, tmp_path: Path) -> None:
+        from custdata.cli import main
+
+        url = f"sqlite:///{tmp_path / 'empty.db'}"
+        out = tmp_path / "r"
+        argv = ["report", "--policy", str(EXAMPLE), "--html", str(out)]
+        assert 0 == main([*argv, "--incidents", url, "--today", "2026-03-10"])
+        assert "No open incident." in (out / "index.html").read_text(encoding="utf-8")
+
+    @pytest.mark.parametrize(
+        "option", ["--incidents", "--provision-records"], ids=["incidents", "records"]
+    )
+    def test_bad_url_is_one_line_without_the_url(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str
+    ) -> None:
+        from custdata.cli import main
+
+        url = "nosuchdialect://user:SECRET-CANARY@host/db"
+        argv = ["report", "--policy", str(EXAMPLE), "--html", str(tmp_path / "r")]
+        assert 2 == main([*argv, option, url])
+        err = capsys.readouterr().err
+        assert 1 == len(err.strip().splitlines())
+        assert "SECRET-CANARY" not in err
+        assert option in err
+
+    def test_docs_render_lists_provision_records_from_the_database(
+        self, db_url: str, tmp_path: Path
+    ) -> None:
+        from sqlalchemy import create_engine
+
+        from custdata.cli import main
+        from custdata.sqlalchemy import SqlProvisionRecordStore
+
+        engine = create_engine(db_url, hide_parameters=True)
+        store = SqlProvisionRecordStore(engine, create=True)
+        try:
+            store.add(_record("r-sql-1", "partner", day=3))
+            store.add(_record("r-sql-2", "partner", day=7))
+            out = tmp_path / "docs"
+            argv = ["docs", "render", "--policy", str(EXAMPLE), "--out", str(out)]
+            assert 0 == main([*argv, "--lang", "en", "--provision-records", db_url])
+            ledger = (out / "ledger.en.md").read_text(encoding="utf-8")
+            row = next(line for line in ledger.splitlines() if "Partner & Co." in line)
+            assert "| 2 | 2026-11-03 | 2026-11-07 |" in row
+            assert CANARY_SUBJECT not in ledger
+        finally:
+            store._tables.subject.drop(engine, checkfirst=True)
+            store._tables.record.drop(engine, checkfirst=True)
+            engine.dispose()
