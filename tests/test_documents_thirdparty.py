@@ -340,7 +340,8 @@ class TestProvisionRecords:
         text = render_document(sample_policy, "ledger", lang="en")
         assert "kept in the provision record store" in text
         empty = render_document(sample_policy, "ledger", lang="en", records=[])
-        assert "kept in the provision record store" in empty
+        assert "No provision to a third party is recorded." in empty
+        assert "kept in the provision record store" not in empty
 
 
 class TestReport:
@@ -462,14 +463,18 @@ class TestCommandLine:
                 table.drop(engine, checkfirst=True)
             engine.dispose()
 
-    def test_report_on_a_database_without_incident_tables(self, tmp_path: Path) -> None:
+    def test_report_on_a_database_without_the_tables(self, tmp_path: Path) -> None:
+        """A database that never held incidents or provision records has none."""
         from custdata.cli import main
 
         url = f"sqlite:///{tmp_path / 'empty.db'}"
         out = tmp_path / "r"
         argv = ["report", "--policy", str(EXAMPLE), "--html", str(out)]
-        assert 0 == main([*argv, "--incidents", url, "--today", "2026-03-10"])
+        argv += ["--incidents", url, "--provision-records", url]
+        assert 0 == main([*argv, "--today", "2026-03-10"])
         assert "No open incident." in (out / "index.html").read_text(encoding="utf-8")
+        ledger = (out / "ledger.en.html").read_text(encoding="utf-8")
+        assert "No provision to a third party is recorded." in ledger
 
     @pytest.mark.parametrize(
         "option", ["--incidents", "--provision-records"], ids=["incidents", "records"]

@@ -130,16 +130,18 @@ def add_records_argument(parser: Any) -> None:
     )
 
 
-def load_records(url: str | None) -> tuple[Any, ...]:
-    """The provision records kept in the database at *url*, or nothing without one.
+def load_records(url: str | None) -> tuple[Any, ...] | None:
+    """The provision records kept in the database at *url*, or ``None`` without one.
+
+    A database without the provision tables holds no record.
 
     Raises:
         ConfigurationError: The database or its records cannot be read (the
             URL is not repeated: it may hold a password).
     """
     if not url:
-        return ()
-    from sqlalchemy import create_engine  # noqa: PLC0415 - optional layer
+        return None
+    from sqlalchemy import MetaData, create_engine, inspect  # noqa: PLC0415
 
     from custdata.sqlalchemy import SqlProvisionRecordStore  # noqa: PLC0415
 
@@ -149,7 +151,12 @@ def load_records(url: str | None) -> tuple[Any, ...]:
         msg = f"cannot open the --provision-records URL ({type(exc).__name__})"
         raise ConfigurationError(msg) from None
     try:
-        return tuple(SqlProvisionRecordStore(engine).all())
+        metadata = MetaData()
+        store = SqlProvisionRecordStore(engine, metadata=metadata)
+        present = inspect(engine)
+        if not all(present.has_table(name) for name in metadata.tables):
+            return ()  # no table, no record
+        return tuple(store.all())
     except Exception as exc:  # noqa: BLE001 - any read failure is one line
         msg = f"cannot read the provision records ({type(exc).__name__})"
         raise ConfigurationError(msg) from None

@@ -356,7 +356,7 @@ def _context(
     lang: Lang,
     fields: Sequence[FieldRecord],
     audit: bool,
-    records: Sequence[ProvisionRecord] = (),
+    records: Sequence[ProvisionRecord] | None = None,
 ) -> dict[str, Any]:
     tax = policy.taxonomy
     appi = rule_pack("appi", policy.effective_date)
@@ -494,7 +494,7 @@ def _third_party(
     lang: Lang,
     cat_label: Callable[[str], str],
     text: Callable[[Purpose], str],
-    records: Sequence[ProvisionRecord],
+    records: Sequence[ProvisionRecord] | None,
 ) -> dict[str, Any]:
     """The contractors, joint uses and provision records, ready to render."""
     tp = policy.third_party
@@ -579,7 +579,7 @@ def _third_party(
         for pid in policy.purposes
     }
     provided: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in sorted(records, key=lambda r: (r.counterparty_id, r.first_at)):
+    for r in sorted(records or (), key=lambda r: (r.counterparty_id, r.first_at)):
         if r.kind != "provision":
             continue
         who = r.items.get("recipient")
@@ -618,7 +618,7 @@ def _third_party(
         "recipients": recipients,
         "transfers": transfers,
         "provisions": provisions,
-        "records_given": bool(records),
+        "records_given": records is not None,
         "foreign_countries": list(policy.registers.notice.foreign_countries),
         "home_country": tp.home_country,
     }
@@ -678,7 +678,7 @@ def render_document(
     fmt: Format = "md",
     fields: Sequence[FieldRecord] = (),
     audit: bool = True,
-    records: Sequence[ProvisionRecord] = (),
+    records: Sequence[ProvisionRecord] | None = None,
 ) -> str:
     """Render one document of the regulation.
 
@@ -695,6 +695,8 @@ def render_document(
             record of processing, as a
             :class:`~custdata.governance.ProvisionRecordStore` returns them
             (``store.all()``); grouped by recipient and basis, without subjects.
+            ``None`` (no store given) says where the records are kept; an
+            empty list that none is recorded.
 
     Raises:
         ValueError: An unknown document, language or format.
@@ -724,7 +726,7 @@ def render_documents(
     fmt: Format = "md",
     fields: Sequence[FieldRecord] = (),
     audit: bool = True,
-    records: Sequence[ProvisionRecord] = (),
+    records: Sequence[ProvisionRecord] | None = None,
 ) -> dict[str, str]:
     """Render every document; return file names mapped to their contents.
 

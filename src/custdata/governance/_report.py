@@ -206,7 +206,7 @@ def render_report(
     fields: Sequence[FieldRecord] = (),
     trail: TrailStatus | None = None,
     incidents: IncidentRegister | None = None,
-    records: Sequence[ProvisionRecord] = (),
+    records: Sequence[ProvisionRecord] | None = None,
 ) -> dict[str, str]:
     """Render the compliance report; return file names mapped to their HTML.
 
