@@ -258,3 +258,8 @@ class TestReportInBrowser:
                 count > 100 and colour == (0xF9, 0xD2, 0xCF)
                 for count, colour in band_colours
             )
+            # The contractors and joint users are drawn in their light yellow fill.
+            assert any(
+                count > 100 and colour == (0xFF, 0xF4, 0xD6)
+                for count, colour in band_colours
+            )
