@@ -27,6 +27,7 @@ from custdata.governance import (
     ProvisionRecord,
     contractor_findings,
     data_map,
+    notice_drift,
     open_incidents,
     render_document,
     render_report,
@@ -118,6 +119,21 @@ class TestContractorsAndJointUse:
         assert j.responsible_representative in section
         assert ("共同して利用" if lang == "ja" else "jointly") in section
         assert "extension point" not in section
+
+    def test_drift_check_sees_a_changed_joint_use(
+        self, sample_policy: custdata.Policy
+    ) -> None:
+        """The published notice must carry the joint use as the policy states it."""
+        published = render_document(sample_policy, "notice", lang="ja")
+        assert [] == notice_drift(sample_policy, published)
+        data = example_data()
+        data["third_party"]["joint_use"]["sakura_group"]["responsible_address"] = (
+            "大阪府大阪市北区梅田1-1-1"
+        )
+        found = notice_drift(_policy(data), published)
+        assert [
+            ("PUB003", "third_party.joint_use.sakura_group.responsible_address")
+        ] == [(d.code, d.key_path) for d in found]
 
     def test_no_joint_use_no_joint_use_section(self) -> None:
         """Without a joint-use declaration the notice says nothing of joint use."""

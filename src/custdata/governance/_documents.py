@@ -885,7 +885,8 @@ def notice_drift(policy: Policy, published: str) -> list[Drift]:
       the policy no longer has;
     * ``PUB003`` a 公表事項 item of the policy (address, representative,
       complaint desk, fee, a foreign country of handling, a registered safety
-      measure's text) missing from the notice.
+      measure's text, a joint use's scope of users and responsible party's name
+      and address) missing from the notice.
 
     Returns:
         The differences; empty when the notice matches the rendering.
@@ -928,6 +929,11 @@ def notice_drift(policy: Policy, published: str) -> list[Drift]:
     }
     for country in notice.foreign_countries:
         items[f"notice.foreign_countries.{country}"] = country
+    for jid, joint in sorted(policy.third_party.joint_uses.items()):
+        where = f"third_party.joint_use.{jid}"
+        items[f"{where}.scope"] = joint.scope
+        items[f"{where}.responsible_name"] = joint.responsible_name
+        items[f"{where}.responsible_address"] = joint.responsible_address
     for mid, measure in sorted(policy.registers.measures.items()):
         items[f"measures.{mid}.text_{lang}"] = (
             measure.text_ja if lang == "ja" else measure.text_en
