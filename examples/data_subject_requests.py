@@ -102,6 +102,7 @@ def _policy() -> custdata.Policy:
                 id="disclosure",
                 text_ja="本人への開示",
                 text_en="Disclosure to the data subject",
+                retention="support",
                 subject_disclosure=True,
             ),
             Purpose(

@@ -231,7 +231,7 @@ class TestFindings:
         assert ["CTR004", "CTR004"] == [f.code for f in found]
         assert ["US", "VN"] == [f.message.split()[4].rstrip(",") for f in found]
         data = example_data()
-        data["third_party"]["published_foreign_countries"] = ["US", "VN"]
+        data["notice"]["foreign_countries"] = ["US", "VN"]
         data["third_party"]["contractors"]["hayate_delivery"].update(
             countries=["JP", "US"], subcontractors=sub
         )

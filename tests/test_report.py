@@ -106,13 +106,15 @@ class TestReportHtml:
         assert "POL003" in page
 
     def test_extension_points(self, tmp_path: Path, in_root: object) -> None:
-        """Incidents, contractors and consent counts are marked extension points; requests are listed."""
+        """Consent counts are the one marked extension point; incidents, requests and contractors are not."""
         _, page = _report(tmp_path / "r")
-        for ext in ("incidents", "consent ledger"):
-            assert f"[extension point: {ext}]" in page
-        assert "[extension point: requests]" not in page
+        assert "[extension point: consent ledger]" in page
+        for ext in ("requests", "incidents"):
+            assert f"[extension point: {ext}]" not in page
         assert "No data-subject request is open." in page
-        assert "extension point (provision)" in page
+        assert 'id="open-requests"' in page
+        assert "extension point (provision)" not in page
+        assert "No incident register was given" in page
 
     def test_policy_text_is_escaped(self, tmp_path: Path) -> None:
         """Markup in the policy is escaped in the page and the picture."""
@@ -182,12 +184,17 @@ class TestReportHtml:
         assert not (tmp_path / "r").exists()
 
     def test_data_map_layout(self, sample_policy: custdata.Policy) -> None:
-        """Every edge joins two nodes of adjacent columns inside the picture."""
+        """Every edge joins two nodes of adjacent columns inside the picture;
+        recipients are drawn below the roles, never over them."""
         picture = data_map(sample_policy)
         for a, b in picture.edges:
-            assert (a[0], b[0]) in {("c", "p"), ("p", "r")}
+            assert (a[0], b[0]) in {("c", "p"), ("p", "r"), ("p", "x")}
             assert 0 < picture.y(a) < picture.height
             assert 0 < picture.y(b) < picture.height
+        last_role = max(picture.y(f"r:{rid}") for rid, _ in picture.handlers)
+        assert picture.recipients
+        for rid, *_ in picture.recipients:
+            assert picture.y(f"x:{rid}") > last_role + picture.ROW
 
     def test_unknown_field_retention_is_shown_not_raised(
         self, sample_policy: custdata.Policy
@@ -250,5 +257,10 @@ class TestReportInBrowser:
             # Special-care categories are drawn in their light red fill.
             assert any(
                 count > 100 and colour == (0xF9, 0xD2, 0xCF)
+                for count, colour in band_colours
+            )
+            # The contractors and joint users are drawn in their light yellow fill.
+            assert any(
+                count > 100 and colour == (0xFF, 0xF4, 0xD6)
                 for count, colour in band_colours
             )

@@ -49,6 +49,8 @@ def check_policy(policy: Policy, *, today: dt.date) -> list[Finding]:
         POL005: a special-care category is usable by a purpose that needs no
             consent (APPI Art. 20(2)).
         POL006: no chief privacy officer is designated.
+        POL007: the policy uses a deprecated key (``[third_party]
+            published_foreign_countries``, now ``[notice] foreign_countries``).
     """
     findings: list[Finding] = []
     if policy.cpo is None:
@@ -96,6 +98,15 @@ def check_policy(policy: Policy, *, today: dt.date) -> list[Finding]:
                 for key in purpose.categories
                 if _covers_special_care(policy, key)
             )
+    if policy.third_party.published_foreign_countries is not None:
+        findings.append(
+            Finding(
+                code="POL007",
+                key_path="third_party.published_foreign_countries",
+                message="deprecated key: name the foreign countries of handling in "
+                "notice.foreign_countries (the published notice's one home) instead",
+            )
+        )
     for rid, role in sorted(policy.roles.items()):
         if role.responsible is None:
             findings.append(

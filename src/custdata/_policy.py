@@ -255,8 +255,7 @@ class Policy:
             registers (:class:`custdata.Registers`).
         requests: How data-subject requests are answered (``[requests]``).
         source: The file the policy was loaded from, if any.
-        third_party: Contractors, joint use and published foreign countries
-            (the ``[third_party]`` table).
+        third_party: Contractors and joint use (the ``[third_party]`` table).
 
     Raises:
         ConfigurationError: With every problem found: unknown or duplicate ids,
@@ -286,6 +285,7 @@ class Policy:
 
     def __attrs_post_init__(self) -> None:
         problems = _Problems(self.source)
+        self._resolve_foreign_countries(problems)
         self._validate(problems)
         problems.raise_if_any()
         object.__setattr__(self, "tree", PurposeTree(self.purposes))
@@ -294,6 +294,28 @@ class Policy:
             "disclosure_purposes",
             frozenset(p for p in self.purposes if self._discloses(p)),
         )
+
+    def _resolve_foreign_countries(self, problems: _Problems) -> None:
+        """Fold the deprecated ``published_foreign_countries`` into the notice.
+
+        The notice's ``foreign_countries`` is the one home of the foreign
+        countries of handling; the old ``[third_party]`` key is read as an
+        alias when the notice names none, and refused when the two differ.
+        """
+        alias = self.third_party.published_foreign_countries
+        if alias is None:
+            return
+        notice = self.registers.notice
+        if not notice.foreign_countries:
+            notice = attrs.evolve(notice, foreign_countries=alias)
+            registers = attrs.evolve(self.registers, notice=notice)
+            object.__setattr__(self, "registers", registers)
+        elif set(notice.foreign_countries) != set(alias):
+            problems.add(
+                "third_party.published_foreign_countries",
+                "deprecated alias of notice.foreign_countries, and the two differ: "
+                "keep notice.foreign_countries only",
+            )
 
     @classmethod
     def build(
@@ -477,6 +499,18 @@ class Policy:
             problems.add,
         )
         registers = Registers.read(root)
+        if (
+            third_party.published_foreign_countries is not None
+            and isinstance(data.get("notice"), dict)
+            and "foreign_countries" in data["notice"]
+            and set(third_party.published_foreign_countries)
+            != set(registers.notice.foreign_countries)
+        ):
+            problems.add(
+                "third_party.published_foreign_countries",
+                "deprecated alias of notice.foreign_countries, and the two differ: "
+                "keep notice.foreign_countries only",
+            )
         root.finish()
         problems.raise_if_any()
 

@@ -2,9 +2,11 @@
 
 What a company decides about the parties it hands customer data to is policy
 data, versioned with the code: the contractor registry (R-TPP-5; GL 3-4-4,
-GDPR Art. 28), the joint-use declarations with their five notice items (APPI
-27条5項3号, R-TPP-6) and the foreign countries named in the published safety
-measures (PPC FAQ Q10-24, R-SEC-6). It is read from the policy file's
+GDPR Art. 28) and the joint-use declarations with their five notice items (APPI
+27条5項3号, R-TPP-6). The foreign countries named in the published safety
+measures (PPC FAQ Q10-24, R-SEC-6) live in the notice (``[notice]
+foreign_countries``); ``published_foreign_countries`` here is a deprecated
+alias of them. It is read from the policy file's
 ``[third_party]`` table. The decisions made over it (may this provision go
 ahead?) live in :mod:`custdata.governance`.
 """
@@ -130,8 +132,12 @@ class ThirdPartyPolicy:
 
     Attributes:
         home_country: Where the company is established (``"JP"``).
-        published_foreign_countries: The foreign countries named in the
-            published safety measures (安全管理措置, PPC FAQ Q10-24).
+        published_foreign_countries: Deprecated alias of the notice's
+            ``foreign_countries`` (``[notice]``, the one home of what the
+            notice publishes): ``None`` unless the policy still gives it. A
+            policy that gives it alone has it copied to the notice; one that
+            gives both, differing, is refused; ``custdata check`` reports it
+            as ``POL007``.
         optout_notified: When the company notified the PPC of its opt-out
             provision (27条2項); without it, opt-out provision is refused.
         on_review_overdue: ``"refuse"`` (default) or ``"warn"``: what the
@@ -142,8 +148,8 @@ class ThirdPartyPolicy:
     """
 
     home_country: str = "JP"
-    published_foreign_countries: tuple[str, ...] = attrs.field(
-        default=(), converter=str_tuple
+    published_foreign_countries: tuple[str, ...] | None = attrs.field(
+        default=None, converter=attrs.converters.optional(str_tuple)
     )
     optout_notified: dt.date | None = None
     on_review_overdue: Literal["refuse", "warn"] = "refuse"
@@ -188,7 +194,11 @@ def read_third_party(root: _Reader) -> ThirdPartyPolicy:
         return ThirdPartyPolicy()
     r = type(root)(table, "third_party", root.problems)
     home = r.text("home_country", required=False) or "JP"
-    published = r.strings("published_foreign_countries", required=False)
+    published = (
+        r.strings("published_foreign_countries", required=False)
+        if "published_foreign_countries" in table
+        else None
+    )
     optout_notified = r.date("optout_notified", required=False)
     on_overdue = r.text("on_review_overdue", required=False) or "refuse"
     if on_overdue not in ("refuse", "warn"):

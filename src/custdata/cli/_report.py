@@ -3,14 +3,17 @@
 ::
 
     custdata report --policy PATH --html DIR [--models MODULE:BASE] [--today YYYY-MM-DD]
+                    [--incidents URL] [--provision-records URL]
                     [--trail SOURCE --keyring PATH [--kek-file PATH | ...]
                      [--checkpoints PATH --checkpoint-key KEY|@FILE]]
                     [--requests-url URL]
 
-Writes ``DIR/index.html`` (data map, fields and protection, consent coverage,
-reviews due, the audit trail's verification status, the open data-subject
-requests with their deadlines from ``--requests-url``) and the rendered
-documents in HTML, both languages. The pages load nothing from the network.
+Writes ``DIR/index.html`` (data map with recipients and countries, fields and
+protection, consent coverage, open incidents with their deadlines when
+``--incidents`` names the incident database, the open data-subject requests
+with their deadlines from ``--requests-url``, reviews due, the audit trail's
+verification status) and the rendered documents in HTML, both languages. The
+pages load nothing from the network.
 
 Exit status 0: written; 2: invalid policy, models, trail options or folder
 (one line on stderr). A trail with findings is shown in the report, not an
@@ -20,9 +23,12 @@ error: use ``custdata audit verify`` to gate on it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from custdata._errors import ConfigurationError
 from custdata._policy import Policy
@@ -30,9 +36,11 @@ from custdata._policy import Policy
 from ._docs import (
     add_models_argument,
     add_policy_argument,
+    add_records_argument,
     add_today_argument,
     chosen_date,
     load_fields,
+    load_records,
 )
 from ._options import add_kek_arguments
 from ._request import add_requests_url_arguments, read_requests
@@ -54,7 +62,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--html", required=True, metavar="DIR", help="the folder to write to"
     )
     add_models_argument(parser)
+    add_records_argument(parser)
     add_today_argument(parser, what="the report date")
+    parser.add_argument(
+        "--incidents",
+        metavar="URL",
+        help="the database URL of the incident register (custdata incident --url)",
+    )
+    parser.add_argument(
+        "--incident-prefix",
+        default="custdata_incident",
+        metavar="PREFIX",
+        help="the incident tables' prefix (default: custdata_incident)",
+    )
     parser.add_argument(
         "--trail",
         dest="source",
@@ -103,6 +123,51 @@ def _trail(args: argparse.Namespace) -> object:
     return TrailStatus.from_report(report, source=_shown(args.source))
 
 
+@contextlib.contextmanager
+def _incidents(args: argparse.Namespace, policy: Policy) -> Iterator[Any]:
+    """The incident register of ``--incidents``, or ``None`` without it.
+
+    A database without incident tables has no incidents.
+    """
+    if not args.incidents:
+        yield None
+        return
+    from sqlalchemy import create_engine, inspect  # noqa: PLC0415
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+    from custdata.governance import (  # noqa: PLC0415
+        IncidentRegister,
+        InMemoryIncidentStore,
+    )
+    from custdata.sqlalchemy import SqlIncidentStore  # noqa: PLC0415
+
+    try:
+        engine = create_engine(args.incidents, hide_parameters=True)
+    except Exception as exc:  # noqa: BLE001 - a bad URL is a usage error
+        msg = f"cannot open the --incidents URL ({type(exc).__name__})"
+        raise ConfigurationError(msg) from None
+    try:
+        store: Any = SqlIncidentStore(engine, prefix=args.incident_prefix)
+        try:
+            present = inspect(engine).has_table(store.tables.incident.name)
+        except Exception as exc:  # noqa: BLE001 - any connection failure is one line
+            msg = f"cannot read the incident register ({type(exc).__name__})"
+            raise ConfigurationError(msg) from None
+        register = IncidentRegister(
+            store if present else InMemoryIncidentStore(),
+            taxonomy=policy.taxonomy,
+            routes=policy.reporting,
+            organisation=policy.organisation,
+        )
+        try:
+            yield register
+        except SQLAlchemyError as exc:
+            msg = f"cannot read the incident register ({type(exc).__name__})"
+            raise ConfigurationError(msg) from None
+    finally:
+        engine.dispose()
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``custdata report``."""
     from custdata.governance import render_report  # noqa: PLC0415
@@ -111,19 +176,23 @@ def run(args: argparse.Namespace) -> int:
     try:
         policy = Policy.from_toml(args.policy)
         fields = load_fields(args.models)
+        records = load_records(args.provision_records)
         trail = _trail(args)
         requests = (
             read_requests(args.requests_url, args.requests_prefix)
             if args.requests_url
             else ()
         )
-        pages = render_report(
-            policy,
-            today=today,
-            fields=fields,
-            trail=trail,  # type: ignore[arg-type]
-            requests=requests,
-        )
+        with _incidents(args, policy) as register:
+            pages = render_report(
+                policy,
+                today=today,
+                fields=fields,
+                trail=trail,  # type: ignore[arg-type]
+                incidents=register,
+                records=records,
+                requests=requests,
+            )
         out = Path(args.html)
         out.mkdir(parents=True, exist_ok=True)
         for name, text in pages.items():

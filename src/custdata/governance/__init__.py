@@ -26,6 +26,7 @@ from ._contractors import contractor_findings as contractor_findings
 from ._deadlines import DueItem as DueItem
 from ._deadlines import Reminder as Reminder
 from ._deadlines import deadlines as deadlines
+from ._deadlines import due_item_label as due_item_label
 from ._deadlines import reminders as reminders
 from ._documents import DOCUMENTS as DOCUMENTS
 from ._documents import EXTENSIONS as EXTENSIONS
@@ -68,6 +69,7 @@ from ._register import RouteStatus as RouteStatus
 from ._report import DataMap as DataMap
 from ._report import TrailStatus as TrailStatus
 from ._report import data_map as data_map
+from ._report import open_incidents as open_incidents
 from ._report import render_report as render_report
 from ._reports import IncidentReport as IncidentReport
 from ._reports import ReportItem as ReportItem
@@ -190,11 +192,13 @@ __all__ = [
     "data_map",
     "deadlines",
     "disclose_records",
+    "due_item_label",
     "incident_from_dict",
     "incident_to_dict",
     "key_custody",
     "markdown_to_html",
     "notice_drift",
+    "open_incidents",
     "register_findings",
     "reminders",
     "render_document",

@@ -31,11 +31,11 @@ def contractor_findings(policy: Policy, *, today: dt.date) -> list[Finding]:
       contractor's re-outsourcing rule requires (or re-outsourcing is forbidden).
     - ``CTR004``: a country where a contractor or sub-contractor handles the
       data is not named in the published safety measures
-      (``third_party.published_foreign_countries``; PPC FAQ Q10-24).
+      (``notice.foreign_countries``; PPC FAQ Q10-24).
     """
     tp = policy.third_party
     findings: list[Finding] = []
-    published = set(tp.published_foreign_countries) | {tp.home_country}
+    published = set(policy.registers.notice.foreign_countries) | {tp.home_country}
     for cid, c in sorted(tp.contractors.items()):
         where = f"third_party.contractors.{cid}"
         due = c.next_review_due

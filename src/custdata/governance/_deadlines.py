@@ -26,7 +26,7 @@ from ._packs import rule_pack
 from ._triage import Classification, Reportability
 
 
-__all__ = ["DueItem", "Reminder", "deadlines", "reminders"]
+__all__ = ["DueItem", "Reminder", "deadlines", "due_item_label", "reminders"]
 
 
 @attrs.frozen(kw_only=True)
@@ -88,6 +88,39 @@ class Reminder:
     before: dt.timedelta
 
 
+#: The due items' names (English, Japanese); ``principal_notice`` names the principal.
+_ITEM_LABELS: dict[str, tuple[str, str]] = {
+    "ppc_preliminary": (
+        "Preliminary report to the PPC (速報)",
+        "個人情報保護委員会への速報",
+    ),
+    "ppc_final": ("Final report to the PPC (確報)", "個人情報保護委員会への確報"),
+    "appi_subject_notice": (
+        "Notice to the data subjects (promptly)",
+        "本人への通知（速やかに）",
+    ),
+    "gdpr_authority": (
+        "Notification to the supervisory authority (Art. 33)",
+        "監督機関への通知（GDPR第33条）",
+    ),
+    "gdpr_subject_notice": (
+        "Communication to the data subjects (Art. 34)",
+        "データ主体への連絡（GDPR第34条）",
+    ),
+    "principal_notice": ("Notice to the principal", "委託元への通知"),
+}
+
+
+def due_item_label(key: str, *, lang: str = "en") -> str:
+    """The name of the due item *key* (``"ppc_preliminary"``...) in *lang*.
+
+    Raises:
+        KeyError: An unknown key (see :data:`custdata.DUE_ITEM_KEYS`).
+    """
+    en, ja = _ITEM_LABELS[key]
+    return ja if lang == "ja" else en
+
+
 def _end_of_day(day: dt.date, tz: ZoneInfo) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(23, 59, 59), tzinfo=tz)
 
@@ -124,8 +157,8 @@ def deadlines(
             DueItem(
                 key="ppc_preliminary",
                 regime="appi",
-                label_en="Preliminary report to the PPC (速報)",
-                label_ja="個人情報保護委員会への速報",
+                label_en=_ITEM_LABELS["ppc_preliminary"][0],
+                label_ja=_ITEM_LABELS["ppc_preliminary"][1],
                 due_at=_end_of_day(known + dt.timedelta(days=target), tz),
                 alert_at=_end_of_day(known + dt.timedelta(days=alert), tz),
                 basis=pack.pack_id,
@@ -135,8 +168,8 @@ def deadlines(
             DueItem(
                 key="ppc_final",
                 regime="appi",
-                label_en="Final report to the PPC (確報)",
-                label_ja="個人情報保護委員会への確報",
+                label_en=_ITEM_LABELS["ppc_final"][0],
+                label_ja=_ITEM_LABELS["ppc_final"][1],
                 due_at=_end_of_day(
                     known + dt.timedelta(days=appi.final_report_days), tz
                 ),
@@ -147,8 +180,8 @@ def deadlines(
             DueItem(
                 key="appi_subject_notice",
                 regime="appi",
-                label_en="Notice to the data subjects (promptly)",
-                label_ja="本人への通知（速やかに）",
+                label_en=_ITEM_LABELS["appi_subject_notice"][0],
+                label_ja=_ITEM_LABELS["appi_subject_notice"][1],
                 due_at=None,
                 basis=pack.pack_id,
             )
@@ -162,8 +195,8 @@ def deadlines(
                 DueItem(
                     key="gdpr_authority",
                     regime="gdpr",
-                    label_en="Notification to the supervisory authority (Art. 33)",
-                    label_ja="監督機関への通知（GDPR第33条）",
+                    label_en=_ITEM_LABELS["gdpr_authority"][0],
+                    label_ja=_ITEM_LABELS["gdpr_authority"][1],
                     due_at=incident.detected_at + dt.timedelta(hours=hours),
                     basis=pack.pack_id,
                 )
@@ -173,8 +206,8 @@ def deadlines(
                 DueItem(
                     key="gdpr_subject_notice",
                     regime="gdpr",
-                    label_en="Communication to the data subjects (Art. 34)",
-                    label_ja="データ主体への連絡（GDPR第34条）",
+                    label_en=_ITEM_LABELS["gdpr_subject_notice"][0],
+                    label_ja=_ITEM_LABELS["gdpr_subject_notice"][1],
                     due_at=None,
                     basis=pack.pack_id,
                 )

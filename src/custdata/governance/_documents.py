@@ -19,11 +19,16 @@ The Markdown comes from Jinja2 templates in ``custdata/governance/templates``
 markdown-it-py with raw HTML disabled, so text from the policy file can never
 inject markup, and there is one template per document to keep right, not two.
 
-The registers other parts of custdata add (contractors and provision,
-incidents and reporting routes) are rendered from what exists: each document
-has a marked extension point (:data:`EXTENSIONS`) that says the register is not
-kept by custdata yet. The request sections of the notice and the regulation
+The third-party sections come from the policy's ``[third_party]`` table
+(contractors with their tasks, countries, supervision and review dates; joint
+use with the items of APPI 27条5項3号), the foreign countries of handling from
+``[notice] foreign_countries``, and the incident section from ``[reporting]``
+(the reporting routes and reminders). The ledger and the record of
+processing also list the provision records (法29条) passed as *records*,
+grouped by recipient. The request sections of the notice and the regulation
 come from the policy's ``[requests]`` table and the rule packs' request kinds.
+A register custdata does not keep yet would be rendered as a marked extension
+point (:data:`EXTENSIONS`); none is left.
 
 :func:`notice_drift` compares a published notice with the rendering
 (``custdata check --published``). Nothing here imports SQLAlchemy; the
@@ -32,13 +37,14 @@ fields of mapped models come in as :class:`FieldRecord` values.
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import json
 import re
 import unicodedata
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
@@ -47,8 +53,13 @@ from custdata._policy import Policy
 from custdata._purposes import Purpose
 from custdata._registers import MeasureCategory, SafetyMeasure
 
+from ._deadlines import due_item_label
 from ._packs import rule_pack
 from ._requests import _kinds_of
+
+
+if TYPE_CHECKING:
+    from ._provision import ProvisionRecord
 
 
 __all__ = [
@@ -65,9 +76,9 @@ __all__ = [
 #: The documents :func:`render_documents` produces, in order.
 DOCUMENTS: tuple[str, ...] = ("regulation", "notice", "ledger", "ropa", "fideslang")
 
-#: Registers that other parts of custdata will add, each rendered today as a
-#: marked extension point ("not kept by custdata yet").
-EXTENSIONS: tuple[str, ...] = ("provision", "incidents")
+#: Registers that other parts of custdata will add, each rendered as a marked
+#: extension point ("not kept by custdata yet") until it exists; none is left.
+EXTENSIONS: tuple[str, ...] = ()
 
 Lang = Literal["ja", "en"]
 Format = Literal["md", "html"]
@@ -147,6 +158,19 @@ _LABELS: Mapping[str, Mapping[str, str]] = {
         "crypto_shred": "鍵の破棄による消去（暗号学的消去）",
         "yes": "あり",
         "no": "なし",
+        "joint_use": "共同利用",
+        "authority.ppc": "個人情報保護委員会",
+        "re_outsourcing.forbidden": "禁止",
+        "re_outsourcing.prior_approval": "事前承認",
+        "re_outsourcing.notify": "通知",
+        "basis.consent_27_1": "本人の同意（法27条1項）",
+        "basis.optout_27_2": "オプトアウト（法27条2項）",
+        "basis.exception_27_1": "法令に基づく場合等（法27条1項各号）",
+        "basis.outsourcing_27_5_1": "委託（法27条5項1号）",
+        "basis.succession_27_5_2": "事業の承継（法27条5項2号）",
+        "basis.joint_use_27_5_3": "共同利用（法27条5項3号）",
+        "basis.foreign_consent_28_1": "外国にある第三者への提供・本人の同意（法28条）",
+        "basis.foreign_equivalent_28_1": "外国にある第三者への提供・基準適合体制（法28条）",
         "none": "なし",
     },
     "en": {
@@ -175,6 +199,19 @@ _LABELS: Mapping[str, Mapping[str, str]] = {
         "crypto_shred": "crypto-shredding (destroying the key)",
         "yes": "yes",
         "no": "no",
+        "joint_use": "joint use",
+        "authority.ppc": "Personal Information Protection Commission",
+        "re_outsourcing.forbidden": "forbidden",
+        "re_outsourcing.prior_approval": "with prior approval",
+        "re_outsourcing.notify": "with notice",
+        "basis.consent_27_1": "consent (APPI Art. 27(1))",
+        "basis.optout_27_2": "opt-out (APPI Art. 27(2))",
+        "basis.exception_27_1": "statutory exception (APPI Art. 27(1))",
+        "basis.outsourcing_27_5_1": "outsourcing (APPI Art. 27(5)(i))",
+        "basis.succession_27_5_2": "business succession (APPI Art. 27(5)(ii))",
+        "basis.joint_use_27_5_3": "joint use (APPI Art. 27(5)(iii))",
+        "basis.foreign_consent_28_1": "foreign third party, consent (APPI Art. 28)",
+        "basis.foreign_equivalent_28_1": "foreign third party, equivalent system (APPI Art. 28)",
         "none": "none",
     },
 }
@@ -322,6 +359,7 @@ def _context(
     lang: Lang,
     fields: Sequence[FieldRecord],
     audit: bool,
+    records: Sequence[ProvisionRecord] | None = None,
 ) -> dict[str, Any]:
     tax = policy.taxonomy
     appi = rule_pack("appi", policy.effective_date)
@@ -404,6 +442,7 @@ def _context(
     ]
     notice = policy.registers.notice
     handlers = policy.registers.handlers
+    third_party = _third_party(policy, lang, cat_label, text, records)
     return {
         "lang": lang,
         "policy": policy,
@@ -457,6 +496,178 @@ def _context(
             for regime, pack in (("appi", appi), ("gdpr", gdpr))
         },
         "label": lambda key: _label(lang, key),
+        **third_party,
+        "routes": _routes(policy, lang),
+    }
+
+
+def _third_party(
+    policy: Policy,
+    lang: Lang,
+    cat_label: Callable[[str], str],
+    text: Callable[[Purpose], str],
+    records: Sequence[ProvisionRecord] | None,
+) -> dict[str, Any]:
+    """The contractors, joint uses and provision records, ready to render."""
+    tp = policy.third_party
+
+    def covers(declared: Sequence[str], pid: str) -> bool:
+        return any(a in declared for a in policy.tree.ancestors(pid))
+
+    def day(value: dt.date | None) -> str:
+        return value.isoformat() if value else "-"
+
+    contractors = [
+        {
+            "id": c.id,
+            "name": c.name,
+            "address": c.address,
+            "country": c.country,
+            "countries": sorted(c.handling_countries()),
+            "purposes": [text(policy.purposes[p]) for p in c.purposes],
+            "purpose_ids": list(c.purposes),
+            "categories": [cat_label(k) for k in c.categories],
+            "contract": " ".join(
+                x for x in (c.contract_id, day(c.contract_date)) if x != "-"
+            )
+            or "-",
+            "assessment": f"{day(c.assessment_date)} ({c.assessment_result})"
+            if c.assessment_date and c.assessment_result
+            else "-",
+            "re_outsourcing": _label(lang, f"re_outsourcing.{c.re_outsourcing}"),
+            "subcontractors": [
+                {
+                    "name": sub.name,
+                    "countries": list(sub.countries),
+                    "approved": sub.approved,
+                }
+                for sub in c.subcontractors
+            ],
+            "next_review": day(c.next_review_due),
+            "breach_notice_hours": c.breach_notice_hours,
+        }
+        for c in sorted(tp.contractors.values(), key=lambda c: c.id)
+    ]
+    joint_uses = [
+        {
+            "id": j.id,
+            "items": [cat_label(k) for k in j.items],
+            "scope": j.scope,
+            "users": list(j.users),
+            "purposes": [text(policy.purposes[p]) for p in j.purposes],
+            "purpose_ids": list(j.purposes),
+            "responsible_name": j.responsible_name,
+            "responsible_address": j.responsible_address,
+            "responsible_representative": j.responsible_representative or "-",
+            "notice_published": day(j.notice_published),
+        }
+        for j in sorted(tp.joint_uses.values(), key=lambda j: j.id)
+    ]
+    recipients = {
+        pid: [
+            *(
+                f"{c.name} ({c.country})"
+                for c in sorted(tp.contractors.values(), key=lambda c: c.id)
+                if covers(c.purposes, pid)
+            ),
+            *(
+                f"{j.scope} ({_label(lang, 'joint_use')})"
+                for j in sorted(tp.joint_uses.values(), key=lambda j: j.id)
+                if covers(j.purposes, pid)
+            ),
+        ]
+        for pid in policy.purposes
+    }
+    transfers = {
+        pid: sorted(
+            {
+                country
+                for c in tp.contractors.values()
+                if covers(c.purposes, pid)
+                for country in c.handling_countries()
+                if country != tp.home_country
+            }
+        )
+        for pid in policy.purposes
+    }
+    provided: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in sorted(records or (), key=lambda r: (r.counterparty_id, r.first_at)):
+        if r.kind != "provision":
+            continue
+        who = r.items.get("recipient")
+        who = who if isinstance(who, Mapping) else {}
+        row = provided.setdefault(
+            (r.counterparty_id, r.basis),
+            {
+                "recipient": str(who.get("name") or r.counterparty_id),
+                "country": str(who.get("country") or "-"),
+                "basis": _label(lang, f"basis.{r.basis}"),
+                "items": set(),
+                "records": 0,
+                "first": r.first_at.date(),
+                "last": r.last_at.date(),
+            },
+        )
+        row["items"].update(r.data_items)
+        row["records"] += 1
+        row["first"] = min(row["first"], r.first_at.date())
+        row["last"] = max(row["last"], r.last_at.date())
+    provisions = [
+        {
+            **row,
+            "items": [
+                cat_label(k) if k in policy.taxonomy else k
+                for k in sorted(row["items"])
+            ],
+            "first": row["first"].isoformat(),
+            "last": row["last"].isoformat(),
+        }
+        for _, row in sorted(provided.items())
+    ]
+    return {
+        "contractors": contractors,
+        "joint_uses": joint_uses,
+        "recipients": recipients,
+        "transfers": transfers,
+        "provisions": provisions,
+        "records_given": records is not None,
+        "foreign_countries": list(policy.registers.notice.foreign_countries),
+        "home_country": tp.home_country,
+    }
+
+
+def _routes(policy: Policy, lang: Lang) -> dict[str, Any]:
+    """The reporting routes (``[reporting]``), ready to render."""
+    routes = policy.reporting
+
+    def who(recipient: str) -> str:
+        if recipient in policy.persons:
+            person = policy.persons[recipient]
+            return (
+                f"{person.name}（{person.title}）"
+                if lang == "ja"
+                else (f"{person.name} ({person.title})")
+            )
+        if recipient in policy.roles:
+            return recipient
+        return _label(lang, f"authority.{recipient}").removeprefix("authority.")
+
+    return {
+        "steps": [
+            {
+                "id": step.id,
+                "label": step.label or step.id,
+                "recipient": who(step.recipient),
+                "item": due_item_label(step.item, lang=lang) if step.item else "-",
+            }
+            for step in routes.steps
+        ],
+        "reminders": [
+            f"{int(offset.total_seconds() // 3600)}"
+            for offset in routes.reminder_offsets
+        ],
+        "principal_sla_hours": routes.principal_sla_hours,
+        "dpo_contact": routes.dpo_contact,
     }
 
 
@@ -479,6 +690,7 @@ def render_document(
     fmt: Format = "md",
     fields: Sequence[FieldRecord] = (),
     audit: bool = True,
+    records: Sequence[ProvisionRecord] | None = None,
 ) -> str:
     """Render one document of the regulation.
 
@@ -491,6 +703,12 @@ def render_document(
         fields: The stored fields, for the ledger and the generated technical
             safety measures (see :func:`custdata.sqlalchemy.field_inventory`).
         audit: Whether the audit trail is on (a generated technical measure).
+        records: Provision records (法29条) to list in the ledger and the
+            record of processing, as a
+            :class:`~custdata.governance.ProvisionRecordStore` returns them
+            (``store.all()``); grouped by recipient and basis, without subjects.
+            ``None`` (no store given) says where the records are kept; an
+            empty list that none is recorded.
 
     Raises:
         ValueError: An unknown document, language or format.
@@ -506,7 +724,7 @@ def render_document(
         raise ValueError(msg)
     if name == "fideslang":
         return _fideslang(policy, fields)
-    context = _context(policy, lang, fields, audit)
+    context = _context(policy, lang, fields, audit, records)
     markdown = _environment().get_template(f"{name}.{lang}.md.j2").render(context)
     if fmt == "md":
         return str(markdown)
@@ -520,11 +738,13 @@ def render_documents(
     fmt: Format = "md",
     fields: Sequence[FieldRecord] = (),
     audit: bool = True,
+    records: Sequence[ProvisionRecord] | None = None,
 ) -> dict[str, str]:
     """Render every document; return file names mapped to their contents.
 
     Names are ``<document>.<lang>.<md|html>``, and ``fideslang.yml`` for the
-    fideslang export (JSON, which is valid YAML).
+    fideslang export (JSON, which is valid YAML). The arguments are those of
+    :func:`render_document`.
 
     Raises:
         ValueError: An unknown language or format.
@@ -532,7 +752,13 @@ def render_documents(
     out: dict[str, str] = {}
     for name in DOCUMENTS:
         text = render_document(
-            policy, name, lang=lang, fmt=fmt, fields=fields, audit=audit
+            policy,
+            name,
+            lang=lang,
+            fmt=fmt,
+            fields=fields,
+            audit=audit,
+            records=records,
         )
         out["fideslang.yml" if name == "fideslang" else f"{name}.{lang}.{fmt}"] = text
     return out
@@ -671,7 +897,8 @@ def notice_drift(policy: Policy, published: str) -> list[Drift]:
       the policy no longer has;
     * ``PUB003`` a 公表事項 item of the policy (address, representative,
       complaint desk, fee, a foreign country of handling, a registered safety
-      measure's text) missing from the notice.
+      measure's text, a joint use's scope of users and responsible party's name
+      and address) missing from the notice.
 
     Returns:
         The differences; empty when the notice matches the rendering.
@@ -714,6 +941,11 @@ def notice_drift(policy: Policy, published: str) -> list[Drift]:
     }
     for country in notice.foreign_countries:
         items[f"notice.foreign_countries.{country}"] = country
+    for jid, joint in sorted(policy.third_party.joint_uses.items()):
+        where = f"third_party.joint_use.{jid}"
+        items[f"{where}.scope"] = joint.scope
+        items[f"{where}.responsible_name"] = joint.responsible_name
+        items[f"{where}.responsible_address"] = joint.responsible_address
     for mid, measure in sorted(policy.registers.measures.items()):
         items[f"measures.{mid}.text_{lang}"] = (
             measure.text_ja if lang == "ja" else measure.text_en
