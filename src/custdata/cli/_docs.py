@@ -18,7 +18,6 @@ on stderr).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 
 from pathlib import Path
@@ -74,23 +73,6 @@ def add_policy_argument(parser: Any) -> None:
     parser.add_argument(
         "--policy", required=True, metavar="PATH", help="the custdata.toml file"
     )
-
-
-def add_today_argument(parser: Any, *, what: str) -> None:
-    """Add ``--today YYYY-MM-DD``, the date *what* is computed for (default: today)."""
-    parser.add_argument(
-        "--today",
-        type=dt.date.fromisoformat,
-        default=None,
-        metavar="YYYY-MM-DD",
-        help=f"{what} (default: today, UTC)",
-    )
-
-
-def chosen_date(args: argparse.Namespace) -> dt.date:
-    """The ``--today`` date, or today's date in UTC."""
-    value: dt.date | None = args.today
-    return value or dt.datetime.now(dt.timezone.utc).date()
 
 
 def add_models_argument(parser: Any) -> None:

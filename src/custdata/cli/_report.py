@@ -25,14 +25,8 @@ from pathlib import Path
 from custdata._errors import ConfigurationError
 from custdata._policy import Policy
 
-from ._docs import (
-    add_models_argument,
-    add_policy_argument,
-    add_today_argument,
-    chosen_date,
-    load_fields,
-)
-from ._options import add_kek_arguments
+from ._docs import add_models_argument, add_policy_argument, load_fields
+from ._options import add_kek_arguments, add_today_argument, chosen_date
 
 
 __all__ = ["register"]

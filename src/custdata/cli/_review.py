@@ -27,7 +27,8 @@ from typing import Any
 from custdata._errors import ConfigurationError
 from custdata._policy import Policy
 
-from ._docs import add_policy_argument, add_today_argument, chosen_date
+from ._docs import add_policy_argument
+from ._options import add_today_argument, chosen_date
 
 
 __all__ = ["register"]

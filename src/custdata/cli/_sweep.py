@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 
@@ -18,6 +17,7 @@ from ._options import (
     add_database_arguments,
     add_kek_arguments,
     add_subject_key_arguments,
+    iso_time,
     load_keyring,
     load_models,
     open_audit,
@@ -76,7 +76,7 @@ def register(commands: Any) -> None:
     )
     parser.add_argument(
         "--now",
-        type=_instant,
+        type=iso_time,
         default=None,
         metavar="ISO-8601",
         help="decide as of this aware instant (default: now)",
@@ -93,16 +93,6 @@ def register(commands: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(handler=run)
-
-
-def _instant(text: str) -> dt.datetime:
-    try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO-8601 instant: {text!r}") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError("the instant needs a time zone, like +09:00")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
