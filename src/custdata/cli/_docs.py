@@ -18,6 +18,7 @@ on stderr).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 from custdata._errors import ConfigurationError
 from custdata._policy import Policy
 
-from ._options import load_models
+from ._options import add_json_argument, load_models
 
 
 __all__ = ["register"]
@@ -65,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="Markdown (default) or standalone HTML pages",
     )
     add_models_argument(render)
+    add_json_argument(render)
     render.set_defaults(handler=run_render)
 
 
@@ -121,6 +123,10 @@ def run_render(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.json:
+        files = [str(out / name) for name in dict.fromkeys(written)]
+        print(json.dumps({"out": str(out), "files": files}, indent=2))
+        return 0
     for name in dict.fromkeys(written):
         print(out / name)
     return 0

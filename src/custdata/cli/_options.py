@@ -33,6 +33,7 @@ __all__ = [
     "JobKeys",
     "add_audit_arguments",
     "add_database_arguments",
+    "add_json_argument",
     "add_kek_arguments",
     "add_subject_key_arguments",
     "add_today_argument",
@@ -127,6 +128,13 @@ def chosen_date(args: argparse.Namespace) -> dt.date:
     """The ``--today`` date, or today's date in UTC."""
     value: dt.date | None = args.today
     return value or dt.datetime.now(dt.timezone.utc).date()
+
+
+def add_json_argument(parser: Any) -> None:
+    """Add ``--json``: print the command's result as one JSON document on stdout."""
+    parser.add_argument(
+        "--json", action="store_true", help="print the result as one JSON document"
+    )
 
 
 def add_database_arguments(parser: Any, *, required: bool = True) -> None:

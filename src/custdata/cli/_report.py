@@ -18,15 +18,28 @@ error: use ``custdata audit verify`` to gate on it.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
 
 from custdata._errors import ConfigurationError
 from custdata._policy import Policy
 
 from ._docs import add_models_argument, add_policy_argument, load_fields
-from ._options import add_kek_arguments, add_today_argument, chosen_date
+from ._options import (
+    add_json_argument,
+    add_kek_arguments,
+    add_today_argument,
+    chosen_date,
+)
+
+
+if TYPE_CHECKING:
+    from custdata.governance import TrailStatus
 
 
 __all__ = ["register"]
@@ -46,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_models_argument(parser)
     add_today_argument(parser, what="the report date")
+    add_json_argument(parser)
     parser.add_argument(
         "--trail",
         dest="source",
@@ -62,12 +76,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--checkpoint-key", metavar="KEY", help="the pinned checkpoint verifier key"
     )
-    parser.set_defaults(
-        handler=run, prefix="custdata_audit", heartbeat=None, json=False
-    )
+    parser.set_defaults(handler=run, prefix="custdata_audit", heartbeat=None)
 
 
-def _trail(args: argparse.Namespace) -> object:
+def _trail(args: argparse.Namespace) -> TrailStatus | None:
     """Verify the trail of ``--trail``; return its status, or ``None`` without one."""
     from custdata.governance import TrailStatus  # noqa: PLC0415
 
@@ -106,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             policy,
             today=today,
             fields=fields,
-            trail=trail,  # type: ignore[arg-type]
+            trail=trail,
         )
         out = Path(args.html)
         out.mkdir(parents=True, exist_ok=True)
@@ -121,5 +133,14 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.json:
+        document = {
+            "date": today.isoformat(),
+            "index": str(out / "index.html"),
+            "pages": sorted(str(out / name) for name in pages),
+            "trail": None if trail is None else attrs.asdict(trail),
+        }
+        print(json.dumps(document, ensure_ascii=False, indent=2))
+        return 0
     print(out / "index.html")
     return 0

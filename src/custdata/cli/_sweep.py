@@ -129,7 +129,10 @@ def run(args: argparse.Namespace) -> int:
                 changed = replay_deletions(
                     engine, args.replay, tables=models, custodian=custodian
                 )
-                print(f"replayed {args.replay}: {changed} entries applied")
+                if args.json:
+                    print(json.dumps({"replayed": args.replay, "applied": changed}))
+                else:
+                    print(f"replayed {args.replay}: {changed} entries applied")
                 return 0
             if not args.dry_run:
                 warn_unrecorded("sweep", args, "customer data is disposed of")
