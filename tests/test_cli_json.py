@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,18 +114,8 @@ def test_review_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert 1 == status
 
 
-@pytest.fixture
-def in_root() -> Iterator[None]:
-    """Run in the repository root, so ``--models examples.shop.models:Base`` imports."""
-    cwd = Path.cwd()
-    os.chdir(ROOT)
-    yield
-    os.chdir(cwd)
-
-
 def test_report_json(
     tmp_path: Path,
-    in_root: object,
     sample_policy: custdata.Policy,
     capsys: pytest.CaptureFixture[str],
 ) -> None:

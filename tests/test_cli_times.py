@@ -130,6 +130,19 @@ def test_every_time_and_date_option_uses_the_shared_types() -> None:
     assert seen["date"] >= 4
 
 
+#: The other options ``incident open`` requires.
+_INCIDENT = (
+    "--reporter",
+    "u",
+    "--kind",
+    "leak",
+    "--category",
+    "name",
+    "--subjects",
+    "1",
+)
+
+
 def _status(argv: list[str]) -> int:
     """The exit status: returned, or raised by argparse on a usage error."""
     try:
@@ -180,14 +193,7 @@ def _one_error_line(err: str) -> str:
                 "sqlite://",
                 "--detected-at",
                 "2026-02-02T10:00",
-                "--reporter",
-                "u",
-                "--kind",
-                "leak",
-                "--category",
-                "name",
-                "--subjects",
-                "1",
+                *_INCIDENT,
             ],
             "time zone",
         ),
@@ -216,16 +222,6 @@ def test_incident_takes_a_date_alone_and_z(tmp_path: Path) -> None:
     from custdata.sqlalchemy import SqlIncidentStore
 
     url = f"sqlite:///{tmp_path / 'app.db'}"
-    common = [
-        "--reporter",
-        "u",
-        "--kind",
-        "leak",
-        "--category",
-        "name",
-        "--subjects",
-        "1",
-    ]
     for incident_id, when in (("INC-Z", "2026-02-02T01:00Z"), ("INC-D", "2026-02-02")):
         argv = [
             "incident",
@@ -237,7 +233,7 @@ def test_incident_takes_a_date_alone_and_z(tmp_path: Path) -> None:
             "--detected-at",
             when,
         ]
-        assert 0 == main([*argv, *common])
+        assert 0 == main([*argv, *_INCIDENT])
     engine = create_engine(url)
     try:
         store = SqlIncidentStore(engine, prefix="custdata_incident")
