@@ -131,10 +131,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _window(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--since", type=iso_time, metavar="TIME", help="ISO 8601 start, inclusive"
+        "--since",
+        type=iso_time,
+        metavar="TIME",
+        help="start, inclusive: ISO 8601 with its offset (Z, +09:00) or a date",
     )
     parser.add_argument(
-        "--until", type=iso_time, metavar="TIME", help="ISO 8601 end, exclusive"
+        "--until",
+        type=iso_time,
+        metavar="TIME",
+        help="end, exclusive: ISO 8601 with its offset (Z, +09:00) or a date",
     )
 
 
