@@ -43,6 +43,7 @@ from examples.shop.models import Base, Customer, Order  # noqa: E402
 
 CUSTDATA = Path(sys.executable).parent / "custdata"
 MODELS = "examples.shop.models:Base"
+CUSTOMER_COLUMNS = ("name", "email", "card")  # the example customer's encrypted columns
 KEK_OPTIONS = (
     "--kek-file",
     "--kek-env",
@@ -250,6 +251,50 @@ class TestRotateReencryptRetire:
             report["failed"],
             report["complete"],
         )
+
+    def test_json_rotate_retire(self, shop: Shop) -> None:
+        """``keys rotate/retire --json``: one JSON object each, refused, retired, again."""
+        shop.add(2)
+        old = shop.key_ids("data", "primary")[0]
+        ring = str(shop.keyring_path)
+        rotated = cli("keys", "rotate", ring, "--json")
+        assert 0 == rotated.returncode, rotated.stderr
+        new = shop.key_ids("data", "primary")[0]
+        assert {
+            "keyring": ring,
+            "kind": "data",
+            "previous_key": old,
+            "primary_key": new,
+            "recorded": False,
+        } == json.loads(rotated.stdout)
+
+        retire = ("keys", "retire", ring, str(old), *shop.database(), "--json")
+        refused = cli(*retire)
+        assert 1 == refused.returncode, refused.stderr
+        out = json.loads(refused.stdout)
+        assert ("refused", old, False) == (out["outcome"], out["key_id"], out["forced"])
+        assert {
+            *(
+                f"shop_customers.{c}: 2 stored values under key {old}"
+                for c in CUSTOMER_COLUMNS
+            ),
+            f"shop_orders.total: 2 stored values under key {old}",
+        } == set(out["dependents"])
+
+        assert 0 == cli("reencrypt", "--keyring", ring, *shop.database()).returncode
+        retired = cli(*retire)
+        assert 0 == retired.returncode, retired.stderr
+        assert {
+            "keyring": ring,
+            "key_id": old,
+            "outcome": "retired",
+            "forced": False,
+            "dependents": [],
+            "recorded": False,
+        } == json.loads(retired.stdout)
+        again = cli(*retire)
+        assert 0 == again.returncode
+        assert "already_retired" == json.loads(again.stdout)["outcome"]
 
     def test_audit_to_database(self, shop: Shop, tmp_path: Path) -> None:
         """--audit URL records the job's batches in the SQL sink's tables, verifiably."""

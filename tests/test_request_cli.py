@@ -28,7 +28,10 @@ def url(tmp_path: Path) -> str:
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # a usage error, reported by argparse
+        code = int(exc.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -181,6 +181,22 @@ class TestCommand:
         assert 5 == world.rows()
         assert CANARY not in log.read_text(encoding="utf-8")
 
+    def test_replay_json(
+        self, world: World, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``--replay --json`` prints one JSON object: the log and the entries applied."""
+        backup = world.tmp / "backup.db"
+        shutil.copy(world.db, backup)
+        log = world.tmp / "deletions.jsonl"
+        assert 0 == main(world.args("--log", str(log)))
+        shutil.copy(backup, world.db)
+        capsys.readouterr()
+        assert 0 == main(world.args("--replay", str(log), "--json"))
+        assert {"replayed": str(log), "applied": 5} == json.loads(
+            capsys.readouterr().out
+        )
+        assert 5 == world.rows()
+
     def test_missing_log_one_line_exit_2(
         self, world: World, capsys: pytest.CaptureFixture[str]
     ) -> None:

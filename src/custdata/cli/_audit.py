@@ -25,7 +25,6 @@ status 0: intact (informational findings only); 1: findings; 2: usage error;
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 
@@ -34,7 +33,7 @@ from typing import Any
 
 from custdata._errors import CustdataError
 
-from ._options import add_kek_arguments, load_keyring
+from ._options import add_kek_arguments, iso_time, load_keyring
 
 
 __all__ = ["register"]
@@ -132,20 +131,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _window(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--since", type=_time, metavar="TIME", help="ISO-8601 start, inclusive"
+        "--since",
+        type=iso_time,
+        metavar="TIME",
+        help="start, inclusive: ISO 8601 with its offset (Z, +09:00) or a date",
     )
     parser.add_argument(
-        "--until", type=_time, metavar="TIME", help="ISO-8601 end, exclusive"
+        "--until",
+        type=iso_time,
+        metavar="TIME",
+        help="end, exclusive: ISO 8601 with its offset (Z, +09:00) or a date",
     )
-
-
-def _time(text: str) -> dt.datetime:
-    """Parse an ISO-8601 time; a time without a zone is UTC."""
-    try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
 
 
 def _usage(message: str, command: str = "verify") -> int:

@@ -14,7 +14,7 @@ from .._errors import ConfigurationError
 from .._lifecycle import compare_policies
 from .._policy import Policy
 from ..governance import contractor_findings
-from ._options import load_models
+from ._options import add_today_argument, chosen_date, load_models
 from ._published import published_findings, register_findings
 from ._request import add_requests_url_arguments, read_requests
 
@@ -64,19 +64,13 @@ def register(commands: Any) -> None:
         "[requests] due_soon_days (REQ002)",
     )
     parser.add_argument("--json", action="store_true", help="print findings as JSON")
-    parser.add_argument(
-        "--today",
-        type=dt.date.fromisoformat,
-        default=None,
-        metavar="YYYY-MM-DD",
-        help="the date to check review deadlines against (default: today)",
-    )
+    add_today_argument(parser, what="the date to check review deadlines against")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``custdata check``."""
-    today = args.today or dt.datetime.now(dt.timezone.utc).date()
+    today = chosen_date(args)
     try:
         policy = Policy.from_toml(args.policy)
         findings = check_policy(policy, today=today)

@@ -21,7 +21,7 @@ on stderr).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
+import json
 import sys
 
 from pathlib import Path
@@ -30,7 +30,7 @@ from typing import Any
 from custdata._errors import ConfigurationError
 from custdata._policy import Policy
 
-from ._options import load_models
+from ._options import add_json_argument, load_models
 
 
 __all__ = ["register"]
@@ -70,6 +70,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_models_argument(render)
     add_records_argument(render)
+    add_json_argument(render)
     render.set_defaults(handler=run_render)
 
 
@@ -78,23 +79,6 @@ def add_policy_argument(parser: Any) -> None:
     parser.add_argument(
         "--policy", required=True, metavar="PATH", help="the custdata.toml file"
     )
-
-
-def add_today_argument(parser: Any, *, what: str) -> None:
-    """Add ``--today YYYY-MM-DD``, the date *what* is computed for (default: today)."""
-    parser.add_argument(
-        "--today",
-        type=dt.date.fromisoformat,
-        default=None,
-        metavar="YYYY-MM-DD",
-        help=f"{what} (default: today, UTC)",
-    )
-
-
-def chosen_date(args: argparse.Namespace) -> dt.date:
-    """The ``--today`` date, or today's date in UTC."""
-    value: dt.date | None = args.today
-    return value or dt.datetime.now(dt.timezone.utc).date()
 
 
 def add_models_argument(parser: Any) -> None:
@@ -191,6 +175,10 @@ def run_render(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.json:
+        files = [str(out / name) for name in dict.fromkeys(written)]
+        print(json.dumps({"out": str(out), "files": files}, indent=2))
+        return 0
     for name in dict.fromkeys(written):
         print(out / name)
     return 0

@@ -15,8 +15,8 @@ from ._options import (
     add_database_arguments,
     add_kek_arguments,
     add_subject_key_arguments,
-    aware_instant,
     disposal_custodian,
+    iso_time,
     operator,
     warn_unrecorded,
 )
@@ -87,7 +87,7 @@ def register(commands: Any) -> None:
     )
     parser.add_argument(
         "--now",
-        type=aware_instant,
+        type=iso_time,
         default=None,
         metavar="ISO-8601",
         help="decide as of this aware instant (default: now)",

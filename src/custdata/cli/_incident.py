@@ -30,7 +30,7 @@ from .._errors import (
     IncidentReportIncompleteError,
     UnknownIncidentError,
 )
-from ._options import add_kek_arguments, load_keyring, operator
+from ._options import add_kek_arguments, iso_time, load_keyring, operator
 
 
 __all__ = ["register"]
@@ -175,16 +175,13 @@ def _common(parser: argparse.ArgumentParser, *, with_id: bool = False) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _time(value: str, what: str) -> dt.datetime:
+def _time(value: str, option: str) -> dt.datetime:
+    """*value* read by the CLI's one time rule; a bad one is a one-line error here."""
     try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        msg = f"{what} is not an ISO 8601 date-time"
+        return iso_time(value)
+    except argparse.ArgumentTypeError as exc:
+        msg = f"{option}: {exc}"
         raise IncidentError(msg) from None
-    if parsed.tzinfo is None:
-        msg = f"{what} needs a UTC offset (e.g. +09:00)"
-        raise IncidentError(msg)
-    return parsed
 
 
 class _Session:

@@ -20,6 +20,7 @@ from ._options import (
     JobKeys,
     add_audit_arguments,
     add_database_arguments,
+    add_json_argument,
     add_kek_arguments,
     add_subject_key_arguments,
     key_provider,
@@ -56,6 +57,7 @@ def register(commands: Any) -> None:
         description="Create a new keyring file with one data key and one index key.",
     )
     init.add_argument("path", metavar="PATH", help="the keyring file to create")
+    add_json_argument(init)
     add_kek_arguments(init, create=True)
     init.set_defaults(handler=run_init)
 
@@ -71,6 +73,7 @@ def register(commands: Any) -> None:
     rotate.add_argument(
         "--index", action="store_true", help="rotate the blind-index key instead"
     )
+    add_json_argument(rotate)
     add_kek_arguments(rotate)
     add_audit_arguments(rotate)
     rotate.set_defaults(handler=run_rotate)
@@ -90,6 +93,7 @@ def register(commands: Any) -> None:
     )
     retire.add_argument("path", metavar="PATH", help="the keyring file")
     retire.add_argument("key_id", metavar="KEY_ID", type=int, help="the key to retire")
+    add_json_argument(retire)
     database = retire.add_argument_group(
         "the application's database",
         "Where to count what still depends on the key.",
@@ -112,12 +116,16 @@ def register(commands: Any) -> None:
         description="List each key's id, kind, status and dates; never key material.",
     )
     show.add_argument("path", metavar="PATH", help="the keyring file")
-    show.add_argument("--json", action="store_true", help="print JSON")
+    add_json_argument(show)
     add_kek_arguments(show)
     show.set_defaults(handler=run_show)
 
     # ``usage`` reads the database, so it lives with the SQLAlchemy commands.
     register_usage(sub)
+
+
+def _json(document: dict[str, Any]) -> None:
+    print(json.dumps(document, indent=2))
 
 
 def _fail(command: str, error: Exception) -> int:
@@ -137,6 +145,16 @@ def run_init(args: argparse.Namespace) -> int:
         )
     except (CustdataError, OSError) as exc:
         return _fail("init", exc)
+    if args.json:
+        _json(
+            {
+                "keyring": args.path,
+                "data_key": keyring.primary_key_id,
+                "index_key": keyring.primary_index_key_id,
+                "kek": None if keyring.provider is None else keyring.provider.kek_id,
+            }
+        )
+        return 0
     print(
         f"created {args.path} (mode 0600): data key {keyring.primary_key_id}, "
         f"index key {keyring.primary_index_key_id}"
@@ -167,6 +185,17 @@ def run_rotate(args: argparse.Namespace) -> int:
         if trail is not None:
             trail.close()
     kind = "index" if args.index else "data"
+    if args.json:
+        _json(
+            {
+                "keyring": args.path,
+                "kind": kind,
+                "previous_key": old,
+                "primary_key": key_id,
+                "recorded": trail is not None,
+            }
+        )
+        return 0
     print(f"new primary {kind} key {key_id}; older {kind} keys stay active")
     return 0
 
@@ -182,7 +211,10 @@ def run_retire(args: argparse.Namespace) -> int:
         keyring = load_keyring(args.path, args)
         info = keyring.key_info(args.key_id)
         if info.status is KeyStatus.RETIRED:
-            print(f"key {args.key_id} is already retired")
+            if args.json:
+                _json(_retired(args, "already_retired", []))
+            else:
+                print(f"key {args.key_id} is already retired")
             return 0
         if info.status is KeyStatus.PRIMARY:
             raise ConfigurationError(
@@ -203,6 +235,8 @@ def run_retire(args: argparse.Namespace) -> int:
                 "run custdata reencrypt (with --subject-keys where used) first",
                 file=sys.stderr,
             )
+            if args.json:
+                _json(_retired(args, "refused", dependents))
             return 1
         if dependents:
             print(
@@ -232,8 +266,25 @@ def run_retire(args: argparse.Namespace) -> int:
     finally:
         if trail is not None:
             trail.close()
+    if args.json:
+        _json(_retired(args, "retired", dependents))
+        return 0
     print(f"retired key {args.key_id}")
     return 0
+
+
+def _retired(
+    args: argparse.Namespace, outcome: str, dependents: list[str]
+) -> dict[str, Any]:
+    """``keys retire --json``: the outcome and what depended on the key."""
+    return {
+        "keyring": args.path,
+        "key_id": args.key_id,
+        "outcome": outcome,
+        "forced": bool(args.force) and outcome == "retired",
+        "dependents": dependents,
+        "recorded": bool(args.audit) and outcome == "retired",
+    }
 
 
 def _dependents(
@@ -320,7 +371,7 @@ def run_show(args: argparse.Namespace) -> int:
     ]
     kek = None if keyring.provider is None else keyring.provider.kek_id
     if args.json:
-        print(json.dumps({"kek": kek, "keys": rows}, indent=2))
+        _json({"kek": kek, "keys": rows})
         return 0
     print(
         f"keyring {args.path} (key-encryption key: {kek or 'none, keys in the clear'})"

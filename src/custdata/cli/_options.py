@@ -4,6 +4,12 @@ Every command that opens a keyring file takes the same key-encryption-key
 options (one argument group, defined here once), and every command that
 decrypts stored values or operates on keys takes ``--audit`` to record what it
 does in the application's audit trail.
+
+Times and dates are read here too, by one rule for every command
+(:func:`iso_time`, :func:`iso_date`): a time is ISO 8601 with its UTC offset
+(``2026-12-01T09:30+09:00``, or ``Z`` for UTC); a date alone
+(``2026-12-01``) is the start of that day in UTC; a date-time without an
+offset is refused, since the machine's zone and UTC would both be a guess.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import datetime as dt
 import getpass
 import importlib
 import os
+import re
 import sys
 
 from collections.abc import Iterator, Sequence
@@ -25,13 +32,17 @@ from .._errors import ConfigurationError
 
 __all__ = [
     "JobKeys",
-    "aware_instant",
-    "disposal_custodian",
     "add_audit_arguments",
     "add_database_arguments",
+    "add_json_argument",
     "add_kek_arguments",
     "add_subject_key_arguments",
+    "add_today_argument",
+    "chosen_date",
     "count_int",
+    "disposal_custodian",
+    "iso_date",
+    "iso_time",
     "key_provider",
     "load_keyring",
     "load_models",
@@ -62,6 +73,70 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def iso_time(text: str) -> dt.datetime:
+    """An argparse type: an instant, ISO 8601 with its UTC offset; aware.
+
+    ``2026-12-01T09:30+09:00`` and ``2026-12-01T00:30Z`` name the same instant;
+    a date alone, ``2026-12-01``, is midnight UTC at its start. A date-time
+    without an offset is refused.
+    """
+    text = text.strip()
+    if _DATE_ONLY.fullmatch(text):
+        return dt.datetime.combine(iso_date(text), dt.time(), tzinfo=dt.timezone.utc)
+    iso = text[:-1] + "+00:00" if text[-1:] in {"Z", "z"} else text
+    try:
+        value = dt.datetime.fromisoformat(iso)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time: {text!r} (like 2026-12-01T09:30+09:00)"
+        ) from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} needs a time zone: Z for UTC, or a UTC offset like +09:00"
+        )
+    return value
+
+
+def iso_date(text: str) -> dt.date:
+    """An argparse type: a calendar date, ``YYYY-MM-DD``."""
+    text = text.strip()
+    if not _DATE_ONLY.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (like 2026-12-01)")
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a date: {text!r} (no such day)"
+        ) from None
+
+
+_DATE_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def add_today_argument(parser: Any, *, what: str) -> None:
+    """Add ``--today YYYY-MM-DD``, the date *what* is computed for (default: today)."""
+    parser.add_argument(
+        "--today",
+        type=iso_date,
+        default=None,
+        metavar="YYYY-MM-DD",
+        help=f"{what} (default: today, UTC)",
+    )
+
+
+def chosen_date(args: argparse.Namespace) -> dt.date:
+    """The ``--today`` date, or today's date in UTC."""
+    value: dt.date | None = args.today
+    return value or dt.datetime.now(dt.timezone.utc).date()
+
+
+def add_json_argument(parser: Any) -> None:
+    """Add ``--json``: print the command's result as one JSON document on stdout."""
+    parser.add_argument(
+        "--json", action="store_true", help="print the result as one JSON document"
+    )
 
 
 def add_database_arguments(parser: Any, *, required: bool = True) -> None:
@@ -354,17 +429,6 @@ def warn_unrecorded(command: str, args: argparse.Namespace, what: str) -> None:
             "pass --audit PATH|URL",
             file=sys.stderr,
         )
-
-
-def aware_instant(text: str) -> dt.datetime:
-    """An argparse type: an ISO-8601 instant with its time zone."""
-    try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO-8601 instant: {text!r}") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError("the instant needs a time zone, like +09:00")
-    return value
 
 
 @contextlib.contextmanager

@@ -13,7 +13,6 @@ unreachable database.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 
@@ -21,6 +20,7 @@ from typing import Any
 
 from .._errors import ConfigurationError
 from .._policy import Policy
+from ._options import add_today_argument, chosen_date
 
 
 def register(commands: Any) -> None:
@@ -72,13 +72,7 @@ def register(commands: Any) -> None:
     check.add_argument(
         "--policy", required=True, metavar="PATH", help="the custdata.toml file"
     )
-    check.add_argument(
-        "--today",
-        type=dt.date.fromisoformat,
-        default=None,
-        metavar="YYYY-MM-DD",
-        help="the date to check review deadlines against (default: today)",
-    )
+    add_today_argument(check, what="the date to check review deadlines against")
     check.add_argument("--json", action="store_true", help="print findings as JSON")
     check.set_defaults(handler=_contractors_check)
 
@@ -126,7 +120,7 @@ def _records(args: argparse.Namespace) -> int:
 def _contractors_check(args: argparse.Namespace) -> int:
     from ..governance import contractor_findings  # noqa: PLC0415
 
-    today = args.today or dt.datetime.now(dt.timezone.utc).date()
+    today = chosen_date(args)
     try:
         policy = Policy.from_toml(args.policy)
     except ConfigurationError as exc:

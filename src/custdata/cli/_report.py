@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from custdata._errors import ConfigurationError
 from custdata._policy import Policy
@@ -37,13 +40,20 @@ from ._docs import (
     add_models_argument,
     add_policy_argument,
     add_records_argument,
-    add_today_argument,
-    chosen_date,
     load_fields,
     load_records,
 )
-from ._options import add_kek_arguments
+from ._options import (
+    add_json_argument,
+    add_kek_arguments,
+    add_today_argument,
+    chosen_date,
+)
 from ._request import add_requests_url_arguments, read_requests
+
+
+if TYPE_CHECKING:
+    from custdata.governance import TrailStatus
 
 
 __all__ = ["register"]
@@ -64,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_models_argument(parser)
     add_records_argument(parser)
     add_today_argument(parser, what="the report date")
+    add_json_argument(parser)
     parser.add_argument(
         "--incidents",
         metavar="URL",
@@ -92,12 +103,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--checkpoint-key", metavar="KEY", help="the pinned checkpoint verifier key"
     )
     add_requests_url_arguments(parser, what="the open ones are listed")
-    parser.set_defaults(
-        handler=run, prefix="custdata_audit", heartbeat=None, json=False
-    )
+    parser.set_defaults(handler=run, prefix="custdata_audit", heartbeat=None)
 
 
-def _trail(args: argparse.Namespace) -> object:
+def _trail(args: argparse.Namespace) -> TrailStatus | None:
     """Verify the trail of ``--trail``; return its status, or ``None`` without one."""
     from custdata.governance import TrailStatus  # noqa: PLC0415
 
@@ -188,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
                 policy,
                 today=today,
                 fields=fields,
-                trail=trail,  # type: ignore[arg-type]
+                trail=trail,
                 incidents=register,
                 records=records,
                 requests=requests,
@@ -206,5 +215,14 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.json:
+        document = {
+            "date": today.isoformat(),
+            "index": str(out / "index.html"),
+            "pages": sorted(str(out / name) for name in pages),
+            "trail": None if trail is None else attrs.asdict(trail),
+        }
+        print(json.dumps(document, ensure_ascii=False, indent=2))
+        return 0
     print(out / "index.html")
     return 0

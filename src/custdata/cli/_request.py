@@ -35,7 +35,7 @@ from .._errors import (
     RequestError,
     UnknownRequestError,
 )
-from ._options import count_int, operator
+from ._options import count_int, iso_time, operator
 
 
 __all__ = ["add_requests_url_arguments", "read_requests", "register"]
@@ -185,6 +185,7 @@ def _common(parser: argparse.ArgumentParser, *, with_id: bool = False) -> None:
     parser.add_argument("--actor", help="who records this (default cli:<login>)")
     parser.add_argument(
         "--at",
+        type=iso_time,
         metavar="ISO",
         help="when it happened, with its offset (default now; for 'list', the "
         "time overdue is judged at)",
@@ -202,18 +203,9 @@ def _refusal(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", default="", help="the reasons told to the person")
 
 
-def _time(value: str | None) -> dt.datetime:
-    if value is None:
-        return dt.datetime.now(dt.timezone.utc)
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        msg = "--at is not an ISO 8601 date-time"
-        raise RequestError(msg) from None
-    if parsed.tzinfo is None:
-        msg = "--at needs a UTC offset (e.g. +09:00)"
-        raise RequestError(msg)
-    return parsed
+def _time(value: dt.datetime | None) -> dt.datetime:
+    """``--at`` (parsed by the CLI's one time rule), or now when absent."""
+    return dt.datetime.now(dt.timezone.utc) if value is None else value
 
 
 class _Session:

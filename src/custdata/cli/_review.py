@@ -27,7 +27,8 @@ from typing import Any
 from custdata._errors import ConfigurationError
 from custdata._policy import Policy
 
-from ._docs import add_policy_argument, add_today_argument, chosen_date
+from ._docs import add_policy_argument
+from ._options import add_json_argument, add_today_argument, chosen_date
 
 
 __all__ = ["register"]
@@ -48,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--out", required=True, metavar="DIR", help="the folder of review reports"
     )
     add_today_argument(parser, what="the review date")
+    add_json_argument(parser)
     parser.set_defaults(handler=run)
 
 
@@ -83,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         report, snapshot = review_report(policy, today=today, previous=previous)
         path = folder / f"review-{today.isoformat()}.md"
         path.write_text(report, encoding="utf-8")
-        (folder / f"review-{today.isoformat()}.json").write_text(
+        snapshot_path = folder / f"review-{today.isoformat()}.json"
+        snapshot_path.write_text(
             json.dumps(snapshot, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
         )
     except ConfigurationError as exc:
@@ -95,9 +98,18 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    print(path)
     findings = [
         *check_policy(policy, today=today),
         *register_findings(policy, today=today),
     ]
+    if args.json:
+        document = {
+            "date": today.isoformat(),
+            "report": str(path),
+            "snapshot": str(snapshot_path),
+            "findings": [f.as_dict() for f in findings],
+        }
+        print(json.dumps(document, ensure_ascii=False, indent=2))
+    else:
+        print(path)
     return 1 if findings else 0

@@ -14,8 +14,8 @@ from ._options import (
     add_database_arguments,
     add_kek_arguments,
     add_subject_key_arguments,
-    aware_instant,
     disposal_custodian,
+    iso_time,
     positive_int,
     warn_unrecorded,
 )
@@ -70,7 +70,7 @@ def register(commands: Any) -> None:
     )
     parser.add_argument(
         "--now",
-        type=aware_instant,
+        type=iso_time,
         default=None,
         metavar="ISO-8601",
         help="decide as of this aware instant (default: now)",
@@ -100,7 +100,10 @@ def run(args: argparse.Namespace) -> int:
                 changed = replay_deletions(
                     engine, args.replay, tables=models, custodian=custodian
                 )
-                print(f"replayed {args.replay}: {changed} entries applied")
+                if args.json:
+                    print(json.dumps({"replayed": args.replay, "applied": changed}))
+                else:
+                    print(f"replayed {args.replay}: {changed} entries applied")
                 return 0
             if not args.dry_run:
                 warn_unrecorded("sweep", args, "customer data is disposed of")
