@@ -60,3 +60,10 @@ def test_shop_consent_and_sweep(tmp_path: Path) -> None:
     assert "under a legal hold: held" in out
     assert "released: deleted 1 customer rows" in out
     assert "a second run deletes 0" in out
+
+
+def test_shop_restriction(tmp_path: Path) -> None:
+    """The shop shows a restricted subject refused for support, read for billing."""
+    out = _run(EXAMPLES / "shop" / "app.py", tmp_path)
+    assert "support while restricted: refused (the use of 1 data subject" in out
+    assert "billing (allowed by the restriction): Yamada Hanako" in out
