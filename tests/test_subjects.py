@@ -501,6 +501,28 @@ class TestDisclose:
         assert out.getvalue() == ""
         assert not [e for e in world.events() if e.get("action") == "export.subject"]
 
+    def test_to_a_file_or_returned_never_in_the_repr(
+        self,
+        engine: Engine,
+        shop: Shop,
+        world: World,
+        two: tuple[uuid.UUID, uuid.UUID],
+        tmp_path: Path,
+    ) -> None:
+        """A path is written as UTF-8; without *out* the text is returned, not shown."""
+        subject, _other = two
+        with Session(engine) as session, dpo():
+            fp = locate_subject(session, subject, tables=shop.Base)
+            written = disclose_subject(session, fp, "csv", tmp_path / "copy.csv")
+            returned = disclose_subject(session, fp, "csv")
+        assert written.path == tmp_path / "copy.csv"
+        assert written.path.read_text(encoding="utf-8") == returned.text
+        assert CANARY["email"] in returned.text
+        assert written.text == ""
+        for value in CANARY.values():
+            assert value not in repr(returned)
+            assert value not in repr(fp)
+
     def test_needs_an_actor(self, engine: Engine, shop: Shop, world: World) -> None:
         """No actor, no disclosure."""
         fp = custdata.sqlalchemy.SubjectFootprint(subject=uuid.uuid4(), rows=())

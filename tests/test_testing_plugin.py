@@ -30,7 +30,7 @@ def test_the_shop_example_suite_passes_with_the_plugin() -> None:
         check=False,
     )
     assert 0 == done.returncode, done.stdout + done.stderr
-    assert "4 passed" in done.stdout
+    assert "6 passed" in done.stdout
 
 
 def test_fixtures_give_a_current_custodian_that_records(

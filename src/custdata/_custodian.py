@@ -97,7 +97,8 @@ class Custodian:
             (:class:`custdata.governance.Restrictions`): reads, writes and
             exports of a restricted subject's data are refused for every
             purpose but the restriction's allowed purposes, once per batch
-            (:class:`custdata.SubjectRestrictedError`).
+            (:class:`custdata.SubjectRestrictedError`). A ``subject_disclosure``
+            purpose is never refused: the person may always see their data.
         retention: Answers which subjects' records have outlived the retention
             of the purpose in force (``expired_subjects(entity, fields,
             purpose, subjects, now)``, as

@@ -208,6 +208,8 @@ class Disclosure:
         tables: Per table, the columns disclosed and how many rows.
         values: How many customer-data values were disclosed.
         path: The file written, if *out* was a path.
+        text: The export itself when *out* was ``None`` (else empty); it holds
+            the subject's values, so it is left out of the repr.
     """
 
     subject: Any
@@ -216,6 +218,7 @@ class Disclosure:
     tables: tuple[tuple[str, tuple[str, ...], int], ...]
     values: int
     path: Path | None = None
+    text: str = attrs.field(default="", repr=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -607,8 +610,8 @@ def disclose_subject(
         session: The application's session.
         footprint: What :func:`locate_subject` found.
         format: ``"json"`` or ``"csv"``.
-        out: A path or text stream to write to; ``None`` returns the text in
-            nothing but writes nothing (use a ``io.StringIO``).
+        out: A path (written as UTF-8) or a text stream to write to;
+            ``None`` returns the export as :attr:`Disclosure.text`.
         purpose: The disclosure purpose (default ``"disclosure"``).
         tables: The tables (default: those the footprint was located in).
         request_id: The request answered, recorded with the events.
@@ -687,6 +690,7 @@ def disclose_subject(
         tables=tuple(summary),
         values=values,
         path=path,
+        text=text if out is None else "",
     )
 
 
