@@ -838,3 +838,43 @@ class TestKeysReadOnTheBatchConnection:
 def _canonical(subject: uuid.UUID) -> bytes:
     """The canonical id of a UUID subject (as the key store keys it)."""
     return subject_bytes(subject)
+
+
+class TestPostgresLookupShape:
+    def test_a_lookup_is_one_array_parameter_on_postgresql(self, world: World) -> None:
+        """PostgreSQL: every chunk's lookup is one statement text with one parameter."""
+        if world.engine.dialect.name != "postgresql":
+            pytest.skip("the array lookup is PostgreSQL's")
+        world.add(700)
+        world.scope.clear()
+        seen: list[tuple[str, Any]] = []
+
+        def _seen(conn: Any, cursor: Any, statement: str, params: Any, *a: Any) -> None:
+            if world.key_table in statement:
+                seen.append((statement, params))
+
+        event.listen(world.engine, "before_cursor_execute", _seen)
+        try:
+            with support(), Session(world.engine) as session:
+                assert 700 == len(
+                    {c.name for c in session.scalars(select(world.Client))}
+                )
+                session.expunge_all()
+                world.scope.clear()
+                (one,) = world.add(1)
+                world.scope.clear()
+                assert CANARY + "-0" == session.get(world.Client, one).name
+        finally:
+            event.remove(world.engine, "before_cursor_execute", _seen)
+        lookups = [
+            (sql, p) for sql, p in seen if sql.lstrip().upper().startswith("SELECT")
+        ]
+        assert 3 <= len(lookups)
+        assert 1 == len({sql for sql, _ in lookups})
+        sizes = sorted(
+            len(next(iter(p.values())) if isinstance(p, dict) else p[0])
+            for _, p in lookups
+        )
+        assert all(len(p) == 1 for _, p in lookups)
+        assert 501 in sizes
+        assert 201 in sizes
