@@ -19,7 +19,6 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     Table,
-    any_,
     bindparam,
     delete,
     event,
@@ -220,10 +219,8 @@ class SqlSubjectKeyStore:
         bind processing is redone for every lookup -- on a one-subject lookup
         (a ``session.get``) those cost more than the query.
         """
-        dialect = conn.dialect
-        if dialect.name == "postgresql":
-            return self._lookup_array(conn, subjects)
         size = 1 << (len(subjects) - 1).bit_length()
+        dialect = conn.dialect
         rendered = self._lookups.get((dialect.name, size))
         if rendered is None:
             t = self.table
@@ -242,34 +239,6 @@ class SqlSubjectKeyStore:
             params: Any = {f"s{i}": s for i, s in enumerate(padded)}
         else:
             params = tuple(padded[int(name[1:])] for name in order)
-        return conn.exec_driver_sql(sql, params).all()
-
-    def _lookup_array(self, conn: Connection, subjects: list[bytes]) -> Sequence[Any]:
-        """:meth:`_lookup_rows` on PostgreSQL: ``subject = ANY(%s)`` with one array.
-
-        One parameter whatever the number of subjects: the driver neither
-        parses a statement of hundreds of placeholders (psycopg caches the
-        parsing only of statements with few parameters) nor quotes each id
-        apart, and the statement is the same for every size of lookup.
-        """
-        dialect = conn.dialect
-        rendered = self._lookups.get((dialect.name, 0))  # size 0: any size
-        if rendered is None:
-            t = self.table
-            compiled = (
-                select(t.c.subject, t.c.key_id, t.c.wrapped_key, t.c.wrapping_key_id)
-                .where(
-                    t.c.subject
-                    == any_(bindparam("s", type_=postgresql.ARRAY(LargeBinary)))
-                )
-                .compile(dialect=dialect)
-            )
-            rendered = self._lookups[(dialect.name, 0)] = (
-                compiled.string,
-                compiled.positiontup,
-            )
-        sql, order = rendered
-        params: Any = {"s": subjects} if order is None else (subjects,)
         return conn.exec_driver_sql(sql, params).all()
 
     def _insert_missing(self, conn: Connection) -> Any:
