@@ -20,7 +20,8 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from audit_fixtures import T0, FakeKeys, SqlStore, Store, decision, store_for
-from custdata.audit import AuditTrail, SqlSink, SqlSource, verify_trail
+from custdata import ConfigurationError
+from custdata.audit import AuditTrail, SqlSink, SqlSource, audit_tables, verify_trail
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
@@ -142,3 +143,11 @@ def test_small_pages_name_the_same_findings(sql_store: SqlStore) -> None:
     assert ("COLUMN_MISMATCH", second, 7, "purpose") in found
     assert ("COLUMN_MISMATCH", second, 12, "subject_fanout") in found
     assert not any(seq == 99 for _, _, seq, _ in found)
+
+
+@pytest.mark.parametrize("chunk", [0, -5, 2.5, True])
+def test_a_page_size_that_is_no_size_is_refused(chunk: object, tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    with pytest.raises(ConfigurationError, match="chunk"):
+        SqlSource(engine, audit_tables(prefix="t"), chunk=chunk)  # type: ignore[arg-type]
+    engine.dispose()

@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from custdata._errors import ConfigurationError
+
 from ._compact import V2_HEAD, CompactReader
 from ._sql import AuditTables
 
@@ -421,12 +423,18 @@ class SqlSource(TrailSource):
     Args:
         engine: The engine (not disposed here).
         tables: The tables of the trail's prefix.
-        chunk: Rows fetched per round trip.
+        chunk: Rows fetched per round trip (a page when verifying: what the
+            verifier holds of the tables at a time).
+
+    Raises:
+        ConfigurationError: *chunk* is not a positive whole number.
     """
 
     def __init__(
-        self, engine: sa.Engine, tables: AuditTables, *, chunk: int = 20_000
+        self, engine: sa.Engine, tables: AuditTables, *, chunk: int = 2_000
     ) -> None:
+        if chunk.__class__ is not int or chunk < 1:
+            raise ConfigurationError("SqlSource chunk must be a positive whole number")
         self.engine = engine
         self.tables = tables
         self.chunk = chunk
