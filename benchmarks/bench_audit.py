@@ -1,6 +1,8 @@
 """Audit trail costs in one run: seal, stream, database sink, verification.
 
-Run: ``python benchmarks/bench_audit.py [--events N] [--db URL]``. Budgets (DESIGN §6):
+Run: ``python benchmarks/bench_audit.py [--events N] [--db URL]``; ``--rss N [N …]``
+measures instead the peak resident memory of verifying files of N events (intact
+and tampered, both formats), each in a fresh process. Budgets (DESIGN §6):
 an event sealed into the stream ≤ 10 µs (``record_decision`` into a JSON-lines
 file, end to end) and ≤ 300 bytes on disk per reveal; verification ≥ 500,000
 events/s intact, ≥ 200,000/s tampered, ≤ 256 MiB at any size; and the SQL sink's
@@ -13,8 +15,11 @@ import argparse
 import datetime as dt
 import gc
 import hashlib
+import multiprocessing
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -158,6 +163,115 @@ def crypto_floor(n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def parallel_crypto(n: int) -> tuple[float, float]:
+    """Records/s of :func:`crypto_floor` in one process and in two at once.
+
+    The ceiling of a verifier that splits a chain between the machine's two
+    cores (before the cost of evolving the second half's starting key, of
+    reading and of stitching the halves together).
+    """
+    one = crypto_floor(n)
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        t0 = time.perf_counter()
+        pool.map(crypto_floor, [n, n])
+        both = 2 * n / (time.perf_counter() - t0)
+    return one, both
+
+
+def sql_verify_memory(keys: Keys, url: str, sizes: tuple[int, ...]) -> list[float]:
+    """Peak traced MiB of verifying the audit tables at each of *sizes* events."""
+    prefix = f"bench_mem_{os.urandom(3).hex()}"
+    sink = SqlSink(url, prefix=prefix, mode="async", batch_size=500, max_queue=50_000)
+    trail = AuditTrail(keys, sinks=[sink], checkpoint_interval=None)
+    peaks = []
+    written = 0
+    engine = sa.create_engine(url)
+    try:
+        for size in sizes:
+            for _ in range(size - written):
+                trail.record_decision(DECISION, now=NOW)
+            written = size
+            trail.flush(timeout=300)
+            tracemalloc.start()
+            report = verify_trail(SqlSource(engine, sink.tables), keys)
+            peaks.append(tracemalloc.get_traced_memory()[1] / 2**20)
+            tracemalloc.stop()
+            if not report.intact:
+                raise SystemExit(report.kinds())
+    finally:
+        trail.close()
+        sink.tables.metadata.drop_all(engine)
+        engine.dispose()
+    return peaks
+
+
+_RSS_CHILD = """
+import sys, time
+from custdata.audit import JsonLinesSource, verify_trail
+root = bytes.fromhex(sys.argv[2])
+class Keys:
+    def audit_root_key(self): return "bench-1", root
+    def audit_root_key_for(self, key_id): return root
+t0 = time.perf_counter()
+report = verify_trail(JsonLinesSource(sys.argv[1]), Keys())
+elapsed = time.perf_counter() - t0
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
+with open("/proc/self/status") as status:
+    rss = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:")) / 1024
+print(report.events, int(report.intact), f"{elapsed:.3f}", f"{rss:.1f}")
+"""
+
+
+def rss_at_scale(sizes: list[int]) -> None:
+    """Print the peak RSS (and rate) of verifying files of each size, each in a fresh process."""
+    keys = Keys()
+    print(
+        f"{'events':>10} {'format':>6} {'trail':>9} {'events/s':>10} {'peak RSS':>10}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            for version in (1, 2):
+                path = Path(tmp) / f"rss-v{version}.jsonl"
+                path.unlink(missing_ok=True)
+                trail = AuditTrail(
+                    keys,
+                    sinks=[JsonLinesSink(path, version=version)],
+                    checkpoint_interval=None,
+                )
+                for _ in range(size - 2):
+                    trail.record_decision(DECISION, now=NOW)
+                trail.close()
+                bad = Path(tmp) / "rss-tampered.jsonl"
+                tamper_streaming(path, bad)
+                for label, target in (("intact", path), ("tampered", bad)):
+                    out = subprocess.run(  # noqa: S603 - our own interpreter and script
+                        [
+                            sys.executable,
+                            "-c",
+                            _RSS_CHILD,
+                            str(target),
+                            keys.root.hex(),
+                        ],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    ).stdout.split()
+                    events, intact, elapsed, rss = (
+                        int(out[0]),
+                        out[1] == "1",
+                        float(out[2]),
+                        float(out[3]),
+                    )
+                    if intact != (label == "intact"):
+                        raise SystemExit(f"{label} file: intact={intact}")
+                    print(
+                        f"{events:>10,} {'v' + str(version):>6} {label:>9} "
+                        f"{events / elapsed:>10,.0f} {rss:>7,.0f} MiB",
+                        flush=True,
+                    )
+                bad.unlink()
+
+
 class InMemory(TrailSource):
     """A file read through the in-memory algorithm (as before issue 11), for comparison."""
 
@@ -179,6 +293,25 @@ def tamper(path: Path, out: Path) -> None:
         lines[mid].replace(b'"count":3', b'"count":4').replace(b'"d":[3,', b'"d":[4,')
     )
     out.write_bytes(b"".join(lines))
+
+
+def tamper_streaming(path: Path, out: Path) -> None:
+    """:func:`tamper`, a line at a time (files larger than the benchmark's memory)."""
+    with path.open("rb") as src:
+        total = sum(1 for _ in src)
+    with path.open("rb") as src, out.open("wb") as dst:
+        edited = False
+        for i, line in enumerate(src):
+            if (
+                not edited
+                and i >= total // 2
+                and (b'"count":3' in line or b'"d":[3,' in line)
+            ):
+                line = line.replace(b'"count":3', b'"count":4').replace(  # noqa: PLW2901
+                    b'"d":[3,', b'"d":[4,'
+                )
+                edited = True
+            dst.write(line)
 
 
 def sync_batch_cost(keys: Keys, url: str) -> list[tuple[str, str, str]]:
@@ -216,7 +349,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--db", default=os.environ.get("CUSTDATA_TEST_POSTGRES_URL"))
+    parser.add_argument("--rss", type=int, nargs="+", metavar="N")
     args = parser.parse_args()
+    if args.rss:
+        rss_at_scale(args.rss)
+        return
     n = args.events
     keys = Keys()
     rows: list[tuple[str, str, str]] = []
@@ -324,11 +461,22 @@ def main() -> None:
         # the middle: the one-pass check gives up there, the streaming full
         # algorithm names the finding), and the in-memory algorithm every
         # tampered file took before, for comparison.
+        one, both = parallel_crypto(n)
         rows.append(
             (
                 "  cryptography alone (for scale)",
-                f"{crypto_floor(n):,.0f} rec/s",
+                f"{one:,.0f} rec/s",
                 "4 SHA-256 per record, one core",
+            )
+        )
+        rows.append(
+            (
+                "  cryptography alone, two processes at once",
+                f"{both:,.0f} rec/s",
+                (
+                    f"{both / one:.2f}x one core (os.cpu_count() = {os.cpu_count()}); "
+                    "the ceiling of a parallel verifier"
+                ),
             )
         )
         for version, path in paths.items():
@@ -426,6 +574,14 @@ def main() -> None:
                     f"verify {name} tables (incl. fetch + column checks)",
                     f"{report.events / elapsed:,.0f} events/s",
                     "",
+                )
+            )
+            small, large = sql_verify_memory(keys, url, (m // 5, m))
+            rows.append(
+                (
+                    f"verify {name} tables: peak traced memory, {m // 5:,} / {m:,} events",
+                    f"{small:,.1f} / {large:,.1f} MiB",
+                    "streaming: a page of rows, not the table",
                 )
             )
             trail.close()

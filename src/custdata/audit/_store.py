@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from custdata._errors import ConfigurationError
+
 from ._compact import V2_HEAD, CompactReader
 from ._sql import AuditTables
 
@@ -421,12 +423,18 @@ class SqlSource(TrailSource):
     Args:
         engine: The engine (not disposed here).
         tables: The tables of the trail's prefix.
-        chunk: Rows fetched per round trip.
+        chunk: Rows fetched per round trip (a page when verifying: what the
+            verifier holds of the tables at a time).
+
+    Raises:
+        ConfigurationError: *chunk* is not a positive whole number.
     """
 
     def __init__(
-        self, engine: sa.Engine, tables: AuditTables, *, chunk: int = 20_000
+        self, engine: sa.Engine, tables: AuditTables, *, chunk: int = 2_000
     ) -> None:
+        if chunk.__class__ is not int or chunk < 1:
+            raise ConfigurationError("SqlSource chunk must be a positive whole number")
         self.engine = engine
         self.tables = tables
         self.chunk = chunk
@@ -435,10 +443,9 @@ class SqlSource(TrailSource):
     def __repr__(self) -> str:
         return f"<SqlSource {self.tables.event.name}>"
 
-    def records(self) -> Iterator[StoredRecord | Malformed | Torn]:
-        """Yield every row ordered by (chain, seq), streaming."""
+    def _columns(self) -> tuple[sa.ColumnElement[Any], ...]:
         t = self.tables.event
-        stmt = sa.select(
+        return (
             t.c.id,
             t.c.chain,
             t.c.seq,
@@ -454,31 +461,48 @@ class SqlSource(TrailSource):
             t.c.subject_ref,
             t.c.entity,
             t.c.purpose,
-        ).order_by(t.c.chain, t.c.seq)
+        )
+
+    def records(self) -> Iterator[StoredRecord | Malformed | Torn]:
+        """Yield every row ordered by (chain, seq), streaming."""
+        t = self.tables.event
+        stmt = sa.select(*self._columns()).order_by(t.c.chain, t.c.seq)
         with self.engine.connect() as conn:
             result = conn.execution_options(
                 stream_results=True, yield_per=self.chunk
             ).execute(stmt)
             for row in result:
-                yield StoredRecord(
-                    f"row id={row.id}",
-                    row.chain,
-                    row.seq,
-                    row.key_ref,
-                    _bytes(row.prev),
-                    _bytes(row.mac),
-                    _bytes(row.body_sha256),
-                    None if row.body is None else bytes(row.body),
-                    {
-                        "ts": row.ts,
-                        "action": row.action,
-                        "outcome": row.outcome,
-                        "actor_id": row.actor_id,
-                        "subject_ref": row.subject_ref,
-                        "entity": row.entity,
-                        "purpose": row.purpose,
-                    },
-                )
+                yield _stored(row)
+
+    def chains(self) -> list[str]:
+        """Return the ids of the chains in the event table, sorted (as Python sorts)."""
+        t = self.tables.event
+        with self.engine.connect() as conn:
+            return sorted(conn.scalars(sa.select(t.c.chain).distinct()))
+
+    def chain_records(self, chain: str) -> Iterator[StoredRecord]:
+        """Yield the rows of *chain* ordered by seq, about *chunk* rows at a time.
+
+        Paged by sequence number (:func:`_seq_pages`): no cursor stays open
+        between pages, so at most a page is held on every database, and rows
+        that repeat a position (with the unique constraint dropped, whatever
+        their ids) are all read. A database whose collation compares chain
+        ids without regard to case returns the rows of every such spelling.
+        """
+        t = self.tables.event
+        for rows in _seq_pages(self.engine, t, chain, self._columns(), self.chunk):
+            for row in rows:
+                yield _stored(row)
+
+    def chain_fanout(self, chain: str) -> Iterator[tuple[str, int, str]]:
+        """Yield *chain*'s subject fan-out rows as ``(chain, seq, subject_ref)``, by seq.
+
+        Paged like :meth:`chain_records`.
+        """
+        s = self.tables.subject
+        columns = (s.c.chain, s.c.seq, s.c.subject_ref)
+        for rows in _seq_pages(self.engine, s, chain, columns, self.chunk):
+            yield from ((r.chain, r.seq, r.subject_ref) for r in rows)
 
     def subject_rows(self) -> dict[tuple[str, int], set[str]]:
         """Return the fan-out table as ``{(chain, seq): {subject_ref, ...}}``."""
@@ -510,6 +534,67 @@ class SqlSource(TrailSource):
                 )
                 rows.extend((c, s, _bytes(m)) for c, s, m in conn.execute(q))
         return iter(rows)
+
+
+def _seq_pages(
+    engine: sa.Engine,
+    table: sa.Table,
+    chain: str,
+    columns: tuple[sa.ColumnElement[Any], ...],
+    chunk: int,
+) -> Iterator[list[sa.Row[Any]]]:
+    """Yield the rows of *chain* in *table* in pages of whole sequence numbers.
+
+    Each page is the rows with ``lo < seq <= hi``, where *hi* is the seq of the
+    *chunk*-th row after *lo* (found first, on the ``(chain, seq)`` index):
+    about *chunk* rows (more only when rows repeat the last seq), each page a
+    short query of its own, and every row read however the rows' other
+    columns were altered.
+    """
+    seq = table.c.seq
+    mine = table.c.chain == chain
+    # Within a seq, by the rest of the primary key (the event row id; the
+    # fan-out row's subject).
+    ties = [c for c in table.primary_key.columns if c.name not in {"chain", "seq"}]
+    lo: int | None = None
+    while True:
+        where = mine if lo is None else sa.and_(mine, seq > lo)
+        bound = sa.select(seq).where(where).order_by(seq).offset(chunk - 1).limit(1)
+        with engine.connect() as conn:
+            hi = conn.scalar(bound)
+            stmt = sa.select(*columns).where(where)
+            if hi is not None:
+                stmt = stmt.where(seq <= hi)
+            rows = list(conn.execute(stmt.order_by(seq, *ties)))
+        if rows:
+            yield rows
+        if hi is None:
+            return
+        lo = hi
+        del rows
+
+
+def _stored(row: sa.Row[Any]) -> StoredRecord:
+    """Return the :class:`StoredRecord` of an event row (see :meth:`SqlSource._columns`)."""
+    return StoredRecord(
+        f"row id={row.id}",
+        row.chain,
+        row.seq,
+        row.key_ref,
+        _bytes(row.prev),
+        _bytes(row.mac),
+        _bytes(row.body_sha256),
+        None if row.body is None else bytes(row.body),
+        {
+            "ts": row.ts,
+            "action": row.action,
+            "outcome": row.outcome,
+            "actor_id": row.actor_id,
+            "subject_ref": row.subject_ref,
+            "entity": row.entity,
+            "purpose": row.purpose,
+        },
+    )
 
 
 def _bytes(value: object) -> bytes | None:

@@ -381,8 +381,9 @@ def _naive_utc(value: object) -> object:
 def _check_columns(
     out: _Collector,
     rec: StoredRecord,
-    fanout: Mapping[tuple[str, int], set[str]] | None,
+    stored_refs: set[str] | None,
 ) -> None:
+    """Check a valid row's derived columns, and its fan-out rows (*stored_refs*) if given."""
     assert rec.body is not None  # noqa: S101 - checked by the caller
     assert rec.columns is not None  # noqa: S101
     try:
@@ -405,11 +406,11 @@ def _check_columns(
                 column=column,
                 detail="derived column differs from the body",
             )
-    if fanout is not None:
+    if stored_refs is not None:
         refs = set(fields.get("subjects") or ())
         if fields.get("subject_ref"):
             refs.add(fields["subject_ref"])
-        if fanout.get((rec.chain, rec.seq), set()) != refs:
+        if stored_refs != refs:
             out.add(
                 FindingKind.COLUMN_MISMATCH,
                 rec.chain,
@@ -557,7 +558,9 @@ def _verify_chain(  # noqa: PLR0917 - internal, called once
         if _REDACT_MARK in body:
             redactions.claim(body)
         if columns is not None:
-            _check_columns(out, rec, fanout)
+            _check_columns(
+                out, rec, None if fanout is None else fanout.get((chain, seq), set())
+            )
     del cvalid[0]
     valid[chain] = cvalid
     return expected - 1
@@ -1282,6 +1285,10 @@ class _StreamChain:
         self.last_seq = 0
         self.first_body: bytes | None = None
         self.last_body: bytes | None = None
+        #: The audit tables only: the subject fan-out of the records read and
+        #: not yet passed (by seq), and of the body-less ones (by chain and seq).
+        self.fanout: collections.OrderedDict[int, set[str]] | None = None
+        self.kept: dict[tuple[str, int], set[str]] = {}
 
     @classmethod
     def resumed(
@@ -1536,10 +1543,26 @@ class _StreamChain:
         self._after_valid(rec)
 
     def _after_valid(self, rec: StoredRecord) -> None:
+        fanout = self.fanout
         if rec.body is None:
             self.out.placeholder(rec, self.redactions)
-        elif _REDACT_MARK in rec.body:
+            if fanout is not None and fanout.get(rec.seq):
+                self.kept[rec.chain, rec.seq] = fanout[rec.seq]
+            return
+        if _REDACT_MARK in rec.body:
             self.redactions.claim(rec.body)
+        if rec.columns is not None:
+            _check_columns(
+                self.out, rec, None if fanout is None else fanout.get(rec.seq, set())
+            )
+
+    def passed(self) -> None:
+        """Forget the fan-out of the positions this chain has passed (audit tables)."""
+        fanout = self.fanout
+        if fanout is None:
+            return
+        while fanout and next(iter(fanout)) < self.prev_seq:
+            fanout.popitem(last=False)
 
     def _set_valid(self, seq: int, mac: bytes) -> None:
         macs = self.cvalid
@@ -1694,6 +1717,88 @@ def _verify_stream(
     return events, chains
 
 
+def _verify_sql_stream(
+    source: SqlSource,
+    keys: AuditKeySource,
+    out: _Collector,
+    spill: MacSpill,
+    anchored: Mapping[str, int],
+) -> tuple[int, dict[str, _StreamChain]]:
+    """Verify the audit tables chain by chain, streaming, in bounded memory.
+
+    The full algorithm of :func:`_verify_stream` (a :class:`_StreamChain` per
+    chain) on rows read a page at a time (:meth:`SqlSource.chain_records`),
+    with each chain's subject fan-out read alongside in the same seq order
+    (:meth:`SqlSource.chain_fanout`) and merged with its rows. Held at any
+    time: a page of rows, the reorder buffer, the fan-out of the records
+    buffered, and per chain its state and MACs (which spill to disk).
+    """
+    chains: dict[str, _StreamChain] = {}
+    claims: dict[tuple[str, int, bytes], str] = {}
+    kept: dict[tuple[str, int], set[str]] = {}
+    # Fan-out rows with no record read at their position: orphans if their
+    # chain has a record further on (rows past a chain's last record read
+    # were committed by a live writer after it was read).
+    loose: set[tuple[str, int]] = set()
+    events = 0
+    spill_every = _SPILL_EVERY
+    for name in source.chains():
+        if name in chains:
+            continue  # read with a spelling the database's collation equates
+        fan_rows = source.chain_fanout(name)
+        upcoming = next(fan_rows, None)
+        at_seq: int | None = None
+        here: dict[str, set[str]] = {}
+        claimed: set[str] = set()
+        group: list[_StreamChain] = []
+        for rec in source.chain_records(name):
+            events += 1
+            if not events & spill_every:
+                spill.maybe_spill()
+            seq = rec.seq
+            if seq != at_seq:
+                loose.update((c, at_seq) for c in here if c not in claimed)  # type: ignore[misc]
+                while upcoming is not None and upcoming[1] < seq:
+                    loose.add(upcoming[:2])
+                    upcoming = next(fan_rows, None)
+                here, claimed, at_seq = {}, set(), seq
+                while upcoming is not None and upcoming[1] == seq:
+                    here.setdefault(upcoming[0], set()).add(upcoming[2])
+                    upcoming = next(fan_rows, None)
+            state = chains.get(rec.chain)
+            if state is None:
+                state = chains[rec.chain] = _StreamChain(
+                    rec.chain, spill, anchored.get(rec.chain, 0)
+                )
+                state.redactions.claims = claims
+                state.fanout = collections.OrderedDict()
+                state.kept = kept
+                group.append(state)
+            claimed.add(rec.chain)
+            state.fanout[seq] = here.get(rec.chain, set())  # type: ignore[index]
+            state.feed(rec, keys)
+            state.passed()
+        loose.update((c, at_seq) for c in here if c not in claimed)  # type: ignore[misc]
+        for state in group:
+            state.finish(keys)
+            state.fanout = None
+    for name in sorted(chains):
+        state = chains[name]
+        state.out.resolve(state.redactions, kept)
+        out.items.extend(state.out.items)
+    read_to = {c: st.last_seq for c, st in chains.items() if st.count}
+    for chain, seq in sorted(loose):
+        if seq <= read_to.get(chain, -1):
+            out.add(
+                FindingKind.COLUMN_MISMATCH,
+                chain,
+                seq,
+                column="subject_fanout",
+                detail="fan-out rows for a record that does not exist",
+            )
+    return events, chains
+
+
 def verify_trail(
     source: TrailSource,
     keys: AuditKeySource,
@@ -1752,6 +1857,17 @@ def verify_trail(
             if source._resume is not None:  # noqa: SLF001
                 resumed = source._resume.spill  # noqa: SLF001
             stream = _verify_stream(source, keys, out, spill, anchored)
+            out.items.extend(cp_out.items)
+        elif type(source) is SqlSource:
+            # The audit tables, streaming (as above).
+            cp_out = _Collector()
+            cps = []
+            if checkpoints is not None and verifier is not None:
+                cps = _load_checkpoints(
+                    checkpoints, verifier, cp_out, heartbeat=heartbeat
+                )
+            anchored = {c: s for c, s, _ in cps[-1][0].heads} if cps else {}
+            stream = _verify_sql_stream(source, keys, out, spill, anchored)
             out.items.extend(cp_out.items)
         return _conclude(
             source, out, fast, stream, cps, keys, checkpoints, verifier, heartbeat
