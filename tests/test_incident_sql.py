@@ -267,6 +267,7 @@ def test_tables_join_the_metadata() -> None:
         consent=False,
         holds=False,
         restrictions=False,
+        requests=False,
         provision=False,
     )
     engine = create_engine("sqlite://")

@@ -365,6 +365,7 @@ def test_sql_store_on_application_metadata() -> None:
         holds=False,
         provision=False,
         incidents=False,
+        requests=False,
         restriction_table_name="app_restriction",
     )
     assert ["app_restriction"] == [t.name for t in tables]
