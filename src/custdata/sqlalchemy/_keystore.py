@@ -312,11 +312,11 @@ class SqlSubjectKeyStore:
         connection, with no connection of the store's to check out; every key
         found is committed and current, so it is cached as any other.
         """
-        if connection.__class__ is not Connection and not isinstance(
-            connection, Connection
+        if (
+            not isinstance(connection, Connection)
+            or connection in _OPEN
+            or not self._shared(connection.engine)
         ):
-            return False
-        if connection in _OPEN or not self._shared(connection.engine):
             return False
         dialect = connection.dialect
         if dialect.name == "sqlite":
