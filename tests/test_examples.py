@@ -70,3 +70,10 @@ def test_shop_answers_a_data_subject_request(tmp_path: Path) -> None:
     assert "disclosed 3 values as JSON" in out
     assert "kept: shop_orders.total (statutory_minimum, accounting)" in out
     assert "taro@example.jp" not in out
+
+
+def test_shop_restriction(tmp_path: Path) -> None:
+    """The shop shows a restricted subject refused for support, read for billing."""
+    out = _run(EXAMPLES / "shop" / "app.py", tmp_path)
+    assert "support while restricted: refused (the use of 1 data subject" in out
+    assert "billing (allowed by the restriction): Yamada Hanako" in out

@@ -266,6 +266,7 @@ def test_tables_join_the_metadata() -> None:
         subject_keys=False,
         consent=False,
         holds=False,
+        restrictions=False,
         provision=False,
     )
     engine = create_engine("sqlite://")

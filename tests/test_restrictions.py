@@ -274,6 +274,23 @@ class TestSqlStore:
         (got,) = store.records_for(["s1"])
         assert (later, "dpo", "done") == (got.lifted_at, got.lifted_by, got.lift_reason)
 
+    def test_in_force_filters_by_time_in_sql(self, store: SqlRestrictionStore) -> None:
+        """The batched lookup sees a restriction only between its set and lift times."""
+        register = Restrictions(store)
+        register.restrict(
+            "s1", allowed_purposes={"billing"}, reason="r", actor="a", at=T0
+        )
+        lifted = T0 + dt.timedelta(days=1, microseconds=5)
+        register.lift("s1", reason="ok", actor="a", at=lifted)
+        second = dt.timedelta(seconds=1)
+        assert {} == register.in_force(["s1"], T0 - second)
+        assert {"s1": frozenset({"billing"})} == register.in_force(["s1"], T0)
+        assert {"s1": frozenset({"billing"})} == register.in_force(
+            ["s1"], lifted - dt.timedelta(microseconds=1)
+        )
+        assert {} == register.in_force(["s1"], lifted)
+        assert [("s1", ("billing",))] == store.in_force(["s1", "s2"], T0 + second)
+
     def test_batch_lookup_over_many_subjects(self, store: SqlRestrictionStore) -> None:
         """in_force answers for more subjects than one IN list holds."""
         register = Restrictions(store)

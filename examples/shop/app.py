@@ -27,7 +27,7 @@ from models import Base, Customer, Order  # noqa: E402
 import custdata  # noqa: E402
 
 from custdata.crypto import Keyring  # noqa: E402
-from custdata.governance import ConsentLedger, LegalHolds  # noqa: E402
+from custdata.governance import ConsentLedger, LegalHolds, Restrictions  # noqa: E402
 from custdata.sqlalchemy import (  # noqa: E402
     disclose_subject,
     erase_subject,
@@ -69,12 +69,14 @@ def main() -> None:
     keyring = Keyring.generate()
     consent = ConsentLedger.for_policy(policy)
     holds = LegalHolds()
+    restrictions = Restrictions.for_policy(policy)
     custodian = custdata.Custodian(
         policy=policy,
         keyring=keyring,
         audit=PrintRecorder(),
         consent=consent,
         holds=holds,
+        restrictions=restrictions,
     )
     custodian.make_current()
 
@@ -214,7 +216,35 @@ def main() -> None:
             except custdata.ConsentRequiredError as exc:
                 print(f"  after the withdrawal: refused ({exc})")
 
-        print("9. the retention sweep, years later: a dry run, a hold, then disposal")
+        print(
+            "9. restriction of use (利用停止): support refused, billing allowed, lifted"
+        )
+        restrictions.restrict(
+            hanako_id,
+            allowed_purposes={"billing"},
+            reason="asked us to stop contacting her",
+            actor="dpo-1",
+            request_id="dsr-7",
+        )
+        with (
+            Session(engine) as session,
+            custdata.acting_as("u-102", role="support_agent"),
+            custdata.purpose("support"),
+        ):
+            try:
+                session.scalars(select(Customer.name)).one()
+            except custdata.SubjectRestrictedError as exc:
+                print(f"  support while restricted: refused ({exc})")
+        with (
+            Session(engine) as session,
+            custdata.acting_as("c-9", role="billing_clerk"),
+            custdata.purpose("billing"),
+        ):
+            name = session.scalars(select(Customer.name)).one()
+            print(f"  billing (allowed by the restriction): {name}")
+        restrictions.lift(hanako_id, reason="request withdrawn", actor="dpo-1")
+
+        print("10. the retention sweep, years later: a dry run, a hold, then disposal")
         later = dt.datetime(2034, 1, 1, tzinfo=dt.timezone.utc)
         report = sweep(engine, custodian, tables=Base, now=later, dry_run=True)
         for c in report.counts:

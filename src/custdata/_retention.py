@@ -143,6 +143,9 @@ class ExpiryAction(str, enum.Enum):
     DELETE = "delete"
     ANONYMISE = "anonymise"
     CRYPTO_SHRED = "crypto_shred"
+    #: Replace the value by a keyed pseudonym, stable per subject and field,
+    #: that cannot be traced back without the keyring (text fields).
+    PSEUDONYMISE = "pseudonymise"
 
 
 def _period(value: object) -> Period:
@@ -231,7 +234,7 @@ class RetentionStatus:
         expired: Whether it has expired at the instant asked about.
         held: Whether a legal hold keeps it although it has expired.
         action: What to do at expiry: the strongest action among the rules
-            (crypto-shred over delete over anonymise).
+            (crypto-shred over delete over anonymise over pseudonymise).
         governing_rule: The id of the rule that expires last.
     """
 
@@ -248,9 +251,10 @@ class RetentionStatus:
 
 
 _STRENGTH = {
-    ExpiryAction.ANONYMISE: 0,
-    ExpiryAction.DELETE: 1,
-    ExpiryAction.CRYPTO_SHRED: 2,
+    ExpiryAction.PSEUDONYMISE: 0,
+    ExpiryAction.ANONYMISE: 1,
+    ExpiryAction.DELETE: 2,
+    ExpiryAction.CRYPTO_SHRED: 3,
 }
 
 

@@ -314,13 +314,22 @@ class Restrictions:
         texts = list(dict.fromkeys(subject_text(s) for s in subjects))
         if not texts:
             return {}
+        in_force = getattr(self._store, "in_force", None)
+        found: list[tuple[str, tuple[str, ...]]] = (
+            # The store filters by time itself (SqlRestrictionStore).
+            in_force(texts, at)
+            if in_force is not None
+            else [
+                (r.subject, r.allowed_purposes)
+                for r in self._store.records_for(texts)
+                if r.in_force(at)
+            ]
+        )
         out: dict[str, frozenset[str]] = {}
-        for r in self._store.records_for(texts):
-            if not r.in_force(at):
-                continue
-            allowed = frozenset(r.allowed_purposes)
-            held = out.get(r.subject)
-            out[r.subject] = allowed if held is None else held & allowed
+        for subject, purposes in found:
+            allowed = frozenset(purposes)
+            held = out.get(subject)
+            out[subject] = allowed if held is None else held & allowed
         return out
 
     def refused(

@@ -24,6 +24,7 @@ from ._declare import customer_data as customer_data
 from ._declare import subject_key as subject_key
 from ._declare import uuid7 as uuid7
 from ._expiry import SqlRetentionGuard as SqlRetentionGuard
+from ._expiry import retention_coverage as retention_coverage
 from ._holds import SqlHoldStore as SqlHoldStore
 from ._incidents import IncidentTables as IncidentTables
 from ._incidents import SqlIncidentStore as SqlIncidentStore
@@ -138,6 +139,7 @@ __all__ = [
     "reencrypt",
     "replay_deletions",
     "retention_anchor",
+    "retention_coverage",
     "shred_subject",
     "subject_key",
     "subject_reference",

@@ -12,6 +12,7 @@ from custdata._policy import FieldPolicy, Policy
 
 from ._binding import INFO_KEY, SUBJECT_INFO_KEY
 from ._declare import CustomerDataInfo
+from ._expiry import retention_coverage
 from ._types import EncryptedType
 
 
@@ -56,14 +57,50 @@ def check_models(base: Any, policy: Policy) -> list[Finding]:
       category, purpose or retention rule);
     * ``SA004`` an encrypted column is in the transitional read mode
       (``legacy_plaintext=True``): legacy plaintext values are still accepted
-      on read. Finish :func:`encrypt_plaintext_columns` and remove the flag.
+      on read. Finish :func:`encrypt_plaintext_columns` and remove the flag;
+    * ``SA005`` the models declare retention anchors, but this table's
+      customer data (with retention rules) is not covered by the
+      expired-is-not-readable check: its rows are neither one per subject with
+      anchors nor a child whose subject key is a foreign key to such a table
+      (:func:`custdata.sqlalchemy.retention_coverage`). Its expired values stay
+      readable until the sweep runs.
 
     Returns:
         The findings, sorted by table and column.
     """
     findings: list[Finding] = []
-    for table in sorted(_metadata(base).tables.values(), key=lambda t: t.name):
+    metadata = _metadata(base)
+    for table in sorted(metadata.tables.values(), key=lambda t: t.name):
         findings.extend(_check_table(table, policy))
+    findings.extend(_uncovered(metadata, policy))
+    # Stable: each table's column findings keep their order, SA005 after them.
+    return sorted(findings, key=lambda f: f.key_path.split(".")[0])
+
+
+def _uncovered(metadata: MetaData, policy: Policy) -> list[Finding]:
+    """``SA005``: tables the expired-is-not-readable check cannot cover."""
+    coverage = retention_coverage(metadata)
+    if not any(by == name for name, by in coverage.items()):
+        return []  # no anchors at all: nothing is enforced on read, by design
+    findings: list[Finding] = []
+    for name in sorted(n for n, by in coverage.items() if by is None):
+        table = metadata.tables[name]
+        kept = any(
+            isinstance(c.type, EncryptedType)
+            and (field := _field_of(c.info.get(INFO_KEY))) is not None
+            and policy.retention_rules_for(field)
+            for c in table.columns
+        )
+        if kept:
+            findings.append(
+                Finding(
+                    code="SA005",
+                    key_path=name,
+                    message="expired values stay readable until the sweep runs: "
+                    "the table is neither one row per subject with retention anchors "
+                    "nor tied to such a table by its subject key's foreign key",
+                )
+            )
     return findings
 
 

@@ -17,16 +17,68 @@ from ._binding import SUBJECT_INFO_KEY
 from ._jobs import _tables_arg
 
 
-__all__ = ["SqlRetentionGuard"]
+__all__ = ["SqlRetentionGuard", "retention_coverage"]
 
 _CHUNK = 500
+
+
+def _subject_column(tbl: Any) -> Any:
+    return next((c for c in tbl.columns if c.info.get(SUBJECT_INFO_KEY)), None)
+
+
+def _one_per_subject(tbl: Any) -> bool:
+    """Whether *tbl* declares anchors and its subject key is its primary key."""
+    pk = list(tbl.primary_key.columns)
+    anchored = any(c.info.get(ANCHOR_INFO_KEY) for c in tbl.columns)
+    return anchored and len(pk) == 1 and bool(pk[0].info.get(SUBJECT_INFO_KEY))
+
+
+def retention_coverage(tables: Any) -> dict[str, str | None]:
+    """Which table's anchors decide whether each table's records have expired.
+
+    The one rule the retention guard and ``custdata check`` (``SA005``) share:
+
+    - a table with anchors whose subject key is its primary key (one row per
+      subject) is covered by its own anchors;
+    - a table without anchors of its own whose subject-key column is a foreign
+      key to such a table (``subject_key(ForeignKey("customers.id"))``: a
+      child table of the subject's record) is covered by that table's anchors;
+    - any other table is not covered (``None``): its values stay readable
+      until the sweep disposes of them.
+
+    Args:
+        tables: A declarative base, ``MetaData`` or tables.
+
+    Returns:
+        Table name -> the name of the table whose anchors cover it, or
+        ``None``; for every table with a subject-key column.
+    """
+    listed = list(_tables_arg(tables) or [])
+    own = {t.name for t in listed if _one_per_subject(t)}
+    out: dict[str, str | None] = {}
+    for tbl in listed:
+        subject = _subject_column(tbl)
+        if subject is None:
+            continue
+        if tbl.name in own:
+            out[tbl.name] = tbl.name
+            continue
+        out[tbl.name] = None
+        if any(c.info.get(ANCHOR_INFO_KEY) for c in tbl.columns):
+            continue  # its own anchors, per row: not the subject's record
+        for fk in subject.foreign_keys:
+            parent = fk.column.table
+            if parent.name in own and fk.column.info.get(SUBJECT_INFO_KEY):
+                out[tbl.name] = parent.name
+                break
+    return out
 
 
 class _Anchored:
     """A table whose rows are one per subject, with their anchor columns."""
 
     def __init__(self, tbl: Any) -> None:
-        subject = next(c for c in tbl.columns if c.info.get(SUBJECT_INFO_KEY))
+        subject = _subject_column(tbl)
         self.kind = getattr(subject.type, "python_type", str)
         self.anchors = {
             c.info[ANCHOR_INFO_KEY]: c.name
@@ -54,11 +106,13 @@ class SqlRetentionGuard:
 
     Give it to the custodian (``Custodian(retention=...)``). For every fetched
     batch of a table that declares retention anchors and whose subject key is
-    its primary key (one row per subject), it reads the batch's anchors in one
-    ``SELECT`` and refuses the batch when, for a field read, the retention rule
-    of the purpose in force (or the field's own) has run out for one of its
-    records: the read is recorded as denied (``retention_expired``), naming
-    those subjects. Other tables are not checked.
+    its primary key (one row per subject), or of a child table whose subject
+    key is a foreign key to such a table (see :func:`retention_coverage`), it
+    reads the subjects' anchors in one ``SELECT`` and refuses the batch when,
+    for a field read, the retention rule of the purpose in force (or the
+    field's own) has run out for one of its records: the read is recorded as
+    denied (``retention_expired``), naming those subjects. Other tables are
+    not checked; ``custdata check --models`` reports them (``SA005``).
 
     Args:
         engine: The application's database (read on the guard's own
@@ -71,11 +125,15 @@ class SqlRetentionGuard:
         self._engine = engine
         self._policy = policy
         self._tables: dict[str, _Anchored] = {}
-        for tbl in _tables_arg(tables) or []:
-            pk = list(tbl.primary_key.columns)
-            anchored = any(c.info.get(ANCHOR_INFO_KEY) for c in tbl.columns)
-            if anchored and len(pk) == 1 and pk[0].info.get(SUBJECT_INFO_KEY):
-                self._tables[tbl.name] = _Anchored(tbl)
+        listed = {t.name: t for t in _tables_arg(tables) or []}
+        coverage = retention_coverage(list(listed.values()))
+        for name in sorted(coverage, key=lambda n: coverage[n] != n):
+            by = coverage[name]
+            if by is None:
+                continue
+            # A child table reads its parent's anchors, by the same subject ids.
+            anchored = self._tables.get(by) or _Anchored(listed[by])
+            self._tables[by] = self._tables[name] = anchored
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:

@@ -8,7 +8,7 @@ import json
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Column, Index, MetaData, String, Table, Text, select, update
+from sqlalchemy import Column, Index, MetaData, String, Table, Text, or_, select, update
 from sqlalchemy.engine import Engine
 
 from custdata.governance import RestrictionRecord
@@ -111,6 +111,29 @@ class SqlRestrictionStore:
                 .values(lifted_by=by, lifted_at=at, lift_reason=reason)
             )
         return int(result.rowcount or 0)
+
+    def in_force(
+        self, subjects: Collection[str], at: dt.datetime
+    ) -> list[tuple[str, tuple[str, ...]]]:
+        """(subject, allowed purposes) of each restriction in force at *at*, filtered in SQL.
+
+        What :meth:`custdata.governance.Restrictions.in_force` asks once per
+        fetched batch: two columns of the rows in force, no record objects.
+        """
+        t = self.table
+        wanted = list(subjects)
+        out: list[tuple[str, tuple[str, ...]]] = []
+        with self._engine.connect() as conn:
+            for start in range(0, len(wanted), _CHUNK):
+                query = select(t.c.subject, t.c.allowed_purposes).where(
+                    t.c.subject.in_(wanted[start : start + _CHUNK]),
+                    t.c.placed_at <= at,
+                    or_(t.c.lifted_at.is_(None), t.c.lifted_at > at),
+                )
+                for subject, allowed in conn.execute(query):
+                    purposes = () if allowed == "[]" else tuple(json.loads(allowed))
+                    out.append((subject, purposes))
+        return out
 
     def records_for(self, subjects: Collection[str]) -> list[RestrictionRecord]:
         """Every restriction record of *subjects*."""

@@ -32,13 +32,14 @@ logged erasures again, so the restored database ends in the post-sweep state.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
 import threading
 import uuid
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from sqlalchemy import (
     LargeBinary,
     Table,
     Text,
+    bindparam,
     column,
     delete,
     func,
@@ -63,12 +65,13 @@ from sqlalchemy.sql.ddl import sort_tables
 
 from custdata._context import acting_as
 from custdata._decision import AccessDecision, Action, Outcome
-from custdata._errors import ConfigurationError
+from custdata._errors import ConfigurationError, DecryptionError
 from custdata._retention import ExpiryAction, RetentionRule, resolve_retention
 
 from ._anchors import ANCHOR_INFO_KEY, aware_utc
 from ._binding import SUBJECT_INFO_KEY, FieldBinding
 from ._jobs import _supports_skip_locked, _tables_arg
+from ._sealed import stored_envelope
 from ._types import EncryptedType
 
 
@@ -88,10 +91,13 @@ LOG_VERSION = 1
 Progress = Callable[[str, int, int], None]
 
 _STRENGTH = {
-    ExpiryAction.ANONYMISE: 0,
-    ExpiryAction.DELETE: 1,
-    ExpiryAction.CRYPTO_SHRED: 2,
+    ExpiryAction.PSEUDONYMISE: 0,
+    ExpiryAction.ANONYMISE: 1,
+    ExpiryAction.DELETE: 2,
+    ExpiryAction.CRYPTO_SHRED: 3,
 }
+#: The actions that dispose of a whole row when all its values expire.
+_ROW_ACTIONS = frozenset({ExpiryAction.DELETE, ExpiryAction.CRYPTO_SHRED})
 
 
 @attrs.frozen(kw_only=True)
@@ -102,7 +108,8 @@ class SweepCount:
         table: The table.
         field: The column, or ``"*"`` for whole rows.
         action: ``delete_row``, ``erase`` (a ``delete`` or ``anonymise`` of one
-            value), ``crypto_shred`` (a subject key destroyed, with its row),
+            value), ``pseudonymise`` (a value replaced by its keyed pseudonym),
+            ``crypto_shred`` (a subject key destroyed, with its row),
             ``held`` (expired but kept by a legal hold) or ``kept_not_nullable``
             (expired but in a NOT NULL column of a row that is kept).
         count: How many.
@@ -196,6 +203,8 @@ class _Plan:
 
     deletes: list[Any] = attrs.field(factory=list)
     erases: dict[tuple[str, ...], list[Any]] = attrs.field(factory=dict)
+    #: Per column: (primary key, the sealed pseudonym) to write.
+    pseudonyms: dict[str, list[tuple[Any, Any]]] = attrs.field(factory=dict)
     entries: list[dict[str, Any]] = attrs.field(factory=list)
     #: The subjects' ids (as their subject-key column holds them) to shred.
     shred: list[Any] = attrs.field(factory=list)
@@ -210,7 +219,7 @@ class _Plan:
 
     @property
     def changes(self) -> bool:
-        return bool(self.deletes or self.erases)
+        return bool(self.deletes or self.erases or self.pseudonyms)
 
 
 def _pk_text(value: Any) -> tuple[str, str]:
@@ -229,6 +238,66 @@ def _pk_value(kind: str, text: str) -> Any:
     return text
 
 
+#: The prefix of a pseudonym, so a reader can tell one from a value.
+PSEUDONYM_PREFIX = "ps_"
+
+
+class _Pseudonyms:
+    """Keyed pseudonyms of the ``pseudonymise`` action (one per sweep).
+
+    A value's pseudonym is ``ps_`` and 26 base32 characters of the keyring's
+    blind-index HMAC, for the column's own pseudonym label, of the row's
+    subject id: the same for every value of one subject in one column, and
+    not traceable to the subject without the keyring. It is sealed like any
+    value of the column (bound to the row's subject), so the column's type
+    must hold text, and per-subject-key columns are left to ``crypto_shred``.
+    """
+
+    def __init__(self, custodian: Any) -> None:
+        self._custodian = custodian
+
+    @staticmethod
+    def applies(b: FieldBinding, target: _Sweepable) -> bool:
+        """Whether values of *b* can be pseudonymised (else they are erased)."""
+        return (
+            b.python_type is str
+            and b.key_scope != "subject"
+            and target.subject is not None
+        )
+
+    def _index(self, b: FieldBinding) -> Any:
+        keyring = self._custodian.keyring
+        if keyring is None:
+            msg = "the pseudonymise action needs a custodian with a keyring"
+            raise ConfigurationError(msg)
+        return keyring.blind_index(table=b.table or "?", column=f"{b.column}/pseudonym")
+
+    @staticmethod
+    def _text(digest: bytes) -> str:
+        code = base64.b32encode(digest).decode("ascii").rstrip("=").lower()
+        return PSEUDONYM_PREFIX + code[:26]
+
+    def of(self, b: FieldBinding, subject: object) -> str:
+        """The pseudonym of *subject*'s values in *b*'s column."""
+        return self._text(self._index(b).compute(str(subject)))
+
+    def seal(self, b: FieldBinding, text: bool, subject: object) -> Any:
+        """The stored form (envelope, or its base64 text) of the pseudonym."""
+        envelope = b.cipher(self._custodian).encrypt(self.of(b, subject), subject)
+        return base64.b64encode(envelope).decode("ascii") if text else envelope
+
+    def holds(self, b: FieldBinding, text: bool, stored: Any, subject: object) -> bool:
+        """Whether *stored* already is the pseudonym (a rerun changes nothing)."""
+        try:
+            value = b.cipher(self._custodian).decrypt(
+                stored_envelope(stored) if text else stored, subject
+            )
+        except DecryptionError:
+            return False
+        index = self._index(b)
+        return value in {self._text(d) for d in index.candidates(str(subject))}
+
+
 def _plan_batch(
     target: _Sweepable,
     rows: Sequence[Any],
@@ -237,8 +306,10 @@ def _plan_batch(
     *,
     erase_only: bool = False,
     extra_anchors: dict[str, dt.datetime] | None = None,
+    pseudonyms: _Pseudonyms | None = None,
 ) -> _Plan:
     plan = _Plan()
+    texts = {name: text for name, _b, text, _n, _r in target.fields}
     for row in rows:
         present = [f for f in target.fields if getattr(row, f[0]) is not None]
         if not present:
@@ -266,8 +337,9 @@ def _plan_batch(
             continue
         pk_kind, pk_text = _pk_text(getattr(row, target.pk.name))
         strongest = max((e[3] for e in expired), key=_STRENGTH.__getitem__)
-        whole = len(expired) == len(present) and strongest is not ExpiryAction.ANONYMISE
+        whole = len(expired) == len(present) and strongest in _ROW_ACTIONS
         names = [e[0] for e in expired]
+        pseudo: list[str] = []
         if whole and not erase_only:
             plan.deletes.append(getattr(row, target.pk.name))
             shred = (
@@ -281,11 +353,49 @@ def _plan_batch(
                 plan.count("*", "crypto_shred")
             op = "delete"
         else:
-            kept = [e[0] for e in expired if not e[2]]
-            names = [e[0] for e in expired if e[2]]
+            swap = [
+                e
+                for e in expired
+                if e[3] is ExpiryAction.PSEUDONYMISE
+                and pseudonyms is not None
+                and pseudonyms.applies(e[1], target)
+            ]
+            rest = [e for e in expired if e not in swap]
+            kept = [e[0] for e in rest if not e[2]]
+            names = [e[0] for e in rest if e[2]]
             for name in kept:
                 plan.count(name, "kept_not_nullable")
+            if swap and pseudonyms is not None:
+                raw_subject = getattr(row, target.subject.name)  # type: ignore[union-attr]
+                for name, b, *_ in swap:
+                    as_text = texts[name]
+                    if pseudonyms.holds(b, as_text, getattr(row, name), raw_subject):
+                        continue  # done by an earlier run
+                    plan.pseudonyms.setdefault(name, []).append(
+                        (
+                            getattr(row, target.pk.name),
+                            pseudonyms.seal(b, as_text, raw_subject),
+                        )
+                    )
+                    plan.count(name, "pseudonymise")
+                    pseudo.append(name)
+            if pseudo:
+                kind, subject_text = _pk_text(raw_subject)
+                plan.entries.append(
+                    {
+                        "table": target.name,
+                        "pk_type": pk_kind,
+                        "pk": pk_text,
+                        "op": "pseudonymise",
+                        "fields": sorted(pseudo),
+                        "shred": False,
+                        "subject_type": kind,
+                        "subject": subject_text,
+                    }
+                )
             if not names:
+                if pseudo:
+                    _note(plan, subject, expired, pseudo)
                 continue
             plan.erases.setdefault(tuple(names), []).append(
                 getattr(row, target.pk.name)
@@ -294,15 +404,7 @@ def _plan_batch(
                 plan.count(name, "erase")
             shred = False
             op = "erase"
-        if subject is not None:
-            plan.subjects[subject] = None
-        for name, b, _n, _a, rule in expired:
-            if name in names or op == "delete":
-                plan.fields.add(name)
-                if b.field is not None:
-                    plan.categories.add(b.field.category)
-                if rule is not None:
-                    plan.rules.add(rule)
+        _note(plan, subject, expired, [*names, *pseudo] if op == "erase" else None)
         entry: dict[str, Any] = {
             "table": target.name,
             "pk_type": pk_kind,
@@ -316,6 +418,24 @@ def _plan_batch(
             entry["subject_type"], entry["subject"] = kind, text
         plan.entries.append(entry)
     return plan
+
+
+def _note(
+    plan: _Plan,
+    subject: str | None,
+    expired: Sequence[tuple[str, FieldBinding, bool, ExpiryAction, str | None]],
+    names: Sequence[str] | None,
+) -> None:
+    """Add a row's disposed fields (``None``: all expired) to the batch's event."""
+    if subject is not None:
+        plan.subjects[subject] = None
+    for name, b, _n, _a, rule in expired:
+        if names is None or name in names:
+            plan.fields.add(name)
+            if b.field is not None:
+                plan.categories.add(b.field.category)
+            if rule is not None:
+                plan.rules.add(rule)
 
 
 class _Log:
@@ -373,7 +493,7 @@ def _record_expiry(
     count = sum(
         n
         for (_f, action), n in plan.counts.items()
-        if action in {"delete_row", "erase"}
+        if action in {"delete_row", "erase", "pseudonymise"}
     )
     record = getattr(audit, "record", None)
     subject_ref = getattr(audit, "subject_ref", None)
@@ -436,6 +556,15 @@ def _apply(conn: Connection, target: _Sweepable, plan: _Plan) -> None:
             conn.execute(
                 update(target.raw).where(pk.in_(pks[i : i + 500])).values(values)
             )
+    for name, swaps in plan.pseudonyms.items():
+        values_of: dict[str, Any] = {name: bindparam("_value")}
+        if companions.get(name):
+            # The pseudonym is not searchable: the old value's index goes.
+            values_of[companions[name]] = None  # type: ignore[index]
+        conn.execute(
+            update(target.raw).where(pk == bindparam("_key")).values(values_of),
+            [{"_key": key, "_value": value} for key, value in swaps],
+        )
 
 
 class _Worker:
@@ -505,7 +634,14 @@ class _Worker:
         if self.holds is not None and self.target.subject is not None:
             subjects = [s for r in rows if (s := self.target.subject_of(r)) is not None]
             held = self.holds.held(subjects, self.now)
-        return _plan_batch(self.target, rows, self.now, held, erase_only=erase_only)
+        return _plan_batch(
+            self.target,
+            rows,
+            self.now,
+            held,
+            erase_only=erase_only,
+            pseudonyms=_Pseudonyms(self.custodian),
+        )
 
     def _commit_plan(self, conn: Connection, plan: _Plan) -> None:
         batch = self.state.next_batch()
@@ -802,6 +938,9 @@ def replay_deletions(
             key = _pk_value(entry["pk_type"], entry["pk"])
             if entry["op"] == "delete":
                 result = conn.execute(delete(target.raw).where(pk == key))
+            elif entry["op"] == "pseudonymise":
+                changed += _replay_pseudonyms(conn, target, entry, key, custodian)
+                continue
             else:
                 values: dict[str, None] = {}
                 companions = {n: b.companion_key for n, b, *_ in target.fields}
@@ -821,6 +960,43 @@ def replay_deletions(
     return changed
 
 
+def _replay_pseudonyms(
+    conn: Connection,
+    target: _Sweepable,
+    entry: Mapping[str, Any],
+    key: Any,
+    custodian: Any,
+) -> int:
+    """Write a logged row's pseudonyms again (1 if something changed)."""
+    if custodian is None or custodian.keyring is None:
+        msg = "replaying pseudonymised values needs the custodian (and its keyring)"
+        raise ConfigurationError(msg)
+    if entry.get("subject_type") not in {"uuid", "int", "str"} or not isinstance(
+        entry.get("subject"), str
+    ):
+        msg = "a pseudonymise entry of the deletion log names no subject"
+        raise ConfigurationError(msg)
+    subject = _pk_value(entry["subject_type"], entry["subject"])
+    pseudonyms = _Pseudonyms(custodian)
+    pk = target.raw.c[target.pk.name]
+    fields = {name: (b, text) for name, b, text, _n, _r in target.fields}
+    row = conn.execute(select(*target.raw.c).where(pk == key)).first()
+    if row is None:
+        return 0
+    values: dict[str, Any] = {}
+    for name in entry["fields"]:
+        b, text = fields[name]
+        stored = getattr(row, name)
+        if stored is None or pseudonyms.holds(b, text, stored, subject):
+            continue
+        values[name] = pseudonyms.seal(b, text, subject)
+        if b.companion_key is not None:
+            values[b.companion_key] = None
+    if values:
+        conn.execute(update(target.raw).where(pk == key).values(values))
+    return int(bool(values))
+
+
 def _log_entry(line: str) -> dict[str, Any] | None:
     """One deletion-log line, or ``None`` if it is not an entry of this version."""
     try:
@@ -830,7 +1006,7 @@ def _log_entry(line: str) -> dict[str, Any] | None:
     if (
         not isinstance(entry, dict)
         or entry.get("v") != LOG_VERSION
-        or entry.get("op") not in {"delete", "erase"}
+        or entry.get("op") not in {"delete", "erase", "pseudonymise"}
         or not isinstance(entry.get("table"), str)
         or entry.get("pk_type") not in {"uuid", "int", "str"}
         or not isinstance(entry.get("pk"), str)
