@@ -8,6 +8,12 @@ target in days, the time zone, the fee, the accepted verification methods)
 and the purposes a stop may cover. Every step is recorded at ``--at`` (an ISO
 date-time with its offset; now when omitted) by ``--actor``.
 
+The subject of a request is customer data: ``open`` stores it sealed with
+``--keyring`` (required there). ``show`` prints it only with ``--keyring``,
+``--policy``, ``--role`` and a ``--purpose`` that may read it (a
+``subject_disclosure`` purpose or one that ``may_erase``), a decision recorded
+in ``--audit`` when given; otherwise it shows the request without it.
+
 Sub-commands: ``open KIND``, ``verify ID``, ``extend ID`` (GDPR, with
 reasons), ``decide ID`` (``--grant``, or ``--refuse`` with ``--ground`` and
 ``--reason``), ``fulfil ID`` (``--partial`` with grounds), ``withdraw ID``,
@@ -35,7 +41,14 @@ from .._errors import (
     RequestError,
     UnknownRequestError,
 )
-from ._options import count_int, iso_time, operator
+from ._options import (
+    add_kek_arguments,
+    count_int,
+    iso_time,
+    load_keyring,
+    open_audit,
+    operator,
+)
 
 
 __all__ = ["add_requests_url_arguments", "read_requests", "register"]
@@ -128,6 +141,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     show = commands.add_parser("show", help="one request and its history")
     _common(show, with_id=True)
+    show.add_argument("--role", help="the role reading the subject (with --purpose)")
+    show.add_argument(
+        "--purpose",
+        help="show the subject, read for this purpose (subject_disclosure or "
+        "may_erase; needs --keyring, --policy and --role)",
+    )
+    show.add_argument(
+        "--audit",
+        metavar="PATH|URL",
+        help="record the subject's read in this audit trail (file or database URL)",
+    )
+    show.add_argument(
+        "--audit-prefix",
+        default="custdata_audit",
+        metavar="NAME",
+        help="the audit tables' prefix with a database URL (default custdata_audit)",
+    )
     show.set_defaults(handler=_show)
 
 
@@ -191,6 +221,12 @@ def _common(parser: argparse.ArgumentParser, *, with_id: bool = False) -> None:
         "time overdue is judged at)",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--keyring",
+        metavar="PATH",
+        help="the keyring that seals the subjects (required by 'open')",
+    )
+    add_kek_arguments(parser)
 
 
 def _refusal(parser: argparse.ArgumentParser) -> None:
@@ -219,12 +255,18 @@ class _Session:
         from ..sqlalchemy import SqlRequestStore  # noqa: PLC0415
 
         policy = None if args.policy is None else Policy.from_toml(args.policy)
+        self.policy = policy
+        self.keyring = (
+            None if args.keyring is None else load_keyring(args.keyring, args)
+        )
         try:
             self.engine = create_engine(args.url, hide_parameters=True)
         except Exception as exc:  # noqa: BLE001 - a bad URL is a usage error
             msg = f"cannot open the database URL ({type(exc).__name__})"
             raise RequestError(msg) from None
-        self.store = SqlRequestStore(self.engine, prefix=args.prefix)
+        self.store = SqlRequestStore(
+            self.engine, keyring=self.keyring, prefix=args.prefix
+        )
         self.missing = False
         self.desk = RequestDesk(
             self.store,
@@ -316,6 +358,13 @@ def _kinds(args: argparse.Namespace) -> int:
 
 
 def _open(args: argparse.Namespace) -> int:
+    if args.keyring is None:
+        return _fail(
+            args,
+            ConfigurationError(
+                "the subject is stored sealed: give --keyring (and its KEK options)"
+            ),
+        )
     try:
         at = _time(args.at)
         with _session(args) as session:
@@ -456,15 +505,42 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subject(args: argparse.Namespace, session: _Session) -> str:
+    """The request's subject, opened for ``--purpose`` (a recorded decision)."""
+    from .. import Custodian, acting_as, purpose  # noqa: PLC0415
+
+    if session.keyring is None or session.policy is None or args.role is None:
+        msg = "--purpose shows the subject: it needs --keyring, --policy and --role"
+        raise ConfigurationError(msg)
+    trail = open_audit(args, session.keyring)
+    try:
+        custodian = Custodian(
+            policy=session.policy, keyring=session.keyring, audit=trail
+        )
+        with (
+            custodian.activate(),
+            acting_as(operator(args), role=args.role),
+            purpose(args.purpose),
+        ):
+            return session.store.open_subject(args.request_id, custodian=custodian)
+    finally:
+        if trail is not None:
+            trail.close()
+
+
 def _show(args: argparse.Namespace) -> int:
     try:
         now = _time(args.at)
         with _session(args) as session:
             request = session.desk.get(args.request_id)
+            subject = None if args.purpose is None else _subject(args, session)
     except CustdataError as exc:
         return _fail(args, exc)
     data = {**request.as_dict(), "overdue": request.overdue(now)}
+    data["subject"] = subject
     lines = [_line(request, now)]
+    if subject is not None:
+        lines.append(f"subject: {subject}")
     lines.extend(
         f"{e.seq:>3}  {e.at.isoformat()}  {e.actor}  {e.action.value}"
         for e in request.history

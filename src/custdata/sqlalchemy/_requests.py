@@ -6,6 +6,12 @@ two tables (``custdata_request`` and ``custdata_request_event``) that
 ever inserts: a request's state is its history replayed, and two writers
 racing for the same position in a history are kept apart by the primary key.
 
+The subject of a request is customer data: it is stored sealed, encrypted
+with the keyring like a customer-data field (AES-256-GCM, its associated data
+binding the table, the ``subject`` column and the request id). Requests are
+read without it (``subject`` is ``None``); :meth:`SqlRequestStore.open_subject`
+opens it under an access context that may read it, and records the decision.
+
 :func:`answer_request` executes a granted disclosure, portability or erasure
 request with :func:`locate_subject`, :func:`disclose_subject` and
 :func:`erase_subject`, and records the answer on the request.
@@ -25,12 +31,19 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from custdata._context import current_access
+from custdata._context import purpose as claim_purpose
+from custdata._custodian import Custodian, current_custodian
+from custdata._decision import Action
 from custdata._errors import (
     ActorRequiredError,
+    ConfigurationError,
     RequestError,
     RequestTransitionError,
     UnknownRequestError,
 )
+from custdata._policy import FieldPolicy
+from custdata.crypto import Keyring
+from custdata.crypto._codecs import STR
 from custdata.governance import (
     DataSubjectRequest,
     RequestAction,
@@ -42,6 +55,7 @@ from custdata.governance import (
 )
 
 from ._subjects import (
+    DISCLOSURE_PURPOSE,
     Disclosure,
     ErasureResult,
     disclose_subject,
@@ -59,7 +73,7 @@ class RequestTables:
 
     Attributes:
         request: One row per request: id, kind, receipt time, the opening
-            record (JSON).
+            record (JSON, without the subject) and the subject sealed.
         event: One row per history entry, keyed by (request id, seq).
     """
 
@@ -82,6 +96,7 @@ def request_tables(
         sa.Column("kind", sa.String(64), nullable=False),
         sa.Column("received_at", sa.DateTime(), nullable=False),
         sa.Column("record", sa.Text(), nullable=False),
+        sa.Column("subject", sa.LargeBinary(), nullable=False),
     )
     event = sa.Table(
         names[1],
@@ -105,6 +120,13 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 
+def _opening(record: str) -> dict[str, Any]:
+    """A stored opening record, its subject left out (it is stored sealed)."""
+    data: dict[str, Any] = json.loads(record)
+    data["subject"] = None
+    return data
+
+
 def _event_row(event: RequestEvent) -> dict[str, Any]:
     return {
         "request_id": event.request_id,
@@ -119,8 +141,14 @@ def _event_row(event: RequestEvent) -> dict[str, Any]:
 class SqlRequestStore:
     """The data-subject request register's store in the application's database.
 
+    The subject of each request is stored sealed with *keyring* (or, when
+    omitted, the keyring of the custodian in force); the requests it returns
+    carry ``subject=None``, and :meth:`open_subject` opens it.
+
     Args:
         engine: The database (not disposed here).
+        keyring: The keyring that seals the subjects; the current custodian's
+            when omitted.
         metadata: The metadata to define the tables on (Alembic's, after
             :func:`add_custdata_tables`); a new one when omitted.
         prefix: The tables' name prefix.
@@ -130,10 +158,12 @@ class SqlRequestStore:
         self,
         engine: sa.Engine,
         *,
+        keyring: Keyring | None = None,
         metadata: sa.MetaData | None = None,
         prefix: str = "custdata_request",
     ) -> None:
         self.engine = engine
+        self.keyring = keyring
         self.tables = request_tables(metadata, prefix=prefix)
 
     def __repr__(self) -> str:
@@ -144,20 +174,39 @@ class SqlRequestStore:
         for table in (self.tables.request, self.tables.event):
             table.create(self.engine, checkfirst=True)
 
+    def _cipher(self, custodian: Custodian | None = None) -> Any:
+        keyring = self.keyring
+        if keyring is None:
+            keyring = (custodian or current_custodian()).keyring
+        if keyring is None:
+            msg = (
+                "the request store seals each subject: give SqlRequestStore a "
+                "keyring, or a custodian with one"
+            )
+            raise ConfigurationError(msg)
+        return keyring.field_cipher(
+            table=self.tables.request.name, column="subject", codec=STR
+        )
+
     def add(self, request: DataSubjectRequest) -> None:
-        """Store a newly opened request with its ``opened`` event.
+        """Store a newly opened request with its ``opened`` event, its subject sealed.
 
         Raises:
             RequestError: A request with that id already exists, or the
-                request carries no ``opened`` event.
+                request carries no ``opened`` event or no subject.
+            ConfigurationError: No keyring to seal the subject with.
         """
         if not request.history or request.history[0].action is not RequestAction.OPENED:
             msg = f"request {request.request_id}: history must start with 'opened'"
             raise RequestError(msg)
+        if request.subject is None:
+            msg = f"request {request.request_id}: a new request needs its subject"
+            raise RequestError(msg)
         t = self.tables
-        record = json.dumps(
-            request_to_dict(request), ensure_ascii=False, sort_keys=True
-        )
+        sealed = self._cipher().encrypt(request.subject, request.request_id)
+        opening = request_to_dict(request)
+        opening["subject"] = None
+        record = json.dumps(opening, ensure_ascii=False, sort_keys=True)
         try:
             with self.engine.begin() as conn:
                 conn.execute(
@@ -166,6 +215,7 @@ class SqlRequestStore:
                         kind=request.kind,
                         received_at=_utc(request.received_at),
                         record=record,
+                        subject=sealed,
                     )
                 )
                 conn.execute(t.event.insert().values(**_event_row(request.history[0])))
@@ -222,8 +272,48 @@ class SqlRequestStore:
                 )
         return out
 
+    def open_subject(
+        self, request_id: str, *, custodian: Custodian | None = None
+    ) -> str:
+        """Return the subject of a request, opened under the access context in force.
+
+        Reading it is a recorded decision of *custodian* (the current one
+        when omitted) on the request table's ``subject`` field, which the
+        policy's ``subject_disclosure`` purposes and the purposes that
+        ``may_erase`` may read: the purposes that answer a request.
+
+        Raises:
+            UnknownRequestError: No request has that id.
+            ActorRequiredError: No actor is in force.
+            PurposeRequiredError: No purpose is in force.
+            PurposeViolationError: The purpose may not read it (recorded).
+            ConfigurationError: No keyring to open it with.
+            DecryptionError: The stored subject is not this request's.
+        """
+        holder = custodian or current_custodian()
+        t = self.tables.request
+        with self.engine.connect() as conn:
+            sealed = conn.execute(
+                sa.select(t.c.subject).where(t.c.request_id == request_id)
+            ).scalar_one_or_none()
+        if sealed is None:
+            raise UnknownRequestError(f"no request {request_id!r}")
+        policy = holder.policy
+        readers = sorted(
+            p
+            for p in policy.purposes
+            if p in policy.disclosure_purposes or policy.may_erase(p)
+        )
+        holder.authorize(
+            action=Action.READ,
+            entity=t.name,
+            fields={"subject": FieldPolicy(category="contact", purposes=readers)},
+            count=1,
+        )
+        return str(self._cipher(holder).decrypt(sealed, request_id))
+
     def get(self, request_id: str) -> DataSubjectRequest:
-        """Return the request with its history replayed.
+        """Return the request with its history replayed, without its subject.
 
         Raises:
             UnknownRequestError: No request has that id.
@@ -231,10 +321,10 @@ class SqlRequestStore:
         record = self._record(request_id)
         with self.engine.connect() as conn:
             events = self._events(conn, [request_id])[request_id]
-        return request_from_dict(json.loads(record), events)
+        return request_from_dict(_opening(record), events)
 
     def requests(self) -> tuple[DataSubjectRequest, ...]:
-        """Every request, oldest receipt first."""
+        """Every request, oldest receipt first, without their subjects."""
         t = self.tables.request
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -244,7 +334,7 @@ class SqlRequestStore:
             ).all()
             events = self._events(conn, [r.request_id for r in rows])
         return tuple(
-            request_from_dict(json.loads(r.record), events[r.request_id]) for r in rows
+            request_from_dict(_opening(r.record), events[r.request_id]) for r in rows
         )
 
 
@@ -272,7 +362,10 @@ def answer_request(
       fulfilled on ``17_3_exception`` (GDPR Art. 17(3)(b), (e)).
 
     The access context in force acts (an actor, and for an erasure a purpose
-    that ``may_erase``); its actor is recorded on the request. The result
+    that ``may_erase``); its actor is recorded on the request. A subject the
+    store keeps sealed is opened with :meth:`SqlRequestStore.open_subject`
+    (a recorded decision; for a disclosure under the ``disclosure`` purpose,
+    as :func:`disclose_subject` reads). The result
     recorded holds counts and ids, never a value.
 
     Args:
@@ -317,7 +410,19 @@ def answer_request(
     if actor is None:
         msg = "answering a request needs an actor: use custdata.acting_as()"
         raise ActorRequiredError(msg)
-    footprint = locate_subject(session, request.subject, tables=tables, records=records)
+    subject = request.subject
+    if subject is None:
+        opener = getattr(desk.store, "open_subject", None)
+        if opener is None:
+            msg = f"request {request_id}: its store holds no subject to answer for"
+            raise RequestError(msg)
+        if execution == "disclose":
+            # Read as disclose_subject reads: under the disclosure purpose.
+            with claim_purpose(DISCLOSURE_PURPOSE):
+                subject = str(opener(request_id))
+        else:
+            subject = str(opener(request_id))
+    footprint = locate_subject(session, subject, tables=tables, records=records)
     if execution == "disclose":
         fmt: Literal["json", "csv"] = (
             "csv" if request.disclosure_format == "csv" else "json"
