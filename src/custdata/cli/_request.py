@@ -43,7 +43,9 @@ from .._errors import (
 )
 from ._options import (
     add_kek_arguments,
+    add_subject_key_arguments,
     count_int,
+    disposal_custodian,
     iso_time,
     load_keyring,
     open_audit,
@@ -127,6 +129,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="KEY=VALUE",
         help="what was done (rows=3, export=file.json); no customer values",
     )
+    _execution(fulfil)
     fulfil.set_defaults(handler=_fulfil)
 
     withdraw = commands.add_parser("withdraw", help="record that the person withdrew")
@@ -227,6 +230,58 @@ def _common(parser: argparse.ArgumentParser, *, with_id: bool = False) -> None:
         help="the keyring that seals the subjects (required by 'open')",
     )
     add_kek_arguments(parser)
+
+
+def _execution(parser: argparse.ArgumentParser) -> None:
+    """``fulfil --execute``: answer a granted request with ``answer_request``."""
+    group = parser.add_argument_group(
+        "execution",
+        "--execute answers a granted disclosure, portability or erasure request "
+        "in the --url database (answer_request) and records the answer: the "
+        "subject is opened from its sealed form (a recorded read), located in "
+        "the --models tables, disclosed to --out or erased. The options are "
+        "those of 'custdata erase'.",
+    )
+    group.add_argument(
+        "--execute", action="store_true", help="execute the answer, then record it"
+    )
+    group.add_argument(
+        "--models",
+        metavar="MODULE:BASE",
+        help="the declarative base (or MetaData) whose tables hold the subject",
+    )
+    add_subject_key_arguments(group)
+    group.add_argument(
+        "--audit",
+        metavar="PATH|URL",
+        help="the audit trail: a JSON-lines file or a database URL",
+    )
+    group.add_argument(
+        "--audit-prefix",
+        default="custdata_audit",
+        metavar="NAME",
+        help="the audit tables' prefix with a database URL (default custdata_audit)",
+    )
+    group.add_argument("--role", help="the role of --actor (it must grant --purpose)")
+    group.add_argument(
+        "--purpose",
+        help="the purpose acted for: one that may_erase for an erasure "
+        "(a disclosure reads under 'disclosure')",
+    )
+    group.add_argument(
+        "--holds-table",
+        default="custdata_legal_hold",
+        metavar="NAME",
+        help="the legal-hold table in the --url database (used if it exists)",
+    )
+    group.add_argument(
+        "--out", metavar="PATH", help="the file a disclosure is written to"
+    )
+    group.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="locate the subject and report what would be done; change nothing",
+    )
 
 
 def _refusal(parser: argparse.ArgumentParser) -> None:
@@ -456,6 +511,8 @@ def _results(pairs: list[str]) -> dict[str, str]:
 
 
 def _fulfil(args: argparse.Namespace) -> int:
+    if args.execute:
+        return _execute(args)
     try:
         result = _results(args.result)
         with _session(args) as session:
@@ -547,3 +604,114 @@ def _show(args: argparse.Namespace) -> int:
     )
     _print(args, data, "\n".join(lines))
     return 0
+
+
+def _execute_usage(args: argparse.Namespace) -> None:
+    """Refuse a ``fulfil --execute`` that lacks what it needs, or mixes in a manual answer."""
+    missing = [
+        name
+        for name, value in (
+            ("--models", args.models),
+            ("--policy", args.policy),
+            ("--keyring", args.keyring),
+            ("--role", args.role),
+        )
+        if not value
+    ]
+    if missing:
+        msg = f"--execute needs {', '.join(missing)}"
+        raise ConfigurationError(msg)
+    if args.partial or args.result or args.ground or args.reason:
+        msg = (
+            "--execute records what it did: --partial, --result, --ground and "
+            "--reason are for an answer given by the application"
+        )
+        raise ConfigurationError(msg)
+
+
+def _execute(args: argparse.Namespace) -> int:
+    """``fulfil --execute``: answer a granted request, or say what would be done."""
+    from sqlalchemy import inspect  # noqa: PLC0415 - optional layer
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+    from sqlalchemy.orm import Session  # noqa: PLC0415
+
+    from .. import acting_as, purpose  # noqa: PLC0415
+    from ..governance import RequestDesk  # noqa: PLC0415
+    from ..sqlalchemy import SqlRequestStore, answer_request  # noqa: PLC0415
+
+    try:
+        _execute_usage(args)
+        at = _time(args.at)
+        with (
+            disposal_custodian(args) as (custodian, engine, models),
+            custodian.activate(),
+            Session(engine) as session,
+            acting_as(operator(args), role=args.role),
+            purpose(args.purpose) if args.purpose else contextlib.nullcontext(),
+        ):
+            store = SqlRequestStore(
+                engine, keyring=custodian.keyring, prefix=args.prefix
+            )
+            if not inspect(engine).has_table(store.tables.request.name):
+                msg = f"no request {args.request_id!r} (the database has no request tables)"
+                raise UnknownRequestError(msg)
+            desk = RequestDesk(
+                store,
+                settings=custodian.policy.requests,
+                purposes=tuple(custodian.policy.purposes),
+            )
+            if args.dry_run:
+                data, text = _dry_run(args, desk, session, models, at)
+            else:
+                answered, _done = answer_request(
+                    desk, args.request_id, session, at=at, out=args.out, tables=models
+                )
+                result = dict(answered.history[-1].detail.get("result", {}))
+                data = {
+                    **_summary(answered, at),
+                    "dry_run": False,
+                    "result": result,
+                    "out": None if args.out is None else str(args.out),
+                }
+                text = f"{answered.request_id}: {answered.state.value}; " + ", ".join(
+                    f"{k}={v}" for k, v in sorted(result.items())
+                )
+    except CustdataError as exc:
+        return _fail(args, exc)
+    except SQLAlchemyError as exc:
+        return _fail(args, RequestError(f"database error ({type(exc).__name__})"))
+    _print(args, data, text)
+    return 0
+
+
+def _dry_run(
+    args: argparse.Namespace, desk: Any, session: Any, models: Any, at: dt.datetime
+) -> tuple[dict[str, Any], str]:
+    """What ``--execute`` would do: the footprint, and for an erasure its plan."""
+    from ..sqlalchemy import plan_answer  # noqa: PLC0415
+
+    request = desk.get(args.request_id)
+    footprint, erasure = plan_answer(
+        desk, args.request_id, session, at=at, tables=models
+    )
+    plan: dict[str, Any] = {}
+    if erasure is not None:
+        plan = {
+            "deleted_rows": erasure.total("delete_row"),
+            "erased_values": erasure.total("erase"),
+            "kept": sum(k.count for k in erasure.kept),
+        }
+    data = {
+        **_summary(request, at),
+        "dry_run": True,
+        "execution": request.kind_info.execution,
+        "tables": {r.table: len(r.primary_keys) for r in footprint.rows},
+        "rows": footprint.row_count,
+        **plan,
+    }
+    text = (
+        f"{request.request_id}: would {request.kind_info.execution} "
+        f"{footprint.row_count} rows in {len(footprint.rows)} tables"
+        + "".join(f"; {k}={v}" for k, v in plan.items())
+    )
+    return data, text

@@ -58,13 +58,20 @@ from ._subjects import (
     DISCLOSURE_PURPOSE,
     Disclosure,
     ErasureResult,
+    SubjectFootprint,
     disclose_subject,
     erase_subject,
     locate_subject,
 )
 
 
-__all__ = ["RequestTables", "SqlRequestStore", "answer_request", "request_tables"]
+__all__ = [
+    "RequestTables",
+    "SqlRequestStore",
+    "answer_request",
+    "plan_answer",
+    "request_tables",
+]
 
 
 @attrs.frozen
@@ -338,6 +345,87 @@ class SqlRequestStore:
         )
 
 
+def _executable(desk: RequestDesk, request_id: str) -> tuple[DataSubjectRequest, str]:
+    """The granted request and its execution (``disclose`` or ``erase``).
+
+    Raises:
+        RequestTransitionError: The request is not in progress.
+        RequestError: Its kind is answered by the application.
+    """
+    request = desk.get(request_id)
+    if request.state is not RequestState.IN_PROGRESS:
+        msg = (
+            f"request {request_id}: only a granted request is answered; it is "
+            f"{request.state.value}"
+        )
+        raise RequestTransitionError(msg, state=request.state.value, action="fulfilled")
+    execution = request.kind_info.execution
+    if (
+        execution not in {"disclose", "erase"}
+        or request.kind == "appi_provision_records"
+    ):
+        msg = (
+            f"{request.kind} is answered by the application; record the answer "
+            "with RequestDesk.fulfil"
+        )
+        raise RequestError(msg)
+    return request, execution
+
+
+def _subject_of(desk: RequestDesk, request: DataSubjectRequest, execution: str) -> str:
+    """The request's subject, opened from the store when it keeps it sealed."""
+    if request.subject is not None:
+        return request.subject
+    opener = getattr(desk.store, "open_subject", None)
+    if opener is None:
+        msg = f"request {request.request_id}: its store holds no subject to answer for"
+        raise RequestError(msg)
+    if execution == "disclose":
+        # Read as disclose_subject reads: under the disclosure purpose.
+        with claim_purpose(DISCLOSURE_PURPOSE):
+            return str(opener(request.request_id))
+    return str(opener(request.request_id))
+
+
+def plan_answer(
+    desk: RequestDesk,
+    request_id: str,
+    session: Session,
+    *,
+    at: dt.datetime,
+    tables: Any = None,
+    records: Any = None,
+) -> tuple[SubjectFootprint, ErasureResult | None]:
+    """What :func:`answer_request` would do, changing nothing (a dry run).
+
+    The same checks as :func:`answer_request`; the subject is opened (a
+    recorded read) and located; for an erasure, :func:`erase_subject` runs
+    with ``dry_run=True``. Nothing is recorded on the request.
+
+    Returns:
+        The subject's footprint, and for an erasure the dry run's result.
+
+    Raises:
+        RequestTransitionError: The request is not in progress.
+        RequestError: The kind is not one executed here.
+    """
+    request, execution = _executable(desk, request_id)
+    subject = _subject_of(desk, request, execution)
+    footprint = locate_subject(session, subject, tables=tables, records=records)
+    if execution == "disclose":
+        return footprint, None
+    erasure = erase_subject(
+        session,
+        footprint,
+        reason="erasure_request",
+        request_id=request_id,
+        tables=tables,
+        dry_run=True,
+        now=at,
+    )
+    return footprint, erasure
+
+
 def answer_request(
     desk: RequestDesk,
     request_id: str,
@@ -389,39 +477,12 @@ def answer_request(
             :meth:`RequestDesk.fulfil`).
         ActorRequiredError: No actor is in force.
     """
-    request = desk.get(request_id)
-    if request.state is not RequestState.IN_PROGRESS:
-        msg = (
-            f"request {request_id}: only a granted request is answered; it is "
-            f"{request.state.value}"
-        )
-        raise RequestTransitionError(msg, state=request.state.value, action="fulfilled")
-    execution = request.kind_info.execution
-    if (
-        execution not in {"disclose", "erase"}
-        or request.kind == "appi_provision_records"
-    ):
-        msg = (
-            f"{request.kind} is answered by the application; record the answer "
-            "with RequestDesk.fulfil"
-        )
-        raise RequestError(msg)
+    request, execution = _executable(desk, request_id)
     actor = current_access().actor
     if actor is None:
         msg = "answering a request needs an actor: use custdata.acting_as()"
         raise ActorRequiredError(msg)
-    subject = request.subject
-    if subject is None:
-        opener = getattr(desk.store, "open_subject", None)
-        if opener is None:
-            msg = f"request {request_id}: its store holds no subject to answer for"
-            raise RequestError(msg)
-        if execution == "disclose":
-            # Read as disclose_subject reads: under the disclosure purpose.
-            with claim_purpose(DISCLOSURE_PURPOSE):
-                subject = str(opener(request_id))
-        else:
-            subject = str(opener(request_id))
+    subject = _subject_of(desk, request, execution)
     footprint = locate_subject(session, subject, tables=tables, records=records)
     if execution == "disclose":
         fmt: Literal["json", "csv"] = (
