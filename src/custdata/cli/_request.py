@@ -42,6 +42,7 @@ from .._errors import (
     UnknownRequestError,
 )
 from ._options import (
+    add_audit_arguments,
     add_kek_arguments,
     add_subject_key_arguments,
     count_int,
@@ -150,17 +151,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="show the subject, read for this purpose (subject_disclosure or "
         "may_erase; needs --keyring, --policy and --role)",
     )
-    show.add_argument(
-        "--audit",
-        metavar="PATH|URL",
-        help="record the subject's read in this audit trail (file or database URL)",
-    )
-    show.add_argument(
-        "--audit-prefix",
-        default="custdata_audit",
-        metavar="NAME",
-        help="the audit tables' prefix with a database URL (default custdata_audit)",
-    )
+    add_audit_arguments(show, actor=False)
     show.set_defaults(handler=_show)
 
 
@@ -251,17 +242,7 @@ def _execution(parser: argparse.ArgumentParser) -> None:
         help="the declarative base (or MetaData) whose tables hold the subject",
     )
     add_subject_key_arguments(group)
-    group.add_argument(
-        "--audit",
-        metavar="PATH|URL",
-        help="the audit trail: a JSON-lines file or a database URL",
-    )
-    group.add_argument(
-        "--audit-prefix",
-        default="custdata_audit",
-        metavar="NAME",
-        help="the audit tables' prefix with a database URL (default custdata_audit)",
-    )
+    add_audit_arguments(parser, actor=False)
     group.add_argument("--role", help="the role of --actor (it must grant --purpose)")
     group.add_argument(
         "--purpose",

@@ -245,15 +245,16 @@ class SqlRequestStore:
             msg = f"request {event.request_id}: changed meanwhile; try again"
             raise RequestTransitionError(msg, action=event.action.value) from None
 
-    def _record(self, request_id: str) -> str:
+    def _record(self, request_id: str, column: str = "record") -> Any:
+        """One column of the request's row (its opening record by default)."""
         t = self.tables.request
         with self.engine.connect() as conn:
-            record = conn.execute(
-                sa.select(t.c.record).where(t.c.request_id == request_id)
+            value = conn.execute(
+                sa.select(t.c[column]).where(t.c.request_id == request_id)
             ).scalar_one_or_none()
-        if record is None:
+        if value is None:
             raise UnknownRequestError(f"no request {request_id!r}")
-        return str(record)
+        return value
 
     def _events(
         self, conn: sa.Connection, ids: list[str]
@@ -299,12 +300,7 @@ class SqlRequestStore:
         """
         holder = custodian or current_custodian()
         t = self.tables.request
-        with self.engine.connect() as conn:
-            sealed = conn.execute(
-                sa.select(t.c.subject).where(t.c.request_id == request_id)
-            ).scalar_one_or_none()
-        if sealed is None:
-            raise UnknownRequestError(f"no request {request_id!r}")
+        sealed = self._record(request_id, "subject")
         policy = holder.policy
         readers = sorted(
             p
@@ -325,7 +321,7 @@ class SqlRequestStore:
         Raises:
             UnknownRequestError: No request has that id.
         """
-        record = self._record(request_id)
+        record = str(self._record(request_id))
         with self.engine.connect() as conn:
             events = self._events(conn, [request_id])[request_id]
         return request_from_dict(_opening(record), events)
