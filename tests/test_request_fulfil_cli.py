@@ -255,7 +255,8 @@ class TestExecute:
         assert before == world.names()
         code = main([*world.execute("REQ-E", *purpose), "--json"])
         out, err = capsys.readouterr()
-        assert (0, "") == (code, err)
+        assert 0 == code
+        assert "no audit trail" in err
         done = json.loads(out)
         assert "fulfilled" == done["state"]
         assert 2 == done["result"]["deleted_rows"]
@@ -308,3 +309,14 @@ class TestExecute:
         ]
         assert 2 == main(argv)
         assert "--execute needs --models" in capsys.readouterr().err
+
+    def test_disclosure_needs_out(
+        self, world: World, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A disclosure with nowhere to go is refused before anything is recorded."""
+        world.granted("gdpr_access", "REQ-N")
+        capsys.readouterr()
+        assert 2 == main(world.execute("REQ-N"))
+        assert "give --out" in capsys.readouterr().err
+        assert 0 == main([*world.request("show", "REQ-N"), "--json"])
+        assert "in_progress" == json.loads(capsys.readouterr().out)["state"]

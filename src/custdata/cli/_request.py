@@ -51,6 +51,7 @@ from ._options import (
     load_keyring,
     open_audit,
     operator,
+    warn_unrecorded,
 )
 
 
@@ -617,7 +618,7 @@ def _execute(args: argparse.Namespace) -> int:
     from sqlalchemy.orm import Session  # noqa: PLC0415
 
     from .. import acting_as, purpose  # noqa: PLC0415
-    from ..governance import RequestDesk  # noqa: PLC0415
+    from ..governance import RequestDesk, RequestState  # noqa: PLC0415
     from ..sqlalchemy import SqlRequestStore, answer_request  # noqa: PLC0415
 
     try:
@@ -644,6 +645,14 @@ def _execute(args: argparse.Namespace) -> int:
             if args.dry_run:
                 data, text = _dry_run(args, desk, session, models, at)
             else:
+                request = desk.get(args.request_id)
+                if (
+                    request.state is RequestState.IN_PROGRESS
+                    and request.kind_info.execution == "disclose"
+                    and args.out is None
+                ):
+                    msg = f"{request.kind}: give --out, the file the disclosure is written to"
+                    raise ConfigurationError(msg)
                 answered, _done = answer_request(
                     desk, args.request_id, session, at=at, out=args.out, tables=models
                 )
@@ -657,6 +666,7 @@ def _execute(args: argparse.Namespace) -> int:
                 text = f"{answered.request_id}: {answered.state.value}; " + ", ".join(
                     f"{k}={v}" for k, v in sorted(result.items())
                 )
+                warn_unrecorded("request fulfil", args, "the request was answered")
     except CustdataError as exc:
         return _fail(args, exc)
     except SQLAlchemyError as exc:
