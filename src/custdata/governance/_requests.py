@@ -29,7 +29,8 @@ the same day of the next calendar month (31 January → 28 or 29 February),
 and after an extension (Art. 12(3)) three calendar months after receipt.
 
 The subject is kept as given (an id or an identifier) and never appears in a
-repr or an error message.
+repr or an error message; the SQL store keeps it sealed and returns requests
+without it (``subject`` is ``None``).
 """
 
 from __future__ import annotations
