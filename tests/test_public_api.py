@@ -34,6 +34,11 @@ class TestAll:
         assert sorted(module.__all__) == list(module.__all__)
         assert public == set(module.__all__)
 
+    def test_error_module_all_is_sorted(self) -> None:
+        """The errors module's own __all__ is sorted too (the family's one home)."""
+        module = importlib.import_module("custdata._errors")
+        assert sorted(module.__all__) == list(module.__all__)
+
     @pytest.mark.parametrize("name", NAMESPACES)
     def test_classes_show_public_path(self, name: str) -> None:
         """Re-exported classes report the public module, not the private one."""

@@ -23,8 +23,14 @@ CANARY = "canary-cli-subject@example.jp"
 
 @pytest.fixture
 def url(tmp_path: Path) -> str:
-    """An empty SQLite database."""
+    """An empty SQLite database, with a keyring beside it (see :func:`keyring_of`)."""
+    assert 0 == main(["keys", "init", str(tmp_path / "keyring.json")])
     return f"sqlite:///{tmp_path / 'app.db'}"
+
+
+def keyring_of(url: str) -> str:
+    """The keyring the ``url`` fixture made beside its database."""
+    return str(Path(url.removeprefix("sqlite:///")).with_name("keyring.json"))
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -37,7 +43,18 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def common(url: str, at: str) -> list[str]:
-    return ["--url", url, "--policy", POLICY, "--actor", "desk-1", "--at", at]
+    return [
+        "--url",
+        url,
+        "--policy",
+        POLICY,
+        "--actor",
+        "desk-1",
+        "--at",
+        at,
+        "--keyring",
+        keyring_of(url),
+    ]
 
 
 class TestWorkflow:
@@ -157,6 +174,111 @@ class TestWorkflow:
         kinds = {k["key"]: k["article"] for k in json.loads(out)}
         assert "法33条5項" == kinds["appi_provision_records"]
         assert "Art. 20" == kinds["gdpr_portability"]
+
+
+class TestSealedSubject:
+    """The subject is stored sealed; ``show`` prints it only on a recorded read."""
+
+    @staticmethod
+    def opened(url: str) -> None:
+        assert 0 == main(
+            [
+                "request",
+                "open",
+                "gdpr_erasure",
+                "--subject",
+                CANARY,
+                "--id",
+                "REQ-1",
+                *common(url, "2026-02-01T10:00+09:00"),
+            ]
+        )
+
+    def test_never_in_the_database_file(
+        self, url: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The SQLite file's bytes hold no trace of the subject."""
+        self.opened(url)
+        raw = Path(url.removeprefix("sqlite:///")).read_bytes()
+        assert CANARY.encode() not in raw
+        assert CANARY.encode("utf-16-le") not in raw
+        assert CANARY not in "".join(capsys.readouterr())
+
+    def test_show_without_the_context_shows_no_subject(
+        self, url: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """show --json without --purpose: the request, its subject null."""
+        self.opened(url)
+        capsys.readouterr()
+        code, out, err = run(
+            capsys,
+            "request",
+            "show",
+            "REQ-1",
+            *common(url, "2026-02-02T10:00+09:00"),
+            "--json",
+        )
+        assert (0, "") == (code, err)
+        shown = json.loads(out)
+        assert shown["subject"] is None
+        assert "REQ-1" == shown["request_id"]
+        assert CANARY not in out
+
+    def test_show_for_a_disclosure_purpose_is_recorded(
+        self, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """show --purpose disclosure prints the subject; the trail records the read."""
+        self.opened(url)
+        capsys.readouterr()
+        audit = tmp_path / "audit.jsonl"
+        code, out, err = run(
+            capsys,
+            "request",
+            "show",
+            "REQ-1",
+            *common(url, "2026-02-02T10:00+09:00"),
+            "--role",
+            "privacy_desk",
+            "--purpose",
+            "disclosure",
+            "--audit",
+            str(audit),
+            "--json",
+        )
+        assert (0, "") == (code, err)
+        assert CANARY == json.loads(out)["subject"]
+        trail = audit.read_text(encoding="utf-8")
+        assert "field.reveal" in trail
+        assert CANARY not in trail
+        code, out, err = run(
+            capsys,
+            "request",
+            "show",
+            "REQ-1",
+            *common(url, "2026-02-02T10:00+09:00"),
+            "--role",
+            "billing_clerk",
+            "--purpose",
+            "billing",
+            "--audit",
+            str(audit),
+        )
+        assert (2, "") == (code, out)
+        assert 1 == len(err.strip().splitlines())
+        assert CANARY not in err
+        assert "denied" in audit.read_text(encoding="utf-8")
+
+    def test_open_needs_the_keyring(
+        self, url: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """open without --keyring: one line, exit 2, nothing stored."""
+        argv = ["request", "open", "gdpr_access", "--subject", CANARY, "--id", "R"]
+        code, out, err = run(capsys, *argv, "--url", url, "--policy", POLICY)
+        assert (2, "") == (code, out)
+        assert "--keyring" in err
+        assert CANARY not in err
+        code, out, _ = run(capsys, "request", "list", "--url", url, "--json")
+        assert [] == json.loads(out)
 
 
 class TestErrors:

@@ -465,6 +465,17 @@ class TestOpening:
         with pytest.raises(RequestError, match="not one of login"):
             d.verify("REQ-1", method="phone", at=jst(2026, 2, 1), actor="a")
 
+    def test_appi_request_before_any_pack_is_a_request_error(self) -> None:
+        """A request received before any APPI pack was in force: a RequestError."""
+        d = desk()
+        with pytest.raises(
+            RequestError, match="no APPI rule pack was in force on 2022-03-31"
+        ):
+            opened(d, "appi_disclosure", received_at=jst(2022, 3, 31, 10))
+        with pytest.raises(RequestError, match="no GDPR rule pack was in force"):
+            request_kinds(dt.date(2018, 5, 24), regime="gdpr")
+        assert () == d.store.requests()
+
     def test_subject_never_in_repr(self) -> None:
         """The subject as given stays out of the record's repr."""
         r = opened(desk())

@@ -25,7 +25,7 @@ import custdata
 
 from custdata import RequestError, RequestTransitionError
 from custdata.governance import InMemoryRequestStore, RequestDesk, RequestState
-from custdata.sqlalchemy import answer_request
+from custdata.sqlalchemy import SqlRequestStore, answer_request
 
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -145,3 +145,46 @@ class TestAnswer:
                 .row_count
             )
         assert 1 == len(desk.get(r.request_id).history)
+
+
+class TestSealedSubjectAnswered:
+    @pytest.mark.parametrize("kind", ["gdpr_access", "gdpr_erasure"])
+    def test_answered_from_the_sql_store(
+        self,
+        engine: Engine,
+        shop: Shop,
+        world: World,
+        two: tuple[uuid.UUID, uuid.UUID],
+        unique_suffix: str,
+        kind: str,
+    ) -> None:
+        """The SQL store keeps the subject sealed; answering opens it on a recorded read."""
+        subject, _other = two
+        store = SqlRequestStore(engine, prefix=f"t_ans_{unique_suffix}")
+        store.create_tables()
+        try:
+            desk = RequestDesk(store)
+            rid = _granted(desk, kind, subject)
+            assert desk.get(rid).subject is None
+            out = io.StringIO()
+            with Session(engine) as session, dpo(), custdata.purpose("privacy_desk"):
+                answered, _done = answer_request(
+                    desk, rid, session, at=T1, out=out, tables=shop.Base
+                )
+            assert answered.state in {
+                RequestState.FULFILLED,
+                RequestState.PARTIALLY_FULFILLED,
+            }
+            if kind == "gdpr_access":
+                assert all(v in out.getvalue() for v in CANARY.values())
+            reads = [
+                e
+                for e in world.events()
+                if e.get("action") == "field.reveal"
+                and e.get("entity") == store.tables.request.name
+            ]
+            assert 1 == len(reads)
+            assert str(subject) not in json.dumps(world.events())
+        finally:
+            for table in (store.tables.event, store.tables.request):
+                table.drop(engine, checkfirst=True)

@@ -74,8 +74,8 @@ __all__ = [
     "SubjectRestrictedError",
     "UnclassifiedFieldError",
     "UnknownIncidentError",
-    "UnknownRequestError",
     "UnknownKeyError",
+    "UnknownRequestError",
     "UnsupportedOperationError",
     "ValueTypeError",
 ]

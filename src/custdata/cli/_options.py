@@ -332,8 +332,8 @@ def load_keyring(path: str, args: argparse.Namespace) -> Any:
     return Keyring.load(path, provider=key_provider(args))
 
 
-def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--audit PATH|URL``, ``--audit-prefix`` and ``--actor``."""
+def add_audit_arguments(parser: argparse.ArgumentParser, *, actor: bool = True) -> None:
+    """Add ``--audit PATH|URL``, ``--audit-prefix`` and (unless *actor* is false) ``--actor``."""
     group = parser.add_argument_group(
         "audit trail",
         "Record what the command does in the application's audit trail, chained "
@@ -351,11 +351,12 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="the audit tables' prefix with a database URL (default custdata_audit)",
     )
-    group.add_argument(
-        "--actor",
-        metavar="ID",
-        help="the operator recorded for key operations (default: the login name)",
-    )
+    if actor:
+        group.add_argument(
+            "--actor",
+            metavar="ID",
+            help="the operator recorded for key operations (default: the login name)",
+        )
 
 
 def operator(args: argparse.Namespace) -> str:

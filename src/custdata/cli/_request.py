@@ -8,6 +8,12 @@ target in days, the time zone, the fee, the accepted verification methods)
 and the purposes a stop may cover. Every step is recorded at ``--at`` (an ISO
 date-time with its offset; now when omitted) by ``--actor``.
 
+The subject of a request is customer data: ``open`` stores it sealed with
+``--keyring`` (required there). ``show`` prints it only with ``--keyring``,
+``--policy``, ``--role`` and a ``--purpose`` that may read it (a
+``subject_disclosure`` purpose or one that ``may_erase``), a decision recorded
+in ``--audit`` when given; otherwise it shows the request without it.
+
 Sub-commands: ``open KIND``, ``verify ID``, ``extend ID`` (GDPR, with
 reasons), ``decide ID`` (``--grant``, or ``--refuse`` with ``--ground`` and
 ``--reason``), ``fulfil ID`` (``--partial`` with grounds), ``withdraw ID``,
@@ -35,7 +41,18 @@ from .._errors import (
     RequestError,
     UnknownRequestError,
 )
-from ._options import count_int, iso_time, operator
+from ._options import (
+    add_audit_arguments,
+    add_kek_arguments,
+    add_subject_key_arguments,
+    count_int,
+    disposal_custodian,
+    iso_time,
+    load_keyring,
+    open_audit,
+    operator,
+    warn_unrecorded,
+)
 
 
 __all__ = ["add_requests_url_arguments", "read_requests", "register"]
@@ -114,6 +131,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="KEY=VALUE",
         help="what was done (rows=3, export=file.json); no customer values",
     )
+    _execution(fulfil)
     fulfil.set_defaults(handler=_fulfil)
 
     withdraw = commands.add_parser("withdraw", help="record that the person withdrew")
@@ -128,6 +146,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     show = commands.add_parser("show", help="one request and its history")
     _common(show, with_id=True)
+    show.add_argument("--role", help="the role reading the subject (with --purpose)")
+    show.add_argument(
+        "--purpose",
+        help="show the subject, read for this purpose (subject_disclosure or "
+        "may_erase; needs --keyring, --policy and --role)",
+    )
+    add_audit_arguments(show, actor=False)
     show.set_defaults(handler=_show)
 
 
@@ -191,6 +216,54 @@ def _common(parser: argparse.ArgumentParser, *, with_id: bool = False) -> None:
         "time overdue is judged at)",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--keyring",
+        metavar="PATH",
+        help="the keyring that seals the subjects (required by 'open')",
+    )
+    add_kek_arguments(parser)
+
+
+def _execution(parser: argparse.ArgumentParser) -> None:
+    """``fulfil --execute``: answer a granted request with ``answer_request``."""
+    group = parser.add_argument_group(
+        "execution",
+        "--execute answers a granted disclosure, portability or erasure request "
+        "in the --url database (answer_request) and records the answer: the "
+        "subject is opened from its sealed form (a recorded read), located in "
+        "the --models tables, disclosed to --out or erased. The options are "
+        "those of 'custdata erase'.",
+    )
+    group.add_argument(
+        "--execute", action="store_true", help="execute the answer, then record it"
+    )
+    group.add_argument(
+        "--models",
+        metavar="MODULE:BASE",
+        help="the declarative base (or MetaData) whose tables hold the subject",
+    )
+    add_subject_key_arguments(group)
+    add_audit_arguments(parser, actor=False)
+    group.add_argument("--role", help="the role of --actor (it must grant --purpose)")
+    group.add_argument(
+        "--purpose",
+        help="the purpose acted for: one that may_erase for an erasure "
+        "(a disclosure reads under 'disclosure')",
+    )
+    group.add_argument(
+        "--holds-table",
+        default="custdata_legal_hold",
+        metavar="NAME",
+        help="the legal-hold table in the --url database (used if it exists)",
+    )
+    group.add_argument(
+        "--out", metavar="PATH", help="the file a disclosure is written to"
+    )
+    group.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="locate the subject and report what would be done; change nothing",
+    )
 
 
 def _refusal(parser: argparse.ArgumentParser) -> None:
@@ -219,12 +292,18 @@ class _Session:
         from ..sqlalchemy import SqlRequestStore  # noqa: PLC0415
 
         policy = None if args.policy is None else Policy.from_toml(args.policy)
+        self.policy = policy
+        self.keyring = (
+            None if args.keyring is None else load_keyring(args.keyring, args)
+        )
         try:
             self.engine = create_engine(args.url, hide_parameters=True)
         except Exception as exc:  # noqa: BLE001 - a bad URL is a usage error
             msg = f"cannot open the database URL ({type(exc).__name__})"
             raise RequestError(msg) from None
-        self.store = SqlRequestStore(self.engine, prefix=args.prefix)
+        self.store = SqlRequestStore(
+            self.engine, keyring=self.keyring, prefix=args.prefix
+        )
         self.missing = False
         self.desk = RequestDesk(
             self.store,
@@ -316,6 +395,13 @@ def _kinds(args: argparse.Namespace) -> int:
 
 
 def _open(args: argparse.Namespace) -> int:
+    if args.keyring is None:
+        return _fail(
+            args,
+            ConfigurationError(
+                "the subject is stored sealed: give --keyring (and its KEK options)"
+            ),
+        )
     try:
         at = _time(args.at)
         with _session(args) as session:
@@ -407,6 +493,8 @@ def _results(pairs: list[str]) -> dict[str, str]:
 
 
 def _fulfil(args: argparse.Namespace) -> int:
+    if args.execute:
+        return _execute(args)
     try:
         result = _results(args.result)
         with _session(args) as session:
@@ -456,18 +544,165 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subject(args: argparse.Namespace, session: _Session) -> str:
+    """The request's subject, opened for ``--purpose`` (a recorded decision)."""
+    from .. import Custodian, acting_as, purpose  # noqa: PLC0415
+
+    if session.keyring is None or session.policy is None or args.role is None:
+        msg = "--purpose shows the subject: it needs --keyring, --policy and --role"
+        raise ConfigurationError(msg)
+    trail = open_audit(args, session.keyring)
+    try:
+        custodian = Custodian(
+            policy=session.policy, keyring=session.keyring, audit=trail
+        )
+        with (
+            custodian.activate(),
+            acting_as(operator(args), role=args.role),
+            purpose(args.purpose),
+        ):
+            return session.store.open_subject(args.request_id, custodian=custodian)
+    finally:
+        if trail is not None:
+            trail.close()
+
+
 def _show(args: argparse.Namespace) -> int:
     try:
         now = _time(args.at)
         with _session(args) as session:
             request = session.desk.get(args.request_id)
+            subject = None if args.purpose is None else _subject(args, session)
     except CustdataError as exc:
         return _fail(args, exc)
     data = {**request.as_dict(), "overdue": request.overdue(now)}
+    data["subject"] = subject
     lines = [_line(request, now)]
+    if subject is not None:
+        lines.append(f"subject: {subject}")
     lines.extend(
         f"{e.seq:>3}  {e.at.isoformat()}  {e.actor}  {e.action.value}"
         for e in request.history
     )
     _print(args, data, "\n".join(lines))
     return 0
+
+
+def _execute_usage(args: argparse.Namespace) -> None:
+    """Refuse a ``fulfil --execute`` that lacks what it needs, or mixes in a manual answer."""
+    missing = [
+        name
+        for name, value in (
+            ("--models", args.models),
+            ("--policy", args.policy),
+            ("--keyring", args.keyring),
+            ("--role", args.role),
+        )
+        if not value
+    ]
+    if missing:
+        msg = f"--execute needs {', '.join(missing)}"
+        raise ConfigurationError(msg)
+    if args.partial or args.result or args.ground or args.reason:
+        msg = (
+            "--execute records what it did: --partial, --result, --ground and "
+            "--reason are for an answer given by the application"
+        )
+        raise ConfigurationError(msg)
+
+
+def _execute(args: argparse.Namespace) -> int:
+    """``fulfil --execute``: answer a granted request, or say what would be done."""
+    from sqlalchemy import inspect  # noqa: PLC0415 - optional layer
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+    from sqlalchemy.orm import Session  # noqa: PLC0415
+
+    from .. import acting_as, purpose  # noqa: PLC0415
+    from ..governance import RequestDesk, RequestState  # noqa: PLC0415
+    from ..sqlalchemy import SqlRequestStore, answer_request  # noqa: PLC0415
+
+    try:
+        _execute_usage(args)
+        at = _time(args.at)
+        with (
+            disposal_custodian(args) as (custodian, engine, models),
+            custodian.activate(),
+            Session(engine) as session,
+            acting_as(operator(args), role=args.role),
+            purpose(args.purpose) if args.purpose else contextlib.nullcontext(),
+        ):
+            store = SqlRequestStore(
+                engine, keyring=custodian.keyring, prefix=args.prefix
+            )
+            if not inspect(engine).has_table(store.tables.request.name):
+                msg = f"no request {args.request_id!r} (the database has no request tables)"
+                raise UnknownRequestError(msg)
+            desk = RequestDesk(
+                store,
+                settings=custodian.policy.requests,
+                purposes=tuple(custodian.policy.purposes),
+            )
+            if args.dry_run:
+                data, text = _dry_run(args, desk, session, models, at)
+            else:
+                request = desk.get(args.request_id)
+                if (
+                    request.state is RequestState.IN_PROGRESS
+                    and request.kind_info.execution == "disclose"
+                    and args.out is None
+                ):
+                    msg = f"{request.kind}: give --out, the file the disclosure is written to"
+                    raise ConfigurationError(msg)
+                answered, _done = answer_request(
+                    desk, args.request_id, session, at=at, out=args.out, tables=models
+                )
+                result = dict(answered.history[-1].detail.get("result", {}))
+                data = {
+                    **_summary(answered, at),
+                    "dry_run": False,
+                    "result": result,
+                    "out": None if args.out is None else str(args.out),
+                }
+                text = f"{answered.request_id}: {answered.state.value}; " + ", ".join(
+                    f"{k}={v}" for k, v in sorted(result.items())
+                )
+                warn_unrecorded("request fulfil", args, "the request was answered")
+    except CustdataError as exc:
+        return _fail(args, exc)
+    except SQLAlchemyError as exc:
+        return _fail(args, RequestError(f"database error ({type(exc).__name__})"))
+    _print(args, data, text)
+    return 0
+
+
+def _dry_run(
+    args: argparse.Namespace, desk: Any, session: Any, models: Any, at: dt.datetime
+) -> tuple[dict[str, Any], str]:
+    """What ``--execute`` would do: the footprint, and for an erasure its plan."""
+    from ..sqlalchemy import plan_answer  # noqa: PLC0415
+
+    request = desk.get(args.request_id)
+    footprint, erasure = plan_answer(
+        desk, args.request_id, session, at=at, tables=models
+    )
+    plan: dict[str, Any] = {}
+    if erasure is not None:
+        plan = {
+            "deleted_rows": erasure.total("delete_row"),
+            "erased_values": erasure.total("erase"),
+            "kept": sum(k.count for k in erasure.kept),
+        }
+    data = {
+        **_summary(request, at),
+        "dry_run": True,
+        "execution": request.kind_info.execution,
+        "tables": {r.table: len(r.primary_keys) for r in footprint.rows},
+        "rows": footprint.row_count,
+        **plan,
+    }
+    text = (
+        f"{request.request_id}: would {request.kind_info.execution} "
+        f"{footprint.row_count} rows in {len(footprint.rows)} tables"
+        + "".join(f"; {k}={v}" for k, v in plan.items())
+    )
+    return data, text

@@ -29,7 +29,8 @@ the same day of the next calendar month (31 January → 28 or 29 February),
 and after an extension (Art. 12(3)) three calendar months after receipt.
 
 The subject is kept as given (an id or an identifier) and never appears in a
-repr or an error message.
+repr or an error message; the SQL store keeps it sealed and returns requests
+without it (``subject`` is ``None``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import attrs
 
 from custdata._check import Finding
 from custdata._errors import (
+    ConfigurationError,
     RequestError,
     RequestTransitionError,
     UnknownRequestError,
@@ -181,13 +183,28 @@ def request_kinds(
         regime: Only this regime's kinds (``"appi"`` or ``"gdpr"``).
 
     Raises:
-        RequestError: An unknown regime.
+        RequestError: An unknown regime, or no pack of it in force on *at*.
     """
     if regime is not None and regime not in _REGIMES:
         msg = f"unknown regime {regime!r}; choose 'appi' or 'gdpr'"
         raise RequestError(msg)
     regimes = _REGIMES if regime is None else (regime,)
-    return tuple(k for r in regimes for k in _kinds_of(rule_pack(r, at)))
+    return tuple(k for r in regimes for k in _kinds_of(_pack_for(r, at, None)))
+
+
+def _pack_for(regime: str, at: dt.date | None, pack_id: str | None) -> RulePack:
+    """The pack of *regime* for *at* or *pack_id*; none in force is a request error."""
+    if pack_id is not None:
+        return rule_pack(regime, pack_id=pack_id)
+    try:
+        return rule_pack(regime, at)
+    except ConfigurationError:
+        day = "today" if at is None else at.isoformat()
+        msg = (
+            f"no {regime.upper()} rule pack was in force on {day}: a request "
+            "received then is outside what custdata's rule packs cover"
+        )
+        raise RequestError(msg) from None
 
 
 def request_kind(
@@ -196,11 +213,12 @@ def request_kind(
     """The kind *key* as the pack in force on *at* (or the pack *pack_id*) defines it.
 
     Raises:
-        RequestError: No pack defines that kind.
+        RequestError: No pack defines that kind, or no pack of its regime was
+            in force on *at*.
     """
     regime = str(key).partition("_")[0]
     if regime in _REGIMES:
-        pack = rule_pack(regime, at, pack_id=pack_id)
+        pack = _pack_for(regime, at, pack_id)
         for kind in _kinds_of(pack):
             if kind.key == key:
                 return kind
@@ -329,7 +347,9 @@ class DataSubjectRequest:
         regime: ``"appi"`` or ``"gdpr"``.
         pack_id: The rule pack the request is decided under.
         subject: The subject as given: an id or an identifier (never shown in
-            a repr or an error).
+            a repr or an error); ``None`` when the store keeps it sealed
+            (:class:`custdata.sqlalchemy.SqlRequestStore`: read it with
+            ``open_subject``).
         received_at: When the request was received (time-zone aware).
         fee_yen: The fee charged, if any (法38条).
         disclosure_format: The form of disclosure the person chose.
@@ -353,7 +373,9 @@ class DataSubjectRequest:
     kind: str = attrs.field(validator=_text)
     regime: str
     pack_id: str
-    subject: str = attrs.field(validator=_text, repr=False)
+    subject: str | None = attrs.field(
+        validator=attrs.validators.optional(_text), repr=False
+    )
     received_at: dt.datetime = attrs.field(validator=_aware)
     fee_yen: int | None = None
     disclosure_format: str | None = None

@@ -48,6 +48,7 @@ from ._provision import provide as provide
 from ._requests import RequestTables as RequestTables
 from ._requests import SqlRequestStore as SqlRequestStore
 from ._requests import answer_request as answer_request
+from ._requests import plan_answer as plan_answer
 from ._requests import request_tables as request_tables
 from ._restrictions import SqlRestrictionStore as SqlRestrictionStore
 from ._runtime import MASK_TEXT as MASK_TEXT
@@ -142,6 +143,7 @@ __all__ = [
     "legacy_plaintext_reads",
     "locate_subject",
     "notice_version",
+    "plan_answer",
     "provide",
     "reencrypt",
     "replay_deletions",
