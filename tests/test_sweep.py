@@ -26,7 +26,7 @@ import custdata
 from custdata import Purpose, RetentionRule, Role
 from custdata.audit import AuditTrail, MemorySink
 from custdata.crypto import Keyring
-from custdata.governance import LegalHolds
+from custdata.governance import HoldError, LegalHolds, UnknownHoldError
 from custdata.sqlalchemy import (
     customer_data,
     replay_deletions,
@@ -409,23 +409,85 @@ class TestLegalHold:
             assert 1 == len(_state(engine, shop)[shop.Ledger.__tablename__])
 
     @pytest.mark.parametrize(
-        ("kwargs", "error"),
+        "kwargs",
         [
-            ({"case": "", "subjects": ["s"], "reason": "r", "actor": "a"}, ValueError),
-            ({"case": "c", "subjects": [], "reason": "r", "actor": "a"}, ValueError),
-            ({"case": "c", "subjects": ["s"], "reason": "", "actor": "a"}, ValueError),
+            {"case": "", "subjects": ["s"], "reason": "r", "actor": "a"},
+            {"case": "c", "subjects": [], "reason": "r", "actor": "a"},
+            {"case": "c", "subjects": ["s"], "reason": "", "actor": "a"},
+            {"case": "c", "subjects": ["s"], "reason": "r", "actor": ""},
+            {"case": "c", "subjects": "cust-1", "reason": "r", "actor": "a"},
+            {
+                "case": "c",
+                "subjects": ["s"],
+                "reason": "r",
+                "actor": "a",
+                "now": dt.datetime(2020, 1, 1),
+            },
+            {"case": "c", "subjects": ["s"], "reason": "r", "actor": "a", "now": 7},
         ],
-        ids=["no-case", "no-subject", "no-reason"],
+        ids=[
+            "no-case",
+            "no-subject",
+            "no-reason",
+            "no-actor",
+            "one-string",
+            "naive-now",
+            "not-a-time",
+        ],
     )
-    def test_misuse(self, kwargs: dict[str, Any], error: type) -> None:
-        """A hold without case, subject or reason is refused."""
-        with pytest.raises(error):
-            LegalHolds().place(**kwargs)
+    def test_misuse(self, kwargs: dict[str, Any]) -> None:
+        """A bad hold is a typed HoldError (still a ValueError), nothing stored."""
+        holds = LegalHolds()
+        with pytest.raises(HoldError) as caught:
+            holds.place(**kwargs)
+        assert isinstance(caught.value, custdata.CustdataError)
+        assert isinstance(caught.value, ValueError)
+        # Bad input is not the refusal of a disposal.
+        assert not isinstance(caught.value, custdata.LegalHoldError)
+        assert [] == holds.store.records_for(["s", "cust-1", "c"])
 
     def test_release_unknown(self) -> None:
-        """Releasing a hold that is not in force is a LookupError."""
-        with pytest.raises(LookupError):
-            LegalHolds().release("hold_x", reason="r", actor="a")
+        """Releasing a hold not in force is an UnknownHoldError (a LookupError)."""
+        holds = LegalHolds()
+        with pytest.raises(UnknownHoldError, match="hold_x") as caught:
+            holds.release("hold_x", reason="r", actor="a")
+        assert isinstance(caught.value, LookupError)
+        assert isinstance(caught.value, HoldError)
+        hold_id = holds.place(
+            case="c", subjects=["cust-canary-77"], reason="r", actor="a", now=T0
+        )
+        assert 1 == holds.release(hold_id, reason="r", actor="a", now=_years(1))
+        # A second release finds nothing in force; the message names no subject.
+        with pytest.raises(UnknownHoldError) as again:
+            holds.release(hold_id, reason="r", actor="a", now=_years(2))
+        assert "cust-canary-77" not in str(again.value)
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"reason": "", "actor": "a"},
+            {"reason": "r", "actor": ""},
+            {"reason": "r", "actor": "a", "now": dt.datetime(2020, 1, 1)},
+        ],
+        ids=["no-reason", "no-actor", "naive-now"],
+    )
+    def test_release_misuse(self, kwargs: dict[str, Any]) -> None:
+        """A bad release is a HoldError and leaves the hold in force."""
+        holds = LegalHolds()
+        hold_id = holds.place(case="c", subjects=["s"], reason="r", actor="a", now=T0)
+        with pytest.raises(HoldError) as caught:
+            holds.release(hold_id, **kwargs)
+        assert not isinstance(caught.value, UnknownHoldError)
+        assert {"s"} == holds.held(["s"], _years(1))
+
+    def test_held_naive_time(self) -> None:
+        """Asking with a naive time is a HoldError, not a TypeError from a compare."""
+        holds = LegalHolds()
+        holds.place(case="c", subjects=["s"], reason="r", actor="a", now=T0)
+        with pytest.raises(HoldError, match="time-zone aware"):
+            holds.held(["s"], dt.datetime(2030, 1, 1))
+        with pytest.raises(HoldError, match="time-zone aware"):
+            holds.refuse_if_held(["s"], dt.datetime(2030, 1, 1), what="x")
 
 
 def _fail_after(engine: Engine, statements: int) -> Any:

@@ -97,10 +97,12 @@ from ._restrictions import RestrictionRecord as RestrictionRecord
 from ._restrictions import Restrictions as Restrictions
 from ._restrictions import RestrictionStore as RestrictionStore
 from ._restrictions import UnknownRestrictionError as UnknownRestrictionError
+from ._retention_holds import HoldError as HoldError
 from ._retention_holds import HoldRecord as HoldRecord
 from ._retention_holds import HoldStore as HoldStore
 from ._retention_holds import InMemoryHoldStore as InMemoryHoldStore
 from ._retention_holds import LegalHolds as LegalHolds
+from ._retention_holds import UnknownHoldError as UnknownHoldError
 from ._review import DUE_SOON_DAYS as DUE_SOON_DAYS
 from ._review import ReviewItem as ReviewItem
 from ._review import register_findings as register_findings
@@ -137,6 +139,7 @@ __all__ = [
     "FieldRecord",
     "ForeignTransferInfo",
     "GdprAssessment",
+    "HoldError",
     "HoldRecord",
     "HoldStore",
     "InMemoryConsentStore",
@@ -184,6 +187,7 @@ __all__ = [
     "TimelineEntry",
     "TrailStatus",
     "UnknownConsentError",
+    "UnknownHoldError",
     "UnknownRestrictionError",
     "build_report",
     "classify",

@@ -6,6 +6,11 @@ held subjects' values, and crypto-shredding and record deletion of a held
 subject are refused with :class:`custdata.LegalHoldError`. A hold is placed and
 released by an actor with a reason, and both are kept as records. Once
 released, the next sweep disposes of whatever has expired meanwhile.
+
+Bad arguments to the register raise :class:`HoldError` (a ``ValueError``) and
+releasing a hold that is not in force :class:`UnknownHoldError` (also a
+``LookupError``), as :class:`~custdata.governance.Restrictions` does; neither
+is a :class:`custdata.LegalHoldError`, which is the refusal of a disposal.
 """
 
 from __future__ import annotations
@@ -19,12 +24,32 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from custdata._errors import LegalHoldError
+from custdata._errors import CustdataError, LegalHoldError
 
 from ._consent import subject_text
 
 
-__all__ = ["HoldRecord", "HoldStore", "InMemoryHoldStore", "LegalHolds"]
+__all__ = [
+    "HoldError",
+    "HoldRecord",
+    "HoldStore",
+    "InMemoryHoldStore",
+    "LegalHolds",
+    "UnknownHoldError",
+]
+
+
+class HoldError(CustdataError, ValueError):
+    """A legal hold cannot be placed or released as asked.
+
+    A missing case, subject, reason or actor. Not a
+    :class:`custdata.LegalHoldError` (the refusal of a disposal because a
+    hold is in force). Messages name the hold's id, never a subject.
+    """
+
+
+class UnknownHoldError(HoldError, LookupError):
+    """No hold in force has the id of the hold being released."""
 
 
 @attrs.frozen(kw_only=True)
@@ -112,6 +137,19 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def _aware(value: object) -> dt.datetime:
+    if value is None:
+        return _now()
+    # Checked at run time too: the times come from application code.
+    if not isinstance(value, dt.datetime):
+        msg = f"the time of a legal hold must be a datetime, not {type(value).__name__}"
+        raise HoldError(msg)
+    if value.tzinfo is None or value.utcoffset() is None:
+        msg = "the time of a legal hold must be time-zone aware"
+        raise HoldError(msg)
+    return value
+
+
 class LegalHolds:
     """The legal-hold register: place, release, and which subjects are held.
 
@@ -144,17 +182,21 @@ class LegalHolds:
         """Place a hold for *case* on *subjects*; return the hold's id.
 
         Raises:
-            ValueError: If *case*, *reason* or *actor* is empty, or no subject
-                is given.
+            HoldError: If *case*, *reason* or *actor* is empty, no subject is
+                given, *subjects* is one string instead of a collection, or
+                *now* is not time-zone aware.
         """
         if not case or not reason or not actor:
             msg = "a legal hold needs its case, a reason and the acting actor"
-            raise ValueError(msg)
+            raise HoldError(msg)
+        if isinstance(subjects, (str, bytes)):
+            msg = "a legal hold's subjects must be a collection of ids, not one string"
+            raise HoldError(msg)
+        at = _aware(now)
         texts = list(dict.fromkeys(subject_text(s) for s in subjects))
         if not texts:
             msg = "a legal hold needs at least one subject"
-            raise ValueError(msg)
-        at = now if now is not None else _now()
+            raise HoldError(msg)
         hold_id = f"hold_{uuid.uuid4().hex}"
         self._store.add_many(
             [
@@ -182,22 +224,26 @@ class LegalHolds:
         """Release a hold; return how many subjects it released.
 
         Raises:
-            ValueError: If *reason* or *actor* is empty.
-            LookupError: If no hold in force has that id.
+            HoldError: If *reason* or *actor* is empty, or *now* is not
+                time-zone aware.
+            UnknownHoldError: If no hold in force has that id.
         """
         if not reason or not actor:
             msg = "releasing a legal hold needs a reason and the acting actor"
-            raise ValueError(msg)
-        count = self._store.release(
-            hold_id, by=actor, at=now if now is not None else _now(), reason=reason
-        )
+            raise HoldError(msg)
+        count = self._store.release(hold_id, by=actor, at=_aware(now), reason=reason)
         if not count:
             msg = f"no legal hold in force has id {hold_id!r}"
-            raise LookupError(msg)
+            raise UnknownHoldError(msg)
         return count
 
     def held(self, subjects: Iterable[object], at: dt.datetime) -> set[str]:
-        """The subjects (as text) of *subjects* that a hold keeps at *at*."""
+        """The subjects (as text) of *subjects* that a hold keeps at *at*.
+
+        Raises:
+            HoldError: If *at* is not time-zone aware.
+        """
+        at = _aware(at)
         texts = list(dict.fromkeys(subject_text(s) for s in subjects))
         if not texts:
             return set()

@@ -25,12 +25,12 @@ from sqlalchemy.engine import Engine
 
 from custdata.governance import Consent
 
+from ._chunks import rows_in_chunks
+
 
 __all__ = ["SqlConsentStore", "consent_table"]
 
 _DEFAULT_TABLE = "custdata_consent"
-#: Subjects per ``IN (...)`` list: well under every driver's bind limit.
-_CHUNK = 500
 
 
 def _when() -> Any:
@@ -170,14 +170,14 @@ class SqlConsentStore:
         """Every record of *subjects* for *purposes* (``None``: any purpose)."""
         t = self.table
         wanted = list(subjects)
-        out: list[Consent] = []
+        query = select(t)
+        if purposes is not None:
+            query = query.where(t.c.purpose.in_(list(purposes)))
         with self._reader.connect() as conn:
-            for start in range(0, len(wanted), _CHUNK):
-                query = select(t).where(t.c.subject.in_(wanted[start : start + _CHUNK]))
-                if purposes is not None:
-                    query = query.where(t.c.purpose.in_(list(purposes)))
-                out.extend(self._record(row) for row in conn.execute(query))
-        return out
+            return [
+                self._record(row)
+                for row in rows_in_chunks(conn, query, t.c.subject, wanted)
+            ]
 
     def in_force(
         self, subjects: Collection[str], purposes: Collection[str], at: dt.datetime
@@ -192,17 +192,17 @@ class SqlConsentStore:
         when = _utc(at)
         cols = (t.c.subject, t.c.id, t.c.scope, t.c.granted_at)
         out: list[tuple[str, str, tuple[str, ...], dt.datetime]] = []
+        query = select(*cols).where(
+            t.c.purpose.in_(list(purposes)),
+            t.c.granted_at <= when,
+            or_(t.c.withdrawn_at.is_(None), t.c.withdrawn_at > when),
+        )
         with self._reader.connect() as conn:
-            for start in range(0, len(wanted), _CHUNK):
-                query = select(*cols).where(
-                    t.c.subject.in_(wanted[start : start + _CHUNK]),
-                    t.c.purpose.in_(list(purposes)),
-                    t.c.granted_at <= when,
-                    or_(t.c.withdrawn_at.is_(None), t.c.withdrawn_at > when),
-                )
-                for subject, cid, scope, granted in conn.execute(query):
-                    fields = () if scope == "[]" else tuple(json.loads(scope))
-                    out.append((subject, cid, fields, _aware(granted)))  # type: ignore[arg-type]
+            for subject, cid, scope, granted in rows_in_chunks(
+                conn, query, t.c.subject, wanted
+            ):
+                fields = () if scope == "[]" else tuple(json.loads(scope))
+                out.append((subject, cid, fields, _aware(granted)))  # type: ignore[arg-type]
         return out
 
     def get(self, consent_id: str) -> Consent | None:

@@ -14,12 +14,11 @@ from sqlalchemy.engine import Engine
 
 from ._anchors import ANCHOR_INFO_KEY, aware_utc
 from ._binding import SUBJECT_INFO_KEY
+from ._chunks import rows_in_chunks
 from ._jobs import _tables_arg
 
 
 __all__ = ["SqlRetentionGuard", "retention_coverage"]
-
-_CHUNK = 500
 
 
 def _subject_column(tbl: Any) -> Any:
@@ -170,23 +169,20 @@ class SqlRetentionGuard:
         }
         if not rules:
             return set()
-        wanted = list(subjects)
+        keys = [target.key(s) for s in subjects]
         expired: set[str] = set()
         with self._engine.connect() as conn:
-            for start in range(0, len(wanted), _CHUNK):
-                keys = [target.key(s) for s in wanted[start : start + _CHUNK]]
-                rows = conn.execute(
-                    select(*target.raw.c).where(target.subject.in_(keys))
-                )
-                for row in rows:
-                    anchors = {
-                        name: when
-                        for name, col in target.anchors.items()
-                        if (when := aware_utc(getattr(row, col))) is not None
-                    }
-                    for rule in rules.values():
-                        end = rule.expires_at(anchors)
-                        if end is not None and now >= end:
-                            expired.add(str(getattr(row, target.subject.name)))
-                            break
+            for row in rows_in_chunks(
+                conn, select(*target.raw.c), target.subject, keys
+            ):
+                anchors = {
+                    name: when
+                    for name, col in target.anchors.items()
+                    if (when := aware_utc(getattr(row, col))) is not None
+                }
+                for rule in rules.values():
+                    end = rule.expires_at(anchors)
+                    if end is not None and now >= end:
+                        expired.add(str(getattr(row, target.subject.name)))
+                        break
         return expired

@@ -13,12 +13,12 @@ from sqlalchemy.engine import Engine
 from custdata.governance import HoldRecord
 
 from ._anchors import UtcDateTime
+from ._chunks import rows_in_chunks
 
 
 __all__ = ["SqlHoldStore", "hold_table"]
 
 _DEFAULT_TABLE = "custdata_legal_hold"
-_CHUNK = 500
 
 
 def hold_table(metadata: MetaData, table_name: str = _DEFAULT_TABLE) -> Table:
@@ -112,14 +112,11 @@ class SqlHoldStore:
         """Every hold record of *subjects*."""
         t = self.table
         wanted = list(subjects)
-        out: list[HoldRecord] = []
         with self._engine.connect() as conn:
-            for start in range(0, len(wanted), _CHUNK):
-                rows = conn.execute(
-                    select(t).where(t.c.subject.in_(wanted[start : start + _CHUNK]))
-                )
-                out.extend(_record(row) for row in rows)
-        return out
+            return [
+                _record(row)
+                for row in rows_in_chunks(conn, select(t), t.c.subject, wanted)
+            ]
 
 
 def _record(row: Any) -> HoldRecord:

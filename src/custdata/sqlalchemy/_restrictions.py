@@ -14,13 +14,12 @@ from sqlalchemy.engine import Engine
 from custdata.governance import RestrictionRecord
 
 from ._anchors import UtcDateTime
+from ._chunks import rows_in_chunks
 
 
 __all__ = ["SqlRestrictionStore", "restriction_table"]
 
 _DEFAULT_TABLE = "custdata_restriction"
-#: Subjects per ``IN (...)`` list: well under every driver's bind limit.
-_CHUNK = 500
 
 
 def restriction_table(metadata: MetaData, table_name: str = _DEFAULT_TABLE) -> Table:
@@ -123,30 +122,25 @@ class SqlRestrictionStore:
         t = self.table
         wanted = list(subjects)
         out: list[tuple[str, tuple[str, ...]]] = []
+        query = select(t.c.subject, t.c.allowed_purposes).where(
+            t.c.placed_at <= at,
+            or_(t.c.lifted_at.is_(None), t.c.lifted_at > at),
+        )
         with self._engine.connect() as conn:
-            for start in range(0, len(wanted), _CHUNK):
-                query = select(t.c.subject, t.c.allowed_purposes).where(
-                    t.c.subject.in_(wanted[start : start + _CHUNK]),
-                    t.c.placed_at <= at,
-                    or_(t.c.lifted_at.is_(None), t.c.lifted_at > at),
-                )
-                for subject, allowed in conn.execute(query):
-                    purposes = () if allowed == "[]" else tuple(json.loads(allowed))
-                    out.append((subject, purposes))
+            for subject, allowed in rows_in_chunks(conn, query, t.c.subject, wanted):
+                purposes = () if allowed == "[]" else tuple(json.loads(allowed))
+                out.append((subject, purposes))
         return out
 
     def records_for(self, subjects: Collection[str]) -> list[RestrictionRecord]:
         """Every restriction record of *subjects*."""
         t = self.table
         wanted = list(subjects)
-        out: list[RestrictionRecord] = []
         with self._engine.connect() as conn:
-            for start in range(0, len(wanted), _CHUNK):
-                rows = conn.execute(
-                    select(t).where(t.c.subject.in_(wanted[start : start + _CHUNK]))
-                )
-                out.extend(_record(row) for row in rows)
-        return out
+            return [
+                _record(row)
+                for row in rows_in_chunks(conn, select(t), t.c.subject, wanted)
+            ]
 
 
 def _record(row: Any) -> RestrictionRecord:
