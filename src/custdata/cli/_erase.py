@@ -11,10 +11,8 @@ from typing import Any
 from .._context import acting_as, purpose
 from .._errors import ConfigurationError, CustdataError
 from ._options import (
-    add_audit_arguments,
     add_database_arguments,
-    add_kek_arguments,
-    add_subject_key_arguments,
+    add_disposal_arguments,
     disposal_custodian,
     iso_time,
     operator,
@@ -48,17 +46,7 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("subject", metavar="SUBJECT", help="the subject's id")
     add_database_arguments(parser)
-    parser.add_argument(
-        "--policy", required=True, metavar="PATH", help="the custdata.toml file"
-    )
-    parser.add_argument(
-        "--keyring",
-        metavar="PATH",
-        help="the keyring file: needed for --audit and to crypto-shred subject keys",
-    )
-    add_kek_arguments(parser)
-    add_subject_key_arguments(parser)
-    add_audit_arguments(parser)
+    add_disposal_arguments(parser)
     parser.add_argument(
         "--role", required=True, help="the role of --actor (it must grant --purpose)"
     )
@@ -75,12 +63,6 @@ def register(commands: Any) -> None:
     )
     parser.add_argument(
         "--request-id", metavar="ID", help="the data-subject request answered"
-    )
-    parser.add_argument(
-        "--holds-table",
-        default="custdata_legal_hold",
-        metavar="NAME",
-        help="the legal-hold table in the --url database (used if it exists)",
     )
     parser.add_argument(
         "--log", metavar="FILE", help="append the deletion log here (keep it apart)"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import json
 import sys
 
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from .._errors import (
     IncidentReportIncompleteError,
     UnknownIncidentError,
 )
-from ._options import add_kek_arguments, iso_time, load_keyring, operator
+from ._options import add_kek_arguments, iso_time, load_keyring, operator, print_result
 
 
 __all__ = ["register"]
@@ -225,13 +224,6 @@ def _session(args: argparse.Namespace) -> Iterator[_Session]:
         session.engine.dispose()
 
 
-def _print(args: argparse.Namespace, data: Any, text: str) -> None:
-    if args.json:
-        print(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True))
-    else:
-        print(text)
-
-
 def _fail(args: argparse.Namespace, exc: CustdataError) -> int:
     print(f"custdata incident {args.incident_command}: {exc}", file=sys.stderr)
     return 2
@@ -274,7 +266,7 @@ def _open(args: argparse.Namespace) -> int:
             session.register.open(incident, actor=operator(args))
     except CustdataError as exc:
         return _fail(args, exc)
-    _print(args, {"incident_id": incident.incident_id}, incident.incident_id)
+    print_result(args, {"incident_id": incident.incident_id}, incident.incident_id)
     return 0
 
 
@@ -312,7 +304,7 @@ def _classify(args: argparse.Namespace) -> int:
         "subjects may demand cessation (35条5項): "
         + _yes(result.eligible_for_cessation)
     )
-    _print(args, result.as_dict(), "\n".join(lines))
+    print_result(args, result.as_dict(), "\n".join(lines))
     return 0
 
 
@@ -358,7 +350,7 @@ def _deadlines(args: argparse.Namespace) -> int:
         f"({r.before.total_seconds() / 3600:g} h before)"
         for r in due
     )
-    _print(args, data, "\n".join(lines))
+    print_result(args, data, "\n".join(lines))
     return 0
 
 
@@ -374,7 +366,7 @@ def _fact(args: argparse.Namespace) -> int:
 
 
 def _recorded(args: argparse.Namespace, entry: Any) -> int:
-    _print(args, {"seq": entry.seq}, f"recorded as entry {entry.seq}")
+    print_result(args, {"seq": entry.seq}, f"recorded as entry {entry.seq}")
     return 0
 
 
@@ -436,7 +428,7 @@ def _timeline(args: argparse.Namespace) -> int:
     text = "\n".join(
         f"{e.seq:>3}  {e.at.isoformat()}  {e.actor}  {e.action.value}" for e in entries
     )
-    _print(args, data, text)
+    print_result(args, data, text)
     return 0
 
 

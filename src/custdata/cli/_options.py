@@ -19,6 +19,7 @@ import contextlib
 import datetime as dt
 import getpass
 import importlib
+import json
 import os
 import re
 import sys
@@ -34,6 +35,8 @@ __all__ = [
     "JobKeys",
     "add_audit_arguments",
     "add_database_arguments",
+    "add_disposal_arguments",
+    "add_holds_table_argument",
     "add_json_argument",
     "add_kek_arguments",
     "add_subject_key_arguments",
@@ -50,6 +53,7 @@ __all__ = [
     "open_subject_keys",
     "operator",
     "positive_int",
+    "print_result",
     "warn_unrecorded",
 ]
 
@@ -482,3 +486,41 @@ def disposal_custodian(args: argparse.Namespace) -> Iterator[tuple[Any, Any, Any
             store_engine.dispose()
         if trail is not None:
             trail.close()
+
+
+def print_result(args: argparse.Namespace, data: Any, text: str) -> None:
+    """Print a command's result: *data* as one JSON document with ``--json``, else *text*."""
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True))
+    else:
+        print(text)
+
+
+def add_holds_table_argument(parser: Any) -> None:
+    """``--holds-table``: the legal-hold table ``disposal_custodian`` reads."""
+    parser.add_argument(
+        "--holds-table",
+        default="custdata_legal_hold",
+        metavar="NAME",
+        help="the legal-hold table in the --url database (used if it exists)",
+    )
+
+
+def add_disposal_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options :func:`disposal_custodian` builds a custodian from.
+
+    ``--policy``, ``--keyring`` with its KEK options, ``--subject-keys``,
+    ``--audit`` with ``--actor`` and ``--holds-table`` (``sweep``, ``erase``).
+    """
+    parser.add_argument(
+        "--policy", required=True, metavar="PATH", help="the custdata.toml file"
+    )
+    parser.add_argument(
+        "--keyring",
+        metavar="PATH",
+        help="the keyring file: needed for --audit and to crypto-shred subject keys",
+    )
+    add_kek_arguments(parser)
+    add_subject_key_arguments(parser)
+    add_audit_arguments(parser)
+    add_holds_table_argument(parser)

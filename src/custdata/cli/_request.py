@@ -29,10 +29,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import json
 import sys
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._errors import (
@@ -43,6 +42,7 @@ from .._errors import (
 )
 from ._options import (
     add_audit_arguments,
+    add_holds_table_argument,
     add_kek_arguments,
     add_subject_key_arguments,
     count_int,
@@ -51,6 +51,7 @@ from ._options import (
     load_keyring,
     open_audit,
     operator,
+    print_result,
     warn_unrecorded,
 )
 
@@ -250,12 +251,7 @@ def _execution(parser: argparse.ArgumentParser) -> None:
         help="the purpose acted for: one that may_erase for an erasure "
         "(a disclosure reads under 'disclosure')",
     )
-    group.add_argument(
-        "--holds-table",
-        default="custdata_legal_hold",
-        metavar="NAME",
-        help="the legal-hold table in the --url database (used if it exists)",
-    )
+    add_holds_table_argument(group)
     group.add_argument(
         "--out", metavar="PATH", help="the file a disclosure is written to"
     )
@@ -336,13 +332,6 @@ def _session(args: argparse.Namespace) -> Iterator[_Session]:
         session.engine.dispose()
 
 
-def _print(args: argparse.Namespace, data: Any, text: str) -> None:
-    if args.json:
-        print(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True))
-    else:
-        print(text)
-
-
 def _fail(args: argparse.Namespace, exc: CustdataError) -> int:
     print(f"custdata request {args.request_command}: {exc}", file=sys.stderr)
     return 2
@@ -390,7 +379,7 @@ def _kinds(args: argparse.Namespace) -> int:
         for k in kinds
     ]
     text = "\n".join(f"{k.key:<24} {k.article:<16} {k.label_en}" for k in kinds)
-    _print(args, data, text)
+    print_result(args, data, text)
     return 0
 
 
@@ -420,7 +409,7 @@ def _open(args: argparse.Namespace) -> int:
             )
     except CustdataError as exc:
         return _fail(args, exc)
-    _print(
+    print_result(
         args,
         _summary(request, at),
         f"{request.request_id} due {request.due_at.isoformat()}",
@@ -429,7 +418,7 @@ def _open(args: argparse.Namespace) -> int:
 
 
 def _stepped(args: argparse.Namespace, request: Any) -> int:
-    _print(
+    print_result(
         args,
         _summary(request, request.history[-1].at),
         f"{request.request_id}: {request.state.value}, due {request.due_at.isoformat()}",
@@ -437,48 +426,49 @@ def _stepped(args: argparse.Namespace, request: Any) -> int:
     return 0
 
 
-def _verify(args: argparse.Namespace) -> int:
+def _step(args: argparse.Namespace, call: Callable[..., Any]) -> int:
+    """Run one step of the desk (*call* gets the desk, ``at`` and ``actor``)."""
     try:
         with _session(args) as session:
-            request = session.desk.verify(
-                args.request_id,
-                method=args.method,
-                at=_time(args.at),
-                actor=operator(args),
-            )
+            request = call(session.desk, at=_time(args.at), actor=operator(args))
     except CustdataError as exc:
         return _fail(args, exc)
     return _stepped(args, request)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    return _step(
+        args,
+        lambda desk, **when: desk.verify(
+            args.request_id,
+            method=args.method,
+            **when,
+        ),
+    )
 
 
 def _extend(args: argparse.Namespace) -> int:
-    try:
-        with _session(args) as session:
-            request = session.desk.extend(
-                args.request_id,
-                reason=args.reason,
-                at=_time(args.at),
-                actor=operator(args),
-            )
-    except CustdataError as exc:
-        return _fail(args, exc)
-    return _stepped(args, request)
+    return _step(
+        args,
+        lambda desk, **when: desk.extend(
+            args.request_id,
+            reason=args.reason,
+            **when,
+        ),
+    )
 
 
 def _decide(args: argparse.Namespace) -> int:
-    try:
-        with _session(args) as session:
-            request = session.desk.decide(
-                args.request_id,
-                grant=args.grant,
-                grounds=args.ground,
-                reason=args.reason,
-                at=_time(args.at),
-                actor=operator(args),
-            )
-    except CustdataError as exc:
-        return _fail(args, exc)
-    return _stepped(args, request)
+    return _step(
+        args,
+        lambda desk, **when: desk.decide(
+            args.request_id,
+            grant=args.grant,
+            grounds=args.ground,
+            reason=args.reason,
+            **when,
+        ),
+    )
 
 
 def _results(pairs: list[str]) -> dict[str, str]:
@@ -495,35 +485,28 @@ def _results(pairs: list[str]) -> dict[str, str]:
 def _fulfil(args: argparse.Namespace) -> int:
     if args.execute:
         return _execute(args)
-    try:
-        result = _results(args.result)
-        with _session(args) as session:
-            request = session.desk.fulfil(
-                args.request_id,
-                partial=args.partial,
-                grounds=args.ground,
-                reason=args.reason,
-                result=result,
-                at=_time(args.at),
-                actor=operator(args),
-            )
-    except CustdataError as exc:
-        return _fail(args, exc)
-    return _stepped(args, request)
+    return _step(
+        args,
+        lambda desk, **when: desk.fulfil(
+            args.request_id,
+            partial=args.partial,
+            grounds=args.ground,
+            reason=args.reason,
+            result=_results(args.result),
+            **when,
+        ),
+    )
 
 
 def _withdraw(args: argparse.Namespace) -> int:
-    try:
-        with _session(args) as session:
-            request = session.desk.withdraw(
-                args.request_id,
-                reason=args.reason,
-                at=_time(args.at),
-                actor=operator(args),
-            )
-    except CustdataError as exc:
-        return _fail(args, exc)
-    return _stepped(args, request)
+    return _step(
+        args,
+        lambda desk, **when: desk.withdraw(
+            args.request_id,
+            reason=args.reason,
+            **when,
+        ),
+    )
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -540,7 +523,7 @@ def _list(args: argparse.Namespace) -> int:
         return _fail(args, exc)
     data = [_summary(r, now) for r in requests]
     text = "\n".join(_line(r, now) for r in requests) or "no requests"
-    _print(args, data, text)
+    print_result(args, data, text)
     return 0
 
 
@@ -584,7 +567,7 @@ def _show(args: argparse.Namespace) -> int:
         f"{e.seq:>3}  {e.at.isoformat()}  {e.actor}  {e.action.value}"
         for e in request.history
     )
-    _print(args, data, "\n".join(lines))
+    print_result(args, data, "\n".join(lines))
     return 0
 
 
@@ -671,7 +654,7 @@ def _execute(args: argparse.Namespace) -> int:
         return _fail(args, exc)
     except SQLAlchemyError as exc:
         return _fail(args, RequestError(f"database error ({type(exc).__name__})"))
-    _print(args, data, text)
+    print_result(args, data, text)
     return 0
 
 

@@ -10,10 +10,8 @@ from typing import Any
 
 from .._errors import CustdataError
 from ._options import (
-    add_audit_arguments,
     add_database_arguments,
-    add_kek_arguments,
-    add_subject_key_arguments,
+    add_disposal_arguments,
     disposal_custodian,
     iso_time,
     positive_int,
@@ -44,23 +42,7 @@ def register(commands: Any) -> None:
         ),
     )
     add_database_arguments(parser)
-    parser.add_argument(
-        "--policy", required=True, metavar="PATH", help="the custdata.toml file"
-    )
-    parser.add_argument(
-        "--keyring",
-        metavar="PATH",
-        help="the keyring file: needed for --audit and to crypto-shred subject keys",
-    )
-    add_kek_arguments(parser)
-    add_subject_key_arguments(parser)
-    add_audit_arguments(parser)
-    parser.add_argument(
-        "--holds-table",
-        default="custdata_legal_hold",
-        metavar="NAME",
-        help="the legal-hold table in the --url database (used if it exists)",
-    )
+    add_disposal_arguments(parser)
     parser.add_argument("--dry-run", action="store_true", help="count; change nothing")
     parser.add_argument(
         "--log", metavar="FILE", help="append the deletion log here (keep it apart)"
