@@ -517,6 +517,8 @@ class TestDisclose:
             returned = disclose_subject(session, fp, "csv")
         assert written.path == tmp_path / "copy.csv"
         assert written.path.read_text(encoding="utf-8") == returned.text
+        assert 0o600 == written.path.stat().st_mode & 0o777
+        assert [] == list(tmp_path.glob(".copy.csv.*"))  # no temporary left
         assert CANARY["email"] in returned.text
         assert written.text == ""
         for value in CANARY.values():
@@ -529,13 +531,35 @@ class TestDisclose:
         with Session(engine) as session, pytest.raises(custdata.ActorRequiredError):
             disclose_subject(session, fp, "json", io.StringIO(), tables=shop.Base)
 
+    def test_unwritable_out_is_a_configuration_error(
+        self,
+        engine: Engine,
+        shop: Shop,
+        world: World,
+        two: tuple[uuid.UUID, uuid.UUID],
+        tmp_path: Path,
+    ) -> None:
+        """A path that cannot be written is a typed error naming no value; no file is left."""
+        subject, _other = two
+        exports = tmp_path / "exports"
+        exports.mkdir()
+        target = exports / "missing-folder" / "copy.json"
+        with Session(engine) as session, dpo():
+            fp = locate_subject(session, subject, tables=shop.Base)
+            with pytest.raises(custdata.ConfigurationError) as info:
+                disclose_subject(session, fp, "json", target)
+        assert "cannot write the disclosure" in str(info.value)
+        for value in CANARY.values():
+            assert value not in str(info.value)
+        assert [] == list(exports.iterdir())
+
     def test_bad_format(self, engine: Engine, shop: Shop, world: World) -> None:
-        """An unknown format is a ValueError."""
+        """An unknown format is a ConfigurationError (a ValueError too)."""
         fp = custdata.sqlalchemy.SubjectFootprint(subject=uuid.uuid4(), rows=())
         with (
             Session(engine) as session,
             dpo(),
-            pytest.raises(ValueError, match="format"),
+            pytest.raises(custdata.ConfigurationError, match="format"),
         ):
             disclose_subject(session, fp, "xml", io.StringIO())  # type: ignore[arg-type]
 

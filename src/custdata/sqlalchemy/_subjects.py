@@ -48,6 +48,7 @@ from custdata._errors import (
     SubjectNotFoundError,
 )
 from custdata._retention import Anchor, Period, RetentionRule, resolve_retention
+from custdata.crypto._files import write_private_file
 
 from ._anchors import aware_utc
 from ._binding import subject_value
@@ -610,8 +611,11 @@ def disclose_subject(
         session: The application's session.
         footprint: What :func:`locate_subject` found.
         format: ``"json"`` or ``"csv"``.
-        out: A path (written as UTF-8) or a text stream to write to;
-            ``None`` returns the export as :attr:`Disclosure.text`.
+        out: A path or a text stream to write to; ``None`` returns the
+            export as :attr:`Disclosure.text`. A path is written as UTF-8,
+            readable by its owner only (mode 0600), through a temporary file
+            renamed into place: a crash or a full disk never leaves a partial
+            export (the ``export.subject`` events are recorded before).
         purpose: The disclosure purpose (default ``"disclosure"``).
         tables: The tables (default: those the footprint was located in).
         request_id: The request answered, recorded with the events.
@@ -621,13 +625,15 @@ def disclose_subject(
         What was written.
 
     Raises:
-        ValueError: An unknown *format*.
+        ConfigurationError: An unknown *format*, or *out* cannot be written
+            (a ``ValueError`` too).
         ActorRequiredError: No actor is in force.
         PurposeNotGrantedError, PurposeViolationError: The read was refused.
         AuditUnavailableError: The disclosure could not be recorded.
     """
     if format not in {"json", "csv"}:
-        raise ValueError("format must be 'json' or 'csv'")
+        msg = "format must be 'json' or 'csv'"
+        raise ConfigurationError(msg)
     ctx = current_access()
     if ctx.actor is None:
         msg = "a disclosure needs an actor: use custdata.acting_as()"
@@ -680,7 +686,11 @@ def disclose_subject(
     path: Path | None = None
     if isinstance(out, (str, Path)):
         path = Path(out)
-        path.write_text(text, encoding="utf-8")
+        try:
+            write_private_file(path, text)
+        except OSError as exc:
+            msg = f"cannot write the disclosure to {path} ({exc.strerror})"
+            raise ConfigurationError(msg) from None
     elif out is not None:
         out.write(text)
     return Disclosure(
