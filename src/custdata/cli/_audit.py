@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from pathlib import Path
 from typing import Any
 
 from custdata._errors import CustdataError
 
-from ._options import add_kek_arguments, iso_time, load_keyring
+from ._options import add_kek_arguments, fail, iso_time, load_keyring
 
 
 __all__ = ["register"]
@@ -144,9 +143,8 @@ def _window(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _usage(message: str, command: str = "verify") -> int:
-    print(f"custdata audit {command}: error: {message}", file=sys.stderr)
-    return 2
+def _usage(args: argparse.Namespace, message: str, command: str = "verify") -> int:
+    return fail(args, f"audit {command}", f"error: {message}")
 
 
 class _Usage(Exception):  # noqa: N818 - internal control flow, never escapes
@@ -233,11 +231,11 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         keys, source, anchor, verifier, engine = _prepare(args)
     except _Usage as exc:
-        return _usage(str(exc))
+        return _usage(args, str(exc))
     try:
         report = _run_verify(args, keys, source, anchor, verifier)
     except Exception as exc:  # noqa: BLE001 - report any read failure as usage
-        return _usage(f"cannot read the trail ({type(exc).__name__})")
+        return _usage(args, f"cannot read the trail ({type(exc).__name__})")
     finally:
         if engine is not None:
             engine.dispose()
@@ -273,7 +271,7 @@ def _investigate(args: argparse.Namespace, command: str) -> int:
     try:
         keys, source, anchor, verifier, engine = _prepare(args)
     except _Usage as exc:
-        return _usage(str(exc), command)
+        return _usage(args, str(exc), command)
     try:
         report = _run_verify(args, keys, source, anchor, verifier)
         if command == "who-read":
@@ -289,7 +287,7 @@ def _investigate(args: argparse.Namespace, command: str) -> int:
             )
             subject = {"actor": args.actor}
     except Exception as exc:  # noqa: BLE001 - report any read failure as usage
-        return _usage(f"cannot read the trail ({type(exc).__name__})", command)
+        return _usage(args, f"cannot read the trail ({type(exc).__name__})", command)
     finally:
         if engine is not None:
             engine.dispose()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import sys
 
 from typing import Any
 
@@ -14,7 +13,7 @@ from .._errors import ConfigurationError
 from .._lifecycle import compare_policies
 from .._policy import Policy
 from ..governance import contractor_findings
-from ._options import add_today_argument, chosen_date, load_models
+from ._options import add_today_argument, chosen_date, fail, load_models
 from ._published import published_findings, register_findings
 from ._request import add_requests_url_arguments, read_requests
 
@@ -87,11 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
             findings.extend(check_models(load_models(args.models), policy))
     except ConfigurationError as exc:
-        if args.json:
-            print(json.dumps({"error": str(exc), "findings": []}, ensure_ascii=False))
-        else:
-            print(f"custdata check: {exc}", file=sys.stderr)
-        return 2
+        return fail(args, "check", exc)
     _print(findings, as_json=args.json, source=args.policy)
     return 1 if findings else 0
 

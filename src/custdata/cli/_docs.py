@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 from custdata._errors import ConfigurationError
 from custdata._policy import Policy
 
-from ._options import add_json_argument, load_models
+from ._options import add_json_argument, fail, load_models
 
 
 __all__ = ["register"]
@@ -167,14 +166,9 @@ def run_render(args: argparse.Namespace) -> int:
                 (out / name).write_text(text, encoding="utf-8")
                 written.append(name)
     except ConfigurationError as exc:
-        print(f"custdata docs render: {exc}", file=sys.stderr)
-        return 2
+        return fail(args, "docs render", exc)
     except OSError as exc:
-        print(
-            f"custdata docs render: cannot write to {args.out} ({exc.strerror})",
-            file=sys.stderr,
-        )
-        return 2
+        return fail(args, "docs render", f"cannot write to {args.out} ({exc.strerror})")
     if args.json:
         files = [str(out / name) for name in dict.fromkeys(written)]
         print(json.dumps({"out": str(out), "files": files}, indent=2))

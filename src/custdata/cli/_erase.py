@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from typing import Any
 
@@ -14,6 +13,7 @@ from ._options import (
     add_database_arguments,
     add_disposal_arguments,
     disposal_custodian,
+    fail,
     iso_time,
     operator,
     warn_unrecorded,
@@ -115,8 +115,7 @@ def run(args: argparse.Namespace) -> int:
                 # Said once the erasure is done: a refused one changed nothing.
                 warn_unrecorded("erase", args, "customer data was erased")
     except CustdataError as exc:
-        print(f"custdata erase: {exc}", file=sys.stderr)
-        return 2
+        return fail(args, "erase", exc)
     _print(result, as_json=args.json)
     return 0
 

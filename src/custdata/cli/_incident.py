@@ -29,7 +29,14 @@ from .._errors import (
     IncidentReportIncompleteError,
     UnknownIncidentError,
 )
-from ._options import add_kek_arguments, iso_time, load_keyring, operator, print_result
+from ._options import (
+    add_kek_arguments,
+    fail,
+    iso_time,
+    load_keyring,
+    operator,
+    print_result,
+)
 
 
 __all__ = ["register"]
@@ -225,8 +232,7 @@ def _session(args: argparse.Namespace) -> Iterator[_Session]:
 
 
 def _fail(args: argparse.Namespace, exc: CustdataError) -> int:
-    print(f"custdata incident {args.incident_command}: {exc}", file=sys.stderr)
-    return 2
+    return fail(args, f"incident {args.incident_command}", exc)
 
 
 def _open(args: argparse.Namespace) -> int:
@@ -439,11 +445,8 @@ def _report(args: argparse.Namespace) -> int:
                 args.incident_id, kind=args.kind, stage=args.stage
             )
     except IncidentReportIncompleteError as exc:
-        print(
-            f"custdata incident report: the final report lacks: {', '.join(exc.missing)}",
-            file=sys.stderr,
-        )
-        return 1
+        lacks = f"the final report lacks: {', '.join(exc.missing)}"
+        return fail(args, "incident report", lacks, status=1)
     except CustdataError as exc:
         return _fail(args, exc)
     if args.json:

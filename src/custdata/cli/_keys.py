@@ -23,6 +23,7 @@ from ._options import (
     add_json_argument,
     add_kek_arguments,
     add_subject_key_arguments,
+    fail,
     key_provider,
     load_keyring,
     load_models,
@@ -128,23 +129,19 @@ def _json(document: dict[str, Any]) -> None:
     print(json.dumps(document, indent=2))
 
 
-def _fail(command: str, error: Exception) -> int:
-    print(f"custdata keys {command}: {error}", file=sys.stderr)
-    return 2
-
-
 def run_init(args: argparse.Namespace) -> int:
     """Run ``custdata keys init PATH``."""
     try:
         keyring = Keyring.generate(provider=key_provider(args, create=True))
         keyring.save(args.path, overwrite=False)
     except FileExistsError:
-        return _fail(
-            "init",
+        return fail(
+            args,
+            "keys init",
             ConfigurationError("the file exists; not overwriting it", path=args.path),
         )
     except (CustdataError, OSError) as exc:
-        return _fail("init", exc)
+        return fail(args, "keys init", exc)
     if args.json:
         _json(
             {
@@ -180,7 +177,7 @@ def run_rotate(args: argparse.Namespace) -> int:
             )
         keyring.save(args.path)
     except (CustdataError, OSError) as exc:
-        return _fail("rotate", exc)
+        return fail(args, "keys rotate", exc)
     finally:
         if trail is not None:
             trail.close()
@@ -262,7 +259,7 @@ def run_retire(args: argparse.Namespace) -> int:
             )
         keyring.save(args.path)
     except (CustdataError, OSError, ValueError) as exc:
-        return _fail("retire", exc)
+        return fail(args, "keys retire", exc)
     finally:
         if trail is not None:
             trail.close()
@@ -356,7 +353,7 @@ def run_show(args: argparse.Namespace) -> int:
     try:
         keyring = load_keyring(args.path, args)
     except (CustdataError, OSError) as exc:
-        return _fail("show", exc)
+        return fail(args, "keys show", exc)
     rows = [
         {
             "id": info.key_id,

@@ -44,6 +44,7 @@ __all__ = [
     "chosen_date",
     "count_int",
     "disposal_custodian",
+    "fail",
     "iso_date",
     "iso_time",
     "key_provider",
@@ -486,6 +487,31 @@ def disposal_custodian(args: argparse.Namespace) -> Iterator[tuple[Any, Any, Any
             store_engine.dispose()
         if trail is not None:
             trail.close()
+
+
+def fail(
+    args: argparse.Namespace, command: str, message: object, *, status: int = 2
+) -> int:
+    """Report that ``custdata`` *command* failed with *message* and return *status*.
+
+    *command* is the command's words after ``custdata`` (``"keys show"``), or
+    ``""`` for the program itself.
+
+    The message always goes to stderr as ``custdata COMMAND: MESSAGE``. With
+    ``--json`` the same error is also printed on stdout as one JSON document,
+    ``{"command": …, "error": …, "status": …}``, so a script that reads the
+    command's JSON output gets a document on failure too. *message* must name
+    what failed, never a stored value (the library's errors never carry one).
+    """
+    text = str(message)
+    if getattr(args, "json", False):
+        error = {"command": command, "error": text, "status": status}
+        print(json.dumps(error, ensure_ascii=False, indent=2, sort_keys=True))
+    print(
+        f"custdata {command}: {text}" if command else f"custdata: {text}",
+        file=sys.stderr,
+    )
+    return status
 
 
 def print_result(args: argparse.Namespace, data: Any, text: str) -> None:

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from typing import Any
 
 from .._errors import ConfigurationError
 from .._policy import Policy
-from ._options import add_today_argument, chosen_date
+from ._options import add_today_argument, chosen_date, fail
 
 
 def register(commands: Any) -> None:
@@ -87,17 +86,10 @@ def _records(args: argparse.Namespace) -> int:
     try:
         engine = create_engine(args.url, hide_parameters=True)
     except (ArgumentError, ValueError) as exc:
-        print(
-            f"custdata provision records: invalid database URL ({type(exc).__name__})",
-            file=sys.stderr,
-        )
-        return 2
+        bad_url = f"invalid database URL ({type(exc).__name__})"
+        return fail(args, "provision records", bad_url)
     except ImportError as exc:
-        print(
-            f"custdata provision records: database driver missing ({exc.name})",
-            file=sys.stderr,
-        )
-        return 2
+        return fail(args, "provision records", f"database driver missing ({exc.name})")
     try:
         store = SqlProvisionRecordStore(engine, prefix=args.prefix)
         disclosure = disclose_records(store, args.subject)
@@ -124,8 +116,7 @@ def _contractors_check(args: argparse.Namespace) -> int:
     try:
         policy = Policy.from_toml(args.policy)
     except ConfigurationError as exc:
-        print(f"custdata contractors check: {exc}", file=sys.stderr)
-        return 2
+        return fail(args, "contractors check", exc)
     findings = contractor_findings(policy, today=today)
     if args.json:
         print(

@@ -18,6 +18,7 @@ from ._options import (
     add_kek_arguments,
     add_subject_key_arguments,
     count_int,
+    fail,
     load_keyring,
     load_models,
     open_audit,
@@ -159,8 +160,7 @@ def run(args: argparse.Namespace) -> int:
             engine.dispose()
     except CustdataError as exc:
         bar.close()
-        print(f"custdata reencrypt: {exc}", file=sys.stderr)
-        return 2
+        return fail(args, "reencrypt", exc)
     finally:
         if store_engine is not None:
             store_engine.dispose()

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +47,7 @@ from ._options import (
     add_kek_arguments,
     add_today_argument,
     chosen_date,
+    fail,
 )
 from ._request import add_requests_url_arguments, read_requests
 
@@ -207,14 +207,9 @@ def run(args: argparse.Namespace) -> int:
         for name, text in pages.items():
             (out / name).write_text(text, encoding="utf-8")
     except ConfigurationError as exc:
-        print(f"custdata report: {exc}", file=sys.stderr)
-        return 2
+        return fail(args, "report", exc)
     except OSError as exc:
-        print(
-            f"custdata report: cannot write to {args.html} ({exc.strerror})",
-            file=sys.stderr,
-        )
-        return 2
+        return fail(args, "report", f"cannot write to {args.html} ({exc.strerror})")
     if args.json:
         document = {
             "date": today.isoformat(),

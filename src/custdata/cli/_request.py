@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import sys
 
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -47,6 +46,7 @@ from ._options import (
     add_subject_key_arguments,
     count_int,
     disposal_custodian,
+    fail,
     iso_time,
     load_keyring,
     open_audit,
@@ -333,8 +333,7 @@ def _session(args: argparse.Namespace) -> Iterator[_Session]:
 
 
 def _fail(args: argparse.Namespace, exc: CustdataError) -> int:
-    print(f"custdata request {args.request_command}: {exc}", file=sys.stderr)
-    return 2
+    return fail(args, f"request {args.request_command}", exc)
 
 
 def _line(r: Any, now: dt.datetime) -> str:

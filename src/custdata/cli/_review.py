@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import json
 import re
-import sys
 
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from custdata._errors import ConfigurationError
 from custdata._policy import Policy
 
 from ._docs import add_policy_argument
-from ._options import add_json_argument, add_today_argument, chosen_date
+from ._options import add_json_argument, add_today_argument, chosen_date, fail
 
 
 __all__ = ["register"]
@@ -90,14 +89,9 @@ def run(args: argparse.Namespace) -> int:
             json.dumps(snapshot, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
         )
     except ConfigurationError as exc:
-        print(f"custdata review: {exc}", file=sys.stderr)
-        return 2
+        return fail(args, "review", exc)
     except OSError as exc:
-        print(
-            f"custdata review: cannot write to {args.out} ({exc.strerror})",
-            file=sys.stderr,
-        )
-        return 2
+        return fail(args, "review", f"cannot write to {args.out} ({exc.strerror})")
     findings = [
         *check_policy(policy, today=today),
         *register_findings(policy, today=today),

@@ -13,6 +13,7 @@ from ._options import (
     add_database_arguments,
     add_disposal_arguments,
     disposal_custodian,
+    fail,
     iso_time,
     positive_int,
     warn_unrecorded,
@@ -103,8 +104,7 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
     except CustdataError as exc:
         bar.close()
-        print(f"custdata sweep: {exc}", file=sys.stderr)
-        return 2
+        return fail(args, "sweep", exc)
     _print(report, as_json=args.json)
     return 0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from typing import Any
 
@@ -12,6 +11,7 @@ from .._errors import CustdataError
 from ._options import (
     add_database_arguments,
     add_subject_key_arguments,
+    fail,
     load_models,
     open_subject_keys,
 )
@@ -56,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
             if store_engine is not None:
                 store_engine.dispose()
     except CustdataError as exc:
-        print(f"custdata keys usage: {exc}", file=sys.stderr)
-        return 2
+        return fail(args, "keys usage", exc)
     if args.json:
         rows = [
             {
