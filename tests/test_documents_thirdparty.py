@@ -32,6 +32,7 @@ from custdata.governance import (
     render_document,
     render_report,
 )
+from custdata.governance._documents import country_name
 
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -96,7 +97,7 @@ class TestContractorsAndJointUse:
         mailhouse = next(r for r in rows if "Mailhouse" in r)
         # the name is escaped for Markdown: its pipe does not split the cell
         assert r"Mailhouse \| Pte \<Ltd\>" in mailhouse
-        assert "| SG | SG |" in mailhouse
+        assert "| Singapore | Singapore |" in mailhouse
         assert "To send product and campaign news by e-mail" in mailhouse
 
     @pytest.mark.parametrize("lang", ["ja", "en"])
@@ -145,12 +146,41 @@ class TestContractorsAndJointUse:
 
 
 class TestForeignCountries:
+    @pytest.mark.parametrize(
+        ("code", "lang", "name"),
+        [
+            ("US", "ja", "アメリカ合衆国"),
+            ("us", "en", "United States"),
+            ("VN", "ja", "ベトナム"),
+            ("SG", "en", "Singapore"),
+            ("Atlantis", "en", "Atlantis"),
+        ],
+    )
+    def test_country_names_come_from_cldr(
+        self, code: str, lang: str, name: str
+    ) -> None:
+        """An ISO 3166 code is printed as the country's name; other text as written."""
+        assert name == country_name(code, lang)  # type: ignore[arg-type]
+
     @pytest.mark.parametrize("name", ["regulation", "notice", "ledger"])
     def test_published_foreign_country_is_named(self, name: str) -> None:
         """The foreign countries of handling come from notice.foreign_countries."""
         text = render_document(_abroad(), name, lang="ja")
-        assert "外国において個人データを取り扱っている国: VN" in text
+        # APPI 28条2項: the country by its name, not its ISO code
+        assert "外国において個人データを取り扱っている国: ベトナム。" in text
         assert "外国において個人データを取り扱っていません" not in text
+
+    @pytest.mark.parametrize("lang", ["ja", "en"])
+    def test_drift_check_looks_for_the_country_name(self, lang: str) -> None:
+        """PUB003: the published notice must name the country, as the notice prints it."""
+        policy = _abroad()
+        published = render_document(policy, "notice", lang=lang)  # type: ignore[arg-type]
+        assert [] == notice_drift(policy, published)
+        name = "ベトナム" if lang == "ja" else "Vietnam"
+        found = notice_drift(policy, published.replace(name, "VN"))
+        assert [("PUB003", "notice.foreign_countries.VN")] == [
+            (d.code, d.key_path) for d in found
+        ]
 
     def test_ropa_transfers_are_per_purpose(self) -> None:
         """GDPR 30(1)(e): a purpose whose contractor handles data abroad lists that
@@ -161,7 +191,7 @@ class TestForeignCountries:
             for line in text.splitlines()
             if line.startswith("| ") and " | customers | " in line
         }
-        assert "VN" == rows["shipping"][6]
+        assert "Vietnam" == rows["shipping"][6]
         assert "none" == rows["billing"][6]
 
     def test_ropa_recipients_name_contractors_and_joint_users(
@@ -176,7 +206,7 @@ class TestForeignCountries:
             if line.startswith("| ") and " | customers | " in line
         }
         hayate = sample_policy.third_party.contractors["hayate_delivery"]
-        assert f"{hayate.name} (JP)" == rows["shipping"][5]
+        assert f"{hayate.name} (Japan)" == rows["shipping"][5]
         scope = sample_policy.third_party.joint_uses["sakura_group"].scope
         # joint use declared for marketing covers its sub-purposes
         assert f"{scope} (joint use)" == rows["marketing.email"][5]
@@ -195,8 +225,9 @@ class TestDeprecatedAlias:
         assert [("POL007", "third_party.published_foreign_countries")] == [
             (f.code, f.key_path) for f in found if f.code == "POL007"
         ]
-        assert "Countries where personal data is handled: US" in render_document(
-            policy, "notice", lang="en"
+        assert (
+            "Countries where personal data is handled: United States."
+            in render_document(policy, "notice", lang="en")
         )
 
     def test_both_given_and_differing_is_refused(self) -> None:
@@ -367,13 +398,13 @@ class TestReport:
         policy = _abroad()
         picture = data_map(policy)
         recipients = {r[0]: r for r in picture.recipients}
-        assert "JP, VN" == recipients["contractor.hayate_delivery"][3]
+        assert "Japan, Vietnam" == recipients["contractor.hayate_delivery"][3]
         assert "joint use" == recipients["joint_use.sakura_group"][2]
         assert ("p:shipping", "x:contractor.hayate_delivery") in picture.edges
         assert ("p:marketing", "x:joint_use.sakura_group") in picture.edges
         page = render_report(policy, today=TODAY)["index.html"]
         assert 'class="node recipient" data-id="contractor.hayate_delivery"' in page
-        assert "JP, VN" in page
+        assert "Japan, Vietnam" in page
         assert 'id="recipients"' in page
 
     def test_recipient_names_are_escaped(self) -> None:

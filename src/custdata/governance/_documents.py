@@ -217,6 +217,19 @@ _LABELS: Mapping[str, Mapping[str, str]] = {
 }
 
 
+def country_name(code: str, lang: Lang) -> str:
+    """Return the name of the country whose ISO 3166 code is *code*, in *lang*.
+
+    APPI 28条2項 has the subject told the *name* of a foreign country, so the
+    documents print ``アメリカ合衆国`` / ``United States``, not ``US``. Names come
+    from the Unicode CLDR through Babel; text that is not a known code is shown
+    as written.
+    """
+    from babel import Locale  # noqa: PLC0415 - only rendering needs the CLDR tables
+
+    return str(Locale.parse(lang).territories.get(code.strip().upper(), code))
+
+
 def _label(lang: str, key: object) -> str:
     value = getattr(key, "value", key)
     return _LABELS[lang].get(str(value), str(value))
@@ -522,8 +535,10 @@ def _third_party(
             "id": c.id,
             "name": c.name,
             "address": c.address,
-            "country": c.country,
-            "countries": sorted(c.handling_countries()),
+            "country": country_name(c.country, lang),
+            "countries": [
+                country_name(k, lang) for k in sorted(c.handling_countries())
+            ],
             "purposes": [text(policy.purposes[p]) for p in c.purposes],
             "purpose_ids": list(c.purposes),
             "categories": [cat_label(k) for k in c.categories],
@@ -538,7 +553,7 @@ def _third_party(
             "subcontractors": [
                 {
                     "name": sub.name,
-                    "countries": list(sub.countries),
+                    "countries": [country_name(k, lang) for k in sub.countries],
                     "approved": sub.approved,
                 }
                 for sub in c.subcontractors
@@ -566,7 +581,7 @@ def _third_party(
     recipients = {
         pid: [
             *(
-                f"{c.name} ({c.country})"
+                f"{c.name} ({country_name(c.country, lang)})"
                 for c in sorted(tp.contractors.values(), key=lambda c: c.id)
                 if covers(c.purposes, pid)
             ),
@@ -579,15 +594,18 @@ def _third_party(
         for pid in policy.purposes
     }
     transfers = {
-        pid: sorted(
-            {
-                country
-                for c in tp.contractors.values()
-                if covers(c.purposes, pid)
-                for country in c.handling_countries()
-                if country != tp.home_country
-            }
-        )
+        pid: [
+            country_name(k, lang)
+            for k in sorted(
+                {
+                    country
+                    for c in tp.contractors.values()
+                    if covers(c.purposes, pid)
+                    for country in c.handling_countries()
+                    if country != tp.home_country
+                }
+            )
+        ]
         for pid in policy.purposes
     }
     provided: dict[tuple[str, str], dict[str, Any]] = {}
@@ -600,7 +618,9 @@ def _third_party(
             (r.counterparty_id, r.basis),
             {
                 "recipient": str(who.get("name") or r.counterparty_id),
-                "country": str(who.get("country") or "-"),
+                "country": country_name(str(who["country"]), lang)
+                if who.get("country")
+                else "-",
                 "basis": _label(lang, f"basis.{r.basis}"),
                 "items": set(),
                 "records": 0,
@@ -631,8 +651,10 @@ def _third_party(
         "transfers": transfers,
         "provisions": provisions,
         "records_given": records is not None,
-        "foreign_countries": list(policy.registers.notice.foreign_countries),
-        "home_country": tp.home_country,
+        "foreign_countries": [
+            country_name(k, lang) for k in policy.registers.notice.foreign_countries
+        ],
+        "home_country": country_name(tp.home_country, lang),
     }
 
 
@@ -940,7 +962,8 @@ def notice_drift(policy: Policy, published: str) -> list[Drift]:
         f"notice.fee_{lang}": notice.fee_ja if lang == "ja" else notice.fee_en,
     }
     for country in notice.foreign_countries:
-        items[f"notice.foreign_countries.{country}"] = country
+        # The notice prints the country's name (28条2項), so that is what is looked for.
+        items[f"notice.foreign_countries.{country}"] = country_name(country, lang)
     for jid, joint in sorted(policy.third_party.joint_uses.items()):
         where = f"third_party.joint_use.{jid}"
         items[f"{where}.scope"] = joint.scope

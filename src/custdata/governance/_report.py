@@ -23,7 +23,13 @@ from custdata._check import check_policy
 from custdata._errors import IncidentError
 from custdata._policy import FieldPolicy, Policy
 
-from ._documents import DOCUMENTS, EXTENSIONS, FieldRecord, render_documents
+from ._documents import (
+    DOCUMENTS,
+    EXTENSIONS,
+    FieldRecord,
+    country_name,
+    render_documents,
+)
 from ._register import IncidentRegister
 from ._requests import DataSubjectRequest
 from ._review import register_findings, review_items
@@ -166,7 +172,7 @@ def data_map(policy: Policy, *, lang: str = "en") -> DataMap:
             f"contractor.{c.id}",
             c.name,
             "contractor",
-            ", ".join(sorted(c.handling_countries())),
+            ", ".join(country_name(k, "en") for k in sorted(c.handling_countries())),
         )
         for c in sorted(tp.contractors.values(), key=lambda c: c.id)
     ]
@@ -234,6 +240,7 @@ def render_report(
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["country"] = country_name
     rules = {f"{f.table}.{f.column}": _kept(policy, f) for f in fields}
     documents = [
         (name, lang, f"{name}.{lang}.html")
