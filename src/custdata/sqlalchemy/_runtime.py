@@ -1788,16 +1788,18 @@ class _AnnouncingCursor:
             if raw is not None:
                 text, tail = subject_parts(raw, kind)
                 part = plan.parts[0]
-                one: list[bytes | None] = [tail]
+                # Per-subject keys: the row's keys, fetched before the
+                # decision (a shredded subject is refused) and kept to open it.
+                one: list[bytes | None] | None = [tail] if part.keyed else None
                 decision = self._custodian.authorize(
                     action=Action.READ,
                     entity=plan.entity,
                     fields=plan.fields,
                     subjects=(text,),
                     count=len(plan.bindings),
-                    unreadable=_shredded(plan, part, self._custodian, rows, [one])
-                    if part.keyed
-                    else (),
+                    unreadable=()
+                    if one is None
+                    else _shredded(plan, part, self._custodian, rows, [one]),
                     whole_batch=True,
                 )
                 memo = plan._released  # noqa: SLF001 - the plan's own memo, inlined
@@ -1824,7 +1826,6 @@ class _AnnouncingCursor:
                     # Text storage or a custom cipher: the general one-row path.
                     return _open_rows(rows, opens, [[tail]], {}, masks)
                 out = list(row)
-                # The same tails list: the keys the check fetched open the row.
                 open_in_place(out, bound, tail, one)
                 for pos in masks:
                     if out[pos] is not None:
