@@ -769,3 +769,42 @@ class TestHostileRows:
             if not f.informational
         ]
         assert body[:16].decode("latin-1") not in str(report.to_dict())
+
+
+class _Forged:
+    """A trail source whose record 3 of every chain has another MAC (for the checkpointer)."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+
+    def entries_after(self, heads: Any) -> Iterator[tuple[str, int, bytes | None]]:
+        for chain, seq, mac in self.source.entries_after(heads):
+            yield chain, seq, (b"\x00" * 32 if seq == 3 else mac)
+
+
+def test_checkpoint_over_other_records_is_root_mismatch(
+    store: Store, tmp_path: Path
+) -> None:
+    """A checkpoint signed with the real key over other records → ROOT_MISMATCH.
+
+    Its heads are the trail's own (the last records are untouched), so only
+    the recomputed Merkle root tells: someone who holds the signing key
+    anchored a log the stored records do not make.
+    """
+    keys = FakeKeys()
+    trail = AuditTrail(keys, sinks=[store.sink()], checkpoint_interval=None)
+    _write(trail, 6)
+    trail.close()
+    signer = CheckpointSigner.generate("test.example/audit")
+    anchor = FileAnchor(tmp_path / "anchor.jsonl")
+    Checkpointer(_Forged(store.source()), signer, anchor).checkpoint(now=T0)  # type: ignore[arg-type]
+    report = verify_trail(
+        store.source(),
+        keys,
+        checkpoints=anchor,
+        verifier=CheckpointVerifier(signer.verifier_key),
+    )
+    assert ["ROOT_MISMATCH"] == [
+        f.kind.value for f in report.findings if not f.informational
+    ]
+    assert not report.intact
