@@ -808,3 +808,40 @@ def test_checkpoint_over_other_records_is_root_mismatch(
         f.kind.value for f in report.findings if not f.informational
     ]
     assert not report.intact
+
+
+def test_cli_deleted_checkpoint_file_on_the_tables_is_a_finding(
+    sql_store: SqlStore, tmp_path: Path
+) -> None:
+    """``custdata audit verify URL --checkpoints MISSING`` exits 1 on the audit tables too."""
+    from custdata.cli import main
+
+    keyring = tmp_path / "keys.json"
+    assert 0 == main(["keys", "init", str(keyring)])
+    keys = custdata.crypto.Keyring.load(keyring)
+    signer = CheckpointSigner.generate("test.example/audit")
+    anchor = FileAnchor(tmp_path / "anchor.jsonl")
+    t = AuditTrail(
+        keys,
+        sinks=[sql_store.sink()],
+        checkpointer=Checkpointer(sql_store.source(), signer, anchor),
+        checkpoint_interval=None,
+    )
+    _write(t, 3)
+    t.close()
+    argv = [
+        "audit",
+        "verify",
+        sql_store.url,
+        "--prefix",
+        sql_store.prefix,
+        "--keyring",
+        str(keyring),
+        "--checkpoints",
+        str(anchor.path),
+        "--checkpoint-key",
+        signer.verifier_key,
+    ]
+    assert 0 == main(argv)
+    anchor.path.unlink()
+    assert 1 == main(argv)
