@@ -12,6 +12,7 @@ queued events, which is its documented loss window.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -34,6 +35,7 @@ from audit_fixtures import T0, FakeKeys, decision
 from custdata import AuditUnavailableError
 from custdata.audit import (
     AuditTrail,
+    JsonLinesSource,
     MemorySink,
     SqlSink,
     SqlSource,
@@ -47,7 +49,7 @@ WRITER = textwrap.dedent(
     import sys, time
     from custdata import AuditUnavailableError
     from custdata._decision import AccessDecision, Action, Outcome
-    from custdata.audit import AuditTrail, SqlSink
+    from custdata.audit import AuditTrail, JsonLinesSink, SqlSink
 
     url, prefix, seed, mode = sys.argv[1:5]
 
@@ -58,7 +60,10 @@ WRITER = textwrap.dedent(
         def audit_root_key_for(self, key_id):
             return bytes.fromhex(seed)
 
-    sink = SqlSink(url, prefix=prefix, create=False, mode=mode, flush_interval=0.01)
+    if mode == "jsonl":
+        sink = JsonLinesSink(url)
+    else:
+        sink = SqlSink(url, prefix=prefix, create=False, mode=mode, flush_interval=0.01)
     trail = AuditTrail(Keys(), sinks=[sink], checkpoint_interval=None)
     i = 0
     while True:
@@ -197,6 +202,60 @@ class TestNoRevealWithoutADurableEvent:
         released = _run(url, prefix, seed, "sync")
         assert len(released) >= 20
         recorded = _recorded_refs(url, prefix)
+        missing = [i for i, ref in _refs(seed, released).items() if ref not in recorded]
+        assert [] == missing
+
+    def test_a_killed_writer_leaves_no_tampering(self, tables: tuple[str, str]) -> None:
+        """A crash is not tampering: the killed writer's trail has no tampering finding."""
+        url, prefix = tables
+        seed = os.urandom(32)
+        released = _run(url, prefix, seed, "sync")
+        assert len(released) >= 20
+        engine = sa.create_engine(url)
+        try:
+            report = verify_trail(
+                SqlSource(engine, audit_tables(prefix=prefix)), FakeKeys(seed=seed)
+            )
+        finally:
+            engine.dispose()
+        assert [] == [str(f) for f in report.findings if not f.informational]
+        assert report.events >= len(released) + 1  # and the chain's start
+
+    def test_json_lines_every_released_value_has_its_line(self, tmp_path: Path) -> None:
+        """JSON lines: a writer killed at any moment leaves every released value's line."""
+        path = tmp_path / "audit.jsonl"
+        seed = os.urandom(32)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), "-", seed.hex(), "jsonl"],
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        assert proc.stdout is not None
+        released: list[int] = []
+        try:
+            for line in proc.stdout:
+                released.append(int(line.split()[1]))
+                if len(released) >= 200:
+                    break
+            os.kill(proc.pid, signal.SIGKILL)
+            released.extend(int(line.split()[1]) for line in proc.stdout)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+            proc.stdout.close()
+        keys = FakeKeys(seed=seed)
+        report = verify_trail(JsonLinesSource(path), keys)
+        assert [] == [str(f) for f in report.findings if not f.informational]
+        bodies = [
+            json.loads(rec.body)
+            for rec in JsonLinesSource(path).records()
+            if rec.body is not None  # type: ignore[union-attr]
+        ]
+        recorded = {b.get("subject_ref") for b in bodies} | {
+            ref for b in bodies for ref in b.get("subjects", ())
+        }
         missing = [i for i, ref in _refs(seed, released).items() if ref not in recorded]
         assert [] == missing
 

@@ -31,6 +31,7 @@ from audit_fixtures import (
     T0,
     FakeKeys,
     Scenario,
+    SqlStore,
     Store,
     build_scenario,
     decision,
@@ -577,6 +578,26 @@ class TestMissingCheckpoints:
         report = verify_trail(JsonLinesSource(path), keys, heartbeat=60, **args)  # type: ignore[arg-type]
         assert "CHECKPOINT_MISSING" in kinds(report)
 
+    def test_heartbeat_with_zero_checkpoints_on_every_store(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """``heartbeat`` with no checkpoint at all → CHECKPOINT_MISSING, on JSON lines and the tables."""
+        keys = FakeKeys()
+        t = AuditTrail(keys, sinks=[store.sink()], checkpoint_interval=None)
+        _write(t, 3)
+        t.close()
+        signer = CheckpointSigner.generate("test.example/audit")
+        args: dict[str, Any] = {
+            "checkpoints": FileAnchor(tmp_path / "none.jsonl"),
+            "verifier": CheckpointVerifier(signer.verifier_key),
+        }
+        assert [] == tampering(verify_trail(store.source(), keys, **args))
+        report = verify_trail(store.source(), keys, heartbeat=60, **args)
+        assert ["CHECKPOINT_MISSING"] == [
+            f.kind.value for f in report.findings if not f.informational
+        ]
+        assert not report.intact
+
     def test_cli_deleted_checkpoint_file_is_a_finding_not_a_usage_error(
         self, tmp_path: Path
     ) -> None:
@@ -630,3 +651,197 @@ class TestTrailConfiguration:
         args: dict[str, Any] = {"sinks": [MemorySink()], **kw}
         with pytest.raises(custdata.ConfigurationError):
             AuditTrail(FakeKeys(), **args)
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
+    for store in store_for(request.param, tmp_path, request):
+        assert isinstance(store, SqlStore)
+        yield store
+
+
+class TestTheTableIsTheTable:
+    """The SQL sink's counterpart of "the file is the file": it writes by name, or not at all."""
+
+    def _rename(self, store: SqlStore, old: str, new: str) -> None:
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql(f"ALTER TABLE {old} RENAME TO {new}")
+
+    def test_a_moved_event_table_refuses_the_access(self, sql_store: SqlStore) -> None:
+        """The event table renamed while the application runs: the next reveal is refused.
+
+        Nothing goes to the moved table; renamed back, the trail goes on and
+        verifies intact.
+        """
+        keys = FakeKeys()
+        trail = AuditTrail(keys, sinks=[sql_store.sink()], checkpoint_interval=None)
+        trail.record_decision(decision("u-1", subjects=("c-1",)), now=T0)
+        table = sql_store.tables.event.name
+        self._rename(sql_store, table, f"{table}_moved")
+        try:
+            with pytest.raises(custdata.AuditUnavailableError):
+                trail.record_decision(decision("u-1", subjects=("c-2",)), now=T0)
+        finally:
+            self._rename(sql_store, f"{table}_moved", table)
+        trail.record_decision(decision("u-1", subjects=("c-3",)), now=T0)
+        trail.close()
+        report = verify_trail(sql_store.source(), keys)
+        assert [] == tampering(report)
+        assert 4 == report.events  # start, c-1, c-3, stop
+
+
+class TestSqlSinkTypedErrors:
+    """Item 6 on the audit tables: close() and a trail's close() raise typed errors."""
+
+    def test_async_close_with_unwritable_events_is_audit_unavailable(
+        self, sql_store: SqlStore
+    ) -> None:
+        """Queued events the database refuses: close() raises AuditUnavailableError."""
+        keys = FakeKeys()
+        sink = SqlSink(
+            sql_store.url,
+            prefix=sql_store.prefix,
+            create=False,
+            mode="async",
+            flush_interval=0.01,
+        )
+        trail = AuditTrail(keys, sinks=[sink], checkpoint_interval=None)
+        table = sql_store.tables.event.name
+        with sql_store.engine.begin() as conn:
+            conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO {table}_moved")
+        try:
+            trail.record_decision(decision("u-1", subjects=("c-1",)), now=T0)
+            with pytest.raises(custdata.AuditUnavailableError):
+                sink.close(timeout=0.5)
+        finally:
+            with sql_store.engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {table}_moved RENAME TO {table}")
+            trail._closed = True  # the sink is closed; nothing more to write
+
+    def test_trail_close_on_a_refusing_database_is_audit_unavailable(
+        self, sql_store: SqlStore
+    ) -> None:
+        """AuditTrail.close() whose stop event the database refuses raises AuditUnavailableError."""
+        keys = FakeKeys()
+        trail = AuditTrail(keys, sinks=[sql_store.sink()], checkpoint_interval=None)
+        trail.record_decision(decision("u-1"), now=T0)
+        table = sql_store.tables.event.name
+        with sql_store.engine.begin() as conn:
+            conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO {table}_moved")
+        try:
+            with pytest.raises(custdata.AuditUnavailableError):
+                trail.close()
+        finally:
+            with sql_store.engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {table}_moved RENAME TO {table}")
+
+
+class TestHostileRows:
+    """Item 7 on the audit tables: hostile bodies are findings on their rows."""
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            b"garbage without a closing brace",
+            b"[" * 100_000 + b"]" * 100_000,
+            b'{"v":1,"action":' + b"[" * 100_000,
+            bytes(range(256)) * 4,
+            b"\xff\xfe{}",
+            b"A" * (2 << 20),
+        ],
+        ids=["garbage", "nesting", "nested body", "binary", "bad utf-8", "huge"],
+    )
+    def test_hostile_body_is_modified_at_its_row(
+        self, sql_store: SqlStore, body: bytes
+    ) -> None:
+        """Each hostile body → MODIFIED at its (chain, seq); never an exception."""
+        keys = FakeKeys()
+        trail = AuditTrail(keys, sinks=[sql_store.sink()], checkpoint_interval=None)
+        for i in range(3):
+            trail.record_decision(decision("u-1", subjects=(f"c-{i}",)), now=T0)
+        chain = str(trail.chain)
+        trail.close()
+        sql_store.set_column(chain, 3, "body", body)
+        report = verify_trail(sql_store.source(), keys)
+        assert [("MODIFIED", chain, 3)] == [
+            (f.kind.value, f.chain, f.seq)
+            for f in report.findings
+            if not f.informational
+        ]
+        assert body[:16].decode("latin-1") not in str(report.to_dict())
+
+
+class _Forged:
+    """A trail source whose record 3 of every chain has another MAC (for the checkpointer)."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+
+    def entries_after(self, heads: Any) -> Iterator[tuple[str, int, bytes | None]]:
+        for chain, seq, mac in self.source.entries_after(heads):
+            yield chain, seq, (b"\x00" * 32 if seq == 3 else mac)
+
+
+def test_checkpoint_over_other_records_is_root_mismatch(
+    store: Store, tmp_path: Path
+) -> None:
+    """A checkpoint signed with the real key over other records → ROOT_MISMATCH.
+
+    Its heads are the trail's own (the last records are untouched), so only
+    the recomputed Merkle root tells: someone who holds the signing key
+    anchored a log the stored records do not make.
+    """
+    keys = FakeKeys()
+    trail = AuditTrail(keys, sinks=[store.sink()], checkpoint_interval=None)
+    _write(trail, 6)
+    trail.close()
+    signer = CheckpointSigner.generate("test.example/audit")
+    anchor = FileAnchor(tmp_path / "anchor.jsonl")
+    Checkpointer(_Forged(store.source()), signer, anchor).checkpoint(now=T0)  # type: ignore[arg-type]
+    report = verify_trail(
+        store.source(),
+        keys,
+        checkpoints=anchor,
+        verifier=CheckpointVerifier(signer.verifier_key),
+    )
+    assert ["ROOT_MISMATCH"] == [
+        f.kind.value for f in report.findings if not f.informational
+    ]
+    assert not report.intact
+
+
+def test_cli_deleted_checkpoint_file_on_the_tables_is_a_finding(
+    sql_store: SqlStore, tmp_path: Path
+) -> None:
+    """``custdata audit verify URL --checkpoints MISSING`` exits 1 on the audit tables too."""
+    from custdata.cli import main
+
+    keyring = tmp_path / "keys.json"
+    assert 0 == main(["keys", "init", str(keyring)])
+    keys = custdata.crypto.Keyring.load(keyring)
+    signer = CheckpointSigner.generate("test.example/audit")
+    anchor = FileAnchor(tmp_path / "anchor.jsonl")
+    t = AuditTrail(
+        keys,
+        sinks=[sql_store.sink()],
+        checkpointer=Checkpointer(sql_store.source(), signer, anchor),
+        checkpoint_interval=None,
+    )
+    _write(t, 3)
+    t.close()
+    argv = [
+        "audit",
+        "verify",
+        sql_store.url,
+        "--prefix",
+        sql_store.prefix,
+        "--keyring",
+        str(keyring),
+        "--checkpoints",
+        str(anchor.path),
+        "--checkpoint-key",
+        signer.verifier_key,
+    ]
+    assert 0 == main(argv)
+    anchor.path.unlink()
+    assert 1 == main(argv)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -32,6 +33,7 @@ from custdata.sqlalchemy import (
     SqlSubjectKeyStore,
     blind_index_eraser,
     customer_data,
+    shred_subject,
     subject_key,
 )
 
@@ -838,3 +840,162 @@ class TestKeysReadOnTheBatchConnection:
 def _canonical(subject: uuid.UUID) -> bytes:
     """The canonical id of a UUID subject (as the key store keys it)."""
     return subject_bytes(subject)
+
+
+class Trailed:
+    """A :class:`World` whose custodian records into a real audit trail."""
+
+    def __init__(self, engine: Engine, policy: custdata.Policy) -> None:
+        self.sink = MemorySink()
+        keyring = Keyring.generate()
+        self.trail = AuditTrail(keyring, sinks=[self.sink], checkpoint_interval=None)
+        self.world = World(engine, policy, audit=self.trail)
+        self.world.keyring = keyring
+        self.world.custodian = custdata.Custodian(
+            policy=policy,
+            keyring=keyring,
+            subject_keys=self.world.store,
+            audit=self.trail,
+        )
+        self.mark = 0
+
+    def events(self) -> list[dict[str, Any]]:
+        """The events recorded since the last call (the chain's own left out)."""
+        bodies = [json.loads(r.body) for r in self.sink.records[self.mark :]]
+        self.mark = len(self.sink.records)
+        return [b for b in bodies if not b["action"].startswith("audit.")]
+
+    def ref(self, subject: uuid.UUID) -> str:
+        return self.trail.subject_ref(str(subject))
+
+
+def _named(event: dict[str, Any]) -> set[str]:
+    return set(event.get("subjects") or ()) | (
+        {event["subject_ref"]} if event.get("subject_ref") else set()
+    )
+
+
+@pytest.fixture
+def trailed(engine: Engine, sample_policy: custdata.Policy) -> Iterator[Trailed]:
+    t = Trailed(engine, sample_policy)
+    try:
+        with t.world.custodian.activate():
+            yield t
+    finally:
+        t.trail.close()
+        t.world.drop()
+
+
+class TestShreddedValuesAreNeverRecordedAsRevealed:
+    """A row left behind by ``shred_subject``: refused and recorded so, never "revealed"."""
+
+    @pytest.fixture
+    def left(self, trailed: Trailed) -> tuple[uuid.UUID, uuid.UUID]:
+        """Two subjects; the first crypto-shredded, its row left in the table."""
+        shredded, live = trailed.world.add(2)
+        with (
+            custdata.acting_as("dpo-1", role="support_agent"),
+            Session(trailed.world.engine) as session,
+        ):
+            shred_subject(
+                trailed.world.custodian,
+                shredded,
+                session_or_engine=session,
+                metadata=trailed.world.Base.metadata,
+            )
+            session.commit()
+        trailed.events()
+        return shredded, live
+
+    def _refused_only(self, trailed: Trailed, shredded: uuid.UUID) -> None:
+        """The events since: a key_destroyed denial of the shredded subject, no reveal."""
+        events = [
+            e
+            for e in trailed.events()
+            if e["action"] != "purpose.check" or e.get("reason")
+        ]
+        refusals = [e for e in events if e.get("reason") == "key_destroyed"]
+        assert 1 == len(refusals)
+        assert ("purpose.check", "denied") == (
+            refusals[0]["action"],
+            refusals[0]["outcome"],
+        )
+        assert {trailed.ref(shredded)} == _named(refusals[0])
+        assert not [e for e in events if e["action"] == "field.reveal"]
+
+    def test_orm_get(self, trailed: Trailed, left: tuple[uuid.UUID, uuid.UUID]) -> None:
+        """``session.get`` of the shredded row: refused, recorded as refused."""
+        shredded, _ = left
+        with support(), Session(trailed.world.engine) as session:
+            client = session.get(trailed.world.Client, shredded)
+            with pytest.raises(KeyDestroyedError) as info:
+                _ = client.name
+        assert CANARY not in str(info.value)
+        self._refused_only(trailed, shredded)
+
+    def test_orm_select_releases_the_others(
+        self, trailed: Trailed, left: tuple[uuid.UUID, uuid.UUID]
+    ) -> None:
+        """A batch with a shredded row: the others revealed (and recorded), it refused."""
+        shredded, live = left
+        with support(), Session(trailed.world.engine) as session:
+            clients = {
+                c.id: c for c in session.scalars(select(trailed.world.Client)).all()
+            }
+            assert CANARY + "-1" == clients[live].name
+            with pytest.raises(KeyDestroyedError):
+                _ = clients[shredded].email
+        events = trailed.events()
+        reveals = [e for e in events if e["action"] == "field.reveal"]
+        refusals = [e for e in events if e.get("reason") == "key_destroyed"]
+        assert [{trailed.ref(live)}] == [_named(e) for e in reveals]
+        assert [2] == [e["count"] for e in reveals]
+        assert [({trailed.ref(shredded)}, "denied", 2)] == [
+            (_named(e), e["outcome"], e["count"]) for e in refusals
+        ]
+        # The refusal is recorded before the batch's reveal.
+        assert events.index(refusals[0]) < events.index(reveals[0])
+
+    def test_core_select_refuses_the_batch(
+        self, trailed: Trailed, left: tuple[uuid.UUID, uuid.UUID]
+    ) -> None:
+        """A Core result hands over whole batches: none is released, none recorded as revealed."""
+        shredded, _ = left
+        table = trailed.world.Client.__table__
+        with support(), trailed.world.engine.connect() as conn:
+            with pytest.raises(KeyDestroyedError) as info:
+                conn.execute(select(table)).all()
+            assert CANARY not in str(info.value)
+        self._refused_only(trailed, shredded)
+
+    def test_core_get_by_id(
+        self, trailed: Trailed, left: tuple[uuid.UUID, uuid.UUID]
+    ) -> None:
+        """One row by its id (the one-row path): refused, recorded as refused."""
+        shredded, live = left
+        table = trailed.world.Client.__table__
+        with support(), trailed.world.engine.connect() as conn:
+            with pytest.raises(KeyDestroyedError):
+                conn.execute(select(table).where(table.c.id == shredded)).all()
+            self._refused_only(trailed, shredded)
+            row = conn.execute(select(table).where(table.c.id == live)).one()
+        assert CANARY + "-1" == row.name
+        assert ["field.reveal"] == [
+            e["action"] for e in trailed.events() if e["action"] != "purpose.check"
+        ]
+
+    def test_a_read_under_another_context(
+        self, trailed: Trailed, left: tuple[uuid.UUID, uuid.UUID]
+    ) -> None:
+        """A value read under a context other than its load's decides then: refused."""
+        shredded, _ = left
+        with support(), Session(trailed.world.engine) as session:
+            client = session.get(trailed.world.Client, shredded)
+        trailed.events()
+        with (
+            custdata.acting_as("clerk-1", role="billing_clerk"),
+            custdata.purpose("billing"),
+            pytest.raises(KeyDestroyedError),
+        ):
+            _ = client.name
+        self._refused_only(trailed, shredded)

@@ -6,7 +6,7 @@ import contextlib
 import datetime as dt
 import time
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -20,11 +20,12 @@ from ._decision import (
     Outcome,
 )
 from ._errors import (
-    AccessDeniedError,
     ActorRequiredError,
     ConfigurationError,
     ConsentRequiredError,
+    CustdataError,
     HandlerNotRegisteredError,
+    KeyDestroyedError,
     LegalHoldError,
     PurposeNotGrantedError,
     PurposeRequiredError,
@@ -42,7 +43,7 @@ if TYPE_CHECKING:  # the crypto layer is above this one: types only, never impor
 
 __all__ = ["Custodian", "current_custodian"]
 
-_ERRORS: Mapping[DenyReason, type[AccessDeniedError]] = {
+_ERRORS: Mapping[DenyReason, type[CustdataError]] = {
     DenyReason.NO_ACTOR: ActorRequiredError,
     DenyReason.NO_PURPOSE: PurposeRequiredError,
     DenyReason.UNKNOWN_PURPOSE: PurposeViolationError,
@@ -58,6 +59,7 @@ _ERRORS: Mapping[DenyReason, type[AccessDeniedError]] = {
     DenyReason.UNREGISTERED_HANDLER: HandlerNotRegisteredError,
     DenyReason.RETENTION_EXPIRED: PurposeViolationError,
     DenyReason.RESTRICTED: SubjectRestrictedError,
+    DenyReason.KEY_DESTROYED: KeyDestroyedError,
 }
 
 #: The actions that use subjects' values, so need their consent where the
@@ -422,6 +424,8 @@ class Custodian:
         fields: Mapping[str, FieldPolicy | None] | None = None,
         subjects: Sequence[object] = (),
         count: int = 0,
+        unreadable: Collection[object] = (),
+        whole_batch: bool = False,
     ) -> AccessDecision:
         """Decide whether the access context in force may do *action* on *fields*.
 
@@ -436,6 +440,18 @@ class Custodian:
                 for a field on a customer table that has no tags (always denied).
             subjects: The data subjects concerned.
             count: How many (subject, field) values are concerned.
+            unreadable: Those of *subjects* whose values can never be opened:
+                their data key was destroyed (crypto-shredding). When the
+                access is otherwise allowed, their refusal is recorded first,
+                as a decision of its own (``denied``, reason
+                ``key_destroyed``, their share of *count*), and the allowed
+                decision names only the others (recorded only if any are
+                left): nothing records them as revealed.
+            whole_batch: The caller releases all of *subjects* or none (a
+                Core result hands over whole batches): with any of them
+                *unreadable*, nothing is released and nothing is recorded as
+                allowed; the refusal of the unreadable ones is recorded and
+                raised.
 
         Returns:
             The allowed decision. Fields whose policy says ``on_violation="mask"``
@@ -463,6 +479,8 @@ class Custodian:
                 use is restricted, for a purpose the restriction does not
                 allow (with a ``restrictions`` register); the denial names
                 those subjects.
+            KeyDestroyedError: *whole_batch*, and a subject is *unreadable*
+                (recorded as denied, reason ``key_destroyed``).
             AuditUnavailableError: The decision could not be recorded.
         """
         ctx = _access.get()
@@ -574,6 +592,35 @@ class Custodian:
             message = self._strict_handler_refusal(ctx.actor, ctx.role)
             if message is not None:
                 reason = DenyReason.UNREGISTERED_HANDLER
+        gone: tuple[str, ...] = ()
+        if reason is None and unreadable:
+            lost = set(map(str, unreadable))
+            gone = tuple(s for s in named if s in lost)
+            if gone and whole_batch:
+                reason = DenyReason.KEY_DESTROYED
+                count = count * len(gone) // len(named)
+                named, consents = gone, ()
+                message = (
+                    f"the data key of {len(gone)} data subject(s) was destroyed: "
+                    f"the values of {entity or 'this table'} fetched with them "
+                    "cannot be read"
+                )
+            elif gone:
+                if consents:
+                    kept = dict(zip(named, consents, strict=False))
+                    consents = tuple(
+                        kept[s] for s in named if s not in lost and s in kept
+                    )
+                named, count = self._withhold(
+                    ctx,
+                    action,
+                    entity,
+                    verdict,
+                    named,
+                    gone,
+                    count,
+                    DenyReason.KEY_DESTROYED,
+                )
         decision = AccessDecision(
             outcome=Outcome.ALLOWED if reason is None else Outcome.DENIED,
             reason=reason,
@@ -593,7 +640,7 @@ class Custodian:
             consents=consents,
             withheld=withheld,
         )
-        if self._audit is not None and (named or not withheld):
+        if self._audit is not None and (named or not (withheld or gone)):
             # AuditUnavailableError propagates: an access whose decision cannot
             # be recorded is refused, allowed or not (fail closed).
             self._audit.record_decision(decision)
@@ -707,7 +754,7 @@ class Custodian:
         count: int,
         reason: DenyReason,
     ) -> tuple[tuple[str, ...], int]:
-        """Record the denial of *withheld* (revealed only as masks); return the rest.
+        """Record the denial of *withheld* (masked, or never opened); return the rest.
 
         Returns:
             The subjects released and their share of *count*.

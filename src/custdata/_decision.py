@@ -75,6 +75,9 @@ class DenyReason(str, enum.Enum):
     #: The use of a subject's data is restricted (利用停止, GDPR Art. 18) and
     #: the purpose in force is not one the restriction allows.
     RESTRICTED = "restricted"
+    #: The subject's data key was destroyed (crypto-shredding): its values
+    #: can never be opened, so none is revealed (R-RET-4).
+    KEY_DESTROYED = "key_destroyed"
 
 
 @attrs.frozen(kw_only=True)

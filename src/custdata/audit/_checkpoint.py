@@ -33,7 +33,7 @@ import json
 import os
 import threading
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final, Protocol, runtime_checkable
 
@@ -338,18 +338,7 @@ class Checkpointer:
         when = now if now is not None else dt.datetime.now(dt.timezone.utc)
         with self._lock:
             heads_seq = {c: s for c, (s, _) in self._heads.items()}
-            by_chain: dict[str, dict[int, bytes | None]] = {}
-            for chain, seq, mac in self.source.entries_after(heads_seq):
-                by_chain.setdefault(chain, {})[seq] = mac
-            for chain in sorted(by_chain):
-                entries = by_chain[chain]
-                seq = heads_seq.get(chain, 0) + 1
-                while entries.get(seq) is not None:
-                    mac = entries[seq]
-                    assert mac is not None  # noqa: S101 - narrowed by the loop test
-                    self._tree.append(leaf_hash(chain, seq, mac))
-                    self._heads[chain] = (seq, mac)
-                    seq += 1
+            self._extend(self.source.entries_after(heads_seq), heads_seq)
             heads = tuple(sorted((c, s, m) for c, (s, m) in self._heads.items()))
             root = self._tree.root()
             prev = "-" if self._prev is None else base64.b64encode(self._prev).decode()
@@ -380,6 +369,55 @@ class Checkpointer:
             if self._db_copy is not None:
                 self._copy_to_db(cp)
             return cp
+
+    def _extend(
+        self,
+        entries: Iterator[tuple[str, int, bytes | None]],
+        heads: Mapping[str, int],
+    ) -> None:
+        """Append each chain's run of records from its head, reading *entries* once.
+
+        *entries* come in checkpoint order (chain, then seq), so a chain's
+        leaves are appended as they are read: nothing is held but the record
+        being looked at. A chain's run ends at its first gap or record without
+        a MAC; of records repeating a position, the last read counts.
+
+        Raises:
+            ValueError: *entries* are not in checkpoint order.
+        """
+        chain: str | None = None
+        expect = 0
+        held: tuple[int, bytes | None] | None = None
+        for name, seq, mac in entries:
+            if name != chain:
+                if chain is not None and name < chain:
+                    raise ValueError(
+                        "the trail source's entries are not in chain order"
+                    )
+                self._take(chain, held, expect)
+                chain, expect, held = name, heads.get(name, 0) + 1, None
+            if held is not None and seq != held[0]:
+                if seq < held[0]:
+                    raise ValueError("the trail source's entries are not in seq order")
+                expect = self._take(chain, held, expect)
+            held = (seq, mac)
+        self._take(chain, held, expect)
+
+    def _take(
+        self, chain: str | None, held: tuple[int, bytes | None] | None, expect: int
+    ) -> int:
+        """Append *held* to *chain*'s run if it is the next record; the next seq wanted.
+
+        Once a run has ended (a gap), *expect* stays below every later seq.
+        """
+        if chain is None or held is None:
+            return expect
+        seq, mac = held
+        if seq != expect or mac is None:
+            return -1 if seq > expect else expect
+        self._tree.append(leaf_hash(chain, seq, mac))
+        self._heads[chain] = (seq, mac)
+        return expect + 1
 
     def _copy_to_db(self, cp: Checkpoint) -> None:
         import sqlalchemy as sa  # noqa: PLC0415 - only needed with a database copy

@@ -234,10 +234,19 @@ class TrailSource:
     def entries_after(
         self, heads: Mapping[str, int]
     ) -> Iterator[tuple[str, int, bytes | None]]:
-        """Yield ``(chain, seq, mac)`` of records past *heads*, in any order."""
-        for rec in self.records():
-            if isinstance(rec, StoredRecord) and rec.seq > heads.get(rec.chain, 0):
-                yield rec.chain, rec.seq, rec.mac
+        """Yield ``(chain, seq, mac)`` of records past *heads*, in checkpoint order.
+
+        Checkpoint order is by chain id (as Python sorts strings), then by
+        ``seq``; records that repeat a position keep their stored order. The
+        checkpointer relies on it to extend its tree as it reads.
+        """
+        entries = [
+            (rec.chain, rec.seq, rec.mac)
+            for rec in self.records()
+            if isinstance(rec, StoredRecord) and rec.seq > heads.get(rec.chain, 0)
+        ]
+        entries.sort(key=_position)
+        return iter(entries)
 
     def close(self) -> None:
         """Release resources."""
@@ -389,7 +398,8 @@ class JsonLinesSource(TrailSource):
     ) -> Iterator[tuple[str, int, bytes | None]]:
         """Read only what was appended since the previous call (complete lines).
 
-        A file that was replaced (:func:`custdata.audit.redact` rewrites it) or
+        In checkpoint order (see :meth:`TrailSource.entries_after`). A file
+        that was replaced (:func:`custdata.audit.redact` rewrites it) or
         shrank is read again from the start; *heads* filter what was seen.
         """
         entries = [e for e in self._pending if e[1] > heads.get(e[0], 0)]
@@ -413,6 +423,7 @@ class JsonLinesSource(TrailSource):
                 if isinstance(rec, StoredRecord) and rec.seq > heads.get(rec.chain, 0):
                     entries.append((rec.chain, rec.seq, rec.mac))
         self._offset += end
+        entries.sort(key=_position)
         self._pending = entries
         return iter(entries)
 
@@ -504,36 +515,50 @@ class SqlSource(TrailSource):
         for rows in _seq_pages(self.engine, s, chain, columns, self.chunk):
             yield from ((r.chain, r.seq, r.subject_ref) for r in rows)
 
-    def subject_rows(self) -> dict[tuple[str, int], set[str]]:
-        """Return the fan-out table as ``{(chain, seq): {subject_ref, ...}}``."""
+    def subject_rows(self) -> Iterator[tuple[str, int, str]]:
+        """Yield the fan-out table as ``(chain, seq, subject_ref)``, chain by chain.
+
+        Paged like :meth:`chain_fanout`: at most a page of rows is held, at
+        any size of the table.
+        """
         s = self.tables.subject
-        out: dict[tuple[str, int], set[str]] = {}
         with self.engine.connect() as conn:
-            for chain, seq, ref in conn.execute(
-                sa.select(s.c.chain, s.c.seq, s.c.subject_ref)
-            ):
-                out.setdefault((chain, seq), set()).add(ref)
-        return out
+            names = sorted(conn.scalars(sa.select(s.c.chain).distinct()))
+        for name in names:
+            # A collation that equates spellings of a chain id returns one
+            # of them here, and the rows of all of them from chain_fanout.
+            yield from self.chain_fanout(name)
 
     def entries_after(
         self, heads: Mapping[str, int]
     ) -> Iterator[tuple[str, int, bytes | None]]:
-        """Query only rows past the per-chain heads."""
+        """Yield the rows past the per-chain heads, in checkpoint order, streaming.
+
+        One short query finds the chains with rows past their heads; each is
+        then read in pages of about *chunk* rows by ``seq`` (as
+        :meth:`chain_records`), so at most a page is held however far the
+        table has grown since the last checkpoint.
+        """
         t = self.tables.event
+        # The exact chain ids: MariaDB/MySQL compare (and group) strings by a
+        # collation that may equate spellings differing in case.
+        exact: sa.ColumnElement[Any] = t.c.chain
+        binary = self.engine.dialect.name in {"mysql", "mariadb"}
+        if binary:
+            exact = sa.cast(t.c.chain, sa.LargeBinary)
         with self.engine.connect() as conn:
-            tops = conn.execute(
-                sa.select(t.c.chain, sa.func.max(t.c.seq)).group_by(t.c.chain)
-            )
-            chains = [(c, heads.get(c, 0)) for c, top in tops if top > heads.get(c, 0)]
-            rows: list[tuple[str, int, bytes | None]] = []
-            for chain, head in chains:
-                q = (
-                    sa.select(t.c.chain, t.c.seq, t.c.mac)
-                    .where(t.c.chain == chain, t.c.seq > head)
-                    .order_by(t.c.seq)
-                )
-                rows.extend((c, s, _bytes(m)) for c, s, m in conn.execute(q))
-        return iter(rows)
+            tops = conn.execute(sa.select(exact, sa.func.max(t.c.seq)).group_by(exact))
+            found = [(bytes(c).decode() if binary else c, top) for c, top in tops.all()]
+        columns = (t.c.chain, t.c.seq, t.c.mac)
+        for chain, top in sorted(found):
+            head = heads.get(chain, 0)
+            if top <= head:
+                continue
+            pages = _seq_pages(self.engine, t, chain, columns, self.chunk, after=head)
+            for rows in pages:
+                for row in rows:
+                    if not binary or row.chain == chain:
+                        yield row.chain, row.seq, _bytes(row.mac)
 
 
 def _seq_pages(
@@ -542,8 +567,12 @@ def _seq_pages(
     chain: str,
     columns: tuple[sa.ColumnElement[Any], ...],
     chunk: int,
+    *,
+    after: int | None = None,
 ) -> Iterator[list[sa.Row[Any]]]:
     """Yield the rows of *chain* in *table* in pages of whole sequence numbers.
+
+    Only rows past seq *after*, when given.
 
     Each page is the rows with ``lo < seq <= hi``, where *hi* is the seq of the
     *chunk*-th row after *lo* (found first, on the ``(chain, seq)`` index):
@@ -556,7 +585,7 @@ def _seq_pages(
     # Within a seq, by the rest of the primary key (the event row id; the
     # fan-out row's subject).
     ties = [c for c in table.primary_key.columns if c.name not in {"chain", "seq"}]
-    lo: int | None = None
+    lo = after
     while True:
         where = mine if lo is None else sa.and_(mine, seq > lo)
         bound = sa.select(seq).where(where).order_by(seq).offset(chunk - 1).limit(1)
@@ -572,6 +601,11 @@ def _seq_pages(
             return
         lo = hi
         del rows
+
+
+def _position(entry: tuple[str, int, bytes | None]) -> tuple[str, int]:
+    """An entry's place in checkpoint order: chain id, then seq."""
+    return entry[0], entry[1]
 
 
 def _stored(row: sa.Row[Any]) -> StoredRecord:

@@ -1206,7 +1206,11 @@ def _verify_records(
             last_chain = chain
             last_list = chains.setdefault(chain, [])
         last_list.append(rec)  # type: ignore[arg-type]
-    fanout = source.subject_rows() if isinstance(source, SqlSource) else None
+    fanout: dict[tuple[str, int], set[str]] | None = None
+    if isinstance(source, SqlSource):
+        fanout = {}
+        for chain, seq, ref in source.subject_rows():
+            fanout.setdefault((chain, seq), set()).add(ref)
     redactions = _Redactions()
     for chain in sorted(chains):
         tops[chain] = _verify_chain(

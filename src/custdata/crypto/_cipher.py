@@ -922,7 +922,10 @@ class FieldCipher(_ColumnCipher[T]):
 
 
 def open_in_place(
-    row: list[Any], columns: Sequence[tuple[int, FieldCipher[Any]]], tail: bytes | None
+    row: list[Any],
+    columns: Sequence[tuple[int, FieldCipher[Any]]],
+    tail: bytes | None,
+    tails: list[bytes | None] | None = None,
 ) -> None:
     """Decrypt the envelopes of one fetched row in place (internal, for the SQL layer).
 
@@ -930,11 +933,15 @@ def open_in_place(
     each (position, cipher) of *columns*; ``None`` stays ``None``. The same
     checks and errors as :meth:`FieldCipher.open_value`, in one call per row:
     a single-row fetch (a ``get``) pays for its decryption and little else.
+    *tails* is ``[tail]``, given when the row's subject keys were fetched
+    with it already (:meth:`FieldCipher.held_keys`), so they are not fetched
+    again.
 
     Raises:
         The same errors as :meth:`FieldCipher.open_value`.
     """
-    tails = [tail]
+    if tails is None:
+        tails = [tail]
     for position, cipher in columns:
         blob = row[position]
         if blob is None:

@@ -54,6 +54,7 @@ from custdata.governance import (
     request_to_dict,
 )
 
+from ._chunks import rows_in_chunks
 from ._subjects import (
     DISCLOSURE_PURPOSE,
     Disclosure,
@@ -261,23 +262,18 @@ class SqlRequestStore:
     ) -> dict[str, list[RequestEvent]]:
         t = self.tables.event
         out: dict[str, list[RequestEvent]] = {i: [] for i in ids}
-        for chunk in range(0, len(ids), 500):
-            rows = conn.execute(
-                sa.select(t)
-                .where(t.c.request_id.in_(ids[chunk : chunk + 500]))
-                .order_by(t.c.request_id, t.c.seq)
-            ).all()
-            for r in rows:
-                out[r.request_id].append(
-                    RequestEvent(
-                        request_id=r.request_id,
-                        seq=r.seq,
-                        at=dt.datetime.fromisoformat(r.at),
-                        actor=r.actor,
-                        action=RequestAction(r.action),
-                        detail=json.loads(r.detail),
-                    )
+        query = sa.select(t).order_by(t.c.request_id, t.c.seq)
+        for r in rows_in_chunks(conn, query, t.c.request_id, ids):
+            out[r.request_id].append(
+                RequestEvent(
+                    request_id=r.request_id,
+                    seq=r.seq,
+                    at=dt.datetime.fromisoformat(r.at),
+                    actor=r.actor,
+                    action=RequestAction(r.action),
+                    detail=json.loads(r.detail),
                 )
+            )
         return out
 
     def open_subject(

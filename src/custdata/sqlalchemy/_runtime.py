@@ -67,7 +67,11 @@ from custdata._errors import (
 )
 from custdata._policy import FieldPolicy
 from custdata.crypto._cipher import FieldCipher, open_in_place
-from custdata.crypto._subject import done_reading_through, reading_through
+from custdata.crypto._subject import (
+    DESTROYED,
+    done_reading_through,
+    reading_through,
+)
 
 from ._binding import (
     _UUID_TAIL,
@@ -855,7 +859,15 @@ class _Part:
     table, each with the subjects of that table's rows.
     """
 
-    __slots__ = ("bindings", "entity", "fields", "names", "sources", "visible")
+    __slots__ = (
+        "bindings",
+        "entity",
+        "fields",
+        "keyed",
+        "names",
+        "sources",
+        "visible",
+    )
 
     def __init__(
         self, entity: str, bindings: list[FieldBinding], names: list[str]
@@ -869,6 +881,9 @@ class _Part:
         }
         #: The subject sources of this table's columns.
         self.sources: list[int] = []
+        #: Per subject source of a per-subject-key column: one such binding
+        #: (its cipher fetches the batch's keys).
+        self.keyed: list[tuple[FieldBinding, int]] = []
         #: Per (policy, role, purpose): the fields an entity load announces
         #: (permitted or masked), one mapping object each.
         self.visible: dict[tuple[object, ...], dict[str, FieldPolicy | None]] = {}
@@ -963,6 +978,16 @@ class _Plan:
             part.sources = sorted(
                 {src for _, b, _, src in columns if src >= 0 and b in part.bindings}
             )
+            keyed: dict[int, FieldBinding] = {}
+            for _, b, _, src in columns:
+                if (
+                    src >= 0
+                    and b in part.bindings
+                    and b.key_scope == "subject"
+                    and not b.legacy_plaintext
+                ):
+                    keyed.setdefault(src, b)
+            part.keyed = [(b, src) for src, b in sorted(keyed.items())]
             self.parts.append(part)
         #: The encrypted columns of a fetched row: (position, binding, text
         #: storage, index of the subject source or -1 for no subject).
@@ -1017,6 +1042,8 @@ class _Plan:
         extra: Sequence[object],
         rows: int,
         withheld: dict[str, frozenset[str]] | None = None,
+        *,
+        batch: tuple[Sequence[Any], list[list[bytes | None]]] | None = None,
     ) -> tuple[str, ...]:
         """Authorize reading every part (one decision each), before any value is opened.
 
@@ -1028,12 +1055,17 @@ class _Plan:
             rows: The number of rows fetched.
             withheld: Filled with table -> the subjects a decision withheld
                 (revealed only as masks), if given.
+            batch: The fetched rows and their subject tails, when the batch
+                is opened whole (a Core result): a crypto-shredded subject
+                among them refuses the batch (see :func:`_shredded`).
 
         Returns:
             The plan's names of the fields revealed only as their mask.
 
         Raises:
             AccessDeniedError: If the context may not read a part's fields.
+            KeyDestroyedError: A subject of the batch was crypto-shredded
+                (recorded as denied; nothing recorded as revealed).
         """
         denied: list[str] = []
         for part in self.parts:
@@ -1045,12 +1077,19 @@ class _Plan:
                     named = list(dict.fromkeys(named))
             if not named and extra:
                 named = list(map(str, extra))
+            gone = (
+                _shredded(self, part, custodian, *batch)
+                if batch is not None and part.keyed
+                else ()
+            )
             decision = custodian.authorize(
                 action=Action.READ,
                 entity=part.entity,
                 fields=part.fields,
                 subjects=named,
                 count=rows * len(part.bindings),
+                unreadable=gone,
+                whole_batch=True,
             )
             if decision.withheld and withheld is not None:
                 withheld[part.entity] = frozenset(decision.withheld)
@@ -1549,6 +1588,37 @@ def _part_subjects(
     return subjects
 
 
+def _shredded(
+    plan: _Plan,
+    part: _Part,
+    custodian: Any,
+    rows: Sequence[Any],
+    tails: list[list[bytes | None]],
+) -> tuple[str, ...]:
+    """The subjects of *part*'s rows in a fetched batch whose data key was destroyed.
+
+    Asked before the batch's decision, so that a crypto-shredded subject is
+    refused, and recorded as refused, instead of being announced as revealed.
+    The keys are the batch's own fetch (one lookup per chunk of subjects,
+    kept for the batch), which its values are then opened with: a batch
+    without shredded subjects pays one scan of its keys.
+    """
+    gone: dict[str, None] = {}
+    for b, src in part.keyed:
+        column = tails[src]
+        by_tail = b.cipher(custodian).held_keys(column)
+        if DESTROYED not in by_tail.values():
+            continue
+        index, kind, packed = plan.sources[src]
+        for row, tail in zip(rows, column, strict=True):
+            if tail is not None and by_tail.get(tail) is DESTROYED:
+                raw = row[index]
+                if packed:
+                    raw = raw.partition(b"|" if raw.__class__ is bytes else "|")[0]
+                gone[subject_parts(raw, kind)[0]] = None
+    return tuple(gone)
+
+
 def _held_keys(
     plan: Any, grant: Grant | None, tails: list[list[bytes | None]]
 ) -> dict[tuple[FieldBinding, int], dict[bytes | None, Any]]:
@@ -1717,12 +1787,20 @@ class _AnnouncingCursor:
             raw = row[index]
             if raw is not None:
                 text, tail = subject_parts(raw, kind)
+                part = plan.parts[0]
+                # Per-subject keys: the row's keys, fetched before the
+                # decision (a shredded subject is refused) and kept to open it.
+                one: list[bytes | None] | None = [tail] if part.keyed else None
                 decision = self._custodian.authorize(
                     action=Action.READ,
                     entity=plan.entity,
                     fields=plan.fields,
                     subjects=(text,),
                     count=len(plan.bindings),
+                    unreadable=()
+                    if one is None
+                    else _shredded(plan, part, self._custodian, rows, [one]),
+                    whole_batch=True,
                 )
                 memo = plan._released  # noqa: SLF001 - the plan's own memo, inlined
                 if (
@@ -1748,7 +1826,7 @@ class _AnnouncingCursor:
                     # Text storage or a custom cipher: the general one-row path.
                     return _open_rows(rows, opens, [[tail]], {}, masks)
                 out = list(row)
-                open_in_place(out, bound, tail)
+                open_in_place(out, bound, tail, one)
                 for pos in masks:
                     if out[pos] is not None:
                         out[pos] = MASK_TEXT
@@ -1763,7 +1841,14 @@ class _AnnouncingCursor:
             named, tails, blobs = _batch_subjects(rows, plan)
         self._announced = True
         withheld: dict[str, frozenset[str]] = {}
-        denied = plan.decide(self._custodian, named, self._extra, len(rows), withheld)
+        denied = plan.decide(
+            self._custodian,
+            named,
+            self._extra,
+            len(rows),
+            withheld,
+            batch=(rows, tails) if rows else None,
+        )
         grants, opens, _, masks = plan.released(self._custodian, denied)
         self._grants = grants
         _GRANTS.set(grants)
@@ -1781,7 +1866,7 @@ class _AnnouncingCursor:
             return rows
         plan = self._plan
         named, tails, blobs = _batch_subjects(rows, plan)
-        grant = None if self._quiet else self._announce(named, len(rows))
+        grant = None if self._quiet else self._announce(named, rows, tails)
         if self._withheld and grant is not None:
             flags = split_withheld(rows, plan, self._withheld)
             if any(flags):
@@ -1856,16 +1941,25 @@ class _AnnouncingCursor:
             ]
         return list(zip(*columns, strict=True))
 
-    def _announce(self, named: list[list[str]], rows: int) -> Grant | None:
+    def _announce(
+        self,
+        named: list[list[str]],
+        batch: Sequence[Any],
+        tails: list[list[bytes | None]],
+    ) -> Grant | None:
         """Record one decision per table for the fields the context may read (or mask).
 
         Fields it may not read are not announced: they stay sealed, and
-        reading one decides (and records the denial) then.
+        reading one decides (and records the denial) then. Crypto-shredded
+        subjects are not announced either: their refusal is recorded instead
+        (:func:`_shredded`), and reading one of their values raises
+        :class:`~custdata.KeyDestroyedError`.
         """
         custodian: Any = self._custodian
         policy = custodian.policy
         ctx = _access_now()
         plan = self._plan
+        rows = len(batch)
         self._withheld.clear()
         memo = plan._granted  # noqa: SLF001 - the plan's own memo
         if memo is not None and memo[0] is ctx and memo[1] is custodian:
@@ -1879,6 +1973,9 @@ class _AnnouncingCursor:
                     fields=fields,
                     subjects=_part_subjects(part, named, self._extra),
                     count=rows * len(fields),
+                    unreadable=_shredded(plan, part, custodian, batch, tails)
+                    if part.keyed
+                    else (),
                 )
                 if decision.withheld:
                     self._withheld[part.entity] = frozenset(decision.withheld)
@@ -1898,6 +1995,9 @@ class _AnnouncingCursor:
                 fields=fields,
                 subjects=_part_subjects(part, named, self._extra),
                 count=rows * len(fields),
+                unreadable=_shredded(plan, part, custodian, batch, tails)
+                if part.keyed
+                else (),
             )
             if decision.withheld:
                 self._withheld[part.entity] = frozenset(decision.withheld)

@@ -37,6 +37,7 @@ from custdata._decision import Action
 from custdata._errors import ConfigurationError
 from custdata._policy import FieldPolicy
 from custdata.crypto._legacy import looks_sealed
+from custdata.crypto._subject import DESTROYED
 
 from ._binding import FieldBinding, subject_parts
 
@@ -395,12 +396,23 @@ def reveal(
     subjects: tuple[str, ...] = ()
     if subject is not None:
         subjects = (subject_parts(subject, b.subject_kind)[0],)
+    data, tail, keys = _parts(value, b, b.where)
+    gone: tuple[str, ...] = ()
+    if b.key_scope == "subject" and not b.legacy_plaintext and tail is not None:
+        # Whether the subject was crypto-shredded, before the decision: its
+        # refusal is recorded then, never a reveal (the batch's keys, or
+        # one lookup that the value is then opened with).
+        if keys is None:
+            keys = b.cipher(custodian).held_keys([tail])
+        if keys.get(tail) is DESTROYED:
+            gone = subjects
     decision = custodian.authorize(
         action=Action.READ,
         entity=b.table,
         fields=_fields_of(b),
         subjects=subjects,
         count=1,
+        unreadable=gone,
     )
     opener: Any = MASK_TEXT if decision.denied_fields else b.cipher(custodian)
     ctx = _access_now()
@@ -413,7 +425,7 @@ def reveal(
         value.grant = Grant(ctx, custodian, opens)
     else:
         value.grant = Grant(ctx, custodian, {b: opener})
-    return _open(opener, *_parts(value, b, b.where), b, text)
+    return _open(opener, data, tail, keys, b, text)
 
 
 def seal_attribute(attribute: Any, binding: FieldBinding, *, text: bool) -> None:

@@ -52,6 +52,7 @@ from custdata.crypto._files import write_private_file
 
 from ._anchors import aware_utc
 from ._binding import subject_value
+from ._chunks import IN_CHUNK
 from ._declare import _subject_column, _subject_kind
 from ._jobs import _tables_arg
 from ._keystore import blind_index_eraser
@@ -659,9 +660,11 @@ def disclose_subject(
             bindings = [c.type._binding for c in encrypted]  # type: ignore[attr-defined]  # noqa: SLF001
             keys = list(rows.primary_keys)
             read: list[dict[str, Any]] = []
-            for start in range(0, len(keys), 500):
+            for start in range(0, len(keys), IN_CHUNK):
                 result = session.execute(
-                    select(*shown).where(pk.in_(keys[start : start + 500])).order_by(pk)
+                    select(*shown)
+                    .where(pk.in_(keys[start : start + IN_CHUNK]))
+                    .order_by(pk)
                 )
                 read.extend(dict(r._mapping) for r in result)  # noqa: SLF001
             collected[tbl.name] = read
