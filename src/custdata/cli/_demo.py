@@ -282,10 +282,10 @@ def _walkthrough(folder: Path) -> None:
     # The trail's reader gives each record's body, whatever the line format
     # (a new file is written in the compact format 2).
     for record in JsonLinesSource(audit_path).records():
-        text: bytes | None = getattr(record, "body", None)  # None: not a record
-        if text is None:
+        event_body: bytes | None = getattr(record, "body", None)  # None: not a record
+        if event_body is None:
             continue
-        body = json.loads(text)
+        body = json.loads(event_body)
         actor = (body.get("actor") or {}).get("id", "-")
         fields = ",".join(body.get("fields", [])) or "-"
         print(
