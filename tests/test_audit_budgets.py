@@ -7,7 +7,9 @@ keeps in memory), and that none of them weakens a check.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import hashlib
 import io
 import os
 import sys
@@ -43,6 +45,7 @@ from custdata.audit import (
     redact,
     verify_trail,
 )
+from custdata.audit._store import StoredRecord
 
 
 def _write(trail: AuditTrail, n: int, actor: str = "u-1") -> None:
@@ -901,3 +904,58 @@ class TestDefaultFormat:
         new.close()
         assert {b'{"c', b'{"@'} == self._heads(path)
         assert verify_trail(JsonLinesSource(path), keys).intact
+
+
+class TestTamperedCompactFile:
+    """After the one-pass check gives up, a format-2 body is hashed once, not twice."""
+
+    def test_each_body_is_hashed_once(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The reader's digest of a rebuilt body is trusted as its own; only the line given up at is read twice."""
+        keys = FakeKeys()
+        path = tmp_path / "v2.jsonl"
+        t = AuditTrail(
+            keys, sinks=[JsonLinesSink(path, version=2)], checkpoint_interval=None
+        )
+        _write(t, 40)
+        t.close()
+        lines = path.read_bytes().splitlines(keepends=True)
+        records = [i for i, x in enumerate(lines) if x.startswith(b'{"@":"')]
+        lines[records[10]] = lines[records[10]].replace(b'"20', b'"19', 1)
+        path.write_bytes(b"".join(lines))
+        hashed: collections.Counter[bytes] = collections.Counter()
+        real = hashlib.sha256
+
+        def counting(data: bytes = b"", **kw: Any) -> Any:
+            if data.startswith(b'{"action"'):
+                hashed[data] += 1
+            return real(data, **kw)
+
+        monkeypatch.setattr(hashlib, "sha256", counting)
+        monkeypatch.setattr(_verify, "_sha256", counting)
+        report = verify_trail(JsonLinesSource(path), keys)
+        assert ["MAC_INVALID", "UNANCHORED_TAIL"] == report.kinds()
+        assert len(hashed) >= 40
+        # Every body once; the line the one-pass check gave up at twice.
+        assert len(hashed) + 1 == sum(hashed.values())
+
+    def test_a_derived_digest_is_only_made_by_the_reader(self, tmp_path: Path) -> None:
+        """Format-1 lines carry their stored digest (checked against the body), never a derived one."""
+        keys = FakeKeys()
+        path = tmp_path / "mixed.jsonl"
+        for version in (1, 2):
+            t = AuditTrail(
+                keys,
+                sinks=[JsonLinesSink(path, version=version)],
+                checkpoint_interval=None,
+                service=f"v{version}",
+            )
+            _write(t, 3)
+            t.close()
+        kinds = {
+            (type(r.body_sha256) is _compact.DerivedDigest, r.chain.split("/")[1])
+            for r in JsonLinesSource(path).records()
+            if isinstance(r, StoredRecord)
+        }
+        assert {(False, "v1"), (True, "v2")} == kinds

@@ -33,7 +33,13 @@ from custdata.crypto._hmac import TRANS_5C, TRANS_36
 
 from ._chain import _MAC_LABEL, ZERO_MAC
 from ._checkpoint import Checkpoint, CheckpointAnchor, CheckpointVerifier
-from ._compact import RECORD_HEAD, V2_HEAD, CompactReader, split_values
+from ._compact import (
+    RECORD_HEAD,
+    V2_HEAD,
+    CompactReader,
+    DerivedDigest,
+    split_values,
+)
 from ._keys import _EVOLVE_LABEL as _EVOLVE
 from ._keys import AuditKeySource, chain_initial_key, root_for
 from ._merkle import MerkleAccumulator, leaf_hash
@@ -499,10 +505,11 @@ def _verify_chain(  # noqa: PLR0917 - internal, called once
                 FindingKind.MODIFIED, chain, seq, detail="body missing or unreadable"
             )
             continue
-        if body is None:
+        if body is None or rdigest.__class__ is DerivedDigest:
             # Redacted, or removed without a redaction: the MAC covers the
             # recorded digest, so the chain still verifies; which of the two
-            # is decided once every chain's redaction events are known.
+            # is decided once every chain's redaction events are known. Or
+            # the reader computed the digest from this body (format 2).
             h = rdigest
         else:
             h = sha256(body).digest()
@@ -1416,7 +1423,9 @@ class _StreamChain:
                 detail="body missing or unreadable",
             )
             return False
-        if body is None:
+        if body is None or rdigest.__class__ is DerivedDigest:
+            # Redacted (the MAC covers the recorded digest), or the reader
+            # computed the digest from this very body (format 2): no rehash.
             h = rdigest
         else:
             h = _sha256(body).digest()
@@ -1678,7 +1687,7 @@ def _verify_stream(
             ):
                 recent[seq] = mac
             for n, tpl in resume.templates.get(cid, {}).items():
-                reader.templates[key, int(n)] = tpl[0::2]
+                reader.templates[key, int(n)] = tpl
         for body in resume.claims:
             _Redactions.claim_into(claims, body)
         records = source.records_from(
