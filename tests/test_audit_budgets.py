@@ -959,3 +959,35 @@ class TestTamperedCompactFile:
             if isinstance(r, StoredRecord)
         }
         assert {(False, "v1"), (True, "v2")} == kinds
+
+    @pytest.mark.parametrize("version", [1, 2])
+    def test_after_a_finding_the_chain_goes_back_to_the_in_order_step(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int
+    ) -> None:
+        """Past an edited record, the full algorithm's general step runs only where the chain is not in order."""
+        keys = FakeKeys()
+        path = tmp_path / "a.jsonl"
+        t = AuditTrail(
+            keys, sinks=[JsonLinesSink(path, version=version)], checkpoint_interval=None
+        )
+        _write(t, 200)
+        t.close()
+        lines = path.read_bytes().splitlines(keepends=True)
+        lines[60] = lines[60].replace(b'"20', b'"19', 1)
+        path.write_bytes(b"".join(lines))
+        calls: list[int] = []
+        general = _verify._StreamChain._process
+
+        def counting(self: Any, rec: Any) -> None:
+            calls.append(rec.seq)
+            general(self, rec)
+
+        monkeypatch.setattr(_verify._StreamChain, "_process", counting)
+        report = verify_trail(JsonLinesSource(path), keys)
+        assert not report.intact
+        # The edited record, and the next one (its predecessor is not valid).
+        assert 2 == len(calls)
+        calls.clear()
+        monkeypatch.setattr(_verify._StreamChain, "_next_in_order", lambda *_: False)
+        assert report.to_dict() == verify_trail(JsonLinesSource(path), keys).to_dict()
+        assert len(calls) > 100
