@@ -135,7 +135,7 @@ class JsonLinesStore(Store):
         self.path = path
 
     def sink(self) -> AuditSink:
-        return JsonLinesSink(self.path)
+        return JsonLinesSink(self.path, version=1)
 
     def source(self) -> TrailSource:
         return JsonLinesSource(self.path)

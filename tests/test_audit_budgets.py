@@ -7,7 +7,9 @@ keeps in memory), and that none of them weakens a check.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import hashlib
 import io
 import os
 import sys
@@ -43,6 +45,7 @@ from custdata.audit import (
     redact,
     verify_trail,
 )
+from custdata.audit._store import StoredRecord
 
 
 def _write(trail: AuditTrail, n: int, actor: str = "u-1") -> None:
@@ -76,7 +79,7 @@ class TestAmortisedIdentityCheck:
         monkeypatch.setattr(_sinks, "CHECK_INTERVAL_NS", 10**15)
         t = AuditTrail(
             FakeKeys(),
-            sinks=[JsonLinesSink(tmp_path / "a.jsonl")],
+            sinks=[JsonLinesSink(tmp_path / "a.jsonl", version=1)],
             checkpoint_interval=None,
         )
         _write(t, 500)
@@ -92,7 +95,7 @@ class TestAmortisedIdentityCheck:
         monkeypatch.setattr(_sinks, "watcher", lambda: None)
         t = AuditTrail(
             FakeKeys(),
-            sinks=[JsonLinesSink(tmp_path / "a.jsonl")],
+            sinks=[JsonLinesSink(tmp_path / "a.jsonl", version=1)],
             checkpoint_interval=None,
         )
         _write(t, 20)
@@ -119,7 +122,7 @@ class TestAmortisedIdentityCheck:
         folder.mkdir()
         path = folder / "a.jsonl"
         t = AuditTrail(
-            FakeKeys(), sinks=[JsonLinesSink(path)], checkpoint_interval=None
+            FakeKeys(), sinks=[JsonLinesSink(path, version=1)], checkpoint_interval=None
         )
         _write(t, 3)
         if fault == "moved":
@@ -146,7 +149,7 @@ class TestAmortisedIdentityCheck:
         (tmp_path / "top" / "logs").mkdir(parents=True)
         path = tmp_path / "top" / "logs" / "a.jsonl"
         t = AuditTrail(
-            FakeKeys(), sinks=[JsonLinesSink(path)], checkpoint_interval=None
+            FakeKeys(), sinks=[JsonLinesSink(path, version=1)], checkpoint_interval=None
         )
         _write(t, 4)  # the chain start and four decisions: a check at the 4th event
         (tmp_path / "top").rename(tmp_path / "top.old")
@@ -171,7 +174,9 @@ class TestAmortisedIdentityCheck:
         monkeypatch.setattr(_sinks, "_stat", counter)
         monkeypatch.setattr(_sinks, "CHECK_INTERVAL_NS", 10**15)
         path, keys = tmp_path / "a.jsonl", FakeKeys()
-        t = AuditTrail(keys, sinks=[JsonLinesSink(path)], checkpoint_interval=None)
+        t = AuditTrail(
+            keys, sinks=[JsonLinesSink(path, version=1)], checkpoint_interval=None
+        )
         _write(t, 5)
         before = counter.calls
         path.chmod(0o640)
@@ -210,7 +215,10 @@ class TestBoundedVerification:
         anchor = FileAnchor(tmp_path / "anchor.jsonl")
         cp = Checkpointer(JsonLinesSource(path), signer, anchor)
         t = AuditTrail(
-            keys, sinks=[JsonLinesSink(path)], checkpointer=cp, checkpoint_interval=None
+            keys,
+            sinks=[JsonLinesSink(path, version=1)],
+            checkpointer=cp,
+            checkpoint_interval=None,
         )
         for i in range(6):
             _write(t, 300)
@@ -276,7 +284,10 @@ def _two_format_trail(folder: Path, keys: FakeKeys) -> tuple[Path, FileAnchor, A
         service="compact",
     )
     classic = AuditTrail(
-        keys, sinks=[JsonLinesSink(path)], checkpoint_interval=None, service="classic"
+        keys,
+        sinks=[JsonLinesSink(path, version=1)],
+        checkpoint_interval=None,
+        service="classic",
     )
     for i in range(40):
         compact.record_decision(
@@ -523,7 +534,7 @@ def _multi_chain(folder: Path, keys: FakeKeys) -> tuple[Path, FileAnchor, Any]:
     trails = [
         AuditTrail(
             keys,
-            sinks=[JsonLinesSink(path)],
+            sinks=[JsonLinesSink(path, version=1)],
             checkpointer=cp if n == 0 else None,
             checkpoint_interval=None,
             service=f"svc{n}",
@@ -656,7 +667,9 @@ class TestStreamingVerifier:
         # Both files are larger than the reader's 4 MiB block.
         for n in (8_000, 32_000):
             path = tmp_path / f"{n}.jsonl"
-            t = AuditTrail(keys, sinks=[JsonLinesSink(path)], checkpoint_interval=None)
+            t = AuditTrail(
+                keys, sinks=[JsonLinesSink(path, version=1)], checkpoint_interval=None
+            )
             _write(t, n)
             t.close()
             lines = path.read_bytes().splitlines(keepends=True)
@@ -731,7 +744,9 @@ class TestReplayedFile:
     ) -> None:
         """Every record of a replayed copy is behind its chain's position: DUPLICATE, as one run."""
         keys, path = FakeKeys(), tmp_path / "a.jsonl"
-        t = AuditTrail(keys, sinks=[JsonLinesSink(path)], checkpoint_interval=None)
+        t = AuditTrail(
+            keys, sinks=[JsonLinesSink(path, version=1)], checkpoint_interval=None
+        )
         _write(t, 3000)
         t.close()
         path.write_bytes(path.read_bytes() * 2)
@@ -750,7 +765,9 @@ class TestStreamingSpills:
     ) -> None:
         """The streaming algorithm offers its MACs to the spill file as it reads, like the one-pass check."""
         keys, path = FakeKeys(), tmp_path / "a.jsonl"
-        t = AuditTrail(keys, sinks=[JsonLinesSink(path)], checkpoint_interval=None)
+        t = AuditTrail(
+            keys, sinks=[JsonLinesSink(path, version=1)], checkpoint_interval=None
+        )
         _write(t, 2000)
         t.close()
         lines = path.read_bytes().splitlines(keepends=True)
@@ -794,3 +811,183 @@ class TestCompactStream:
             report = verify_trail(JsonLinesSource(path), keys)
             assert report.intact
             assert report.events == 7
+
+
+class TestDefaultFormat:
+    """``JsonLinesSink(path)`` writes format 2 to a new file and never mixes formats."""
+
+    @staticmethod
+    def _heads(path: Path) -> set[bytes]:
+        return {line[:3] for line in path.read_bytes().splitlines() if line}
+
+    def test_a_new_file_gets_the_compact_format(self, tmp_path: Path) -> None:
+        """A file that does not exist yet is written in format 2 (declarations first)."""
+        path = tmp_path / "new.jsonl"
+        keys = FakeKeys()
+        sink = JsonLinesSink(path)
+        assert 2 == sink.version
+        t = AuditTrail(keys, sinks=[sink], checkpoint_interval=None)
+        _write(t, 3)
+        t.close()
+        assert path.read_bytes().startswith(b'{"@chain":"')
+        assert {b'{"@'} == self._heads(path)
+        assert verify_trail(JsonLinesSource(path), keys).intact
+
+    def test_an_empty_file_gets_the_compact_format(self, tmp_path: Path) -> None:
+        """An existing empty file holds no format yet: format 2."""
+        path = tmp_path / "empty.jsonl"
+        path.touch()
+        assert 2 == JsonLinesSink(path).version
+
+    @pytest.mark.parametrize("version", [1, 2])
+    def test_an_existing_file_goes_on_in_its_format(
+        self, tmp_path: Path, version: int
+    ) -> None:
+        """A file written in format 1 (an older release) is continued in format 1, and 2 in 2."""
+        path = tmp_path / "old.jsonl"
+        keys = FakeKeys()
+        old = AuditTrail(
+            keys, sinks=[JsonLinesSink(path, version=version)], checkpoint_interval=None
+        )
+        _write(old, 3)
+        old.close()
+        sink = JsonLinesSink(path)
+        assert version == sink.version
+        new = AuditTrail(keys, sinks=[sink], checkpoint_interval=None, service="new")
+        _write(new, 3, actor="u-2")
+        new.close()
+        head = b'{"c' if version == 1 else b'{"@'
+        assert {head} == self._heads(path)
+        report = verify_trail(JsonLinesSource(path), keys)
+        assert report.intact
+        assert 2 == report.chains
+
+    def test_the_first_record_decides_past_lines_that_are_not_records(
+        self, tmp_path: Path
+    ) -> None:
+        """Blank, garbage and torn lines before the first record do not decide the format."""
+        path = tmp_path / "old.jsonl"
+        keys = FakeKeys()
+        old = AuditTrail(
+            keys, sinks=[JsonLinesSink(path, version=1)], checkpoint_interval=None
+        )
+        _write(old, 2)
+        old.close()
+        path.write_bytes(b"\nnot a record\n" + path.read_bytes())
+        assert 1 == JsonLinesSink(path).version
+
+    def test_a_stream_gets_format_1(self) -> None:
+        """A stream's reader may start anywhere: every line stands alone (format 1)."""
+        stream = io.BytesIO()
+        sink = JsonLinesSink(stream)
+        assert 1 == sink.version
+        t = AuditTrail(FakeKeys(), sinks=[sink], checkpoint_interval=None)
+        _write(t, 1)
+        t.close()
+        assert stream.getvalue().startswith(b'{"custdata_audit":1,')
+
+    def test_an_explicit_version_is_kept_on_an_existing_file(
+        self, tmp_path: Path
+    ) -> None:
+        """``version=2`` on a format-1 file is honoured: the reader verifies the mix."""
+        path = tmp_path / "old.jsonl"
+        keys = FakeKeys()
+        old = AuditTrail(
+            keys, sinks=[JsonLinesSink(path, version=1)], checkpoint_interval=None
+        )
+        _write(old, 2)
+        old.close()
+        sink = JsonLinesSink(path, version=2)
+        assert 2 == sink.version
+        new = AuditTrail(keys, sinks=[sink], checkpoint_interval=None, service="new")
+        _write(new, 2)
+        new.close()
+        assert {b'{"c', b'{"@'} == self._heads(path)
+        assert verify_trail(JsonLinesSource(path), keys).intact
+
+
+class TestTamperedCompactFile:
+    """After the one-pass check gives up, a format-2 body is hashed once, not twice."""
+
+    def test_each_body_is_hashed_once(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The reader's digest of a rebuilt body is trusted as its own; only the line given up at is read twice."""
+        keys = FakeKeys()
+        path = tmp_path / "v2.jsonl"
+        t = AuditTrail(
+            keys, sinks=[JsonLinesSink(path, version=2)], checkpoint_interval=None
+        )
+        _write(t, 40)
+        t.close()
+        lines = path.read_bytes().splitlines(keepends=True)
+        records = [i for i, x in enumerate(lines) if x.startswith(b'{"@":"')]
+        lines[records[10]] = lines[records[10]].replace(b'"20', b'"19', 1)
+        path.write_bytes(b"".join(lines))
+        hashed: collections.Counter[bytes] = collections.Counter()
+        real = hashlib.sha256
+
+        def counting(data: bytes = b"", **kw: Any) -> Any:
+            if data.startswith(b'{"action"'):
+                hashed[data] += 1
+            return real(data, **kw)
+
+        monkeypatch.setattr(hashlib, "sha256", counting)
+        monkeypatch.setattr(_verify, "_sha256", counting)
+        report = verify_trail(JsonLinesSource(path), keys)
+        assert ["MAC_INVALID", "UNANCHORED_TAIL"] == report.kinds()
+        assert len(hashed) >= 40
+        # Every body once; the line the one-pass check gave up at twice.
+        assert len(hashed) + 1 == sum(hashed.values())
+
+    def test_a_derived_digest_is_only_made_by_the_reader(self, tmp_path: Path) -> None:
+        """Format-1 lines carry their stored digest (checked against the body), never a derived one."""
+        keys = FakeKeys()
+        path = tmp_path / "mixed.jsonl"
+        for version in (1, 2):
+            t = AuditTrail(
+                keys,
+                sinks=[JsonLinesSink(path, version=version)],
+                checkpoint_interval=None,
+                service=f"v{version}",
+            )
+            _write(t, 3)
+            t.close()
+        kinds = {
+            (type(r.body_sha256) is _compact.DerivedDigest, r.chain.split("/")[1])
+            for r in JsonLinesSource(path).records()
+            if isinstance(r, StoredRecord)
+        }
+        assert {(False, "v1"), (True, "v2")} == kinds
+
+    @pytest.mark.parametrize("version", [1, 2])
+    def test_after_a_finding_the_chain_goes_back_to_the_in_order_step(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int
+    ) -> None:
+        """Past an edited record, the full algorithm's general step runs only where the chain is not in order."""
+        keys = FakeKeys()
+        path = tmp_path / "a.jsonl"
+        t = AuditTrail(
+            keys, sinks=[JsonLinesSink(path, version=version)], checkpoint_interval=None
+        )
+        _write(t, 200)
+        t.close()
+        lines = path.read_bytes().splitlines(keepends=True)
+        lines[60] = lines[60].replace(b'"20', b'"19', 1)
+        path.write_bytes(b"".join(lines))
+        calls: list[int] = []
+        general = _verify._StreamChain._process
+
+        def counting(self: Any, rec: Any) -> None:
+            calls.append(rec.seq)
+            general(self, rec)
+
+        monkeypatch.setattr(_verify._StreamChain, "_process", counting)
+        report = verify_trail(JsonLinesSource(path), keys)
+        assert not report.intact
+        # The edited record, and the next one (its predecessor is not valid).
+        assert 2 == len(calls)
+        calls.clear()
+        monkeypatch.setattr(_verify._StreamChain, "_next_in_order", lambda *_: False)
+        assert report.to_dict() == verify_trail(JsonLinesSource(path), keys).to_dict()
+        assert len(calls) > 100

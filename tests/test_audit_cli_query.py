@@ -74,7 +74,10 @@ def trail_files(tmp_path: Path) -> dict[str, Path]:
     anchor = FileAnchor(tmp_path / "anchor.jsonl")
     cp = Checkpointer(JsonLinesSource(path), signer, anchor)
     with AuditTrail(
-        ring, sinks=[JsonLinesSink(path)], checkpointer=cp, checkpoint_interval=None
+        ring,
+        sinks=[JsonLinesSink(path, version=1)],
+        checkpointer=cp,
+        checkpoint_interval=None,
     ) as t:
         for i in range(20):
             t.record_decision(decision(f"u-{i % 3}"), now=T0)
@@ -285,7 +288,7 @@ class TestInvestigationQueries:
         ring = Keyring.generate(now=T0)
         path = tmp_path / "a.jsonl"
         with AuditTrail(
-            ring, sinks=[JsonLinesSink(path)], checkpoint_interval=None
+            ring, sinks=[JsonLinesSink(path, version=1)], checkpoint_interval=None
         ) as t:
             t.record_decision(decision("u-1", subjects=("c-7",)), now=T0)
         old = ring.primary_key_id
@@ -293,7 +296,7 @@ class TestInvestigationQueries:
         ring.retire(old, now=T0 + dt.timedelta(minutes=2))
         reloaded = Keyring.from_json(ring.export_insecure())
         with AuditTrail(
-            reloaded, sinks=[JsonLinesSink(path)], checkpoint_interval=None
+            reloaded, sinks=[JsonLinesSink(path, version=1)], checkpoint_interval=None
         ) as t:
             t.record_decision(decision("u-2", subjects=("c-7",)), now=T0)
         reveals = [

@@ -57,7 +57,7 @@ class Trail:
         trails = [
             AuditTrail(
                 self.keys,
-                sinks=[JsonLinesSink(self.path)],
+                sinks=[JsonLinesSink(self.path, version=1)],
                 checkpointer=checkpointer if n == 0 else None,
                 checkpoint_interval=None,
                 service=f"svc{n}",

@@ -121,7 +121,9 @@ class TestDuplicates:
 
 
 def _trail(path: Path, keys: FakeKeys, **kw: Any) -> AuditTrail:
-    return AuditTrail(keys, sinks=[JsonLinesSink(path)], checkpoint_interval=None, **kw)
+    return AuditTrail(
+        keys, sinks=[JsonLinesSink(path, version=1)], checkpoint_interval=None, **kw
+    )
 
 
 def _write(trail: AuditTrail, n: int, actor: str = "u-1") -> None:
@@ -276,7 +278,7 @@ class TestTheFileIsTheFile:
     def test_redaction_rewrite_is_followed(self, tmp_path: Path) -> None:
         """The sink's own reopen (after a rewrite) points it at the new file, which it then accepts."""
         path, keys = tmp_path / "a.jsonl", FakeKeys()
-        sink = JsonLinesSink(path)
+        sink = JsonLinesSink(path, version=1)
         t = AuditTrail(keys, sinks=[sink], checkpoint_interval=None)
         _write(t, 2)
         tmp = tmp_path / "rewrite.jsonl"
@@ -315,14 +317,14 @@ class TestTypedErrors:
 
         monkeypatch.setattr(_sinks.os, "open", refuse)
         with pytest.raises(custdata.ConfigurationError, match="PermissionError"):
-            JsonLinesSink(tmp_path / "a.jsonl")
+            JsonLinesSink(tmp_path / "a.jsonl", version=1)
 
     @pytest.mark.parametrize("call", ["close", "flush"])
     def test_close_and_flush_failures_are_audit_unavailable(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str
     ) -> None:
         """A full disk at close (or fsync) raises AuditUnavailableError, not a raw OSError."""
-        sink = JsonLinesSink(tmp_path / "a.jsonl")
+        sink = JsonLinesSink(tmp_path / "a.jsonl", version=1)
         fd = sink._fd
 
         def fail(*args: object) -> None:
@@ -612,7 +614,7 @@ class TestMissingCheckpoints:
         anchor = FileAnchor(tmp_path / "anchor.jsonl")
         t = AuditTrail(
             keys,
-            sinks=[JsonLinesSink(path)],
+            sinks=[JsonLinesSink(path, version=1)],
             checkpointer=Checkpointer(JsonLinesSource(path), signer, anchor),
             checkpoint_interval=None,
         )

@@ -35,7 +35,7 @@ class Recorded:
         self.path = path
         self.keys = FakeKeys()
         self.trail = AuditTrail(
-            self.keys, sinks=[JsonLinesSink(path)], checkpoint_interval=None
+            self.keys, sinks=[JsonLinesSink(path, version=1)], checkpoint_interval=None
         )
         self.custodian = custdata.Custodian(policy=policy, audit=self.trail)
 

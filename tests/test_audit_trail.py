@@ -443,7 +443,9 @@ class TestConcurrency:
         """G4: 100 asyncio tasks, 8 threads and 2 forked processes; every event has its own actor."""
         path = tmp_path / "a.jsonl"
         keys = FakeKeys()
-        t = AuditTrail(keys, sinks=[JsonLinesSink(path)], checkpoint_interval=None)
+        t = AuditTrail(
+            keys, sinks=[JsonLinesSink(path, version=1)], checkpoint_interval=None
+        )
         c = custdata.Custodian(policy=sample_policy, audit=t)
 
         def work(name: str) -> None:

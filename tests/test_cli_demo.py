@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from custdata.audit import JsonLinesSource
 from custdata.cli import main
 from custdata.cli._demo import _CUSTOMERS
 
@@ -81,7 +82,11 @@ class TestDemo:
         """The audit trail records reveals and denials, and never a customer value."""
         _, folder = demo_run
         trail = (folder / "audit.jsonl").read_text(encoding="utf-8")
-        actions = [json.loads(line)["body"]["action"] for line in trail.splitlines()]
+        actions = [
+            json.loads(body)["action"]
+            for record in JsonLinesSource(folder / "audit.jsonl").records()
+            if (body := getattr(record, "body", None)) is not None
+        ]
         assert {
             "field.reveal",
             "purpose.check",

@@ -47,6 +47,7 @@ __all__ = [
     "V2_HEAD",
     "CompactReader",
     "CompactWriter",
+    "DerivedDigest",
     "short_id",
 ]
 
@@ -62,8 +63,19 @@ _GENERIC: Final = b'{"@":"%s","s":%d,"m":"%s","b":%s}\n'
 _TEMPLATES: Final = 4096
 #: The MACs per chain a reader keeps to supply ``prev`` (recent seqs only).
 _RECENT: Final = 256
+_ZERO: Final = bytes(32)
 _b64: Final = binascii.b2a_base64
 _unb64: Final = binascii.a2b_base64
+
+
+class DerivedDigest(bytes):
+    """A body digest a reader computed from the body it rebuilt (format 2 stores none).
+
+    It equals SHA-256 of the record's body by construction, so a verifier
+    need not hash the body again to compare the two.
+    """
+
+    __slots__ = ()
 
 
 def short_id(chain: str) -> bytes:
@@ -172,7 +184,8 @@ class CompactReader:
     def __init__(self) -> None:
         #: cid → (chain, key_ref).
         self.chains: dict[str, tuple[str, str]] = {}
-        #: (cid, n) → the template's static texts, UTF-8.
+        #: (cid, n) → the template's static texts, UTF-8, with an empty
+        #: slot between each two for the value that goes there.
         self.templates: dict[tuple[str, int], list[bytes]] = {}
         #: cid → {seq: mac} of the chain's recent records.
         self._recent: dict[str, dict[int, bytes]] = {}
@@ -207,31 +220,36 @@ class CompactReader:
         mac = _unb64(mac_text)
         rest = line[m.end() :]
         body: bytes | None
+        digest: bytes
         if kind == b"t":
             t = _TEMPLATE_VALUES.match(rest)
             if t is None:
                 raise ValueError("bad record")
-            texts = self.templates[cid, int(t.group(1))]
-            values = split_values(t.group(2), len(texts) - 1)
-            if values is None:
-                raise ValueError("template values do not fit")
-            parts = [texts[0]]
-            for value, text in zip(values, texts[1:], strict=True):
-                parts += (value, text)
+            parts = self.templates[cid, int(t.group(1))].copy()
+            n = len(parts) // 2
+            values = t.group(2).split(b",")  # split_values' common case, inlined
+            if len(values) != n:
+                found = split_values(t.group(2), n)
+                if found is None:
+                    raise ValueError("template values do not fit")
+                values = found
+            parts[1::2] = values
             body = b"".join(parts)
-            digest = hashlib.sha256(body).digest()
+            digest = DerivedDigest(hashlib.sha256(body).digest())
         elif kind == b"b":
             if not rest.endswith(b"}"):
                 raise ValueError("bad record")
             body = rest[:-1]
-            digest = hashlib.sha256(body).digest()
+            digest = DerivedDigest(hashlib.sha256(body).digest())
         else:
             h = _DIGEST_VALUE.match(rest)
             if h is None:
                 raise ValueError("bad digest")
             body, digest = None, bytes.fromhex(h.group(1).decode("ascii"))
-        recent = self.recent(cid)
-        prev = b"\x00" * 32 if seq == 1 else recent.get(seq - 1)
+        recent = self._recent.get(cid)
+        if recent is None:
+            recent = self._recent[cid] = {}
+        prev = _ZERO if seq == 1 else recent.get(seq - 1)
         if seq not in recent:
             if len(recent) >= _RECENT:
                 for old in sorted(recent)[: _RECENT // 2]:
@@ -261,7 +279,10 @@ class CompactReader:
             raise ValueError("bad template")
         if len(self.templates) >= _TEMPLATES:
             self.templates.clear()
-        self.templates[cid, n] = [t.encode("utf-8") for t in texts]
+        slots: list[bytes] = []
+        for text in texts:
+            slots += (text.encode("utf-8"), b"")
+        self.templates[cid, n] = slots[:-1]
 
 
 _RECORD_LINE: Final = re.compile(

@@ -17,12 +17,12 @@ import threading
 import time
 
 from pathlib import Path
-from typing import IO, Protocol, runtime_checkable
+from typing import IO, Final, Protocol, runtime_checkable
 
 from custdata._errors import AuditUnavailableError, ConfigurationError
 
 from ._chain import _LINE, SealedRecord, _hexlify, render_line
-from ._compact import CompactWriter
+from ._compact import V2_HEAD, CompactWriter
 from ._watch import CHECK_EVERY, CHECK_INTERVAL_NS, Watcher, watcher
 
 
@@ -89,12 +89,16 @@ class JsonLinesSink:
         target: A path (opened for appending, mode 0600 when created) or an open
             text or binary stream (``sys.stdout`` when omitted). Streams are
             flushed after every line; files get one ``os.write`` per line.
-        version: The line format: ``1`` (the default: each line a
-            self-contained JSON object with the record's envelope and body) or
-            ``2``, the compact format (chain ids, key ids and each decision
-            template written once per chain, values by reference; about a
-            quarter of the bytes). Both verify with the same tools; a file may
-            mix them (an application upgraded in place).
+        version: The line format: ``1`` (each line a self-contained JSON
+            object with the record's envelope and body) or ``2``, the compact
+            format (chain ids, key ids and each decision template written once
+            per chain, values by reference; about a quarter of the bytes).
+            Omitted, a new or empty file gets format 2 and an existing file
+            goes on in the format of its first record, so a file written by
+            an older release stays in format 1 (a file never mixes formats
+            unless asked to); a stream gets format 1, whose every line stands
+            alone (a reader of a stream may start anywhere). Both verify with
+            the same tools, and so does a file that mixes them.
 
     Raises:
         ConfigurationError: The path cannot be opened for appending (a
@@ -111,14 +115,14 @@ class JsonLinesSink:
         self,
         target: str | os.PathLike[str] | IO[str] | IO[bytes] | None = None,
         *,
-        version: int = 1,
+        version: int | None = None,
     ) -> None:
-        if version not in (1, 2):
+        if version not in (None, 1, 2):
             raise ConfigurationError("the audit JSON-lines format version is 1 or 2")
         #: The line format written: 1 (one self-contained line per record) or
         #: 2 (compact; see the module :mod:`custdata.audit._compact`).
-        self.version = version
-        self._compact = CompactWriter() if version == 2 else None  # noqa: PLR2004
+        self.version = 1
+        self._compact: CompactWriter | None = None
         self._fd: int | None = None
         self._stream: IO[str] | IO[bytes] | None = None
         self.path: Path | None = None
@@ -141,8 +145,13 @@ class JsonLinesSink:
             # The path as a str: stat() takes it without converting a Path.
             self._where = os.fspath(self.path)
             self._open()
+            if version is None:
+                version = _existing_version(self.path) or 2
         else:
             self._stream = target
+        self.version = version or 1
+        if self.version == 2:  # noqa: PLR2004 - the compact format
+            self._compact = CompactWriter()
         self._closed = False
 
     def _open(self) -> None:
@@ -354,6 +363,30 @@ def _ends_line(path: Path) -> bool:
         # A write-only file: start on a fresh line; at worst a blank line,
         # which readers skip.
         return False
+
+
+#: How much of an existing file is read to find the format of its first record.
+_SNIFF = 1 << 16
+_V1_HEAD: Final = _LINE[: _LINE.index(b",")]
+
+
+def _existing_version(path: Path) -> int | None:
+    """The format of the first record in the file at *path* (``None``: no record).
+
+    Only the first :data:`_SNIFF` bytes are read; lines that are not records
+    (blank, torn, garbage) are passed over.
+    """
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(_SNIFF)
+    except OSError:
+        return None
+    for line in head.split(b"\n"):
+        if line.startswith(_V1_HEAD):
+            return 1
+        if line.startswith(V2_HEAD):
+            return 2
+    return None
 
 
 class MemorySink:

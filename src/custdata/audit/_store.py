@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from custdata._errors import ConfigurationError
 
-from ._compact import V2_HEAD, CompactReader
+from ._compact import RECORD_HEAD, V2_HEAD, CompactReader
 from ._sql import AuditTables
 
 
@@ -207,13 +207,18 @@ def _glued(line: bytes) -> bool:
     return line.find(_HEAD, 1) > 0 or line.find(V2_HEAD, 1) > 0
 
 
+#: What :meth:`CompactReader.feed` raises for a line it cannot use.
+_V2_ERRORS = (ValueError, KeyError, TypeError, RecursionError, binascii.Error)
+_RECORD_HEAD_LEN = len(RECORD_HEAD)
+
+
 def _compact_record(
     reader: CompactReader, part: bytes, loc: str | int
 ) -> StoredRecord | Malformed | Torn | None:
     """Read one v2 line; ``None`` for a declaration or template."""
     try:
         got = reader.feed(part.rstrip(b"\r\n"))
-    except (ValueError, KeyError, TypeError, RecursionError, binascii.Error):
+    except _V2_ERRORS:
         return Malformed(str(loc)) if _is_json(part) else Torn(str(loc))
     if got is None:
         return None
@@ -340,6 +345,25 @@ class JsonLinesSource(TrailSource):
                     else:
                         yield record
                         continue
+            elif (
+                line[:_RECORD_HEAD_LEN] == RECORD_HEAD
+                and line.__class__ is bytes
+                and not _glued(line)
+            ):
+                # A format-2 line as the writer writes it; anything the
+                # reader refuses is read again below, and named.
+                try:
+                    got = compact.feed(line)
+                except _V2_ERRORS:
+                    pass
+                else:
+                    if got is not None:
+                        chain, seq, key_ref, prev, mac, digest, body, _ = got
+                        yield new(
+                            StoredRecord,
+                            (n, chain, seq, key_ref, prev, mac, digest, body, None),
+                        )
+                    continue
             if not line.strip():
                 continue
             loc = f"line {n}"

@@ -279,8 +279,13 @@ def _walkthrough(folder: Path) -> None:
         trail.close()
 
     _section(12, "The audit trail: who did what, and proof it was not altered")
-    for line in audit_path.read_text(encoding="utf-8").splitlines():
-        body = json.loads(line)["body"]
+    # The trail's reader gives each record's body, whatever the line format
+    # (a new file is written in the compact format 2).
+    for record in JsonLinesSource(audit_path).records():
+        event_body: bytes | None = getattr(record, "body", None)  # None: not a record
+        if event_body is None:
+            continue
+        body = json.loads(event_body)
         actor = (body.get("actor") or {}).get("id", "-")
         fields = ",".join(body.get("fields", [])) or "-"
         print(
