@@ -407,16 +407,18 @@ _prepared: ContextVar[tuple[SubjectKeyScope, dict[bytes, _SubjectKey], int] | No
 )
 
 
-#: The application's connection a fetched batch came through, while its keys
-#: are fetched (see :func:`reading_through`): a store whose
-#: ``reads_committed_on(connection)`` says so looks them up on it, with no
-#: connection of its own to check out.
-_read_through: ContextVar[object | None] = ContextVar(
+#: What the SQL layer knows of the fetched batch whose keys are being fetched
+#: (see :func:`reading_through`): ``(connection, store, epoch)`` -- the
+#: application's connection the batch came through, and the shred epoch of
+#: ``store`` that the batch's own statement read (``None`` if it read none).
+_read_through: ContextVar[tuple[object, object, int | None] | None] = ContextVar(
     "custdata_subject_key_read_through", default=None
 )
 
 
-def reading_through(connection: object) -> Token[object | None]:
+def reading_through(
+    connection: object, *, store: object = None, epoch: int | None = None
+) -> Token[tuple[object, object, int | None] | None]:
     """Offer ``connection`` for the key lookups of the batch being read (internal).
 
     The SQL layer calls it around the decryption of a fetched batch, with the
@@ -424,11 +426,21 @@ def reading_through(connection: object) -> Token[object | None]:
     :func:`done_reading_through`. A store uses the connection only where a
     read on it sees every committed key and no uncommitted one (its
     ``reads_committed_on``); the keys found are then cached as any others.
+
+    Args:
+        connection: The batch's connection (``None``: none to offer).
+        store: The store whose shred epoch the batch's statement read.
+        epoch: That epoch, read in the same statement as the rows, on a
+            connection the store ``reads_committed_on``: a batch whose keys
+            are all cached is then checked against it, with no statement of
+            its own.
     """
-    return _read_through.set(connection)
+    return _read_through.set((connection, store, epoch))
 
 
-def done_reading_through(token: Token[object | None]) -> None:
+def done_reading_through(
+    token: Token[tuple[object, object, int | None] | None],
+) -> None:
     """End what :func:`reading_through` began (internal)."""
     _read_through.reset(token)
 
@@ -466,9 +478,11 @@ class SubjectKeyScope:
 
     **Shreds.** A key destroyed through this scope is dropped at once. Every
     batch served from the cache first checks the store's shred epoch (in the
-    same query as the batch's uncached keys, or in one small query when all
-    are cached); when another process has shredded since, the whole cache is
-    dropped, so no destroyed key is served after its destruction committed.
+    same query as the batch's uncached keys; when all are cached, as read by
+    the batch's own statement where the SQL layer could add it there, else in
+    one small query); when another process has shredded since, the whole
+    cache is dropped, so no destroyed key is served after its destruction
+    committed.
 
     Attributes:
         store: The subject key store.
@@ -524,7 +538,8 @@ class SubjectKeyScope:
         ordered = list(subjects)
         lookup = store.lookup  # type: ignore[attr-defined]
         if transaction is None:
-            via = _read_through.get()
+            through = _read_through.get()
+            via = None if through is None else through[0]
             if via is not None:
                 committed_on = getattr(store, "reads_committed_on", None)
                 if committed_on is not None and committed_on(via):
@@ -620,7 +635,19 @@ class SubjectKeyScope:
             # process's alone, and shreds through the keyring drop keys at once.
             hits.update(held)
             return hits
-        keys, epoch = self._read(misses, transaction)
+        through = _read_through.get() if transaction is None else None
+        if (
+            not misses
+            and through is not None
+            and through[2] is not None
+            and through[1] is self.store
+        ):
+            # Every key cached: the shred epoch the batch's own statement read
+            # checks them, so no statement of the store's runs for this batch.
+            keys: dict[bytes, Any] = {}
+            epoch = through[2]
+        else:
+            keys, epoch = self._read(misses, transaction)
         with self._lock:
             stale = not self._check_epoch(epoch)
             if transaction is None:

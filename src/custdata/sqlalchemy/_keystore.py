@@ -24,6 +24,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal_column,
     select,
     update,
 )
@@ -130,6 +131,14 @@ def _on_rollback_savepoint(conn: Connection, name: str, context: object) -> None
 def _on_release_savepoint(conn: Connection, name: str, context: object) -> None:
     _savepoint_ended(conn, name, kept=True)
 
+
+#: Per dialect, the literal of the empty byte string (the epoch row's subject).
+_EMPTY_BYTES: Mapping[str, str] = {
+    "sqlite": "X''",
+    "postgresql": "''::bytea",
+    "mysql": "X''",
+    "mariadb": "X''",
+}
 
 #: Per dialect, the isolation levels under which each statement of a
 #: transaction reads the latest committed rows and nothing uncommitted of
@@ -334,6 +343,38 @@ class SqlSubjectKeyStore:
         if level is None:
             level = dialect.default_isolation_level
         return isinstance(level, str) and level.upper().replace("_", " ") in fresh
+
+    def epoch_column(self, connection: Connection) -> str | None:
+        """SQL of a scalar subquery reading the shred epoch, for a statement on ``connection``.
+
+        The read path puts it first in the select list of a statement that
+        fetches per-subject-key values, so the batch's cached keys are checked
+        against the epoch read in the same statement as the rows, with no
+        statement of the store's. ``None`` where that check would not be the
+        one :meth:`lookup` makes: ``connection`` is not one the store
+        :meth:`reads_committed_on`, or its dialect is not SQLite, PostgreSQL,
+        MySQL or MariaDB.
+        """
+        if not self.reads_committed_on(connection):
+            return None
+        dialect = connection.dialect
+        key = ("epoch", dialect.name)
+        if key in self._lookups:
+            return self._lookups[key]  # type: ignore[no-any-return]
+        empty = _EMPTY_BYTES.get(dialect.name)
+        sql = None
+        if empty is not None:
+            keys = self.table.alias("custdata_epoch")
+            sql = str(
+                select(keys.c.key_id)
+                .where(keys.c.subject == literal_column(empty))
+                .scalar_subquery()
+                .compile(dialect=dialect)
+            )
+            if "%" in sql and dialect.paramstyle in {"format", "pyformat"}:
+                sql = None  # a table name that would need escaping: not here
+        self._lookups[key] = sql
+        return sql
 
     def _shared(self, other: Engine) -> bool:
         """:meth:`shares` for a connection of ``other``, remembered per engine."""

@@ -918,6 +918,7 @@ class _Plan:
         "seal",
         "searches",
         "sources",
+        "subject_scoped",
     )
 
     def __init__(
@@ -931,6 +932,8 @@ class _Plan:
     ) -> None:
         self.bindings = bindings
         self.seal = seal
+        #: Whether a fetched value is under a per-subject key.
+        self.subject_scoped = any(b.key_scope == "subject" for b in bindings)
         #: Per table the statement searches through a blind index: (table,
         #: the searched fields, strict: a search is never masked).
         self.searches: list[tuple[str, dict[str, FieldPolicy | None]]] = []
@@ -1636,6 +1639,7 @@ class _AnnouncingCursor:
         "_plan",
         "_quiet",
         "_searched",
+        "_store",
         "_via",
         "_withheld",
     )
@@ -1652,10 +1656,14 @@ class _AnnouncingCursor:
         *,
         quiet: bool = False,
         via: Connection | None = None,
+        store: object = None,
     ) -> None:
         self._cursor = cursor
         #: The connection the rows come through, offered for their key lookups.
         self._via = via
+        #: The subject key store whose shred epoch the statement reads as its
+        #: first column (see :func:`_epoch_first`), or ``None``.
+        self._store = store
         #: A sealed load that announces nothing (a refresh): reads decide.
         self._quiet = quiet
         self._searched = False
@@ -1674,8 +1682,11 @@ class _AnnouncingCursor:
     # What SQLAlchemy reads of every cursor, without the __getattr__ detour.
     @property
     def description(self) -> Any:
-        """The wrapped cursor's ``description``."""
-        return self._cursor.description
+        """The wrapped cursor's ``description`` (without the shred epoch's column)."""
+        description = self._cursor.description
+        if self._store is not None and description is not None:
+            return description[1:]
+        return description
 
     def close(self) -> None:
         """Close the wrapped cursor."""
@@ -1689,12 +1700,21 @@ class _AnnouncingCursor:
 
         Where the key store allows it (``reads_committed_on``), a batch's
         uncached keys and the shred epoch are read on the connection the batch
-        came through: no second connection is checked out for them.
+        came through: no second connection is checked out for them. Where the
+        statement read the shred epoch as its first column, that column is
+        taken off every row here (SQLAlchemy never sees it), and a batch
+        whose keys are all cached is checked against it.
         """
         via = self._via
-        if via is None or not rows:
+        store = self._store
+        epoch = None
+        if store is not None and rows:
+            # The shred epoch the statement read first, before its columns.
+            epoch = rows[0][0] or 0
+            rows = [row[1:] for row in rows]
+        if (via is None and epoch is None) or not rows:
             return self._release_batch(rows)
-        token = reading_through(via)
+        token = reading_through(via, store=store, epoch=epoch)
         try:
             return self._release_batch(rows)
         finally:
@@ -2004,6 +2024,9 @@ def _before_cursor_execute(  # noqa: PLR0917
             if not (context.is_crud or executemany):
                 context.cursor = _AnnouncingCursor(cursor, plan, custodian, ())
             return statement, parameters
+    store = None
+    if plan.subject_scoped and not (context.is_crud or executemany):
+        statement, store = _epoch_first(conn, statement, compiled, custodian)
     if plan.seal and not context.is_crud:
         # An entity load: its values are handed over sealed, and each is
         # decided when it is read (the batch announces what may be).
@@ -2016,6 +2039,7 @@ def _before_cursor_execute(  # noqa: PLR0917
             context.execution_options.get("custdata_subjects", ()),
             quiet=context.execution_options.get("custdata_quiet", False),
             via=_key_reads_via(conn, context),
+            store=store,
         )
         return statement, parameters
     if context.is_crud or executemany:
@@ -2044,8 +2068,44 @@ def _before_cursor_execute(  # noqa: PLR0917
         custodian,
         context.execution_options.get("custdata_subjects", ()),
         via=_key_reads_via(conn, context),
+        store=store,
     )
     return statement, parameters
+
+
+def _epoch_first(
+    conn: Connection, statement: str, compiled: Any, custodian: Any
+) -> tuple[str, object]:
+    """``statement`` reading the subject key store's shred epoch first, and the store.
+
+    For a plain ``SELECT`` on a connection the store shares and reads
+    committed rows on (:meth:`SqlSubjectKeyStore.epoch_column`), a scalar
+    subquery of the epoch goes first in the select list: a batch whose keys
+    are all cached is checked against the epoch read with its rows, so it
+    needs no statement of the store's. Anything else (a ``UNION``, a ``WITH``,
+    prefixes, ``DISTINCT ON``, ``FOR UPDATE``, another store or dialect) is
+    left as it is, and the store is ``None``.
+    """
+    store = custodian.subject_keys
+    epoch_column = getattr(store, "epoch_column", None)
+    select_ = compiled.statement
+    if (
+        epoch_column is None
+        or not isinstance(select_, Select)
+        or select_._prefixes  # noqa: SLF001
+        or select_._for_update_arg is not None  # noqa: SLF001
+        or not statement.startswith("SELECT ")
+        or statement.startswith("SELECT DISTINCT ON")
+    ):
+        return statement, None
+    column = epoch_column(conn)
+    if column is None:
+        return statement, None
+    head = 16 if statement.startswith("SELECT DISTINCT ") else 7
+    return (
+        f"{statement[:head]}{column} AS custdata_shred_epoch, {statement[head:]}",
+        store,
+    )
 
 
 def _key_reads_via(conn: Connection, context: Any) -> Connection | None:
