@@ -636,16 +636,15 @@ class SubjectKeyScope:
             hits.update(held)
             return hits
         through = _read_through.get() if transaction is None else None
-        if (
-            not misses
-            and through is not None
-            and through[2] is not None
-            and through[1] is self.store
-        ):
+        read_with_rows = (
+            through[2] if through is not None and through[1] is self.store else None
+        )
+        keys: dict[bytes, Any]
+        epoch: int | None
+        if not misses and read_with_rows is not None:
             # Every key cached: the shred epoch the batch's own statement read
             # checks them, so no statement of the store's runs for this batch.
-            keys: dict[bytes, Any] = {}
-            epoch = through[2]
+            keys, epoch = {}, read_with_rows
         else:
             keys, epoch = self._read(misses, transaction)
         with self._lock:

@@ -213,7 +213,7 @@ class SqlSubjectKeyStore:
             if engine.dialect.name == "postgresql"
             else engine
         )
-        self._lookups: dict[tuple[str, int], Any] = {}
+        self._lookups: dict[tuple[str, object], Any] = {}
         self._inserts: dict[str, Any] = {}
         self._shared_engines: weakref.WeakKeyDictionary[Engine, bool] = (
             weakref.WeakKeyDictionary()
