@@ -880,3 +880,145 @@ class TestKeysReadOnTheBatchConnection:
 def _canonical(subject: uuid.UUID) -> bytes:
     """The canonical id of a UUID subject (as the key store keys it)."""
     return subject_bytes(subject)
+
+
+def _shred_elsewhere(world: World, db_url: str, tmp_path: Path, subject: object) -> None:
+    """Shred ``subject`` from another process (its own keyring, store and cache)."""
+    world.keyring.save(tmp_path / "keyring.json")
+    script = SHREDDER.format(
+        root=str(Path(__file__).resolve().parent.parent),
+        url=db_url,
+        keyring=str(tmp_path / "keyring.json"),
+        table=world.key_table,
+        subject=str(subject),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (0, "1\n") == (done.returncode, done.stdout), done.stderr
+
+
+class TestEpochReadWithTheRows:
+    """The shred epoch comes in the row statement's first column; nobody else sees it."""
+
+    def test_a_warm_core_select_runs_no_key_statement(self, world: World) -> None:
+        """Warm, a Core select-all is its one statement; its rows keep the table's columns."""
+        world.add(30)
+        table = world.Client.__table__
+        with support(), world.engine.connect() as conn:
+            assert 30 == len(conn.execute(select(table)).all())
+        trace = Trace(world)
+        try:
+            with support(), world.engine.connect() as conn:
+                result = conn.execute(select(table))
+                assert [c.name for c in table.columns] == list(result.keys())
+                rows = result.all()
+            assert 30 == len(rows)
+            assert {CANARY + f"-{k}" for k in range(30)} == {r.name for r in rows}
+            assert all(len(r) == len(table.columns) for r in rows)
+            (row_sql,) = [
+                sql for _, sql in trace.statements if table.name in sql
+            ]
+            if _reads_latest(world.engine):
+                assert reads_epoch(row_sql)
+                assert [] == trace.key_lookups()
+            else:
+                # MariaDB's REPEATABLE READ: the epoch is read by the store.
+                assert not reads_epoch(row_sql)
+                assert 1 == len(trace.key_lookups())
+        finally:
+            trace.close()
+
+    def test_a_cold_get_reads_its_key_once_and_the_epoch_with_its_row(
+        self, world: World
+    ) -> None:
+        """Cold, a get is its row (with the epoch) and one key lookup; warm, its row alone."""
+        (cid,) = world.add(1)
+        world.scope.clear()
+        trace = Trace(world)
+        try:
+            for _ in range(2):
+                with support(), Session(world.engine) as session:
+                    assert CANARY + "-0" == session.get(world.Client, cid).name
+            expected = 1 if _reads_latest(world.engine) else 2
+            assert expected == len(trace.key_lookups())
+        finally:
+            trace.close()
+
+    @pytest.mark.parametrize(
+        "shape", ["distinct", "union", "where", "columns", "scalar subquery"]
+    )
+    def test_other_statement_shapes_read_their_values(
+        self, world: World, shape: str
+    ) -> None:
+        """Shapes that take the epoch column, or fall back to the lookup, read the same values."""
+        ids = world.add(5)
+        t = world.Client.__table__
+        statement: Any = {
+            "distinct": select(t.c.id, t.c.name).distinct(),
+            "union": select(t.c.id, t.c.name)
+            .where(t.c.id == ids[0])
+            .union_all(select(t.c.id, t.c.name).where(t.c.id != ids[0])),
+            "where": select(t.c.id, t.c.name).where(t.c.id.in_(ids)),
+            "columns": select(t.c.name, t.c.id).order_by(t.c.id),
+            "scalar subquery": select(t.c.id, t.c.name).where(
+                t.c.id == select(t.c.id).where(t.c.id == ids[2]).scalar_subquery()
+            ),
+        }[shape]
+        expected = 1 if shape == "scalar subquery" else 5
+        for _ in range(2):  # cold, then warm
+            with support(), world.engine.connect() as conn:
+                rows = conn.execute(statement).all()
+            assert expected == len(rows)
+            assert all(r.name.startswith(CANARY) for r in rows)
+            assert all(len(r) == 2 for r in rows)  # noqa: PLR2004
+
+    def test_a_shred_elsewhere_reaches_a_warm_core_select(
+        self, world: World, db_url: str, tmp_path: Path
+    ) -> None:
+        """Another process's shred: the next warm Core select sees the epoch move and refuses."""
+        alice, bob = world.add(2)
+        table = world.Client.__table__
+        with support(), world.engine.connect() as conn:
+            assert 2 == len(conn.execute(select(table)).all())
+        assert 2 == len(world.scope)
+        _shred_elsewhere(world, db_url, tmp_path, alice)
+        with support(), world.engine.connect() as conn:
+            with pytest.raises(KeyDestroyedError) as info:
+                conn.execute(select(table)).all()
+            assert CANARY not in str(info.value)
+            (row,) = conn.execute(select(table).where(table.c.id == bob)).all()
+            assert CANARY + "-1" == row.name
+
+    def test_a_shred_elsewhere_reaches_a_warm_get_through_the_row_statement(
+        self, world: World, db_url: str, tmp_path: Path
+    ) -> None:
+        """The warm get's own statement carries the new epoch: the key is read again and refused."""
+        alice, _ = world.add(2)
+        with support(), Session(world.engine) as session:
+            assert CANARY + "-0" == session.get(world.Client, alice).name
+        _shred_elsewhere(world, db_url, tmp_path, alice)
+        trace = Trace(world)
+        try:
+            with support(), Session(world.engine) as session:
+                shredded = session.get(world.Client, alice)
+                with pytest.raises(KeyDestroyedError):
+                    _ = shredded.name
+            # The row statement read the epoch; the moved epoch cost one lookup
+            # (under MariaDB's REPEATABLE READ, the store reads the epoch too).
+            assert (1 if _reads_latest(world.engine) else 2) == len(
+                trace.key_lookups()
+            )
+            if _reads_latest(world.engine):
+                ((_, row_sql),) = [
+                    (c, sql)
+                    for c, sql in trace.statements
+                    if world.Client.__tablename__ in sql
+                ]
+                assert reads_epoch(row_sql)
+        finally:
+            trace.close()
