@@ -19,7 +19,14 @@ import secrets
 import threading
 
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import (
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextvars import ContextVar, Token
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, final, runtime_checkable
@@ -408,17 +415,23 @@ _prepared: ContextVar[tuple[SubjectKeyScope, dict[bytes, _SubjectKey], int] | No
 
 
 #: What the SQL layer knows of the fetched batch whose keys are being fetched
-#: (see :func:`reading_through`): ``(connection, store, epoch)`` -- the
-#: application's connection the batch came through, and the shred epoch of
-#: ``store`` that the batch's own statement read (``None`` if it read none).
-_read_through: ContextVar[tuple[object, object, int | None] | None] = ContextVar(
+#: (see :func:`reading_through`): ``(connection, store, epoch, found)``.
+_Through = tuple[
+    object, object, "int | None", "Mapping[bytes, WrappedKey | None] | None"
+]
+
+_read_through: ContextVar[_Through | None] = ContextVar(
     "custdata_subject_key_read_through", default=None
 )
 
 
 def reading_through(
-    connection: object, *, store: object = None, epoch: int | None = None
-) -> Token[tuple[object, object, int | None] | None]:
+    connection: object,
+    *,
+    store: object = None,
+    epoch: int | None = None,
+    found: Mapping[bytes, WrappedKey | None] | None = None,
+) -> Token[_Through | None]:
     """Offer ``connection`` for the key lookups of the batch being read (internal).
 
     The SQL layer calls it around the decryption of a fetched batch, with the
@@ -429,18 +442,19 @@ def reading_through(
 
     Args:
         connection: The batch's connection (``None``: none to offer).
-        store: The store whose shred epoch the batch's statement read.
+        store: The store whose shred epoch (and keys) the batch's statement read.
         epoch: That epoch, read in the same statement as the rows, on a
             connection the store ``reads_committed_on``: a batch whose keys
-            are all cached is then checked against it, with no statement of
-            its own.
+            are all cached (or in ``found``) is checked against it, with no
+            statement of its own.
+        found: Subjects whose wrapped keys the batch's statement read too
+            (what :meth:`BatchSubjectKeyStore.lookup` would give; ``None`` for
+            a subject without a record).
     """
-    return _read_through.set((connection, store, epoch))
+    return _read_through.set((connection, store, epoch, found))
 
 
-def done_reading_through(
-    token: Token[tuple[object, object, int | None] | None],
-) -> None:
+def done_reading_through(token: Token[_Through | None]) -> None:
     """End what :func:`reading_through` began (internal)."""
     _read_through.reset(token)
 
@@ -636,15 +650,21 @@ class SubjectKeyScope:
             hits.update(held)
             return hits
         through = _read_through.get() if transaction is None else None
-        read_with_rows = (
-            through[2] if through is not None and through[1] is self.store else None
-        )
+        if through is None or through[1] is not self.store:
+            through = None
+        read_with_rows = None if through is None else through[2]
+        found = None if through is None else through[3]
         keys: dict[bytes, Any]
         epoch: int | None
-        if not misses and read_with_rows is not None:
-            # Every key cached: the shred epoch the batch's own statement read
-            # checks them, so no statement of the store's runs for this batch.
-            keys, epoch = {}, read_with_rows
+        if read_with_rows is not None and (
+            not misses or (found is not None and all(s in found for s in misses))
+        ):
+            # Every key cached, or read by the batch's own statement with the
+            # shred epoch that checks the cached ones: no statement of the
+            # store's runs for this batch.
+            records = {s: w for s in misses if (w := found[s]) is not None}  # type: ignore[index]
+            keys = self._unwrap(records) if records else {}
+            epoch = read_with_rows
         else:
             keys, epoch = self._read(misses, transaction)
         with self._lock:

@@ -376,6 +376,34 @@ class SqlSubjectKeyStore:
         self._lookups[key] = sql
         return sql
 
+    def key_columns(self, connection: Connection) -> str:
+        """SQL of three scalar subqueries reading one subject's key record.
+
+        ``key_id``, ``wrapped_key`` and ``wrapping_key_id`` of the subject
+        bound as ``custdata_subject`` (three times, for a positional parameter
+        style), each ``NULL`` when it has no record: what :meth:`lookup` reads
+        of it, for a statement that names its one subject before it runs (a
+        ``get``). Use only where :meth:`epoch_column` gives the epoch's
+        column, which goes before these.
+        """
+        dialect = connection.dialect
+        key = ("key columns", dialect.name)
+        sql = self._lookups.get(key)
+        if sql is None:
+            keys = self.table.alias("custdata_key")
+            subject = bindparam("custdata_subject", type_=self.table.c.subject.type)
+            sql = self._lookups[key] = ", ".join(
+                str(
+                    select(column)
+                    .where(keys.c.subject == subject)
+                    .scalar_subquery()
+                    .compile(dialect=dialect)
+                )
+                + f" AS custdata_{column.name}"
+                for column in (keys.c.key_id, keys.c.wrapped_key, keys.c.wrapping_key_id)
+            )
+        return sql
+
     def _shared(self, other: Engine) -> bool:
         """:meth:`shares` for a connection of ``other``, remembered per engine."""
         if other is self._engine:

@@ -80,6 +80,7 @@ from ._binding import (
     subject_value,
 )
 from ._declare import KNOWN_TABLES, CustomerDataInfo, settle_table, uuid7
+from ._keyreads import KeysWithRows, keys_first
 from ._keystore import hold_subject_keys
 from ._raw import refuse_raw_write
 from ._sealed import (
@@ -1636,10 +1637,10 @@ class _AnnouncingCursor:
         "_custodian",
         "_extra",
         "_grants",
+        "_keys",
         "_plan",
         "_quiet",
         "_searched",
-        "_store",
         "_via",
         "_withheld",
     )
@@ -1656,14 +1657,13 @@ class _AnnouncingCursor:
         *,
         quiet: bool = False,
         via: Connection | None = None,
-        store: object = None,
+        keys: KeysWithRows | None = None,
     ) -> None:
         self._cursor = cursor
         #: The connection the rows come through, offered for their key lookups.
         self._via = via
-        #: The subject key store whose shred epoch the statement reads as its
-        #: first column (see :func:`_epoch_first`), or ``None``.
-        self._store = store
+        #: What the statement reads of the key store before its own columns.
+        self._keys = keys
         #: A sealed load that announces nothing (a refresh): reads decide.
         self._quiet = quiet
         self._searched = False
@@ -1684,8 +1684,8 @@ class _AnnouncingCursor:
     def description(self) -> Any:
         """The wrapped cursor's ``description`` (without the shred epoch's column)."""
         description = self._cursor.description
-        if self._store is not None and description is not None:
-            return description[1:]
+        if self._keys is not None and description is not None:
+            return description[self._keys.lead :]
         return description
 
     def close(self) -> None:
@@ -1706,15 +1706,15 @@ class _AnnouncingCursor:
         whose keys are all cached is checked against it.
         """
         via = self._via
-        store = self._store
-        epoch = None
-        if store is not None and rows:
-            # The shred epoch the statement read first, before its columns.
-            epoch = rows[0][0] or 0
-            rows = [row[1:] for row in rows]
-        if (via is None and epoch is None) or not rows:
+        keys = self._keys
+        if keys is not None and rows:
+            # What the statement read of the key store, before its columns.
+            rows, epoch, found = keys.take(rows)
+            token = reading_through(via, store=keys.store, epoch=epoch, found=found)
+        elif via is None or not rows:
             return self._release_batch(rows)
-        token = reading_through(via, store=store, epoch=epoch)
+        else:
+            token = reading_through(via)
         try:
             return self._release_batch(rows)
         finally:
@@ -2024,9 +2024,11 @@ def _before_cursor_execute(  # noqa: PLR0917
             if not (context.is_crud or executemany):
                 context.cursor = _AnnouncingCursor(cursor, plan, custodian, ())
             return statement, parameters
-    store = None
+    keys = None
     if plan.subject_scoped and not (context.is_crud or executemany):
-        statement, store = _epoch_first(conn, statement, compiled, custodian)
+        statement, parameters, keys = keys_first(
+            conn, statement, parameters, compiled, context, plan.lone, custodian
+        )
     if plan.seal and not context.is_crud:
         # An entity load: its values are handed over sealed, and each is
         # decided when it is read (the batch announces what may be).
@@ -2039,7 +2041,7 @@ def _before_cursor_execute(  # noqa: PLR0917
             context.execution_options.get("custdata_subjects", ()),
             quiet=context.execution_options.get("custdata_quiet", False),
             via=_key_reads_via(conn, context),
-            store=store,
+            keys=keys,
         )
         return statement, parameters
     if context.is_crud or executemany:
@@ -2068,44 +2070,9 @@ def _before_cursor_execute(  # noqa: PLR0917
         custodian,
         context.execution_options.get("custdata_subjects", ()),
         via=_key_reads_via(conn, context),
-        store=store,
+        keys=keys,
     )
     return statement, parameters
-
-
-def _epoch_first(
-    conn: Connection, statement: str, compiled: Any, custodian: Any
-) -> tuple[str, object]:
-    """``statement`` reading the subject key store's shred epoch first, and the store.
-
-    For a plain ``SELECT`` on a connection the store shares and reads
-    committed rows on (:meth:`SqlSubjectKeyStore.epoch_column`), a scalar
-    subquery of the epoch goes first in the select list: a batch whose keys
-    are all cached is checked against the epoch read with its rows, so it
-    needs no statement of the store's. Anything else (a ``UNION``, a ``WITH``,
-    prefixes, ``DISTINCT ON``, ``FOR UPDATE``, another store or dialect) is
-    left as it is, and the store is ``None``.
-    """
-    store = custodian.subject_keys
-    epoch_column = getattr(store, "epoch_column", None)
-    select_ = compiled.statement
-    if (
-        epoch_column is None
-        or not isinstance(select_, Select)
-        or select_._prefixes  # noqa: SLF001
-        or select_._for_update_arg is not None  # noqa: SLF001
-        or not statement.startswith("SELECT ")
-        or statement.startswith("SELECT DISTINCT ON")
-    ):
-        return statement, None
-    column = epoch_column(conn)
-    if column is None:
-        return statement, None
-    head = 16 if statement.startswith("SELECT DISTINCT ") else 7
-    return (
-        f"{statement[:head]}{column} AS custdata_shred_epoch, {statement[head:]}",
-        store,
-    )
 
 
 def _key_reads_via(conn: Connection, context: Any) -> Connection | None:
