@@ -897,7 +897,9 @@ def _canonical(subject: uuid.UUID) -> bytes:
     return subject_bytes(subject)
 
 
-def _shred_elsewhere(world: World, db_url: str, tmp_path: Path, subject: object) -> None:
+def _shred_elsewhere(
+    world: World, db_url: str, tmp_path: Path, subject: object
+) -> None:
     """Shred ``subject`` from another process (its own keyring, store and cache)."""
     world.keyring.save(tmp_path / "keyring.json")
     script = SHREDDER.format(
@@ -935,9 +937,7 @@ class TestEpochReadWithTheRows:
             assert 30 == len(rows)
             assert {CANARY + f"-{k}" for k in range(30)} == {r.name for r in rows}
             assert all(len(r) == len(table.columns) for r in rows)
-            (row_sql,) = [
-                sql for _, sql in trace.statements if table.name in sql
-            ]
+            (row_sql,) = [sql for _, sql in trace.statements if table.name in sql]
             if _reads_latest(world.engine):
                 assert reads_epoch(row_sql)
                 assert [] == trace.key_lookups()
@@ -956,7 +956,7 @@ class TestEpochReadWithTheRows:
         world.scope.clear()
         trace = Trace(world)
         try:
-            for cold in (True, False):
+            for _cold in (True, False):
                 trace.clear()
                 with support(), Session(world.engine) as session:
                     assert CANARY + "-0" == session.get(world.Client, cid).name
@@ -967,7 +967,7 @@ class TestEpochReadWithTheRows:
                     assert reads_named_key(row_sql)  # read cold and warm alike
                 else:
                     assert 1 == len(trace.key_lookups())
-            assert cold is False
+            assert _cold is False
         finally:
             trace.close()
 
@@ -1032,9 +1032,7 @@ class TestEpochReadWithTheRows:
                     _ = shredded.name
             # The row statement read the epoch; the moved epoch cost one lookup
             # (under MariaDB's REPEATABLE READ, the store reads the epoch too).
-            assert (1 if _reads_latest(world.engine) else 2) == len(
-                trace.key_lookups()
-            )
+            assert (1 if _reads_latest(world.engine) else 2) == len(trace.key_lookups())
             if _reads_latest(world.engine):
                 ((_, row_sql),) = [
                     (c, sql)

@@ -400,7 +400,11 @@ class SqlSubjectKeyStore:
                     .compile(dialect=dialect)
                 )
                 + f" AS custdata_{column.name}"
-                for column in (keys.c.key_id, keys.c.wrapped_key, keys.c.wrapping_key_id)
+                for column in (
+                    keys.c.key_id,
+                    keys.c.wrapped_key,
+                    keys.c.wrapping_key_id,
+                )
             )
         return sql
 
