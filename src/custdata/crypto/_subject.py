@@ -730,13 +730,24 @@ class SubjectKeyScope:
         return self._fetch(subjects, None, writing=False)
 
     def write_keys(
-        self, subjects: Collection[bytes], *, transaction: object = None
+        self,
+        subjects: Collection[bytes],
+        *,
+        transaction: object = None,
+        fresh: bool = False,
     ) -> dict[bytes, _SubjectKey]:
         """Return the keys to encrypt ``subjects``' values with, creating missing ones.
 
         Missing keys are made in one pass and added with one
         :meth:`~BatchSubjectKeyStore.add_many` (one statement per batch in the
         SQL store), in ``transaction`` when given.
+
+        With ``fresh`` (an ``INSERT``: its subjects are most likely new) and
+        none of the subjects cached, the store is not asked first: a key is
+        made for each, and where a subject has a record already (another
+        writer's key, or a tombstone) ``add_many`` keeps that one and hands
+        it back, so the outcome is the same -- one lookup fewer per batch of
+        new subjects, one key made in vain per subject that had one.
 
         Raises:
             KeyDestroyedError: A subject's key was destroyed; no new key is made.
@@ -755,7 +766,17 @@ class SubjectKeyScope:
                 ready = self._still_held(held[1], subjects)
                 if ready is not None:
                     return ready
-        keys = self._fetch(subjects, transaction, writing=True)
+        keys: dict[bytes, Any] | None = None
+        if fresh and self._batched:
+            with self._lock:
+                hits, held_here, _ = self._from_cache(
+                    subjects, transaction, writing=True
+                )
+            if not hits:
+                # Nothing cached that the shred epoch would have to check.
+                keys = held_here
+        if keys is None:
+            keys = self._fetch(subjects, transaction, writing=True)
         if DESTROYED in keys.values():
             raise KeyDestroyedError("the data subject's key was destroyed")
         missing = [s for s in subjects if s not in keys]
@@ -794,17 +815,22 @@ class SubjectKeyScope:
         return keys
 
     def prepare(
-        self, subjects: Collection[bytes], *, transaction: object = None
+        self,
+        subjects: Collection[bytes],
+        *,
+        transaction: object = None,
+        fresh: bool = False,
     ) -> None:
         """:meth:`write_keys` for a statement whose values are encrypted right after.
 
         The SQL layer calls it once per write statement, in the statement's
-        transaction; the encryption of that statement's values then takes the
-        keys from here without asking the store again (as long as each is
-        still cached or held: a shred in this process withdraws them).
+        transaction (``fresh`` for an ``INSERT``); the encryption of that
+        statement's values then takes the keys from here without asking the
+        store again (as long as each is still cached or held: a shred in this
+        process withdraws them).
         """
         generation = self._generation
-        keys = self.write_keys(subjects, transaction=transaction)
+        keys = self.write_keys(subjects, transaction=transaction, fresh=fresh)
         _prepared.set((self, keys, generation))
 
     def _still_held(

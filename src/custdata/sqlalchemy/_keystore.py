@@ -931,6 +931,8 @@ def hold_subject_keys(  # noqa: PLR0917
     rows: Sequence[Mapping[str, Any]],
     tails: Sequence[bytes | None] | None,
     extra_subject: object,
+    *,
+    fresh: bool = False,
 ) -> None:
     """Make ready the keys of the subjects a write statement encrypts for (internal).
 
@@ -949,6 +951,8 @@ def hold_subject_keys(  # noqa: PLR0917
         rows: The statement's parameter sets.
         tails: Per row, the subject's associated-data tail, if worked out already.
         extra_subject: The subject of rows that do not name one.
+        fresh: Whether the statement is an ``INSERT`` (see
+            :meth:`custdata.crypto.SubjectKeyScope.write_keys`).
     """
     from ._binding import subject_tail  # noqa: PLC0415 - runtime's helpers
     from ._write import row_subject  # noqa: PLC0415
@@ -978,4 +982,4 @@ def hold_subject_keys(  # noqa: PLR0917
         return
     shares = getattr(store, "shares", None)
     transaction = conn if shares is not None and shares(conn) else None
-    keyring.subject_scope(store).prepare(wanted, transaction=transaction)
+    keyring.subject_scope(store).prepare(wanted, transaction=transaction, fresh=fresh)

@@ -784,7 +784,9 @@ def _before_execute(
     if facts.subject_kind is not None and (rows or embedded):
         # Every subject's key made (or found) for the whole statement at once.
         held = rows or [embedded or {}]
-        hold_subject_keys(conn, custodian, facts, held, tails, extra_subject)
+        hold_subject_keys(
+            conn, custodian, facts, held, tails, extra_subject, fresh=is_insert
+        )
     if rows is given_rows:
         if multiparams:
             return (
