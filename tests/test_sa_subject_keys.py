@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,6 +43,32 @@ from custdata.sqlalchemy import (
 CANARY = "canary-subject-5f1e"
 
 CHUNK = 500
+
+#: The shred-epoch subquery the read path puts first in a row statement, and
+#: the subqueries of the named subject's key record after it (a get).
+_EPOCH_COLUMN = re.compile(
+    r"\(SELECT custdata_epoch\.key_id\s+FROM \S+ AS custdata_epoch\s+"
+    r"WHERE custdata_epoch\.subject = [^)]*\) AS custdata_shred_epoch, "
+    r"(\(SELECT custdata_key\..*? AS custdata_wrapping_key_id, )?",
+    re.DOTALL,
+)
+_KEY_COLUMNS = re.compile(r"AS custdata_shred_epoch, \(SELECT custdata_key\.")
+
+
+def reads_key_store(statement: str, key_table: str) -> bool:
+    """Whether ``statement`` is one of the key store's (not a row statement reading the epoch)."""
+    return key_table in _EPOCH_COLUMN.sub("", statement)
+
+
+def reads_epoch(statement: str) -> bool:
+    """Whether ``statement`` reads the shred epoch in its first column."""
+    return _EPOCH_COLUMN.search(statement) is not None
+
+
+def reads_named_key(statement: str) -> bool:
+    """Whether ``statement`` reads its named subject's key record after the epoch."""
+    return _KEY_COLUMNS.search(statement) is not None
+
 
 MODELS = """
 import uuid
@@ -119,7 +146,7 @@ class World:
 
         @event.listens_for(engine or self.engine, "before_cursor_execute")
         def _seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-            if self.key_table in statement:
+            if reads_key_store(statement, self.key_table):
                 self.statements.append(statement)
 
     def add(self, n: int) -> list[uuid.UUID]:
@@ -242,7 +269,7 @@ class TestBoundedStatements:
     def test_a_flush_of_new_subjects_uses_a_few_key_statements(
         self, world: World, n: int
     ) -> None:
-        """N new subjects cost one lookup per 500 and one insert, never one per subject."""
+        """N new subjects cost one insert per 1,000 and no lookup, never one per subject."""
         world.count_key_statements()
         world.add(n)
         inserts = [
@@ -251,16 +278,47 @@ class TestBoundedStatements:
         lookups = [
             s for s in world.statements if s.lstrip().upper().startswith("SELECT")
         ]
-        chunks = math.ceil(n / CHUNK)
-        assert len(lookups) == chunks
-        # One executemany; PostgreSQL's insertmanyvalues sends 1,000 rows a statement.
+        assert [] == lookups
+        # One multi-row INSERT per 1,000 records.
         assert 1 <= len(inserts) <= math.ceil(n / 1000)
         assert (n, n) == (world.rows(), world.live_keys())
+
+    def test_an_insert_for_subjects_with_keys_keeps_their_keys(
+        self, world: World
+    ) -> None:
+        """Uncached subjects that have keys: the insert keeps them (one read-back, no new key)."""
+        ids = world.add(3)
+        before = {r.subject: r.key_id for r in world.store.records()}
+        with support(), Session(world.engine) as session:
+            session.execute(world.Client.__table__.delete())
+            session.commit()
+        world.scope.clear()
+        world.count_key_statements()
+        with support(), Session(world.engine) as session:
+            session.add_all(
+                world.Client(id=i, name=f"again-{k}", email=f"a{k}@x.jp")
+                for k, i in enumerate(ids)
+            )
+            session.commit()
+        selects = [
+            s for s in world.statements if s.lstrip().upper().startswith("SELECT")
+        ]
+        assert 1 == len(selects)  # the stored records read back after the insert
+        assert before == {r.subject: r.key_id for r in world.store.records()}
+        world.scope.clear()
+        with support(), Session(world.engine) as session:
+            names = {c.name for c in session.scalars(select(world.Client))}
+        assert {"again-0", "again-1", "again-2"} == names
 
 
 class TestBatchedReads:
     def test_select_all_reads_keys_once_per_chunk(self, world: World) -> None:
-        """A cold select of 1,200 subjects does 3 lookups; warm, one epoch check."""
+        """A cold select of 1,200 subjects does 3 lookups; warm, none (the epoch comes with the rows).
+
+        Under MariaDB's default REPEATABLE READ the row statement's snapshot
+        may predate a shred, so the warm select checks the epoch in one
+        statement of the store's.
+        """
         world.add(1200)
         world.scope.clear()
         world.count_key_statements()
@@ -269,8 +327,9 @@ class TestBatchedReads:
         assert math.ceil(1200 / CHUNK) == len(world.statements)
         world.statements.clear()
         with support(), Session(world.engine) as session:
-            assert 1200 == len(session.scalars(select(world.Client)).all())
-        assert 1 == len(world.statements)
+            clients = session.scalars(select(world.Client)).all()
+            assert 1200 == len({c.name for c in clients})
+        assert (0 if _reads_latest(world.engine) else 1) == len(world.statements)
 
     def test_a_batch_larger_than_the_cache_reads_each_key_once(
         self, world: World
@@ -287,14 +346,18 @@ class TestBatchedReads:
         assert 100 == len(world.scope)
 
     def test_get_takes_the_same_path(self, world: World) -> None:
-        """session.get with a cold cache reads the subject's key in one lookup."""
+        """session.get with a cold cache reads the subject's key with its row.
+
+        Under MariaDB's REPEATABLE READ, in one lookup of the store's.
+        """
         (cid,) = world.add(1)
         world.scope.clear()
         world.count_key_statements()
         with support(), Session(world.engine) as session:
             client = session.get(world.Client, cid)
             assert (CANARY + "-0", "c0@example.jp") == (client.name, client.email)
-        assert 1 == len(world.statements)
+        assert (0 if _reads_latest(world.engine) else 1) == len(world.statements)
+        assert world.scope.cached(_canonical(cid)) is not None
 
     def test_core_select_reads_keys_once_per_chunk(self, world: World) -> None:
         """A Core select of the table takes the same batched path."""
@@ -672,7 +735,11 @@ class Trace:
 
     def key_lookups(self) -> list[Any]:
         """The connections the key table was read on."""
-        return [c for c, sql in self.statements if self.world.key_table in sql]
+        return [
+            c
+            for c, sql in self.statements
+            if reads_key_store(sql, self.world.key_table)
+        ]
 
     def row_queries(self) -> list[Any]:
         """The connections the client table was read on."""
@@ -680,7 +747,7 @@ class Trace:
         return [
             c
             for c, sql in self.statements
-            if table in sql and self.world.key_table not in sql
+            if table in sql and not reads_key_store(sql, self.world.key_table)
         ]
 
     def close(self) -> None:
@@ -697,7 +764,7 @@ class TestKeysReadOnTheBatchConnection:
     """A fetched batch's keys are read on its own connection where that is safe."""
 
     def test_a_cold_get_checks_out_one_connection(self, world: World) -> None:
-        """The key lookup of a get runs on the row query's connection."""
+        """A cold get reads its subject's key in its own statement, on one connection."""
         (cid,) = world.add(1)
         world.scope.clear()
         trace = Trace(world)
@@ -706,31 +773,47 @@ class TestKeysReadOnTheBatchConnection:
                 client = session.get(world.Client, cid)
                 assert (CANARY + "-0", "c0@example.jp") == (client.name, client.email)
             (row_conn,) = trace.row_queries()
-            (key_conn,) = trace.key_lookups()
             if _reads_latest(world.engine):
-                assert key_conn is row_conn
+                assert [] == trace.key_lookups()
+                ((_, row_sql),) = trace.statements
+                assert reads_named_key(row_sql)
                 assert 1 == trace.checkouts
             else:
                 # MariaDB's REPEATABLE READ: a snapshot may predate a shred.
+                (key_conn,) = trace.key_lookups()
                 assert key_conn is not row_conn
                 assert 2 == trace.checkouts
         finally:
             trace.close()
         assert world.scope.cached(_canonical(cid)) is not None
 
-    def test_a_warm_get_checks_the_epoch_on_its_connection(self, world: World) -> None:
-        """Warm, the shred-epoch check is the get's only other statement, on its connection."""
+    def test_a_warm_get_reads_the_epoch_with_its_row(self, world: World) -> None:
+        """Warm, a get is one statement: its row and the shred epoch, read together.
+
+        Under MariaDB's default REPEATABLE READ the epoch is checked in a
+        statement of the store's, on its own connection.
+        """
         _, other = world.add(2)
         with support(), Session(world.engine) as session:
-            assert 2 == len(session.scalars(select(world.Client)).all())
+            assert 2 == len({c.name for c in session.scalars(select(world.Client))})
         trace = Trace(world)
         try:
             with support(), Session(world.engine) as session:
                 assert CANARY + "-1" == session.get(world.Client, other).name
-            (row_conn,) = trace.row_queries()
-            (key_conn,) = trace.key_lookups()
-            assert (key_conn is row_conn) == _reads_latest(world.engine)
-            assert (1 if _reads_latest(world.engine) else 2) == trace.checkouts
+            ((row_conn, row_sql),) = [
+                (c, sql)
+                for c, sql in trace.statements
+                if world.Client.__tablename__ in sql
+            ]
+            if _reads_latest(world.engine):
+                assert reads_epoch(row_sql)
+                assert [] == trace.key_lookups()
+                assert 1 == trace.checkouts
+            else:
+                assert not reads_epoch(row_sql)
+                (key_conn,) = trace.key_lookups()
+                assert key_conn is not row_conn
+                assert 2 == trace.checkouts
         finally:
             trace.close()
 
@@ -999,3 +1082,150 @@ class TestShreddedValuesAreNeverRecordedAsRevealed:
         ):
             _ = client.name
         self._refused_only(trailed, shredded)
+
+
+def _shred_elsewhere(
+    world: World, db_url: str, tmp_path: Path, subject: object
+) -> None:
+    """Shred ``subject`` from another process (its own keyring, store and cache)."""
+    world.keyring.save(tmp_path / "keyring.json")
+    script = SHREDDER.format(
+        root=str(Path(__file__).resolve().parent.parent),
+        url=db_url,
+        keyring=str(tmp_path / "keyring.json"),
+        table=world.key_table,
+        subject=str(subject),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (0, "1\n") == (done.returncode, done.stdout), done.stderr
+
+
+class TestEpochReadWithTheRows:
+    """The shred epoch comes in the row statement's first column; nobody else sees it."""
+
+    def test_a_warm_core_select_runs_no_key_statement(self, world: World) -> None:
+        """Warm, a Core select-all is its one statement; its rows keep the table's columns."""
+        world.add(30)
+        table = world.Client.__table__
+        with support(), world.engine.connect() as conn:
+            assert 30 == len(conn.execute(select(table)).all())
+        trace = Trace(world)
+        try:
+            with support(), world.engine.connect() as conn:
+                result = conn.execute(select(table))
+                assert [c.name for c in table.columns] == list(result.keys())
+                rows = result.all()
+            assert 30 == len(rows)
+            assert {CANARY + f"-{k}" for k in range(30)} == {r.name for r in rows}
+            assert all(len(r) == len(table.columns) for r in rows)
+            (row_sql,) = [sql for _, sql in trace.statements if table.name in sql]
+            if _reads_latest(world.engine):
+                assert reads_epoch(row_sql)
+                assert [] == trace.key_lookups()
+            else:
+                # MariaDB's REPEATABLE READ: the epoch is read by the store.
+                assert not reads_epoch(row_sql)
+                assert 1 == len(trace.key_lookups())
+        finally:
+            trace.close()
+
+    def test_a_cold_get_reads_its_key_once_and_the_epoch_with_its_row(
+        self, world: World
+    ) -> None:
+        """Cold, a get's statement reads its row, the epoch and its key; warm, row and epoch."""
+        (cid,) = world.add(1)
+        world.scope.clear()
+        trace = Trace(world)
+        try:
+            for _cold in (True, False):
+                trace.clear()
+                with support(), Session(world.engine) as session:
+                    assert CANARY + "-0" == session.get(world.Client, cid).name
+                if _reads_latest(world.engine):
+                    assert [] == trace.key_lookups()
+                    ((_, row_sql),) = trace.statements
+                    assert reads_epoch(row_sql)
+                    assert reads_named_key(row_sql)  # read cold and warm alike
+                else:
+                    assert 1 == len(trace.key_lookups())
+            assert _cold is False
+        finally:
+            trace.close()
+
+    @pytest.mark.parametrize(
+        "shape", ["distinct", "union", "where", "columns", "scalar subquery"]
+    )
+    def test_other_statement_shapes_read_their_values(
+        self, world: World, shape: str
+    ) -> None:
+        """Shapes that take the epoch column, or fall back to the lookup, read the same values."""
+        ids = world.add(5)
+        t = world.Client.__table__
+        statement: Any = {
+            "distinct": select(t.c.id, t.c.name).distinct(),
+            "union": select(t.c.id, t.c.name)
+            .where(t.c.id == ids[0])
+            .union_all(select(t.c.id, t.c.name).where(t.c.id != ids[0])),
+            "where": select(t.c.id, t.c.name).where(t.c.id.in_(ids)),
+            "columns": select(t.c.name, t.c.id).order_by(t.c.id),
+            "scalar subquery": select(t.c.id, t.c.name).where(
+                t.c.id == select(t.c.id).where(t.c.id == ids[2]).scalar_subquery()
+            ),
+        }[shape]
+        expected = 1 if shape == "scalar subquery" else 5
+        for _ in range(2):  # cold, then warm
+            with support(), world.engine.connect() as conn:
+                rows = conn.execute(statement).all()
+            assert expected == len(rows)
+            assert all(r.name.startswith(CANARY) for r in rows)
+            assert all(len(r) == 2 for r in rows)
+
+    def test_a_shred_elsewhere_reaches_a_warm_core_select(
+        self, world: World, db_url: str, tmp_path: Path
+    ) -> None:
+        """Another process's shred: the next warm Core select sees the epoch move and refuses."""
+        alice, bob = world.add(2)
+        table = world.Client.__table__
+        with support(), world.engine.connect() as conn:
+            assert 2 == len(conn.execute(select(table)).all())
+        assert 2 == len(world.scope)
+        _shred_elsewhere(world, db_url, tmp_path, alice)
+        with support(), world.engine.connect() as conn:
+            with pytest.raises(KeyDestroyedError) as info:
+                conn.execute(select(table)).all()
+            assert CANARY not in str(info.value)
+            (row,) = conn.execute(select(table).where(table.c.id == bob)).all()
+            assert CANARY + "-1" == row.name
+
+    def test_a_shred_elsewhere_reaches_a_warm_get_through_the_row_statement(
+        self, world: World, db_url: str, tmp_path: Path
+    ) -> None:
+        """The warm get's own statement carries the new epoch: the key is read again and refused."""
+        alice, _ = world.add(2)
+        with support(), Session(world.engine) as session:
+            assert CANARY + "-0" == session.get(world.Client, alice).name
+        _shred_elsewhere(world, db_url, tmp_path, alice)
+        trace = Trace(world)
+        try:
+            with support(), Session(world.engine) as session:
+                shredded = session.get(world.Client, alice)
+                with pytest.raises(KeyDestroyedError):
+                    _ = shredded.name
+            # The row statement read the epoch; the moved epoch cost one lookup
+            # (under MariaDB's REPEATABLE READ, the store reads the epoch too).
+            assert (1 if _reads_latest(world.engine) else 2) == len(trace.key_lookups())
+            if _reads_latest(world.engine):
+                ((_, row_sql),) = [
+                    (c, sql)
+                    for c, sql in trace.statements
+                    if world.Client.__tablename__ in sql
+                ]
+                assert reads_epoch(row_sql)
+        finally:
+            trace.close()

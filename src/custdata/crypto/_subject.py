@@ -19,7 +19,14 @@ import secrets
 import threading
 
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import (
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextvars import ContextVar, Token
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, final, runtime_checkable
@@ -407,16 +414,24 @@ _prepared: ContextVar[tuple[SubjectKeyScope, dict[bytes, _SubjectKey], int] | No
 )
 
 
-#: The application's connection a fetched batch came through, while its keys
-#: are fetched (see :func:`reading_through`): a store whose
-#: ``reads_committed_on(connection)`` says so looks them up on it, with no
-#: connection of its own to check out.
-_read_through: ContextVar[object | None] = ContextVar(
+#: What the SQL layer knows of the fetched batch whose keys are being fetched
+#: (see :func:`reading_through`): ``(connection, store, epoch, found)``.
+_Through = tuple[
+    object, object, "int | None", "Mapping[bytes, WrappedKey | None] | None"
+]
+
+_read_through: ContextVar[_Through | None] = ContextVar(
     "custdata_subject_key_read_through", default=None
 )
 
 
-def reading_through(connection: object) -> Token[object | None]:
+def reading_through(
+    connection: object,
+    *,
+    store: object = None,
+    epoch: int | None = None,
+    found: Mapping[bytes, WrappedKey | None] | None = None,
+) -> Token[_Through | None]:
     """Offer ``connection`` for the key lookups of the batch being read (internal).
 
     The SQL layer calls it around the decryption of a fetched batch, with the
@@ -424,11 +439,22 @@ def reading_through(connection: object) -> Token[object | None]:
     :func:`done_reading_through`. A store uses the connection only where a
     read on it sees every committed key and no uncommitted one (its
     ``reads_committed_on``); the keys found are then cached as any others.
+
+    Args:
+        connection: The batch's connection (``None``: none to offer).
+        store: The store whose shred epoch (and keys) the batch's statement read.
+        epoch: That epoch, read in the same statement as the rows, on a
+            connection the store ``reads_committed_on``: a batch whose keys
+            are all cached (or in ``found``) is checked against it, with no
+            statement of its own.
+        found: Subjects whose wrapped keys the batch's statement read too
+            (what :meth:`BatchSubjectKeyStore.lookup` would give; ``None`` for
+            a subject without a record).
     """
-    return _read_through.set(connection)
+    return _read_through.set((connection, store, epoch, found))
 
 
-def done_reading_through(token: Token[object | None]) -> None:
+def done_reading_through(token: Token[_Through | None]) -> None:
     """End what :func:`reading_through` began (internal)."""
     _read_through.reset(token)
 
@@ -466,9 +492,11 @@ class SubjectKeyScope:
 
     **Shreds.** A key destroyed through this scope is dropped at once. Every
     batch served from the cache first checks the store's shred epoch (in the
-    same query as the batch's uncached keys, or in one small query when all
-    are cached); when another process has shredded since, the whole cache is
-    dropped, so no destroyed key is served after its destruction committed.
+    same query as the batch's uncached keys; when all are cached, as read by
+    the batch's own statement where the SQL layer could add it there, else in
+    one small query); when another process has shredded since, the whole
+    cache is dropped, so no destroyed key is served after its destruction
+    committed.
 
     Attributes:
         store: The subject key store.
@@ -524,7 +552,8 @@ class SubjectKeyScope:
         ordered = list(subjects)
         lookup = store.lookup  # type: ignore[attr-defined]
         if transaction is None:
-            via = _read_through.get()
+            through = _read_through.get()
+            via = None if through is None else through[0]
             if via is not None:
                 committed_on = getattr(store, "reads_committed_on", None)
                 if committed_on is not None and committed_on(via):
@@ -620,7 +649,24 @@ class SubjectKeyScope:
             # process's alone, and shreds through the keyring drop keys at once.
             hits.update(held)
             return hits
-        keys, epoch = self._read(misses, transaction)
+        through = _read_through.get() if transaction is None else None
+        if through is None or through[1] is not self.store:
+            through = None
+        read_with_rows = None if through is None else through[2]
+        found = None if through is None else through[3]
+        keys: dict[bytes, Any]
+        epoch: int | None
+        if read_with_rows is not None and (
+            not misses or (found is not None and all(s in found for s in misses))
+        ):
+            # Every key cached, or read by the batch's own statement with the
+            # shred epoch that checks the cached ones: no statement of the
+            # store's runs for this batch.
+            records = {s: w for s in misses if (w := found[s]) is not None}  # type: ignore[index]
+            keys = self._unwrap(records) if records else {}
+            epoch = read_with_rows
+        else:
+            keys, epoch = self._read(misses, transaction)
         with self._lock:
             stale = not self._check_epoch(epoch)
             if transaction is None:
@@ -684,13 +730,24 @@ class SubjectKeyScope:
         return self._fetch(subjects, None, writing=False)
 
     def write_keys(
-        self, subjects: Collection[bytes], *, transaction: object = None
+        self,
+        subjects: Collection[bytes],
+        *,
+        transaction: object = None,
+        fresh: bool = False,
     ) -> dict[bytes, _SubjectKey]:
         """Return the keys to encrypt ``subjects``' values with, creating missing ones.
 
         Missing keys are made in one pass and added with one
         :meth:`~BatchSubjectKeyStore.add_many` (one statement per batch in the
         SQL store), in ``transaction`` when given.
+
+        With ``fresh`` (an ``INSERT``: its subjects are most likely new) and
+        none of the subjects cached, the store is not asked first: a key is
+        made for each, and where a subject has a record already (another
+        writer's key, or a tombstone) ``add_many`` keeps that one and hands
+        it back, so the outcome is the same -- one lookup fewer per batch of
+        new subjects, one key made in vain per subject that had one.
 
         Raises:
             KeyDestroyedError: A subject's key was destroyed; no new key is made.
@@ -709,7 +766,17 @@ class SubjectKeyScope:
                 ready = self._still_held(held[1], subjects)
                 if ready is not None:
                     return ready
-        keys = self._fetch(subjects, transaction, writing=True)
+        keys: dict[bytes, Any] | None = None
+        if fresh and self._batched:
+            with self._lock:
+                hits, held_here, _ = self._from_cache(
+                    subjects, transaction, writing=True
+                )
+            if not hits:
+                # Nothing cached that the shred epoch would have to check.
+                keys = held_here
+        if keys is None:
+            keys = self._fetch(subjects, transaction, writing=True)
         if DESTROYED in keys.values():
             raise KeyDestroyedError("the data subject's key was destroyed")
         missing = [s for s in subjects if s not in keys]
@@ -748,17 +815,22 @@ class SubjectKeyScope:
         return keys
 
     def prepare(
-        self, subjects: Collection[bytes], *, transaction: object = None
+        self,
+        subjects: Collection[bytes],
+        *,
+        transaction: object = None,
+        fresh: bool = False,
     ) -> None:
         """:meth:`write_keys` for a statement whose values are encrypted right after.
 
         The SQL layer calls it once per write statement, in the statement's
-        transaction; the encryption of that statement's values then takes the
-        keys from here without asking the store again (as long as each is
-        still cached or held: a shred in this process withdraws them).
+        transaction (``fresh`` for an ``INSERT``); the encryption of that
+        statement's values then takes the keys from here without asking the
+        store again (as long as each is still cached or held: a shred in this
+        process withdraws them).
         """
         generation = self._generation
-        keys = self.write_keys(subjects, transaction=transaction)
+        keys = self.write_keys(subjects, transaction=transaction, fresh=fresh)
         _prepared.set((self, keys, generation))
 
     def _still_held(

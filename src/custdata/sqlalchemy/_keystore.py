@@ -24,6 +24,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal_column,
     select,
     update,
 )
@@ -131,6 +132,14 @@ def _on_release_savepoint(conn: Connection, name: str, context: object) -> None:
     _savepoint_ended(conn, name, kept=True)
 
 
+#: Per dialect, the literal of the empty byte string (the epoch row's subject).
+_EMPTY_BYTES: Mapping[str, str] = {
+    "sqlite": "X''",
+    "postgresql": "''::bytea",
+    "mysql": "X''",
+    "mariadb": "X''",
+}
+
 #: Per dialect, the isolation levels under which each statement of a
 #: transaction reads the latest committed rows and nothing uncommitted of
 #: other transactions (PostgreSQL's READ UNCOMMITTED is its READ COMMITTED).
@@ -204,7 +213,7 @@ class SqlSubjectKeyStore:
             if engine.dialect.name == "postgresql"
             else engine
         )
-        self._lookups: dict[tuple[str, int], Any] = {}
+        self._lookups: dict[tuple[str, object], Any] = {}
         self._inserts: dict[str, Any] = {}
         self._shared_engines: weakref.WeakKeyDictionary[Engine, bool] = (
             weakref.WeakKeyDictionary()
@@ -334,6 +343,70 @@ class SqlSubjectKeyStore:
         if level is None:
             level = dialect.default_isolation_level
         return isinstance(level, str) and level.upper().replace("_", " ") in fresh
+
+    def epoch_column(self, connection: Connection) -> str | None:
+        """SQL of a scalar subquery reading the shred epoch, for a statement on ``connection``.
+
+        The read path puts it first in the select list of a statement that
+        fetches per-subject-key values, so the batch's cached keys are checked
+        against the epoch read in the same statement as the rows, with no
+        statement of the store's. ``None`` where that check would not be the
+        one :meth:`lookup` makes: ``connection`` is not one the store
+        :meth:`reads_committed_on`, or its dialect is not SQLite, PostgreSQL,
+        MySQL or MariaDB.
+        """
+        if not self.reads_committed_on(connection):
+            return None
+        dialect = connection.dialect
+        key = ("epoch", dialect.name)
+        if key in self._lookups:
+            return self._lookups[key]  # type: ignore[no-any-return]
+        empty = _EMPTY_BYTES.get(dialect.name)
+        sql = None
+        if empty is not None:
+            keys = self.table.alias("custdata_epoch")
+            sql = str(
+                select(keys.c.key_id)
+                .where(keys.c.subject == literal_column(empty))
+                .scalar_subquery()
+                .compile(dialect=dialect)
+            )
+            if "%" in sql and dialect.paramstyle in {"format", "pyformat"}:
+                sql = None  # a table name that would need escaping: not here
+        self._lookups[key] = sql
+        return sql
+
+    def key_columns(self, connection: Connection) -> str:
+        """SQL of three scalar subqueries reading one subject's key record.
+
+        ``key_id``, ``wrapped_key`` and ``wrapping_key_id`` of the subject
+        bound as ``custdata_subject`` (three times, for a positional parameter
+        style), each ``NULL`` when it has no record: what :meth:`lookup` reads
+        of it, for a statement that names its one subject before it runs (a
+        ``get``). Use only where :meth:`epoch_column` gives the epoch's
+        column, which goes before these.
+        """
+        dialect = connection.dialect
+        key = ("key columns", dialect.name)
+        sql = self._lookups.get(key)
+        if sql is None:
+            keys = self.table.alias("custdata_key")
+            subject = bindparam("custdata_subject", type_=self.table.c.subject.type)
+            sql = self._lookups[key] = ", ".join(
+                str(
+                    select(column)
+                    .where(keys.c.subject == subject)
+                    .scalar_subquery()
+                    .compile(dialect=dialect)
+                )
+                + f" AS custdata_{column.name}"
+                for column in (
+                    keys.c.key_id,
+                    keys.c.wrapped_key,
+                    keys.c.wrapping_key_id,
+                )
+            )
+        return sql
 
     def _shared(self, other: Engine) -> bool:
         """:meth:`shares` for a connection of ``other``, remembered per engine."""
@@ -858,6 +931,8 @@ def hold_subject_keys(  # noqa: PLR0917
     rows: Sequence[Mapping[str, Any]],
     tails: Sequence[bytes | None] | None,
     extra_subject: object,
+    *,
+    fresh: bool = False,
 ) -> None:
     """Make ready the keys of the subjects a write statement encrypts for (internal).
 
@@ -876,6 +951,8 @@ def hold_subject_keys(  # noqa: PLR0917
         rows: The statement's parameter sets.
         tails: Per row, the subject's associated-data tail, if worked out already.
         extra_subject: The subject of rows that do not name one.
+        fresh: Whether the statement is an ``INSERT`` (see
+            :meth:`custdata.crypto.SubjectKeyScope.write_keys`).
     """
     from ._binding import subject_tail  # noqa: PLC0415 - runtime's helpers
     from ._write import row_subject  # noqa: PLC0415
@@ -905,4 +982,4 @@ def hold_subject_keys(  # noqa: PLR0917
         return
     shares = getattr(store, "shares", None)
     transaction = conn if shares is not None and shares(conn) else None
-    keyring.subject_scope(store).prepare(wanted, transaction=transaction)
+    keyring.subject_scope(store).prepare(wanted, transaction=transaction, fresh=fresh)

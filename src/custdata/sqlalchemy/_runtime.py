@@ -84,6 +84,7 @@ from ._binding import (
     subject_value,
 )
 from ._declare import KNOWN_TABLES, CustomerDataInfo, settle_table, uuid7
+from ._keyreads import KeysWithRows, keys_first
 from ._keystore import hold_subject_keys
 from ._raw import refuse_raw_write
 from ._sealed import (
@@ -787,7 +788,9 @@ def _before_execute(
     if facts.subject_kind is not None and (rows or embedded):
         # Every subject's key made (or found) for the whole statement at once.
         held = rows or [embedded or {}]
-        hold_subject_keys(conn, custodian, facts, held, tails, extra_subject)
+        hold_subject_keys(
+            conn, custodian, facts, held, tails, extra_subject, fresh=is_insert
+        )
     if rows is given_rows:
         if multiparams:
             return (
@@ -933,6 +936,7 @@ class _Plan:
         "seal",
         "searches",
         "sources",
+        "subject_scoped",
     )
 
     def __init__(
@@ -946,6 +950,8 @@ class _Plan:
     ) -> None:
         self.bindings = bindings
         self.seal = seal
+        #: Whether a fetched value is under a per-subject key.
+        self.subject_scoped = any(b.key_scope == "subject" for b in bindings)
         #: Per table the statement searches through a blind index: (table,
         #: the searched fields, strict: a search is never masked).
         self.searches: list[tuple[str, dict[str, FieldPolicy | None]]] = []
@@ -1703,6 +1709,7 @@ class _AnnouncingCursor:
         "_custodian",
         "_extra",
         "_grants",
+        "_keys",
         "_plan",
         "_quiet",
         "_searched",
@@ -1722,10 +1729,13 @@ class _AnnouncingCursor:
         *,
         quiet: bool = False,
         via: Connection | None = None,
+        keys: KeysWithRows | None = None,
     ) -> None:
         self._cursor = cursor
         #: The connection the rows come through, offered for their key lookups.
         self._via = via
+        #: What the statement reads of the key store before its own columns.
+        self._keys = keys
         #: A sealed load that announces nothing (a refresh): reads decide.
         self._quiet = quiet
         self._searched = False
@@ -1744,8 +1754,11 @@ class _AnnouncingCursor:
     # What SQLAlchemy reads of every cursor, without the __getattr__ detour.
     @property
     def description(self) -> Any:
-        """The wrapped cursor's ``description``."""
-        return self._cursor.description
+        """The wrapped cursor's ``description`` (without the shred epoch's column)."""
+        description = self._cursor.description
+        if self._keys is not None and description is not None:
+            return description[self._keys.lead :]
+        return description
 
     def close(self) -> None:
         """Close the wrapped cursor."""
@@ -1759,12 +1772,21 @@ class _AnnouncingCursor:
 
         Where the key store allows it (``reads_committed_on``), a batch's
         uncached keys and the shred epoch are read on the connection the batch
-        came through: no second connection is checked out for them.
+        came through: no second connection is checked out for them. Where the
+        statement read the shred epoch as its first column, that column is
+        taken off every row here (SQLAlchemy never sees it), and a batch
+        whose keys are all cached is checked against it.
         """
         via = self._via
-        if via is None or not rows:
+        keys = self._keys
+        if keys is not None and rows:
+            # What the statement read of the key store, before its columns.
+            rows, epoch, found = keys.take(rows)
+            token = reading_through(via, store=keys.store, epoch=epoch, found=found)
+        elif via is None or not rows:
             return self._release_batch(rows)
-        token = reading_through(via)
+        else:
+            token = reading_through(via)
         try:
             return self._release_batch(rows)
         finally:
@@ -2104,6 +2126,11 @@ def _before_cursor_execute(  # noqa: PLR0917
             if not (context.is_crud or executemany):
                 context.cursor = _AnnouncingCursor(cursor, plan, custodian, ())
             return statement, parameters
+    keys = None
+    if plan.subject_scoped and not (context.is_crud or executemany):
+        statement, parameters, keys = keys_first(
+            conn, statement, parameters, compiled, context, plan.lone, custodian
+        )
     if plan.seal and not context.is_crud:
         # An entity load: its values are handed over sealed, and each is
         # decided when it is read (the batch announces what may be).
@@ -2116,6 +2143,7 @@ def _before_cursor_execute(  # noqa: PLR0917
             context.execution_options.get("custdata_subjects", ()),
             quiet=context.execution_options.get("custdata_quiet", False),
             via=_key_reads_via(conn, context),
+            keys=keys,
         )
         return statement, parameters
     if context.is_crud or executemany:
@@ -2144,6 +2172,7 @@ def _before_cursor_execute(  # noqa: PLR0917
         custodian,
         context.execution_options.get("custdata_subjects", ()),
         via=_key_reads_via(conn, context),
+        keys=keys,
     )
     return statement, parameters
 

@@ -270,19 +270,23 @@ class SealedAttribute(InstrumentedAttribute[Any]):
                     and grant.context is _access_now()
                     and grant.custodian is (_custodian.get() or _default_custodian[0])
                 ):
-                    if (
-                        opener.__class__ is not str
-                        and value.keys is None
-                        and not self.custdata_text
-                    ):
-                        index = value.at.get(self.custdata_where)
+                    if opener.__class__ is not str and not self.custdata_text:
+                        where = self.custdata_where
+                        index = value.at.get(where)
                         data = None if index is None else value.values[index]
-                        if data is not None:
+                        keys = value.keys
+                        if data is not None and keys is None:
                             if b.subject_key is None:
                                 return opener.open_value(data)
                             tail = value.tail
                             if tail is not None:
                                 return opener.open_value(data, tail)
+                        elif data is not None and b.subject_key is not None:
+                            # Under per-subject keys: the batch's keys, held.
+                            tail = value.tail
+                            held = keys.get(where)
+                            if tail is not None and held is not None:
+                                return opener.open_held(data, tail, held)
                     return _open(
                         opener,
                         *_parts(value, b, self.custdata_where),
