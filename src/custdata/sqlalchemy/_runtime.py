@@ -684,6 +684,26 @@ def _strict(field: FieldPolicy | None) -> FieldPolicy | None:
     return attrs.evolve(field, on_violation="raise")
 
 
+#: What :func:`_before_execute` does with a statement of each class: one
+#: dictionary lookup per statement (a SELECT passes) instead of three
+#: ``isinstance`` tests.
+_PASS, _WRITE, _DELETE, _TEXT = range(4)
+_ROUTES: dict[type, int] = {}
+
+
+def _route(cls: type) -> int:
+    if issubclass(cls, (Insert, Update)):
+        route = _WRITE
+    elif issubclass(cls, Delete):
+        route = _DELETE
+    elif issubclass(cls, TextClause):
+        route = _TEXT
+    else:
+        route = _PASS
+    _ROUTES[cls] = route
+    return route
+
+
 @event.listens_for(Engine, "before_execute", retval=True)
 def _before_execute(
     conn: Connection,
@@ -692,10 +712,13 @@ def _before_execute(
     params: Mapping[str, Any],
     execution_options: Mapping[str, Any],
 ) -> tuple[Any, Sequence[Mapping[str, Any]], Mapping[str, Any]]:
-    if not isinstance(clauseelement, (Insert, Update)):
-        if isinstance(clauseelement, Delete):
+    route = _ROUTES.get(clauseelement.__class__)
+    if route is None:
+        route = _route(clauseelement.__class__)
+    if route != _WRITE:
+        if route == _DELETE:
             _authorize_delete(conn, clauseelement, multiparams, params)
-        if isinstance(clauseelement, TextClause):
+        elif route == _TEXT:
             refuse_raw_write(clauseelement.text)
         return clauseelement, multiparams, params
     facts = _facts(clauseelement.table)
