@@ -440,7 +440,6 @@ def _hooks_removed() -> Iterator[None]:
             _runtime._before_cursor_execute,  # noqa: SLF001
             {"retval": True},
         ),
-        (Session, "do_orm_execute", _runtime._do_orm_execute, {}),  # noqa: SLF001
         *(
             (Session, name, getattr(_runtime, f"_{name}"), {})
             for name in (

@@ -161,3 +161,65 @@ class TestMapperValidation:
                 assert session.scalars(select(_Note)).one().body == "hello"
         finally:
             _Plain.metadata.drop_all(engine)
+
+
+class TestStatementsWithoutCustomerData:
+    def test_no_orm_execute_state(
+        self, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """ORM statements on a plain table build no ``ORMExecuteState``.
+
+        SQLAlchemy builds one for every ORM execution (and runs the ORM's
+        pre-execution step twice) as soon as any ``Session.do_orm_execute``
+        listener exists: custdata installs none.
+        """
+        from sqlalchemy.orm import session as orm_session
+
+        built: list[object] = []
+        original = orm_session.ORMExecuteState.__init__
+
+        def counting(self: Any, *args: Any, **kw: Any) -> None:
+            built.append(self)
+            original(self, *args, **kw)
+
+        monkeypatch.setattr(orm_session.ORMExecuteState, "__init__", counting)
+        _Plain.metadata.create_all(engine)
+        try:
+            with Session(engine) as session:
+                session.add(_Note(id=1, body="hello"))
+                session.commit()
+                session.expunge_all()
+                assert session.get(_Note, 1) is not None
+                assert ["hello"] == session.scalars(select(_Note.body)).all()
+        finally:
+            _Plain.metadata.drop_all(engine)
+        assert [] == built
+
+    def test_customer_statements_still_enforced(
+        self, engine: Engine, models: Models, sample_policy: custdata.Policy
+    ) -> None:
+        """Without that hook, an ORM load still validates, announces and refreshes quietly."""
+        recorder = Recorder()
+        custodian = custdata.Custodian(
+            policy=sample_policy, keyring=Keyring.generate(), audit=recorder
+        )
+        with custodian.activate(), support(), Session(engine) as session:
+            session.add(models.Customer(name="Canary Hanako", email="c@example.jp"))
+            session.commit()
+            start = len(recorder.decisions)
+            got = session.scalars(select(models.Customer)).one()
+            assert "Canary Hanako" == got.name
+            reads = [
+                d
+                for d in recorder.decisions[start:]
+                if d.action is custdata.Action.READ
+            ]
+            assert [(str(got.id),)] == [d.subjects for d in reads]
+            session.commit()
+            start = len(recorder.decisions)
+            assert got.id is not None  # the refresh after commit: nothing read
+            assert [] == [
+                d
+                for d in recorder.decisions[start:]
+                if d.action is custdata.Action.READ
+            ]

@@ -1,23 +1,27 @@
 """The statement hooks: where writes get their subject and reads their authorization.
 
-Three SQLAlchemy events, installed once for every engine and session when
-:mod:`custdata.sqlalchemy` is imported:
+Two engine events (and the session flush events below), installed once when
+:mod:`custdata.sqlalchemy` is imported (no ``Session.do_orm_execute``
+listener: as soon as one exists, SQLAlchemy builds an ``ORMExecuteState`` for
+every ORM statement, customer data or not):
 
 ``Engine.before_execute``
     For an ``INSERT`` or ``UPDATE`` on a table with encrypted columns:
     authorizes the write, encrypts each value with the row's subject id (a
     multi-row statement one column at a time) and computes the blind index of
-    each searchable value into its companion column. For a ``DELETE`` on a
-    customer table: authorizes erasing the records (``Action.DELETE``).
-
-``Session.do_orm_execute``
-    For ORM ``SELECT``: validates the mappers, names the subject of a
-    relationship load or refresh, and marks a refresh as announcing nothing.
-    For ORM bulk ``update()``: authorizes the written fields.
+    each searchable value into its companion column; an ORM bulk ``update()``
+    (by ``.values()`` or by primary key) is authorized the same way and
+    recorded as ``Action.UPDATE``. For a ``DELETE`` on a customer table:
+    authorizes erasing the records (``Action.DELETE``).
 
 ``Engine.before_cursor_execute``
-    For every statement that fetches encrypted columns (Core or ORM, entity,
-    column, relationship or ``get``) or searches a blind index: the results
+    Once per compiled statement, a plan of what it touches is cached on it;
+    a statement that touches no customer data then costs one dictionary
+    lookup. For an ORM select: validates its mapped classes against the
+    policy and, for a relationship load or a refresh, names the subject of
+    the object it loads for (a refresh announces nothing). For every
+    statement that fetches encrypted columns (Core or ORM, entity, column,
+    relationship or ``get``) or searches a blind index: the results
     are read through an announcing cursor, which records the search and makes
     one :meth:`custdata.Custodian.authorize` call per fetched batch and table,
     with the batch's subject ids and value count, before anything is
@@ -36,7 +40,8 @@ import threading
 import weakref
 
 from base64 import b64encode
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 from uuid import UUID
@@ -45,7 +50,7 @@ import attrs
 
 from sqlalchemy import Table, event, func, select
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import Mapper, ORMExecuteState, Session
+from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.sql import Delete, Insert, Select, Update, operators, visitors
 from sqlalchemy.sql.elements import (
     BinaryExpression,
@@ -534,6 +539,7 @@ def _authorize_write(
     *,
     is_insert: bool,
     texts: Sequence[str] | None = None,
+    action: Action = Action.WRITE,
 ) -> None:
     """Authorize writing the customer-data columns a statement sets (internal).
 
@@ -541,7 +547,8 @@ def _authorize_write(
     statement (an ORM flush sends one per table and batch of rows), naming the
     written fields, the rows' subject ids and the number of values. An INSERT
     that leaves a column NULL does not write it; an UPDATE to NULL erases it,
-    which is a write.
+    which is a write. An ORM bulk ``update()`` is the same check recorded as
+    *action* ``Action.UPDATE`` (``record.bulk_update``).
 
     Raises:
         AccessDeniedError: If the access context may not write them.
@@ -577,7 +584,7 @@ def _authorize_write(
         # cheaper to hash than UUID objects.
         subjects = list(dict.fromkeys(str(s) for s in subjects if s is not None))
     custodian.authorize(
-        action=Action.WRITE,
+        action=action,
         entity=facts.name,
         fields=fields,
         subjects=subjects,
@@ -648,6 +655,29 @@ def _authorize_delete(
     )
 
 
+def _refuse_bulk_values(facts: _TableFacts, values: Mapping[str, Any]) -> None:
+    """Refuse an ORM bulk ``update().values()`` of subject-bound or searchable columns.
+
+    One value set for every matched row cannot be bound to each row's subject
+    nor indexed per row.
+
+    Raises:
+        UnsupportedOperationError: Naming the columns, never a value.
+    """
+    special = sorted(
+        k
+        for k, b in facts.encrypted
+        if k in values and (b.subject_key is not None or b.companion_key is not None)
+    )
+    if special:
+        names = ", ".join(f"{facts.name}.{k}" for k in special)
+        raise UnsupportedOperationError(
+            f"{names}: a bulk update() cannot set subject-bound or searchable "
+            "encrypted columns; load the objects and assign, or pass per-row "
+            "parameters"
+        )
+
+
 def _unannotated(table: Any) -> Any:
     """The table itself, where the ORM handed over an annotated copy of it."""
     return getattr(table, "__element__", table)
@@ -659,6 +689,26 @@ def _strict(field: FieldPolicy | None) -> FieldPolicy | None:
     return attrs.evolve(field, on_violation="raise")
 
 
+#: What :func:`_before_execute` does with a statement of each class: one
+#: dictionary lookup per statement (a SELECT passes) instead of three
+#: ``isinstance`` tests.
+_PASS, _WRITE, _DELETE, _TEXT = range(4)
+_ROUTES: dict[type, int] = {}
+
+
+def _route(cls: type) -> int:
+    if issubclass(cls, (Insert, Update)):
+        route = _WRITE
+    elif issubclass(cls, Delete):
+        route = _DELETE
+    elif issubclass(cls, TextClause):
+        route = _TEXT
+    else:
+        route = _PASS
+    _ROUTES[cls] = route
+    return route
+
+
 @event.listens_for(Engine, "before_execute", retval=True)
 def _before_execute(
     conn: Connection,
@@ -667,10 +717,13 @@ def _before_execute(
     params: Mapping[str, Any],
     execution_options: Mapping[str, Any],
 ) -> tuple[Any, Sequence[Mapping[str, Any]], Mapping[str, Any]]:
-    if not isinstance(clauseelement, (Insert, Update)):
-        if isinstance(clauseelement, Delete):
+    route = _ROUTES.get(clauseelement.__class__)
+    if route is None:
+        route = _route(clauseelement.__class__)
+    if route != _WRITE:
+        if route == _DELETE:
             _authorize_delete(conn, clauseelement, multiparams, params)
-        if isinstance(clauseelement, TextClause):
+        elif route == _TEXT:
             refuse_raw_write(clauseelement.text)
         return clauseelement, multiparams, params
     facts = _facts(clauseelement.table)
@@ -685,13 +738,17 @@ def _before_execute(
     values = getattr(clauseelement, "_values", None) or getattr(
         clauseelement, "_ordered_values", None
     )
-    orm = clauseelement._propagate_attrs.get("compile_state_plugin") == "orm"  # noqa: SLF001
+    # An ORM bulk update(), by .values() or by primary key (per-row parameter
+    # sets, as the ORM hands them over one statement per set of written keys).
+    bulk = not is_insert and (
+        clauseelement._propagate_attrs.get("compile_state_plugin") == "orm"  # noqa: SLF001
+    )
     embedded: dict[str, Any] | None = None
     sources: list[tuple[str, str, object]] = []
     subject_source: Any = None
-    if values and orm and not is_insert:
-        # ORM bulk update(): authorized and checked in do_orm_execute.
+    if values and bulk:
         embedded = {column_key(col): v for col, v in dict(values).items()}
+        _refuse_bulk_values(facts, embedded)
     elif values:
         clauseelement, sources, subject_source = embedded_sources(clauseelement, facts)
     set_subject = subject_source
@@ -774,17 +831,16 @@ def _before_execute(
             ],
             facts.subject_kind,
         )
-    if not (orm and not is_insert):
-        # ORM bulk update() was authorized (Action.UPDATE) in do_orm_execute.
-        _authorize_write(
-            facts,
-            custodian,
-            rows,
-            embedded,
-            extra_subject,
-            is_insert=is_insert,
-            texts=None if texts is None else [t for t in texts if t is not None],
-        )
+    _authorize_write(
+        facts,
+        custodian,
+        rows,
+        embedded,
+        extra_subject,
+        is_insert=is_insert,
+        texts=None if texts is None else [t for t in texts if t is not None],
+        action=Action.UPDATE if bulk else Action.WRITE,
+    )
     if facts.subject_kind is not None and (rows or embedded):
         # Every subject's key made (or found) for the whole statement at once.
         held = rows or [embedded or {}]
@@ -923,6 +979,7 @@ class _Plan:
         "_granted",
         "_grants",
         "_released",
+        "_valid",
         "at",
         "bindings",
         "columns",
@@ -930,6 +987,7 @@ class _Plan:
         "envelopes",
         "fields",
         "lone",
+        "mappers",
         "names",
         "parts",
         "positions",
@@ -947,11 +1005,17 @@ class _Plan:
         *,
         seal: bool = False,
         searched: Sequence[FieldBinding] = (),
+        mappers: Sequence[Mapper[Any]] = (),
     ) -> None:
         self.bindings = bindings
         self.seal = seal
         #: Whether a fetched value is under a per-subject key.
         self.subject_scoped = any(b.key_scope == "subject" for b in bindings)
+        #: The mapped classes with customer-data fields an ORM select names at
+        #: its top level: validated against the policy before it runs.
+        self.mappers = list(mappers)
+        #: The policy they were validated against last (a weak reference).
+        self._valid: weakref.ref[Any] | None = None
         #: Per table the statement searches through a blind index: (table,
         #: the searched fields, strict: a search is never masked).
         self.searches: list[tuple[str, dict[str, FieldPolicy | None]]] = []
@@ -1029,6 +1093,19 @@ class _Plan:
         self._released: tuple[object, object, object, Any] | None = None
         #: (context, custodian, grant, announced parts) of the last sealed batch.
         self._granted: tuple[object, Any, Grant, Any] | None = None
+
+    def validate(self, policy: Any) -> None:
+        """Validate the statement's mapped classes against *policy* (once per policy).
+
+        Raises:
+            ConfigurationError: On an unknown category, purpose or retention rule.
+        """
+        valid = self._valid
+        if valid is not None and valid() is policy:
+            return
+        for mapper in self.mappers:
+            validate_mapper(mapper, policy)
+        self._valid = weakref.ref(policy)
 
     def search(self, custodian: Any, count: int) -> None:
         """Authorize and record the statement's blind-index searches (one decision per table).
@@ -1330,6 +1407,22 @@ def _searched(statement: Any) -> list[FieldBinding]:
     return list(found)
 
 
+def _statement_mappers(statement: Any) -> list[Mapper[Any]]:
+    """The mapped classes with customer-data fields at the top level of an ORM select."""
+    mappers: list[Mapper[Any]] = []
+    for select_ in getattr(statement, "selects", None) or (statement,):
+        for element in getattr(select_, "_raw_columns", ()):
+            entity = element._annotations.get("parententity")  # noqa: SLF001
+            mapper = getattr(entity, "mapper", None)
+            if (
+                mapper is not None
+                and mapper not in mappers
+                and _mapper_facts(mapper).fields
+            ):
+                mappers.append(mapper)
+    return mappers
+
+
 def _plan_for(compiled: Any) -> _Plan:
     plan: _Plan | None = compiled.__dict__.get(_PLAN_ATTR)
     if plan is not None:
@@ -1369,6 +1462,7 @@ def _plan_for(compiled: Any) -> _Plan:
             sources.append((index, b.subject_kind, True))
         columns.append((index, b, text, src))
     searched = _searched(statement)
+    mappers = _statement_mappers(statement)
     plan = (
         _Plan(
             list(seen),
@@ -1376,8 +1470,9 @@ def _plan_for(compiled: Any) -> _Plan:
             sources,
             seal=bool(seen) and _loads_entities(compiled),
             searched=searched,
+            mappers=mappers,
         )
-        if seen or searched
+        if seen or searched or mappers
         else _NO_PLAN
     )
     with contextlib.suppress(AttributeError):  # no __dict__: no cache
@@ -1562,7 +1657,7 @@ def _open_rows(
             if row[pos] is not None:
                 row[pos] = MASK_TEXT
         return [tuple(row)]
-    columns: list[Any] = list(zip(*rows, strict=True))
+    columns = _columns(rows)
     for pos in masks:
         columns[pos] = [None if v is None else MASK_TEXT for v in columns[pos]]
     for pos, cipher, text, src in opens:
@@ -1572,7 +1667,31 @@ def _open_rows(
         if text:
             values = [None if v is None else _b64(v, cipher) for v in values]
         columns[pos] = cipher.open_fetched(values, tails[src] if src >= 0 else None)
-    return list(zip(*columns, strict=True))
+    return _in_place(rows, zip(*columns, strict=True))
+
+
+def _columns(rows: Sequence[Any]) -> list[Any]:
+    """The columns of a fetched batch, one list each.
+
+    Not ``zip(*rows)``: that makes one iterator object per row, which the
+    garbage collector counts (a collection per 700 rows).
+    """
+    return [list(map(itemgetter(i), rows)) for i in range(len(rows[0]))]
+
+
+def _in_place(rows: Sequence[Any], new: Iterable[Any]) -> list[Any]:
+    """The fetched batch *rows* (a list), each row replaced by its counterpart in *new*.
+
+    Each new row takes its fetched row's place as soon as it is made, so the
+    fetched row is freed at once: the batch never lives twice. The cyclic
+    garbage collector runs after every 700 container objects allocated and
+    not freed; a second copy of a large batch, alive until the first is
+    dropped, would add a collection per 700 rows (and, as the heap grows,
+    full ones), a cost that grows with the batch.
+    """
+    out = rows if rows.__class__ is list else list(rows)
+    deque(map(out.__setitem__, range(len(out)), new), maxlen=0)
+    return out
 
 
 def _b64(value: Any, cipher: Any) -> Any:
@@ -1670,23 +1789,23 @@ def _sealed_rows(
     at = plan.at
     positions = plan.positions
     keys = {b.where: found for (b, _src), found in held.items()} if held else None
-    out: list[Any] = []
-    append = out.append
+    # Each row is replaced in the fetched list itself (see _in_place).
+    out: list[Any] = rows if rows.__class__ is list else list(rows)
     if not plan.sources:
-        for row in rows:
+        for i, row in enumerate(out):
             sealed = SealedRow(envelopes(row), at, None, None, grant, keys)
             cells = list(row)
             for pos in positions:
                 cells[pos] = sealed
-            append(tuple(cells))
+            out[i] = tuple(cells)
         return out
     index = plan.sources[0][0]
-    for row, tail in zip(rows, tails[0], strict=True):
+    for i, (row, tail) in enumerate(zip(out, tails[0], strict=True)):
         sealed = SealedRow(envelopes(row), at, tail, row[index], grant, keys)
         cells = list(row)
         for pos in positions:
             cells[pos] = sealed
-        append(tuple(cells))
+        out[i] = tuple(cells)
     return out
 
 
@@ -1947,7 +2066,7 @@ class _AnnouncingCursor:
                         held.get((b, src)),
                     )
             return [tuple(row)]
-        columns: list[Any] = list(zip(*rows, strict=True))
+        columns = _columns(rows)
         raws = [None if packed else columns[index] for index, _, packed in plan.sources]
         # NULL is sealed too: whether a field is set is for its purposes only.
         for pos, _b, _text, src in plan.columns:
@@ -1961,7 +2080,7 @@ class _AnnouncingCursor:
                 SealedValue(v, tail, subject, grant, keys)
                 for v, tail, subject in zip(values, tails[src], subjects, strict=True)
             ]
-        return list(zip(*columns, strict=True))
+        return _in_place(rows, zip(*columns, strict=True))
 
     def _announce(
         self,
@@ -2114,9 +2233,15 @@ def _before_cursor_execute(  # noqa: PLR0917
         refuse_raw_write(statement)
         return statement, parameters
     plan = compiled.__dict__.get(_PLAN_ATTR) or _plan_for(compiled)
-    if not plan.bindings and not plan.searches:
+    if plan is _NO_PLAN:
+        # No customer data: one dictionary lookup per statement, from the
+        # second execution of a compiled statement on.
         return statement, parameters
     custodian = _custodian.get() or _default_custodian[0] or _require_custodian()
+    if plan.mappers:
+        plan.validate(custodian.policy)
+    if not plan.bindings and not plan.searches:
+        return statement, parameters
     if plan.searches:
         if context.is_crud or executemany or not plan.search_allowed(custodian):
             # Refused before the statement runs; or a DML statement, whose
@@ -2136,20 +2261,21 @@ def _before_cursor_execute(  # noqa: PLR0917
         # decided when it is read (the batch announces what may be).
         if compiled._cached_metadata is None:  # noqa: SLF001
             context.get_result_processor = _ProcessorsOf(context.get_result_processor)
+        load = context.execution_options.get("_sa_orm_load_options")
+        refresh = None if load is None else load._refresh_state  # noqa: SLF001
         context.cursor = _AnnouncingCursor(
             cursor,
             plan,
             custodian,
-            context.execution_options.get("custdata_subjects", ()),
-            quiet=context.execution_options.get("custdata_quiet", False),
+            () if load is None else _load_subjects(load, refresh),
+            quiet=refresh is not None,
             via=_key_reads_via(conn, context),
             keys=keys,
         )
         return statement, parameters
     if context.is_crud or executemany:
         # RETURNING rows are fetched by SQLAlchemy itself: authorize them now.
-        subjects = context.execution_options.get("custdata_subjects", ())
-        authorize_read(plan, custodian, subjects=subjects)
+        authorize_read(plan, custodian, subjects=_subjects_of(context))
         return statement, parameters
     if compiled._cached_metadata is None:  # noqa: SLF001
         # The result columns of this statement are being described for the
@@ -2170,11 +2296,37 @@ def _before_cursor_execute(  # noqa: PLR0917
         cursor,
         plan,
         custodian,
-        context.execution_options.get("custdata_subjects", ()),
+        _subjects_of(context),
         via=_key_reads_via(conn, context),
         keys=keys,
     )
     return statement, parameters
+
+
+def _subjects_of(context: Any) -> Sequence[object]:
+    """The subjects an ORM load names for its rows (see :func:`_load_subjects`)."""
+    load = context.execution_options.get("_sa_orm_load_options")
+    if load is None:
+        return ()
+    return _load_subjects(load, load._refresh_state)  # noqa: SLF001
+
+
+def _load_subjects(load: Any, refresh: Any) -> Sequence[object]:
+    """The subject a load of one object's rows names in its decisions.
+
+    A lazy load names the subject of the object it loads for; a refresh
+    (after ``commit()``, ``refresh()`` or expiry) the refreshed object's.
+    Decisions name them where the fetched rows carry no subject of their own.
+    """
+    source = load._lazy_loaded_from or refresh  # noqa: SLF001 - SQLAlchemy's load options
+    if source is None:
+        return ()
+    facts = _facts(source.mapper.local_table)
+    if facts is None or facts.subject_col is None:
+        return ()
+    prop = source.mapper.get_property_by_column(facts.subject_col)
+    subject = source.dict.get(prop.key)
+    return () if subject is None else (subject,)
 
 
 def _key_reads_via(conn: Connection, context: Any) -> Connection | None:
@@ -2328,134 +2480,6 @@ def _context_ok(policy: Any) -> bool:
     )
 
 
-@event.listens_for(Session, "do_orm_execute")
-def _do_orm_execute(state: ORMExecuteState) -> None:
-    if state.is_select:
-        _orm_select(state)
-    elif state.is_update or state.is_delete:
-        _orm_bulk(state)
-
-
-def _statement_mappers(state: ORMExecuteState) -> list[Mapper[Any]]:
-    """The mappers at the top level of a select, cheaply (no column descriptions)."""
-    raw = getattr(state.statement, "_raw_columns", None)
-    if raw is None:
-        return list(state.all_mappers)
-    mappers: list[Mapper[Any]] = []
-    for element in raw:
-        entity = element._annotations.get("parententity")  # noqa: SLF001
-        mapper = getattr(entity, "mapper", None)
-        if mapper is not None and mapper not in mappers:
-            mappers.append(mapper)
-    return mappers
-
-
-def _known_subject(state: ORMExecuteState) -> None:
-    """Name the subject in the audit record when the load is for one object."""
-    source = state.lazy_loaded_from
-    if source is None:
-        source = getattr(state.load_options, "_refresh_state", None)
-    if source is None:
-        return
-    facts = _facts(source.mapper.local_table)
-    if facts is None or facts.subject_col is None:
-        return
-    prop = source.mapper.get_property_by_column(facts.subject_col)
-    subject = source.dict.get(prop.key)
-    if subject is not None:
-        state.update_execution_options(custdata_subjects=(subject,))
-
-
-def _orm_select(state: ORMExecuteState) -> None:
-    """Prepare an ORM SELECT: its entities' values will be handed over sealed.
-
-    Nothing is left unloaded: every customer value is loaded sealed and is
-    decided when it is read. A refresh of one object (after ``commit()``,
-    ``refresh()`` or expiry) announces nothing, so touching its primary key
-    records no reveal of fields nobody read.
-    """
-    custodian: Any = None
-    for mapper in _statement_mappers(state):
-        facts = mapper.__dict__.get(_FACTS_ATTR) or _mapper_facts(mapper)
-        if not facts.fields:
-            continue
-        if custodian is None:
-            custodian = _require_custodian()
-        last = facts.last_valid
-        if last is None or last() is not custodian.policy:
-            validate_mapper(mapper, custodian.policy)
-    load_options = state.load_options
-    refresh = getattr(load_options, "_refresh_state", None)
-    if (
-        getattr(load_options, "_lazy_loaded_from", None) is not None
-        or refresh is not None
-    ) and (state.is_relationship_load or state.is_column_load):
-        _known_subject(state)
-    if refresh is not None:
-        state.update_execution_options(custdata_quiet=True)
-
-
-def _orm_bulk(state: ORMExecuteState) -> None:
-    """Authorize an ORM bulk ``update()`` like a flush of the fields it writes.
-
-    Fields set by ``.values()`` and fields named in per-row parameter sets
-    (bulk UPDATE by primary key) are written fields: each must be writable
-    for the purpose (never masked). The ``record.bulk_update`` event names
-    them, with the rows' subjects where the parameter sets name them. Bulk
-    ``delete()`` is authorized as every DELETE is, in ``before_execute``.
-    """
-    if state.is_delete:
-        return
-    mapper = state.bind_mapper
-    if mapper is None:
-        return
-    facts = _mapper_facts(mapper)
-    table_facts = _facts(mapper.local_table)
-    if not facts.fields and table_facts is None:
-        return
-    custodian = _require_custodian()
-    statement: Any = state.statement
-    set_keys = {
-        getattr(k, "key", k) for k in (getattr(statement, "_values", None) or {})
-    }
-    given: Any = state.parameters
-    rows: list[Mapping[str, Any]] = (
-        list(given) if isinstance(given, list) else [given] if given else []
-    )
-    named = {key for row in rows for key in row}
-    written = set_keys | named
-    fields = {k: _strict(f) for k, f in facts.fields if k in written}
-    subjects: list[str] = []
-    if table_facts is not None and set_keys:
-        special = {
-            k
-            for k, b in table_facts.encrypted
-            if b.subject_key is not None or b.companion_key is not None
-        }
-        if special & set_keys:
-            names = ", ".join(
-                f"{mapper.local_table.name}.{k}"  # type: ignore[attr-defined]
-                for k in sorted(special & set_keys)
-            )
-            raise UnsupportedOperationError(
-                f"{names}: a bulk update() cannot set subject-bound or searchable "
-                "encrypted columns; load the objects and assign, or pass per-row "
-                "parameters"
-            )
-    if table_facts is not None and table_facts.subject_col is not None and rows:
-        key = mapper.get_property_by_column(table_facts.subject_col).key
-        subjects = list(
-            dict.fromkeys(str(r[key]) for r in rows if r.get(key) is not None)
-        )
-    custodian.authorize(
-        action=Action.UPDATE,
-        entity=mapper.local_table.name,  # type: ignore[attr-defined]
-        fields=fields,
-        subjects=subjects,
-        count=max(len(rows), 1) * len(fields),
-    )
-
-
 @event.listens_for(Session, "before_flush")
 def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
     _FLUSHED.set({})
@@ -2585,7 +2609,6 @@ def install() -> None:
     for target, name, fn, kw in (
         (Engine, "before_execute", _before_execute, {"retval": True}),
         (Engine, "before_cursor_execute", _before_cursor_execute, {"retval": True}),
-        (Session, "do_orm_execute", _do_orm_execute, {}),
         (Mapper, "mapper_configured", _on_mapper_configured, {}),
         (Session, "before_flush", _before_flush, {}),
         (Session, "after_flush", _after_flush, {}),
