@@ -20,7 +20,7 @@ import hmac
 import struct
 import uuid
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -76,13 +76,15 @@ def mac_prefix(chain: str, key_ref: str) -> bytes:
 
 
 #: The decoded body of a record, or the parts of a prepared decision event's
-#: body, ``(static, dynamic, template, filled)``: :attr:`SealedRecord.fields`
-#: merges the first two; a compact (v2) JSON-lines sink writes the template's
-#: dynamic values from the last two (see :class:`~custdata.audit.JsonLinesSink`).
+#: body, ``(static, dynamic, template, values)``: :attr:`SealedRecord.fields`
+#: merges the first two (a ``None`` *dynamic* means the template's names with
+#: the *values*); a compact (v2) JSON-lines sink writes the template's dynamic
+#: values, in slot order, from the last two (see
+#: :class:`~custdata.audit.JsonLinesSink`).
 Fields = (
     dict[str, Any]
     | tuple[Mapping[str, Any], dict[str, Any]]
-    | tuple[Mapping[str, Any], dict[str, Any], Any, list[Any]]
+    | tuple[Mapping[str, Any], dict[str, Any] | None, Any, Sequence[Any]]
 )
 
 
@@ -122,7 +124,11 @@ class SealedRecord:
         """
         fields = self._fields
         if isinstance(fields, tuple):
-            fields = {**fields[0], **fields[1]}
+            dynamic = fields[1]
+            if dynamic is None and len(fields) == 4:  # noqa: PLR2004 - a prepared event
+                # A decision sealed from its template's values (plain, in slot order).
+                dynamic = dict(zip(fields[2].names, fields[3], strict=True))
+            fields = {**fields[0], **(dynamic or {})}
             _set_attr(self, "_fields", fields)
         return fields
 
