@@ -911,6 +911,7 @@ class _Plan:
         "entity",
         "envelopes",
         "fields",
+        "keyed",
         "lone",
         "names",
         "parts",
@@ -931,6 +932,9 @@ class _Plan:
     ) -> None:
         self.bindings = bindings
         self.seal = seal
+        #: Whether a fetched column has per-subject keys (whose lookups may
+        #: read through the statement's connection; see :func:`_key_reads_via`).
+        self.keyed = any(b.key_scope == "subject" for b in bindings)
         #: Per table the statement searches through a blind index: (table,
         #: the searched fields, strict: a search is never masked).
         self.searches: list[tuple[str, dict[str, FieldPolicy | None]]] = []
@@ -1559,7 +1563,7 @@ def _held_keys(
     objects' values later needs no lookup per value.
     """
     held: dict[tuple[FieldBinding, int], dict[bytes | None, Any]] = {}
-    if grant is None:
+    if grant is None or not plan.keyed:
         return held
     by_source: dict[int, dict[bytes | None, Any]] = {}
     for _pos, b, _text, src in plan.columns:
@@ -1612,6 +1616,10 @@ def _sealed_rows(
             cells[pos] = sealed
         append(tuple(cells))
     return out
+
+
+#: What :meth:`_AnnouncingCursor._seal_one` returns for a withheld subject.
+_WITHHELD: list[Any] = []
 
 
 class _AnnouncingCursor:
@@ -1780,12 +1788,77 @@ class _AnnouncingCursor:
         if not rows:
             return rows
         plan = self._plan
+        if len(rows) == 1 and plan.lone is not None and not self._quiet:
+            sealed = self._seal_one(rows[0], plan)
+            if sealed is _WITHHELD:
+                # Announced, and the row's subject withheld: it opens as masks.
+                _named, tails, blobs = _batch_subjects(rows, plan)
+                announced: Grant = plan._granted[2]  # type: ignore[index]  # noqa: SLF001
+                return self._seal_withheld(rows, tails, blobs, announced)
+            if sealed is not None:
+                return sealed
         named, tails, blobs = _batch_subjects(rows, plan)
         grant = None if self._quiet else self._announce(named, len(rows))
         if self._withheld and grant is not None:
-            flags = split_withheld(rows, plan, self._withheld)
-            if any(flags):
-                return self._seal_split(rows, flags, tails, blobs, grant)
+            return self._seal_withheld(rows, tails, blobs, grant)
+        return self._seal_rows(rows, tails, blobs, grant)
+
+    def _seal_one(self, row: Any, plan: _Plan) -> list[Any] | None:
+        """:meth:`_seal` of one row with one subject column (a ``get``), announced again.
+
+        The same decision as :meth:`_announce` makes for a batch of one, for
+        the context and custodian that announced this plan's last batch (its
+        memo), without the batch bookkeeping. ``None`` when it does not apply
+        (nothing announced yet; no subject; per-subject keys);
+        :data:`_WITHHELD` (by identity) when the decision (made and recorded) withheld the
+        row's subject, which :attr:`_withheld` then names.
+        """
+        memo = plan._granted  # noqa: SLF001 - the plan's own memo
+        custodian = self._custodian
+        if (
+            memo is None
+            or memo[0] is not _access_now()
+            or memo[1] is not custodian
+            or len(memo[3]) != 1
+            or plan.envelopes is None
+            or plan.keyed
+        ):
+            return None
+        index, kind = plan.lone  # type: ignore[misc]
+        raw = row[index]
+        if raw is None:
+            return None
+        text, tail = subject_parts(raw, kind)
+        part, fields = memo[3][0]
+        self._withheld.clear()
+        decision = custodian.authorize(
+            action=Action.READ,
+            entity=part.entity,
+            fields=fields,
+            subjects=(text,),
+            count=len(fields),
+        )
+        if decision.withheld:
+            self._withheld[part.entity] = frozenset(decision.withheld)
+            return _WITHHELD
+        # _sealed_rows, for one row.
+        sealed = SealedRow(plan.envelopes(row), plan.at, tail, raw, memo[2], None)
+        cells = list(row)
+        for pos in plan.positions:
+            cells[pos] = sealed
+        return [tuple(cells)]
+
+    def _seal_withheld(
+        self,
+        rows: Sequence[Any],
+        tails: list[list[bytes | None]],
+        blobs: dict[int, list[Any]],
+        grant: Grant,
+    ) -> Sequence[Any]:
+        """Seal an announced batch some of whose subjects its decisions withheld."""
+        flags = split_withheld(rows, self._plan, self._withheld)
+        if any(flags):
+            return self._seal_split(rows, flags, tails, blobs, grant)
         return self._seal_rows(rows, tails, blobs, grant)
 
     def _seal_split(
@@ -2015,7 +2088,7 @@ def _before_cursor_execute(  # noqa: PLR0917
             custodian,
             context.execution_options.get("custdata_subjects", ()),
             quiet=context.execution_options.get("custdata_quiet", False),
-            via=_key_reads_via(conn, context),
+            via=_key_reads_via(conn, context) if plan.keyed else None,
         )
         return statement, parameters
     if context.is_crud or executemany:
@@ -2043,7 +2116,7 @@ def _before_cursor_execute(  # noqa: PLR0917
         plan,
         custodian,
         context.execution_options.get("custdata_subjects", ()),
-        via=_key_reads_via(conn, context),
+        via=_key_reads_via(conn, context) if plan.keyed else None,
     )
     return statement, parameters
 
