@@ -1639,6 +1639,7 @@ class _AnnouncingCursor:
         "_buffer",
         "_cursor",
         "_custodian",
+        "_drained",
         "_extra",
         "_grants",
         "_plan",
@@ -1673,6 +1674,8 @@ class _AnnouncingCursor:
         self._announced = False
         self._grants: dict[object, Any] | None = None
         self._buffer: list[Any] = []
+        #: Whether a read-ahead batch came back short: the rows are all fetched.
+        self._drained = False
         #: Table -> the subjects the last sealed batch's decisions withheld.
         self._withheld: dict[str, frozenset[str]] = {}
 
@@ -2012,10 +2015,18 @@ class _AnnouncingCursor:
 
     def fetchone(self) -> Any:
         if not self._buffer:
-            self._buffer = list(self._release(self._cursor.fetchmany(self.chunk)))
+            if self._drained:
+                # The last read-ahead came back short (PEP 249: fewer rows
+                # only when no more are available): no call to the driver,
+                # nor an empty batch to release.
+                return None
+            fetched = self._cursor.fetchmany(self.chunk)
+            self._buffer = list(self._release(fetched))
+            self._drained = len(fetched) < self.chunk
             if not self._buffer:
                 return None
-        self._in_force()
+        if _GRANTS.get() is not self._grants:  # _in_force(), inlined
+            _GRANTS.set(self._grants)
         return self._buffer.pop(0)
 
 
