@@ -172,10 +172,25 @@ def _new_record(  # noqa: PLR0917 - the record's fields, in order
 
 
 _hexlify = binascii.hexlify
-_LINE: Final = (
-    b'{"custdata_audit":1,"chain":"%s","seq":%d,"key_ref":"%s","prev":"%s",'
-    b'"mac":"%s","body_sha256":"%s","body":%s}\n'
+# The line of a record with its chain and key id to fill in (see line_format).
+_LINE_OF: Final = (
+    b'{"custdata_audit":1,"chain":"%s","seq":%%d,"key_ref":"%s","prev":"%%s",'
+    b'"mac":"%%s","body_sha256":"%%s","body":%%s}\n'
 )
+_LINE: Final = _LINE_OF % (b"%s", b"%s")
+
+
+def line_format(chain: str, key_ref: str) -> bytes:
+    """Return the line format of one chain's records: :data:`_LINE`, chain and key filled.
+
+    ``line_format(r.chain, r.key_ref) % (r.seq, hex prev, hex mac, hex
+    body_sha256, r.body)`` is :func:`render_line` of a record ``r``: a sink
+    renders the lines of one chain with one format made once.
+    """
+    return _LINE_OF % (
+        chain.encode("ascii").replace(b"%", b"%%"),
+        key_ref.encode("ascii").replace(b"%", b"%%"),
+    )
 
 
 def render_line(record: SealedRecord) -> bytes:
