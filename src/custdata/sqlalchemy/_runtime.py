@@ -2335,7 +2335,9 @@ def _orm_select(state: ORMExecuteState) -> None:
         if not facts.fields:
             continue
         if custodian is None:
-            custodian = _require_custodian()
+            custodian = (
+                _custodian.get() or _default_custodian[0] or _require_custodian()
+            )
         last = facts.last_valid
         if last is None or last() is not custodian.policy:
             validate_mapper(mapper, custodian.policy)
