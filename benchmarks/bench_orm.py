@@ -10,6 +10,7 @@ Usage::
     python benchmarks/bench_orm.py --growth         # select-all ratio at 10k and 100k rows
     python benchmarks/bench_orm.py --profile        # custdata's time by package
     python benchmarks/bench_orm.py --clock cpu      # CPU time: a busy machine disturbs it less
+    python benchmarks/bench_orm.py --op "ORM session.get" --op "Core get by id"  # these only
     CUSTDATA_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
         python benchmarks/bench_orm.py --only postgresql
 
@@ -507,6 +508,12 @@ def main() -> None:
         "time, less disturbed by other processes (leaves out the database server's)",
     )
     parser.add_argument(
+        "--op",
+        choices=OPERATIONS,
+        action="append",
+        help="time only these operations (repeatable; default: all)",
+    )
+    parser.add_argument(
         "--only",
         choices=["sqlite-file", "sqlite-memory", "postgresql", "none"],
         action="append",
@@ -550,6 +557,7 @@ def main() -> None:
         "lookups": args.lookups,
         "custodian": custodian,
         "gc_modes": gc_modes,
+        "ops": tuple(op for op in OPERATIONS if op in (args.op or OPERATIONS)),
     }
     only = set(args.only or ["sqlite-file", "postgresql"])
     try:

@@ -631,6 +631,9 @@ class TestPreparedDecisions:
         [
             {},
             {"request_id": "req-1", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"},
+            {"request_id": "req-1"},
+            {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"},
+            {"consents": ("consent-1",)},
             {"subjects": ()},
             {"subjects": ("c-1", "c-1")},
             {"subjects": tuple(f"c-{i}" for i in range(1500)), "count": 3001},

@@ -16,6 +16,7 @@ import sys
 import uuid
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -228,6 +229,52 @@ class TestMasks:
                 assert MASK_TEXT == one.phone
                 # Objects decrypt only the fields read: nothing, here.
                 assert counting.counts["decrypt"] - before == 0
+
+
+class TestRowByRow:
+    """A result read one row at a time is fetched and announced in read-ahead batches."""
+
+    @pytest.mark.parametrize("count", [3, 4])
+    def test_fetchone_reads_every_row_then_none(
+        self,
+        engine: Engine,
+        models: Models,
+        sa_custodian: custdata.Custodian,
+        recorder: Recorder,
+        monkeypatch: pytest.MonkeyPatch,
+        count: int,
+    ) -> None:
+        """Every row once, then ``None``; one decision per batch; nothing after a short one."""
+        from custdata.sqlalchemy import _runtime
+
+        cursor = _runtime._AnnouncingCursor
+        monkeypatch.setattr(cursor, "chunk", 2)
+        batches: list[int] = []
+        release = cursor._release
+
+        def spy(self: Any, rows: Any) -> Any:
+            batches.append(len(rows))
+            return release(self, rows)
+
+        monkeypatch.setattr(cursor, "_release", spy)
+        names = [f"Name{n}" for n in range(count)]
+        with Session(engine) as session:
+            for name in names:
+                _customer(session, models, name, "1.00")
+        table = models.Customer.__table__
+        before = len(recorder.decisions)
+        batches.clear()
+        with billing(), engine.connect() as conn:
+            result = conn.execute(select(table.c.name))
+            got = []
+            while (row := result.fetchone()) is not None:
+                got.append(row[0])
+            assert result.fetchone() is None
+        assert names == sorted(got)
+        reads = [d for d in recorder.decisions[before:] if d.entity == table.name]
+        assert [2, count - 2] == [d.count for d in reads]
+        # A short batch is the last (PEP 249): the driver is not asked again.
+        assert {3: [2, 1], 4: [2, 2, 0]}[count] == batches
 
 
 class TestJoinedLoads:

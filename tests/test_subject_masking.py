@@ -271,6 +271,30 @@ class TestReadPath:
                 == session.scalars(select(lead.email).where(lead.id == ids[1])).one()
             )
 
+    def test_repeated_gets_mask_only_the_withheld(
+        self, engine: Engine, leads: _Models, sample_policy: custdata.Policy
+    ) -> None:
+        """Gets under one context (the announce memo's one-row path) mask per subject."""
+        custodian, recorder, _, ids = self._setup(engine, leads, sample_policy)
+        with custodian.activate(), Session(engine) as session, marketing():
+            got = []
+            for subject in (ids[0], ids[1], ids[0], ids[1]):
+                obj = session.get(leads.Lead, subject)
+                assert obj is not None
+                got.append(obj.email)
+                session.expunge_all()
+        assert ["a@example.jp", MASK_TEXT, "a@example.jp", MASK_TEXT] == got
+        reads = [d for d in recorder.decisions if d.action is Action.READ]
+        assert [
+            (True, (str(ids[0]),)),
+            (False, (str(ids[1]),)),
+            (True, (str(ids[0]),)),
+            (False, (str(ids[1]),)),
+        ] == [(d.allowed, d.subjects) for d in reads[-4:]]
+        assert all(
+            DenyReason.CONSENT_MISSING == d.reason for d in reads[-4:] if not d.allowed
+        )
+
     def test_restricted_subject_masked(
         self, engine: Engine, leads: _Models, sample_policy: custdata.Policy
     ) -> None:

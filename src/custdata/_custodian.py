@@ -507,7 +507,11 @@ class Custodian:
         purpose = ctx.purpose
         if reason is None and purpose is not None:
             lifecycle = self._lifecycles.get(purpose) or self._lifecycle(purpose)
-            today = self._today()
+            # _today(), inlined for the wall clock's memoised day.
+            day, until = self._day
+            today = (
+                day if self._wall_clock and time.monotonic() < until else self._today()
+            )
             if today < lifecycle[0] or (
                 lifecycle[1] is not None and today >= lifecycle[1]
             ):

@@ -20,7 +20,7 @@ import hmac
 import struct
 import uuid
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -76,13 +76,15 @@ def mac_prefix(chain: str, key_ref: str) -> bytes:
 
 
 #: The decoded body of a record, or the parts of a prepared decision event's
-#: body, ``(static, dynamic, template, filled)``: :attr:`SealedRecord.fields`
-#: merges the first two; a compact (v2) JSON-lines sink writes the template's
-#: dynamic values from the last two (see :class:`~custdata.audit.JsonLinesSink`).
+#: body, ``(static, dynamic, template, values)``: :attr:`SealedRecord.fields`
+#: merges the first two (a ``None`` *dynamic* means the template's names with
+#: the *values*); a compact (v2) JSON-lines sink writes the template's dynamic
+#: values, in slot order, from the last two (see
+#: :class:`~custdata.audit.JsonLinesSink`).
 Fields = (
     dict[str, Any]
     | tuple[Mapping[str, Any], dict[str, Any]]
-    | tuple[Mapping[str, Any], dict[str, Any], Any, list[Any]]
+    | tuple[Mapping[str, Any], dict[str, Any] | None, Any, Sequence[Any]]
 )
 
 
@@ -122,7 +124,11 @@ class SealedRecord:
         """
         fields = self._fields
         if isinstance(fields, tuple):
-            fields = {**fields[0], **fields[1]}
+            dynamic = fields[1]
+            if dynamic is None and len(fields) == 4:  # noqa: PLR2004 - a prepared event
+                # A decision sealed from its template's values (plain, in slot order).
+                dynamic = dict(zip(fields[2].names, fields[3], strict=True))
+            fields = {**fields[0], **(dynamic or {})}
             _set_attr(self, "_fields", fields)
         return fields
 
@@ -166,10 +172,25 @@ def _new_record(  # noqa: PLR0917 - the record's fields, in order
 
 
 _hexlify = binascii.hexlify
-_LINE: Final = (
-    b'{"custdata_audit":1,"chain":"%s","seq":%d,"key_ref":"%s","prev":"%s",'
-    b'"mac":"%s","body_sha256":"%s","body":%s}\n'
+# The line of a record with its chain and key id to fill in (see line_format).
+_LINE_OF: Final = (
+    b'{"custdata_audit":1,"chain":"%s","seq":%%d,"key_ref":"%s","prev":"%%s",'
+    b'"mac":"%%s","body_sha256":"%%s","body":%%s}\n'
 )
+_LINE: Final = _LINE_OF % (b"%s", b"%s")
+
+
+def line_format(chain: str, key_ref: str) -> bytes:
+    """Return the line format of one chain's records: :data:`_LINE`, chain and key filled.
+
+    ``line_format(r.chain, r.key_ref) % (r.seq, hex prev, hex mac, hex
+    body_sha256, r.body)`` is :func:`render_line` of a record ``r``: a sink
+    renders the lines of one chain with one format made once.
+    """
+    return _LINE_OF % (
+        chain.encode("ascii").replace(b"%", b"%%"),
+        key_ref.encode("ascii").replace(b"%", b"%%"),
+    )
 
 
 def render_line(record: SealedRecord) -> bytes:

@@ -141,7 +141,7 @@ class CompactWriter:
                     ),
                 )
                 pending.append(((chain, template), found))
-            values = (found[1] % tuple(filled[1::2])).encode("utf-8")
+            values = (found[1] % tuple(filled)).encode("utf-8")
             line = _RECORD % (cid, record.seq, mac, found[0], values)
         else:
             line = _GENERIC % (cid, record.seq, mac, record.body)

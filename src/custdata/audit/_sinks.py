@@ -21,7 +21,7 @@ from typing import IO, Final, Protocol, runtime_checkable
 
 from custdata._errors import AuditUnavailableError, ConfigurationError
 
-from ._chain import _LINE, SealedRecord, _hexlify, render_line
+from ._chain import _LINE, SealedRecord, _hexlify, line_format, render_line
 from ._compact import V2_HEAD, CompactWriter
 from ._watch import CHECK_EVERY, CHECK_INTERVAL_NS, Watcher, watcher
 
@@ -138,6 +138,8 @@ class JsonLinesSink:
         self._generation = -1
         self._since = 0
         self._checked_ns = 0
+        #: (chain, key id, line format) of the last chain written (v1 lines).
+        self._format: tuple[str, str, bytes] = ("", "", b"")
         if target is None:
             self._stream = sys.stdout
         elif isinstance(target, (str, os.PathLike)):
@@ -196,11 +198,14 @@ class JsonLinesSink:
             if compact is not None:
                 line = compact.render(record)
             else:
-                # render_line, inlined.
-                line = _LINE % (
-                    record.chain.encode("ascii"),
+                # render_line, inlined, with the chain's line format made once.
+                chain, key_ref, fmt = self._format
+                if chain is not record.chain or key_ref is not record.key_ref:
+                    chain, key_ref = record.chain, record.key_ref
+                    fmt = line_format(chain, key_ref)
+                    self._format = (chain, key_ref, fmt)
+                line = fmt % (
                     record.seq,
-                    record.key_ref.encode("ascii"),
                     _hexlify(record.prev),
                     _hexlify(record.mac),
                     _hexlify(record.body_sha256),

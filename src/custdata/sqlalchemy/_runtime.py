@@ -986,6 +986,7 @@ class _Plan:
         "entity",
         "envelopes",
         "fields",
+        "keyed",
         "lone",
         "mappers",
         "names",
@@ -994,7 +995,6 @@ class _Plan:
         "seal",
         "searches",
         "sources",
-        "subject_scoped",
     )
 
     def __init__(
@@ -1009,8 +1009,9 @@ class _Plan:
     ) -> None:
         self.bindings = bindings
         self.seal = seal
-        #: Whether a fetched value is under a per-subject key.
-        self.subject_scoped = any(b.key_scope == "subject" for b in bindings)
+        #: Whether a fetched column has per-subject keys (whose lookups may
+        #: read through the statement's connection; see :func:`_key_reads_via`).
+        self.keyed = any(b.key_scope == "subject" for b in bindings)
         #: The mapped classes with customer-data fields an ORM select names at
         #: its top level: validated against the policy before it runs.
         self.mappers = list(mappers)
@@ -1754,7 +1755,7 @@ def _held_keys(
     objects' values later needs no lookup per value.
     """
     held: dict[tuple[FieldBinding, int], dict[bytes | None, Any]] = {}
-    if grant is None:
+    if grant is None or not plan.keyed:
         return held
     by_source: dict[int, dict[bytes | None, Any]] = {}
     for _pos, b, _text, src in plan.columns:
@@ -1809,6 +1810,10 @@ def _sealed_rows(
     return out
 
 
+#: What :meth:`_AnnouncingCursor._seal_one` returns for a withheld subject.
+_WITHHELD: list[Any] = []
+
+
 class _AnnouncingCursor:
     """A DBAPI cursor whose fetches authorize, then decrypt, each batch.
 
@@ -1826,6 +1831,7 @@ class _AnnouncingCursor:
         "_buffer",
         "_cursor",
         "_custodian",
+        "_drained",
         "_extra",
         "_grants",
         "_keys",
@@ -1864,6 +1870,8 @@ class _AnnouncingCursor:
         self._announced = False
         self._grants: dict[object, Any] | None = None
         self._buffer: list[Any] = []
+        #: Whether a read-ahead batch came back short: the rows are all fetched.
+        self._drained = False
         #: Table -> the subjects the last sealed batch's decisions withheld.
         self._withheld: dict[str, frozenset[str]] = {}
 
@@ -2006,12 +2014,77 @@ class _AnnouncingCursor:
         if not rows:
             return rows
         plan = self._plan
+        if len(rows) == 1 and plan.lone is not None and not self._quiet:
+            sealed = self._seal_one(rows[0], plan)
+            if sealed is _WITHHELD:
+                # Announced, and the row's subject withheld: it opens as masks.
+                _named, tails, blobs = _batch_subjects(rows, plan)
+                announced: Grant = plan._granted[2]  # type: ignore[index]  # noqa: SLF001
+                return self._seal_withheld(rows, tails, blobs, announced)
+            if sealed is not None:
+                return sealed
         named, tails, blobs = _batch_subjects(rows, plan)
         grant = None if self._quiet else self._announce(named, rows, tails)
         if self._withheld and grant is not None:
-            flags = split_withheld(rows, plan, self._withheld)
-            if any(flags):
-                return self._seal_split(rows, flags, tails, blobs, grant)
+            return self._seal_withheld(rows, tails, blobs, grant)
+        return self._seal_rows(rows, tails, blobs, grant)
+
+    def _seal_one(self, row: Any, plan: _Plan) -> list[Any] | None:
+        """:meth:`_seal` of one row with one subject column (a ``get``), announced again.
+
+        The same decision as :meth:`_announce` makes for a batch of one, for
+        the context and custodian that announced this plan's last batch (its
+        memo), without the batch bookkeeping. ``None`` when it does not apply
+        (nothing announced yet; no subject; per-subject keys);
+        :data:`_WITHHELD` (by identity) when the decision (made and recorded) withheld the
+        row's subject, which :attr:`_withheld` then names.
+        """
+        memo = plan._granted  # noqa: SLF001 - the plan's own memo
+        custodian = self._custodian
+        if (
+            memo is None
+            or memo[0] is not _access_now()
+            or memo[1] is not custodian
+            or len(memo[3]) != 1
+            or plan.envelopes is None
+            or plan.keyed
+        ):
+            return None
+        index, kind = plan.lone  # type: ignore[misc]
+        raw = row[index]
+        if raw is None:
+            return None
+        text, tail = subject_parts(raw, kind)
+        part, fields = memo[3][0]
+        self._withheld.clear()
+        decision = custodian.authorize(
+            action=Action.READ,
+            entity=part.entity,
+            fields=fields,
+            subjects=(text,),
+            count=len(fields),
+        )
+        if decision.withheld:
+            self._withheld[part.entity] = frozenset(decision.withheld)
+            return _WITHHELD
+        # _sealed_rows, for one row.
+        sealed = SealedRow(plan.envelopes(row), plan.at, tail, raw, memo[2], None)
+        cells = list(row)
+        for pos in plan.positions:
+            cells[pos] = sealed
+        return [tuple(cells)]
+
+    def _seal_withheld(
+        self,
+        rows: Sequence[Any],
+        tails: list[list[bytes | None]],
+        blobs: dict[int, list[Any]],
+        grant: Grant,
+    ) -> Sequence[Any]:
+        """Seal an announced batch some of whose subjects its decisions withheld."""
+        flags = split_withheld(rows, self._plan, self._withheld)
+        if any(flags):
+            return self._seal_split(rows, flags, tails, blobs, grant)
         return self._seal_rows(rows, tails, blobs, grant)
 
     def _seal_split(
@@ -2180,10 +2253,18 @@ class _AnnouncingCursor:
 
     def fetchone(self) -> Any:
         if not self._buffer:
-            self._buffer = list(self._release(self._cursor.fetchmany(self.chunk)))
+            if self._drained:
+                # The last read-ahead came back short (PEP 249: fewer rows
+                # only when no more are available): no call to the driver,
+                # nor an empty batch to release.
+                return None
+            fetched = self._cursor.fetchmany(self.chunk)
+            self._buffer = list(self._release(fetched))
+            self._drained = len(fetched) < self.chunk
             if not self._buffer:
                 return None
-        self._in_force()
+        if _GRANTS.get() is not self._grants:  # _in_force(), inlined
+            _GRANTS.set(self._grants)
         return self._buffer.pop(0)
 
 
@@ -2252,7 +2333,7 @@ def _before_cursor_execute(  # noqa: PLR0917
                 context.cursor = _AnnouncingCursor(cursor, plan, custodian, ())
             return statement, parameters
     keys = None
-    if plan.subject_scoped and not (context.is_crud or executemany):
+    if plan.keyed and not (context.is_crud or executemany):
         statement, parameters, keys = keys_first(
             conn, statement, parameters, compiled, context, plan.lone, custodian
         )
@@ -2269,7 +2350,7 @@ def _before_cursor_execute(  # noqa: PLR0917
             custodian,
             () if load is None else _load_subjects(load, refresh),
             quiet=refresh is not None,
-            via=_key_reads_via(conn, context),
+            via=_key_reads_via(conn, context) if plan.keyed else None,
             keys=keys,
         )
         return statement, parameters
@@ -2297,7 +2378,7 @@ def _before_cursor_execute(  # noqa: PLR0917
         plan,
         custodian,
         _subjects_of(context),
-        via=_key_reads_via(conn, context),
+        via=_key_reads_via(conn, context) if plan.keyed else None,
         keys=keys,
     )
     return statement, parameters
