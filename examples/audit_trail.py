@@ -35,7 +35,9 @@ def main() -> None:
 
         with AuditTrail(
             keyring,
-            sinks=[JsonLinesSink(trail_file)],
+            # Format 1: one self-contained line per record, so that the
+            # tampering below is one line (a new file gets format 2 by default).
+            sinks=[JsonLinesSink(trail_file, version=1)],
             checkpointer=checkpointer,
             checkpoint_interval=None,
         ) as trail:

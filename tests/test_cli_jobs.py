@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 import custdata
 
+from custdata.audit import JsonLinesSource
 from custdata.cli._progress import Progress
 from custdata.crypto import Keyring
 
@@ -68,8 +69,12 @@ def cli(
 
 
 def events(path: Path) -> list[dict[str, Any]]:
-    """The bodies of the events of a JSON-lines audit file."""
-    return [json.loads(line)["body"] for line in path.read_text().splitlines()]
+    """The bodies of the events of a JSON-lines audit file (in either line format)."""
+    return [
+        json.loads(body)
+        for record in JsonLinesSource(path).records()
+        if (body := getattr(record, "body", None)) is not None
+    ]
 
 
 class Shop:

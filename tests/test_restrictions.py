@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 import custdata
 
 from custdata import Action, DenyReason, FieldPolicy, SubjectRestrictedError
-from custdata.audit import AuditTrail, JsonLinesSink, MemorySink
+from custdata.audit import AuditTrail, JsonLinesSink, JsonLinesSource, MemorySink
 from custdata.crypto import Keyring
 from custdata.governance import (
     InMemoryRestrictionStore,
@@ -238,7 +238,11 @@ class TestEnforcement:
         trail.close()
         text = path.read_text()
         assert "canary-s" not in text
-        events = [json.loads(line)["body"] for line in text.splitlines()]
+        events = [
+            json.loads(body)
+            for record in JsonLinesSource(path).records()
+            if (body := getattr(record, "body", None)) is not None
+        ]
         denied = [e for e in events if e.get("reason") == "restricted"]
         assert 1 == len(denied)
         assert trail.subject_ref("canary-s") == denied[0]["subject_ref"]
