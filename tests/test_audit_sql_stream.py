@@ -10,12 +10,15 @@ from __future__ import annotations
 import sys
 import tracemalloc
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,6 +38,7 @@ from custdata.audit import (
     audit_tables,
     verify_trail,
 )
+from custdata.audit._merkle import MerkleAccumulator, leaf_hash
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
@@ -292,3 +296,94 @@ class TestCheckpointReadsStream:
             FileAnchor(tmp_path / "a.jsonl"),
         ).checkpoint(now=T0)
         assert [(chain, 8)] == [(c, s) for c, s, _ in cp.heads]
+
+
+class _Entries:
+    """A trail source that yields given entries (checkpoint order is the caller's)."""
+
+    def __init__(self, entries: list[tuple[str, int, bytes | None]]) -> None:
+        self.entries = entries
+
+    def entries_after(
+        self, heads: Mapping[str, int]
+    ) -> Iterator[tuple[str, int, bytes | None]]:
+        return iter([e for e in self.entries if e[1] > heads.get(e[0], 0)])
+
+
+def _reference(
+    entries: list[tuple[str, int, bytes | None]],
+) -> tuple[int, bytes, list[tuple[str, int, bytes]]]:
+    """The checkpointer's algorithm as it was: every entry in a dict first."""
+    by_chain: dict[str, dict[int, bytes | None]] = {}
+    for chain, seq, mac in entries:
+        by_chain.setdefault(chain, {})[seq] = mac
+    tree = MerkleAccumulator()
+    heads: list[tuple[str, int, bytes]] = []
+    for chain in sorted(by_chain):
+        seq = 1
+        while (mac := by_chain[chain].get(seq)) is not None:
+            tree.append(leaf_hash(chain, seq, mac))
+            seq += 1
+        if seq > 1:
+            heads.append((chain, seq - 1, by_chain[chain][seq - 1]))  # type: ignore[arg-type]
+    return tree.size, tree.root(), heads
+
+
+_MACS = st.sampled_from([None, b"\x01" * 32, b"\x02" * 32, b"\x03" * 32])
+
+
+class TestCheckpointerReadsOnce:
+    """The checkpointer extends its tree from one pass over entries in checkpoint order."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(st.sampled_from(["a", "b", "c/1"]), st.integers(1, 8), _MACS),
+            max_size=40,
+        )
+    )
+    def test_the_same_tree_as_reading_everything_first(
+        self, raw: list[tuple[str, int, bytes | None]]
+    ) -> None:
+        """Gaps, MAC-less records and repeated positions (the last read counts) as before."""
+        entries = sorted(raw, key=lambda e: (e[0], e[1]))
+        cp = Checkpointer(
+            _Entries(entries),  # type: ignore[arg-type]
+            CheckpointSigner.generate("test.example/audit"),
+            _NoAnchor(),
+        ).checkpoint(now=T0)
+        size, root, heads = _reference(entries)
+        assert (size, root, heads) == (cp.tree_size, cp.root, list(cp.heads))
+
+    @pytest.mark.parametrize(
+        "entries",
+        [
+            [("b", 1, b"\x01" * 32), ("a", 1, b"\x01" * 32)],
+            [("a", 2, b"\x01" * 32), ("a", 1, b"\x01" * 32)],
+        ],
+        ids=["chains", "seqs"],
+    )
+    def test_entries_out_of_order_are_refused(
+        self, entries: list[tuple[str, int, bytes | None]]
+    ) -> None:
+        """A source that breaks checkpoint order gets a ValueError, not a wrong root."""
+        cp = Checkpointer(
+            _Entries(entries),  # type: ignore[arg-type]
+            CheckpointSigner.generate("test.example/audit"),
+            _NoAnchor(),
+        )
+        with pytest.raises(ValueError, match="order"):
+            cp.checkpoint(now=T0)
+
+
+class _NoAnchor:
+    """An anchor that keeps checkpoints in a list."""
+
+    def __init__(self) -> None:
+        self.kept: list[str] = []
+
+    def append(self, record: str) -> None:
+        self.kept.append(record)
+
+    def records(self) -> list[str]:
+        return list(self.kept)

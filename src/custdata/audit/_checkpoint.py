@@ -385,39 +385,52 @@ class Checkpointer:
         Raises:
             ValueError: *entries* are not in checkpoint order.
         """
+        append = self._tree.append
         chain: str | None = None
-        expect = 0
-        held: tuple[int, bytes | None] | None = None
+        # The chain's next seq to append and the MAC appended last; whether
+        # its run has ended (a gap); the record read last (final once the
+        # seq changes: of records repeating a position, the last counts).
+        expect, top, stopped = 0, b"", False
+        held_seq, held_mac = -1, None
         for name, seq, mac in entries:
             if name != chain:
-                if chain is not None and name < chain:
-                    raise ValueError(
-                        "the trail source's entries are not in chain order"
-                    )
-                self._take(chain, held, expect)
-                chain, expect, held = name, heads.get(name, 0) + 1, None
-            if held is not None and seq != held[0]:
-                if seq < held[0]:
+                if chain is not None:
+                    if name < chain:
+                        raise ValueError(
+                            "the trail source's entries are not in chain order"
+                        )
+                    self._end_run(chain, held_seq, held_mac, expect, top, stopped)
+                chain, expect, top, stopped = name, heads.get(name, 0) + 1, b"", False
+            elif seq != held_seq:
+                if seq < held_seq:
                     raise ValueError("the trail source's entries are not in seq order")
-                expect = self._take(chain, held, expect)
-            held = (seq, mac)
-        self._take(chain, held, expect)
+                if stopped:
+                    pass
+                elif held_seq == expect and held_mac is not None:
+                    append(leaf_hash(name, held_seq, held_mac))
+                    top = held_mac
+                    expect += 1
+                elif held_seq > expect:
+                    stopped = True
+            held_seq, held_mac = seq, mac
+        if chain is not None:
+            self._end_run(chain, held_seq, held_mac, expect, top, stopped)
 
-    def _take(
-        self, chain: str | None, held: tuple[int, bytes | None] | None, expect: int
-    ) -> int:
-        """Append *held* to *chain*'s run if it is the next record; the next seq wanted.
-
-        Once a run has ended (a gap), *expect* stays below every later seq.
-        """
-        if chain is None or held is None:
-            return expect
-        seq, mac = held
-        if seq != expect or mac is None:
-            return -1 if seq > expect else expect
-        self._tree.append(leaf_hash(chain, seq, mac))
-        self._heads[chain] = (seq, mac)
-        return expect + 1
+    def _end_run(  # noqa: PLR0917 - _extend's state, in order
+        self,
+        chain: str,
+        seq: int,
+        mac: bytes | None,
+        expect: int,
+        top: bytes,
+        stopped: bool,
+    ) -> None:
+        """End *chain*'s run with the record read last, and record its new head."""
+        if not stopped and seq == expect and mac is not None:
+            self._tree.append(leaf_hash(chain, seq, mac))
+            self._heads[chain] = (seq, mac)
+        elif top:
+            self._heads[chain] = (expect - 1, top)
 
     def _copy_to_db(self, cp: Checkpoint) -> None:
         import sqlalchemy as sa  # noqa: PLC0415 - only needed with a database copy

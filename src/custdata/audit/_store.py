@@ -11,7 +11,7 @@ import json
 import os
 import re
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -580,9 +580,17 @@ class SqlSource(TrailSource):
                 continue
             pages = _seq_pages(self.engine, t, chain, columns, self.chunk, after=head)
             for rows in pages:
-                for row in rows:
-                    if not binary or row.chain == chain:
-                        yield row.chain, row.seq, _bytes(row.mac)
+                page: Any = rows  # (chain, seq, mac) rows, unpacked as tuples
+                for c, s, m in page:
+                    if binary and c != chain:
+                        continue
+                    # The MAC as the driver returns it (bytes on every driver
+                    # but a memoryview on some): _bytes only when it must.
+                    yield (
+                        c,
+                        s,
+                        m if m.__class__ is bytes and len(m) == _DIGEST else _bytes(m),
+                    )
 
 
 def _seq_pages(
@@ -593,7 +601,7 @@ def _seq_pages(
     chunk: int,
     *,
     after: int | None = None,
-) -> Iterator[list[sa.Row[Any]]]:
+) -> Iterator[Sequence[sa.Row[Any]]]:
     """Yield the rows of *chain* in *table* in pages of whole sequence numbers.
 
     Only rows past seq *after*, when given.
@@ -618,7 +626,7 @@ def _seq_pages(
             stmt = sa.select(*columns).where(where)
             if hi is not None:
                 stmt = stmt.where(seq <= hi)
-            rows = list(conn.execute(stmt.order_by(seq, *ties)))
+            rows = conn.execute(stmt.order_by(seq, *ties)).all()
         if rows:
             yield rows
         if hi is None:
