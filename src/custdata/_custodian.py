@@ -552,11 +552,7 @@ class Custodian:
             ):
                 restricted = self._restrictions.refused(named, purpose, self._clock())
                 if restricted and action is Action.READ and _maskable(verdict):
-                    if consents:
-                        kept = dict(zip(named, consents, strict=False))
-                        consents = tuple(
-                            kept[s] for s in named if s not in restricted and s in kept
-                        )
+                    consents = _consents_without(named, consents, restricted)
                     named, count = self._withhold(
                         ctx,
                         action,
@@ -610,11 +606,7 @@ class Custodian:
                     "cannot be read"
                 )
             elif gone:
-                if consents:
-                    kept = dict(zip(named, consents, strict=False))
-                    consents = tuple(
-                        kept[s] for s in named if s not in lost and s in kept
-                    )
+                consents = _consents_without(named, consents, lost)
                 named, count = self._withhold(
                     ctx,
                     action,
@@ -957,3 +949,13 @@ def current_custodian() -> Custodian:
         msg = "no custdata.Custodian is current: call custodian.make_current() at start-up"
         raise ConfigurationError(msg)
     return custodian
+
+
+def _consents_without(
+    named: tuple[str, ...], consents: tuple[str, ...], dropped: Collection[str]
+) -> tuple[str, ...]:
+    """The consent ids of *named* (paired in order) left once *dropped* subjects are withheld."""
+    if not consents:
+        return consents
+    kept = dict(zip(named, consents, strict=False))
+    return tuple(kept[s] for s in named if s not in dropped and s in kept)
