@@ -21,11 +21,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import mysql
-from sqlalchemy.engine import Engine
 
 from custdata.governance import Consent
 
 from ._chunks import rows_in_chunks
+from ._ledger import TableStore
 
 
 __all__ = ["SqlConsentStore", "consent_table"]
@@ -78,7 +78,7 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
-class SqlConsentStore:
+class SqlConsentStore(TableStore):
     """A :class:`custdata.governance.ConsentStore` in a SQL table.
 
     Give it to :class:`custdata.governance.ConsentLedger`. The ledger asks it
@@ -88,34 +88,14 @@ class SqlConsentStore:
 
     Args:
         engine: The engine the store uses, on its own connections.
-        table_name: The table's name.
+        table_name: The table's name (``custdata_consent`` by default).
         metadata: The ``MetaData`` to define the table in (a new one by
             default); :func:`custdata.sqlalchemy.add_custdata_tables` defines it
             on the application's, so Alembic sees it.
     """
 
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        table_name: str = _DEFAULT_TABLE,
-        metadata: MetaData | None = None,
-    ) -> None:
-        self._engine = engine
-        self.metadata = metadata if metadata is not None else MetaData()
-        self.table: Table = consent_table(self.metadata, table_name)
-        self._reader = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if engine.dialect.name == "postgresql"
-            else engine
-        )
-
-    def __repr__(self) -> str:
-        return f"<SqlConsentStore table={self.table.name!r}>"
-
-    def create_table(self) -> None:
-        """Create the table if it does not exist (tests and tools; use migrations)."""
-        self.table.create(self._engine, checkfirst=True)
+    _define = staticmethod(consent_table)
+    _default_table = _DEFAULT_TABLE
 
     @staticmethod
     def _record(row: Any) -> Consent:
@@ -135,22 +115,23 @@ class SqlConsentStore:
 
     def add(self, consent: Consent) -> None:
         """Store a new record."""
-        with self._engine.begin() as conn:
-            conn.execute(
-                self.table.insert().values(
-                    id=consent.id,
-                    subject=consent.subject,
-                    purpose=consent.purpose,
-                    scope=json.dumps(list(consent.scope)),
-                    granted_at=_utc(consent.granted_at),
-                    withdrawn_at=None
+        self._insert(
+            [
+                {
+                    "id": consent.id,
+                    "subject": consent.subject,
+                    "purpose": consent.purpose,
+                    "scope": json.dumps(list(consent.scope)),
+                    "granted_at": _utc(consent.granted_at),
+                    "withdrawn_at": None
                     if consent.withdrawn_at is None
                     else _utc(consent.withdrawn_at),
-                    method=consent.method,
-                    notice_version=consent.notice_version,
-                    evidence_ref=consent.evidence_ref,
-                )
-            )
+                    "method": consent.method,
+                    "notice_version": consent.notice_version,
+                    "evidence_ref": consent.evidence_ref,
+                }
+            ]
+        )
 
     def set_withdrawn(self, consent_id: str, at: dt.datetime) -> Consent | None:
         """Mark a record withdrawn at *at* unless it already is; return it."""

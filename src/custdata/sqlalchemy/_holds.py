@@ -7,13 +7,12 @@ import datetime as dt
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Column, Index, MetaData, String, Table, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import Column, Index, MetaData, String, Table
 
 from custdata.governance import HoldRecord
 
 from ._anchors import UtcDateTime
-from ._chunks import rows_in_chunks
+from ._ledger import TableStore
 
 
 __all__ = ["SqlHoldStore", "hold_table"]
@@ -45,78 +44,53 @@ def hold_table(metadata: MetaData, table_name: str = _DEFAULT_TABLE) -> Table:
     )
 
 
-class SqlHoldStore:
+class SqlHoldStore(TableStore):
     """A :class:`custdata.governance.HoldStore` in a SQL table.
 
     Args:
         engine: The engine the store uses, on its own connections.
-        table_name: The table's name.
+        table_name: The table's name (``custdata_legal_hold`` by default).
         metadata: The ``MetaData`` to define the table in (a new one by default);
             :func:`custdata.sqlalchemy.add_custdata_tables` defines it on the
             application's.
     """
 
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        table_name: str = _DEFAULT_TABLE,
-        metadata: MetaData | None = None,
-    ) -> None:
-        self._engine = engine
-        self.metadata = metadata if metadata is not None else MetaData()
-        self.table: Table = hold_table(self.metadata, table_name)
-
-    def __repr__(self) -> str:
-        return f"<SqlHoldStore table={self.table.name!r}>"
-
-    def create_table(self) -> None:
-        """Create the table if it does not exist (tests and tools; use migrations)."""
-        self.table.create(self._engine, checkfirst=True)
+    _define = staticmethod(hold_table)
+    _default_table = _DEFAULT_TABLE
 
     def add_many(self, records: Collection[HoldRecord]) -> None:
         """Store new records."""
-        if not records:
-            return
-        with self._engine.begin() as conn:
-            conn.execute(
-                self.table.insert(),
-                [
-                    {
-                        "id": r.id,
-                        "subject": r.subject,
-                        "case_ref": r.case,
-                        "reason": r.reason,
-                        "placed_by": r.placed_by,
-                        "placed_at": r.placed_at,
-                        "released_by": r.released_by,
-                        "released_at": r.released_at,
-                        "release_reason": r.release_reason,
-                    }
-                    for r in records
-                ],
-            )
+        self._insert(
+            [
+                {
+                    "id": r.id,
+                    "subject": r.subject,
+                    "case_ref": r.case,
+                    "reason": r.reason,
+                    "placed_by": r.placed_by,
+                    "placed_at": r.placed_at,
+                    "released_by": r.released_by,
+                    "released_at": r.released_at,
+                    "release_reason": r.release_reason,
+                }
+                for r in records
+            ]
+        )
 
     def release(self, hold_id: str, *, by: str, at: dt.datetime, reason: str) -> int:
         """Mark every record of a hold released; return how many were in force."""
         t = self.table
-        with self._engine.begin() as conn:
-            result = conn.execute(
-                update(t)
-                .where(t.c.id == hold_id, t.c.released_at.is_(None))
-                .values(released_by=by, released_at=at, release_reason=reason)
-            )
-        return int(result.rowcount or 0)
+        return self._end(
+            t.c.id == hold_id,
+            t.c.released_at.is_(None),
+            released_by=by,
+            released_at=at,
+            release_reason=reason,
+        )
 
     def records_for(self, subjects: Collection[str]) -> list[HoldRecord]:
         """Every hold record of *subjects*."""
-        t = self.table
-        wanted = list(subjects)
-        with self._engine.connect() as conn:
-            return [
-                _record(row)
-                for row in rows_in_chunks(conn, select(t), t.c.subject, wanted)
-            ]
+        return self._records_of(subjects, _record)
 
 
 def _record(row: Any) -> HoldRecord:

@@ -37,6 +37,7 @@ from custdata.governance import (
 from ._binding import INFO_KEY
 from ._declare import CustomerDataInfo
 from ._jobs import key_usage
+from ._ledger import create_tables, history_table, naive_utc
 
 
 __all__ = [
@@ -79,21 +80,7 @@ def incident_tables(
         sa.Column("detected_at", sa.DateTime(), nullable=False),
         sa.Column("record", sa.Text(), nullable=False),
     )
-    timeline = sa.Table(
-        names[1],
-        md,
-        sa.Column(
-            "incident_id",
-            sa.String(64),
-            sa.ForeignKey(f"{names[0]}.incident_id"),
-            primary_key=True,
-        ),
-        sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=False),
-        sa.Column("at", sa.String(40), nullable=False),
-        sa.Column("actor", sa.String(255), nullable=False),
-        sa.Column("action", sa.String(32), nullable=False),
-        sa.Column("detail", sa.Text(), nullable=False),
-    )
+    timeline = history_table(md, names[1], incident)
     subject = sa.Table(
         names[2],
         md,
@@ -107,10 +94,6 @@ def incident_tables(
         sa.Index(f"ix_{names[2]}_ref", "subject_ref"),
     )
     return IncidentTables(incident, timeline, subject)
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 
 class SqlIncidentStore:
@@ -138,9 +121,7 @@ class SqlIncidentStore:
 
     def create_tables(self) -> None:
         """Create the tables if they do not exist (tests, the CLI; else use migrations)."""
-        t = self.tables
-        for table in (t.incident, t.timeline, t.subject):
-            table.create(self.engine, checkfirst=True)
+        create_tables(self.engine, attrs.astuple(self.tables, recurse=False))
 
     def add(self, incident: Incident, *, at: dt.datetime, actor: str) -> TimelineEntry:
         """Store a new incident and its ``opened`` entry.
@@ -165,7 +146,7 @@ class SqlIncidentStore:
                 conn.execute(
                     t.incident.insert().values(
                         incident_id=incident.incident_id,
-                        detected_at=_utc(incident.detected_at),
+                        detected_at=naive_utc(incident.detected_at),
                         record=record,
                     )
                 )

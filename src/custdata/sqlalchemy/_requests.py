@@ -55,6 +55,7 @@ from custdata.governance import (
 )
 
 from ._chunks import rows_in_chunks
+from ._ledger import create_tables, history_table, naive_utc
 from ._subjects import (
     DISCLOSURE_PURPOSE,
     Disclosure,
@@ -106,26 +107,8 @@ def request_tables(
         sa.Column("record", sa.Text(), nullable=False),
         sa.Column("subject", sa.LargeBinary(), nullable=False),
     )
-    event = sa.Table(
-        names[1],
-        md,
-        sa.Column(
-            "request_id",
-            sa.String(64),
-            sa.ForeignKey(f"{names[0]}.request_id"),
-            primary_key=True,
-        ),
-        sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=False),
-        sa.Column("at", sa.String(40), nullable=False),
-        sa.Column("actor", sa.String(255), nullable=False),
-        sa.Column("action", sa.String(32), nullable=False),
-        sa.Column("detail", sa.Text(), nullable=False),
-    )
+    event = history_table(md, names[1], request)
     return RequestTables(request, event)
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 
 def _opening(record: str) -> dict[str, Any]:
@@ -179,8 +162,7 @@ class SqlRequestStore:
 
     def create_tables(self) -> None:
         """Create the tables if they do not exist (tests, the CLI; else use migrations)."""
-        for table in (self.tables.request, self.tables.event):
-            table.create(self.engine, checkfirst=True)
+        create_tables(self.engine, attrs.astuple(self.tables, recurse=False))
 
     def _cipher(self, custodian: Custodian | None = None) -> Any:
         keyring = self.keyring
@@ -221,7 +203,7 @@ class SqlRequestStore:
                     t.request.insert().values(
                         request_id=request.request_id,
                         kind=request.kind,
-                        received_at=_utc(request.received_at),
+                        received_at=naive_utc(request.received_at),
                         record=record,
                         subject=sealed,
                     )

@@ -8,13 +8,13 @@ import json
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Column, Index, MetaData, String, Table, Text, or_, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import Column, Index, MetaData, String, Table, Text, or_, select
 
 from custdata.governance import RestrictionRecord
 
 from ._anchors import UtcDateTime
 from ._chunks import rows_in_chunks
+from ._ledger import TableStore
 
 
 __all__ = ["SqlRestrictionStore", "restriction_table"]
@@ -48,7 +48,7 @@ def restriction_table(metadata: MetaData, table_name: str = _DEFAULT_TABLE) -> T
     )
 
 
-class SqlRestrictionStore:
+class SqlRestrictionStore(TableStore):
     """A :class:`custdata.governance.RestrictionStore` in a SQL table.
 
     Give it to :class:`custdata.governance.Restrictions`. The register asks
@@ -58,58 +58,44 @@ class SqlRestrictionStore:
 
     Args:
         engine: The engine the store uses, on its own connections.
-        table_name: The table's name.
+        table_name: The table's name (``custdata_restriction`` by default).
         metadata: The ``MetaData`` to define the table in (a new one by
             default); :func:`custdata.sqlalchemy.add_custdata_tables` defines it
             on the application's, so Alembic sees it.
     """
 
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        table_name: str = _DEFAULT_TABLE,
-        metadata: MetaData | None = None,
-    ) -> None:
-        self._engine = engine
-        self.metadata = metadata if metadata is not None else MetaData()
-        self.table: Table = restriction_table(self.metadata, table_name)
-
-    def __repr__(self) -> str:
-        return f"<SqlRestrictionStore table={self.table.name!r}>"
-
-    def create_table(self) -> None:
-        """Create the table if it does not exist (tests and tools; use migrations)."""
-        self.table.create(self._engine, checkfirst=True)
+    _define = staticmethod(restriction_table)
+    _default_table = _DEFAULT_TABLE
 
     def add(self, record: RestrictionRecord) -> None:
         """Store a new record."""
-        with self._engine.begin() as conn:
-            conn.execute(
-                self.table.insert().values(
-                    id=record.id,
-                    subject=record.subject,
-                    allowed_purposes=json.dumps(list(record.allowed_purposes)),
-                    reason=record.reason,
-                    placed_by=record.placed_by,
-                    placed_at=record.placed_at,
-                    request_id=record.request_id,
-                    lifted_by=record.lifted_by,
-                    lifted_at=record.lifted_at,
-                    lift_reason=record.lift_reason,
-                )
-            )
+        self._insert(
+            [
+                {
+                    "id": record.id,
+                    "subject": record.subject,
+                    "allowed_purposes": json.dumps(list(record.allowed_purposes)),
+                    "reason": record.reason,
+                    "placed_by": record.placed_by,
+                    "placed_at": record.placed_at,
+                    "request_id": record.request_id,
+                    "lifted_by": record.lifted_by,
+                    "lifted_at": record.lifted_at,
+                    "lift_reason": record.lift_reason,
+                }
+            ]
+        )
 
     def lift(self, subject: str, *, by: str, at: dt.datetime, reason: str) -> int:
         """Mark every restriction of *subject* not yet lifted as lifted at *at*."""
         t = self.table
-        with self._engine.begin() as conn:
-            result = conn.execute(
-                update(t)
-                .where(t.c.subject == subject, t.c.lifted_at.is_(None))
-                .values(lifted_by=by, lifted_at=at, lift_reason=reason)
-            )
-        return int(result.rowcount or 0)
+        return self._end(
+            t.c.subject == subject,
+            t.c.lifted_at.is_(None),
+            lifted_by=by,
+            lifted_at=at,
+            lift_reason=reason,
+        )
 
     def in_force(
         self, subjects: Collection[str], at: dt.datetime
@@ -126,7 +112,7 @@ class SqlRestrictionStore:
             t.c.placed_at <= at,
             or_(t.c.lifted_at.is_(None), t.c.lifted_at > at),
         )
-        with self._engine.connect() as conn:
+        with self._reader.connect() as conn:
             for subject, allowed in rows_in_chunks(conn, query, t.c.subject, wanted):
                 purposes = () if allowed == "[]" else tuple(json.loads(allowed))
                 out.append((subject, purposes))
@@ -134,13 +120,7 @@ class SqlRestrictionStore:
 
     def records_for(self, subjects: Collection[str]) -> list[RestrictionRecord]:
         """Every restriction record of *subjects*."""
-        t = self.table
-        wanted = list(subjects)
-        with self._engine.connect() as conn:
-            return [
-                _record(row)
-                for row in rows_in_chunks(conn, select(t), t.c.subject, wanted)
-            ]
+        return self._records_of(subjects, _record)
 
 
 def _record(row: Any) -> RestrictionRecord:
