@@ -415,6 +415,46 @@ class TestJoinsWithTheTrail:
         ] == entities
 
 
+    def test_refused_join_records_no_reveal(
+        self, engine: Engine, models: Models, trail_sink: MemorySink
+    ) -> None:
+        """A join refused on its second table records that denial only, no reveal of the first.
+
+        Billing may read the customer's name but not the order's note: nothing
+        is released, so nothing may be recorded as revealed (ORM column
+        select and Core, both orders of the tables).
+        """
+        with Session(engine) as session:
+            _add(session, models)
+        customers = models.Customer.__table__
+        orders = models.Order.__table__
+        seen: list[list[tuple[str, str, str]]] = []
+
+        def events(start: int) -> list[tuple[str, str, str]]:
+            return [
+                (r.fields["action"], r.fields["outcome"], r.fields["entity"])
+                for r in trail_sink.records[start:]
+            ]
+
+        with Session(engine) as session, billing():
+            start = len(trail_sink.records)
+            with pytest.raises(custdata.PurposeViolationError):
+                session.execute(
+                    select(models.Customer.name, models.Order.note).join(models.Order)
+                ).all()
+            seen.append(events(start))
+        with engine.connect() as conn, billing():
+            for statement in (
+                select(customers.c.name, orders.c.note).join_from(customers, orders),
+                select(orders.c.note, customers.c.name).join_from(orders, customers),
+            ):
+                start = len(trail_sink.records)
+                with pytest.raises(custdata.PurposeViolationError):
+                    conn.execute(statement).all()
+                seen.append(events(start))
+        assert [[("purpose.check", "denied", orders.name)]] * 3 == seen
+
+
 def _revealed(sink: MemorySink, start: int) -> set[str]:
     return {
         r.fields["entity"]

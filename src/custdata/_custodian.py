@@ -426,6 +426,7 @@ class Custodian:
         count: int = 0,
         unreadable: Collection[object] = (),
         whole_batch: bool = False,
+        pending: list[AccessDecision] | None = None,
     ) -> AccessDecision:
         """Decide whether the access context in force may do *action* on *fields*.
 
@@ -452,6 +453,12 @@ class Custodian:
                 *unreadable*, nothing is released and nothing is recorded as
                 allowed; the refusal of the unreadable ones is recorded and
                 raised.
+            pending: Where an allowed decision goes instead of the audit
+                trail, when it is one of several the caller makes before
+                releasing anything (one per table of a join): the caller
+                records them with :meth:`record_pending` once every one was
+                allowed, so a statement refused on a later table records no
+                reveal on an earlier one. Denials are recorded at once.
 
         Returns:
             The allowed decision. Fields whose policy says ``on_violation="mask"``
@@ -637,9 +644,12 @@ class Custodian:
             withheld=withheld,
         )
         if self._audit is not None and (named or not (withheld or gone)):
-            # AuditUnavailableError propagates: an access whose decision cannot
-            # be recorded is refused, allowed or not (fail closed).
-            self._audit.record_decision(decision)
+            if pending is not None and reason is None:
+                pending.append(decision)
+            else:
+                # AuditUnavailableError propagates: an access whose decision
+                # cannot be recorded is refused, allowed or not (fail closed).
+                self._audit.record_decision(decision)
         if reason is DenyReason.LEGAL_HOLD:
             message = (
                 f"erasing records of {entity or 'this table'} refused: "
@@ -659,6 +669,17 @@ class Custodian:
                 )
             )
         return decision
+
+    def record_pending(self, decisions: Sequence[AccessDecision]) -> None:
+        """Record the allowed decisions :meth:`authorize` held back in its *pending* list.
+
+        Raises:
+            AuditUnavailableError: A decision could not be recorded (nothing
+                may be released).
+        """
+        if self._audit is not None:
+            for decision in decisions:
+                self._audit.record_decision(decision)
 
     def _today(self) -> dt.date:
         """Today by the custodian's clock (the wall clock's day is memoised)."""

@@ -1152,6 +1152,9 @@ class _Plan:
                 (recorded as denied; nothing recorded as revealed).
         """
         denied: list[str] = []
+        # A join: the tables' allowed decisions are recorded once all are
+        # decided, so one refused table leaves no reveal of another.
+        pending: list[Any] | None = [] if len(self.parts) > 1 else None
         for part in self.parts:
             named: list[str] = []
             if subjects is not None:
@@ -1174,6 +1177,7 @@ class _Plan:
                 count=rows * len(part.bindings),
                 unreadable=gone,
                 whole_batch=True,
+                pending=pending,
             )
             if decision.withheld and withheld is not None:
                 withheld[part.entity] = frozenset(decision.withheld)
@@ -1186,6 +1190,8 @@ class _Plan:
                     )
                 )
                 denied.extend(by_column[f] for f in decision.denied_fields)
+        if pending:
+            custodian.record_pending(pending)
         return tuple(denied)
 
     def grants(self, custodian: Any, denied: tuple[str, ...]) -> dict[object, Any]:
@@ -2180,6 +2186,7 @@ class _AnnouncingCursor:
             # The same (immutable) context and custodian as the last batch:
             # the same fields are announced, and the same grant opens them.
             grant, parts = memo[2], memo[3]
+            held: list[Any] | None = [] if len(parts) > 1 else None
             for part, fields in parts:
                 decision = custodian.authorize(
                     action=Action.READ,
@@ -2190,14 +2197,18 @@ class _AnnouncingCursor:
                     unreadable=_shredded(plan, part, custodian, batch, tails)
                     if part.keyed
                     else (),
+                    pending=held,
                 )
                 if decision.withheld:
                     self._withheld[part.entity] = frozenset(decision.withheld)
+            if held:
+                custodian.record_pending(held)
             return grant
         if not _context_ok(policy):
             return None
         opens: dict[FieldBinding, Any] = {}
         announced: list[tuple[_Part, dict[str, FieldPolicy | None]]] = []
+        pending: list[Any] | None = [] if len(plan.parts) > 1 else None
         for part in plan.parts:
             fields = part.announced(policy, ctx)
             if not fields:
@@ -2212,6 +2223,7 @@ class _AnnouncingCursor:
                 unreadable=_shredded(plan, part, custodian, batch, tails)
                 if part.keyed
                 else (),
+                pending=pending,
             )
             if decision.withheld:
                 self._withheld[part.entity] = frozenset(decision.withheld)
@@ -2220,6 +2232,8 @@ class _AnnouncingCursor:
                 name = b.column or "?"
                 if name in fields:
                     opens[b] = MASK_TEXT if name in masked else b.cipher(custodian)
+        if pending:
+            custodian.record_pending(pending)
         grant = Grant(ctx, custodian, opens)
         plan._granted = (ctx, custodian, grant, announced)  # noqa: SLF001
         return grant
