@@ -31,6 +31,7 @@ import attrs
 
 from custdata.crypto._hmac import TRANS_5C, TRANS_36
 
+from . import _accel
 from ._chain import _MAC_LABEL, ZERO_MAC
 from ._checkpoint import Checkpoint, CheckpointAnchor, CheckpointVerifier
 from ._compact import (
@@ -49,7 +50,9 @@ from ._sql import CLEARED_ON_REDACT, derived_columns
 from ._store import (
     _HEAD,
     _HEAD_LEN,
+    MAX_LINE,
     JsonLinesSource,
+    LineCursor,
     Malformed,
     SqlSource,
     StoredRecord,
@@ -791,7 +794,17 @@ def _verify_json_lines_fast(
     metas = 0
     counted = False
     keys_add = [ZERO_MAC].append  # replaced at the first chain
-    lines = source._lines()  # noqa: SLF001 - the source's own reader
+    # With the native accelerator, runs of lines are checked in the source's
+    # blocks (see _block_lines); the loop below takes every other line.
+    native = _accel.native
+    cursor = LineCursor()
+    run = None if native is None else native.run
+    max_line = MAX_LINE
+    lines = (
+        source._lines()  # noqa: SLF001 - the source's own reader
+        if run is None
+        else source._block_lines(cursor)  # noqa: SLF001
+    )
     for line in lines:
         counted = False
         if not line.startswith(head):
@@ -922,6 +935,38 @@ def _verify_json_lines_fast(
             spill.maybe_spill()
             if state is not None:
                 add_mac = state.macs.buf.extend
+        if run is not None and cursor.pos < cursor.end and state is not None:
+            # The native run: the lines of this chain that follow, checked as
+            # above, up to the first it cannot accept (left to this loop) or
+            # the next spill check.
+            got = run(
+                cursor.buf,
+                cursor.pos,
+                cursor.end,
+                head,
+                mid,
+                prefix,
+                evolve,
+                redact_head,
+                tpls,
+                fixed,
+                v2,
+                key,
+                seq,
+                prev,
+                prev_hex,
+                state.macs.buf,
+                state.keys,
+                spill_every + 1 - (events & spill_every),
+                max_line,
+            )
+            if got is not None:
+                cursor.pos, done, key, prev, prev_hex, last = got
+                seq += done
+                events += done
+                if not events & spill_every:
+                    spill.maybe_spill()
+                    add_mac = state.macs.buf.extend
     else:
         if state is not None:
             state.seq, state.last = seq, last

@@ -1,0 +1,33 @@
+from typing import final
+
+@final
+class Sealer:
+    def __init__(self, key: bytes, prefix: bytes, label: bytes) -> None: ...
+    def seal(self, seq: int, prev: bytes, body: bytes, /) -> tuple[bytes, bytes]: ...
+    def evolve(self) -> None: ...
+
+def step(
+    key: bytes, prefix: bytes, seq: int, prev: bytes, digest: bytes, /
+) -> bytes: ...
+def run(
+    buf: bytes,
+    pos: int,
+    end: int,
+    head: bytes,
+    mid: bytes,
+    prefix: bytes,
+    label: bytes,
+    redact: bytes,
+    templates: dict[bytes, list[bytes]],
+    fixed: int,
+    v2: bool,
+    key: bytes,
+    seq: int,
+    prev: bytes,
+    prev_hex: bytes,
+    macs: bytearray,
+    keys: list[bytes],
+    limit: int,
+    max_line: int,
+    /,
+) -> tuple[int, int, bytes, bytes, bytes, bytes] | None: ...
