@@ -15,6 +15,7 @@ chain or relabelled with another key fails to verify.
 from __future__ import annotations
 
 import binascii
+import copy
 import hashlib
 import hmac
 import struct
@@ -258,6 +259,14 @@ class ChainWriter:
 
     def __repr__(self) -> str:
         return f"<ChainWriter chain={self.chain!r} seq={self.seq}>"
+
+    def __copy__(self) -> ChainWriter:
+        """An independent writer at the same position (as after ``os.fork``)."""
+        twin = _new_object(ChainWriter)
+        twin.__dict__.update(self.__dict__)
+        if self._sealer is not None:
+            twin._sealer = copy.copy(self._sealer)  # noqa: SLF001 - its own kind
+        return twin
 
     def prepare(self, body: bytes, fields: Fields) -> SealedRecord:
         """Seal *body* as the next record without advancing the chain."""

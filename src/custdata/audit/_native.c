@@ -200,8 +200,23 @@ Sealer_evolve(Sealer *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Sealer_reduce(Sealer *self, PyObject *Py_UNUSED(ignored))
 {
-    PyErr_SetString(PyExc_TypeError, "a chain sealer cannot be pickled or copied");
+    PyErr_SetString(PyExc_TypeError, "a chain sealer cannot be pickled");
     return NULL;
+}
+
+static PyObject *
+Sealer_copy(Sealer *self, PyObject *Py_UNUSED(ignored))
+{
+    /* An independent sealer at the same position (a forked writer): the key is
+     * copied inside the extension, never through Python. */
+    Sealer *twin = PyObject_New(Sealer, Py_TYPE(self));
+    if (twin == NULL) {
+        return NULL;
+    }
+    memcpy(twin->key, self->key, MAC_LEN);
+    twin->prefix = Py_XNewRef(self->prefix);
+    twin->label = Py_XNewRef(self->label);
+    return (PyObject *)twin;
 }
 
 static PyMethodDef Sealer_methods[] = {
@@ -211,8 +226,8 @@ static PyMethodDef Sealer_methods[] = {
      "evolve() -> None: replace the key by its successor (the old one is gone)."},
     {"__reduce__", (PyCFunction)Sealer_reduce, METH_NOARGS, NULL},
     {"__reduce_ex__", (PyCFunction)Sealer_reduce, METH_O, NULL},
-    {"__copy__", (PyCFunction)Sealer_reduce, METH_NOARGS, NULL},
-    {"__deepcopy__", (PyCFunction)Sealer_reduce, METH_O, NULL},
+    {"__copy__", (PyCFunction)Sealer_copy, METH_NOARGS,
+     "An independent sealer at the same position (the key stays inside)."},
     {NULL, NULL, 0, NULL},
 };
 
