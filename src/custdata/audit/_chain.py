@@ -250,7 +250,16 @@ class ChainWriter:
         # With the native accelerator the key lives in the extension alone
         # (one call seals a record, one evolves the key); otherwise here.
         self._sealer = (
-            None if native is None else native.Sealer(key, self._prefix, _EVOLVE_LABEL)
+            None
+            if native is None
+            else native.Sealer(
+                key,
+                self._prefix,
+                _EVOLVE_LABEL,
+                cls=SealedRecord,
+                chain=chain,
+                key_ref=key_ref,
+            )
         )
         self._key = b"" if native is not None else key
         ipad, self._opad = hmac_pads(self._key) if native is None else (b"", b"")
@@ -270,16 +279,17 @@ class ChainWriter:
 
     def prepare(self, body: bytes, fields: Fields) -> SealedRecord:
         """Seal *body* as the next record without advancing the chain."""
-        seq = self.seq + 1
-        prev = self._prev
         sealer = self._sealer
         if sealer is not None:
-            digest, mac = sealer.seal(seq, prev, body)
-        else:
-            digest = _sha256(body).digest()
-            # HMAC-SHA256(K_i, prefix || u64be(seq) || prev || h) from its padded keys.
-            inner = _sha256(b"".join((self._inner_head, _U64(seq), prev, digest)))
-            mac = _sha256(self._opad + inner.digest()).digest()
+            # The native step builds the record as below (_new_record).
+            record: SealedRecord = sealer.record(self.seq + 1, self._prev, body, fields)
+            return record
+        seq = self.seq + 1
+        prev = self._prev
+        digest = _sha256(body).digest()
+        # HMAC-SHA256(K_i, prefix || u64be(seq) || prev || h) from its padded keys.
+        inner = _sha256(b"".join((self._inner_head, _U64(seq), prev, digest)))
+        mac = _sha256(self._opad + inner.digest()).digest()
         # _new_record, inlined.
         record = _new_object(SealedRecord)
         _set_attr(

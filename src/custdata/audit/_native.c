@@ -106,16 +106,29 @@ typedef struct {
     unsigned char key[MAC_LEN];
     PyObject *prefix; /* bytes */
     PyObject *label;  /* bytes */
+    /* For record(): the record class, the chain id and the key id. */
+    PyObject *cls;
+    PyObject *chain;
+    PyObject *key_ref;
 } Sealer;
+
+/* The keys of a record's __dict__, in SealedRecord's field order. */
+static PyObject *NAMES[8];
+static const char *const NAME_TEXTS[8] = {
+    "chain", "seq", "key_ref", "prev", "mac", "body", "body_sha256", "_fields",
+};
+static PyObject *DICT_NAME;
+static PyObject *EMPTY_TUPLE;
 
 static int
 Sealer_init(Sealer *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"key", "prefix", "label", NULL};
+    static char *kwlist[] = {"key", "prefix", "label", "cls", "chain", "key_ref", NULL};
     Py_buffer key;
-    PyObject *prefix, *label;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*SS:Sealer", kwlist, &key,
-                                     &prefix, &label)) {
+    PyObject *prefix, *label, *cls = NULL, *chain = NULL, *key_ref = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*SS|$O!UU:Sealer", kwlist, &key,
+                                     &prefix, &label, &PyType_Type, &cls, &chain,
+                                     &key_ref)) {
         return -1;
     }
     if (key.len != MAC_LEN) {
@@ -129,6 +142,12 @@ Sealer_init(Sealer *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->prefix, prefix);
     Py_INCREF(label);
     Py_XSETREF(self->label, label);
+    Py_XINCREF(cls);
+    Py_XSETREF(self->cls, cls);
+    Py_XINCREF(chain);
+    Py_XSETREF(self->chain, chain);
+    Py_XINCREF(key_ref);
+    Py_XSETREF(self->key_ref, key_ref);
     return 0;
 }
 
@@ -138,6 +157,9 @@ Sealer_dealloc(Sealer *self)
     OPENSSL_cleanse(self->key, MAC_LEN);
     Py_XDECREF(self->prefix);
     Py_XDECREF(self->label);
+    Py_XDECREF(self->cls);
+    Py_XDECREF(self->chain);
+    Py_XDECREF(self->key_ref);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -186,6 +208,54 @@ Sealer_seal(Sealer *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
+Sealer_record(Sealer *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* record(seq, prev, body, fields): seal() into a new record of cls, built
+     * as _chain._new_record builds one (object.__new__, then its __dict__). */
+    PyObject *sealed, *values[8], *dict = NULL, *record = NULL;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "record(seq, prev, body, fields)");
+        return NULL;
+    }
+    if (self->cls == NULL || self->chain == NULL || self->key_ref == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the sealer has no record class");
+        return NULL;
+    }
+    sealed = Sealer_seal(self, args, 3);
+    if (sealed == NULL) {
+        return NULL;
+    }
+    values[0] = self->chain;
+    values[1] = args[0];
+    values[2] = self->key_ref;
+    values[3] = args[1];
+    values[4] = PyTuple_GET_ITEM(sealed, 1);
+    values[5] = args[2];
+    values[6] = PyTuple_GET_ITEM(sealed, 0);
+    values[7] = args[3];
+    dict = PyDict_New();
+    if (dict == NULL) {
+        goto done;
+    }
+    for (int i = 0; i < 8; i++) {
+        if (PyDict_SetItem(dict, NAMES[i], values[i]) < 0) {
+            goto done;
+        }
+    }
+    record = PyBaseObject_Type.tp_new((PyTypeObject *)self->cls, EMPTY_TUPLE, NULL);
+    if (record == NULL) {
+        goto done;
+    }
+    if (PyObject_GenericSetAttr(record, DICT_NAME, dict) < 0) {
+        Py_CLEAR(record);
+    }
+done:
+    Py_XDECREF(dict);
+    Py_DECREF(sealed);
+    return record;
+}
+
+static PyObject *
 Sealer_evolve(Sealer *self, PyObject *Py_UNUSED(ignored))
 {
     if (self->label == NULL) {
@@ -216,12 +286,17 @@ Sealer_copy(Sealer *self, PyObject *Py_UNUSED(ignored))
     memcpy(twin->key, self->key, MAC_LEN);
     twin->prefix = Py_XNewRef(self->prefix);
     twin->label = Py_XNewRef(self->label);
+    twin->cls = Py_XNewRef(self->cls);
+    twin->chain = Py_XNewRef(self->chain);
+    twin->key_ref = Py_XNewRef(self->key_ref);
     return (PyObject *)twin;
 }
 
 static PyMethodDef Sealer_methods[] = {
     {"seal", (PyCFunction)(void (*)(void))Sealer_seal, METH_FASTCALL,
      "seal(seq, prev, body) -> (body_sha256, mac) of the next record."},
+    {"record", (PyCFunction)(void (*)(void))Sealer_record, METH_FASTCALL,
+     "record(seq, prev, body, fields) -> the sealed record (an instance of cls)."},
     {"evolve", (PyCFunction)Sealer_evolve, METH_NOARGS,
      "evolve() -> None: replace the key by its successor (the old one is gone)."},
     {"__reduce__", (PyCFunction)Sealer_reduce, METH_NOARGS, NULL},
@@ -675,6 +750,17 @@ PyMODINIT_FUNC
 PyInit__native(void)
 {
     if (PyType_Ready(&SealerType) < 0) {
+        return NULL;
+    }
+    for (int i = 0; i < 8; i++) {
+        NAMES[i] = PyUnicode_InternFromString(NAME_TEXTS[i]);
+        if (NAMES[i] == NULL) {
+            return NULL;
+        }
+    }
+    DICT_NAME = PyUnicode_InternFromString("__dict__");
+    EMPTY_TUPLE = PyTuple_New(0);
+    if (DICT_NAME == NULL || EMPTY_TUPLE == NULL) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&native_module);

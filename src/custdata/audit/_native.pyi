@@ -1,9 +1,19 @@
-from typing import final
+from typing import Any, final
 
 @final
 class Sealer:
-    def __init__(self, key: bytes, prefix: bytes, label: bytes) -> None: ...
+    def __init__(
+        self,
+        key: bytes,
+        prefix: bytes,
+        label: bytes,
+        *,
+        cls: type | None = None,
+        chain: str | None = None,
+        key_ref: str | None = None,
+    ) -> None: ...
     def seal(self, seq: int, prev: bytes, body: bytes, /) -> tuple[bytes, bytes]: ...
+    def record(self, seq: int, prev: bytes, body: bytes, fields: Any, /) -> Any: ...
     def evolve(self) -> None: ...
     def __copy__(self) -> Sealer: ...
 
