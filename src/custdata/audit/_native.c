@@ -730,7 +730,64 @@ chain_step(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyBytes_FromStringAndSize((const char *)mac, MAC_LEN);
 }
 
+static PyObject *
+next_in_order(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* next_in_order(key, prefix, label, seq, prev, digest, body, mac)
+     *   -> the key of position seq when the record verifies there, else None.
+     * key is the key of position seq - 1; body is None when digest was derived
+     * from the body by the reader (format 2) and needs no check. */
+    unsigned char key[MAC_LEN], prev[MAC_LEN], digest[MAC_LEN], mac[MAC_LEN];
+    unsigned char got[MAC_LEN];
+    const char *prefix, *label;
+    size_t prefix_len, label_len;
+    uint64_t seq;
+    PyObject *result = NULL;
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "next_in_order() takes 8 arguments");
+        return NULL;
+    }
+    if (mac_arg(args[0], "key", key) < 0 ||
+        bytes_arg(args[1], "prefix", &prefix, &prefix_len) < 0 ||
+        bytes_arg(args[2], "label", &label, &label_len) < 0 ||
+        get_seq(args[3], &seq) < 0) {
+        goto done;
+    }
+    if (!PyBytes_Check(args[4]) || PyBytes_GET_SIZE(args[4]) != MAC_LEN ||
+        !PyBytes_Check(args[5]) || PyBytes_GET_SIZE(args[5]) != MAC_LEN ||
+        !PyBytes_Check(args[7]) || PyBytes_GET_SIZE(args[7]) != MAC_LEN) {
+        result = Py_NewRef(Py_None); /* not a record this step can accept */
+        goto done;
+    }
+    memcpy(prev, PyBytes_AS_STRING(args[4]), MAC_LEN);
+    memcpy(digest, PyBytes_AS_STRING(args[5]), MAC_LEN);
+    if (args[6] != Py_None) {
+        if (!PyBytes_Check(args[6])) {
+            result = Py_NewRef(Py_None); /* left to the Python code */
+            goto done;
+        }
+        sha256((const unsigned char *)PyBytes_AS_STRING(args[6]),
+               (size_t)PyBytes_GET_SIZE(args[6]), got);
+        if (memcmp(got, digest, MAC_LEN) != 0) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    evolve(key, (const unsigned char *)label, label_len);
+    chain_mac(key, (const unsigned char *)prefix, prefix_len, seq, prev, digest, mac);
+    if (CRYPTO_memcmp(mac, PyBytes_AS_STRING(args[7]), MAC_LEN) != 0) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize((const char *)key, MAC_LEN);
+done:
+    OPENSSL_cleanse(key, MAC_LEN);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
+    {"next_in_order", (PyCFunction)(void (*)(void))next_in_order, METH_FASTCALL,
+     "Check one record at the next position of a chain (see _verify.py)."},
     {"run", (PyCFunction)(void (*)(void))verify_run, METH_FASTCALL,
      "Check a run of consecutive lines of one chain (see _verify.py)."},
     {"step", (PyCFunction)(void (*)(void))chain_step, METH_FASTCALL,

@@ -42,3 +42,14 @@ def run(
     max_line: int,
     /,
 ) -> tuple[int, int, bytes, bytes, bytes, bytes] | None: ...
+def next_in_order(
+    key: bytes,
+    prefix: bytes,
+    label: bytes,
+    seq: int,
+    prev: bytes,
+    digest: bytes,
+    body: bytes | None,
+    mac: bytes,
+    /,
+) -> bytes | None: ...

@@ -1345,6 +1345,8 @@ class _StreamChain:
         #: not yet passed (by seq), and of the body-less ones (by chain and seq).
         self.fanout: collections.OrderedDict[int, set[str]] | None = None
         self.kept: dict[tuple[str, int], set[str]] = {}
+        #: The native accelerator's module, when it runs (see custdata.audit._accel).
+        self.native = _accel.native
 
     @classmethod
     def resumed(
@@ -1437,24 +1439,46 @@ class _StreamChain:
             or prev != self.last_valid
         ):
             return False
-        if rdigest.__class__ is not DerivedDigest and _sha256(body).digest() != rdigest:
-            return False
-        # The key of position seq: one step from the key of the last (held).
-        key = _sha256(_EVOLVE + self.key).digest()
-        padded = key + _PAD
-        inner = _sha256(
-            b"".join(
-                (
-                    padded.translate(TRANS_36),
-                    self.prefix,
-                    seq.to_bytes(8, "big"),
-                    prev,
-                    rdigest,
-                )
+        native = self.native
+        if native is not None:
+            # The same checks and key step, in one native call.
+            found = native.next_in_order(
+                self.key,
+                self.prefix,
+                _EVOLVE,
+                seq,
+                prev,
+                rdigest,
+                None if rdigest.__class__ is DerivedDigest else body,
+                rmac,
             )
-        ).digest()
-        if not _digest_eq(_sha256(padded.translate(TRANS_5C) + inner).digest(), rmac):
-            return False
+            if found is None:
+                return False
+            key = found
+        else:
+            if (
+                rdigest.__class__ is not DerivedDigest
+                and _sha256(body).digest() != rdigest
+            ):
+                return False
+            # The key of position seq: one step from the key of the last (held).
+            key = _sha256(_EVOLVE + self.key).digest()
+            padded = key + _PAD
+            inner = _sha256(
+                b"".join(
+                    (
+                        padded.translate(TRANS_36),
+                        self.prefix,
+                        seq.to_bytes(8, "big"),
+                        prev,
+                        rdigest,
+                    )
+                )
+            ).digest()
+            if not _digest_eq(
+                _sha256(padded.translate(TRANS_5C) + inner).digest(), rmac
+            ):
+                return False
         # What _process leaves after a valid record at the next position.
         self.cur, self.key = seq, key
         if not held % _KEY_EVERY:
@@ -1550,7 +1574,17 @@ class _StreamChain:
                     detail="body does not match its digest",
                 )
                 return False
-        if rmac is not None and prev is not None and kref == self.key_ref:
+        native = self.native
+        if (
+            native is not None
+            and rmac is not None
+            and prev is not None
+            and kref == self.key_ref
+            and len(prev) == len(key) == len(h) == len(ZERO_MAC)
+        ):
+            if _digest_eq(native.step(key, self.prefix, seq, prev, h), rmac):
+                return True
+        elif rmac is not None and prev is not None and kref == self.key_ref:
             padded = key + _PAD
             inner = _sha256(
                 b"".join(
