@@ -750,6 +750,13 @@ def _verify_json_lines_fast(
     findings. So this path accepts only what the full algorithm accepts
     without findings, with the same chain heads and MACs.
 
+    With the native accelerator (:func:`custdata.audit.native_enabled`) the
+    lines after an accepted one are checked in the source's block by one
+    native call (``_native.run``), with exactly these checks, up to the first
+    line it does not accept (another chain's, a declaration or template, the
+    first of a chain, a redaction event, a list or comma among the values, any
+    mismatch), which this loop then takes as before.
+
     Memory is bounded at any size: per chain, its state, its first and last
     lines, and its MACs, which move to a temporary file beyond
     :data:`~custdata.audit._spill.MEMORY_LIMIT` (*spill*).
