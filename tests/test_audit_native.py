@@ -560,3 +560,21 @@ class TestVerifyEquivalence:
         pure, native = _report_both(lambda: verify_trail(JsonLinesSource(path), keys))
         assert pure == native
         assert pure["intact"]
+
+    def test_an_over_long_line_is_left_to_python(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A valid record longer than the reader's limit stops the native run too."""
+        keys = FakeKeys()
+        path = tmp_path / "long-line.jsonl"
+        with AuditTrail(
+            keys, sinks=[JsonLinesSink(path, version=1)], checkpoint_interval=None
+        ) as t:
+            for i in range(30):
+                subjects = tuple(f"c-{i}-{j}" for j in range(20 if i == 20 else 1))
+                t.record_decision(decision("u-1", subjects=subjects), now=T0)
+        lengths = sorted(len(x) for x in path.read_bytes().split(b"\n"))
+        monkeypatch.setattr(_store, "MAX_LINE", lengths[-2] + 1)
+        pure, native = _report_both(lambda: verify_trail(JsonLinesSource(path), keys))
+        assert pure == native
+        assert any("longer than" in f["detail"] for f in pure["findings"])

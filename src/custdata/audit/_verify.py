@@ -31,7 +31,7 @@ import attrs
 
 from custdata.crypto._hmac import TRANS_5C, TRANS_36
 
-from . import _accel
+from . import _accel, _store
 from ._chain import _MAC_LABEL, ZERO_MAC
 from ._checkpoint import Checkpoint, CheckpointAnchor, CheckpointVerifier
 from ._compact import (
@@ -50,7 +50,6 @@ from ._sql import CLEARED_ON_REDACT, derived_columns
 from ._store import (
     _HEAD,
     _HEAD_LEN,
-    MAX_LINE,
     JsonLinesSource,
     LineCursor,
     Malformed,
@@ -806,7 +805,7 @@ def _verify_json_lines_fast(
     native = _accel.native
     cursor = LineCursor()
     run = None if native is None else native.run
-    max_line = MAX_LINE
+    max_line = _store.MAX_LINE  # the reader's limit (looked up now, as it does)
     lines = (
         source._lines()  # noqa: SLF001 - the source's own reader
         if run is None
