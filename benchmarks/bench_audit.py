@@ -2,7 +2,10 @@
 
 Run: ``python benchmarks/bench_audit.py [--events N] [--db URL]``; ``--rss N [N …]``
 measures instead the peak resident memory of verifying files of N events (intact
-and tampered, both formats), each in a fresh process. Budgets (DESIGN §6):
+and tampered, both formats), each in a fresh process; ``--native`` compares the
+native accelerator with the pure-Python chain, side by side in one process
+(seal end to end, verify intact and tampered, both formats; CPU time, best of
+several alternating runs). Budgets (DESIGN §6):
 an event sealed into the stream ≤ 10 µs (``record_decision`` into a JSON-lines
 file, end to end) and ≤ 300 bytes on disk per reveal; verification ≥ 500,000
 events/s intact, ≥ 200,000/s tampered, ≤ 256 MiB at any size; and the SQL sink's
@@ -39,6 +42,7 @@ from custdata.audit import (
     SqlSink,
     SqlSource,
     TrailSource,
+    _accel,
     _sinks,
     verify_trail,
 )
@@ -345,14 +349,108 @@ def sync_batch_cost(keys: Keys, url: str) -> list[tuple[str, str, str]]:
     return out
 
 
+def _cpu_best(fn: Callable[[], object], repeat: int) -> float:
+    """The least CPU time (process time) of *repeat* calls of *fn*."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.process_time()
+        fn()
+        times.append(time.process_time() - t0)
+    return min(times)
+
+
+def native_compare(n: int, repeat: int = 5) -> None:
+    """Print native against pure-Python figures, measured alternately in one process."""
+    print(
+        f"native accelerator: {'built' if _accel.native is not None else 'NOT BUILT'}; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+    if _accel.native is None:
+        raise SystemExit("build the extension first (pip install -e .)")
+    native = _accel.native
+    keys = Keys()
+    results: dict[tuple[str, str], float] = {}
+
+    def use(mode: str) -> None:
+        _accel.native = native if mode == "native" else None
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files: dict[int, Path] = {}
+        for _ in range(repeat):
+            for mode in ("pure", "native"):
+                use(mode)
+                for version in (1, 2):
+                    path = Path(tmp) / f"{mode}-v{version}.jsonl"
+                    path.unlink(missing_ok=True)
+                    trail = AuditTrail(
+                        keys,
+                        sinks=[JsonLinesSink(path, version=version)],
+                        checkpoint_interval=None,
+                    )
+                    m = n // 5
+
+                    def seal(t: AuditTrail = trail, m: int = m) -> None:
+                        for _ in range(m):
+                            t.record_decision(DECISION, now=NOW)
+
+                    us = _cpu_best(seal, 1) / m * 1e6
+                    trail.close()
+                    k = (mode, f"seal v{version}")
+                    results[k] = min(results.get(k, us), us)
+                    files.setdefault(version, path)
+        for version, path in files.items():
+            bad = Path(tmp) / f"tampered-v{version}.jsonl"
+            tamper(path, bad)
+            events = verify_trail(JsonLinesSource(path), keys).events
+            for _ in range(repeat):
+                for mode in ("pure", "native"):
+                    use(mode)
+                    for label, target in (("intact", path), ("tampered", bad)):
+                        report: list[VerificationReport] = []
+
+                        def run(
+                            t: Path = target, out: list[VerificationReport] = report
+                        ) -> None:
+                            out.append(verify_trail(JsonLinesSource(t), keys))
+
+                        sec = _cpu_best(run, 1)
+                        if report[0].intact != (label == "intact"):
+                            raise SystemExit(f"{mode} {label}: {report[0].kinds()}")
+                        k = (mode, f"verify v{version} {label}")
+                        rate = events / sec
+                        results[k] = max(results.get(k, rate), rate)
+    use("native")
+    names = sorted({k[1] for k in results}, key=lambda x: (x.split()[0] != "seal", x))
+    print(f"{'measurement':<26} {'pure Python':>14} {'native':>14} {'ratio':>7}")
+    for name in names:
+        pure, nat = results["pure", name], results["native", name]
+        unit = "µs/event" if name.startswith("seal") else "events/s"
+        ratio = pure / nat if unit == "µs/event" else nat / pure
+        print(
+            f"{name:<26} {pure:>10,.2f} {unit[:2]:<3} {nat:>10,.2f} {unit[:2]:<3} "
+            f"{ratio:>6.2f}x"
+            if unit == "µs/event"
+            else f"{name:<26} {pure:>10,.0f} /s  {nat:>10,.0f} /s  {ratio:>6.2f}x"
+        )
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--db", default=os.environ.get("CUSTDATA_TEST_POSTGRES_URL"))
     parser.add_argument("--rss", type=int, nargs="+", metavar="N")
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="compare the native accelerator with the pure-Python chain",
+    )
     args = parser.parse_args()
     if args.rss:
         rss_at_scale(args.rss)
+        return
+    if args.native:
+        native_compare(args.events)
         return
     n = args.events
     keys = Keys()

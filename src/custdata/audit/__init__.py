@@ -9,6 +9,7 @@ of tampering; :class:`AuditQuery` answers investigation questions.
 
 from __future__ import annotations
 
+from ._accel import native_enabled as native_enabled
 from ._chain import SealedRecord as SealedRecord
 from ._checkpoint import Checkpoint as Checkpoint
 from ._checkpoint import CheckpointAnchor as CheckpointAnchor
@@ -67,6 +68,7 @@ __all__ = [
     "VerificationReport",
     "audit_tables",
     "find_events",
+    "native_enabled",
     "pseudonym_for",
     "redact",
     "verify_trail",

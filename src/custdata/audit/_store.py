@@ -257,6 +257,19 @@ class TrailSource:
         """Release resources."""
 
 
+class LineCursor:
+    """Where :meth:`JsonLinesSource._block_lines` stands in its current block."""
+
+    __slots__ = ("buf", "end", "pos")
+
+    def __init__(self) -> None:
+        #: The block: whole lines up to ``end``, each ending with a newline.
+        self.buf = b""
+        #: The start of the next line to yield.
+        self.pos = 0
+        self.end = 0
+
+
 class JsonLinesSource(TrailSource):
     """Read a JSON-lines trail file.
 
@@ -411,6 +424,56 @@ class JsonLinesSource(TrailSource):
                         yield _Oversized(line[:_HEAD_LEN])
                     else:
                         yield line
+                if len(rest) > MAX_LINE and not skipping:
+                    yield _Oversized(rest[:_HEAD_LEN])
+                    skipping = True
+                if skipping:
+                    rest = b""
+
+    def _block_lines(self, cursor: LineCursor) -> Iterator[bytes]:
+        """Yield what :meth:`_lines` yields, exposing each block through *cursor*.
+
+        The verifier's native run checks lines in ``cursor.buf`` from
+        ``cursor.pos`` up to ``cursor.end`` (whole lines only) and moves
+        ``cursor.pos`` past those it accepted; this generator goes on from there.
+        """
+        with self.path.open("rb") as fh:
+            rest = b""
+            skipping = False
+            while True:
+                block = fh.read(_BLOCK)
+                if not block:
+                    if rest and not skipping:
+                        yield _Tail(rest)
+                    return
+                end = block.rfind(b"\n") + 1
+                if end:
+                    # The line across the blocks' boundary is joined; the
+                    # others are sliced from the block itself (no copy of it).
+                    first = block.find(b"\n")
+                    line = rest + block[:first]
+                    rest = block[end:]
+                    cursor.buf, cursor.pos, cursor.end = block, first + 1, end
+                    find = block.find
+                    while True:
+                        if skipping:
+                            skipping = False  # the end of an oversized line
+                        elif len(line) > MAX_LINE:
+                            yield _Oversized(line[:_HEAD_LEN])
+                        else:
+                            yield line
+                        pos = cursor.pos
+                        if pos >= end:
+                            break
+                        nl = find(b"\n", pos)
+                        cursor.pos = nl + 1
+                        line = block[pos:nl]
+                    # The block is let go before the next is read (bounded memory).
+                    del find
+                    cursor.buf = block = line = b""
+                    cursor.pos = cursor.end = 0
+                else:
+                    rest += block
                 if len(rest) > MAX_LINE and not skipping:
                     yield _Oversized(rest[:_HEAD_LEN])
                     skipping = True

@@ -31,6 +31,7 @@ import attrs
 
 from custdata.crypto._hmac import TRANS_5C, TRANS_36
 
+from . import _accel, _store
 from ._chain import _MAC_LABEL, ZERO_MAC
 from ._checkpoint import Checkpoint, CheckpointAnchor, CheckpointVerifier
 from ._compact import (
@@ -50,6 +51,7 @@ from ._store import (
     _HEAD,
     _HEAD_LEN,
     JsonLinesSource,
+    LineCursor,
     Malformed,
     SqlSource,
     StoredRecord,
@@ -747,6 +749,13 @@ def _verify_json_lines_fast(
     findings. So this path accepts only what the full algorithm accepts
     without findings, with the same chain heads and MACs.
 
+    With the native accelerator (:func:`custdata.audit.native_enabled`) the
+    lines after an accepted one are checked in the source's block by one
+    native call (``_native.run``), with exactly these checks, up to the first
+    line it does not accept (another chain's, a declaration or template, the
+    first of a chain, a redaction event, a list or comma among the values, any
+    mismatch), which this loop then takes as before.
+
     Memory is bounded at any size: per chain, its state, its first and last
     lines, and its MACs, which move to a temporary file beyond
     :data:`~custdata.audit._spill.MEMORY_LIMIT` (*spill*).
@@ -791,7 +800,17 @@ def _verify_json_lines_fast(
     metas = 0
     counted = False
     keys_add = [ZERO_MAC].append  # replaced at the first chain
-    lines = source._lines()  # noqa: SLF001 - the source's own reader
+    # With the native accelerator, runs of lines are checked in the source's
+    # blocks (see _block_lines); the loop below takes every other line.
+    native = _accel.native
+    cursor = LineCursor()
+    run = None if native is None else native.run
+    max_line = _store.MAX_LINE  # the reader's limit (looked up now, as it does)
+    lines = (
+        source._lines()  # noqa: SLF001 - the source's own reader
+        if run is None
+        else source._block_lines(cursor)  # noqa: SLF001
+    )
     for line in lines:
         counted = False
         if not line.startswith(head):
@@ -922,6 +941,38 @@ def _verify_json_lines_fast(
             spill.maybe_spill()
             if state is not None:
                 add_mac = state.macs.buf.extend
+        if run is not None and cursor.pos < cursor.end and state is not None:
+            # The native run: the lines of this chain that follow, checked as
+            # above, up to the first it cannot accept (left to this loop) or
+            # the next spill check.
+            got = run(
+                cursor.buf,
+                cursor.pos,
+                cursor.end,
+                head,
+                mid,
+                prefix,
+                evolve,
+                redact_head,
+                tpls,
+                fixed,
+                v2,
+                key,
+                seq,
+                prev,
+                prev_hex,
+                state.macs.buf,
+                state.keys,
+                spill_every + 1 - (events & spill_every),
+                max_line,
+            )
+            if got is not None:
+                cursor.pos, done, key, prev, prev_hex, last = got
+                seq += done
+                events += done
+                if not events & spill_every:
+                    spill.maybe_spill()
+                    add_mac = state.macs.buf.extend
     else:
         if state is not None:
             state.seq, state.last = seq, last
@@ -1300,6 +1351,8 @@ class _StreamChain:
         #: not yet passed (by seq), and of the body-less ones (by chain and seq).
         self.fanout: collections.OrderedDict[int, set[str]] | None = None
         self.kept: dict[tuple[str, int], set[str]] = {}
+        #: The native accelerator's module, when it runs (see custdata.audit._accel).
+        self.native = _accel.native
 
     @classmethod
     def resumed(
@@ -1392,24 +1445,46 @@ class _StreamChain:
             or prev != self.last_valid
         ):
             return False
-        if rdigest.__class__ is not DerivedDigest and _sha256(body).digest() != rdigest:
-            return False
-        # The key of position seq: one step from the key of the last (held).
-        key = _sha256(_EVOLVE + self.key).digest()
-        padded = key + _PAD
-        inner = _sha256(
-            b"".join(
-                (
-                    padded.translate(TRANS_36),
-                    self.prefix,
-                    seq.to_bytes(8, "big"),
-                    prev,
-                    rdigest,
-                )
+        native = self.native
+        if native is not None:
+            # The same checks and key step, in one native call.
+            found = native.next_in_order(
+                self.key,
+                self.prefix,
+                _EVOLVE,
+                seq,
+                prev,
+                rdigest,
+                None if rdigest.__class__ is DerivedDigest else body,
+                rmac,
             )
-        ).digest()
-        if not _digest_eq(_sha256(padded.translate(TRANS_5C) + inner).digest(), rmac):
-            return False
+            if found is None:
+                return False
+            key = found
+        else:
+            if (
+                rdigest.__class__ is not DerivedDigest
+                and _sha256(body).digest() != rdigest
+            ):
+                return False
+            # The key of position seq: one step from the key of the last (held).
+            key = _sha256(_EVOLVE + self.key).digest()
+            padded = key + _PAD
+            inner = _sha256(
+                b"".join(
+                    (
+                        padded.translate(TRANS_36),
+                        self.prefix,
+                        seq.to_bytes(8, "big"),
+                        prev,
+                        rdigest,
+                    )
+                )
+            ).digest()
+            if not _digest_eq(
+                _sha256(padded.translate(TRANS_5C) + inner).digest(), rmac
+            ):
+                return False
         # What _process leaves after a valid record at the next position.
         self.cur, self.key = seq, key
         if not held % _KEY_EVERY:
@@ -1505,7 +1580,17 @@ class _StreamChain:
                     detail="body does not match its digest",
                 )
                 return False
-        if rmac is not None and prev is not None and kref == self.key_ref:
+        native = self.native
+        if (
+            native is not None
+            and rmac is not None
+            and prev is not None
+            and kref == self.key_ref
+            and len(prev) == len(key) == len(h) == len(ZERO_MAC)
+        ):
+            if _digest_eq(native.step(key, self.prefix, seq, prev, h), rmac):
+                return True
+        elif rmac is not None and prev is not None and kref == self.key_ref:
             padded = key + _PAD
             inner = _sha256(
                 b"".join(

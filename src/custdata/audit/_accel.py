@@ -1,0 +1,48 @@
+"""Which implementation of the audit chain's per-record step runs.
+
+The optional C extension :mod:`custdata.audit._native` (built by
+``hatch_build.py`` when the machine has a compiler and OpenSSL's headers)
+seals and verifies records with one call per record, or per run of lines;
+the pure-Python code in ``_chain.py`` and ``_verify.py`` is the reference and
+gives byte-identical results. ``CUSTDATA_PURE_PYTHON=1`` in the environment,
+read once at import, forces the pure-Python code.
+"""
+
+from __future__ import annotations
+
+import os
+
+from types import ModuleType
+
+
+__all__ = ["PURE_PYTHON_ENV", "native", "native_enabled"]
+
+#: The environment variable that forces the pure-Python code (read at import).
+PURE_PYTHON_ENV = "CUSTDATA_PURE_PYTHON"
+
+
+def _load() -> ModuleType | None:
+    if os.environ.get(PURE_PYTHON_ENV, "").strip() not in {"", "0"}:
+        return None
+    try:
+        from . import _native  # noqa: PLC0415 - optional, looked up once
+    except ImportError:
+        return None
+    return _native
+
+
+#: The native module in use, or ``None`` for the pure-Python code. Looked up
+#: at each use (a chain writer's start, a verification), so a test may swap it.
+native: ModuleType | None = _load()
+
+
+def native_enabled() -> bool:
+    """Return whether the audit chain runs on the native accelerator.
+
+    ``True`` when the optional extension ``custdata.audit._native`` was built
+    and imported and ``CUSTDATA_PURE_PYTHON`` was not set (to anything but
+    ``0``) when custdata was imported; ``False`` when the pure-Python code
+    runs. Both give byte-identical records and verification reports; the
+    native one is faster (see :doc:`/audit`, "The native accelerator").
+    """
+    return native is not None
