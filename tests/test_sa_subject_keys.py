@@ -310,6 +310,35 @@ class TestBoundedStatements:
             names = {c.name for c in session.scalars(select(world.Client))}
         assert {"again-0", "again-1", "again-2"} == names
 
+    def test_psycopg_binds_each_key_statement_as_a_few_arrays(
+        self, world: World
+    ) -> None:
+        """Through psycopg, key inserts and lookups bind binary arrays, not long lists.
+
+        1,200 new subjects, then a cold read of them: the two INSERTs and
+        three lookups each bind at most six parameters (one per column, or
+        the subjects as one ``bytea[]``), so psycopg parses each statement
+        once and caches it, instead of a 6,000- or 512-placeholder statement
+        parsed on every execution.
+        """
+        if world.engine.dialect.driver != "psycopg":
+            pytest.skip("binary arrays are bound through psycopg on PostgreSQL")
+        bound: list[tuple[str, int]] = []
+
+        @event.listens_for(world.engine, "before_cursor_execute")
+        def _seen(
+            conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any
+        ) -> None:
+            if reads_key_store(statement, world.key_table):
+                bound.append((statement.split(maxsplit=1)[0], len(parameters)))
+
+        world.add(1200)
+        world.scope.clear()
+        with support(), Session(world.engine) as session:
+            assert 1200 == len({c.name for c in session.scalars(select(world.Client))})
+        assert [("INSERT", 6)] * 2 + [("SELECT", 1)] * math.ceil(1200 / CHUNK) == bound
+        assert (1200, 1200) == (world.rows(), world.live_keys())
+
 
 class TestBatchedReads:
     def test_select_all_reads_keys_once_per_chunk(self, world: World) -> None:
