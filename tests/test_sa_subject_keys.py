@@ -32,6 +32,7 @@ from custdata.crypto import Keyring
 from custdata.crypto._envelope import subject_bytes
 from custdata.sqlalchemy import (
     SqlSubjectKeyStore,
+    _runtime,
     blind_index_eraser,
     customer_data,
     shred_subject,
@@ -387,6 +388,35 @@ class TestBatchedReads:
             assert (CANARY + "-0", "c0@example.jp") == (client.name, client.email)
         assert (0 if _reads_latest(world.engine) else 1) == len(world.statements)
         assert world.scope.cached(_canonical(cid)) is not None
+
+    def test_a_get_after_another_takes_the_one_row_path(
+        self, world: World, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Gets after the first under one context skip the batch bookkeeping.
+
+        The plan's announced grant serves them (one decision each, the row's
+        key kept in its sealed row), as for column keys: no
+        ``_batch_subjects`` call, no key-store statement, the right values.
+        """
+        ids = world.add(3)
+        world.scope.clear()
+        batches: list[int] = []
+        batch_subjects = _runtime._batch_subjects
+
+        def counted(rows: Any, plan: Any) -> Any:
+            batches.append(len(rows))
+            return batch_subjects(rows, plan)
+
+        monkeypatch.setattr(_runtime, "_batch_subjects", counted)
+        with support(), Session(world.engine) as session:
+            assert CANARY + "-0" == session.get(world.Client, ids[0]).name
+            assert [1] == batches
+            world.count_key_statements()
+            got = [session.get(world.Client, i) for i in ids[1:]]
+            assert [CANARY + "-1", CANARY + "-2"] == [c.name for c in got]
+            assert ["c1@example.jp", "c2@example.jp"] == [c.email for c in got]
+        assert [1] == batches
+        assert (0 if _reads_latest(world.engine) else 2) == len(world.statements)
 
     def test_core_select_reads_keys_once_per_chunk(self, world: World) -> None:
         """A Core select of the table takes the same batched path."""
@@ -1042,6 +1072,38 @@ class TestShreddedValuesAreNeverRecordedAsRevealed:
             client = session.get(trailed.world.Client, shredded)
             with pytest.raises(KeyDestroyedError) as info:
                 _ = client.name
+        assert CANARY not in str(info.value)
+        self._refused_only(trailed, shredded)
+
+    def test_orm_get_after_another_get(
+        self,
+        trailed: Trailed,
+        left: tuple[uuid.UUID, uuid.UUID],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A get after another under the same context (the one-row path): refused too.
+
+        The second get is decided without the batch bookkeeping (no
+        ``_batch_subjects``), and its shredded subject is still refused,
+        recorded as refused, never revealed.
+        """
+        shredded, live = left
+        batches: list[int] = []
+        batch_subjects = _runtime._batch_subjects
+
+        def counted(rows: Any, plan: Any) -> Any:
+            batches.append(len(rows))
+            return batch_subjects(rows, plan)
+
+        monkeypatch.setattr(_runtime, "_batch_subjects", counted)
+        with support(), Session(trailed.world.engine) as session:
+            assert CANARY + "-1" == session.get(trailed.world.Client, live).name
+            trailed.events()
+            batches.clear()
+            client = session.get(trailed.world.Client, shredded)
+            with pytest.raises(KeyDestroyedError) as info:
+                _ = client.name
+        assert [] == batches
         assert CANARY not in str(info.value)
         self._refused_only(trailed, shredded)
 
