@@ -334,6 +334,29 @@ class TestSubjectKeyBatches:
             cipher.open_fetched([*blobs[:3], bad], [*tails[:3], tails[0]])
         assert "canary" not in str(info.value)
 
+    def test_new_keys_are_wrapped_with_one_python_call_each(self) -> None:
+        """A batch of new keys makes one Python call per key (its record), no helper calls.
+
+        Counted with ``sys.setprofile``; the keys unwrap again (same
+        associated data as the single-key path).
+        """
+        keyring = Keyring.generate()
+        subjects = [b"u" + uuid.uuid4().bytes for _ in range(100)]
+        keyring._new_subject_records([b"warm"])  # the wrapping key, derived once
+        calls: list[str] = []
+
+        def profile(frame: Any, event: str, arg: Any) -> None:
+            if event == "call":
+                calls.append(frame.f_code.co_name)
+
+        sys.setprofile(profile)
+        try:
+            records, keys = keyring._new_subject_records(subjects)
+        finally:
+            sys.setprofile(None)
+        assert len(calls) <= len(subjects) + 5, sorted(set(calls))
+        assert keys == [keyring._unwrap_subject_key(r) for r in records]
+
     def test_another_keyrings_shred_reaches_this_cache(self) -> None:
         """Two keyrings over one store (two processes): a shred by one is seen by the other."""
         keyring = Keyring.generate()
