@@ -32,6 +32,7 @@ from custdata.crypto import Keyring
 from custdata.crypto._envelope import subject_bytes
 from custdata.sqlalchemy import (
     SqlSubjectKeyStore,
+    _keyreads,
     _runtime,
     blind_index_eraser,
     customer_data,
@@ -417,6 +418,27 @@ class TestBatchedReads:
             assert ["c1@example.jp", "c2@example.jp"] == [c.email for c in got]
         assert [1] == batches
         assert (0 if _reads_latest(world.engine) else 2) == len(world.statements)
+
+    def test_a_get_finds_its_subject_parameter_once_per_compiled_form(
+        self, world: World, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Which parameter names a get's subject is worked out once, not per get."""
+        ids = world.add(4)
+        world.scope.clear()
+        searches: list[int] = []
+        subject_parameter = _keyreads._subject_parameter
+
+        def counted(*args: Any) -> Any:
+            searches.append(1)
+            return subject_parameter(*args)
+
+        monkeypatch.setattr(_keyreads, "_subject_parameter", counted)
+        world.count_key_statements()
+        for i, cid in enumerate(ids):
+            with support(), Session(world.engine) as session:
+                assert f"{CANARY}-{i}" == session.get(world.Client, cid).name
+        assert len(searches) <= 1
+        assert (0 if _reads_latest(world.engine) else 4) == len(world.statements)
 
     def test_core_select_reads_keys_once_per_chunk(self, world: World) -> None:
         """A Core select of the table takes the same batched path."""
