@@ -341,6 +341,29 @@ class TestBoundedStatements:
         assert [("INSERT", 6)] * 2 + [("SELECT", 1)] * math.ceil(1200 / CHUNK) == bound
         assert (1200, 1200) == (world.rows(), world.live_keys())
 
+    def test_a_lookup_makes_no_python_call_per_subject(self, world: World) -> None:
+        """A lookup of 500 subjects binds them without a Python call each (in custdata).
+
+        Counted with ``sys.setprofile`` in custdata's own code: the rendered
+        statement's parameters are the padded list itself (in order), not a
+        generator resumed once per subject.
+        """
+        subjects = [b"u" + uuid.uuid4().bytes for _ in range(500)]
+        world.store.lookup(subjects)  # rendered for 512, the connection made
+        calls: list[str] = []
+
+        def profile(frame: Any, event: str, arg: Any) -> None:
+            if event == "call" and "/custdata/" in frame.f_code.co_filename:
+                calls.append(frame.f_code.co_name)
+
+        sys.setprofile(profile)
+        try:
+            found, epoch = world.store.lookup(subjects)
+        finally:
+            sys.setprofile(None)
+        assert ({}, 0) == (found, epoch)
+        assert len(calls) < 20, sorted(set(calls))
+
 
 class TestBatchedReads:
     def test_select_all_reads_keys_once_per_chunk(self, world: World) -> None:

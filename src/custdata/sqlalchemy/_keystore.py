@@ -286,16 +286,22 @@ class SqlSubjectKeyStore:
                 .where(t.c.subject.in_([bindparam(f"s{i}") for i in range(size)]))
                 .compile(dialect=dialect)
             )
-            rendered = self._lookups[(dialect.name, size)] = (
-                compiled.string,
-                compiled.positiontup,
-            )
+            names = compiled.positiontup
+            # Positional parameters: the position of each subject, or True
+            # when they are in the list's order (then no reordering at all).
+            order: Any = None
+            if names is not None:
+                order = [int(name[1:]) for name in names]
+                order = True if order == list(range(size)) else order
+            rendered = self._lookups[(dialect.name, size)] = (compiled.string, order)
         sql, order = rendered
         padded = subjects + [subjects[0]] * (size - len(subjects))
-        if order is None:
-            params: Any = {f"s{i}": s for i, s in enumerate(padded)}
+        if order is True:
+            params: Any = tuple(padded)
+        elif order is None:
+            params = {f"s{i}": s for i, s in enumerate(padded)}
         else:
-            params = tuple(padded[int(name[1:])] for name in order)
+            params = tuple([padded[i] for i in order])
         return conn.exec_driver_sql(sql, params).all()
 
     def _insert_missing(self, conn: Connection) -> Any:
