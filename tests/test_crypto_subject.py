@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import uuid
 
 from pathlib import Path
@@ -17,6 +18,7 @@ from custdata import (
     UnknownKeyError,
 )
 from custdata.crypto import (
+    Codec,
     FileSubjectKeyStore,
     InMemorySubjectKeyStore,
     Keyring,
@@ -24,6 +26,8 @@ from custdata.crypto import (
     SubjectKeyStore,
     codec_for,
 )
+from custdata.crypto._codecs import _str_decode
+from custdata.crypto._envelope import length_prefixed, subject_bytes
 
 
 NOW = dt.datetime(2026, 11, 29, tzinfo=dt.timezone.utc)
@@ -286,6 +290,72 @@ class TestSubjectKeyBatches:
         blobs = cipher.encrypt_many([str(p) for p in subjects], subjects)
         assert [str(p) for p in subjects] == cipher.decrypt_many(blobs, subjects)
         assert 50 == len(list(store.records()))
+
+    def test_a_fetched_batch_of_str_values_decodes_without_a_call_per_value(
+        self, store: SubjectKeyStore
+    ) -> None:
+        """A fetched batch of str values is decoded inline; a bad frame is still named.
+
+        The batch path makes no call of the str codec for a well-formed
+        value (counted with ``sys.setprofile``), and a frame that is not
+        UTF-8 still fails as a DecryptionError that names no value.
+        """
+        keyring = Keyring.generate()
+        cipher = keyring.field_cipher(
+            table="t", column="c", codec=codec_for(str), subject_keys=store
+        )
+        people = [uuid.uuid4() for _ in range(40)]
+        values = [f"canary-{i}" for i in range(40)]
+        blobs = cipher.encrypt_many(values, people)
+        tails = [length_prefixed(subject_bytes(p)) for p in people]
+        calls: list[str] = []
+
+        def profile(frame: Any, event: str, arg: Any) -> None:
+            if event == "call" and frame.f_code is _str_decode.__code__:
+                calls.append(event)
+
+        sys.setprofile(profile)
+        try:
+            opened = cipher.open_fetched(blobs, tails)
+        finally:
+            sys.setprofile(None)
+        assert (values, []) == (opened, calls)
+        raw = Codec.tagged(
+            name="raw",
+            tag=0x01,  # a str frame's tag, with a payload that is not UTF-8
+            python_type=bytes,
+            encode_payload=bytes,
+            decode_payload=bytes,
+        )
+        bad = keyring.field_cipher(
+            table="t", column="c", codec=raw, subject_keys=store
+        ).encrypt(b"canary-\xff", people[0])
+        with pytest.raises(DecryptionError) as info:
+            cipher.open_fetched([*blobs[:3], bad], [*tails[:3], tails[0]])
+        assert "canary" not in str(info.value)
+
+    def test_new_keys_are_wrapped_with_one_python_call_each(self) -> None:
+        """A batch of new keys makes one Python call per key (its record), no helper calls.
+
+        Counted with ``sys.setprofile``; the keys unwrap again (same
+        associated data as the single-key path).
+        """
+        keyring = Keyring.generate()
+        subjects = [b"u" + uuid.uuid4().bytes for _ in range(100)]
+        keyring._new_subject_records([b"warm"])  # the wrapping key, derived once
+        calls: list[str] = []
+
+        def profile(frame: Any, event: str, arg: Any) -> None:
+            if event == "call":
+                calls.append(frame.f_code.co_name)
+
+        sys.setprofile(profile)
+        try:
+            records, keys = keyring._new_subject_records(subjects)
+        finally:
+            sys.setprofile(None)
+        assert len(calls) <= len(subjects) + 5, sorted(set(calls))
+        assert keys == [keyring._unwrap_subject_key(r) for r in records]
 
     def test_another_keyrings_shred_reaches_this_cache(self) -> None:
         """Two keyrings over one store (two processes): a shred by one is seen by the other."""

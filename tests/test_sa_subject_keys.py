@@ -32,6 +32,8 @@ from custdata.crypto import Keyring
 from custdata.crypto._envelope import subject_bytes
 from custdata.sqlalchemy import (
     SqlSubjectKeyStore,
+    _keyreads,
+    _runtime,
     blind_index_eraser,
     customer_data,
     shred_subject,
@@ -310,6 +312,58 @@ class TestBoundedStatements:
             names = {c.name for c in session.scalars(select(world.Client))}
         assert {"again-0", "again-1", "again-2"} == names
 
+    def test_psycopg_binds_each_key_statement_as_a_few_arrays(
+        self, world: World
+    ) -> None:
+        """Through psycopg, key inserts and lookups bind binary arrays, not long lists.
+
+        1,200 new subjects, then a cold read of them: the two INSERTs and
+        three lookups each bind at most six parameters (one per column, or
+        the subjects as one ``bytea[]``), so psycopg parses each statement
+        once and caches it, instead of a 6,000- or 512-placeholder statement
+        parsed on every execution.
+        """
+        if world.engine.dialect.driver != "psycopg":
+            pytest.skip("binary arrays are bound through psycopg on PostgreSQL")
+        bound: list[tuple[str, int]] = []
+
+        @event.listens_for(world.engine, "before_cursor_execute")
+        def _seen(
+            conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any
+        ) -> None:
+            if reads_key_store(statement, world.key_table):
+                bound.append((statement.split(maxsplit=1)[0], len(parameters)))
+
+        world.add(1200)
+        world.scope.clear()
+        with support(), Session(world.engine) as session:
+            assert 1200 == len({c.name for c in session.scalars(select(world.Client))})
+        assert [("INSERT", 6)] * 2 + [("SELECT", 1)] * math.ceil(1200 / CHUNK) == bound
+        assert (1200, 1200) == (world.rows(), world.live_keys())
+
+    def test_a_lookup_makes_no_python_call_per_subject(self, world: World) -> None:
+        """A lookup of 500 subjects binds them without a Python call each (in custdata).
+
+        Counted with ``sys.setprofile`` in custdata's own code: the rendered
+        statement's parameters are the padded list itself (in order), not a
+        generator resumed once per subject.
+        """
+        subjects = [b"u" + uuid.uuid4().bytes for _ in range(500)]
+        world.store.lookup(subjects)  # rendered for 512, the connection made
+        calls: list[str] = []
+
+        def profile(frame: Any, event: str, arg: Any) -> None:
+            if event == "call" and "/custdata/" in frame.f_code.co_filename:
+                calls.append(frame.f_code.co_name)
+
+        sys.setprofile(profile)
+        try:
+            found, epoch = world.store.lookup(subjects)
+        finally:
+            sys.setprofile(None)
+        assert ({}, 0) == (found, epoch)
+        assert len(calls) < 20, sorted(set(calls))
+
 
 class TestBatchedReads:
     def test_select_all_reads_keys_once_per_chunk(self, world: World) -> None:
@@ -358,6 +412,56 @@ class TestBatchedReads:
             assert (CANARY + "-0", "c0@example.jp") == (client.name, client.email)
         assert (0 if _reads_latest(world.engine) else 1) == len(world.statements)
         assert world.scope.cached(_canonical(cid)) is not None
+
+    def test_a_get_after_another_takes_the_one_row_path(
+        self, world: World, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Gets after the first under one context skip the batch bookkeeping.
+
+        The plan's announced grant serves them (one decision each, the row's
+        key kept in its sealed row), as for column keys: no
+        ``_batch_subjects`` call, no key-store statement, the right values.
+        """
+        ids = world.add(3)
+        world.scope.clear()
+        batches: list[int] = []
+        batch_subjects = _runtime._batch_subjects
+
+        def counted(rows: Any, plan: Any) -> Any:
+            batches.append(len(rows))
+            return batch_subjects(rows, plan)
+
+        monkeypatch.setattr(_runtime, "_batch_subjects", counted)
+        with support(), Session(world.engine) as session:
+            assert CANARY + "-0" == session.get(world.Client, ids[0]).name
+            assert [1] == batches
+            world.count_key_statements()
+            got = [session.get(world.Client, i) for i in ids[1:]]
+            assert [CANARY + "-1", CANARY + "-2"] == [c.name for c in got]
+            assert ["c1@example.jp", "c2@example.jp"] == [c.email for c in got]
+        assert [1] == batches
+        assert (0 if _reads_latest(world.engine) else 2) == len(world.statements)
+
+    def test_a_get_finds_its_subject_parameter_once_per_compiled_form(
+        self, world: World, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Which parameter names a get's subject is worked out once, not per get."""
+        ids = world.add(4)
+        world.scope.clear()
+        searches: list[int] = []
+        subject_parameter = _keyreads._subject_parameter
+
+        def counted(*args: Any) -> Any:
+            searches.append(1)
+            return subject_parameter(*args)
+
+        monkeypatch.setattr(_keyreads, "_subject_parameter", counted)
+        world.count_key_statements()
+        for i, cid in enumerate(ids):
+            with support(), Session(world.engine) as session:
+                assert f"{CANARY}-{i}" == session.get(world.Client, cid).name
+        assert len(searches) <= 1
+        assert (0 if _reads_latest(world.engine) else 4) == len(world.statements)
 
     def test_core_select_reads_keys_once_per_chunk(self, world: World) -> None:
         """A Core select of the table takes the same batched path."""
@@ -1013,6 +1117,38 @@ class TestShreddedValuesAreNeverRecordedAsRevealed:
             client = session.get(trailed.world.Client, shredded)
             with pytest.raises(KeyDestroyedError) as info:
                 _ = client.name
+        assert CANARY not in str(info.value)
+        self._refused_only(trailed, shredded)
+
+    def test_orm_get_after_another_get(
+        self,
+        trailed: Trailed,
+        left: tuple[uuid.UUID, uuid.UUID],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A get after another under the same context (the one-row path): refused too.
+
+        The second get is decided without the batch bookkeeping (no
+        ``_batch_subjects``), and its shredded subject is still refused,
+        recorded as refused, never revealed.
+        """
+        shredded, live = left
+        batches: list[int] = []
+        batch_subjects = _runtime._batch_subjects
+
+        def counted(rows: Any, plan: Any) -> Any:
+            batches.append(len(rows))
+            return batch_subjects(rows, plan)
+
+        monkeypatch.setattr(_runtime, "_batch_subjects", counted)
+        with support(), Session(trailed.world.engine) as session:
+            assert CANARY + "-1" == session.get(trailed.world.Client, live).name
+            trailed.events()
+            batches.clear()
+            client = session.get(trailed.world.Client, shredded)
+            with pytest.raises(KeyDestroyedError) as info:
+                _ = client.name
+        assert [] == batches
         assert CANARY not in str(info.value)
         self._refused_only(trailed, shredded)
 

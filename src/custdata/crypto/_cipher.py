@@ -838,6 +838,18 @@ class FieldCipher(_ColumnCipher[T]):
                 for blob, tail in zip(blobs, tails, strict=True)
             ]
         decode = self._decode
+        if decode is _str_decode:
+            # The str codec's decode, inlined as in open_fetched; a malformed
+            # frame goes to the codec below, which names the problem.
+            try:
+                opened: list[Any] = [  # T is str with the str codec
+                    None if f is None else f[1:].decode() if f[0] == 1 else decode(f)
+                    for f in frames
+                ]
+            except (ValueError, IndexError):
+                pass
+            else:
+                return opened
         if None in frames:
             return [None if f is None else decode(f) for f in frames]
         return list(map(decode, frames))  # type: ignore[arg-type]

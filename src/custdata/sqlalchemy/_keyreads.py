@@ -19,6 +19,8 @@ no statement of the store's. Any other shape keeps the batched lookup.
 
 from __future__ import annotations
 
+import weakref
+
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -140,6 +142,14 @@ def keys_first(  # noqa: PLR0917
     return sql, parameters, KeysWithRows(store, subject)
 
 
+#: Per compiled statement, the name of the parameter its ``WHERE subject =
+#: :value`` binds (``None``: it names no one subject). Worked out once per
+#: compiled form: a ``get`` reuses SQLAlchemy's cached compilation.
+_SUBJECT_PARAMETERS: weakref.WeakKeyDictionary[Any, str | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _named_subject(
     select_: Select[Any], compiled: Any, context: Any, lone: tuple[int, Any]
 ) -> bytes | None:
@@ -148,10 +158,32 @@ def _named_subject(
     A wrong guess costs nothing but a wasted read: the key read is used only
     for rows of that subject, as a lookup of it would be.
     """
+    try:
+        name = _SUBJECT_PARAMETERS[compiled]
+    except KeyError:
+        name = _SUBJECT_PARAMETERS[compiled] = _subject_parameter(
+            select_, compiled, lone[0]
+        )
+    except TypeError:  # not weakly referenceable: worked out every time
+        name = _subject_parameter(select_, compiled, lone[0])
+    if name is None:
+        return None
+    value = context.compiled_parameters[0].get(name)
+    if value is None:
+        return None
+    try:
+        return subject_tail(value, lone[1])[4:]
+    except (TypeError, ValueError):
+        return None
+
+
+def _subject_parameter(
+    select_: Select[Any], compiled: Any, position: int
+) -> str | None:
+    """The parameter name :func:`_named_subject` reads, or ``None``."""
     where = select_.whereclause
     if where is None:
         return None
-    position, kind = lone
     try:
         objects = compiled._result_columns[position][2]  # noqa: SLF001
     except (AttributeError, IndexError, TypeError):
@@ -175,11 +207,5 @@ def _named_subject(
         ):
             continue
         name = compiled.bind_names.get(clause.right)
-        value = context.compiled_parameters[0].get(name)
-        if value is None:
-            return None
-        try:
-            return subject_tail(value, kind)[4:]
-        except (TypeError, ValueError):
-            return None
+        return name if isinstance(name, str) else None
     return None

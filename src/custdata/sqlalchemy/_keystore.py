@@ -219,6 +219,50 @@ class SqlSubjectKeyStore:
             weakref.WeakKeyDictionary()
         )
 
+    def _array_sql(self, dialect: Any) -> tuple[str, str] | None:
+        """The lookup and the ``INSERT`` that bind binary arrays, for ``dialect``.
+
+        Only through psycopg (3) on PostgreSQL, whose ``%b`` placeholder sends
+        a parameter in binary: the lookup binds its subjects as one
+        ``bytea[]`` (``subject = ANY(%b)``) and the ``INSERT`` each column of
+        its records as one array (``SELECT ... FROM unnest(...)``). Either
+        statement has a handful of placeholders, so psycopg parses it once
+        and keeps it, where a list of 500 (or 6,000) ``%s`` would be parsed
+        again on every execution, and no value is escaped as text. Returns
+        ``None`` elsewhere (the rendered ``IN`` list and multi-row ``VALUES``).
+        """
+        key = ("arrays", f"{dialect.name}+{dialect.driver}")
+        if key in self._lookups:
+            return self._lookups[key]  # type: ignore[no-any-return]
+        rendered = None
+        table_sql = dialect.identifier_preparer.format_table(self.table)
+        if (
+            dialect.name == "postgresql"
+            and dialect.driver == "psycopg"  # its async mode too
+            and "%" not in table_sql
+        ):
+            quote = dialect.identifier_preparer.quote
+            subject, key_id, wrapped, wrapping, created, destroyed = (
+                quote(c.name) for c in self.table.columns
+            )
+            arrays = (
+                "%b::bytea[], %b::int8[], %b::bytea[], %b::int8[], "
+                "%b::timestamptz[], %b::timestamptz[]"
+            )
+            # Identifiers quoted by the dialect; every value is a parameter.
+            lookup = (
+                f"SELECT {subject}, {key_id}, {wrapped}, {wrapping} "  # noqa: S608
+                f"FROM {table_sql} WHERE {subject} = ANY(%b::bytea[])"
+            )
+            add = (
+                f"INSERT INTO {table_sql} ({subject}, {key_id}, {wrapped}, "  # noqa: S608
+                f"{wrapping}, {created}, {destroyed}) SELECT * FROM unnest({arrays}) "
+                f"ON CONFLICT ({subject}) DO NOTHING"
+            )
+            rendered = (lookup, add)
+        self._lookups[key] = rendered
+        return rendered
+
     def _lookup_rows(self, conn: Connection, subjects: list[bytes]) -> Sequence[Any]:
         """Run the lookup of ``subjects`` on ``conn``; return its rows.
 
@@ -226,10 +270,14 @@ class SqlSubjectKeyStore:
         with repeats of the first id) and run with ``exec_driver_sql``:
         SQLAlchemy's events still see it, but neither an expanding ``IN`` nor
         bind processing is redone for every lookup -- on a one-subject lookup
-        (a ``session.get``) those cost more than the query.
+        (a ``session.get``) those cost more than the query. Through psycopg
+        the subjects go as one binary array instead (:meth:`_array_sql`).
         """
-        size = 1 << (len(subjects) - 1).bit_length()
         dialect = conn.dialect
+        arrays = self._array_sql(dialect)
+        if arrays is not None:
+            return conn.exec_driver_sql(arrays[0], (subjects,)).all()
+        size = 1 << (len(subjects) - 1).bit_length()
         rendered = self._lookups.get((dialect.name, size))
         if rendered is None:
             t = self.table
@@ -238,16 +286,22 @@ class SqlSubjectKeyStore:
                 .where(t.c.subject.in_([bindparam(f"s{i}") for i in range(size)]))
                 .compile(dialect=dialect)
             )
-            rendered = self._lookups[(dialect.name, size)] = (
-                compiled.string,
-                compiled.positiontup,
-            )
+            names = compiled.positiontup
+            # Positional parameters: the position of each subject, or True
+            # when they are in the list's order (then no reordering at all).
+            order: Any = None
+            if names is not None:
+                order = [int(name[1:]) for name in names]
+                order = True if order == list(range(size)) else order
+            rendered = self._lookups[(dialect.name, size)] = (compiled.string, order)
         sql, order = rendered
         padded = subjects + [subjects[0]] * (size - len(subjects))
-        if order is None:
-            params: Any = {f"s{i}": s for i, s in enumerate(padded)}
+        if order is True:
+            params: Any = tuple(padded)
+        elif order is None:
+            params = {f"s{i}": s for i, s in enumerate(padded)}
         else:
-            params = tuple(padded[int(name[1:])] for name in order)
+            params = tuple([padded[i] for i in order])
         return conn.exec_driver_sql(sql, params).all()
 
     def _insert_missing(self, conn: Connection) -> Any:
@@ -490,7 +544,8 @@ class SqlSubjectKeyStore:
         """Insert each record whose subject has none; return each subject's stored record.
 
         One multi-row ``INSERT`` per 1,000 records (on SQLite, PostgreSQL,
-        MySQL and MariaDB; one executemany elsewhere), skipping subjects that
+        MySQL and MariaDB -- through psycopg, the records' columns as six
+        binary arrays; one executemany elsewhere), skipping subjects that
         already have one (``ON CONFLICT DO NOTHING`` on PostgreSQL and SQLite,
         ``INSERT IGNORE`` on MySQL and MariaDB); only when some were skipped
         (another writer got there first) is the winners' record read back, with
@@ -511,8 +566,11 @@ class SqlSubjectKeyStore:
             # on its connection may see uncommitted keys (reads_committed_on).
             _OPEN[transaction] = _Open()
         with self._connect(transaction, begin=True) as conn:
-            rendered = self._insert_sql(conn.dialect)
-            if rendered is not None:
+            arrays = self._array_sql(conn.dialect)
+            rendered = None if arrays is not None else self._insert_sql(conn.dialect)
+            if arrays is not None:
+                added = self._insert_arrays(conn, arrays[1], list(out.values()))
+            elif rendered is not None:
                 added = self._insert_rendered(conn, rendered, list(out.values()))
             else:
                 added = self._insert_executemany(
@@ -607,6 +665,25 @@ class SqlSubjectKeyStore:
                 )
             sql = head + ", ".join([group] * len(chunk)) + tail
             added += conn.exec_driver_sql(sql, tuple(params)).rowcount
+        return added
+
+    @staticmethod
+    def _insert_arrays(
+        conn: Connection, sql: str, records: list[SubjectKeyRecord]
+    ) -> int:
+        """Insert ``records`` as six binary arrays per 1,000; return how many were new."""
+        added = 0
+        for start in range(0, len(records), _INSERT_CHUNK):
+            chunk = records[start : start + _INSERT_CHUNK]
+            columns = (
+                [r.subject for r in chunk],
+                [r.key_id for r in chunk],
+                [r.wrapped_key for r in chunk],
+                [r.wrapping_key_id for r in chunk],
+                [r.created_at for r in chunk],
+                [r.destroyed_at for r in chunk],
+            )
+            added += conn.exec_driver_sql(sql, columns).rowcount
         return added
 
     def _insert_executemany(

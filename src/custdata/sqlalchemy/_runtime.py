@@ -2041,9 +2041,12 @@ class _AnnouncingCursor:
         The same decision as :meth:`_announce` makes for a batch of one, for
         the context and custodian that announced this plan's last batch (its
         memo), without the batch bookkeeping. ``None`` when it does not apply
-        (nothing announced yet; no subject; per-subject keys);
+        (nothing announced yet; no subject);
         :data:`_WITHHELD` (by identity) when the decision (made and recorded) withheld the
-        row's subject, which :attr:`_withheld` then names.
+        row's subject, which :attr:`_withheld` then names. Under per-subject
+        keys the row's key is fetched before the decision (a shredded subject
+        is refused) and kept in the sealed row, as :meth:`_announce` and
+        :func:`_sealed_rows` do for a batch.
         """
         memo = plan._granted  # noqa: SLF001 - the plan's own memo
         custodian = self._custodian
@@ -2053,7 +2056,6 @@ class _AnnouncingCursor:
             or memo[1] is not custodian
             or len(memo[3]) != 1
             or plan.envelopes is None
-            or plan.keyed
         ):
             return None
         index, kind = plan.lone  # type: ignore[misc]
@@ -2063,18 +2065,26 @@ class _AnnouncingCursor:
         text, tail = subject_parts(raw, kind)
         part, fields = memo[3][0]
         self._withheld.clear()
+        tails: list[list[bytes | None]] = [[tail]]
         decision = custodian.authorize(
             action=Action.READ,
             entity=part.entity,
             fields=fields,
             subjects=(text,),
             count=len(fields),
+            unreadable=_shredded(plan, part, custodian, (row,), tails)
+            if part.keyed
+            else (),
         )
         if decision.withheld:
             self._withheld[part.entity] = frozenset(decision.withheld)
             return _WITHHELD
         # _sealed_rows, for one row.
-        sealed = SealedRow(plan.envelopes(row), plan.at, tail, raw, memo[2], None)
+        keys = None
+        if plan.keyed:
+            held = _held_keys(plan, memo[2], tails)
+            keys = {b.where: found for (b, _src), found in held.items()} or None
+        sealed = SealedRow(plan.envelopes(row), plan.at, tail, raw, memo[2], keys)
         cells = list(row)
         for pos in plan.positions:
             cells[pos] = sealed
