@@ -414,7 +414,6 @@ class TestJoinsWithTheTrail:
             {models.Customer.__tablename__, models.Order.__tablename__},
         ] == entities
 
-
     def test_refused_join_records_no_reveal(
         self, engine: Engine, models: Models, trail_sink: MemorySink
     ) -> None:
