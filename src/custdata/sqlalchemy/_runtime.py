@@ -41,7 +41,8 @@ import weakref
 
 from base64 import b64encode
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 from uuid import UUID
@@ -978,6 +979,7 @@ class _Plan:
     __slots__ = (
         "_granted",
         "_grants",
+        "_rebuilds",
         "_released",
         "_valid",
         "at",
@@ -1094,6 +1096,28 @@ class _Plan:
         self._released: tuple[object, object, object, Any] | None = None
         #: (context, custodian, grant, announced parts) of the last sealed batch.
         self._granted: tuple[object, Any, Grant, Any] | None = None
+        #: Row width -> what makes a sealed row's result row (see :meth:`rebuild`).
+        self._rebuilds: dict[int, Callable[[tuple[Any, ...]], tuple[Any, ...]]] = {}
+
+    def rebuild(self, width: int) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+        """What turns ``row + (sealed,)`` into the row a sealed load hands over.
+
+        For a fetched row of *width* columns with its :class:`SealedRow`
+        appended, an ``itemgetter`` that picks every column of the row but
+        puts the sealed row at each customer-data position: one call in C
+        per row, no list and no Python loop over the positions.
+        """
+        build = self._rebuilds.get(width)
+        if build is None:
+            at = set(self.positions)
+            picks = [width if i in at else i for i in range(width)]
+            build = (
+                itemgetter(*picks)
+                if width > 1
+                else (lambda row, pick=picks[0]: (row[pick],))
+            )
+            self._rebuilds[width] = build
+        return build
 
     def validate(self, policy: Any) -> None:
         """Validate the statement's mapped classes against *policy* (once per policy).
@@ -1784,30 +1808,37 @@ def _sealed_rows(
 
     Every customer-data column of a row carries the same object (one per
     row, not one per value: the objects a load leaves behind for the garbage
-    collector do not grow with the number of fields).
+    collector do not grow with the number of fields). The batch is walked by
+    ``map`` over C callables (the row's envelopes, its subject, the sealed
+    row appended and the row rebuilt by :meth:`_Plan.rebuild`): the only
+    Python call per row is the sealed row's own ``__init__``.
     """
-    envelopes = plan.envelopes
-    at = plan.at
-    positions = plan.positions
     keys = {b.where: found for (b, _src), found in held.items()} if held else None
     # Each row is replaced in the fetched list itself (see _in_place).
     out: list[Any] = rows if rows.__class__ is list else list(rows)
-    if not plan.sources:
-        for i, row in enumerate(out):
-            sealed = SealedRow(envelopes(row), at, None, None, grant, keys)
-            cells = list(row)
-            for pos in positions:
-                cells[pos] = sealed
-            out[i] = tuple(cells)
+    if not out:
         return out
-    index = plan.sources[0][0]
-    for i, (row, tail) in enumerate(zip(out, tails[0], strict=True)):
-        sealed = SealedRow(envelopes(row), at, tail, row[index], grant, keys)
-        cells = list(row)
-        for pos in positions:
-            cells[pos] = sealed
-        out[i] = tuple(cells)
-    return out
+    if out[0].__class__ is not tuple:
+        _in_place(out, map(tuple, out))
+    n = len(out)
+    if plan.sources:
+        tail_of: Iterable[Any] = tails[0]
+        subject_of: Iterable[Any] = map(itemgetter(plan.sources[0][0]), out)
+    else:
+        tail_of = subject_of = repeat(None, n)
+    sealed = list(
+        map(
+            SealedRow,
+            map(plan.envelopes, out),
+            repeat(plan.at, n),
+            tail_of,
+            subject_of,
+            repeat(grant, n),
+            repeat(keys, n),
+        )
+    )
+    build = plan.rebuild(len(out[0]))
+    return _in_place(out, map(build, map(tuple.__add__, out, zip(sealed))))
 
 
 #: What :meth:`_AnnouncingCursor._seal_one` returns for a withheld subject.
@@ -2069,10 +2100,9 @@ class _AnnouncingCursor:
             return _WITHHELD
         # _sealed_rows, for one row.
         sealed = SealedRow(plan.envelopes(row), plan.at, tail, raw, memo[2], None)
-        cells = list(row)
-        for pos in plan.positions:
-            cells[pos] = sealed
-        return [tuple(cells)]
+        if row.__class__ is not tuple:
+            row = tuple(row)
+        return [plan.rebuild(len(row))((*row, sealed))]
 
     def _seal_withheld(
         self,
