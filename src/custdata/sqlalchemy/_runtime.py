@@ -42,7 +42,6 @@ import weakref
 from base64 import b64encode
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from itertools import repeat
 from operator import itemgetter
 from typing import Any
 from uuid import UUID
@@ -1808,37 +1807,26 @@ def _sealed_rows(
 
     Every customer-data column of a row carries the same object (one per
     row, not one per value: the objects a load leaves behind for the garbage
-    collector do not grow with the number of fields). The batch is walked by
-    ``map`` over C callables (the row's envelopes, its subject, the sealed
-    row appended and the row rebuilt by :meth:`_Plan.rebuild`): the only
-    Python call per row is the sealed row's own ``__init__``.
+    collector do not grow with the number of fields). Each row is rebuilt
+    by one C call (:meth:`_Plan.rebuild`), not a list patched per position.
     """
+    envelopes = plan.envelopes
+    at = plan.at
     keys = {b.where: found for (b, _src), found in held.items()} if held else None
     # Each row is replaced in the fetched list itself (see _in_place).
     out: list[Any] = rows if rows.__class__ is list else list(rows)
     if not out:
         return out
-    if out[0].__class__ is not tuple:
-        _in_place(out, map(tuple, out))
-    n = len(out)
-    if plan.sources:
-        tail_of: Iterable[Any] = tails[0]
-        subject_of: Iterable[Any] = map(itemgetter(plan.sources[0][0]), out)
-    else:
-        tail_of = subject_of = repeat(None, n)
-    sealed = list(
-        map(
-            SealedRow,
-            map(plan.envelopes, out),
-            repeat(plan.at, n),
-            tail_of,
-            subject_of,
-            repeat(grant, n),
-            repeat(keys, n),
-        )
-    )
     build = plan.rebuild(len(out[0]))
-    return _in_place(out, map(build, map(tuple.__add__, out, zip(sealed))))
+    if plan.sources:
+        index = plan.sources[0][0]
+        for i, (row, tail) in enumerate(zip(out, tails[0], strict=True)):
+            sealed = SealedRow(envelopes(row), at, tail, row[index], grant, keys)
+            out[i] = build((*row, sealed))
+        return out
+    for i, row in enumerate(out):
+        out[i] = build((*row, SealedRow(envelopes(row), at, None, None, grant, keys)))
+    return out
 
 
 #: What :meth:`_AnnouncingCursor._seal_one` returns for a withheld subject.
@@ -2100,8 +2088,6 @@ class _AnnouncingCursor:
             return _WITHHELD
         # _sealed_rows, for one row.
         sealed = SealedRow(plan.envelopes(row), plan.at, tail, raw, memo[2], None)
-        if row.__class__ is not tuple:
-            row = tuple(row)
         return [plan.rebuild(len(row))((*row, sealed))]
 
     def _seal_withheld(
