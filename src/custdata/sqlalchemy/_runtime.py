@@ -1538,6 +1538,7 @@ def authorize_read(
 
 
 _HEX_UUID = 32
+_UUID_TEXT = 36
 _UUID_BYTES = 16
 
 
@@ -1614,16 +1615,25 @@ def _batch_subjects(
                     continue
                 found = tails_of.get(raw)
                 if found is None:
-                    # subject_parts() inlined for 32 hex digits (CHAR(32) storage);
+                    # subject_parts() inlined for 32 hex digits (CHAR(32) storage)
+                    # and for the canonical text itself (MariaDB's UUID type);
                     # no tuple per row (fewer objects for the garbage collector).
-                    data = (
-                        fromhex(raw)
-                        if raw.__class__ is str and len(raw) == _HEX_UUID
-                        else b""
-                    )
+                    size = len(raw) if raw.__class__ is str else 0
+                    data = b""
+                    if size == _HEX_UUID:
+                        data = fromhex(raw)
+                        if len(data) == _UUID_BYTES:
+                            h = data.hex()
+                            text = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+                    elif (
+                        size == _UUID_TEXT
+                        and raw[8] == raw[13] == raw[18] == raw[23] == "-"
+                        and raw.islower()
+                    ):
+                        data = fromhex(raw.replace("-", ""))
+                        text = raw
                     if len(data) == _UUID_BYTES:
-                        h = data.hex()
-                        seen[f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"] = None
+                        seen[text] = None
                         found = _UUID_TAIL + data
                     else:
                         text, found = subject_parts(raw, kind)
