@@ -9,6 +9,7 @@ Usage::
     python benchmarks/bench_orm.py --rows 2000      # quicker
     python benchmarks/bench_orm.py --growth         # select-all ratio at 10k and 100k rows
     python benchmarks/bench_orm.py --profile        # custdata's time by package
+    python benchmarks/bench_orm.py --count --only none  # Python calls and collections per row
     python benchmarks/bench_orm.py --clock cpu      # CPU time: a busy machine disturbs it less
     python benchmarks/bench_orm.py --op "ORM session.get" --op "Core get by id"  # these only
     CUSTDATA_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
@@ -394,6 +395,68 @@ def profile(url: str, custodian: custdata.Custodian, n: int, lookups: int) -> No
         engine.dispose()
 
 
+def count(url: str, custodian: custdata.Custodian, n: int, lookups: int) -> None:
+    """Counted, not timed: Python calls (``cProfile``) and garbage collections per row.
+
+    Exact for a given N whatever the machine's load: per row (per lookup for
+    the two gets), every variant, each operation run twice before it is
+    counted (compiled statements cached, column keys derived).
+    """
+    tag = uuid.uuid4().hex[:6]
+    models = build_models(tag)
+    engine = create_engine(url, hide_parameters=True)
+    models["Base"].metadata.create_all(engine)
+    data = rows(n)
+    ids = [r["id"] for r in data][:: max(1, n // lookups)][:lookups]
+    ops = [op for op in OPERATIONS if op != "ORM insert"]
+    calls: dict[tuple[str, str], float] = {}
+    collections: dict[tuple[str, str], list[int]] = {}
+    try:
+        for variant in VARIANTS:
+            model = models[variant]
+            with _context("custdata", custodian), engine.begin() as conn:
+                conn.execute(delete(model.__table__))
+            todo = operations(engine, model, data, ids)
+            with _context(variant, custodian):
+                todo["ORM insert"][0]()
+                for op in ops:
+                    fn, per = todo[op]
+                    fn()
+                    fn()
+                    prof = cProfile.Profile()
+                    prof.enable()
+                    fn()
+                    prof.disable()
+                    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+                    calls[variant, op] = sum(e[1] for e in stats.values()) / per
+                    gc.collect()
+                    before = [g["collections"] for g in gc.get_stats()]
+                    fn()
+                    after = [g["collections"] for g in gc.get_stats()]
+                    collections[variant, op] = [
+                        a - b for a, b in zip(after, before, strict=True)
+                    ]
+    finally:
+        models["Base"].metadata.drop_all(engine)
+        engine.dispose()
+    print(
+        f"\n### counted: Python calls per row or lookup (N={n}, lookups={len(ids)})\n"
+    )
+    print("| operation | " + " | ".join(VARIANTS) + " |")
+    print("|---|" + "---:|" * len(VARIANTS))
+    for op in ops:
+        cells = " | ".join(f"{calls[v, op]:.1f}" for v in VARIANTS)
+        print(f"| {op} | {cells} |")
+    print("\ngarbage collections (generation 0 / 1 / 2) during one run:\n")
+    print("| operation | floor | custdata |")
+    print("|---|---:|---:|")
+    for op in ops:
+        print(
+            f"| {op} | {' / '.join(map(str, collections['floor', op]))} "
+            f"| {' / '.join(map(str, collections['custdata', op]))} |"
+        )
+
+
 def by_package(prof: cProfile.Profile) -> None:
     stats = pstats.Stats(prof)
     totals: dict[str, float] = defaultdict(float)
@@ -493,6 +556,11 @@ def main() -> None:
         "--profile", action="store_true", help="also custdata's time by package"
     )
     parser.add_argument(
+        "--count",
+        action="store_true",
+        help="also Python calls and garbage collections per row (counted, not timed)",
+    )
+    parser.add_argument(
         "--audit",
         choices=["jsonl", "trail", "list", "noop"],
         default="jsonl",
@@ -577,6 +645,8 @@ def main() -> None:
                 growth(file_url, custodian, args.reps)
             if args.profile:
                 profile(file_url, custodian, args.rows, args.lookups)
+            if args.count:
+                count(file_url, custodian, args.rows, args.lookups)
     finally:
         if isinstance(audit, AuditTrail):
             audit.close()

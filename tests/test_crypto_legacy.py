@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from custdata import DecryptionError
 from custdata.crypto import Keyring, codec_for
+from custdata.crypto._envelope import length_prefixed, subject_bytes
 from custdata.crypto._legacy import looks_sealed, read_legacy_plaintext
 
 
@@ -115,6 +116,41 @@ class TestOpenValue:
                 opened()
             if len(repr(stored)) > 4:
                 assert repr(stored) not in str(info.value)
+
+    def test_a_fetched_column_opens_as_its_values_do_one_by_one(
+        self, keyring: Keyring
+    ) -> None:
+        """open_fetched of a column (with and without subjects) equals open_value per value."""
+        cipher = keyring.field_cipher(table="t", column="c", codec=codec_for(str))
+        values = ["", "Tanaka Hanako", "東京都渋谷区", "x" * 300]
+        tails = [length_prefixed(subject_bytes(f"s{i}")) for i in range(len(values))]
+        bare = [cipher.encrypt(v) for v in values]
+        bound = [cipher.encrypt(v, subject=f"s{i}") for i, v in enumerate(values)]
+        assert values == cipher.open_fetched(bare)
+        assert values == [cipher.open_value(b) for b in bare]
+        assert values == cipher.open_fetched(bound, tails)
+        assert values == [
+            cipher.open_value(b, t) for b, t in zip(bound, tails, strict=True)
+        ]
+        with pytest.raises(DecryptionError):
+            cipher.open_fetched(bound[::-1], tails)
+        with pytest.raises(ValueError, match="differ in length"):
+            cipher.open_fetched(bound, tails[:-1])
+
+    def test_a_frame_of_another_codec_in_a_fetched_column(
+        self, keyring: Keyring
+    ) -> None:
+        """An authentic envelope whose frame is no str frame: DecryptionError, batch or not."""
+        text = keyring.field_cipher(table="t", column="c", codec=codec_for(str))
+        other = keyring.field_cipher(table="t", column="c", codec=codec_for(int))
+        stray = other.encrypt(12345678)
+        good = text.encrypt("Tanaka Hanako")
+        for batch in ([stray], [good, stray], [stray, good]):
+            with pytest.raises(DecryptionError) as info:
+                text.open_fetched(batch)
+            assert "12345678" not in str(info.value)
+        with pytest.raises(DecryptionError):
+            text.open_value(stray)
 
     def test_legacy_reader_gets_only_non_envelopes(self, keyring: Keyring) -> None:
         """In the transitional mode envelopes still decrypt; anything else goes to the reader."""

@@ -15,6 +15,7 @@ import sys
 import uuid
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,3 +133,114 @@ def test_a_load_leaves_one_object_per_row_for_the_collector(
         rows = [o for o in gc.get_objects() if o.__class__ is SealedRow]
         assert 50 == len(loaded)
         assert 50 == len(rows)
+
+
+def _custdata_calls(run: Any) -> int:
+    """The Python function calls *run* makes into custdata's own modules."""
+    root = str(Path(custdata.__file__).parent)
+    calls = 0
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        nonlocal calls
+        if event == "call" and frame.f_code.co_filename.startswith(root):
+            calls += 1
+
+    sys.setprofile(profile)
+    try:
+        run()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def test_a_load_makes_one_custdata_call_per_row_and_two_per_read(
+    engine: Engine, models: Models, sample_policy: custdata.Policy
+) -> None:
+    """Counted, not timed: what custdata's code adds to a select-all per row.
+
+    A load hands each row over sealed with one Python call of custdata's per
+    row (the sealed row's ``__init__``; the batch is walked by ``map`` over C
+    callables); a read is the attribute's ``__get__`` and one open. The rest
+    is per batch, whatever its size.
+    """
+    custodian = custdata.Custodian(
+        policy=sample_policy, keyring=custdata.crypto.Keyring.generate()
+    )
+    with custodian.activate(), billing():
+        with Session(engine) as session:
+            session.add_all(
+                models.Customer(name=f"{CANARIES['name']} {i}", email=f"{i}@example.jp")
+                for i in range(90)
+            )
+            session.commit()
+        ids = [
+            *Session(engine).scalars(
+                select(models.Customer.id).order_by(models.Customer.id)
+            )
+        ]
+
+        def load(n: int, *, read: bool) -> int:
+            chosen = ids[:n]
+            statement = select(models.Customer).where(models.Customer.id.in_(chosen))
+
+            def run() -> None:
+                with Session(engine) as session:
+                    for c in session.scalars(statement).all():
+                        if read:
+                            assert c.name.startswith(CANARIES["name"])
+                            assert c.email.endswith("@example.jp")
+
+            run()  # compiled, cached, the column keys derived
+            return _custdata_calls(run)
+
+        for read, per_row in ((False, 1), (True, 1 + 2 * 2)):
+            small, large = load(30, read=read), load(90, read=read)
+            assert per_row * 60 == large - small, (read, small, large)
+
+
+def test_rows_the_driver_returns_as_lists_are_sealed(
+    tmp_path: Path, sample_policy: custdata.Policy
+) -> None:
+    """A DBAPI whose rows are not tuples: each row is still handed over sealed."""
+    from sqlalchemy import create_engine, event
+
+    from sa_fixtures import make_models
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'lists.db'}", hide_parameters=True)
+
+    @event.listens_for(engine, "connect")
+    def _lists(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.row_factory = lambda _cursor, row: list(row)
+
+    models = make_models()
+    models.create(engine)
+    recorder = Recorder()
+    custodian = custdata.Custodian(
+        policy=sample_policy,
+        keyring=custdata.crypto.Keyring.generate(),
+        audit=recorder,
+    )
+    try:
+        with custodian.activate(), billing(), Session(engine) as session:
+            session.add_all(
+                models.Customer(
+                    name=f"{CANARIES['name']} {i}",
+                    email=f"{i}@example.jp",
+                    card=CANARIES["card"],
+                )
+                for i in range(3)
+            )
+            session.commit()
+            session.expunge_all()
+            loaded = session.scalars(select(models.Customer)).all()
+            assert 3 == len({id(c.__dict__["name"]) for c in loaded})
+            assert all(c.__dict__["card"] is c.__dict__["name"] for c in loaded)
+            assert all(c.__dict__["name"].__class__ is SealedRow for c in loaded)
+            assert {f"{CANARIES['name']} {i}" for i in range(3)} == {
+                c.name for c in loaded
+            }
+            assert {CANARIES["card"]} == {c.card for c in loaded}
+            assert all(isinstance(c.id, uuid.UUID) for c in loaded)
+    finally:
+        models.drop(engine)
+        engine.dispose()

@@ -41,7 +41,7 @@ import weakref
 
 from base64 import b64encode
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 from uuid import UUID
@@ -978,6 +978,7 @@ class _Plan:
     __slots__ = (
         "_granted",
         "_grants",
+        "_rebuilds",
         "_released",
         "_valid",
         "at",
@@ -1094,6 +1095,28 @@ class _Plan:
         self._released: tuple[object, object, object, Any] | None = None
         #: (context, custodian, grant, announced parts) of the last sealed batch.
         self._granted: tuple[object, Any, Grant, Any] | None = None
+        #: Row width -> what makes a sealed row's result row (see :meth:`rebuild`).
+        self._rebuilds: dict[int, Callable[[tuple[Any, ...]], tuple[Any, ...]]] = {}
+
+    def rebuild(self, width: int) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+        """What turns ``row + (sealed,)`` into the row a sealed load hands over.
+
+        For a fetched row of *width* columns with its :class:`SealedRow`
+        appended, an ``itemgetter`` that picks every column of the row but
+        puts the sealed row at each customer-data position: one call in C
+        per row, no list and no Python loop over the positions.
+        """
+        build = self._rebuilds.get(width)
+        if build is None:
+            at = set(self.positions)
+            picks = [width if i in at else i for i in range(width)]
+            build = (
+                itemgetter(*picks)
+                if width > 1
+                else (lambda row, pick=picks[0]: (row[pick],))
+            )
+            self._rebuilds[width] = build
+        return build
 
     def validate(self, policy: Any) -> None:
         """Validate the statement's mapped classes against *policy* (once per policy).
@@ -1521,6 +1544,7 @@ def authorize_read(
 
 
 _HEX_UUID = 32
+_UUID_TEXT = 36
 _UUID_BYTES = 16
 
 
@@ -1597,16 +1621,25 @@ def _batch_subjects(
                     continue
                 found = tails_of.get(raw)
                 if found is None:
-                    # subject_parts() inlined for 32 hex digits (CHAR(32) storage);
+                    # subject_parts() inlined for 32 hex digits (CHAR(32) storage)
+                    # and for the canonical text itself (MariaDB's UUID type);
                     # no tuple per row (fewer objects for the garbage collector).
-                    data = (
-                        fromhex(raw)
-                        if raw.__class__ is str and len(raw) == _HEX_UUID
-                        else b""
-                    )
+                    size = len(raw) if raw.__class__ is str else 0
+                    data = b""
+                    if size == _HEX_UUID:
+                        data = fromhex(raw)
+                        if len(data) == _UUID_BYTES:
+                            h = data.hex()
+                            text = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+                    elif (
+                        size == _UUID_TEXT
+                        and raw[8] == raw[13] == raw[18] == raw[23] == "-"
+                        and raw.islower()
+                    ):
+                        data = fromhex(raw.replace("-", ""))
+                        text = raw
                     if len(data) == _UUID_BYTES:
-                        h = data.hex()
-                        seen[f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"] = None
+                        seen[text] = None
                         found = _UUID_TAIL + data
                     else:
                         text, found = subject_parts(raw, kind)
@@ -1790,29 +1823,25 @@ def _sealed_rows(
 
     Every customer-data column of a row carries the same object (one per
     row, not one per value: the objects a load leaves behind for the garbage
-    collector do not grow with the number of fields).
+    collector do not grow with the number of fields). Each row is rebuilt
+    by one C call (:meth:`_Plan.rebuild`), not a list patched per position.
     """
     envelopes = plan.envelopes
     at = plan.at
-    positions = plan.positions
     keys = {b.where: found for (b, _src), found in held.items()} if held else None
     # Each row is replaced in the fetched list itself (see _in_place).
     out: list[Any] = rows if rows.__class__ is list else list(rows)
-    if not plan.sources:
-        for i, row in enumerate(out):
-            sealed = SealedRow(envelopes(row), at, None, None, grant, keys)
-            cells = list(row)
-            for pos in positions:
-                cells[pos] = sealed
-            out[i] = tuple(cells)
+    if not out:
         return out
-    index = plan.sources[0][0]
-    for i, (row, tail) in enumerate(zip(out, tails[0], strict=True)):
-        sealed = SealedRow(envelopes(row), at, tail, row[index], grant, keys)
-        cells = list(row)
-        for pos in positions:
-            cells[pos] = sealed
-        out[i] = tuple(cells)
+    build = plan.rebuild(len(out[0]))
+    if plan.sources:
+        index = plan.sources[0][0]
+        for i, (row, tail) in enumerate(zip(out, tails[0], strict=True)):
+            sealed = SealedRow(envelopes(row), at, tail, row[index], grant, keys)
+            out[i] = build((*row, sealed))
+        return out
+    for i, row in enumerate(out):
+        out[i] = build((*row, SealedRow(envelopes(row), at, None, None, grant, keys)))
     return out
 
 
@@ -2085,10 +2114,7 @@ class _AnnouncingCursor:
             held = _held_keys(plan, memo[2], tails)
             keys = {b.where: found for (b, _src), found in held.items()} or None
         sealed = SealedRow(plan.envelopes(row), plan.at, tail, raw, memo[2], keys)
-        cells = list(row)
-        for pos in plan.positions:
-            cells[pos] = sealed
-        return [tuple(cells)]
+        return [plan.rebuild(len(row))((*row, sealed))]
 
     def _seal_withheld(
         self,
