@@ -38,8 +38,10 @@ from custdata.audit import (
     FileAnchor,
     JsonLinesSink,
     JsonLinesSource,
+    MemorySink,
     _accel,
     _chain,
+    _compact,
     _keys,
     _store,
     native_enabled,
@@ -170,6 +172,76 @@ class TestSeal:
             out[impl] = path.read_bytes()
         assert out["pure"] == out["native"]
         assert out["pure"].count(b"\n") >= 5
+
+    @needs_native
+    @hypothesis.settings(max_examples=40, deadline=None)
+    @hypothesis.given(
+        events=st.lists(
+            st.tuples(
+                st.integers(min_value=-(2**63), max_value=2**63 - 1),
+                st.none() | st.from_regex(r"[A-Za-z0-9_.:-]{1,20}", fullmatch=True),
+                st.none() | st.from_regex(r"[a-f0-9]{8,32}", fullmatch=True),
+                st.integers(min_value=1, max_value=3),
+            ),
+            min_size=1,
+            max_size=12,
+        )
+    )
+    def test_native_lines_equal_pure_lines(
+        self, events: list[tuple[int, str | None, str | None, int]]
+    ) -> None:
+        """Decision records render to the same v1 and v2 lines natively and in Python."""
+        sink = MemorySink()
+        with AuditTrail(FakeKeys(), sinks=[sink], checkpoint_interval=None) as t:
+            for count, rid, tid, n in events:
+                subjects = tuple(f"c-{k}" for k in range(n))
+                t.record_decision(
+                    decision(
+                        "u-1",
+                        subjects=subjects,
+                        count=count,
+                        request_id=rid,
+                        trace_id=tid,
+                    ),
+                    now=T0,
+                )
+        records = sink.records
+        fast, slow = _compact.CompactWriter(), _compact.CompactWriter()
+        assert fast._native is NATIVE
+        slow._native = None
+        for record in records:
+            line = fast.render(record)
+            assert line == slow.render(record)
+            fast.written()
+            slow.written()
+            fmt = _chain.line_format(record.chain, record.key_ref)
+            head, mid = _chain.line_parts(fmt)
+            assert NATIVE.v1_line(
+                head,
+                record.seq,
+                mid,
+                record.prev,
+                record.mac,
+                record.body_sha256,
+                record.body,
+            ) == _chain.render_line(record)
+
+    @needs_native
+    def test_native_v2_line_leaves_other_values_to_python(self) -> None:
+        """A value the native renderer does not write gives None, not a wrong line."""
+        assert NATIVE is not None
+        mac = bytes(range(32))
+        args = (b'{"@":"0123456789ab","s":', 7, mac, b'","t":1,"d":[')
+        assert NATIVE.v2_line(*args, (3, "x"), b"\x00\x01") == (
+            b'{"@":"0123456789ab","s":7,"m":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",'
+            b'"t":1,"d":[3,"x"]}\n'
+        )
+        assert NATIVE.v2_line(*args, (3.5, "x"), b"\x00\x01") is None
+        assert NATIVE.v2_line(*args, (2**64, "x"), b"\x00\x01") is None
+        assert NATIVE.v2_line(*args, [3, "x"], b"\x00\x01") is None
+        assert NATIVE.v2_line(*args, (3,), b"\x00\x01") is None
+        with pytest.raises(ValueError, match="mac"):
+            NATIVE.v2_line(args[0], 7, b"short", args[3], (3,), b"\x00")
 
     def test_trail_seals_through_the_chosen_implementation(
         self, impl: str, tmp_path: Path

@@ -37,6 +37,7 @@ import re
 
 from typing import Any, Final
 
+from . import _accel
 from ._chain import SealedRecord
 
 
@@ -96,8 +97,12 @@ class CompactWriter:
 
     def __init__(self) -> None:
         self._cids: dict[str, bytes] = {}
-        #: (chain, template) → (template number, format of its values).
-        self._templates: dict[tuple[str, Any], tuple[int, str]] = {}
+        #: (chain, template) → its number and line parts (see :meth:`_template`).
+        self._templates: dict[
+            tuple[str, Any], tuple[int, str, bytes, bytes, bytes]
+        ] = {}
+        #: The native accelerator's line renderer, when it runs (looked up once).
+        self._native = _accel.native
         self._next = 0
         self._pending: list[tuple[Any, Any]] = []
 
@@ -125,27 +130,64 @@ class CompactWriter:
                 )
             )
             pending.append((chain, cid))
-        mac = _mac_text(record.mac)
         if fields.__class__ is tuple and len(fields) == 4:  # noqa: PLR2004 - a prepared event
             template, filled = fields[2], fields[3]
             found = self._templates.get((chain, template))
             if found is None:
-                texts, fmt = template.compact()
-                self._next += 1
-                found = (self._next, fmt)
+                found = self._template(cid, template)
                 head += b'{"@tpl":"%s","t":%d,"texts":%s}\n' % (
                     cid,
                     found[0],
-                    json.dumps(texts, ensure_ascii=False, separators=(",", ":")).encode(
-                        "utf-8"
-                    ),
+                    json.dumps(
+                        template.compact()[0], ensure_ascii=False, separators=(",", ":")
+                    ).encode("utf-8"),
                 )
                 pending.append(((chain, template), found))
-            values = (found[1] % tuple(filled)).encode("utf-8")
-            line = _RECORD % (cid, record.seq, mac, found[0], values)
+            native = self._native
+            # filled is the tuple of the template's values, in slot order; the
+            # native renderer writes the same bytes as the %-formats below (or
+            # None for a value it does not write).
+            line = (
+                None
+                if native is None
+                else native.v2_line(
+                    found[2], record.seq, record.mac, found[3], filled, found[4]
+                )
+            )
+            if line is None:
+                values = (found[1] % filled).encode("utf-8")
+                line = _RECORD % (
+                    cid,
+                    record.seq,
+                    _b64(record.mac, newline=False),
+                    found[0],
+                    values,
+                )
         else:
-            line = _GENERIC % (cid, record.seq, mac, record.body)
+            line = _GENERIC % (cid, record.seq, _mac_text(record.mac), record.body)
         return head + line if head else line
+
+    def _template(
+        self, cid: bytes, template: Any
+    ) -> tuple[int, str, bytes, bytes, bytes]:
+        """Number *template* for this file and prepare its record line's parts.
+
+        ``(n, values, head, mid, quoted)``: the template's number, the
+        ``%``-format of its values (:meth:`_Template.compact`), and for the
+        native renderer the line's text before the seq and from the MAC to
+        the values, and per value whether it is written between quotes.
+        """
+        _, fmt = template.compact()
+        self._next += 1
+        n = self._next
+        slots = fmt[1:-1].split(",") if fmt != "[]" else []
+        return (
+            n,
+            fmt,
+            b'{"@":"%s","s":' % cid,
+            b'","t":%d,"d":[' % n,
+            bytes(slot == '"%s"' for slot in slots),
+        )
 
     def written(self) -> None:
         """Note that the line :meth:`render` returned last was written whole."""

@@ -785,6 +785,185 @@ done:
     return result;
 }
 
+/* -- Rendering the JSON-lines sink's lines (see _sinks.py, _compact.py) ------ */
+
+static const char B64DIGITS[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Standard base64 of 32 bytes: 44 characters, the last one '='. */
+static void
+to_b64(const unsigned char in[MAC_LEN], char out[B64_LEN])
+{
+    size_t o = 0;
+    for (size_t i = 0; i + 3 <= MAC_LEN; i += 3) {
+        uint32_t v = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8) | in[i + 2];
+        out[o++] = B64DIGITS[(v >> 18) & 0x3f];
+        out[o++] = B64DIGITS[(v >> 12) & 0x3f];
+        out[o++] = B64DIGITS[(v >> 6) & 0x3f];
+        out[o++] = B64DIGITS[v & 0x3f];
+    }
+    /* 32 = 30 + 2: two bytes left, three digits and one '='. */
+    uint32_t v = ((uint32_t)in[30] << 16) | ((uint32_t)in[31] << 8);
+    out[o++] = B64DIGITS[(v >> 18) & 0x3f];
+    out[o++] = B64DIGITS[(v >> 12) & 0x3f];
+    out[o++] = B64DIGITS[(v >> 6) & 0x3f];
+    out[o] = '=';
+}
+
+static char *
+put(char *at, const char *data, size_t n)
+{
+    memcpy(at, data, n);
+    return at + n;
+}
+
+static PyObject *
+v1_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* v1_line(head, seq, mid, prev, mac, digest, body) -> bytes: the line
+     * line_format(chain, key_ref) % (seq, hex prev, hex mac, hex digest, body),
+     * where head is the format's text before seq and mid its text from seq to
+     * the prev value (chain and key id filled). */
+    static const char MAC_AT[] = "\",\"mac\":\"";
+    static const char DIGEST_AT[] = "\",\"body_sha256\":\"";
+    static const char BODY_AT[] = "\",\"body\":";
+    const char *head, *mid, *body;
+    size_t head_len, mid_len, body_len;
+    uint64_t seq;
+    char digits[24];
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "v1_line() takes 7 arguments");
+        return NULL;
+    }
+    if (bytes_arg(args[0], "head", &head, &head_len) < 0 || get_seq(args[1], &seq) < 0 ||
+        bytes_arg(args[2], "mid", &mid, &mid_len) < 0 ||
+        bytes_arg(args[6], "body", &body, &body_len) < 0) {
+        return NULL;
+    }
+    for (int i = 3; i < 6; i++) {
+        if (!PyBytes_Check(args[i]) || PyBytes_GET_SIZE(args[i]) != MAC_LEN) {
+            PyErr_SetString(PyExc_ValueError, "prev, mac and digest are 32 bytes");
+            return NULL;
+        }
+    }
+    size_t digits_len = (size_t)snprintf(digits, sizeof digits, "%llu",
+                                         (unsigned long long)seq);
+    size_t total = head_len + digits_len + mid_len + 3 * HEX_LEN + sizeof MAC_AT - 1 +
+                   sizeof DIGEST_AT - 1 + sizeof BODY_AT - 1 + body_len + 2;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (out == NULL) {
+        return NULL;
+    }
+    char *at = PyBytes_AS_STRING(out);
+    at = put(at, head, head_len);
+    at = put(at, digits, digits_len);
+    at = put(at, mid, mid_len);
+    to_hex((const unsigned char *)PyBytes_AS_STRING(args[3]), MAC_LEN, at);
+    at = put(at + HEX_LEN, MAC_AT, sizeof MAC_AT - 1);
+    to_hex((const unsigned char *)PyBytes_AS_STRING(args[4]), MAC_LEN, at);
+    at = put(at + HEX_LEN, DIGEST_AT, sizeof DIGEST_AT - 1);
+    to_hex((const unsigned char *)PyBytes_AS_STRING(args[5]), MAC_LEN, at);
+    at = put(at + HEX_LEN, BODY_AT, sizeof BODY_AT - 1);
+    at = put(at, body, body_len);
+    at = put(at, "}\n", 2);
+    return out;
+}
+
+static PyObject *
+v2_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* v2_line(head, seq, mac, mid, values, quoted) -> bytes | None: the
+     * compact record line head + seq + ',"m":"' + base64(mac) + mid + the
+     * values' JSON texts joined by ',' + ']}\n'.  head is '{"@":"<cid>","s":'
+     * and mid '","t":<n>,"d":['; a value is an int (written in decimal) or a
+     * str (written as it stands, between quotes where quoted[i] is 1).  None
+     * when a value is of another type: the caller renders the line itself. */
+    static const char MAC_AT[] = ",\"m\":\"";
+    const char *head, *mid, *quoted;
+    size_t head_len, mid_len, quoted_len;
+    uint64_t seq;
+    char digits[24], ints[64][24];
+    size_t int_lens[64];
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "v2_line() takes 6 arguments");
+        return NULL;
+    }
+    if (bytes_arg(args[0], "head", &head, &head_len) < 0 || get_seq(args[1], &seq) < 0 ||
+        bytes_arg(args[3], "mid", &mid, &mid_len) < 0 ||
+        bytes_arg(args[5], "quoted", &quoted, &quoted_len) < 0) {
+        return NULL;
+    }
+    if (!PyBytes_Check(args[2]) || PyBytes_GET_SIZE(args[2]) != MAC_LEN) {
+        PyErr_SetString(PyExc_ValueError, "mac is 32 bytes");
+        return NULL;
+    }
+    PyObject *values = args[4];
+    if (!PyTuple_CheckExact(values) || (size_t)PyTuple_GET_SIZE(values) != quoted_len ||
+        quoted_len > 64) {
+        Py_RETURN_NONE;
+    }
+    size_t n = quoted_len;
+    size_t digits_len = (size_t)snprintf(digits, sizeof digits, "%llu",
+                                         (unsigned long long)seq);
+    size_t total = head_len + digits_len + sizeof MAC_AT - 1 + B64_LEN + mid_len + 3;
+    for (size_t i = 0; i < n; i++) {
+        PyObject *v = PyTuple_GET_ITEM(values, (Py_ssize_t)i);
+        if (PyLong_CheckExact(v)) {
+            int overflow = 0;
+            long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+            if (overflow || (x == -1 && PyErr_Occurred())) {
+                PyErr_Clear();
+                Py_RETURN_NONE;
+            }
+            int_lens[i] = (size_t)snprintf(ints[i], sizeof ints[i], "%lld", x);
+            total += int_lens[i] + (quoted[i] ? 2 : 0);
+        }
+        else if (PyUnicode_CheckExact(v)) {
+            Py_ssize_t len;
+            if (PyUnicode_AsUTF8AndSize(v, &len) == NULL) {
+                return NULL;
+            }
+            total += (size_t)len + (quoted[i] ? 2 : 0);
+        }
+        else {
+            Py_RETURN_NONE;
+        }
+        total += i ? 1 : 0;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (out == NULL) {
+        return NULL;
+    }
+    char *at = PyBytes_AS_STRING(out);
+    at = put(at, head, head_len);
+    at = put(at, digits, digits_len);
+    at = put(at, MAC_AT, sizeof MAC_AT - 1);
+    to_b64((const unsigned char *)PyBytes_AS_STRING(args[2]), at);
+    at = put(at + B64_LEN, mid, mid_len);
+    for (size_t i = 0; i < n; i++) {
+        PyObject *v = PyTuple_GET_ITEM(values, (Py_ssize_t)i);
+        if (i) {
+            *at++ = ',';
+        }
+        if (quoted[i]) {
+            *at++ = '"';
+        }
+        if (PyLong_CheckExact(v)) {
+            at = put(at, ints[i], int_lens[i]);
+        }
+        else {
+            Py_ssize_t len;
+            const char *text = PyUnicode_AsUTF8AndSize(v, &len);
+            at = put(at, text, (size_t)len);
+        }
+        if (quoted[i]) {
+            *at++ = '"';
+        }
+    }
+    put(at, "]}\n", 3);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
     {"next_in_order", (PyCFunction)(void (*)(void))next_in_order, METH_FASTCALL,
      "Check one record at the next position of a chain (see _verify.py)."},
@@ -792,6 +971,10 @@ static PyMethodDef module_methods[] = {
      "Check a run of consecutive lines of one chain (see _verify.py)."},
     {"step", (PyCFunction)(void (*)(void))chain_step, METH_FASTCALL,
      "step(key, prefix, seq, prev, digest) -> the chain MAC of one record."},
+    {"v1_line", (PyCFunction)(void (*)(void))v1_line, METH_FASTCALL,
+     "The format-1 JSON line of a sealed record (see _sinks.py)."},
+    {"v2_line", (PyCFunction)(void (*)(void))v2_line, METH_FASTCALL,
+     "The format-2 line of a prepared decision record (see _compact.py)."},
     {NULL, NULL, 0, NULL},
 };
 

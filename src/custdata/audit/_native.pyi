@@ -53,3 +53,22 @@ def next_in_order(
     mac: bytes,
     /,
 ) -> bytes | None: ...
+def v1_line(
+    head: bytes,
+    seq: int,
+    mid: bytes,
+    prev: bytes,
+    mac: bytes,
+    digest: bytes,
+    body: bytes,
+    /,
+) -> bytes: ...
+def v2_line(
+    head: bytes,
+    seq: int,
+    mac: bytes,
+    mid: bytes,
+    values: tuple[Any, ...],
+    quoted: bytes,
+    /,
+) -> bytes | None: ...

@@ -432,7 +432,7 @@ def _encode(logger: object, method: str, event: structlog.typing.EventDict) -> A
     return (
         (
             "".join(parts).encode("utf-8"),
-            (shape.static, event, template, parts[1::2]),
+            (shape.static, event, template, tuple(parts[1::2])),
         ),
         _NO_KWARGS,
     )
