@@ -231,6 +231,12 @@ class CompactReader:
         self.templates: dict[tuple[str, int], list[bytes]] = {}
         #: cid → {seq: mac} of the chain's recent records.
         self._recent: dict[str, dict[int, bytes]] = {}
+        #: The short id as read → (chain, key_ref, its recent MACs), for
+        #: the chains read so far (forgotten when a chain is declared:
+        #: :attr:`chains` is filled before the first record is read).
+        self._known: dict[bytes, tuple[str, str, dict[int, bytes]]] = {}
+        #: The native accelerator, when it runs (looked up once).
+        self._native = _accel.native
 
     def recent(self, cid: str) -> dict[int, bytes]:
         """The MACs of chain *cid*'s recent records, by seq (to supply ``prev``)."""
@@ -251,46 +257,41 @@ class CompactReader:
             TypeError: The same, for a JSON value of the wrong type.
             RecursionError: Absurdly nested JSON (callers treat it as malformed).
         """
-        m = _RECORD_LINE.match(line)
-        if m is None:
-            self._meta(line)
-            return None
-        cid_b, seq_b, mac_text, kind = m.groups()
-        cid = cid_b.decode("ascii")
-        seq = int(seq_b)
-        chain, key_ref = self.chains[cid]
-        mac = _unb64(mac_text)
-        rest = line[m.end() :]
         body: bytes | None
-        digest: bytes
-        if kind == b"t":
-            t = _TEMPLATE_VALUES.match(rest)
-            if t is None:
-                raise ValueError("bad record")
-            parts = self.templates[cid, int(t.group(1))].copy()
-            n = len(parts) // 2
-            values = t.group(2).split(b",")  # split_values' common case, inlined
-            if len(values) != n:
-                found = split_values(t.group(2), n)
-                if found is None:
-                    raise ValueError("template values do not fit")
-                values = found
-            parts[1::2] = values
-            body = b"".join(parts)
-            digest = DerivedDigest(hashlib.sha256(body).digest())
-        elif kind == b"b":
-            if not rest.endswith(b"}"):
-                raise ValueError("bad record")
-            body = rest[:-1]
-            digest = DerivedDigest(hashlib.sha256(body).digest())
+        # The common line, a template record, in one match; any other is
+        # read by _other_line.
+        m = _TEMPLATE_RECORD.match(line)
+        if m is None:
+            other = self._other_line(line)
+            if other is None:
+                return None
+            cid_b, seq, mac, digest, body = other
         else:
-            h = _DIGEST_VALUE.match(rest)
-            if h is None:
-                raise ValueError("bad digest")
-            body, digest = None, bytes.fromhex(h.group(1).decode("ascii"))
-        recent = self._recent.get(cid)
-        if recent is None:
-            recent = self._recent[cid] = {}
+            cid_b, seq_b, mac_text, n_b, text = m.groups()
+            seq = int(seq_b)
+            mac = _unb64(mac_text)
+            parts = self.templates[cid_b.decode("ascii"), int(n_b)]
+            native = self._native
+            # The native fill gives the same bytes for values without a comma
+            # inside (None otherwise, or without the extension).
+            filled = None if native is None else native.v2_body(parts, text, _derived)
+            if filled is not None:
+                body, digest = filled
+            else:
+                parts = parts.copy()
+                values = text.split(b",")  # split_values' common case, inlined
+                if len(values) * 2 + 1 != len(parts):
+                    found = split_values(text, len(parts) // 2)
+                    if found is None:
+                        raise ValueError("template values do not fit")
+                    values = found
+                parts[1::2] = values
+                body = b"".join(parts)
+                digest = _derived(_sha256(body).digest())
+        known = self._known.get(cid_b)
+        if known is None:
+            known = self._know(cid_b)
+        chain, key_ref, recent = known
         prev = _ZERO if seq == 1 else recent.get(seq - 1)
         if seq not in recent:
             if len(recent) >= _RECENT:
@@ -298,6 +299,52 @@ class CompactReader:
                     del recent[old]
             recent[seq] = mac
         return chain, seq, key_ref, prev, mac, digest, body, cid_b
+
+    def _know(self, cid_b: bytes) -> tuple[str, str, dict[int, bytes]]:
+        """Return (and remember) chain *cid_b*'s declaration and recent MACs.
+
+        Raises:
+            KeyError: The chain was never declared.
+        """
+        cid = cid_b.decode("ascii")
+        chain, key_ref = self.chains[cid]
+        known = (chain, key_ref, self.recent(cid))
+        self._known[cid_b] = known
+        return known
+
+    def _other_line(
+        self, line: bytes
+    ) -> tuple[bytes, int, bytes, bytes, bytes | None] | None:
+        """Read a line that is not a template record: ``None`` for a declaration.
+
+        Returns ``(cid, seq, mac, body_sha256, body)`` of a record with its
+        body whole (``"b"``) or its digest alone (``"h"``).
+
+        Raises:
+            ValueError: The line is not a v2 line this reader can use.
+            TypeError: The same, for a JSON value of the wrong type.
+            RecursionError: Absurdly nested JSON.
+        """
+        m = _RECORD_LINE.match(line)
+        if m is None:
+            self._meta(line)
+            return None
+        cid_b, seq_b, mac_text, kind = m.groups()
+        seq = int(seq_b)
+        mac = _unb64(mac_text)
+        rest = line[m.end() :]
+        if kind == b"t":
+            # Not the writer's layout (which the common case matched).
+            raise ValueError("bad record")
+        if kind == b"b":
+            if not rest.endswith(b"}"):
+                raise ValueError("bad record")
+            body = rest[:-1]
+            return cid_b, seq, mac, DerivedDigest(_sha256(body).digest()), body
+        h = _DIGEST_VALUE.match(rest)
+        if h is None:
+            raise ValueError("bad digest")
+        return cid_b, seq, mac, bytes.fromhex(h.group(1).decode("ascii")), None
 
     def _meta(self, line: bytes) -> None:
         """Take in a declaration or a template line (or raise: not a v2 line)."""
@@ -309,6 +356,7 @@ class CompactReader:
             if not all(isinstance(x, str) for x in (cid, chain, key_ref)):
                 raise ValueError("bad declaration")
             self.chains[cid] = (chain, key_ref)
+            self._known.clear()
             return
         cid, n, texts = data["@tpl"], data["t"], data["texts"]
         if (
@@ -330,11 +378,16 @@ class CompactReader:
 _RECORD_LINE: Final = re.compile(
     rb'\{"@":"([0-9a-f]{12})","s":(0|[1-9][0-9]{0,18}),"m":"([A-Za-z0-9+/]{43}=)","([tbh])":'
 )
-_TEMPLATE_VALUES: Final = re.compile(
-    rb"(0|[1-9][0-9]{0,8}),\"d\":\[(.*)\]\}\Z", re.DOTALL
+#: A template record exactly as the writer lays it out (its values as they stand).
+_TEMPLATE_RECORD: Final = re.compile(
+    rb'\{"@":"([0-9a-f]{12})","s":(0|[1-9][0-9]{0,18}),"m":"([A-Za-z0-9+/]{43}=)",'
+    rb'"t":(0|[1-9][0-9]{0,8}),"d":\[(.*)\]\}\Z',
+    re.DOTALL,
 )
 _DIGEST_VALUE: Final = re.compile(rb'"([0-9a-f]{64})"\}\Z')
 _DECODE: Final = json.JSONDecoder().raw_decode
+_sha256: Final = hashlib.sha256
+_derived: Final = DerivedDigest
 
 
 def split_values(text: bytes, n: int) -> list[bytes] | None:

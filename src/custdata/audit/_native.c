@@ -964,6 +964,88 @@ v2_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+static PyObject *
+v2_body(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* v2_body(parts, values, cls) -> (body, cls(SHA-256 of body)) | None: a
+     * compact record's body, the template's static texts (parts, a list of
+     * bytes with an empty slot between each two) filled with the values'
+     * JSON texts (values, joined by ','), as CompactReader.feed fills them.
+     * None unless the values split on ',' fill the slots exactly (the
+     * caller then reads them as JSON). */
+    const char *text;
+    size_t text_len;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "v2_body() takes 3 arguments");
+        return NULL;
+    }
+    PyObject *parts = args[0];
+    if (!PyList_CheckExact(parts) || bytes_arg(args[1], "values", &text, &text_len) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "parts must be a list");
+        }
+        return NULL;
+    }
+    Py_ssize_t n_parts = PyList_GET_SIZE(parts);
+    if (n_parts % 2 != 1) {
+        Py_RETURN_NONE;
+    }
+    size_t slots = (size_t)(n_parts / 2), commas = 0, total = text_len;
+    for (size_t i = 0; i < text_len; i++) {
+        commas += text[i] == ',';
+    }
+    if (commas + 1 != slots) {
+        Py_RETURN_NONE;
+    }
+    for (Py_ssize_t i = 0; i < n_parts; i += 2) {
+        PyObject *p = PyList_GET_ITEM(parts, i);
+        if (!PyBytes_CheckExact(p)) {
+            Py_RETURN_NONE;
+        }
+        total += (size_t)PyBytes_GET_SIZE(p);
+    }
+    total -= commas;
+    PyObject *body = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (body == NULL) {
+        return NULL;
+    }
+    char *at = PyBytes_AS_STRING(body);
+    const char *value = text, *end = text + text_len;
+    for (Py_ssize_t i = 0; i < n_parts; i++) {
+        if (i % 2 == 0) {
+            PyObject *p = PyList_GET_ITEM(parts, i);
+            at = put(at, PyBytes_AS_STRING(p), (size_t)PyBytes_GET_SIZE(p));
+            continue;
+        }
+        const char *comma = memchr(value, ',', (size_t)(end - value));
+        const char *stop = comma == NULL ? end : comma;
+        at = put(at, value, (size_t)(stop - value));
+        value = stop + 1;
+    }
+    unsigned char digest[MAC_LEN];
+    sha256((const unsigned char *)PyBytes_AS_STRING(body), total, digest);
+    PyObject *raw = PyBytes_FromStringAndSize((const char *)digest, MAC_LEN);
+    if (raw == NULL) {
+        Py_DECREF(body);
+        return NULL;
+    }
+    PyObject *derived = PyObject_CallOneArg(args[2], raw);
+    Py_DECREF(raw);
+    if (derived == NULL) {
+        Py_DECREF(body);
+        return NULL;
+    }
+    PyObject *result = PyTuple_New(2);
+    if (result == NULL) {
+        Py_DECREF(body);
+        Py_DECREF(derived);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, 0, body);
+    PyTuple_SET_ITEM(result, 1, derived);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
     {"next_in_order", (PyCFunction)(void (*)(void))next_in_order, METH_FASTCALL,
      "Check one record at the next position of a chain (see _verify.py)."},
@@ -973,6 +1055,8 @@ static PyMethodDef module_methods[] = {
      "step(key, prefix, seq, prev, digest) -> the chain MAC of one record."},
     {"v1_line", (PyCFunction)(void (*)(void))v1_line, METH_FASTCALL,
      "The format-1 JSON line of a sealed record (see _sinks.py)."},
+    {"v2_body", (PyCFunction)(void (*)(void))v2_body, METH_FASTCALL,
+     "The body of a compact template record, and its digest (see _compact.py)."},
     {"v2_line", (PyCFunction)(void (*)(void))v2_line, METH_FASTCALL,
      "The format-2 line of a prepared decision record (see _compact.py)."},
     {NULL, NULL, 0, NULL},

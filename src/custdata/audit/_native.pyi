@@ -72,3 +72,6 @@ def v2_line(
     quoted: bytes,
     /,
 ) -> bytes | None: ...
+def v2_body(
+    parts: list[bytes], values: bytes, cls: type[bytes], /
+) -> tuple[bytes, bytes] | None: ...
