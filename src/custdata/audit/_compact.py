@@ -104,7 +104,9 @@ class CompactWriter:
         #: The native accelerator's line renderer, when it runs (looked up once).
         self._native = _accel.native
         self._next = 0
-        self._pending: list[tuple[Any, Any]] = []
+        #: The declarations the line :meth:`render` returned last carries
+        #: (empty for most lines: then :meth:`written` has nothing to do).
+        self.pending: list[tuple[Any, Any]] = []
 
     def reset(self) -> None:
         """Forget every declaration (a new file: they are written again)."""
@@ -115,8 +117,9 @@ class CompactWriter:
         """Return the line(s) of *record*: declarations it needs, then the record."""
         fields = record.__dict__["_fields"]
         chain = record.chain
-        pending = self._pending
-        pending.clear()
+        pending = self.pending
+        if pending:
+            pending.clear()
         head = b""
         cid = self._cids.get(chain)
         if cid is None:
@@ -191,7 +194,7 @@ class CompactWriter:
 
     def written(self) -> None:
         """Note that the line :meth:`render` returned last was written whole."""
-        pending = self._pending
+        pending = self.pending
         if not pending:
             return
         for key, value in pending:

@@ -260,7 +260,8 @@ class JsonLinesSink:
                         0,
                         now,
                     )
-            if self._fresh_line:
+            fresh = self._fresh_line
+            if fresh:
                 line = b"\n" + line
             # The hot path: one write on the O_APPEND descriptor.
             try:
@@ -270,8 +271,9 @@ class JsonLinesSink:
                     f"the audit JSON-lines sink cannot write ({type(exc).__name__})"
                 ) from None
             if written == len(line):
-                self._fresh_line = False
-                if compact is not None:
+                if fresh:
+                    self._fresh_line = False
+                if compact is not None and compact.pending:
                     compact.written()
                 return
             self._end_fragment(fd, written)
