@@ -277,6 +277,34 @@ class TestSeal:
         assert sum(r is not None for r in records) == 8  # start, 6 decisions, end
 
     @needs_native
+    @hypothesis.settings(max_examples=60, deadline=None)
+    @hypothesis.given(
+        texts=st.lists(st.text(max_size=12), min_size=1, max_size=8),
+        pool=st.lists(
+            st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.text(max_size=10),
+            min_size=8,
+            max_size=8,
+        ),
+    )
+    def test_native_fill_equals_the_body_format(
+        self, texts: list[str], pool: list[int | str]
+    ) -> None:
+        """The native fill of a decision body is the template's %-format, encoded."""
+        assert NATIVE is not None
+        values = tuple(pool[: len(texts) - 1])
+        fmt = "%s".join(t.replace("%", "%%") for t in texts)
+        expected = (fmt % values).encode("utf-8", "surrogatepass")
+        got = NATIVE.fill(
+            tuple(t.encode("utf-8", "surrogatepass") for t in texts), values
+        )
+        if any(isinstance(v, str) and not v.isascii() for v in values) and got is None:
+            return  # a str that is not valid UTF-8 (a lone surrogate) is left to Python
+        assert got == expected
+        assert NATIVE.fill((b"a", b"b"), (3.5,)) is None
+        assert NATIVE.fill((b"a", b"b"), (2**64,)) is None
+        assert NATIVE.fill((b"a",), (1,)) is None
+
+    @needs_native
     def test_native_v2_line_leaves_other_values_to_python(self) -> None:
         """A value the native renderer does not write gives None, not a wrong line."""
         assert NATIVE is not None

@@ -817,6 +817,86 @@ put(char *at, const char *data, size_t n)
     return at + n;
 }
 
+/* The text a %s-format writes for v when v is an exact int (in decimal, in
+ * buf) or an exact str (its UTF-8): 0, or -1 for any other value (or an
+ * int beyond 64 bits, a str that is not valid UTF-8), with no error set. */
+static int
+value_text(PyObject *v, char buf[24], const char **text, size_t *len)
+{
+    if (PyLong_CheckExact(v)) {
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow || (x == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return -1;
+        }
+        *len = (size_t)snprintf(buf, 24, "%lld", x);
+        *text = buf;
+        return 0;
+    }
+    if (PyUnicode_CheckExact(v)) {
+        Py_ssize_t n;
+        *text = PyUnicode_AsUTF8AndSize(v, &n);
+        if (*text == NULL) {
+            PyErr_Clear();
+            return -1;
+        }
+        *len = (size_t)n;
+        return 0;
+    }
+    return -1;
+}
+
+static PyObject *
+fill_body(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* fill(texts, values) -> bytes | None: texts[0] + values[0] + texts[1] +
+     * ... + texts[-1], each value as a %s-format writes it, UTF-8: the same
+     * bytes as ("%s".join(texts as str) % values).encode().  None when a value
+     * is not an exact int or str (the caller formats it in Python). */
+    char ints[64][24];
+    const char *vtext[64];
+    size_t vlen[64];
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "fill() takes 2 arguments");
+        return NULL;
+    }
+    PyObject *texts = args[0], *values = args[1];
+    if (!PyTuple_CheckExact(texts) || !PyTuple_CheckExact(values) ||
+        PyTuple_GET_SIZE(texts) != PyTuple_GET_SIZE(values) + 1 ||
+        PyTuple_GET_SIZE(values) > 64) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(values);
+    size_t total = 0;
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        PyObject *t = PyTuple_GET_ITEM(texts, i);
+        if (!PyBytes_CheckExact(t)) {
+            Py_RETURN_NONE;
+        }
+        total += (size_t)PyBytes_GET_SIZE(t);
+        if (i < n) {
+            if (value_text(PyTuple_GET_ITEM(values, i), ints[i], &vtext[i], &vlen[i]) < 0) {
+                Py_RETURN_NONE;
+            }
+            total += vlen[i];
+        }
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (out == NULL) {
+        return NULL;
+    }
+    char *at = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        PyObject *t = PyTuple_GET_ITEM(texts, i);
+        at = put(at, PyBytes_AS_STRING(t), (size_t)PyBytes_GET_SIZE(t));
+        if (i < n) {
+            at = put(at, vtext[i], vlen[i]);
+        }
+    }
+    return out;
+}
+
 static PyObject *
 v1_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -883,7 +963,8 @@ v2_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     size_t head_len, mid_len, quoted_len;
     uint64_t seq;
     char digits[24], ints[64][24];
-    size_t int_lens[64];
+    const char *vtext[64];
+    size_t vlen[64];
     if (nargs != 6) {
         PyErr_SetString(PyExc_TypeError, "v2_line() takes 6 arguments");
         return NULL;
@@ -907,28 +988,11 @@ v2_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                                          (unsigned long long)seq);
     size_t total = head_len + digits_len + sizeof MAC_AT - 1 + B64_LEN + mid_len + 3;
     for (size_t i = 0; i < n; i++) {
-        PyObject *v = PyTuple_GET_ITEM(values, (Py_ssize_t)i);
-        if (PyLong_CheckExact(v)) {
-            int overflow = 0;
-            long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-            if (overflow || (x == -1 && PyErr_Occurred())) {
-                PyErr_Clear();
-                Py_RETURN_NONE;
-            }
-            int_lens[i] = (size_t)snprintf(ints[i], sizeof ints[i], "%lld", x);
-            total += int_lens[i] + (quoted[i] ? 2 : 0);
-        }
-        else if (PyUnicode_CheckExact(v)) {
-            Py_ssize_t len;
-            if (PyUnicode_AsUTF8AndSize(v, &len) == NULL) {
-                return NULL;
-            }
-            total += (size_t)len + (quoted[i] ? 2 : 0);
-        }
-        else {
+        if (value_text(PyTuple_GET_ITEM(values, (Py_ssize_t)i), ints[i], &vtext[i],
+                       &vlen[i]) < 0) {
             Py_RETURN_NONE;
         }
-        total += i ? 1 : 0;
+        total += vlen[i] + (quoted[i] ? 2 : 0) + (i ? 1 : 0);
     }
     PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
     if (out == NULL) {
@@ -941,21 +1005,13 @@ v2_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     to_b64((const unsigned char *)PyBytes_AS_STRING(args[2]), at);
     at = put(at + B64_LEN, mid, mid_len);
     for (size_t i = 0; i < n; i++) {
-        PyObject *v = PyTuple_GET_ITEM(values, (Py_ssize_t)i);
         if (i) {
             *at++ = ',';
         }
         if (quoted[i]) {
             *at++ = '"';
         }
-        if (PyLong_CheckExact(v)) {
-            at = put(at, ints[i], int_lens[i]);
-        }
-        else {
-            Py_ssize_t len;
-            const char *text = PyUnicode_AsUTF8AndSize(v, &len);
-            at = put(at, text, (size_t)len);
-        }
+        at = put(at, vtext[i], vlen[i]);
         if (quoted[i]) {
             *at++ = '"';
         }
@@ -1047,6 +1103,8 @@ v2_body(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyMethodDef module_methods[] = {
+    {"fill", (PyCFunction)(void (*)(void))fill_body, METH_FASTCALL,
+     "A decision event's body from its template's texts and values (_trail.py)."},
     {"next_in_order", (PyCFunction)(void (*)(void))next_in_order, METH_FASTCALL,
      "Check one record at the next position of a chain (see _verify.py)."},
     {"run", (PyCFunction)(void (*)(void))verify_run, METH_FASTCALL,
