@@ -290,7 +290,7 @@ class CompactReader:
                     values = found
                 parts[1::2] = values
                 body = b"".join(parts)
-                digest = _derived(_sha256(body).digest())
+                digest = _derived(hashlib.sha256(body).digest())
         known = self._known.get(cid_b)
         if known is None:
             known = self._know(cid_b)
@@ -343,7 +343,7 @@ class CompactReader:
             if not rest.endswith(b"}"):
                 raise ValueError("bad record")
             body = rest[:-1]
-            return cid_b, seq, mac, DerivedDigest(_sha256(body).digest()), body
+            return cid_b, seq, mac, DerivedDigest(hashlib.sha256(body).digest()), body
         h = _DIGEST_VALUE.match(rest)
         if h is None:
             raise ValueError("bad digest")
@@ -389,7 +389,6 @@ _TEMPLATE_RECORD: Final = re.compile(
 )
 _DIGEST_VALUE: Final = re.compile(rb'"([0-9a-f]{64})"\}\Z')
 _DECODE: Final = json.JSONDecoder().raw_decode
-_sha256: Final = hashlib.sha256
 _derived: Final = DerivedDigest
 
 
