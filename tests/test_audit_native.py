@@ -17,6 +17,7 @@ import os
 import pickle
 import subprocess
 import sys
+import types
 import uuid
 
 from pathlib import Path
@@ -114,6 +115,16 @@ def _writer(monkeypatch: pytest.MonkeyPatch, impl: str) -> _chain.ChainWriter:
         _chain.uuid, "uuid4", lambda: uuid.UUID("12345678-1234-5678-1234-567812345678")
     )
     return _chain.ChainWriter(VECTOR_KEYS, deployment="dep", service="svc")
+
+
+def test_a_stale_build_is_not_used() -> None:
+    """An extension built from an older source (a function missing) is refused."""
+    full = types.SimpleNamespace(**dict.fromkeys(_accel._REQUIRED, object()))
+    assert _accel._usable(full)  # type: ignore[arg-type]
+    del full.fill
+    assert not _accel._usable(full)  # type: ignore[arg-type]
+    if NATIVE is not None:
+        assert _accel._usable(NATIVE)
 
 
 class TestSeal:
