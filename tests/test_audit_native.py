@@ -17,6 +17,7 @@ import os
 import pickle
 import subprocess
 import sys
+import types
 import uuid
 
 from pathlib import Path
@@ -38,8 +39,10 @@ from custdata.audit import (
     FileAnchor,
     JsonLinesSink,
     JsonLinesSource,
+    MemorySink,
     _accel,
     _chain,
+    _compact,
     _keys,
     _store,
     native_enabled,
@@ -114,6 +117,16 @@ def _writer(monkeypatch: pytest.MonkeyPatch, impl: str) -> _chain.ChainWriter:
     return _chain.ChainWriter(VECTOR_KEYS, deployment="dep", service="svc")
 
 
+def test_a_stale_build_is_not_used() -> None:
+    """An extension built from an older source (a function missing) is refused."""
+    full = types.SimpleNamespace(**dict.fromkeys(_accel._REQUIRED, object()))
+    assert _accel._usable(full)  # type: ignore[arg-type]
+    del full.fill
+    assert not _accel._usable(full)  # type: ignore[arg-type]
+    if NATIVE is not None:
+        assert _accel._usable(NATIVE)
+
+
 class TestSeal:
     @needs_native
     @hypothesis.settings(max_examples=40, deadline=None)
@@ -170,6 +183,154 @@ class TestSeal:
             out[impl] = path.read_bytes()
         assert out["pure"] == out["native"]
         assert out["pure"].count(b"\n") >= 5
+
+    @needs_native
+    @hypothesis.settings(max_examples=40, deadline=None)
+    @hypothesis.given(
+        events=st.lists(
+            st.tuples(
+                st.integers(min_value=-(2**63), max_value=2**63 - 1),
+                st.none() | st.from_regex(r"[A-Za-z0-9_.:-]{1,20}", fullmatch=True),
+                st.none() | st.from_regex(r"[a-f0-9]{8,32}", fullmatch=True),
+                st.integers(min_value=1, max_value=3),
+            ),
+            min_size=1,
+            max_size=12,
+        )
+    )
+    def test_native_lines_equal_pure_lines(
+        self, events: list[tuple[int, str | None, str | None, int]]
+    ) -> None:
+        """Decision records render to the same v1 and v2 lines natively and in Python."""
+        sink = MemorySink()
+        with AuditTrail(FakeKeys(), sinks=[sink], checkpoint_interval=None) as t:
+            for count, rid, tid, n in events:
+                subjects = tuple(f"c-{k}" for k in range(n))
+                t.record_decision(
+                    decision(
+                        "u-1",
+                        subjects=subjects,
+                        count=count,
+                        request_id=rid,
+                        trace_id=tid,
+                    ),
+                    now=T0,
+                )
+        records = sink.records
+        fast, slow = _compact.CompactWriter(), _compact.CompactWriter()
+        assert fast._native is NATIVE
+        slow._native = None
+        for record in records:
+            line = fast.render(record)
+            assert line == slow.render(record)
+            fast.written()
+            slow.written()
+            fmt = _chain.line_format(record.chain, record.key_ref)
+            head, mid = _chain.line_parts(fmt)
+            assert NATIVE.v1_line(
+                head,
+                record.seq,
+                mid,
+                record.prev,
+                record.mac,
+                record.body_sha256,
+                record.body,
+            ) == _chain.render_line(record)
+
+    @needs_native
+    @hypothesis.settings(max_examples=60, deadline=None)
+    @hypothesis.given(
+        texts=st.lists(st.binary(max_size=20), min_size=1, max_size=8),
+        values=st.lists(st.binary(max_size=12), max_size=9),
+    )
+    def test_native_v2_body_equals_pure(
+        self, texts: list[bytes], values: list[bytes]
+    ) -> None:
+        """The native fill of a compact record is the reader's, or None when it cannot fit."""
+        assert NATIVE is not None
+        parts: list[bytes] = []
+        for text in texts:
+            parts += (text, b"")
+        parts = parts[:-1]
+        joined = b",".join(values)
+        got = NATIVE.v2_body(parts, joined, _compact.DerivedDigest)
+        pieces = joined.split(b",")
+        if len(pieces) * 2 + 1 != len(parts):
+            assert got is None
+            return
+        filled = parts.copy()
+        filled[1::2] = pieces
+        body = b"".join(filled)
+        assert got is not None
+        assert got == (body, hashlib.sha256(body).digest())
+        assert type(got[1]) is _compact.DerivedDigest
+
+    def test_compact_reader_reads_the_same_records(
+        self, impl: str, tmp_path: Path
+    ) -> None:
+        """The format-2 reader gives the same records on both implementations."""
+        path = tmp_path / "audit.jsonl"
+        with AuditTrail(
+            FakeKeys(), sinks=[JsonLinesSink(path, version=2)], checkpoint_interval=None
+        ) as t:
+            for i in range(6):
+                t.record_decision(
+                    decision("u-1", subjects=tuple(f"c-{k}" for k in range(i % 3 + 1))),
+                    now=T0,
+                )
+        lines = path.read_bytes().splitlines()
+        reader = _compact.CompactReader()
+        assert (reader._native is not None) == (impl == "native")
+        plain = _compact.CompactReader()
+        plain._native = None
+        records = [reader.feed(line) for line in lines]
+        assert records == [plain.feed(line) for line in lines]
+        assert sum(r is not None for r in records) == 8  # start, 6 decisions, end
+
+    @needs_native
+    @hypothesis.settings(max_examples=60, deadline=None)
+    @hypothesis.given(
+        texts=st.lists(st.text(max_size=12), min_size=1, max_size=8),
+        pool=st.lists(
+            st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.text(max_size=10),
+            min_size=8,
+            max_size=8,
+        ),
+    )
+    def test_native_fill_equals_the_body_format(
+        self, texts: list[str], pool: list[int | str]
+    ) -> None:
+        """The native fill of a decision body is the template's %-format, encoded."""
+        assert NATIVE is not None
+        values = tuple(pool[: len(texts) - 1])
+        fmt = "%s".join(t.replace("%", "%%") for t in texts)
+        expected = (fmt % values).encode("utf-8", "surrogatepass")
+        got = NATIVE.fill(
+            tuple(t.encode("utf-8", "surrogatepass") for t in texts), values
+        )
+        if any(isinstance(v, str) and not v.isascii() for v in values) and got is None:
+            return  # a str that is not valid UTF-8 (a lone surrogate) is left to Python
+        assert got == expected
+        assert NATIVE.fill((b"a", b"b"), (3.5,)) is None
+        assert NATIVE.fill((b"a", b"b"), (2**64,)) is None
+        assert NATIVE.fill((b"a",), (1,)) is None
+
+    @needs_native
+    def test_native_v2_line_leaves_other_values_to_python(self) -> None:
+        """A value the native renderer does not write gives None, not a wrong line."""
+        assert NATIVE is not None
+        mac = bytes(range(32))
+        args = (b'{"@":"0123456789ab","s":', 7, mac, b'","t":1,"d":[')
+        assert NATIVE.v2_line(*args, (3, "x"), b"\x00\x01") == (
+            b'{"@":"0123456789ab","s":7,"m":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",'
+            b'"t":1,"d":[3,"x"]}\n'
+        )
+        assert NATIVE.v2_line(*args, (3.5, "x"), b"\x00\x01") is None
+        assert NATIVE.v2_line(*args, (2**64, "x"), b"\x00\x01") is None
+        assert NATIVE.v2_line(*args, [3, "x"], b"\x00\x01") is None
+        assert NATIVE.v2_line(*args, (3,), b"\x00\x01") is None
+        with pytest.raises(ValueError, match="mac"):
+            NATIVE.v2_line(args[0], 7, b"short", args[3], (3,), b"\x00")
 
     def test_trail_seals_through_the_chosen_implementation(
         self, impl: str, tmp_path: Path

@@ -21,6 +21,24 @@ __all__ = ["PURE_PYTHON_ENV", "native", "native_enabled"]
 PURE_PYTHON_ENV = "CUSTDATA_PURE_PYTHON"
 
 
+#: What the Python code calls in the extension: a build that lacks any of them
+#: (compiled from an older source and not rebuilt) is not used.
+_REQUIRED = (
+    "Sealer",
+    "fill",
+    "next_in_order",
+    "run",
+    "step",
+    "v1_line",
+    "v2_body",
+    "v2_line",
+)
+
+
+def _usable(module: ModuleType) -> bool:
+    return all(hasattr(module, name) for name in _REQUIRED)
+
+
 def _load() -> ModuleType | None:
     if os.environ.get(PURE_PYTHON_ENV, "").strip() not in {"", "0"}:
         return None
@@ -28,7 +46,7 @@ def _load() -> ModuleType | None:
         from . import _native  # noqa: PLC0415 - optional, looked up once
     except ImportError:
         return None
-    return _native
+    return _native if _usable(_native) else None
 
 
 #: The native module in use, or ``None`` for the pure-Python code. Looked up

@@ -195,6 +195,17 @@ def line_format(chain: str, key_ref: str) -> bytes:
     )
 
 
+def line_parts(fmt: bytes) -> tuple[bytes, bytes]:
+    """Return the texts of a :func:`line_format` before the seq and from it to ``prev``.
+
+    What the native renderer (``_native.v1_line``) writes around the seq; the
+    rest of the line's layout is fixed.
+    """
+    head, rest = fmt.split(b"%d", 1)
+    mid = rest.split(b"%s", 1)[0]
+    return head.replace(b"%%", b"%"), mid.replace(b"%%", b"%")
+
+
 def render_line(record: SealedRecord) -> bytes:
     r"""Render *record* as one JSON line (the stream sink format).
 

@@ -37,6 +37,7 @@ import re
 
 from typing import Any, Final
 
+from . import _accel
 from ._chain import SealedRecord
 
 
@@ -96,10 +97,16 @@ class CompactWriter:
 
     def __init__(self) -> None:
         self._cids: dict[str, bytes] = {}
-        #: (chain, template) → (template number, format of its values).
-        self._templates: dict[tuple[str, Any], tuple[int, str]] = {}
+        #: (chain, template) → its number and line parts (see :meth:`_template`).
+        self._templates: dict[
+            tuple[str, Any], tuple[int, str, bytes, bytes, bytes]
+        ] = {}
+        #: The native accelerator's line renderer, when it runs (looked up once).
+        self._native = _accel.native
         self._next = 0
-        self._pending: list[tuple[Any, Any]] = []
+        #: The declarations the line :meth:`render` returned last carries
+        #: (empty for most lines: then :meth:`written` has nothing to do).
+        self.pending: list[tuple[Any, Any]] = []
 
     def reset(self) -> None:
         """Forget every declaration (a new file: they are written again)."""
@@ -110,8 +117,9 @@ class CompactWriter:
         """Return the line(s) of *record*: declarations it needs, then the record."""
         fields = record.__dict__["_fields"]
         chain = record.chain
-        pending = self._pending
-        pending.clear()
+        pending = self.pending
+        if pending:
+            pending.clear()
         head = b""
         cid = self._cids.get(chain)
         if cid is None:
@@ -125,31 +133,68 @@ class CompactWriter:
                 )
             )
             pending.append((chain, cid))
-        mac = _mac_text(record.mac)
         if fields.__class__ is tuple and len(fields) == 4:  # noqa: PLR2004 - a prepared event
             template, filled = fields[2], fields[3]
             found = self._templates.get((chain, template))
             if found is None:
-                texts, fmt = template.compact()
-                self._next += 1
-                found = (self._next, fmt)
+                found = self._template(cid, template)
                 head += b'{"@tpl":"%s","t":%d,"texts":%s}\n' % (
                     cid,
                     found[0],
-                    json.dumps(texts, ensure_ascii=False, separators=(",", ":")).encode(
-                        "utf-8"
-                    ),
+                    json.dumps(
+                        template.compact()[0], ensure_ascii=False, separators=(",", ":")
+                    ).encode("utf-8"),
                 )
                 pending.append(((chain, template), found))
-            values = (found[1] % tuple(filled)).encode("utf-8")
-            line = _RECORD % (cid, record.seq, mac, found[0], values)
+            native = self._native
+            # filled is the tuple of the template's values, in slot order; the
+            # native renderer writes the same bytes as the %-formats below (or
+            # None for a value it does not write).
+            line = (
+                None
+                if native is None
+                else native.v2_line(
+                    found[2], record.seq, record.mac, found[3], filled, found[4]
+                )
+            )
+            if line is None:
+                values = (found[1] % filled).encode("utf-8")
+                line = _RECORD % (
+                    cid,
+                    record.seq,
+                    _b64(record.mac, newline=False),
+                    found[0],
+                    values,
+                )
         else:
-            line = _GENERIC % (cid, record.seq, mac, record.body)
+            line = _GENERIC % (cid, record.seq, _mac_text(record.mac), record.body)
         return head + line if head else line
+
+    def _template(
+        self, cid: bytes, template: Any
+    ) -> tuple[int, str, bytes, bytes, bytes]:
+        """Number *template* for this file and prepare its record line's parts.
+
+        ``(n, values, head, mid, quoted)``: the template's number, the
+        ``%``-format of its values (:meth:`_Template.compact`), and for the
+        native renderer the line's text before the seq and from the MAC to
+        the values, and per value whether it is written between quotes.
+        """
+        _, fmt = template.compact()
+        self._next += 1
+        n = self._next
+        slots = fmt[1:-1].split(",") if fmt != "[]" else []
+        return (
+            n,
+            fmt,
+            b'{"@":"%s","s":' % cid,
+            b'","t":%d,"d":[' % n,
+            bytes(slot == '"%s"' for slot in slots),
+        )
 
     def written(self) -> None:
         """Note that the line :meth:`render` returned last was written whole."""
-        pending = self._pending
+        pending = self.pending
         if not pending:
             return
         for key, value in pending:
@@ -189,6 +234,12 @@ class CompactReader:
         self.templates: dict[tuple[str, int], list[bytes]] = {}
         #: cid → {seq: mac} of the chain's recent records.
         self._recent: dict[str, dict[int, bytes]] = {}
+        #: The short id as read → (chain, key_ref, its recent MACs), for
+        #: the chains read so far (forgotten when a chain is declared:
+        #: :attr:`chains` is filled before the first record is read).
+        self._known: dict[bytes, tuple[str, str, dict[int, bytes]]] = {}
+        #: The native accelerator, when it runs (looked up once).
+        self._native = _accel.native
 
     def recent(self, cid: str) -> dict[int, bytes]:
         """The MACs of chain *cid*'s recent records, by seq (to supply ``prev``)."""
@@ -209,46 +260,41 @@ class CompactReader:
             TypeError: The same, for a JSON value of the wrong type.
             RecursionError: Absurdly nested JSON (callers treat it as malformed).
         """
-        m = _RECORD_LINE.match(line)
-        if m is None:
-            self._meta(line)
-            return None
-        cid_b, seq_b, mac_text, kind = m.groups()
-        cid = cid_b.decode("ascii")
-        seq = int(seq_b)
-        chain, key_ref = self.chains[cid]
-        mac = _unb64(mac_text)
-        rest = line[m.end() :]
         body: bytes | None
-        digest: bytes
-        if kind == b"t":
-            t = _TEMPLATE_VALUES.match(rest)
-            if t is None:
-                raise ValueError("bad record")
-            parts = self.templates[cid, int(t.group(1))].copy()
-            n = len(parts) // 2
-            values = t.group(2).split(b",")  # split_values' common case, inlined
-            if len(values) != n:
-                found = split_values(t.group(2), n)
-                if found is None:
-                    raise ValueError("template values do not fit")
-                values = found
-            parts[1::2] = values
-            body = b"".join(parts)
-            digest = DerivedDigest(hashlib.sha256(body).digest())
-        elif kind == b"b":
-            if not rest.endswith(b"}"):
-                raise ValueError("bad record")
-            body = rest[:-1]
-            digest = DerivedDigest(hashlib.sha256(body).digest())
+        # The common line, a template record, in one match; any other is
+        # read by _other_line.
+        m = _TEMPLATE_RECORD.match(line)
+        if m is None:
+            other = self._other_line(line)
+            if other is None:
+                return None
+            cid_b, seq, mac, digest, body = other
         else:
-            h = _DIGEST_VALUE.match(rest)
-            if h is None:
-                raise ValueError("bad digest")
-            body, digest = None, bytes.fromhex(h.group(1).decode("ascii"))
-        recent = self._recent.get(cid)
-        if recent is None:
-            recent = self._recent[cid] = {}
+            cid_b, seq_b, mac_text, n_b, text = m.groups()
+            seq = int(seq_b)
+            mac = _unb64(mac_text)
+            parts = self.templates[cid_b.decode("ascii"), int(n_b)]
+            native = self._native
+            # The native fill gives the same bytes for values without a comma
+            # inside (None otherwise, or without the extension).
+            filled = None if native is None else native.v2_body(parts, text, _derived)
+            if filled is not None:
+                body, digest = filled
+            else:
+                parts = parts.copy()
+                values = text.split(b",")  # split_values' common case, inlined
+                if len(values) * 2 + 1 != len(parts):
+                    found = split_values(text, len(parts) // 2)
+                    if found is None:
+                        raise ValueError("template values do not fit")
+                    values = found
+                parts[1::2] = values
+                body = b"".join(parts)
+                digest = _derived(hashlib.sha256(body).digest())
+        known = self._known.get(cid_b)
+        if known is None:
+            known = self._know(cid_b)
+        chain, key_ref, recent = known
         prev = _ZERO if seq == 1 else recent.get(seq - 1)
         if seq not in recent:
             if len(recent) >= _RECENT:
@@ -256,6 +302,52 @@ class CompactReader:
                     del recent[old]
             recent[seq] = mac
         return chain, seq, key_ref, prev, mac, digest, body, cid_b
+
+    def _know(self, cid_b: bytes) -> tuple[str, str, dict[int, bytes]]:
+        """Return (and remember) chain *cid_b*'s declaration and recent MACs.
+
+        Raises:
+            KeyError: The chain was never declared.
+        """
+        cid = cid_b.decode("ascii")
+        chain, key_ref = self.chains[cid]
+        known = (chain, key_ref, self.recent(cid))
+        self._known[cid_b] = known
+        return known
+
+    def _other_line(
+        self, line: bytes
+    ) -> tuple[bytes, int, bytes, bytes, bytes | None] | None:
+        """Read a line that is not a template record: ``None`` for a declaration.
+
+        Returns ``(cid, seq, mac, body_sha256, body)`` of a record with its
+        body whole (``"b"``) or its digest alone (``"h"``).
+
+        Raises:
+            ValueError: The line is not a v2 line this reader can use.
+            TypeError: The same, for a JSON value of the wrong type.
+            RecursionError: Absurdly nested JSON.
+        """
+        m = _RECORD_LINE.match(line)
+        if m is None:
+            self._meta(line)
+            return None
+        cid_b, seq_b, mac_text, kind = m.groups()
+        seq = int(seq_b)
+        mac = _unb64(mac_text)
+        rest = line[m.end() :]
+        if kind == b"t":
+            # Not the writer's layout (which the common case matched).
+            raise ValueError("bad record")
+        if kind == b"b":
+            if not rest.endswith(b"}"):
+                raise ValueError("bad record")
+            body = rest[:-1]
+            return cid_b, seq, mac, DerivedDigest(hashlib.sha256(body).digest()), body
+        h = _DIGEST_VALUE.match(rest)
+        if h is None:
+            raise ValueError("bad digest")
+        return cid_b, seq, mac, bytes.fromhex(h.group(1).decode("ascii")), None
 
     def _meta(self, line: bytes) -> None:
         """Take in a declaration or a template line (or raise: not a v2 line)."""
@@ -267,6 +359,7 @@ class CompactReader:
             if not all(isinstance(x, str) for x in (cid, chain, key_ref)):
                 raise ValueError("bad declaration")
             self.chains[cid] = (chain, key_ref)
+            self._known.clear()
             return
         cid, n, texts = data["@tpl"], data["t"], data["texts"]
         if (
@@ -288,11 +381,15 @@ class CompactReader:
 _RECORD_LINE: Final = re.compile(
     rb'\{"@":"([0-9a-f]{12})","s":(0|[1-9][0-9]{0,18}),"m":"([A-Za-z0-9+/]{43}=)","([tbh])":'
 )
-_TEMPLATE_VALUES: Final = re.compile(
-    rb"(0|[1-9][0-9]{0,8}),\"d\":\[(.*)\]\}\Z", re.DOTALL
+#: A template record exactly as the writer lays it out (its values as they stand).
+_TEMPLATE_RECORD: Final = re.compile(
+    rb'\{"@":"([0-9a-f]{12})","s":(0|[1-9][0-9]{0,18}),"m":"([A-Za-z0-9+/]{43}=)",'
+    rb'"t":(0|[1-9][0-9]{0,8}),"d":\[(.*)\]\}\Z',
+    re.DOTALL,
 )
 _DIGEST_VALUE: Final = re.compile(rb'"([0-9a-f]{64})"\}\Z')
 _DECODE: Final = json.JSONDecoder().raw_decode
+_derived: Final = DerivedDigest
 
 
 def split_values(text: bytes, n: int) -> list[bytes] | None:

@@ -785,13 +785,338 @@ done:
     return result;
 }
 
+/* -- Rendering the JSON-lines sink's lines (see _sinks.py, _compact.py) ------ */
+
+static const char B64DIGITS[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Standard base64 of 32 bytes: 44 characters, the last one '='. */
+static void
+to_b64(const unsigned char in[MAC_LEN], char out[B64_LEN])
+{
+    size_t o = 0;
+    for (size_t i = 0; i + 3 <= MAC_LEN; i += 3) {
+        uint32_t v = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8) | in[i + 2];
+        out[o++] = B64DIGITS[(v >> 18) & 0x3f];
+        out[o++] = B64DIGITS[(v >> 12) & 0x3f];
+        out[o++] = B64DIGITS[(v >> 6) & 0x3f];
+        out[o++] = B64DIGITS[v & 0x3f];
+    }
+    /* 32 = 30 + 2: two bytes left, three digits and one '='. */
+    uint32_t v = ((uint32_t)in[30] << 16) | ((uint32_t)in[31] << 8);
+    out[o++] = B64DIGITS[(v >> 18) & 0x3f];
+    out[o++] = B64DIGITS[(v >> 12) & 0x3f];
+    out[o++] = B64DIGITS[(v >> 6) & 0x3f];
+    out[o] = '=';
+}
+
+static char *
+put(char *at, const char *data, size_t n)
+{
+    memcpy(at, data, n);
+    return at + n;
+}
+
+/* The text a %s-format writes for v when v is an exact int (in decimal, in
+ * buf) or an exact str (its UTF-8): 0, or -1 for any other value (or an
+ * int beyond 64 bits, a str that is not valid UTF-8), with no error set. */
+static int
+value_text(PyObject *v, char buf[24], const char **text, size_t *len)
+{
+    if (PyLong_CheckExact(v)) {
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow || (x == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return -1;
+        }
+        *len = (size_t)snprintf(buf, 24, "%lld", x);
+        *text = buf;
+        return 0;
+    }
+    if (PyUnicode_CheckExact(v)) {
+        Py_ssize_t n;
+        *text = PyUnicode_AsUTF8AndSize(v, &n);
+        if (*text == NULL) {
+            PyErr_Clear();
+            return -1;
+        }
+        *len = (size_t)n;
+        return 0;
+    }
+    return -1;
+}
+
+static PyObject *
+fill_body(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* fill(texts, values) -> bytes | None: texts[0] + values[0] + texts[1] +
+     * ... + texts[-1], each value as a %s-format writes it, UTF-8: the same
+     * bytes as ("%s".join(texts as str) % values).encode().  None when a value
+     * is not an exact int or str (the caller formats it in Python). */
+    char ints[64][24];
+    const char *vtext[64];
+    size_t vlen[64];
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "fill() takes 2 arguments");
+        return NULL;
+    }
+    PyObject *texts = args[0], *values = args[1];
+    if (!PyTuple_CheckExact(texts) || !PyTuple_CheckExact(values) ||
+        PyTuple_GET_SIZE(texts) != PyTuple_GET_SIZE(values) + 1 ||
+        PyTuple_GET_SIZE(values) > 64) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(values);
+    size_t total = 0;
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        PyObject *t = PyTuple_GET_ITEM(texts, i);
+        if (!PyBytes_CheckExact(t)) {
+            Py_RETURN_NONE;
+        }
+        total += (size_t)PyBytes_GET_SIZE(t);
+        if (i < n) {
+            if (value_text(PyTuple_GET_ITEM(values, i), ints[i], &vtext[i], &vlen[i]) < 0) {
+                Py_RETURN_NONE;
+            }
+            total += vlen[i];
+        }
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (out == NULL) {
+        return NULL;
+    }
+    char *at = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        PyObject *t = PyTuple_GET_ITEM(texts, i);
+        at = put(at, PyBytes_AS_STRING(t), (size_t)PyBytes_GET_SIZE(t));
+        if (i < n) {
+            at = put(at, vtext[i], vlen[i]);
+        }
+    }
+    return out;
+}
+
+static PyObject *
+v1_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* v1_line(head, seq, mid, prev, mac, digest, body) -> bytes: the line
+     * line_format(chain, key_ref) % (seq, hex prev, hex mac, hex digest, body),
+     * where head is the format's text before seq and mid its text from seq to
+     * the prev value (chain and key id filled). */
+    static const char MAC_AT[] = "\",\"mac\":\"";
+    static const char DIGEST_AT[] = "\",\"body_sha256\":\"";
+    static const char BODY_AT[] = "\",\"body\":";
+    const char *head, *mid, *body;
+    size_t head_len, mid_len, body_len;
+    uint64_t seq;
+    char digits[24];
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "v1_line() takes 7 arguments");
+        return NULL;
+    }
+    if (bytes_arg(args[0], "head", &head, &head_len) < 0 || get_seq(args[1], &seq) < 0 ||
+        bytes_arg(args[2], "mid", &mid, &mid_len) < 0 ||
+        bytes_arg(args[6], "body", &body, &body_len) < 0) {
+        return NULL;
+    }
+    for (int i = 3; i < 6; i++) {
+        if (!PyBytes_Check(args[i]) || PyBytes_GET_SIZE(args[i]) != MAC_LEN) {
+            PyErr_SetString(PyExc_ValueError, "prev, mac and digest are 32 bytes");
+            return NULL;
+        }
+    }
+    size_t digits_len = (size_t)snprintf(digits, sizeof digits, "%llu",
+                                         (unsigned long long)seq);
+    size_t total = head_len + digits_len + mid_len + 3 * HEX_LEN + sizeof MAC_AT - 1 +
+                   sizeof DIGEST_AT - 1 + sizeof BODY_AT - 1 + body_len + 2;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (out == NULL) {
+        return NULL;
+    }
+    char *at = PyBytes_AS_STRING(out);
+    at = put(at, head, head_len);
+    at = put(at, digits, digits_len);
+    at = put(at, mid, mid_len);
+    to_hex((const unsigned char *)PyBytes_AS_STRING(args[3]), MAC_LEN, at);
+    at = put(at + HEX_LEN, MAC_AT, sizeof MAC_AT - 1);
+    to_hex((const unsigned char *)PyBytes_AS_STRING(args[4]), MAC_LEN, at);
+    at = put(at + HEX_LEN, DIGEST_AT, sizeof DIGEST_AT - 1);
+    to_hex((const unsigned char *)PyBytes_AS_STRING(args[5]), MAC_LEN, at);
+    at = put(at + HEX_LEN, BODY_AT, sizeof BODY_AT - 1);
+    at = put(at, body, body_len);
+    at = put(at, "}\n", 2);
+    return out;
+}
+
+static PyObject *
+v2_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* v2_line(head, seq, mac, mid, values, quoted) -> bytes | None: the
+     * compact record line head + seq + ',"m":"' + base64(mac) + mid + the
+     * values' JSON texts joined by ',' + ']}\n'.  head is '{"@":"<cid>","s":'
+     * and mid '","t":<n>,"d":['; a value is an int (written in decimal) or a
+     * str (written as it stands, between quotes where quoted[i] is 1).  None
+     * when a value is of another type: the caller renders the line itself. */
+    static const char MAC_AT[] = ",\"m\":\"";
+    const char *head, *mid, *quoted;
+    size_t head_len, mid_len, quoted_len;
+    uint64_t seq;
+    char digits[24], ints[64][24];
+    const char *vtext[64];
+    size_t vlen[64];
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "v2_line() takes 6 arguments");
+        return NULL;
+    }
+    if (bytes_arg(args[0], "head", &head, &head_len) < 0 || get_seq(args[1], &seq) < 0 ||
+        bytes_arg(args[3], "mid", &mid, &mid_len) < 0 ||
+        bytes_arg(args[5], "quoted", &quoted, &quoted_len) < 0) {
+        return NULL;
+    }
+    if (!PyBytes_Check(args[2]) || PyBytes_GET_SIZE(args[2]) != MAC_LEN) {
+        PyErr_SetString(PyExc_ValueError, "mac is 32 bytes");
+        return NULL;
+    }
+    PyObject *values = args[4];
+    if (!PyTuple_CheckExact(values) || (size_t)PyTuple_GET_SIZE(values) != quoted_len ||
+        quoted_len > 64) {
+        Py_RETURN_NONE;
+    }
+    size_t n = quoted_len;
+    size_t digits_len = (size_t)snprintf(digits, sizeof digits, "%llu",
+                                         (unsigned long long)seq);
+    size_t total = head_len + digits_len + sizeof MAC_AT - 1 + B64_LEN + mid_len + 3;
+    for (size_t i = 0; i < n; i++) {
+        if (value_text(PyTuple_GET_ITEM(values, (Py_ssize_t)i), ints[i], &vtext[i],
+                       &vlen[i]) < 0) {
+            Py_RETURN_NONE;
+        }
+        total += vlen[i] + (quoted[i] ? 2 : 0) + (i ? 1 : 0);
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (out == NULL) {
+        return NULL;
+    }
+    char *at = PyBytes_AS_STRING(out);
+    at = put(at, head, head_len);
+    at = put(at, digits, digits_len);
+    at = put(at, MAC_AT, sizeof MAC_AT - 1);
+    to_b64((const unsigned char *)PyBytes_AS_STRING(args[2]), at);
+    at = put(at + B64_LEN, mid, mid_len);
+    for (size_t i = 0; i < n; i++) {
+        if (i) {
+            *at++ = ',';
+        }
+        if (quoted[i]) {
+            *at++ = '"';
+        }
+        at = put(at, vtext[i], vlen[i]);
+        if (quoted[i]) {
+            *at++ = '"';
+        }
+    }
+    put(at, "]}\n", 3);
+    return out;
+}
+
+static PyObject *
+v2_body(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* v2_body(parts, values, cls) -> (body, cls(SHA-256 of body)) | None: a
+     * compact record's body, the template's static texts (parts, a list of
+     * bytes with an empty slot between each two) filled with the values'
+     * JSON texts (values, joined by ','), as CompactReader.feed fills them.
+     * None unless the values split on ',' fill the slots exactly (the
+     * caller then reads them as JSON). */
+    const char *text;
+    size_t text_len;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "v2_body() takes 3 arguments");
+        return NULL;
+    }
+    PyObject *parts = args[0];
+    if (!PyList_CheckExact(parts) || bytes_arg(args[1], "values", &text, &text_len) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "parts must be a list");
+        }
+        return NULL;
+    }
+    Py_ssize_t n_parts = PyList_GET_SIZE(parts);
+    if (n_parts % 2 != 1) {
+        Py_RETURN_NONE;
+    }
+    size_t slots = (size_t)(n_parts / 2), commas = 0, total = text_len;
+    for (size_t i = 0; i < text_len; i++) {
+        commas += text[i] == ',';
+    }
+    if (commas + 1 != slots) {
+        Py_RETURN_NONE;
+    }
+    for (Py_ssize_t i = 0; i < n_parts; i += 2) {
+        PyObject *p = PyList_GET_ITEM(parts, i);
+        if (!PyBytes_CheckExact(p)) {
+            Py_RETURN_NONE;
+        }
+        total += (size_t)PyBytes_GET_SIZE(p);
+    }
+    total -= commas;
+    PyObject *body = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (body == NULL) {
+        return NULL;
+    }
+    char *at = PyBytes_AS_STRING(body);
+    const char *value = text, *end = text + text_len;
+    for (Py_ssize_t i = 0; i < n_parts; i++) {
+        if (i % 2 == 0) {
+            PyObject *p = PyList_GET_ITEM(parts, i);
+            at = put(at, PyBytes_AS_STRING(p), (size_t)PyBytes_GET_SIZE(p));
+            continue;
+        }
+        const char *comma = memchr(value, ',', (size_t)(end - value));
+        const char *stop = comma == NULL ? end : comma;
+        at = put(at, value, (size_t)(stop - value));
+        value = stop + 1;
+    }
+    unsigned char digest[MAC_LEN];
+    sha256((const unsigned char *)PyBytes_AS_STRING(body), total, digest);
+    PyObject *raw = PyBytes_FromStringAndSize((const char *)digest, MAC_LEN);
+    if (raw == NULL) {
+        Py_DECREF(body);
+        return NULL;
+    }
+    PyObject *derived = PyObject_CallOneArg(args[2], raw);
+    Py_DECREF(raw);
+    if (derived == NULL) {
+        Py_DECREF(body);
+        return NULL;
+    }
+    PyObject *result = PyTuple_New(2);
+    if (result == NULL) {
+        Py_DECREF(body);
+        Py_DECREF(derived);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, 0, body);
+    PyTuple_SET_ITEM(result, 1, derived);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
+    {"fill", (PyCFunction)(void (*)(void))fill_body, METH_FASTCALL,
+     "A decision event's body from its template's texts and values (_trail.py)."},
     {"next_in_order", (PyCFunction)(void (*)(void))next_in_order, METH_FASTCALL,
      "Check one record at the next position of a chain (see _verify.py)."},
     {"run", (PyCFunction)(void (*)(void))verify_run, METH_FASTCALL,
      "Check a run of consecutive lines of one chain (see _verify.py)."},
     {"step", (PyCFunction)(void (*)(void))chain_step, METH_FASTCALL,
      "step(key, prefix, seq, prev, digest) -> the chain MAC of one record."},
+    {"v1_line", (PyCFunction)(void (*)(void))v1_line, METH_FASTCALL,
+     "The format-1 JSON line of a sealed record (see _sinks.py)."},
+    {"v2_body", (PyCFunction)(void (*)(void))v2_body, METH_FASTCALL,
+     "The body of a compact template record, and its digest (see _compact.py)."},
+    {"v2_line", (PyCFunction)(void (*)(void))v2_line, METH_FASTCALL,
+     "The format-2 line of a prepared decision record (see _compact.py)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -53,3 +53,26 @@ def next_in_order(
     mac: bytes,
     /,
 ) -> bytes | None: ...
+def v1_line(
+    head: bytes,
+    seq: int,
+    mid: bytes,
+    prev: bytes,
+    mac: bytes,
+    digest: bytes,
+    body: bytes,
+    /,
+) -> bytes: ...
+def v2_line(
+    head: bytes,
+    seq: int,
+    mac: bytes,
+    mid: bytes,
+    values: tuple[Any, ...],
+    quoted: bytes,
+    /,
+) -> bytes | None: ...
+def v2_body(
+    parts: list[bytes], values: bytes, cls: type[bytes], /
+) -> tuple[bytes, bytes] | None: ...
+def fill(texts: tuple[bytes, ...], values: tuple[Any, ...], /) -> bytes | None: ...

@@ -21,7 +21,15 @@ from typing import IO, Final, Protocol, runtime_checkable
 
 from custdata._errors import AuditUnavailableError, ConfigurationError
 
-from ._chain import _LINE, SealedRecord, _hexlify, line_format, render_line
+from . import _accel
+from ._chain import (
+    _LINE,
+    SealedRecord,
+    _hexlify,
+    line_format,
+    line_parts,
+    render_line,
+)
 from ._compact import V2_HEAD, CompactWriter
 from ._watch import CHECK_EVERY, CHECK_INTERVAL_NS, Watcher, watcher
 
@@ -138,8 +146,11 @@ class JsonLinesSink:
         self._generation = -1
         self._since = 0
         self._checked_ns = 0
-        #: (chain, key id, line format) of the last chain written (v1 lines).
-        self._format: tuple[str, str, bytes] = ("", "", b"")
+        #: (chain, key id, line format, its head and mid: see line_parts) of
+        #: the last chain written (v1 lines).
+        self._format: tuple[str, str, bytes, bytes, bytes] = ("", "", b"", b"", b"")
+        #: The native accelerator's line renderer, when it runs (looked up once).
+        self._native = _accel.native
         if target is None:
             self._stream = sys.stdout
         elif isinstance(target, (str, os.PathLike)):
@@ -198,18 +209,34 @@ class JsonLinesSink:
             if compact is not None:
                 line = compact.render(record)
             else:
-                # render_line, inlined, with the chain's line format made once.
-                chain, key_ref, fmt = self._format
+                # render_line, inlined, with the chain's line format made once
+                # (and its parts for the native renderer, the same bytes).
+                chain, key_ref, fmt, head, mid = self._format
                 if chain is not record.chain or key_ref is not record.key_ref:
                     chain, key_ref = record.chain, record.key_ref
                     fmt = line_format(chain, key_ref)
-                    self._format = (chain, key_ref, fmt)
-                line = fmt % (
-                    record.seq,
-                    _hexlify(record.prev),
-                    _hexlify(record.mac),
-                    _hexlify(record.body_sha256),
-                    record.body,
+                    head, mid = line_parts(fmt)
+                    self._format = (chain, key_ref, fmt, head, mid)
+                native = self._native
+                line = (
+                    fmt
+                    % (
+                        record.seq,
+                        _hexlify(record.prev),
+                        _hexlify(record.mac),
+                        _hexlify(record.body_sha256),
+                        record.body,
+                    )
+                    if native is None
+                    else native.v1_line(
+                        head,
+                        record.seq,
+                        mid,
+                        record.prev,
+                        record.mac,
+                        record.body_sha256,
+                        record.body,
+                    )
                 )
             # The path must still name the opened file: a moved, deleted or
             # replaced file would take this event out of the trail. The exact
@@ -233,7 +260,8 @@ class JsonLinesSink:
                         0,
                         now,
                     )
-            if self._fresh_line:
+            fresh = self._fresh_line
+            if fresh:
                 line = b"\n" + line
             # The hot path: one write on the O_APPEND descriptor.
             try:
@@ -243,8 +271,9 @@ class JsonLinesSink:
                     f"the audit JSON-lines sink cannot write ({type(exc).__name__})"
                 ) from None
             if written == len(line):
-                self._fresh_line = False
-                if compact is not None:
+                if fresh:
+                    self._fresh_line = False
+                if compact is not None and compact.pending:
                     compact.written()
                 return
             self._end_fragment(fd, written)

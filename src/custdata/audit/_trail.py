@@ -51,6 +51,7 @@ import structlog
 from custdata._decision import AccessDecision, Action, Outcome
 from custdata._errors import AuditError, AuditUnavailableError, ConfigurationError
 
+from . import _accel
 from ._chain import ChainWriter, Fields, SealedRecord
 from ._checkpoint import Checkpoint, Checkpointer
 from ._keys import (
@@ -210,7 +211,9 @@ class _Template:
     fast check; ``int_slots`` and ``encoded_slots`` are their positions.
     ``body`` is the same body as one ``%``-format: ``body % values``, with the
     values in slot order as :meth:`AuditTrail.record_decision` has them (plain
-    strings and integers), is the canonical body text in one C call.
+    strings and integers), is the canonical body text in one C call; ``texts``
+    are its static texts in UTF-8, which the native accelerator's ``fill``
+    joins with the values into the same bytes.
     """
 
     __slots__ = (
@@ -224,6 +227,7 @@ class _Template:
         "names",
         "parts",
         "refs",
+        "texts",
         "values",
     )
 
@@ -248,6 +252,8 @@ class _Template:
         # what the slots of plain values hold (encoded values are not filled
         # this way; see record_decision).
         self.body = "%s".join(p.replace("%", "%%") for p in parts[::2])
+        #: The same static texts, UTF-8, for the native fill (``_native.fill``).
+        self.texts: tuple[bytes, ...] = tuple(p.encode("utf-8") for p in parts[::2])
         self.names = tuple(names)
         getter = operator.itemgetter(*names)
         self.values: Callable[[Mapping[str, Any]], tuple[Any, ...]] = (
@@ -432,7 +438,7 @@ def _encode(logger: object, method: str, event: structlog.typing.EventDict) -> A
     return (
         (
             "".join(parts).encode("utf-8"),
-            (shape.static, event, template, parts[1::2]),
+            (shape.static, event, template, tuple(parts[1::2])),
         ),
         _NO_KWARGS,
     )
@@ -825,7 +831,12 @@ class AuditTrail:
                 values = (count, event_id, ref, tid, ts)
             else:
                 values = (count, event_id, rid, ref, tid, ts)
-            body = (template.body % values).encode("utf-8")
+            native = _accel.native
+            # The native fill writes the same bytes (None for a value it
+            # does not write: then the %-format does).
+            body = None if native is None else native.fill(template.texts, values)
+            if body is None:
+                body = (template.body % values).encode("utf-8")
             try:
                 self._seal(body, (shape.static, None, template, values))
             except AuditUnavailableError:
