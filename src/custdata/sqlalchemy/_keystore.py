@@ -35,6 +35,7 @@ from custdata.crypto import SubjectKeyRecord
 from custdata.crypto._subject import WrappedKey
 
 from ._binding import SUBJECT_INFO_KEY
+from ._ledger import TableStore
 
 
 __all__ = ["SqlSubjectKeyStore", "blind_index_eraser", "shred_subject"]
@@ -177,7 +178,7 @@ def subject_key_table(metadata: MetaData, table_name: str = _DEFAULT_TABLE) -> T
     )
 
 
-class SqlSubjectKeyStore:
+class SqlSubjectKeyStore(TableStore):
     """A :class:`custdata.crypto.SubjectKeyStore` in a SQL table.
 
     Each row holds one subject's wrapped data key (never a plain key) or, after
@@ -189,30 +190,23 @@ class SqlSubjectKeyStore:
 
     Args:
         engine: The engine the store uses, on its own connections.
-        table_name: The table's name.
+        table_name: The table's name (``custdata_subject_keys`` by default).
         metadata: The ``MetaData`` to define the table in (a new one by default),
             so Alembic can see it when you pass your models' metadata.
     """
+
+    _define = staticmethod(subject_key_table)
+    _default_table = _DEFAULT_TABLE
 
     def __init__(
         self,
         engine: Engine,
         *,
-        table_name: str = _DEFAULT_TABLE,
+        table_name: str | None = None,
         metadata: MetaData | None = None,
     ) -> None:
-        self._engine = engine
-        self.metadata = metadata if metadata is not None else MetaData()
-        self.table: Table = subject_key_table(self.metadata, table_name)
+        super().__init__(engine, table_name=table_name, metadata=metadata)
         self._lock = threading.Lock()
-        # Reads on PostgreSQL run in autocommit: no BEGIN and no ROLLBACK
-        # round trip around a one-statement lookup (psycopg switches modes
-        # locally). Elsewhere switching costs a round trip of its own.
-        self._reader = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if engine.dialect.name == "postgresql"
-            else engine
-        )
         self._lookups: dict[tuple[str, object], Any] = {}
         self._inserts: dict[str, Any] = {}
         self._shared_engines: weakref.WeakKeyDictionary[Engine, bool] = (
@@ -324,13 +318,6 @@ class SqlSubjectKeyStore:
                 statement = insert(t)
             self._inserts[name] = statement
         return statement
-
-    def __repr__(self) -> str:
-        return f"<SqlSubjectKeyStore table={self.table.name!r}>"
-
-    def create_table(self) -> None:
-        """Create the table if it does not exist."""
-        self.table.create(self._engine, checkfirst=True)
 
     @staticmethod
     def _record(row: Any) -> SubjectKeyRecord:
