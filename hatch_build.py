@@ -1,18 +1,23 @@
-"""Build the optional native accelerator of the audit chain (``custdata.audit._native``).
+"""Build custdata's optional native accelerators.
 
 A hatchling custom build hook (``[tool.hatch.build.targets.wheel.hooks.custom]``
-in ``pyproject.toml``). It compiles ``src/custdata/audit/_native.c`` against
-OpenSSL's libcrypto with setuptools' ``build_ext`` (the compiler and flags of
-the running Python, ``CC``/``CFLAGS``/``LDFLAGS`` honoured):
+in ``pyproject.toml``). It compiles two C extensions against OpenSSL's
+libcrypto with setuptools' ``build_ext`` (the compiler and flags of the
+running Python, ``CC``/``CFLAGS``/``LDFLAGS`` honoured):
 
-* for a wheel, into a temporary directory, included as
-  ``custdata/audit/_native<EXT_SUFFIX>`` (the wheel gets a platform tag);
-* for an editable install (``pip install -e .``), next to the sources, where
-  the editable path finds it (the file is ``.gitignore``d).
+* ``custdata.crypto._native`` (``src/custdata/crypto/_native.c``): the AES-256-GCM
+  of every envelope;
+* ``custdata.audit._native`` (``src/custdata/audit/_native.c``): the audit
+  chain's per-record step;
 
-The extension is optional: without a compiler, Python headers or OpenSSL
+for a wheel, into a temporary directory, included in the wheel (which gets a
+platform tag); for an editable install (``pip install -e .``), next to the
+sources, where the editable path finds them (the files are ``.gitignore``d).
+
+Each extension is optional: without a compiler, Python headers or OpenSSL
 headers the build prints a warning and goes on, and custdata runs on its
-pure-Python code (``custdata.audit.native_enabled()`` says which one runs).
+pure-Python code (``custdata.crypto.native_enabled()`` and
+``custdata.audit.native_enabled()`` say which one runs).
 ``CUSTDATA_NO_NATIVE=1`` at build time skips the compilation altogether.
 """
 
@@ -30,38 +35,43 @@ from typing import Any
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 
-_SOURCE = "src/custdata/audit/_native.c"
-_TARGET = "custdata/audit/_native"
+#: (source, module) of each extension.
+_EXTENSIONS = (
+    ("src/custdata/crypto/_native.c", "custdata.crypto._native"),
+    ("src/custdata/audit/_native.c", "custdata.audit._native"),
+)
 
 
 class NativeBuildHook(BuildHookInterface):  # type: ignore[type-arg]
-    """Compile ``custdata.audit._native`` when the machine can; warn otherwise."""
+    """Compile the native accelerators when the machine can; warn otherwise."""
 
     PLUGIN_NAME = "custom"
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
-        """Build the extension for a wheel (*version* ``standard``) or in place (``editable``)."""
+        """Build the extensions for a wheel (*version* ``standard``) or in place (``editable``)."""
         if os.environ.get("CUSTDATA_NO_NATIVE", "") not in {"", "0"}:
-            _warn("CUSTDATA_NO_NATIVE is set: the native accelerator is not built")
+            _warn("CUSTDATA_NO_NATIVE is set: the native accelerators are not built")
             return
         root = Path(self.root)
         suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
         self._tmp = tempfile.mkdtemp(prefix="custdata-native-")
-        try:
-            built = _compile(root, Path(self._tmp))
-        except Exception as exc:  # noqa: BLE001 - any failure means "pure Python"
-            _warn(
-                "the native accelerator could not be built "
-                f"({type(exc).__name__}: {exc}); custdata will use its "
-                "pure-Python audit chain"
-            )
-            return
-        if version == "editable":
-            shutil.copyfile(built, root / "src" / (_TARGET + suffix))
-            return
-        build_data["force_include"][str(built)] = _TARGET + suffix
-        build_data["pure_python"] = False
-        build_data["infer_tag"] = True
+        for source, module in _EXTENSIONS:
+            target = module.replace(".", "/") + suffix
+            try:
+                built = _compile(root, Path(self._tmp) / module, source, module)
+            except Exception as exc:  # noqa: BLE001 - any failure means "pure Python"
+                _warn(
+                    f"the native accelerator {module} could not be built "
+                    f"({type(exc).__name__}: {exc}); custdata will use its "
+                    "pure-Python code in its place"
+                )
+                continue
+            if version == "editable":
+                shutil.copyfile(built, root / "src" / target)
+                continue
+            build_data["force_include"][str(built)] = target
+            build_data["pure_python"] = False
+            build_data["infer_tag"] = True
 
     def finalize(
         self, version: str, build_data: dict[str, Any], artifact_path: str
@@ -72,14 +82,14 @@ class NativeBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _compile(root: Path, tmp: Path) -> Path:
-    """Compile the extension under *tmp*; return the built file."""
+def _compile(root: Path, tmp: Path, source: str, module: str) -> Path:
+    """Compile the extension *module* from *source* under *tmp*; return the built file."""
     from setuptools import Distribution, Extension  # noqa: PLC0415 - its absence is a warning
     from setuptools.command.build_ext import build_ext  # noqa: PLC0415
 
     ext = Extension(
-        "custdata.audit._native",
-        sources=[str(root / _SOURCE)],
+        module,
+        sources=[str(root / source)],
         libraries=["crypto"],
     )
     dist = Distribution({"name": "custdata-native", "ext_modules": [ext]})

@@ -31,6 +31,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from audit_fixtures import T0, FakeKeys, decision
+from custdata._accel import load
 from custdata.audit import (
     AuditTrail,
     Checkpointer,
@@ -454,8 +455,8 @@ class TestFallback:
         monkeypatch.delenv(_accel.PURE_PYTHON_ENV, raising=False)
         monkeypatch.setitem(sys.modules, "custdata.audit._native", None)
         monkeypatch.delattr(sys.modules["custdata.audit"], "_native", raising=False)
-        assert _accel._load() is None
-        monkeypatch.setattr(_accel, "native", _accel._load())
+        assert load("custdata.audit._native", _accel._REQUIRED) is None
+        monkeypatch.setattr(_accel, "native", None)
         assert not native_enabled()
         keys = FakeKeys()
         path = tmp_path / "a.jsonl"

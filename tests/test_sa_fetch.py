@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import decimal
 import sys
+import types
 import uuid
 
 from pathlib import Path
@@ -20,14 +21,18 @@ from typing import Any
 
 import pytest
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, aliased, joinedload
 
 import custdata
 
+from custdata.crypto import _accel as _crypto_accel
 from custdata.crypto._envelope import length_prefixed, subject_bytes
 from custdata.governance import ConsentLedger
+from custdata.sqlalchemy import _runtime
 from custdata.sqlalchemy._binding import subject_parts, subject_tail, subject_value
 
 
@@ -448,3 +453,61 @@ def test_canaries_are_not_in_messages() -> None:
     with pytest.raises(ValueError, match=r".") as info:
         subject_parts(CANARIES["card"], "uuid")
     assert CANARIES["card"] not in str(info.value)
+
+
+_UUID_FORMS = st.sampled_from(
+    ["uuid", "hex", "HEX", "hyphenated", "HYPHENATED", "digits", "none"]
+)
+
+
+def _uuid_form(u: uuid.UUID, form: str) -> object:
+    return {
+        "uuid": u,
+        "hex": u.hex,
+        "HEX": u.hex.upper(),
+        "hyphenated": str(u),
+        "HYPHENATED": str(u).upper(),
+        # A canonical text with no letter in it (str.islower() is False).
+        "digits": str(uuid.UUID(int=int(str(u.int)[:30]))),
+        "none": None,
+    }[form]
+
+
+class TestNativeSubjectBatch:
+    """A batch's UUID subjects, native or in Python: the same texts and tails."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        picks=st.lists(
+            st.tuples(st.integers(min_value=0, max_value=5), _UUID_FORMS), max_size=40
+        )
+    )
+    def test_batch_same_as_python(self, picks: list[tuple[int, str]]) -> None:
+        """_batch_subjects gives the same result with and without the extension."""
+        pool = [uuid.UUID(int=0), uuid.UUID(int=(1 << 128) - 1)] + [
+            uuid.UUID(int=i * 0x0123456789ABCDEF0123456789ABCDEF % (1 << 128))
+            for i in range(1, 5)
+        ]
+        rows = [(_uuid_form(pool[i], form),) for i, form in picks]
+        plan = types.SimpleNamespace(sources=[(0, "uuid", False)])
+        native = _runtime._crypto_accel.native
+        try:
+            _runtime._crypto_accel.native = None
+            expected = _runtime._batch_subjects(rows * 2, plan)  # type: ignore[arg-type]
+        finally:
+            _runtime._crypto_accel.native = native
+        assert expected == _runtime._batch_subjects(rows * 2, plan)  # type: ignore[arg-type]
+
+    @pytest.mark.skipif(
+        _crypto_accel.native is None, reason="the native extension is not built"
+    )
+    def test_native_takes_the_common_forms(self) -> None:
+        """UUID objects, 32 hex digits and canonical text are read natively; others are not."""
+        native = _crypto_accel.native
+        assert native is not None
+        u = uuid.UUID("0192f0c4-7b1e-7c3a-9d4e-5f6a7b8c9d0e")
+        tail = length_prefixed(subject_bytes(u))
+        for raw in (u, u.hex, u.hex.upper(), str(u)):
+            assert native.uuid_subjects([raw, None]) == ([str(u)], [tail, None])
+        for raw in (str(u).upper(), "{" + str(u) + "}", u.hex.encode(), "zz" * 16, 12):
+            assert native.uuid_subjects([u, raw]) is None

@@ -10,15 +10,12 @@ read once at import, forces the pure-Python code.
 
 from __future__ import annotations
 
-import os
-
 from types import ModuleType
+
+from custdata._accel import PURE_PYTHON_ENV, load, usable
 
 
 __all__ = ["PURE_PYTHON_ENV", "native", "native_enabled"]
-
-#: The environment variable that forces the pure-Python code (read at import).
-PURE_PYTHON_ENV = "CUSTDATA_PURE_PYTHON"
 
 
 #: What the Python code calls in the extension: a build that lacks any of them
@@ -36,22 +33,12 @@ _REQUIRED = (
 
 
 def _usable(module: ModuleType) -> bool:
-    return all(hasattr(module, name) for name in _REQUIRED)
-
-
-def _load() -> ModuleType | None:
-    if os.environ.get(PURE_PYTHON_ENV, "").strip() not in {"", "0"}:
-        return None
-    try:
-        from . import _native  # noqa: PLC0415 - optional, looked up once
-    except ImportError:
-        return None
-    return _native if _usable(_native) else None
+    return usable(module, _REQUIRED)
 
 
 #: The native module in use, or ``None`` for the pure-Python code. Looked up
 #: at each use (a chain writer's start, a verification), so a test may swap it.
-native: ModuleType | None = _load()
+native: ModuleType | None = load("custdata.audit._native", _REQUIRED)
 
 
 def native_enabled() -> bool:

@@ -11,6 +11,7 @@ and ``docs/security.md``.
 
 from __future__ import annotations
 
+from ._accel import native_enabled as native_enabled
 from ._aws import AwsKmsKeyProvider as AwsKmsKeyProvider
 from ._blind_index import BlindIndex as BlindIndex
 from ._blind_index import normalize_email as normalize_email
@@ -62,6 +63,7 @@ __all__ = [
     "SubjectKeyStore",
     "codec_for",
     "envelope_key_id",
+    "native_enabled",
     "normalize_email",
     "normalize_phone",
 ]

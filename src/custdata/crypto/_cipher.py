@@ -7,14 +7,14 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from itertools import repeat
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 from custdata._errors import DecryptionError
 
+from ._aead import aes_gcm
 from ._cache import Lease
 from ._codecs import Codec, _str_decode, encode_all
 from ._envelope import (
@@ -42,16 +42,7 @@ __all__ = ["DeterministicFieldCipher", "FieldCipher"]
 
 T = TypeVar("T")
 
-_NONCE_END = HEADER_SIZE + NONCE_SIZE
 _urandom = os.urandom
-#: The parts of envelopes and frames a fetched column is opened by, as C
-#: callables (see :meth:`FieldCipher.open_fetched`).
-_NONCE_OF = itemgetter(slice(HEADER_SIZE, _NONCE_END))
-_SEALED_OF = itemgetter(slice(_NONCE_END, None))
-_TAG_OF = itemgetter(0)
-_TEXT_OF = itemgetter(slice(1, None))
-#: The tag of the str codec's frames (see ``_codecs``).
-_STR_TAGS = {1}
 
 #: The last subject whose associated-data tail was built, and that tail. The
 #: columns of one row share a subject, so a one-entry memo saves rebuilding the
@@ -287,7 +278,7 @@ class FieldCipher(_ColumnCipher[T]):
         self.legacy = legacy
 
     def _derive(self, key: bytes) -> Any:
-        return AESGCM(column_key(key, LABEL_FIELD_GCM, self.table, self.column))
+        return aes_gcm(column_key(key, LABEL_FIELD_GCM, self.table, self.column))
 
     def encrypt(self, value: T, subject: Subject | None = None) -> bytes:
         """Encrypt one value and return its envelope.
@@ -315,12 +306,10 @@ class FieldCipher(_ColumnCipher[T]):
         frame = self._encode(value)
         nonce = _urandom(NONCE_SIZE)
         if subject is None:
-            sealed: bytes = entry.aead.encrypt(nonce, frame, entry.aad)
-        else:
-            sealed = entry.aead.encrypt(
-                nonce, frame, entry.aad_subject + _subject_tail(subject)
-            )
-        return entry.header + nonce + sealed
+            return entry.aead.seal(entry.header, nonce, frame, entry.aad, None)  # type: ignore[no-any-return]
+        return entry.aead.seal(  # type: ignore[no-any-return]
+            entry.header, nonce, frame, entry.aad_subject, _subject_tail(subject)
+        )
 
     def decrypt(self, blob: bytes, subject: Subject | None = None) -> T:
         """Decrypt one envelope made by :meth:`encrypt` for this column.
@@ -354,13 +343,13 @@ class FieldCipher(_ColumnCipher[T]):
             entry.lease is not None and entry.lease.spend(self._clock())
         ):
             entry = self._new_read_key(blob)
-        aad = (
-            entry.aad if subject is None else entry.aad_subject + _subject_tail(subject)
-        )
         try:
-            frame = entry.aead.decrypt(
-                blob[HEADER_SIZE:_NONCE_END], blob[_NONCE_END:], aad
-            )
+            if subject is None:
+                frame = entry.aead.open(blob, HEADER_SIZE, entry.aad, None)
+            else:
+                frame = entry.aead.open(
+                    blob, HEADER_SIZE, entry.aad_subject, _subject_tail(subject)
+                )
         except InvalidTag:
             raise self._failed() from None
         return self._decode(frame)
@@ -407,7 +396,7 @@ class FieldCipher(_ColumnCipher[T]):
         nonces = _urandom(NONCE_SIZE * len(values))
         header, seal, aad, encode = (
             entry.header,
-            entry.aead.encrypt,
+            entry.aead.seal,
             entry.aad,
             self._encode,
         )
@@ -415,13 +404,23 @@ class FieldCipher(_ColumnCipher[T]):
         if subject_list is None:
             for i, value in enumerate(values):
                 nonce = nonces[i * NONCE_SIZE : (i + 1) * NONCE_SIZE]
-                out.append(header + nonce + seal(nonce, encode(value), aad))
+                out.append(seal(header, nonce, encode(value), aad, None))
             return out
         aad_subject = entry.aad_subject
         for i, (value, subject) in enumerate(zip(values, subject_list, strict=True)):
             nonce = nonces[i * NONCE_SIZE : (i + 1) * NONCE_SIZE]
-            context = aad if subject is None else aad_subject + _subject_tail(subject)
-            out.append(header + nonce + seal(nonce, encode(value), context))
+            if subject is None:
+                out.append(seal(header, nonce, encode(value), aad, None))
+            else:
+                out.append(
+                    seal(
+                        header,
+                        nonce,
+                        encode(value),
+                        aad_subject,
+                        _subject_tail(subject),
+                    )
+                )
         return out
 
     def decrypt_many(
@@ -480,9 +479,7 @@ class FieldCipher(_ColumnCipher[T]):
                 entry = self._new_read_key(blob)
                 read = self._read
             try:
-                frame = entry.aead.decrypt(
-                    blob[HEADER_SIZE:_NONCE_END], blob[_NONCE_END:], entry.aad
-                )
+                frame = entry.aead.open(blob, HEADER_SIZE, entry.aad, None)
             except InvalidTag:
                 raise self._failed() from None
             append(decode(frame))
@@ -541,44 +538,43 @@ class FieldCipher(_ColumnCipher[T]):
                 if entry.lease is None:
                     if tails is not None and len(tails) != len(blobs):
                         raise ValueError("blobs and tails differ in length")
-                    # The whole column through C callables (map, itemgetter,
-                    # the AEAD's own method): no Python code runs per value.
-                    aads = (
-                        repeat(entry.aad, len(blobs))
-                        if tails is None
-                        else map(entry.aad_subject.__add__, tails)
-                    )
+                    # The whole column through C callables (map, repeat, the
+                    # key object's own method): no Python code runs per value.
+                    n = len(blobs)
+                    prefix = entry.aad if tails is None else entry.aad_subject
+                    text = decode is _str_decode
                     try:
-                        frames = list(
+                        frames: list[Any] = list(
                             map(
-                                entry.aead.decrypt,
-                                map(_NONCE_OF, blobs),
-                                map(_SEALED_OF, blobs),
-                                aads,
+                                entry.aead.open_text if text else entry.aead.open,
+                                blobs,
+                                repeat(HEADER_SIZE, n),
+                                repeat(prefix, n),
+                                repeat(None, n) if tails is None else tails,
                             )
                         )
                     except InvalidTag:
                         raise self._failed() from None
-                    if decode is _str_decode:
-                        # The str codec's decode, inlined: every frame tagged
-                        # as a str, its UTF-8 after the tag. Anything else
-                        # goes to the codec, which names the problem.
-                        try:
-                            if set(map(_TAG_OF, frames)) == _STR_TAGS:
-                                texts: list[Any] = list(
-                                    map(bytes.decode, map(_TEXT_OF, frames))
-                                )
-                                return texts
-                        except (ValueError, IndexError):
-                            pass
-                    return list(map(decode, frames))
+                    except TypeError:
+                        # A bytearray or memoryview: the loop below copies it.
+                        frames = []
+                    if text and frames:
+                        # The str codec's plain frames came back as str; any
+                        # other goes to the codec, which names the problem.
+                        if any(map(isinstance, frames, repeat(bytes, n))):
+                            return [
+                                f if f.__class__ is str else decode(f)  # type: ignore[misc]
+                                for f in frames
+                            ]
+                        return frames
+                    if frames:
+                        return list(map(decode, frames))
         clock = self._clock
         failed = self._failed
         out: list[T | None] = []
         append = out.append
         last_header = b""
         entry = None
-        aad_subject = b""
         for i, blob in enumerate(blobs):
             if blob is None:
                 append(None)
@@ -606,12 +602,12 @@ class FieldCipher(_ColumnCipher[T]):
                     entry = self._new_read_key(blob)
                     read = self._read
                 last_header = header
-                aad_subject = entry.aad_subject
             try:
-                frame = entry.aead.decrypt(
-                    blob[HEADER_SIZE:_NONCE_END],
-                    blob[_NONCE_END:],
-                    entry.aad if tail is None else aad_subject + tail,
+                frame = entry.aead.open(
+                    blob,
+                    HEADER_SIZE,
+                    entry.aad if tail is None else entry.aad_subject,
+                    tail,
                 )
             except InvalidTag:
                 raise failed() from None
@@ -662,21 +658,26 @@ class FieldCipher(_ColumnCipher[T]):
                 entry.lease is not None and entry.lease.spend(self._clock())
             ):
                 entry = self._new_read_key(blob)
+        decode = self._decode
         try:
-            frame = entry.aead.decrypt(
-                blob[HEADER_SIZE:_NONCE_END],
-                blob[_NONCE_END:],
-                entry.aad if tail is None else entry.aad_subject + tail,
+            if decode is _str_decode:
+                # The str codec's plain frame comes back as str; any other
+                # goes to the codec, which names the problem.
+                text = entry.aead.open_text(
+                    blob,
+                    HEADER_SIZE,
+                    entry.aad if tail is None else entry.aad_subject,
+                    tail,
+                )
+                return text if text.__class__ is str else decode(text)  # type: ignore[return-value]
+            frame = entry.aead.open(
+                blob,
+                HEADER_SIZE,
+                entry.aad if tail is None else entry.aad_subject,
+                tail,
             )
         except InvalidTag:
             raise self._failed() from None
-        decode = self._decode
-        if decode is _str_decode and frame[:1] == b"\x01":
-            # The str codec's decode, inlined (one call less per read).
-            try:
-                return frame[1:].decode()  # type: ignore[no-any-return]
-            except ValueError:
-                pass
         return decode(frame)
 
     def seal_many(
@@ -709,50 +710,40 @@ class FieldCipher(_ColumnCipher[T]):
         entry = self._write_key()
         lease = entry.lease
         if lease is None:
-            header, seal = entry.header, entry.aead.encrypt
+            n = len(values)
             cuts = [
                 nonces[i : i + NONCE_SIZE] for i in range(0, len(nonces), NONCE_SIZE)
             ]
             frames = encode_all(self.codec, values)
-            if tails is None:
-                aad = entry.aad
-                return [
-                    header + n + seal(n, f, aad)
-                    for n, f in zip(cuts, frames, strict=True)
-                ]
-            aad_subject = entry.aad_subject
-            return [
-                header + n + seal(n, f, aad_subject + t)
-                for n, f, t in zip(cuts, frames, tails, strict=True)
-            ]
-        header, seal, aad, aad_subject = (
-            entry.header,
-            entry.aead.encrypt,
-            entry.aad,
-            entry.aad_subject,
-        )
+            # The whole column through C callables (map, repeat, the key
+            # object's own method): no Python code runs per value.
+            return list(
+                map(
+                    entry.aead.seal,
+                    repeat(entry.header, n),
+                    cuts,
+                    frames,
+                    repeat(entry.aad if tails is None else entry.aad_subject, n),
+                    repeat(None, n) if tails is None else tails,
+                )
+            )
         out: list[bytes] = []
         append = out.append
         start = 0
         for i, value in enumerate(values):
-            if i and lease is not None:
+            if i:
+                # Under a lease, each value spends it and may need a new key.
                 entry = self._write_key()
-                header, seal, aad, aad_subject = (
-                    entry.header,
-                    entry.aead.encrypt,
-                    entry.aad,
-                    entry.aad_subject,
-                )
             end = start + NONCE_SIZE
             nonce = nonces[start:end]
             start = end
             append(
-                header
-                + nonce
-                + seal(
+                entry.aead.seal(
+                    entry.header,
                     nonce,
                     encode(value),
-                    aad if tails is None else aad_subject + tails[i],
+                    entry.aad if tails is None else entry.aad_subject,
+                    None if tails is None else tails[i],
                 )
             )
         return out
@@ -805,13 +796,8 @@ class FieldCipher(_ColumnCipher[T]):
             or len(blob) < GCM_OVERHEAD
         ):
             key = self._subject_key_of(blob, key)
-        header, aead = key[0], key[1]
         try:
-            frame = aead.decrypt(
-                blob[HEADER_SIZE:_NONCE_END],
-                blob[_NONCE_END:],
-                header + self._subject_context + tail,
-            )
+            frame = key[1].open(blob, HEADER_SIZE, key[0] + self._subject_context, tail)
         except InvalidTag:
             raise self._failed() from None
         return self._decode(frame)
@@ -834,11 +820,7 @@ class FieldCipher(_ColumnCipher[T]):
                 None
                 if blob is None or tail is None
                 else (
-                    key[1].decrypt(
-                        blob[HEADER_SIZE:_NONCE_END],
-                        blob[_NONCE_END:],
-                        key[0] + context + tail,
-                    )
+                    key[1].open(blob, HEADER_SIZE, key[0] + context, tail)
                     if blob[:HEADER_SIZE] == (key := get(tail))[0]
                     and key.__class__ is tuple
                     else _no_match()
@@ -921,9 +903,7 @@ class FieldCipher(_ColumnCipher[T]):
             nonce = nonces[start:end]
             start = end
             header = key[0]
-            append(
-                header + nonce + key[1].encrypt(nonce, frame, header + context + tail)
-            )
+            append(key[1].seal(header, nonce, frame, header + context, tail))
         return out
 
     def _encrypt_for_subject(self, value: T, subject: object) -> bytes:
@@ -986,33 +966,7 @@ def open_in_place(
             # The row's columns share one key fetch (one batch of one tail).
             row[position] = cipher._open_for_subjects([blob], tails)[0]  # noqa: SLF001
             continue
-        entry = cipher._read.get(blob[:HEADER_SIZE])  # noqa: SLF001 - same module
-        if (
-            entry is None
-            or entry.lease is not None
-            or cipher.subject_keys is not None
-            or len(blob) < GCM_OVERHEAD
-        ):
-            row[position] = cipher.open_value(blob, tail)
-            continue
-        try:
-            frame = entry.aead.decrypt(
-                blob[HEADER_SIZE:_NONCE_END],
-                blob[_NONCE_END:],
-                entry.aad if tail is None else entry.aad_subject + tail,
-            )
-        except InvalidTag:
-            raise cipher._failed() from None  # noqa: SLF001 - same module
-        decode = cipher._decode  # noqa: SLF001 - same module
-        if decode is _str_decode and frame[:1] == b"\x01":
-            # The str codec's decode, inlined; a malformed frame goes to
-            # the codec, which names the problem.
-            try:
-                row[position] = frame[1:].decode()
-            except ValueError:
-                row[position] = decode(frame)
-        else:
-            row[position] = decode(frame)
+        row[position] = cipher.open_value(blob, tail)
 
 
 @final

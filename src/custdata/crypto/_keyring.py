@@ -18,10 +18,10 @@ from typing import Any, TypeVar, final
 import attrs
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from custdata._errors import ConfigurationError, DecryptionError, UnknownKeyError
 
+from ._aead import Aead, aes_gcm
 from ._blind_index import BlindIndex
 from ._cache import DataKeyCache, Lease
 from ._cipher import DeterministicFieldCipher, FieldCipher, LegacyReader
@@ -171,7 +171,7 @@ class Keyring:
         ] = {}
         self._indexes: dict[tuple[Any, ...], BlindIndex] = {}
         self._scopes: dict[int, SubjectKeyScope] = {}
-        self._subject_wrappers: dict[int, tuple[AESGCM, Lease | None]] = {}
+        self._subject_wrappers: dict[int, tuple[Aead, Lease | None]] = {}
         self._audit_roots: dict[int, bytes] = {}
         self._check()
 
@@ -894,14 +894,14 @@ class Keyring:
     def _usable_index_ids(self) -> tuple[int, ...]:
         return self._usable(KeyKind.INDEX)
 
-    def _subject_wrapper(self, key_id: int) -> AESGCM:
+    def _subject_wrapper(self, key_id: int) -> Aead:
         cached = self._subject_wrappers.get(key_id)
         if cached is not None and (
             cached[1] is None or cached[1].spend(self.cache.clock()) is False
         ):
             return cached[0]
         material, lease = self._data_key(key_id)
-        aead = AESGCM(hkdf(material, info=LABEL_SUBJECT_WRAP))
+        aead = aes_gcm(hkdf(material, info=LABEL_SUBJECT_WRAP))
         self._subject_wrappers[key_id] = (aead, lease)
         return aead
 

@@ -12,10 +12,10 @@ from typing import Protocol, final, runtime_checkable
 import attrs
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from custdata._errors import ConfigurationError, KeyManagementError
 
+from ._aead import Aead, aes_gcm
 from ._envelope import length_prefixed
 from ._files import read_private_file, write_private_file
 from ._kdf import LABEL_KEK_ID, hkdf
@@ -91,7 +91,7 @@ class LocalKeyProvider:
     """
 
     _kek: bytes = attrs.field(repr=False, alias="kek")
-    _aead: AESGCM = attrs.field(init=False, repr=False)
+    _aead: Aead = attrs.field(init=False, repr=False)
     kek_id: str = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -99,7 +99,7 @@ class LocalKeyProvider:
             raise TypeError("kek must be bytes")
         if len(self._kek) != _KEK_SIZE:
             raise ValueError("kek must be 32 bytes")
-        object.__setattr__(self, "_aead", AESGCM(self._kek))
+        object.__setattr__(self, "_aead", aes_gcm(self._kek))
         object.__setattr__(
             self,
             "kek_id",

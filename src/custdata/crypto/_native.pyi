@@ -1,0 +1,30 @@
+from typing import final
+
+@final
+class AesGcm:
+    def __init__(self, key: bytes) -> None: ...
+    def encrypt(
+        self, nonce: bytes, data: bytes, associated_data: bytes | None, /
+    ) -> bytes: ...
+    def decrypt(
+        self, nonce: bytes, data: bytes, associated_data: bytes | None, /
+    ) -> bytes: ...
+    def open(
+        self, blob: bytes, start: int, prefix: bytes, tail: bytes | None, /
+    ) -> bytes: ...
+    def open_text(
+        self, blob: bytes, start: int, prefix: bytes, tail: bytes | None, /
+    ) -> str | bytes: ...
+    def seal(
+        self,
+        header: bytes,
+        nonce: bytes,
+        frame: bytes,
+        prefix: bytes,
+        tail: bytes | None,
+        /,
+    ) -> bytes: ...
+
+def uuid_subjects(
+    values: list[object], /
+) -> tuple[list[str], list[bytes | None]] | None: ...

@@ -1,0 +1,418 @@
+"""The native AES-256-GCM (``custdata.crypto._native``) against the reference.
+
+:class:`custdata.crypto._aead.PyAesGcm` (cryptography's ``AESGCM``) is the
+reference: the native key object must give the same bytes for every call and
+refuse the same forgeries with the same ``InvalidTag``; column ciphers built on
+either must read each other's envelopes. Tests that need the extension skip
+where it was not built (a machine without a compiler or OpenSSL's headers).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+import subprocess
+import sys
+import uuid
+
+from typing import Any
+
+import pytest
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from custdata import DecryptionError
+from custdata._accel import PURE_PYTHON_ENV, load
+from custdata.crypto import InMemorySubjectKeyStore, Keyring, _accel, _aead, codec_for
+from custdata.crypto._envelope import HEADER_SIZE, length_prefixed, subject_bytes
+
+
+NATIVE = load("custdata.crypto._native", _accel._REQUIRED)
+needs_native = pytest.mark.skipif(
+    NATIVE is None, reason="the native extension custdata.crypto._native is not built"
+)
+
+KEY = bytes(range(32))
+CANARY_KEY = b"K" * 16 + b"\xfe\xed" * 8
+
+
+def _native(key: bytes) -> Any:
+    assert NATIVE is not None
+    return NATIVE.AesGcm(key)
+
+
+IMPLEMENTATIONS = [
+    pytest.param(_aead.PyAesGcm, id="pure"),
+    pytest.param(_native, id="native", marks=needs_native),
+]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def make(request: pytest.FixtureRequest) -> Any:
+    """A key-object factory: the reference or the native one."""
+    return request.param
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def factory(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Column ciphers made after this fixture use the given implementation."""
+    monkeypatch.setattr(_aead, "_factory", request.param)
+    return request.param
+
+
+class TestKnownAnswers:
+    """The GCM specification's AES-256 test cases, on both implementations."""
+
+    def test_empty_plaintext(self, make: Any) -> None:
+        """McGrew-Viega test case 13: zero key and nonce, nothing to encrypt."""
+        out = make(bytes(32)).encrypt(bytes(12), b"", None)
+        assert out.hex() == "530f8afbc74536b9a963b4f1c4cb738b"
+
+    def test_one_zero_block(self, make: Any) -> None:
+        """McGrew-Viega test case 14: zero key and nonce, one zero block."""
+        out = make(bytes(32)).encrypt(bytes(12), bytes(16), None)
+        assert out.hex() == (
+            "cea7403d4d606b6e074ec5d3baf39d18d0d1c8a799996bf0265b98b5d48ab919"
+        )
+        assert make(bytes(32)).decrypt(bytes(12), out, None) == bytes(16)
+
+
+@needs_native
+class TestEquivalence:
+    """Every call of the native object gives the reference's bytes."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        key=st.binary(min_size=32, max_size=32),
+        nonce=st.binary(min_size=12, max_size=12),
+        data=st.binary(max_size=600),
+        prefix=st.binary(max_size=80),
+        tail=st.none() | st.binary(max_size=40),
+        header=st.binary(min_size=0, max_size=9),
+    )
+    def test_same_bytes(
+        self,
+        key: bytes,
+        nonce: bytes,
+        data: bytes,
+        prefix: bytes,
+        tail: bytes | None,
+        header: bytes,
+    ) -> None:
+        """encrypt, decrypt, seal, open and open_text agree with the reference."""
+        ref, nat = _aead.PyAesGcm(key), _native(key)
+        aad = prefix + (tail or b"")
+        sealed = ref.encrypt(nonce, data, aad)
+        assert nat.encrypt(nonce, data, aad) == sealed
+        assert nat.decrypt(nonce, sealed, aad) == data
+        blob = ref.seal(header, nonce, data, prefix, tail)
+        assert blob == header + nonce + sealed
+        assert nat.seal(header, nonce, data, prefix, tail) == blob
+        assert nat.open(blob, len(header), prefix, tail) == data
+        assert nat.open_text(blob, len(header), prefix, tail) == ref.open_text(
+            blob, len(header), prefix, tail
+        )
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        text=st.text(max_size=300),
+        tag=st.sampled_from([b"\x01", b"\x00", b"\x02", b""]),
+        bad_utf8=st.booleans(),
+    )
+    def test_open_text_frames(self, text: str, tag: bytes, bad_utf8: bool) -> None:
+        """A plain str frame comes back as str; any other frame as its bytes."""
+        frame = tag + text.encode() + (b"\xff" if bad_utf8 else b"")
+        ref, nat = _aead.PyAesGcm(KEY), _native(KEY)
+        blob = ref.seal(b"hdr", bytes(12), frame, b"ctx", None)
+        got = nat.open_text(blob, 3, b"ctx", None)
+        assert got == ref.open_text(blob, 3, b"ctx", None)
+        if tag == b"\x01" and not bad_utf8:
+            assert got == text
+        else:
+            assert got == frame
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        data=st.binary(max_size=100),
+        where=st.integers(min_value=0, max_value=10_000),
+        flip=st.integers(min_value=1, max_value=255),
+        cut=st.integers(min_value=0, max_value=200),
+    )
+    def test_forgeries_refused_alike(
+        self, data: bytes, where: int, flip: int, cut: int
+    ) -> None:
+        """A flipped bit, a cut envelope or other associated data: InvalidTag on both."""
+        ref, nat = _aead.PyAesGcm(KEY), _native(KEY)
+        blob = ref.seal(b"hh", b"n" * 12, data, b"prefix", b"tail")
+        # The header is not authenticated here (the callers put it into the
+        # prefix): flip a byte of the nonce, the ciphertext or the tag.
+        i = 2 + where % (len(blob) - 2)
+        flipped = blob[:i] + bytes([blob[i] ^ flip]) + blob[i + 1 :]
+        cut_blob = blob[: min(cut, len(blob) - 1)]
+        for impl in (ref, nat):
+            for bad, prefix in (
+                (flipped, b"prefix"),
+                (cut_blob, b"prefix"),
+                (blob, b"prefiy"),
+            ):
+                with pytest.raises(InvalidTag):
+                    impl.open(bad, 2, prefix, b"tail")
+                with pytest.raises(InvalidTag):
+                    impl.open_text(bad, 2, prefix, b"tail")
+
+
+@needs_native
+class TestNativeObject:
+    """What the native key object refuses and never shows."""
+
+    def test_bad_keys_and_nonces(self) -> None:
+        """A key of another size or a nonce of another size is a ValueError."""
+        with pytest.raises(ValueError, match="32-byte key"):
+            _native(b"short")
+        with pytest.raises(ValueError, match="nonce"):
+            _native(KEY).encrypt(b"n" * 11, b"x", None)
+        with pytest.raises(ValueError, match="nonce"):
+            _native(KEY).seal(b"", b"n" * 13, b"x", b"", None)
+
+    def test_wrong_types_are_type_errors(self) -> None:
+        """Text where bytes belong is a TypeError, never a crash."""
+        key = _native(KEY)
+        with pytest.raises(TypeError):
+            key.open("text", 0, b"", None)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            key.open(b"x" * 40, 0, "prefix", None)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            key.seal(b"", b"n" * 12, "frame", b"", None)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            key.decrypt(b"n" * 12, b"x" * 20)  # type: ignore[call-arg]
+
+    def test_bytes_like_inputs(self) -> None:
+        """encrypt and decrypt take any bytes-like input, as AESGCM does."""
+        key = _native(KEY)
+        sealed = AESGCM(KEY).encrypt(b"n" * 12, b"value", b"aad")
+        assert (
+            key.decrypt(memoryview(b"n" * 12), bytearray(sealed), memoryview(b"aad"))
+            == b"value"
+        )
+
+    def test_key_never_shown(self) -> None:
+        """No repr, pickle or copy of a key object carries the key."""
+        key = _native(CANARY_KEY)
+        assert "K" * 4 not in repr(key)
+        assert CANARY_KEY.hex() not in repr(key)
+        with pytest.raises(TypeError, match="cannot be pickled"):
+            pickle.dumps(key)
+        with pytest.raises(TypeError, match="cannot be pickled"):
+            copy.copy(key)
+        with pytest.raises(TypeError, match="cannot be pickled"):
+            copy.deepcopy(key)
+        assert not hasattr(key, "key")
+        assert not hasattr(key, "__dict__")
+
+
+class TestReference:
+    """The pure-Python reference shows no key either."""
+
+    def test_key_never_shown(self) -> None:
+        """Its repr names no key; it cannot be pickled or copied."""
+        key = _aead.PyAesGcm(CANARY_KEY)
+        assert repr(key) == "<custdata AES-256-GCM key>"
+        for attempt in (pickle.dumps, copy.copy, copy.deepcopy):
+            with pytest.raises(TypeError, match="cannot be pickled"):
+                attempt(key)
+        with pytest.raises(ValueError, match="32-byte key"):
+            _aead.PyAesGcm(b"short")
+
+
+def _cipher(keyring: Keyring, *, column: str = "email", subjects: Any = None) -> Any:
+    return keyring.field_cipher(
+        table="customers", column=column, codec=codec_for(str), subject_keys=subjects
+    )
+
+
+class TestColumnCiphers:
+    """A column cipher reads the same on either implementation, and each other's envelopes."""
+
+    VALUES = ("alice@example.jp", "", "日本語の住所", "x" * 1000)
+
+    def test_round_trips(self, factory: Any) -> None:
+        """Every read and write call of a column cipher, on this implementation."""
+        cipher = _cipher(Keyring.generate())
+        subject = uuid.uuid4()
+        tail = length_prefixed(subject_bytes(subject))
+        for value in self.VALUES:
+            blob = cipher.encrypt(value)
+            bound = cipher.encrypt(value, subject)
+            assert cipher.decrypt(blob) == value
+            assert cipher.decrypt(bound, subject) == value
+            assert cipher.open_value(blob) == value
+            assert cipher.open_value(bound, tail) == value
+            assert cipher.open_value(memoryview(bound), tail) == value
+        values = list(self.VALUES)
+        blobs = cipher.seal_many(values)
+        assert cipher.open_fetched(blobs) == values
+        assert cipher.decrypt_many(blobs) == values
+        assert cipher.open_fetched([bytearray(b) for b in blobs]) == values
+        tails = [tail] * len(values)
+        bound_blobs = cipher.seal_many(values, tails)
+        assert cipher.open_fetched(bound_blobs, tails) == values
+        assert cipher.encrypt_many(values, [subject] * len(values)) != bound_blobs
+        assert (
+            cipher.decrypt_many(
+                cipher.encrypt_many(values, [subject] * len(values)),
+                [subject] * len(values),
+            )
+            == values
+        )
+
+    def test_non_str_codecs(self, factory: Any) -> None:
+        """A codec other than str decodes its frames from open, not open_text."""
+        keyring = Keyring.generate()
+        cipher = keyring.field_cipher(table="t", column="n", codec=codec_for(int))
+        blobs = cipher.seal_many([1, -2, 10**30])
+        assert cipher.open_fetched(blobs) == [1, -2, 10**30]
+        assert cipher.open_value(blobs[2]) == 10**30
+
+    @needs_native
+    def test_envelopes_cross_implementations(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """What one implementation sealed, the other opens; the same tamper fails on both."""
+        keyring = Keyring.generate()
+        monkeypatch.setattr(_aead, "_factory", _native)
+        native_cipher = _cipher(keyring, column="a")
+        sealed_native = native_cipher.seal_many(list(self.VALUES))
+        monkeypatch.setattr(_aead, "_factory", _aead.PyAesGcm)
+        pure_cipher = _cipher(keyring, column="b")
+        sealed_pure = pure_cipher.seal_many(list(self.VALUES))
+        # The column is bound into each value: open each with a cipher of
+        # its own column, built on the other implementation.
+        monkeypatch.setattr(_aead, "_factory", _aead.PyAesGcm)
+        keyring.rotate()  # drops the derived keys: the next ones are pure
+        assert _cipher(keyring, column="a").open_fetched(sealed_native) == list(
+            self.VALUES
+        )
+        monkeypatch.setattr(_aead, "_factory", _native)
+        keyring.rotate()
+        reopened = _cipher(keyring, column="b")
+        assert reopened.open_fetched(sealed_pure) == list(self.VALUES)
+        tampered = sealed_pure[0][:-1] + bytes([sealed_pure[0][-1] ^ 1])
+        with pytest.raises(DecryptionError, match="authentication failed"):
+            reopened.open_value(tampered)
+        with pytest.raises(DecryptionError, match="authentication failed"):
+            reopened.open_fetched([tampered, *sealed_pure[1:]])
+
+    def test_tampered_and_foreign_values(self, factory: Any) -> None:
+        """A flipped byte, another column's or another subject's value: DecryptionError."""
+        keyring = Keyring.generate()
+        cipher = _cipher(keyring)
+        other = _cipher(keyring, column="phone")
+        a, b = uuid.uuid4(), uuid.uuid4()
+        blob = cipher.encrypt("value", a)
+        flipped = (
+            blob[:HEADER_SIZE]
+            + bytes([blob[HEADER_SIZE] ^ 1])
+            + blob[HEADER_SIZE + 1 :]
+        )
+        for bad, subject, reader in (
+            (flipped, a, cipher),
+            (blob, b, cipher),
+            (blob, a, other),
+        ):
+            with pytest.raises(DecryptionError):
+                reader.decrypt(bad, subject)
+            with pytest.raises(DecryptionError):
+                reader.open_value(bad, length_prefixed(subject_bytes(subject)))
+
+    def test_subject_keys(self, factory: Any) -> None:
+        """Per-subject keys: sealed, opened, held and refused alike on both."""
+        keyring = Keyring.generate()
+        cipher = _cipher(keyring, subjects=InMemorySubjectKeyStore())
+        subjects = [uuid.uuid4() for _ in range(5)]
+        tails = [length_prefixed(subject_bytes(s)) for s in subjects]
+        values = [f"v{i}" for i in range(5)]
+        blobs = cipher.seal_many(values, tails)
+        assert cipher.open_fetched(blobs, tails) == values
+        held = cipher.held_keys(tails)
+        assert [
+            cipher.open_held(b, t, held) for b, t in zip(blobs, tails, strict=True)
+        ] == values
+        with pytest.raises(DecryptionError):
+            cipher.open_fetched([blobs[1], *blobs[1:]], tails)
+
+
+def _python(code: str, **env: str) -> str:
+    environ = {k: v for k, v in os.environ.items() if k != PURE_PYTHON_ENV}
+    environ.update(env)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=environ,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+_ROUND_TRIP = """
+import custdata.crypto as c
+k = c.Keyring.generate()
+f = k.field_cipher(table="t", column="c", codec=c.codec_for(str))
+print(c.native_enabled(), f.decrypt(f.encrypt("ok")))
+"""
+
+
+class TestSelection:
+    """Which implementation runs, and what says so."""
+
+    def test_pure_python_forced(self) -> None:
+        """CUSTDATA_PURE_PYTHON=1 (read at import) runs cryptography's AESGCM."""
+        assert _python(_ROUND_TRIP, CUSTDATA_PURE_PYTHON="1") == "False ok"
+
+    @needs_native
+    def test_native_by_default(self) -> None:
+        """With the extension built and nothing set, the native code runs."""
+        assert _python(_ROUND_TRIP) == "True ok"
+
+    def test_missing_extension_means_pure_python(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An extension that cannot be imported is not an error: the reference runs."""
+        monkeypatch.delenv(PURE_PYTHON_ENV, raising=False)
+        monkeypatch.setitem(sys.modules, "custdata.crypto._native", None)
+        assert load("custdata.crypto._native", _accel._REQUIRED) is None
+
+    def test_stale_build_ignored(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A module without a name the Python code calls is not used."""
+        monkeypatch.delenv(PURE_PYTHON_ENV, raising=False)
+        import types
+
+        stale = types.ModuleType("custdata.crypto._native")
+        monkeypatch.setitem(sys.modules, "custdata.crypto._native", stale)
+        assert load("custdata.crypto._native", _accel._REQUIRED) is None
+
+    def test_native_enabled_is_what_runs(self) -> None:
+        """custdata.crypto.native_enabled() is whether the factory is the native type."""
+        import custdata.crypto
+
+        assert custdata.crypto.native_enabled() is (
+            _aead._factory is not _aead.PyAesGcm
+        )
+
+
+def test_value_canary_absent_from_errors(factory: Any) -> None:
+    """A refused value's plaintext and the key never appear in the error."""
+    keyring = Keyring.generate()
+    cipher = _cipher(keyring)
+    canary = "CANARY-3f9a1b7c"
+    blob = cipher.encrypt(canary)
+    bad = blob[:-1] + bytes([blob[-1] ^ 0x55])
+    with pytest.raises(DecryptionError) as caught:
+        cipher.open_value(bad)
+    text = str(caught.value) + repr(caught.value)
+    assert canary not in text
+    assert blob.hex() not in text
