@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 import custdata
 
+from custdata.crypto import _accel as _crypto_accel
 from custdata.sqlalchemy._sealed import SealedRow
 
 
@@ -193,7 +194,10 @@ def test_a_load_makes_one_custdata_call_per_row_and_two_per_read(
             run()  # compiled, cached, the column keys derived
             return _custdata_calls(run)
 
-        for read, per_row in ((False, 1), (True, 1 + 2 * 2)):
+        # A read is __get__ and open_value; without the native accelerator,
+        # the reference's open_text and open_envelope are two calls more.
+        per_read = 2 if _crypto_accel.native is not None else 4
+        for read, per_row in ((False, 1), (True, 1 + 2 * per_read)):
             small, large = load(30, read=read), load(90, read=read)
             assert per_row * 60 == large - small, (read, small, large)
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 from custdata._errors import DecryptionError
 
-from ._aead import aes_gcm
+from . import _aead
 from ._cache import Lease
 from ._codecs import Codec, _str_decode, encode_all
 from ._envelope import (
@@ -278,7 +278,7 @@ class FieldCipher(_ColumnCipher[T]):
         self.legacy = legacy
 
     def _derive(self, key: bytes) -> Any:
-        return aes_gcm(column_key(key, LABEL_FIELD_GCM, self.table, self.column))
+        return _aead.aes_gcm(column_key(key, LABEL_FIELD_GCM, self.table, self.column))
 
     def encrypt(self, value: T, subject: Subject | None = None) -> bytes:
         """Encrypt one value and return its envelope.
@@ -306,9 +306,16 @@ class FieldCipher(_ColumnCipher[T]):
         frame = self._encode(value)
         nonce = _urandom(NONCE_SIZE)
         if subject is None:
-            return entry.aead.seal(entry.header, nonce, frame, entry.aad, None)  # type: ignore[no-any-return]
-        return entry.aead.seal(  # type: ignore[no-any-return]
-            entry.header, nonce, frame, entry.aad_subject, _subject_tail(subject)
+            return _aead.seal_envelope(  # type: ignore[no-any-return]
+                entry.aead, entry.header, nonce, frame, entry.aad, None
+            )
+        return _aead.seal_envelope(  # type: ignore[no-any-return]
+            entry.aead,
+            entry.header,
+            nonce,
+            frame,
+            entry.aad_subject,
+            _subject_tail(subject),
         )
 
     def decrypt(self, blob: bytes, subject: Subject | None = None) -> T:
@@ -345,10 +352,16 @@ class FieldCipher(_ColumnCipher[T]):
             entry = self._new_read_key(blob)
         try:
             if subject is None:
-                frame = entry.aead.open(blob, HEADER_SIZE, entry.aad, None)
+                frame = _aead.open_envelope(
+                    entry.aead, blob, HEADER_SIZE, entry.aad, None
+                )
             else:
-                frame = entry.aead.open(
-                    blob, HEADER_SIZE, entry.aad_subject, _subject_tail(subject)
+                frame = _aead.open_envelope(
+                    entry.aead,
+                    blob,
+                    HEADER_SIZE,
+                    entry.aad_subject,
+                    _subject_tail(subject),
                 )
         except InvalidTag:
             raise self._failed() from None
@@ -394,9 +407,10 @@ class FieldCipher(_ColumnCipher[T]):
         # One call to the system's random source for all nonces is a third
         # cheaper per value than one call each.
         nonces = _urandom(NONCE_SIZE * len(values))
-        header, seal, aad, encode = (
+        key, header, seal, aad, encode = (
+            entry.aead,
             entry.header,
-            entry.aead.seal,
+            _aead.seal_envelope,
             entry.aad,
             self._encode,
         )
@@ -404,16 +418,17 @@ class FieldCipher(_ColumnCipher[T]):
         if subject_list is None:
             for i, value in enumerate(values):
                 nonce = nonces[i * NONCE_SIZE : (i + 1) * NONCE_SIZE]
-                out.append(seal(header, nonce, encode(value), aad, None))
+                out.append(seal(key, header, nonce, encode(value), aad, None))
             return out
         aad_subject = entry.aad_subject
         for i, (value, subject) in enumerate(zip(values, subject_list, strict=True)):
             nonce = nonces[i * NONCE_SIZE : (i + 1) * NONCE_SIZE]
             if subject is None:
-                out.append(seal(header, nonce, encode(value), aad, None))
+                out.append(seal(key, header, nonce, encode(value), aad, None))
             else:
                 out.append(
                     seal(
+                        key,
                         header,
                         nonce,
                         encode(value),
@@ -479,7 +494,9 @@ class FieldCipher(_ColumnCipher[T]):
                 entry = self._new_read_key(blob)
                 read = self._read
             try:
-                frame = entry.aead.open(blob, HEADER_SIZE, entry.aad, None)
+                frame = _aead.open_envelope(
+                    entry.aead, blob, HEADER_SIZE, entry.aad, None
+                )
             except InvalidTag:
                 raise self._failed() from None
             append(decode(frame))
@@ -546,7 +563,8 @@ class FieldCipher(_ColumnCipher[T]):
                     try:
                         frames: list[Any] = list(
                             map(
-                                entry.aead.open_text if text else entry.aead.open,
+                                _aead.open_text if text else _aead.open_envelope,
+                                repeat(entry.aead, n),
                                 blobs,
                                 repeat(HEADER_SIZE, n),
                                 repeat(prefix, n),
@@ -603,7 +621,8 @@ class FieldCipher(_ColumnCipher[T]):
                     read = self._read
                 last_header = header
             try:
-                frame = entry.aead.open(
+                frame = _aead.open_envelope(
+                    entry.aead,
                     blob,
                     HEADER_SIZE,
                     entry.aad if tail is None else entry.aad_subject,
@@ -663,14 +682,16 @@ class FieldCipher(_ColumnCipher[T]):
             if decode is _str_decode:
                 # The str codec's plain frame comes back as str; any other
                 # goes to the codec, which names the problem.
-                text = entry.aead.open_text(
+                text = _aead.open_text(
+                    entry.aead,
                     blob,
                     HEADER_SIZE,
                     entry.aad if tail is None else entry.aad_subject,
                     tail,
                 )
                 return text if text.__class__ is str else decode(text)  # type: ignore[return-value]
-            frame = entry.aead.open(
+            frame = _aead.open_envelope(
+                entry.aead,
                 blob,
                 HEADER_SIZE,
                 entry.aad if tail is None else entry.aad_subject,
@@ -719,7 +740,8 @@ class FieldCipher(_ColumnCipher[T]):
             # object's own method): no Python code runs per value.
             return list(
                 map(
-                    entry.aead.seal,
+                    _aead.seal_envelope,
+                    repeat(entry.aead, n),
                     repeat(entry.header, n),
                     cuts,
                     frames,
@@ -738,7 +760,8 @@ class FieldCipher(_ColumnCipher[T]):
             nonce = nonces[start:end]
             start = end
             append(
-                entry.aead.seal(
+                _aead.seal_envelope(
+                    entry.aead,
                     entry.header,
                     nonce,
                     encode(value),
@@ -797,7 +820,9 @@ class FieldCipher(_ColumnCipher[T]):
         ):
             key = self._subject_key_of(blob, key)
         try:
-            frame = key[1].open(blob, HEADER_SIZE, key[0] + self._subject_context, tail)
+            frame = _aead.open_envelope(
+                key[1], blob, HEADER_SIZE, key[0] + self._subject_context, tail
+            )
         except InvalidTag:
             raise self._failed() from None
         return self._decode(frame)
@@ -815,12 +840,13 @@ class FieldCipher(_ColumnCipher[T]):
         by_tail = self._batch_keys(tails)
         get: Any = by_tail.get  # a _SubjectKey tuple, DESTROYED or None
         context = self._subject_context
+        open_envelope = _aead.open_envelope
         try:
             frames = [
                 None
                 if blob is None or tail is None
                 else (
-                    key[1].open(blob, HEADER_SIZE, key[0] + context, tail)
+                    open_envelope(key[1], blob, HEADER_SIZE, key[0] + context, tail)
                     if blob[:HEADER_SIZE] == (key := get(tail))[0]
                     and key.__class__ is tuple
                     else _no_match()
@@ -892,6 +918,7 @@ class FieldCipher(_ColumnCipher[T]):
             if prepared is not None and prepared[0] is scope:
                 _seal_memo.set((tails, prepared, generation, by_tail))
         context = self._subject_context
+        seal = _aead.seal_envelope
         frames = encode_all(self.codec, values)
         nonces = _urandom(NONCE_SIZE * len(values))
         out: list[bytes] = []
@@ -903,7 +930,7 @@ class FieldCipher(_ColumnCipher[T]):
             nonce = nonces[start:end]
             start = end
             header = key[0]
-            append(key[1].seal(header, nonce, frame, header + context, tail))
+            append(seal(key[1], header, nonce, frame, header + context, tail))
         return out
 
     def _encrypt_for_subject(self, value: T, subject: object) -> bytes:

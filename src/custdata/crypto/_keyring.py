@@ -21,7 +21,8 @@ from cryptography.exceptions import InvalidTag
 
 from custdata._errors import ConfigurationError, DecryptionError, UnknownKeyError
 
-from ._aead import Aead, aes_gcm
+from . import _aead
+from ._aead import Aead
 from ._blind_index import BlindIndex
 from ._cache import DataKeyCache, Lease
 from ._cipher import DeterministicFieldCipher, FieldCipher, LegacyReader
@@ -901,7 +902,7 @@ class Keyring:
         ):
             return cached[0]
         material, lease = self._data_key(key_id)
-        aead = aes_gcm(hkdf(material, info=LABEL_SUBJECT_WRAP))
+        aead: Aead = _aead.aes_gcm(hkdf(material, info=LABEL_SUBJECT_WRAP))
         self._subject_wrappers[key_id] = (aead, lease)
         return aead
 

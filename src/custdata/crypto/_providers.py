@@ -15,7 +15,8 @@ from cryptography.exceptions import InvalidTag
 
 from custdata._errors import ConfigurationError, KeyManagementError
 
-from ._aead import Aead, aes_gcm
+from . import _aead
+from ._aead import Aead
 from ._envelope import length_prefixed
 from ._files import read_private_file, write_private_file
 from ._kdf import LABEL_KEK_ID, hkdf
@@ -99,7 +100,7 @@ class LocalKeyProvider:
             raise TypeError("kek must be bytes")
         if len(self._kek) != _KEK_SIZE:
             raise ValueError("kek must be 32 bytes")
-        object.__setattr__(self, "_aead", aes_gcm(self._kek))
+        object.__setattr__(self, "_aead", _aead.aes_gcm(self._kek))
         object.__setattr__(
             self,
             "kek_id",

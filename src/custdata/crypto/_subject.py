@@ -35,7 +35,8 @@ import attrs
 
 from custdata._errors import ConfigurationError, KeyDestroyedError, UnknownKeyError
 
-from ._aead import Aead, aes_gcm
+from . import _aead
+from ._aead import Aead
 from ._envelope import Algorithm, header_bytes
 from ._files import read_private_file, write_private_file
 
@@ -387,7 +388,7 @@ def _subject_key(key_id: int, key: bytes, expires_at: float) -> _SubjectKey:
     """The ready key (see :data:`_SubjectKey`) of an unwrapped subject key."""
     return (
         _SUBJECT_HEADER + key_id.to_bytes(4, "big"),
-        aes_gcm(key),
+        _aead.aes_gcm(key),
         key_id,
         expires_at,
     )
