@@ -511,3 +511,18 @@ class TestNativeSubjectBatch:
             assert native.uuid_subjects([raw, None]) == ([str(u)], [tail, None])
         for raw in (str(u).upper(), "{" + str(u) + "}", u.hex.encode(), "zz" * 16, 12):
             assert native.uuid_subjects([u, raw]) is None
+
+    @pytest.mark.skipif(
+        _crypto_accel.native is None, reason="the native extension is not built"
+    )
+    @pytest.mark.parametrize("number", [-1, 1 << 128, 1 << 200, "text", 1.5])
+    def test_a_uuid_whose_slot_was_overwritten_is_left_to_python(
+        self, number: object
+    ) -> None:
+        """A UUID object holding no 128-bit number is not read natively (no crash)."""
+        native = _crypto_accel.native
+        assert native is not None
+        broken = uuid.UUID(int=5)
+        object.__setattr__(broken, "int", number)
+        assert native.uuid_subjects([uuid.UUID(int=1), broken]) is None
+        assert native.uuid_subjects([uuid.UUID(int=1)]) is not None

@@ -579,6 +579,8 @@ static const char UUID_TAIL_HEAD[5] = {0, 0, 0, 0x11, 'u'};
 static PyObject *UUID_CLASS = NULL;
 static PyObject *INT_NAME = NULL;
 static PyObject *SHIFT_64 = NULL;
+static PyObject *ZERO = NULL;
+static PyObject *LIMIT_128 = NULL;
 
 static int
 hex_value(Py_UCS4 c)
@@ -622,6 +624,14 @@ uuid_object_bytes(PyObject *value, unsigned char b[16])
         PyErr_Clear();
         return 0;
     }
+    /* A uuid.UUID holds 0 <= int < 2**128, unless something wrote its slot
+     * behind its back: anything else is left to the Python code. */
+    if (PyObject_RichCompareBool(number, ZERO, Py_LT) != 0 ||
+        PyObject_RichCompareBool(number, LIMIT_128, Py_GE) != 0) {
+        Py_DECREF(number);
+        PyErr_Clear();
+        return 0;
+    }
     unsigned long long low = PyLong_AsUnsignedLongLongMask(number);
     PyObject *high_obj = PyNumber_Rshift(number, SHIFT_64);
     Py_DECREF(number);
@@ -629,7 +639,6 @@ uuid_object_bytes(PyObject *value, unsigned char b[16])
         PyErr_Clear();
         return 0;
     }
-    /* uuid.UUID itself (never a subclass here) holds 0 <= int < 2**128. */
     unsigned long long high = PyLong_AsUnsignedLongLongMask(high_obj);
     Py_DECREF(high_obj);
     if (PyErr_Occurred()) {
@@ -799,7 +808,10 @@ PyInit__native(void)
         Py_DECREF(uuid_module);
         INT_NAME = PyUnicode_InternFromString("int");
         SHIFT_64 = PyLong_FromLong(64);
-        if (UUID_CLASS == NULL || INT_NAME == NULL || SHIFT_64 == NULL) {
+        ZERO = PyLong_FromLong(0);
+        LIMIT_128 = PyLong_FromString("100000000000000000000000000000000", NULL, 16);
+        if (UUID_CLASS == NULL || INT_NAME == NULL || SHIFT_64 == NULL ||
+            ZERO == NULL || LIMIT_128 == NULL) {
             return NULL;
         }
     }
