@@ -678,19 +678,11 @@ class FieldCipher(_ColumnCipher[T]):
             ):
                 entry = self._new_read_key(blob)
         decode = self._decode
+        # The str codec's plain frame comes back as str (open_text); any other
+        # frame goes to the codec, which names the problem.
+        opener = _aead.open_text if decode is _str_decode else _aead.open_envelope
         try:
-            if decode is _str_decode:
-                # The str codec's plain frame comes back as str; any other
-                # goes to the codec, which names the problem.
-                text = _aead.open_text(
-                    entry.aead,
-                    blob,
-                    HEADER_SIZE,
-                    entry.aad if tail is None else entry.aad_subject,
-                    tail,
-                )
-                return text if text.__class__ is str else decode(text)  # type: ignore[return-value]
-            frame = _aead.open_envelope(
+            frame = opener(
                 entry.aead,
                 blob,
                 HEADER_SIZE,
@@ -699,7 +691,7 @@ class FieldCipher(_ColumnCipher[T]):
             )
         except InvalidTag:
             raise self._failed() from None
-        return decode(frame)
+        return frame if frame.__class__ is str else decode(frame)  # type: ignore[return-value]
 
     def seal_many(
         self, values: Sequence[T], tails: Sequence[bytes] | None = None

@@ -34,8 +34,8 @@
 #define KEY_LEN 32
 #define NONCE_LEN 12
 #define TAG_LEN 16
-/* The associated data is built on the stack up to this size. */
-#define AAD_STACK 256
+/* open_text() decrypts a frame of up to this size into a buffer on the stack. */
+#define FRAME_STACK 256
 
 static PyObject *InvalidTag = NULL;
 
@@ -228,43 +228,68 @@ check_args(Py_ssize_t nargs, Py_ssize_t want, const char *name)
     return 0;
 }
 
+/* The views of AESGCM's (nonce, data, associated_data) arguments. */
+typedef struct {
+    Py_buffer nonce;
+    Py_buffer data;
+    Py_buffer aad; /* .obj is NULL for None */
+} AeadArgs;
+
+static void
+release_args(AeadArgs *a)
+{
+    PyBuffer_Release(&a->nonce);
+    PyBuffer_Release(&a->data);
+    if (a->aad.obj != NULL) {
+        PyBuffer_Release(&a->aad);
+    }
+}
+
+/* Take the views of encrypt()'s or decrypt()'s arguments; 0, or -1 with an
+ * exception set and nothing held. */
+static int
+aead_args(PyObject *const *args, Py_ssize_t nargs, const char *name, AeadArgs *a)
+{
+    memset(a, 0, sizeof *a);
+    if (check_args(nargs, 3, name) < 0) {
+        return -1;
+    }
+    if (view(args[0], &a->nonce, "nonce") < 0) {
+        return -1;
+    }
+    if (a->nonce.len != NONCE_LEN) {
+        PyBuffer_Release(&a->nonce);
+        PyErr_SetString(PyExc_ValueError, "the nonce must be 12 bytes");
+        return -1;
+    }
+    if (view(args[1], &a->data, "data") < 0) {
+        PyBuffer_Release(&a->nonce);
+        return -1;
+    }
+    if (args[2] != Py_None && view(args[2], &a->aad, "associated_data") < 0) {
+        PyBuffer_Release(&a->nonce);
+        PyBuffer_Release(&a->data);
+        return -1;
+    }
+    return 0;
+}
+
 /* encrypt(nonce, data, associated_data) -> ciphertext || tag (as AESGCM). */
 static PyObject *
 aesgcm_encrypt(AesGcmObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args(nargs, 3, "encrypt") < 0) {
+    AeadArgs a;
+    if (aead_args(args, nargs, "encrypt", &a) < 0) {
         return NULL;
     }
-    Py_buffer nonce, data, aad = {0};
-    if (view(args[0], &nonce, "nonce") < 0) {
-        return NULL;
-    }
-    if (nonce.len != NONCE_LEN) {
-        PyBuffer_Release(&nonce);
-        PyErr_SetString(PyExc_ValueError, "the nonce must be 12 bytes");
-        return NULL;
-    }
-    if (view(args[1], &data, "data") < 0) {
-        PyBuffer_Release(&nonce);
-        return NULL;
-    }
-    if (args[2] != Py_None && view(args[2], &aad, "associated_data") < 0) {
-        PyBuffer_Release(&nonce);
-        PyBuffer_Release(&data);
-        return NULL;
-    }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, data.len + TAG_LEN);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, a.data.len + TAG_LEN);
     if (out != NULL &&
-        !seal_into(self, nonce.buf, aad.buf, aad.len, NULL, 0, data.buf,
-                   data.len, (unsigned char *)PyBytes_AS_STRING(out))) {
+        !seal_into(self, a.nonce.buf, a.aad.buf, a.aad.len, NULL, 0, a.data.buf,
+                   a.data.len, (unsigned char *)PyBytes_AS_STRING(out))) {
         Py_CLEAR(out);
         openssl_error();
     }
-    PyBuffer_Release(&nonce);
-    PyBuffer_Release(&data);
-    if (aad.obj != NULL) {
-        PyBuffer_Release(&aad);
-    }
+    release_args(&a);
     return out;
 }
 
@@ -272,36 +297,19 @@ aesgcm_encrypt(AesGcmObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 aesgcm_decrypt(AesGcmObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args(nargs, 3, "decrypt") < 0) {
-        return NULL;
-    }
-    Py_buffer nonce, data, aad = {0};
-    if (view(args[0], &nonce, "nonce") < 0) {
-        return NULL;
-    }
-    if (nonce.len != NONCE_LEN) {
-        PyBuffer_Release(&nonce);
-        PyErr_SetString(PyExc_ValueError, "the nonce must be 12 bytes");
-        return NULL;
-    }
-    if (view(args[1], &data, "data") < 0) {
-        PyBuffer_Release(&nonce);
-        return NULL;
-    }
-    if (args[2] != Py_None && view(args[2], &aad, "associated_data") < 0) {
-        PyBuffer_Release(&nonce);
-        PyBuffer_Release(&data);
+    AeadArgs a;
+    if (aead_args(args, nargs, "decrypt", &a) < 0) {
         return NULL;
     }
     PyObject *out = NULL;
-    if (data.len < TAG_LEN) {
+    if (a.data.len < TAG_LEN) {
         PyErr_SetNone(InvalidTag);
     }
     else {
-        out = PyBytes_FromStringAndSize(NULL, data.len - TAG_LEN);
+        out = PyBytes_FromStringAndSize(NULL, a.data.len - TAG_LEN);
         if (out != NULL) {
-            int ok = open_into(self, nonce.buf, aad.buf, aad.len, NULL, 0,
-                               data.buf, data.len,
+            int ok = open_into(self, a.nonce.buf, a.aad.buf, a.aad.len, NULL, 0,
+                               a.data.buf, a.data.len,
                                (unsigned char *)PyBytes_AS_STRING(out));
             if (ok != 1) {
                 Py_CLEAR(out);
@@ -314,11 +322,7 @@ aesgcm_decrypt(AesGcmObject *self, PyObject *const *args, Py_ssize_t nargs)
             }
         }
     }
-    PyBuffer_Release(&nonce);
-    PyBuffer_Release(&data);
-    if (aad.obj != NULL) {
-        PyBuffer_Release(&aad);
-    }
+    release_args(&a);
     return out;
 }
 
@@ -333,57 +337,90 @@ aad_parts(PyObject *prefix, PyObject *tail, const char *name)
     return 0;
 }
 
+/* An envelope's parts, and its associated data's two parts. */
+typedef struct {
+    const unsigned char *nonce;
+    const unsigned char *ct; /* ciphertext || tag */
+    Py_ssize_t ct_len;
+    const unsigned char *aad1;
+    Py_ssize_t aad1_len;
+    const unsigned char *aad2;
+    Py_ssize_t aad2_len;
+} Envelope;
+
 /*
- * open(blob, start, prefix, tail) -> the plaintext of an envelope.
+ * The arguments (blob, start, prefix, tail) of open() and open_text().
  *
  * blob is bytes: [0, start) is its header, then a 12-byte nonce, then the
  * ciphertext and its tag; the associated data is prefix || tail (tail may
  * be None). A blob too short to hold a nonce and a tag raises InvalidTag,
- * as a forged one does.
+ * as a forged one does. Returns 0, or -1 with an exception set.
  */
-static PyObject *
-aesgcm_open(AesGcmObject *self, PyObject *const *args, Py_ssize_t nargs)
+static int
+envelope_args(PyObject *const *args, Py_ssize_t nargs, const char *name,
+              Envelope *env)
 {
-    if (check_args(nargs, 4, "open") < 0) {
-        return NULL;
+    if (check_args(nargs, 4, name) < 0) {
+        return -1;
     }
     PyObject *blob = args[0], *prefix = args[2], *tail = args[3];
     if (!PyBytes_CheckExact(blob)) {
-        PyErr_SetString(PyExc_TypeError, "open(): the envelope must be bytes");
-        return NULL;
+        PyErr_Format(PyExc_TypeError, "%s(): the envelope must be bytes", name);
+        return -1;
     }
-    if (aad_parts(prefix, tail, "open") < 0) {
-        return NULL;
+    if (aad_parts(prefix, tail, name) < 0) {
+        return -1;
     }
     Py_ssize_t start = PyLong_AsSsize_t(args[1]);
     if (start == -1 && PyErr_Occurred()) {
-        return NULL;
+        return -1;
     }
     Py_ssize_t size = PyBytes_GET_SIZE(blob);
-    if (start < 0 || size > INT_MAX / 2 ||
-        size - start < NONCE_LEN + TAG_LEN) {
+    if (start < 0 || size > INT_MAX / 2 || size - start < NONCE_LEN + TAG_LEN) {
         PyErr_SetNone(InvalidTag);
-        return NULL;
+        return -1;
     }
     const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(blob);
-    Py_ssize_t ct_len = size - start - NONCE_LEN;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, ct_len - TAG_LEN);
-    if (out == NULL) {
+    env->nonce = b + start;
+    env->ct = b + start + NONCE_LEN;
+    env->ct_len = size - start - NONCE_LEN;
+    env->aad1 = (const unsigned char *)PyBytes_AS_STRING(prefix);
+    env->aad1_len = PyBytes_GET_SIZE(prefix);
+    env->aad2 = tail == Py_None ? NULL : (const unsigned char *)PyBytes_AS_STRING(tail);
+    env->aad2_len = tail == Py_None ? 0 : PyBytes_GET_SIZE(tail);
+    return 0;
+}
+
+/* Open an envelope into out (ct_len - 16 bytes); 0 or -1 with an exception. */
+static int
+open_envelope(AesGcmObject *self, const Envelope *env, unsigned char *out)
+{
+    int ok = open_into(self, env->nonce, env->aad1, env->aad1_len, env->aad2,
+                       env->aad2_len, env->ct, env->ct_len, out);
+    if (ok == 1) {
+        return 0;
+    }
+    if (ok == 0) {
+        PyErr_SetNone(InvalidTag);
+    }
+    else {
+        openssl_error();
+    }
+    return -1;
+}
+
+/* open(blob, start, prefix, tail) -> the plaintext of an envelope. */
+static PyObject *
+aesgcm_open(AesGcmObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Envelope env;
+    if (envelope_args(args, nargs, "open", &env) < 0) {
         return NULL;
     }
-    int ok = open_into(
-        self, b + start, (const unsigned char *)PyBytes_AS_STRING(prefix),
-        PyBytes_GET_SIZE(prefix),
-        tail == Py_None ? NULL : (const unsigned char *)PyBytes_AS_STRING(tail),
-        tail == Py_None ? 0 : PyBytes_GET_SIZE(tail), b + start + NONCE_LEN,
-        ct_len, (unsigned char *)PyBytes_AS_STRING(out));
-    if (ok != 1) {
-        Py_DECREF(out);
-        if (ok == 0) {
-            PyErr_SetNone(InvalidTag);
-            return NULL;
-        }
-        return openssl_error();
+    PyObject *out = PyBytes_FromStringAndSize(NULL, env.ct_len - TAG_LEN);
+    if (out != NULL &&
+        open_envelope(self, &env, (unsigned char *)PyBytes_AS_STRING(out)) < 0) {
+        Py_CLEAR(out);
     }
     return out;
 }
@@ -399,46 +436,21 @@ aesgcm_open(AesGcmObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 aesgcm_open_text(AesGcmObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_args(nargs, 4, "open_text") < 0) {
+    Envelope env;
+    if (envelope_args(args, nargs, "open_text", &env) < 0) {
         return NULL;
     }
-    PyObject *blob = args[0], *prefix = args[2], *tail = args[3];
-    if (!PyBytes_CheckExact(blob)) {
-        PyErr_SetString(PyExc_TypeError, "open_text(): the envelope must be bytes");
-        return NULL;
-    }
-    if (aad_parts(prefix, tail, "open_text") < 0) {
-        return NULL;
-    }
-    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
-    if (start == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_ssize_t size = PyBytes_GET_SIZE(blob);
-    if (start < 0 || size > INT_MAX / 2 ||
-        size - start < NONCE_LEN + TAG_LEN) {
-        PyErr_SetNone(InvalidTag);
-        return NULL;
-    }
-    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(blob);
-    Py_ssize_t ct_len = size - start - NONCE_LEN;
-    Py_ssize_t len = ct_len - TAG_LEN;
-    unsigned char stack[AAD_STACK];
+    Py_ssize_t len = env.ct_len - TAG_LEN;
+    unsigned char stack[FRAME_STACK];
     unsigned char *frame = stack;
-    if (len > AAD_STACK) {
+    if (len > FRAME_STACK) {
         frame = PyMem_Malloc(len);
         if (frame == NULL) {
             return PyErr_NoMemory();
         }
     }
-    int ok = open_into(
-        self, b + start, (const unsigned char *)PyBytes_AS_STRING(prefix),
-        PyBytes_GET_SIZE(prefix),
-        tail == Py_None ? NULL : (const unsigned char *)PyBytes_AS_STRING(tail),
-        tail == Py_None ? 0 : PyBytes_GET_SIZE(tail), b + start + NONCE_LEN,
-        ct_len, frame);
     PyObject *out = NULL;
-    if (ok == 1) {
+    if (open_envelope(self, &env, frame) == 0) {
         if (len >= 1 && frame[0] == 0x01) {
             out = PyUnicode_DecodeUTF8((const char *)frame + 1, len - 1, NULL);
             if (out == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
@@ -450,12 +462,6 @@ aesgcm_open_text(AesGcmObject *self, PyObject *const *args, Py_ssize_t nargs)
         else {
             out = PyBytes_FromStringAndSize((const char *)frame, len);
         }
-    }
-    else if (ok == 0) {
-        PyErr_SetNone(InvalidTag);
-    }
-    else {
-        openssl_error();
     }
     /* The plaintext does not stay behind in freed memory. */
     OPENSSL_cleanse(frame, len > 0 ? (size_t)len : 0);
