@@ -451,3 +451,27 @@ def test_value_canary_absent_from_errors(factory: Impl) -> None:
     text = str(caught.value) + repr(caught.value)
     assert canary not in text
     assert blob.hex() not in text
+
+
+def test_held_str_values_open_without_a_codec_call(factory: Impl) -> None:
+    """A per-subject str value opened with its batch's keys is decoded by open_text."""
+    keyring = Keyring.generate()
+    cipher = _cipher(keyring, subjects=InMemorySubjectKeyStore())
+    subject = uuid.uuid4()
+    tail = length_prefixed(subject_bytes(subject))
+    blob = cipher.seal_many(["held value"], [tail])[0]
+    held = cipher.held_keys([tail])
+    called: list[str] = []
+
+    def profile(frame: Any, event: str, arg: object) -> None:
+        if event == "call":
+            called.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        opened = cipher.open_held(blob, tail, held)
+    finally:
+        sys.setprofile(None)
+    assert opened == "held value"
+    assert "_str_decode" not in called
+    assert "open_held" in called

@@ -811,13 +811,16 @@ class FieldCipher(_ColumnCipher[T]):
             or len(blob) < GCM_OVERHEAD
         ):
             key = self._subject_key_of(blob, key)
+        decode = self._decode
+        # As in open_value: the str codec's plain frame comes back as str.
+        opener = _aead.open_text if decode is _str_decode else _aead.open_envelope
         try:
-            frame = _aead.open_envelope(
+            frame = opener(
                 key[1], blob, HEADER_SIZE, key[0] + self._subject_context, tail
             )
         except InvalidTag:
             raise self._failed() from None
-        return self._decode(frame)
+        return frame if frame.__class__ is str else decode(frame)  # type: ignore[return-value]
 
     def _open_for_subjects(
         self, blobs: Sequence[Any], tails: Sequence[bytes | None]
