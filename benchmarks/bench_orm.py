@@ -371,15 +371,26 @@ def growth(url: str, custodian: custdata.Custodian, reps: int) -> None:
         )
 
 
-def profile(url: str, custodian: custdata.Custodian, n: int, lookups: int) -> None:
-    """custdata's ORM select-all and get, cumulative time grouped by package."""
-    tag = uuid.uuid4().hex[:6]
-    models = build_models(tag)
+@contextlib.contextmanager
+def _fresh_tables(
+    url: str, n: int, lookups: int
+) -> Iterator[tuple[dict[str, Any], Any, list[dict[str, Any]], list[uuid.UUID]]]:
+    """Fresh models and tables, N rows and the ids to look up; dropped afterwards."""
+    models = build_models(uuid.uuid4().hex[:6])
     engine = create_engine(url, hide_parameters=True)
     models["Base"].metadata.create_all(engine)
     data = rows(n)
     ids = [r["id"] for r in data][:: max(1, n // lookups)][:lookups]
     try:
+        yield models, engine, data, ids
+    finally:
+        models["Base"].metadata.drop_all(engine)
+        engine.dispose()
+
+
+def profile(url: str, custodian: custdata.Custodian, n: int, lookups: int) -> None:
+    """custdata's ORM select-all and get, cumulative time grouped by package."""
+    with _fresh_tables(url, n, lookups) as (models, engine, data, ids):
         todo = operations(engine, models["custdata"], data, ids)
         with _context("custdata", custodian):
             todo["ORM insert"][0]()
@@ -390,9 +401,6 @@ def profile(url: str, custodian: custdata.Custodian, n: int, lookups: int) -> No
                 prof.disable()
                 print(f"\n### profile: {op} (custdata, self time by package)\n")
                 by_package(prof)
-    finally:
-        models["Base"].metadata.drop_all(engine)
-        engine.dispose()
 
 
 def count(url: str, custodian: custdata.Custodian, n: int, lookups: int) -> None:
@@ -402,16 +410,10 @@ def count(url: str, custodian: custdata.Custodian, n: int, lookups: int) -> None
     the two gets), every variant, each operation run twice before it is
     counted (compiled statements cached, column keys derived).
     """
-    tag = uuid.uuid4().hex[:6]
-    models = build_models(tag)
-    engine = create_engine(url, hide_parameters=True)
-    models["Base"].metadata.create_all(engine)
-    data = rows(n)
-    ids = [r["id"] for r in data][:: max(1, n // lookups)][:lookups]
     ops = [op for op in OPERATIONS if op != "ORM insert"]
     calls: dict[tuple[str, str], float] = {}
     collections: dict[tuple[str, str], list[int]] = {}
-    try:
+    with _fresh_tables(url, n, lookups) as (models, engine, data, ids):
         for variant in VARIANTS:
             model = models[variant]
             with _context("custdata", custodian), engine.begin() as conn:
@@ -436,9 +438,6 @@ def count(url: str, custodian: custdata.Custodian, n: int, lookups: int) -> None
                     collections[variant, op] = [
                         a - b for a, b in zip(after, before, strict=True)
                     ]
-    finally:
-        models["Base"].metadata.drop_all(engine)
-        engine.dispose()
     print(
         f"\n### counted: Python calls per row or lookup (N={n}, lookups={len(ids)})\n"
     )

@@ -305,17 +305,13 @@ class FieldCipher(_ColumnCipher[T]):
             entry = self._new_write_key()
         frame = self._encode(value)
         nonce = _urandom(NONCE_SIZE)
-        if subject is None:
-            return _aead.seal_envelope(  # type: ignore[no-any-return]
-                entry.aead, entry.header, nonce, frame, entry.aad, None
-            )
         return _aead.seal_envelope(  # type: ignore[no-any-return]
             entry.aead,
             entry.header,
             nonce,
             frame,
-            entry.aad_subject,
-            _subject_tail(subject),
+            entry.aad if subject is None else entry.aad_subject,
+            None if subject is None else _subject_tail(subject),
         )
 
     def decrypt(self, blob: bytes, subject: Subject | None = None) -> T:
@@ -351,18 +347,13 @@ class FieldCipher(_ColumnCipher[T]):
         ):
             entry = self._new_read_key(blob)
         try:
-            if subject is None:
-                frame = _aead.open_envelope(
-                    entry.aead, blob, HEADER_SIZE, entry.aad, None
-                )
-            else:
-                frame = _aead.open_envelope(
-                    entry.aead,
-                    blob,
-                    HEADER_SIZE,
-                    entry.aad_subject,
-                    _subject_tail(subject),
-                )
+            frame = _aead.open_envelope(
+                entry.aead,
+                blob,
+                HEADER_SIZE,
+                entry.aad if subject is None else entry.aad_subject,
+                None if subject is None else _subject_tail(subject),
+            )
         except InvalidTag:
             raise self._failed() from None
         return self._decode(frame)
@@ -423,19 +414,16 @@ class FieldCipher(_ColumnCipher[T]):
         aad_subject = entry.aad_subject
         for i, (value, subject) in enumerate(zip(values, subject_list, strict=True)):
             nonce = nonces[i * NONCE_SIZE : (i + 1) * NONCE_SIZE]
-            if subject is None:
-                out.append(seal(key, header, nonce, encode(value), aad, None))
-            else:
-                out.append(
-                    seal(
-                        key,
-                        header,
-                        nonce,
-                        encode(value),
-                        aad_subject,
-                        _subject_tail(subject),
-                    )
+            out.append(
+                seal(
+                    key,
+                    header,
+                    nonce,
+                    encode(value),
+                    aad if subject is None else aad_subject,
+                    None if subject is None else _subject_tail(subject),
                 )
+            )
         return out
 
     def decrypt_many(
