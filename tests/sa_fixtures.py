@@ -57,6 +57,11 @@ class CountingCipher:
         self._counter["decrypt"] += 1
         return self._inner.open_value(blob, tail)
 
+    def read(self, blob: Any, tail: Any = None) -> Any:
+        # The cipher's one-value read (its reader, or open_value itself).
+        self._counter["decrypt"] += 1
+        return self._inner.read(blob, tail)
+
     def open_fetched(self, blobs: Any, tails: Any = None) -> list[Any]:
         self._counter["decrypt"] += sum(blob is not None for blob in blobs)
         return self._inner.open_fetched(blobs, tails)  # type: ignore[no-any-return]

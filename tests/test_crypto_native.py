@@ -43,7 +43,7 @@ CANARY_KEY = b"K" * 16 + b"\xfe\xed" * 8
 
 
 class Impl:
-    """One implementation: its key class and its three envelope functions."""
+    """One implementation: its key class, its three envelope functions, its reader."""
 
     def __init__(self, native: bool) -> None:
         if native:
@@ -54,6 +54,7 @@ class Impl:
                 "open_envelope": cls.open,
                 "open_text": cls.open_text,
                 "seal_envelope": cls.seal,
+                "text_reader": _aead._native_text_reader,
             }
         else:
             self.names = {
@@ -61,6 +62,7 @@ class Impl:
                 "open_envelope": _aead.py_open_envelope,
                 "open_text": _aead.py_open_text,
                 "seal_envelope": _aead.py_seal_envelope,
+                "text_reader": _aead.py_text_reader,
             }
         self.key = self.names["aes_gcm"]
 
@@ -174,6 +176,9 @@ class TestEquivalence:
         assert got == PURE.open_text(ref_key, blob, 3, b"ctx", None)
         if tag == b"\x01" and not bad_utf8:
             assert got == text
+        elif frame[:1] == b"\x01" and not bad_utf8:
+            # No tag, and the text itself starts with 0x01: a plain frame too.
+            assert got == text[1:]
         else:
             assert got == frame
 
@@ -380,6 +385,184 @@ class TestColumnCiphers:
         ] == values
         with pytest.raises(DecryptionError):
             cipher.open_fetched([blobs[1], *blobs[1:]], tails)
+
+
+class TestReader:
+    """A str column's ``read``: ``open_value``, in one C call where it can be."""
+
+    VALUES = ("alice@example.jp", "", "日本語の住所", "x" * 1000)
+
+    def test_reads_as_open_value(self, factory: Impl) -> None:
+        """Every value, bound to a subject or not, before and after its key is cached."""
+        cipher = _cipher(Keyring.generate())
+        tail = length_prefixed(subject_bytes(uuid.uuid4()))
+        for value in self.VALUES:
+            blob = cipher.encrypt(value)
+            bound = cipher.seal_many([value], [tail])[0]
+            assert cipher.read(blob) == cipher.open_value(blob) == value
+            assert cipher.read(bound, tail) == cipher.open_value(bound, tail) == value
+            assert cipher.read(memoryview(bound), tail) == value
+            assert cipher.read(bytearray(blob)) == value
+
+    def test_refusals_are_open_values(self, factory: Impl) -> None:
+        """What open_value refuses, read refuses with the same error and message."""
+        keyring = Keyring.generate()
+        cipher, other = _cipher(keyring), _cipher(keyring, column="phone")
+        a, b = (length_prefixed(subject_bytes(uuid.uuid4())) for _ in range(2))
+        canary = "canary-7f3e-reader"
+        blob = cipher.seal_many([canary], [a])[0]
+        assert cipher.read(blob, a) == canary  # the key is cached: the reader opens it
+        flipped = blob[:-1] + bytes([blob[-1] ^ 1])
+        cases: list[tuple[Any, Any, Any]] = [
+            (cipher, flipped, a),  # forged
+            (cipher, blob, b),  # another subject's
+            (cipher, blob, None),  # bound, read unbound
+            (other, blob, a),  # another column's
+            (cipher, blob[: HEADER_SIZE + 20], a),  # truncated
+            (cipher, b"", a),
+            (cipher, "text", a),  # not bytes
+            (cipher, 12, None),
+        ]
+        for reader, bad, tail in cases:
+            with pytest.raises(DecryptionError) as expected:
+                reader.open_value(bad, tail)
+            with pytest.raises(DecryptionError) as got:
+                reader.read(bad, tail)
+            assert str(got.value) == str(expected.value)
+            assert canary not in str(got.value)
+
+    def test_other_codecs_and_subject_keys_read_through_open_value(self) -> None:
+        """Only a str column under column keys gets a native reader."""
+        keyring = Keyring.generate()
+        number = keyring.field_cipher(table="t", column="n", codec=codec_for(int))
+        per_subject = _cipher(keyring, subjects=InMemorySubjectKeyStore())
+        assert number.read == number.open_value
+        assert per_subject.read == per_subject.open_value
+        assert number.read(number.encrypt(10**30)) == 10**30
+
+    @needs_native
+    def test_native_reads_make_no_python_call(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A cached key's value opens in C; anything else goes to open_value."""
+        Impl(native=True).use(monkeypatch)
+        cipher = _cipher(Keyring.generate())
+        blob = cipher.encrypt("value")
+        assert _python_calls(lambda: cipher.read(blob)) > 0  # derives the key
+        assert _python_calls(lambda: cipher.read(blob)) == 0
+        flipped = blob[:-1] + bytes([blob[-1] ^ 1])
+        with pytest.raises(DecryptionError):
+            cipher.read(flipped)
+        assert _python_calls(lambda: cipher.read(memoryview(blob))) > 0
+
+    @needs_native
+    def test_leased_keys_are_spent_per_value(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A provider's unwrapped key with a use limit: every read spends a use."""
+        from custdata.crypto import DataKeyCache, LocalKeyProvider
+
+        Impl(native=True).use(monkeypatch)
+        keyring = Keyring.generate(
+            provider=LocalKeyProvider.generate(), cache=DataKeyCache(max_uses=3)
+        )
+        cipher = _cipher(keyring)
+        blob = cipher.encrypt("value")
+        unwraps = 0
+        real = keyring._data_key
+
+        def counted(key_id: int) -> Any:
+            nonlocal unwraps
+            unwraps += 1
+            return real(key_id)
+
+        monkeypatch.setattr(keyring, "_data_key", counted)
+        for _ in range(10):
+            assert cipher.read(blob) == "value"
+            assert _python_calls(lambda: cipher.read(blob)) > 0
+        # 20 reads, 3 uses per unwrapped key: the key was unwrapped again.
+        assert unwraps >= 20 // 3 - 1
+
+    @needs_native
+    def test_rotation_and_retirement_empty_the_reader(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A retired key's value is refused, though the reader had its key."""
+        from custdata import UnknownKeyError
+
+        Impl(native=True).use(monkeypatch)
+        keyring = Keyring.generate()
+        cipher = _cipher(keyring)
+        blob = cipher.encrypt("value")
+        assert cipher.read(blob) == "value"
+        old = keyring.primary_key_id
+        keyring.rotate()
+        assert _python_calls(lambda: cipher.read(blob)) > 0  # derived afresh
+        keyring.retire(old)
+        with pytest.raises(UnknownKeyError):
+            cipher.read(blob)
+
+    @needs_native
+    def test_reader_shows_nothing(self) -> None:
+        """No key in its repr; it cannot be pickled or copied; bad arguments are typed errors."""
+        assert NATIVE is not None
+        cipher = _cipher(Keyring.generate())
+        reader = NATIVE.Reader({}, HEADER_SIZE, cipher.open_value)
+        assert repr(reader) == "<custdata column reader>"
+        for attempt in (pickle.dumps, copy.copy, copy.deepcopy):
+            with pytest.raises(TypeError):
+                attempt(reader)
+        with pytest.raises(TypeError):
+            reader.read()
+        with pytest.raises(TypeError):
+            reader.read(b"", None, None)
+        with pytest.raises(TypeError):
+            NATIVE.Reader([], HEADER_SIZE, cipher.open_value)
+        with pytest.raises(ValueError, match="callable"):
+            NATIVE.Reader({}, HEADER_SIZE, None)
+        with pytest.raises(ValueError, match="header size"):
+            NATIVE.Reader({}, -1, cipher.open_value)
+        # A dict entry of another shape is never used: the fallback reads.
+        blob = cipher.encrypt("value")
+        odd = NATIVE.Reader(
+            {blob[:HEADER_SIZE]: ("no", b"", b"")}, HEADER_SIZE, cipher.open_value
+        )
+        assert odd.read(blob) == "value"
+
+    @needs_native
+    def test_a_dropped_cipher_is_collected(self) -> None:
+        """The reader and its cipher refer to each other: the collector frees both."""
+        assert NATIVE is not None
+
+        def readers() -> int:
+            return sum(o.__class__ is NATIVE.Reader for o in gc.get_objects())
+
+        gc.collect()
+        before = readers()
+        keyring = Keyring.generate()
+        cipher = _cipher(keyring)
+        cipher.read(cipher.encrypt("value"))
+        assert readers() == before + 1
+        del keyring, cipher
+        gc.collect()
+        assert readers() == before
+
+
+def _python_calls(run: Any) -> int:
+    """The Python function calls *run* makes (its own lambda left out)."""
+    calls = 0
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        nonlocal calls
+        if event == "call":
+            calls += 1
+
+    sys.setprofile(profile)
+    try:
+        run()
+    finally:
+        sys.setprofile(None)
+    return calls - 1
 
 
 def _python(code: str, **env: str) -> str:

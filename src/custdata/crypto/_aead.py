@@ -26,6 +26,13 @@ function over ``AESGCM``):
 * ``seal_envelope(key, header, nonce, frame, prefix, tail)`` -- ``header +
   nonce + ciphertext + tag``.
 
+And one for a str column's reads: ``text_reader(keys, start, fallback)``
+returns the callable ``read(blob, tail=None)`` a cipher reads its values
+with: natively, a ``Reader`` that opens a value whose header is a key of
+the dict *keys* (``header -> (key object, prefix, subject prefix)``, kept by
+the cipher) in one C call and hands anything else to *fallback* (the
+cipher's ``open_value``); the reference returns *fallback* itself.
+
 They are looked up on this module at each use (``_aead.open_text(...)``), so
 a test may swap the implementation (``tests/test_crypto_native.py`` runs
 both).
@@ -33,6 +40,7 @@ both).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -49,7 +57,9 @@ __all__ = [
     "py_open_envelope",
     "py_open_text",
     "py_seal_envelope",
+    "py_text_reader",
     "seal_envelope",
+    "text_reader",
 ]
 
 _NONCE_SIZE = 12
@@ -107,12 +117,32 @@ def py_seal_envelope(  # noqa: PLR0917 - the native method's signature
     return header + nonce + key.encrypt(nonce, frame, aad)  # type: ignore[no-any-return]
 
 
-#: The implementation in use: the key objects' class and the three envelope
-#: functions (the native type's unbound methods, or the reference's).
+def py_text_reader(
+    keys: dict[bytes, tuple[Any, bytes, bytes]],
+    start: int,
+    fallback: Callable[..., Any],
+) -> Callable[..., Any]:
+    """A str column's ``read``: the reference is *fallback* (``open_value``) itself."""
+    return fallback
+
+
+def _native_text_reader(
+    keys: dict[bytes, tuple[Any, bytes, bytes]],
+    start: int,
+    fallback: Callable[..., Any],
+) -> Callable[..., Any]:
+    """A str column's ``read``: the native ``Reader`` over the cipher's *keys*."""
+    return native.Reader(keys, start, fallback).read  # type: ignore[union-attr, no-any-return]
+
+
+#: The implementation in use: the key objects' class, the three envelope
+#: functions (the native type's unbound methods, or the reference's) and
+#: the str column's reader.
 aes_gcm: Any
 open_envelope: Any
 open_text: Any
 seal_envelope: Any
+text_reader: Callable[..., Callable[..., Any]]
 if native is None:
     aes_gcm = AESGCM
     open_envelope, open_text, seal_envelope = (
@@ -120,6 +150,7 @@ if native is None:
         py_open_text,
         py_seal_envelope,
     )
+    text_reader = py_text_reader
 else:
     aes_gcm = native.AesGcm
     open_envelope, open_text, seal_envelope = (
@@ -127,3 +158,4 @@ else:
         native.AesGcm.open_text,
         native.AesGcm.seal,
     )
+    text_reader = _native_text_reader

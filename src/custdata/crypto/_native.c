@@ -434,13 +434,9 @@ aesgcm_open(AesGcmObject *self, PyObject *const *args, Py_ssize_t nargs)
  * comes back as bytes, for the codec to decode or refuse.
  */
 static PyObject *
-aesgcm_open_text(AesGcmObject *self, PyObject *const *args, Py_ssize_t nargs)
+open_text(AesGcmObject *self, const Envelope *env)
 {
-    Envelope env;
-    if (envelope_args(args, nargs, "open_text", &env) < 0) {
-        return NULL;
-    }
-    Py_ssize_t len = env.ct_len - TAG_LEN;
+    Py_ssize_t len = env->ct_len - TAG_LEN;
     unsigned char stack[FRAME_STACK];
     unsigned char *frame = stack;
     if (len > FRAME_STACK) {
@@ -450,7 +446,7 @@ aesgcm_open_text(AesGcmObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     PyObject *out = NULL;
-    if (open_envelope(self, &env, frame) == 0) {
+    if (open_envelope(self, env, frame) == 0) {
         if (len >= 1 && frame[0] == 0x01) {
             out = PyUnicode_DecodeUTF8((const char *)frame + 1, len - 1, NULL);
             if (out == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
@@ -469,6 +465,16 @@ aesgcm_open_text(AesGcmObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyMem_Free(frame);
     }
     return out;
+}
+
+static PyObject *
+aesgcm_open_text(AesGcmObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Envelope env;
+    if (envelope_args(args, nargs, "open_text", &env) < 0) {
+        return NULL;
+    }
+    return open_text(self, &env);
 }
 
 /*
@@ -565,6 +571,176 @@ static PyTypeObject AesGcmType = {
     .tp_methods = aesgcm_methods,
 };
 
+
+/* ------------------------------------------------------------------------
+ * Reader(keys, start, fallback): one str column's read step.
+ *
+ * read(blob, tail=None) is FieldCipher.open_value(blob, tail) for the
+ * common case, in one C call: blob is bytes, its header (blob[:start]) is
+ * a key of the dict keys, whose value is (AesGcm, prefix, subject prefix)
+ * -- a column key without a lease, held by the cipher, which clears the
+ * dict when its keys change -- and the value opens as the str codec's plain
+ * frame. The associated data is the prefix (the subject prefix and tail
+ * when tail is given). Anything else -- another type, an unknown header, a
+ * failed open, another frame -- is handed to fallback(blob[, tail]) (the
+ * cipher's open_value), which checks it all again and raises its own
+ * errors: the reader adds no error of its own.
+ * ------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *keys;     /* dict: header -> (AesGcm, prefix, subject prefix) */
+    PyObject *fallback; /* called with the same arguments when not opened here */
+    Py_ssize_t start;   /* the header's size */
+} ReaderObject;
+
+static int
+reader_traverse(ReaderObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->keys);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int
+reader_clear(ReaderObject *self)
+{
+    Py_CLEAR(self->keys);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void
+reader_dealloc(ReaderObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    reader_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"keys", "start", "fallback", NULL};
+    PyObject *keys, *fallback;
+    Py_ssize_t start;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!nO:Reader", kwlist,
+                                     &PyDict_Type, &keys, &start, &fallback)) {
+        return NULL;
+    }
+    if (start < 0 || !PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "Reader takes a header size >= 0 and a callable fallback");
+        return NULL;
+    }
+    ReaderObject *self = (ReaderObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    Py_INCREF(keys);
+    self->keys = keys;
+    Py_INCREF(fallback);
+    self->fallback = fallback;
+    self->start = start;
+    return (PyObject *)self;
+}
+
+/* Open blob here: a new reference (str), or NULL -- with an exception set
+ * for an error the fallback could not mend (no memory, OpenSSL failing),
+ * without one when the fallback is to decide. */
+static PyObject *
+reader_open(ReaderObject *self, PyObject *blob, PyObject *tail)
+{
+    if (!PyBytes_CheckExact(blob) || (tail != Py_None && !PyBytes_CheckExact(tail))) {
+        return NULL;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(blob);
+    if (size > INT_MAX / 2 || size - self->start < NONCE_LEN + TAG_LEN) {
+        return NULL;
+    }
+    const char *b = PyBytes_AS_STRING(blob);
+    PyObject *header = PyBytes_FromStringAndSize(b, self->start);
+    if (header == NULL) {
+        return NULL;
+    }
+    PyObject *entry = PyDict_GetItemWithError(self->keys, header);
+    Py_DECREF(header);
+    if (entry == NULL || !PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3) {
+        return NULL;
+    }
+    PyObject *aead = PyTuple_GET_ITEM(entry, 0);
+    PyObject *prefix = PyTuple_GET_ITEM(entry, tail == Py_None ? 1 : 2);
+    if (!Py_IS_TYPE(aead, &AesGcmType) || !PyBytes_CheckExact(prefix)) {
+        return NULL;
+    }
+    Envelope env;
+    env.nonce = (const unsigned char *)b + self->start;
+    env.ct = env.nonce + NONCE_LEN;
+    env.ct_len = size - self->start - NONCE_LEN;
+    env.aad1 = (const unsigned char *)PyBytes_AS_STRING(prefix);
+    env.aad1_len = PyBytes_GET_SIZE(prefix);
+    env.aad2 = tail == Py_None ? NULL : (const unsigned char *)PyBytes_AS_STRING(tail);
+    env.aad2_len = tail == Py_None ? 0 : PyBytes_GET_SIZE(tail);
+    /* No Python code runs while it opens: the entry stays in the dict. */
+    PyObject *out = open_text((AesGcmObject *)aead, &env);
+    if (out == NULL) {
+        if (PyErr_ExceptionMatches(InvalidTag)) {
+            PyErr_Clear();
+        }
+        return NULL;
+    }
+    if (!PyUnicode_CheckExact(out)) {
+        /* Another frame: the codec (through the fallback) decides. */
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
+static PyObject *
+reader_read(ReaderObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "read() takes 1 or 2 arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    PyObject *out = reader_open(self, args[0], nargs == 2 ? args[1] : Py_None);
+    if (out != NULL || PyErr_Occurred()) {
+        return out;
+    }
+    return PyObject_Vectorcall(self->fallback, args, nargs, NULL);
+}
+
+static PyObject *
+reader_repr(PyObject *Py_UNUSED(self))
+{
+    return PyUnicode_FromString("<custdata column reader>");
+}
+
+static PyMethodDef reader_methods[] = {
+    {"read", (PyCFunction)(void (*)(void))reader_read, METH_FASTCALL,
+     "read(blob, tail=None) -> the value (the fallback's, where not opened here)."},
+    {"__reduce__", aesgcm_reduce, METH_NOARGS, NULL},
+    {"__reduce_ex__", (PyCFunction)(void (*)(void))aesgcm_reduce, METH_O, NULL},
+    {"__copy__", aesgcm_reduce, METH_NOARGS, NULL},
+    {"__deepcopy__", (PyCFunction)(void (*)(void))aesgcm_reduce, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ReaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "custdata.crypto._native.Reader",
+    .tp_doc = "One str column's read step: open_value's common case in C.",
+    .tp_basicsize = sizeof(ReaderObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = reader_new,
+    .tp_dealloc = (destructor)reader_dealloc,
+    .tp_traverse = (traverseproc)reader_traverse,
+    .tp_clear = (inquiry)reader_clear,
+    .tp_repr = reader_repr,
+    .tp_methods = reader_methods,
+};
 
 /* ------------------------------------------------------------------------
  * uuid_subjects(values) -> (texts, tails) or None
@@ -791,7 +967,7 @@ static struct PyModuleDef native_module = {
 PyMODINIT_FUNC
 PyInit__native(void)
 {
-    if (PyType_Ready(&AesGcmType) < 0) {
+    if (PyType_Ready(&AesGcmType) < 0 || PyType_Ready(&ReaderType) < 0) {
         return NULL;
     }
     if (GCM == NULL) {
@@ -839,6 +1015,12 @@ PyInit__native(void)
     Py_INCREF(&AesGcmType);
     if (PyModule_AddObject(m, "AesGcm", (PyObject *)&AesGcmType) < 0) {
         Py_DECREF(&AesGcmType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&ReaderType);
+    if (PyModule_AddObject(m, "Reader", (PyObject *)&ReaderType) < 0) {
+        Py_DECREF(&ReaderType);
         Py_DECREF(m);
         return NULL;
     }

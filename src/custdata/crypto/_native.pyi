@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from typing import final
 
 @final
@@ -24,6 +25,16 @@ class AesGcm:
         tail: bytes | None,
         /,
     ) -> bytes: ...
+
+@final
+class Reader:
+    def __init__(
+        self,
+        keys: dict[bytes, tuple[AesGcm, bytes, bytes]],
+        start: int,
+        fallback: Callable[..., object],
+    ) -> None: ...
+    def read(self, blob: object, tail: bytes | None = None, /) -> object: ...
 
 def uuid_subjects(
     values: list[object], /

@@ -277,10 +277,10 @@ class SealedAttribute(InstrumentedAttribute[Any]):
                         keys = value.keys
                         if data is not None and keys is None:
                             if b.subject_key is None:
-                                return opener.open_value(data)
+                                return opener.read(data)
                             tail = value.tail
                             if tail is not None:
-                                return opener.open_value(data, tail)
+                                return opener.read(data, tail)
                         elif data is not None and b.subject_key is not None:
                             # Under per-subject keys: the batch's keys, held.
                             tail = value.tail
@@ -321,7 +321,7 @@ class SealedAttribute(InstrumentedAttribute[Any]):
                     # The common case, without the call: an envelope to open.
                     if value.keys is not None:
                         return opener.open_held(value.data, tail, value.keys)
-                    return opener.open_value(value.data, tail)
+                    return opener.read(value.data, tail)
                 return _open(
                     opener, value.data, value.tail, value.keys, b, self.custdata_text
                 )
@@ -347,7 +347,7 @@ def _open(  # noqa: PLR0917 - internal
         data = stored_envelope(data)
     if keys is not None and getattr(opener, "subject_keys", None) is not None:
         return opener.open_held(data, tail, keys)
-    return opener.open_value(data, tail)
+    return opener.read(data, tail)
 
 
 def stored_envelope(value: Any) -> Any:
