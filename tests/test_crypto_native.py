@@ -440,6 +440,61 @@ class TestReader:
         assert per_subject.read == per_subject.open_value
         assert number.read(number.encrypt(10**30)) == 10**30
 
+    def test_held_reads_as_open_held(self, factory: Impl) -> None:
+        """A batch's values under per-subject keys: held opens what open_held opens."""
+        keyring = Keyring.generate()
+        store = InMemorySubjectKeyStore()
+        cipher = _cipher(keyring, subjects=store)
+        subjects = [uuid.uuid4() for _ in range(3)]
+        tails = [length_prefixed(subject_bytes(s)) for s in subjects]
+        values = ["canary-held-0", "", "日本語の住所"]
+        blobs = cipher.seal_many(values, tails)
+        held = cipher.held_keys(tails)
+        for blob, tail, value in zip(blobs, tails, values, strict=True):
+            assert cipher.held(blob, tail, held) == cipher.open_held(blob, tail, held)
+            assert cipher.held(blob, tail, held) == value
+            assert cipher.held(memoryview(blob), tail, held) == value
+        assert cipher.held(None, tails[0], held) is None
+        assert cipher.held(blobs[0], None, held) is None
+        flipped = blobs[0][:-1] + bytes([blobs[0][-1] ^ 1])
+        for bad, tail in (
+            (flipped, tails[0]),  # forged
+            (blobs[0], tails[1]),  # another subject's value
+            (blobs[0][: HEADER_SIZE + 20], tails[0]),  # truncated
+            ("text", tails[0]),  # not bytes
+        ):
+            with pytest.raises(DecryptionError) as expected:
+                cipher.open_held(bad, tail, held)
+            with pytest.raises(DecryptionError) as got:
+                cipher.held(bad, tail, held)
+            assert str(got.value) == str(expected.value)
+            assert "canary-held" not in str(got.value)
+        # A subject whose key the batch found destroyed, or found none of.
+        from custdata import KeyDestroyedError, UnknownKeyError
+        from custdata.crypto._subject import DESTROYED
+
+        for found, error in ((DESTROYED, KeyDestroyedError), (None, UnknownKeyError)):
+            gone = {**held, tails[2]: found}
+            with pytest.raises(error):
+                cipher.open_held(blobs[2], tails[2], gone)
+            with pytest.raises(error):
+                cipher.held(blobs[2], tails[2], gone)
+
+    @needs_native
+    def test_native_held_reads_make_no_python_call(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A held value opens in C; a key that is not the value's goes to open_held."""
+        Impl(native=True).use(monkeypatch)
+        cipher = _cipher(Keyring.generate(), subjects=InMemorySubjectKeyStore())
+        tails = [length_prefixed(subject_bytes(uuid.uuid4())) for _ in range(2)]
+        blobs = cipher.seal_many(["a", "b"], tails)
+        held = cipher.held_keys(tails)
+        assert _python_calls(lambda: cipher.held(blobs[0], tails[0], held)) == 0
+        with pytest.raises(DecryptionError):
+            cipher.held(blobs[0], tails[1], held)
+        assert _python_calls(lambda: cipher.held(blobs[0], {}.get(0), held)) > 0
+
     @needs_native
     def test_native_reads_make_no_python_call(
         self, monkeypatch: pytest.MonkeyPatch
@@ -507,7 +562,9 @@ class TestReader:
         """No key in its repr; it cannot be pickled or copied; bad arguments are typed errors."""
         assert NATIVE is not None
         cipher = _cipher(Keyring.generate())
-        reader = NATIVE.Reader({}, HEADER_SIZE, cipher.open_value)
+        subject_context = cipher._subject_context
+        args = (HEADER_SIZE, cipher.open_value, subject_context, cipher.open_held)
+        reader = NATIVE.Reader({}, *args)
         assert repr(reader) == "<custdata column reader>"
         for attempt in (pickle.dumps, copy.copy, copy.deepcopy):
             with pytest.raises(TypeError):
@@ -517,17 +574,23 @@ class TestReader:
         with pytest.raises(TypeError):
             reader.read(b"", None, None)
         with pytest.raises(TypeError):
-            NATIVE.Reader([], HEADER_SIZE, cipher.open_value)
+            reader.held(b"", b"")
+        with pytest.raises(TypeError):
+            NATIVE.Reader([], *args)
         with pytest.raises(ValueError, match="callable"):
-            NATIVE.Reader({}, HEADER_SIZE, None)
+            NATIVE.Reader({}, HEADER_SIZE, None, subject_context, cipher.open_held)
+        with pytest.raises(ValueError, match="callable"):
+            NATIVE.Reader({}, HEADER_SIZE, cipher.open_value, subject_context, 1)
         with pytest.raises(ValueError, match="header size"):
-            NATIVE.Reader({}, -1, cipher.open_value)
-        # A dict entry of another shape is never used: the fallback reads.
+            NATIVE.Reader({}, -1, *args[1:])
+        # Entries of another shape are never used: the fallbacks read.
         blob = cipher.encrypt("value")
-        odd = NATIVE.Reader(
-            {blob[:HEADER_SIZE]: ("no", b"", b"")}, HEADER_SIZE, cipher.open_value
-        )
+        odd = NATIVE.Reader({blob[:HEADER_SIZE]: ("no", b"", b"")}, *args)
         assert odd.read(blob) == "value"
+        tail = length_prefixed(subject_bytes(uuid.uuid4()))
+        for by_tail in ({tail: ("no",)}, {tail: (blob[:HEADER_SIZE], "no")}, {}):
+            with pytest.raises((DecryptionError, TypeError, KeyError)):
+                odd.held(blob, tail, by_tail)
 
     @needs_native
     def test_a_dropped_cipher_is_collected(self) -> None:

@@ -26,12 +26,16 @@ function over ``AESGCM``):
 * ``seal_envelope(key, header, nonce, frame, prefix, tail)`` -- ``header +
   nonce + ciphertext + tag``.
 
-And one for a str column's reads: ``text_reader(keys, start, fallback)``
-returns the callable ``read(blob, tail=None)`` a cipher reads its values
-with: natively, a ``Reader`` that opens a value whose header is a key of
-the dict *keys* (``header -> (key object, prefix, subject prefix)``, kept by
-the cipher) in one C call and hands anything else to *fallback* (the
-cipher's ``open_value``); the reference returns *fallback* itself.
+And one for a str column's one-value reads: ``text_reader(keys, start,
+fallback, subject_context, held_fallback)`` returns the callables ``(read,
+held)`` a cipher reads its values with: natively, a ``Reader``'s methods --
+``read(blob, tail=None)`` opens a value whose header is a key of the dict
+*keys* (``header -> (key object, prefix, subject prefix)``, kept by the
+cipher), ``held(blob, tail, by_tail)`` a value under the subject key
+``by_tail[tail]`` a batch fetched (``(header, key object)``), each in one C
+call, and anything else goes to *fallback* (the cipher's ``open_value``) or
+*held_fallback* (its ``open_held``); the reference returns the two
+fallbacks themselves.
 
 They are looked up on this module at each use (``_aead.open_text(...)``), so
 a test may swap the implementation (``tests/test_crypto_native.py`` runs
@@ -121,18 +125,24 @@ def py_text_reader(
     keys: dict[bytes, tuple[Any, bytes, bytes]],
     start: int,
     fallback: Callable[..., Any],
-) -> Callable[..., Any]:
-    """A str column's ``read``: the reference is *fallback* (``open_value``) itself."""
-    return fallback
+    subject_context: bytes,
+    held_fallback: Callable[..., Any],
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """A str column's ``(read, held)``: the reference is its two fallbacks themselves."""
+    del keys, start, subject_context  # what the native reader opens with
+    return fallback, held_fallback
 
 
 def _native_text_reader(
     keys: dict[bytes, tuple[Any, bytes, bytes]],
     start: int,
     fallback: Callable[..., Any],
-) -> Callable[..., Any]:
-    """A str column's ``read``: the native ``Reader`` over the cipher's *keys*."""
-    return native.Reader(keys, start, fallback).read  # type: ignore[union-attr, no-any-return]
+    subject_context: bytes,
+    held_fallback: Callable[..., Any],
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """A str column's ``(read, held)``: the native ``Reader``'s two methods."""
+    reader = native.Reader(keys, start, fallback, subject_context, held_fallback)  # type: ignore[union-attr]
+    return reader.read, reader.held
 
 
 #: The implementation in use: the key objects' class, the three envelope
@@ -142,7 +152,7 @@ aes_gcm: Any
 open_envelope: Any
 open_text: Any
 seal_envelope: Any
-text_reader: Callable[..., Callable[..., Any]]
+text_reader: Callable[..., tuple[Callable[..., Any], Callable[..., Any]]]
 if native is None:
     aes_gcm = AESGCM
     open_envelope, open_text, seal_envelope = (

@@ -259,16 +259,19 @@ class FieldCipher(_ColumnCipher[T]):
             fails to authenticate still raises :class:`DecryptionError`.
     """
 
-    __slots__ = ("_fast", "legacy", "read", "subject_keys")
+    __slots__ = ("_fast", "held", "legacy", "read", "subject_keys")
 
     _algorithm = Algorithm.AES_256_GCM
 
-    #: ``read(blob, tail=None)``: :meth:`open_value` (internal, for the SQL
-    #: layer's one-value reads). For a str column under column keys, the
-    #: native accelerator's reader, which opens a value under a column key
-    #: without a lease in one C call and hands anything else to
-    #: :meth:`open_value` (see :mod:`._aead`).
+    #: ``read(blob, tail=None)``: :meth:`open_value`, and ``held(blob, tail,
+    #: by_tail)``: :meth:`open_held` (internal, for the SQL layer's one-value
+    #: reads). For a str column, the native accelerator's reader: ``read``
+    #: opens a value under a column key without a lease in one C call (under
+    #: column keys), ``held`` a value under its subject's key a batch fetched
+    #: (under per-subject keys); anything else goes to the method (see
+    #: :mod:`._aead`).
     read: Callable[..., T]
+    held: Callable[..., T | None]
 
     def __init__(
         self,
@@ -286,11 +289,19 @@ class FieldCipher(_ColumnCipher[T]):
         #: header -> (key object, prefix, subject prefix) of the read keys
         #: without a lease: what the reader opens by itself.
         self._fast: dict[bytes, tuple[Any, bytes, bytes]] = {}
-        self.read = (
-            _aead.text_reader(self._fast, HEADER_SIZE, self.open_value)
-            if subject_keys is None and self._decode is _str_decode
-            else self.open_value
-        )
+        self.read, self.held = self.open_value, self.open_held
+        if self._decode is _str_decode:
+            read, held = _aead.text_reader(
+                self._fast,
+                HEADER_SIZE,
+                self.open_value,
+                self._subject_context,
+                self.open_held,
+            )
+            if subject_keys is None:
+                self.read = read
+            else:
+                self.held = held
 
     def _new_read_key(self, blob: bytes) -> _ColumnKey:
         entry = super()._new_read_key(blob)

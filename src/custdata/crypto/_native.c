@@ -169,11 +169,13 @@ seal_into(AesGcmObject *self, const unsigned char *nonce,
                                out + len) == 1;
 }
 
-/* Open ciphertext||tag (ct_len >= 16) into out; 1 authentic, 0 not, -1 error. */
+/* Open ciphertext||tag (ct_len >= 16) into out, the associated data
+ * aad1 || aad2 || aad3 (any part may be empty); 1 authentic, 0 not, -1 error. */
 static int
 open_into(AesGcmObject *self, const unsigned char *nonce,
           const unsigned char *aad1, Py_ssize_t aad1_len,
           const unsigned char *aad2, Py_ssize_t aad2_len,
+          const unsigned char *aad3, Py_ssize_t aad3_len,
           const unsigned char *ct, Py_ssize_t ct_len, unsigned char *out)
 {
     int n = 0;
@@ -190,6 +192,10 @@ open_into(AesGcmObject *self, const unsigned char *nonce,
     }
     if (aad2_len > 0 &&
         EVP_DecryptUpdate(ctx, NULL, &n, aad2, (int)aad2_len) != 1) {
+        return -1;
+    }
+    if (aad3_len > 0 &&
+        EVP_DecryptUpdate(ctx, NULL, &n, aad3, (int)aad3_len) != 1) {
         return -1;
     }
     if (len > 0 && EVP_DecryptUpdate(ctx, out, &n, ct, (int)len) != 1) {
@@ -308,7 +314,7 @@ aesgcm_decrypt(AesGcmObject *self, PyObject *const *args, Py_ssize_t nargs)
     else {
         out = PyBytes_FromStringAndSize(NULL, a.data.len - TAG_LEN);
         if (out != NULL) {
-            int ok = open_into(self, a.nonce.buf, a.aad.buf, a.aad.len, NULL, 0,
+            int ok = open_into(self, a.nonce.buf, a.aad.buf, a.aad.len, NULL, 0, NULL, 0,
                                a.data.buf, a.data.len,
                                (unsigned char *)PyBytes_AS_STRING(out));
             if (ok != 1) {
@@ -337,7 +343,7 @@ aad_parts(PyObject *prefix, PyObject *tail, const char *name)
     return 0;
 }
 
-/* An envelope's parts, and its associated data's two parts. */
+/* An envelope's parts, and its associated data's parts. */
 typedef struct {
     const unsigned char *nonce;
     const unsigned char *ct; /* ciphertext || tag */
@@ -346,6 +352,8 @@ typedef struct {
     Py_ssize_t aad1_len;
     const unsigned char *aad2;
     Py_ssize_t aad2_len;
+    const unsigned char *aad3; /* a third part, empty but for a held read */
+    Py_ssize_t aad3_len;
 } Envelope;
 
 /*
@@ -388,6 +396,8 @@ envelope_args(PyObject *const *args, Py_ssize_t nargs, const char *name,
     env->aad1_len = PyBytes_GET_SIZE(prefix);
     env->aad2 = tail == Py_None ? NULL : (const unsigned char *)PyBytes_AS_STRING(tail);
     env->aad2_len = tail == Py_None ? 0 : PyBytes_GET_SIZE(tail);
+    env->aad3 = NULL;
+    env->aad3_len = 0;
     return 0;
 }
 
@@ -396,7 +406,8 @@ static int
 open_envelope(AesGcmObject *self, const Envelope *env, unsigned char *out)
 {
     int ok = open_into(self, env->nonce, env->aad1, env->aad1_len, env->aad2,
-                       env->aad2_len, env->ct, env->ct_len, out);
+                       env->aad2_len, env->aad3, env->aad3_len, env->ct,
+                       env->ct_len, out);
     if (ok == 1) {
         return 0;
     }
@@ -573,7 +584,8 @@ static PyTypeObject AesGcmType = {
 
 
 /* ------------------------------------------------------------------------
- * Reader(keys, start, fallback): one str column's read step.
+ * Reader(keys, start, fallback, subject_context, held_fallback): one str
+ * column's read steps.
  *
  * read(blob, tail=None) is FieldCipher.open_value(blob, tail) for the
  * common case, in one C call: blob is bytes, its header (blob[:start]) is
@@ -581,16 +593,27 @@ static PyTypeObject AesGcmType = {
  * -- a column key without a lease, held by the cipher, which clears the
  * dict when its keys change -- and the value opens as the str codec's plain
  * frame. The associated data is the prefix (the subject prefix and tail
- * when tail is given). Anything else -- another type, an unknown header, a
- * failed open, another frame -- is handed to fallback(blob[, tail]) (the
- * cipher's open_value), which checks it all again and raises its own
- * errors: the reader adds no error of its own.
+ * when tail is given).
+ *
+ * held(blob, tail, by_tail) is FieldCipher.open_held(blob, tail, by_tail)
+ * for the common case: by_tail[tail] is the subject's key as the batch
+ * fetched it, (header, AesGcm, ...), its header the blob's; the associated data
+ * is header || subject_context || tail. (The key's further items, its id
+ * and expiry, are the fallback's to check where it reads.)
+ *
+ * Anything else -- another type, an unknown header or subject, a failed
+ * open, another frame -- is handed to fallback(blob[, tail]) (the cipher's
+ * open_value) or held_fallback(blob, tail, by_tail) (its open_held), which
+ * check it all again and raise their own errors: the reader adds no error
+ * of its own.
  * ------------------------------------------------------------------------ */
 
 typedef struct {
     PyObject_HEAD
     PyObject *keys;     /* dict: header -> (AesGcm, prefix, subject prefix) */
-    PyObject *fallback; /* called with the same arguments when not opened here */
+    PyObject *fallback; /* called with read()'s arguments when not opened here */
+    PyObject *subject;  /* bytes: the subject-bound context, after the header */
+    PyObject *held_fallback; /* called with held()'s arguments likewise */
     Py_ssize_t start;   /* the header's size */
 } ReaderObject;
 
@@ -599,6 +622,8 @@ reader_traverse(ReaderObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->keys);
     Py_VISIT(self->fallback);
+    Py_VISIT(self->subject);
+    Py_VISIT(self->held_fallback);
     return 0;
 }
 
@@ -607,6 +632,8 @@ reader_clear(ReaderObject *self)
 {
     Py_CLEAR(self->keys);
     Py_CLEAR(self->fallback);
+    Py_CLEAR(self->subject);
+    Py_CLEAR(self->held_fallback);
     return 0;
 }
 
@@ -621,16 +648,18 @@ reader_dealloc(ReaderObject *self)
 static PyObject *
 reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"keys", "start", "fallback", NULL};
-    PyObject *keys, *fallback;
+    static char *kwlist[] = {"keys", "start", "fallback", "subject_context",
+                             "held_fallback", NULL};
+    PyObject *keys, *fallback, *subject, *held_fallback;
     Py_ssize_t start;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!nO:Reader", kwlist,
-                                     &PyDict_Type, &keys, &start, &fallback)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!nOSO:Reader", kwlist,
+                                     &PyDict_Type, &keys, &start, &fallback,
+                                     &subject, &held_fallback)) {
         return NULL;
     }
-    if (start < 0 || !PyCallable_Check(fallback)) {
+    if (start < 0 || !PyCallable_Check(fallback) || !PyCallable_Check(held_fallback)) {
         PyErr_SetString(PyExc_ValueError,
-                        "Reader takes a header size >= 0 and a callable fallback");
+                        "Reader takes a header size >= 0 and callable fallbacks");
         return NULL;
     }
     ReaderObject *self = (ReaderObject *)type->tp_alloc(type, 0);
@@ -641,8 +670,35 @@ reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->keys = keys;
     Py_INCREF(fallback);
     self->fallback = fallback;
+    Py_INCREF(subject);
+    self->subject = subject;
+    Py_INCREF(held_fallback);
+    self->held_fallback = held_fallback;
     self->start = start;
     return (PyObject *)self;
+}
+
+/* Open env as the str codec's plain frame: str, or NULL -- with an
+ * exception set for an error the fallback could not mend (no memory,
+ * OpenSSL failing), without one when the fallback is to decide (a failed
+ * open, another frame). No Python code runs while it opens: whatever
+ * holds the key object and the associated data keeps them. */
+static PyObject *
+reader_text(AesGcmObject *aead, const Envelope *env)
+{
+    PyObject *out = open_text(aead, env);
+    if (out == NULL) {
+        if (PyErr_ExceptionMatches(InvalidTag)) {
+            PyErr_Clear();
+        }
+        return NULL;
+    }
+    if (!PyUnicode_CheckExact(out)) {
+        /* Another frame: the codec (through the fallback) decides. */
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
 }
 
 /* Open blob here: a new reference (str), or NULL -- with an exception set
@@ -681,20 +737,46 @@ reader_open(ReaderObject *self, PyObject *blob, PyObject *tail)
     env.aad1_len = PyBytes_GET_SIZE(prefix);
     env.aad2 = tail == Py_None ? NULL : (const unsigned char *)PyBytes_AS_STRING(tail);
     env.aad2_len = tail == Py_None ? 0 : PyBytes_GET_SIZE(tail);
-    /* No Python code runs while it opens: the entry stays in the dict. */
-    PyObject *out = open_text((AesGcmObject *)aead, &env);
-    if (out == NULL) {
-        if (PyErr_ExceptionMatches(InvalidTag)) {
-            PyErr_Clear();
-        }
+    env.aad3 = NULL;
+    env.aad3_len = 0;
+    return reader_text((AesGcmObject *)aead, &env);
+}
+
+/* A held value opened here: str, or NULL as for reader_open(). */
+static PyObject *
+reader_open_held(ReaderObject *self, PyObject *blob, PyObject *tail, PyObject *by_tail)
+{
+    if (!PyBytes_CheckExact(blob) || !PyBytes_CheckExact(tail) ||
+        !PyDict_CheckExact(by_tail) || !PyBytes_CheckExact(self->subject)) {
         return NULL;
     }
-    if (!PyUnicode_CheckExact(out)) {
-        /* Another frame: the codec (through the fallback) decides. */
-        Py_DECREF(out);
+    Py_ssize_t size = PyBytes_GET_SIZE(blob);
+    if (size > INT_MAX / 2 || size - self->start < NONCE_LEN + TAG_LEN) {
         return NULL;
     }
-    return out;
+    PyObject *key = PyDict_GetItemWithError(by_tail, tail);
+    if (key == NULL || !PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) < 2) {
+        return NULL;
+    }
+    PyObject *header = PyTuple_GET_ITEM(key, 0);
+    PyObject *aead = PyTuple_GET_ITEM(key, 1);
+    const char *b = PyBytes_AS_STRING(blob);
+    if (!PyBytes_CheckExact(header) || PyBytes_GET_SIZE(header) != self->start ||
+        memcmp(PyBytes_AS_STRING(header), b, self->start) != 0 ||
+        !Py_IS_TYPE(aead, &AesGcmType)) {
+        return NULL;
+    }
+    Envelope env;
+    env.nonce = (const unsigned char *)b + self->start;
+    env.ct = env.nonce + NONCE_LEN;
+    env.ct_len = size - self->start - NONCE_LEN;
+    env.aad1 = (const unsigned char *)PyBytes_AS_STRING(header);
+    env.aad1_len = self->start;
+    env.aad2 = (const unsigned char *)PyBytes_AS_STRING(self->subject);
+    env.aad2_len = PyBytes_GET_SIZE(self->subject);
+    env.aad3 = (const unsigned char *)PyBytes_AS_STRING(tail);
+    env.aad3_len = PyBytes_GET_SIZE(tail);
+    return reader_text((AesGcmObject *)aead, &env);
 }
 
 static PyObject *
@@ -713,6 +795,19 @@ reader_read(ReaderObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
+reader_held(ReaderObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args(nargs, 3, "held") < 0) {
+        return NULL;
+    }
+    PyObject *out = reader_open_held(self, args[0], args[1], args[2]);
+    if (out != NULL || PyErr_Occurred()) {
+        return out;
+    }
+    return PyObject_Vectorcall(self->held_fallback, args, nargs, NULL);
+}
+
+static PyObject *
 reader_repr(PyObject *Py_UNUSED(self))
 {
     return PyUnicode_FromString("<custdata column reader>");
@@ -721,6 +816,8 @@ reader_repr(PyObject *Py_UNUSED(self))
 static PyMethodDef reader_methods[] = {
     {"read", (PyCFunction)(void (*)(void))reader_read, METH_FASTCALL,
      "read(blob, tail=None) -> the value (the fallback's, where not opened here)."},
+    {"held", (PyCFunction)(void (*)(void))reader_held, METH_FASTCALL,
+     "held(blob, tail, by_tail) -> the value (held_fallback's, where not opened here)."},
     {"__reduce__", aesgcm_reduce, METH_NOARGS, NULL},
     {"__reduce_ex__", (PyCFunction)(void (*)(void))aesgcm_reduce, METH_O, NULL},
     {"__copy__", aesgcm_reduce, METH_NOARGS, NULL},
@@ -731,7 +828,7 @@ static PyMethodDef reader_methods[] = {
 static PyTypeObject ReaderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "custdata.crypto._native.Reader",
-    .tp_doc = "One str column's read step: open_value's common case in C.",
+    .tp_doc = "One str column's read steps: open_value's and open_held's common case in C.",
     .tp_basicsize = sizeof(ReaderObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = reader_new,

@@ -33,8 +33,11 @@ class Reader:
         keys: dict[bytes, tuple[AesGcm, bytes, bytes]],
         start: int,
         fallback: Callable[..., object],
+        subject_context: bytes,
+        held_fallback: Callable[..., object],
     ) -> None: ...
     def read(self, blob: object, tail: bytes | None = None, /) -> object: ...
+    def held(self, blob: object, tail: object, by_tail: object, /) -> object: ...
 
 def uuid_subjects(
     values: list[object], /

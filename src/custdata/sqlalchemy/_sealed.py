@@ -286,7 +286,7 @@ class SealedAttribute(InstrumentedAttribute[Any]):
                             tail = value.tail
                             held = keys.get(where)
                             if tail is not None and held is not None:
-                                return opener.open_held(data, tail, held)
+                                return opener.held(data, tail, held)
                     return _open(
                         opener,
                         *_parts(value, b, self.custdata_where),
@@ -320,7 +320,7 @@ class SealedAttribute(InstrumentedAttribute[Any]):
                 ) and not self.custdata_text:
                     # The common case, without the call: an envelope to open.
                     if value.keys is not None:
-                        return opener.open_held(value.data, tail, value.keys)
+                        return opener.held(value.data, tail, value.keys)
                     return opener.read(value.data, tail)
                 return _open(
                     opener, value.data, value.tail, value.keys, b, self.custdata_text
@@ -346,7 +346,7 @@ def _open(  # noqa: PLR0917 - internal
     if text:
         data = stored_envelope(data)
     if keys is not None and getattr(opener, "subject_keys", None) is not None:
-        return opener.open_held(data, tail, keys)
+        return opener.held(data, tail, keys)
     return opener.read(data, tail)
 
 
