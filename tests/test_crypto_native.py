@@ -496,6 +496,31 @@ class TestReader:
         assert _python_calls(lambda: cipher.held(blobs[0], {}.get(0), held)) > 0
 
     @needs_native
+    def test_native_subject_batches_open_through_held(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A batch under per-subject keys: the values, Nones and errors open_held gives.
+
+        Natively the batch is one ``map`` over the reader's ``held``: no Python
+        call per value (calls flat in the batch's size).
+        """
+        Impl(native=True).use(monkeypatch)
+        cipher = _cipher(Keyring.generate(), subjects=InMemorySubjectKeyStore())
+        tails = [length_prefixed(subject_bytes(uuid.uuid4())) for _ in range(60)]
+        values = [f"v{i}" for i in range(60)]
+        blobs = cipher.seal_many(values, tails)
+        assert cipher.open_fetched(blobs, tails) == values  # keys cached
+        small = _python_calls(lambda: cipher.open_fetched(blobs[:10], tails[:10]))
+        large = _python_calls(lambda: cipher.open_fetched(blobs, tails))
+        assert small == large
+        assert cipher.open_fetched([None, blobs[1]], [tails[0], None]) == [None, None]
+        with pytest.raises(ValueError, match="differ in length"):
+            cipher.open_fetched(blobs[:2], tails[:3])
+        flipped = blobs[5][:-1] + bytes([blobs[5][-1] ^ 1])
+        with pytest.raises(DecryptionError, match="authentication failed"):
+            cipher.open_fetched([*blobs[:5], flipped], tails[:6])
+
+    @needs_native
     def test_native_reads_make_no_python_call(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:

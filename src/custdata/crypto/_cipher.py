@@ -259,7 +259,7 @@ class FieldCipher(_ColumnCipher[T]):
             fails to authenticate still raises :class:`DecryptionError`.
     """
 
-    __slots__ = ("_fast", "held", "legacy", "read", "subject_keys")
+    __slots__ = ("_fast", "_held_native", "held", "legacy", "read", "subject_keys")
 
     _algorithm = Algorithm.AES_256_GCM
 
@@ -290,6 +290,8 @@ class FieldCipher(_ColumnCipher[T]):
         #: without a lease: what the reader opens by itself.
         self._fast: dict[bytes, tuple[Any, bytes, bytes]] = {}
         self.read, self.held = self.open_value, self.open_held
+        #: Whether held is the native reader's (then batches open through it too).
+        self._held_native = False
         if self._decode is _str_decode:
             read, held = _aead.text_reader(
                 self._fast,
@@ -302,6 +304,7 @@ class FieldCipher(_ColumnCipher[T]):
                 self.read = read
             else:
                 self.held = held
+                self._held_native = held != self.open_held
 
     def _new_read_key(self, blob: bytes) -> _ColumnKey:
         entry = super()._new_read_key(blob)
@@ -852,12 +855,19 @@ class FieldCipher(_ColumnCipher[T]):
     ) -> list[T | None]:
         """Decrypt a batch under per-subject keys, each subject's key fetched once.
 
-        The whole batch is opened in one comprehension; the first value it
-        cannot open with its subject's cached key as the header names it (no
-        key, a destroyed or another key, not bytes, truncated, tampered) sends
-        the batch through :meth:`open_held`, which names what is wrong.
+        The whole batch is opened in one comprehension (natively, one
+        ``map`` over the reader's ``held``); the first value it cannot open
+        with its subject's cached key as the header names it (no key, a
+        destroyed or another key, not bytes, truncated, tampered) goes
+        through :meth:`open_held`, which names what is wrong.
         """
         by_tail = self._batch_keys(tails)
+        if self._held_native:
+            # The native reader's held(): one C call per value, each value
+            # it does not open itself going to open_held (which names it).
+            if len(blobs) != len(tails):
+                raise ValueError("blobs and tails differ in length")
+            return list(map(self.held, blobs, tails, repeat(by_tail)))
         get: Any = by_tail.get  # a _SubjectKey tuple, DESTROYED or None
         context = self._subject_context
         open_envelope = _aead.open_envelope
