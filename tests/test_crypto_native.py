@@ -18,6 +18,7 @@ import subprocess
 import sys
 import uuid
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +32,10 @@ from custdata import DecryptionError
 from custdata._accel import PURE_PYTHON_ENV, load
 from custdata.crypto import InMemorySubjectKeyStore, Keyring, _accel, _aead, codec_for
 from custdata.crypto._envelope import HEADER_SIZE, length_prefixed, subject_bytes
+
+
+sys.path.insert(0, str(Path(__file__).parent))
+from counting import python_calls
 
 
 NATIVE = load("custdata.crypto._native", _accel._REQUIRED)
@@ -54,7 +59,7 @@ class Impl:
                 "open_envelope": cls.open,
                 "open_text": cls.open_text,
                 "seal_envelope": cls.seal,
-                "text_reader": _aead._native_text_reader,
+                "reader": NATIVE.Reader,
             }
         else:
             self.names = {
@@ -62,7 +67,7 @@ class Impl:
                 "open_envelope": _aead.py_open_envelope,
                 "open_text": _aead.py_open_text,
                 "seal_envelope": _aead.py_seal_envelope,
-                "text_reader": _aead.py_text_reader,
+                "reader": None,
             }
         self.key = self.names["aes_gcm"]
 
@@ -490,10 +495,10 @@ class TestReader:
         tails = [length_prefixed(subject_bytes(uuid.uuid4())) for _ in range(2)]
         blobs = cipher.seal_many(["a", "b"], tails)
         held = cipher.held_keys(tails)
-        assert _python_calls(lambda: cipher.held(blobs[0], tails[0], held)) == 0
+        assert python_calls(lambda: cipher.held(blobs[0], tails[0], held)) == 0
         with pytest.raises(DecryptionError):
             cipher.held(blobs[0], tails[1], held)
-        assert _python_calls(lambda: cipher.held(blobs[0], {}.get(0), held)) > 0
+        assert python_calls(lambda: cipher.held(blobs[0], {}.get(0), held)) > 0
 
     @needs_native
     def test_native_subject_batches_open_through_held(
@@ -510,8 +515,8 @@ class TestReader:
         values = [f"v{i}" for i in range(60)]
         blobs = cipher.seal_many(values, tails)
         assert cipher.open_fetched(blobs, tails) == values  # keys cached
-        small = _python_calls(lambda: cipher.open_fetched(blobs[:10], tails[:10]))
-        large = _python_calls(lambda: cipher.open_fetched(blobs, tails))
+        small = python_calls(lambda: cipher.open_fetched(blobs[:10], tails[:10]))
+        large = python_calls(lambda: cipher.open_fetched(blobs, tails))
         assert small == large
         assert cipher.open_fetched([None, blobs[1]], [tails[0], None]) == [None, None]
         with pytest.raises(ValueError, match="differ in length"):
@@ -528,12 +533,12 @@ class TestReader:
         Impl(native=True).use(monkeypatch)
         cipher = _cipher(Keyring.generate())
         blob = cipher.encrypt("value")
-        assert _python_calls(lambda: cipher.read(blob)) > 0  # derives the key
-        assert _python_calls(lambda: cipher.read(blob)) == 0
+        assert python_calls(lambda: cipher.read(blob)) > 0  # derives the key
+        assert python_calls(lambda: cipher.read(blob)) == 0
         flipped = blob[:-1] + bytes([blob[-1] ^ 1])
         with pytest.raises(DecryptionError):
             cipher.read(flipped)
-        assert _python_calls(lambda: cipher.read(memoryview(blob))) > 0
+        assert python_calls(lambda: cipher.read(memoryview(blob))) > 0
 
     @needs_native
     def test_leased_keys_are_spent_per_value(
@@ -559,7 +564,7 @@ class TestReader:
         monkeypatch.setattr(keyring, "_data_key", counted)
         for _ in range(10):
             assert cipher.read(blob) == "value"
-            assert _python_calls(lambda: cipher.read(blob)) > 0
+            assert python_calls(lambda: cipher.read(blob)) > 0
         # 20 reads, 3 uses per unwrapped key: the key was unwrapped again.
         assert unwraps >= 20 // 3 - 1
 
@@ -577,7 +582,7 @@ class TestReader:
         assert cipher.read(blob) == "value"
         old = keyring.primary_key_id
         keyring.rotate()
-        assert _python_calls(lambda: cipher.read(blob)) > 0  # derived afresh
+        assert python_calls(lambda: cipher.read(blob)) > 0  # derived afresh
         keyring.retire(old)
         with pytest.raises(UnknownKeyError):
             cipher.read(blob)
@@ -634,23 +639,6 @@ class TestReader:
         del keyring, cipher
         gc.collect()
         assert readers() == before
-
-
-def _python_calls(run: Any) -> int:
-    """The Python function calls *run* makes (its own lambda left out)."""
-    calls = 0
-
-    def profile(frame: Any, event: str, arg: Any) -> None:
-        nonlocal calls
-        if event == "call":
-            calls += 1
-
-    sys.setprofile(profile)
-    try:
-        run()
-    finally:
-        sys.setprofile(None)
-    return calls - 1
 
 
 def _python(code: str, **env: str) -> str:

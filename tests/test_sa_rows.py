@@ -30,6 +30,7 @@ from custdata.sqlalchemy._sealed import SealedRow
 
 
 sys.path.insert(0, str(Path(__file__).parent))
+from counting import python_calls
 from sa_fixtures import (  # noqa: F401 - pytest fixtures
     CANARIES,
     CountingKeyring,
@@ -136,24 +137,6 @@ def test_a_load_leaves_one_object_per_row_for_the_collector(
         assert 50 == len(rows)
 
 
-def _custdata_calls(run: Any) -> int:
-    """The Python function calls *run* makes into custdata's own modules."""
-    root = str(Path(custdata.__file__).parent)
-    calls = 0
-
-    def profile(frame: Any, event: str, arg: Any) -> None:
-        nonlocal calls
-        if event == "call" and frame.f_code.co_filename.startswith(root):
-            calls += 1
-
-    sys.setprofile(profile)
-    try:
-        run()
-    finally:
-        sys.setprofile(None)
-    return calls
-
-
 def test_a_load_makes_one_custdata_call_per_row_and_one_per_read(
     engine: Engine, models: Models, sample_policy: custdata.Policy
 ) -> None:
@@ -193,7 +176,7 @@ def test_a_load_makes_one_custdata_call_per_row_and_one_per_read(
                             assert c.email.endswith("@example.jp")
 
             run()  # compiled, cached, the column keys derived
-            return _custdata_calls(run)
+            return python_calls(run, under=str(Path(custdata.__file__).parent))
 
         # A read is __get__ alone: the cipher's native reader opens the value
         # without a Python call; without the native accelerator, the reader

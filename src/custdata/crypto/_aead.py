@@ -26,16 +26,15 @@ function over ``AESGCM``):
 * ``seal_envelope(key, header, nonce, frame, prefix, tail)`` -- ``header +
   nonce + ciphertext + tag``.
 
-And one for a str column's one-value reads: ``text_reader(keys, start,
-fallback, subject_context, held_fallback)`` returns the callables ``(read,
-held)`` a cipher reads its values with: natively, a ``Reader``'s methods --
-``read(blob, tail=None)`` opens a value whose header is a key of the dict
-*keys* (``header -> (key object, prefix, subject prefix)``, kept by the
-cipher), ``held(blob, tail, by_tail)`` a value under the subject key
-``by_tail[tail]`` a batch fetched (``(header, key object)``), each in one C
-call, and anything else goes to *fallback* (the cipher's ``open_value``) or
-*held_fallback* (its ``open_held``); the reference returns the two
-fallbacks themselves.
+And a str column's reader class, ``reader``: natively ``Reader(keys,
+start, fallback, subject_context, held_fallback)``, whose ``read(blob,
+tail=None)`` opens a value whose header is a key of the dict *keys*
+(``header -> (key object, prefix, subject prefix)``, kept by the cipher)
+and whose ``held(blob, tail, by_tail)`` opens a value under the subject key
+``by_tail[tail]`` a batch fetched (``(header, key object, ...)``), each in
+one C call, handing anything else to *fallback* (the cipher's
+``open_value``) or *held_fallback* (its ``open_held``); ``None`` for the
+reference, whose ciphers read through those two methods themselves.
 
 They are looked up on this module at each use (``_aead.open_text(...)``), so
 a test may swap the implementation (``tests/test_crypto_native.py`` runs
@@ -44,7 +43,6 @@ both).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -61,9 +59,8 @@ __all__ = [
     "py_open_envelope",
     "py_open_text",
     "py_seal_envelope",
-    "py_text_reader",
+    "reader",
     "seal_envelope",
-    "text_reader",
 ]
 
 _NONCE_SIZE = 12
@@ -121,38 +118,14 @@ def py_seal_envelope(  # noqa: PLR0917 - the native method's signature
     return header + nonce + key.encrypt(nonce, frame, aad)  # type: ignore[no-any-return]
 
 
-def py_text_reader(
-    keys: dict[bytes, tuple[Any, bytes, bytes]],
-    start: int,
-    fallback: Callable[..., Any],
-    subject_context: bytes,
-    held_fallback: Callable[..., Any],
-) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """A str column's ``(read, held)``: the reference is its two fallbacks themselves."""
-    del keys, start, subject_context  # what the native reader opens with
-    return fallback, held_fallback
-
-
-def _native_text_reader(
-    keys: dict[bytes, tuple[Any, bytes, bytes]],
-    start: int,
-    fallback: Callable[..., Any],
-    subject_context: bytes,
-    held_fallback: Callable[..., Any],
-) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """A str column's ``(read, held)``: the native ``Reader``'s two methods."""
-    reader = native.Reader(keys, start, fallback, subject_context, held_fallback)  # type: ignore[union-attr]
-    return reader.read, reader.held
-
-
 #: The implementation in use: the key objects' class, the three envelope
 #: functions (the native type's unbound methods, or the reference's) and
-#: the str column's reader.
+#: the str column's reader class (none for the reference).
 aes_gcm: Any
 open_envelope: Any
 open_text: Any
 seal_envelope: Any
-text_reader: Callable[..., tuple[Callable[..., Any], Callable[..., Any]]]
+reader: Any
 if native is None:
     aes_gcm = AESGCM
     open_envelope, open_text, seal_envelope = (
@@ -160,7 +133,7 @@ if native is None:
         py_open_text,
         py_seal_envelope,
     )
-    text_reader = py_text_reader
+    reader = None
 else:
     aes_gcm = native.AesGcm
     open_envelope, open_text, seal_envelope = (
@@ -168,4 +141,4 @@ else:
         native.AesGcm.open_text,
         native.AesGcm.seal,
     )
-    text_reader = _native_text_reader
+    reader = native.Reader

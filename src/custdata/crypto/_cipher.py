@@ -292,8 +292,9 @@ class FieldCipher(_ColumnCipher[T]):
         self.read, self.held = self.open_value, self.open_held
         #: Whether held is the native reader's (then batches open through it too).
         self._held_native = False
-        if self._decode is _str_decode:
-            read, held = _aead.text_reader(
+        reader = _aead.reader
+        if reader is not None and self._decode is _str_decode:
+            native = reader(
                 self._fast,
                 HEADER_SIZE,
                 self.open_value,
@@ -301,10 +302,10 @@ class FieldCipher(_ColumnCipher[T]):
                 self.open_held,
             )
             if subject_keys is None:
-                self.read = read
+                self.read = native.read
             else:
-                self.held = held
-                self._held_native = held != self.open_held
+                self.held = native.held
+                self._held_native = True
 
     def _new_read_key(self, blob: bytes) -> _ColumnKey:
         entry = super()._new_read_key(blob)
