@@ -597,7 +597,7 @@ class TestReader:
         reader = NATIVE.Reader({}, *args)
         assert repr(reader) == "<custdata column reader>"
         for attempt in (pickle.dumps, copy.copy, copy.deepcopy):
-            with pytest.raises(TypeError):
+            with pytest.raises(TypeError, match="Reader cannot be pickled or copied"):
                 attempt(reader)
         with pytest.raises(TypeError):
             reader.read()

@@ -540,9 +540,11 @@ aesgcm_seal(AesGcmObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
-aesgcm_reduce(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused))
+aesgcm_reduce(PyObject *self, PyObject *Py_UNUSED(unused))
 {
-    PyErr_SetString(PyExc_TypeError, "an AesGcm key cannot be pickled or copied");
+    /* Shared by the key and the reader (which holds keys): neither leaves. */
+    PyErr_Format(PyExc_TypeError, "a %s cannot be pickled or copied",
+                 Py_TYPE(self)->tp_name);
     return NULL;
 }
 
@@ -701,6 +703,15 @@ reader_text(AesGcmObject *aead, const Envelope *env)
     return out;
 }
 
+/* The nonce and ciphertext of the size-byte envelope b (its header checked). */
+static void
+reader_body(const ReaderObject *self, const char *b, Py_ssize_t size, Envelope *env)
+{
+    env->nonce = (const unsigned char *)b + self->start;
+    env->ct = env->nonce + NONCE_LEN;
+    env->ct_len = size - self->start - NONCE_LEN;
+}
+
 /* Open blob here: a new reference (str), or NULL -- with an exception set
  * for an error the fallback could not mend (no memory, OpenSSL failing),
  * without one when the fallback is to decide. */
@@ -730,9 +741,7 @@ reader_open(ReaderObject *self, PyObject *blob, PyObject *tail)
         return NULL;
     }
     Envelope env;
-    env.nonce = (const unsigned char *)b + self->start;
-    env.ct = env.nonce + NONCE_LEN;
-    env.ct_len = size - self->start - NONCE_LEN;
+    reader_body(self, b, size, &env);
     env.aad1 = (const unsigned char *)PyBytes_AS_STRING(prefix);
     env.aad1_len = PyBytes_GET_SIZE(prefix);
     env.aad2 = tail == Py_None ? NULL : (const unsigned char *)PyBytes_AS_STRING(tail);
@@ -767,9 +776,7 @@ reader_open_held(ReaderObject *self, PyObject *blob, PyObject *tail, PyObject *b
         return NULL;
     }
     Envelope env;
-    env.nonce = (const unsigned char *)b + self->start;
-    env.ct = env.nonce + NONCE_LEN;
-    env.ct_len = size - self->start - NONCE_LEN;
+    reader_body(self, b, size, &env);
     env.aad1 = (const unsigned char *)PyBytes_AS_STRING(header);
     env.aad1_len = self->start;
     env.aad2 = (const unsigned char *)PyBytes_AS_STRING(self->subject);
