@@ -1287,10 +1287,31 @@ class TestEpochReadWithTheRows:
                     assert [] == trace.key_lookups()
                     ((_, row_sql),) = trace.statements
                     assert reads_epoch(row_sql)
-                    assert reads_named_key(row_sql)  # read cold and warm alike
+                    # Cold, its key record too; warm, the cached key is
+                    # checked against the epoch alone.
+                    assert _cold is reads_named_key(row_sql)
                 else:
                     assert 1 == len(trace.key_lookups())
             assert _cold is False
+        finally:
+            trace.close()
+
+    def test_a_key_gone_from_the_cache_after_the_statement_is_read_from_the_store(
+        self, world: World, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The cache hint is only a hint: a key evicted before the row opens is looked up."""
+        (cid,) = world.add(1)
+        world.scope.clear()
+        # The statement is built as for a cached key, but the cache is empty
+        # when the row is opened (as if evicted in between).
+        monkeypatch.setattr(type(world.scope), "caches", lambda self, subject: True)
+        trace = Trace(world)
+        try:
+            with support(), Session(world.engine) as session:
+                assert CANARY + "-0" == session.get(world.Client, cid).name
+            # No key record in the row's statement; the store reads it.
+            assert not any(reads_named_key(sql) for _, sql in trace.statements)
+            assert 1 == len(trace.key_lookups())
         finally:
             trace.close()
 

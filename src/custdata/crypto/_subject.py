@@ -718,6 +718,17 @@ class SubjectKeyScope:
             if depth < 0:
                 self._pending_txns.pop(owner, None)
 
+    def caches(self, subject: bytes) -> bool:
+        """Whether a live key of ``subject`` is in the cache now (a hint, internal).
+
+        The SQL layer asks before it adds a subject's key record to a
+        ``get``'s statement: a cached key needs only the shred epoch read
+        with the row. A key evicted or expired in between is read from the
+        store when the row is opened (:meth:`keys_for`), as any miss is.
+        """
+        key = self._cache.get(subject)
+        return key is not None and self._keyring.cache.clock() < key[3]
+
     # -- what the ciphers ask ----------------------------------------------------
 
     def keys_for(self, subjects: Collection[bytes]) -> dict[bytes, Any]:

@@ -10,16 +10,14 @@ cursor takes those columns off every row before SQLAlchemy sees it.
 
 - the shred epoch, always;
 - the wrapped key of the subject, when the statement names its one subject
-  with ``subject_column = :value`` in its ``WHERE`` (a ``get``, a refresh): the
-  value is bound once more per subquery.
+  with ``subject_column = :value`` in its ``WHERE`` (a ``get``, a refresh)
+  and its key is not cached: the value is bound once more per subquery.
 
 So a batch whose keys are cached, and a ``get`` of an uncached subject, issue
 no statement of the store's. Any other shape keeps the batched lookup.
 """
 
 from __future__ import annotations
-
-import weakref
 
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -94,6 +92,7 @@ def keys_first(  # noqa: PLR0917
     context: Any,
     lone: tuple[int, Any] | None,
     custodian: Any,
+    scope: Any = None,
 ) -> tuple[str, Any, KeysWithRows | None]:
     """``statement`` (and its parameters) reading the shred epoch first, maybe a key.
 
@@ -110,6 +109,9 @@ def keys_first(  # noqa: PLR0917
         context: Its execution context.
         lone: ``(position, kind)`` of the one subject column of its rows, if so.
         custodian: The custodian in force.
+        scope: The per-subject key scope of the statement's columns, if
+            known: a named subject whose key it caches has only the epoch
+            read (its key record is not).
     """
     store = custodian.subject_keys
     epoch_column = getattr(store, "epoch_column", None)
@@ -132,6 +134,9 @@ def keys_first(  # noqa: PLR0917
     positional = _STYLES.get(conn.dialect.paramstyle)
     if lone is not None and positional is not None:
         subject = _named_subject(select_, compiled, context, lone)
+        if subject is not None and scope is not None and scope.caches(subject):
+            # Its key is cached: the epoch alone checks it (a warm ``get``).
+            subject = None
     if subject is not None:
         column = f"{column}, {store.key_columns(conn)}"
         if positional:
@@ -142,12 +147,12 @@ def keys_first(  # noqa: PLR0917
     return sql, parameters, KeysWithRows(store, subject)
 
 
-#: Per compiled statement, the name of the parameter its ``WHERE subject =
-#: :value`` binds (``None``: it names no one subject). Worked out once per
-#: compiled form: a ``get`` reuses SQLAlchemy's cached compilation.
-_SUBJECT_PARAMETERS: weakref.WeakKeyDictionary[Any, str | None] = (
-    weakref.WeakKeyDictionary()
-)
+#: Where a compiled statement keeps the name of the parameter its ``WHERE
+#: subject = :value`` binds (``None``: it names no one subject): worked out
+#: once per compiled form, an attribute of it (a ``get`` reuses SQLAlchemy's
+#: cached compilation; one dictionary lookup per statement).
+_SUBJECT_ATTR = "_custdata_subject_parameter"
+_UNKNOWN = object()
 
 
 def _named_subject(
@@ -158,14 +163,10 @@ def _named_subject(
     A wrong guess costs nothing but a wasted read: the key read is used only
     for rows of that subject, as a lookup of it would be.
     """
-    try:
-        name = _SUBJECT_PARAMETERS[compiled]
-    except KeyError:
-        name = _SUBJECT_PARAMETERS[compiled] = _subject_parameter(
-            select_, compiled, lone[0]
-        )
-    except TypeError:  # not weakly referenceable: worked out every time
+    name = compiled.__dict__.get(_SUBJECT_ATTR, _UNKNOWN)
+    if name is _UNKNOWN:
         name = _subject_parameter(select_, compiled, lone[0])
+        setattr(compiled, _SUBJECT_ATTR, name)
     if name is None:
         return None
     value = context.compiled_parameters[0].get(name)

@@ -979,6 +979,8 @@ class _Plan:
     __slots__ = (
         "_granted",
         "_grants",
+        "_held_layout",
+        "_keyed_by",
         "_rebuilds",
         "_released",
         "_valid",
@@ -1014,6 +1016,20 @@ class _Plan:
         #: Whether a fetched column has per-subject keys (whose lookups may
         #: read through the statement's connection; see :func:`_key_reads_via`).
         self.keyed = any(b.key_scope == "subject" for b in bindings)
+        #: A column it reads under per-subject keys (its cipher's scope is
+        #: the statement's), or ``None``.
+        #: (grant, the columns whose keys a batch it opens holds: see _held_keys).
+        self._held_layout: (
+            tuple[Grant, list[tuple[FieldBinding, int, str, Any]]] | None
+        ) = None
+        self._keyed_by = next(
+            (
+                b
+                for b in bindings
+                if b.key_scope == "subject" and not b.legacy_plaintext
+            ),
+            None,
+        )
         #: The mapped classes with customer-data fields an ORM select names at
         #: its top level: validated against the policy before it runs.
         self.mappers = list(mappers)
@@ -1142,6 +1158,11 @@ class _Plan:
             custodian.authorize(
                 action=Action.SEARCH, entity=entity, fields=fields, count=count
             )
+
+    def subject_scope(self, custodian: Any) -> Any:
+        """The per-subject key scope of the statement's columns, or ``None``."""
+        b = self._keyed_by
+        return None if b is None else b.cipher(custodian).subject_keys
 
     def decide(
         self,
@@ -1806,17 +1827,8 @@ def _held_keys(
     objects' values later needs no lookup per value.
     """
     held: dict[tuple[FieldBinding, int], dict[bytes | None, Any]] = {}
-    if grant is None or not plan.keyed:
-        return held
     by_source: dict[int, dict[bytes | None, Any]] = {}
-    for _pos, b, _text, src in plan.columns:
-        opener: Any = grant.opens.get(b)
-        if (
-            src < 0
-            or getattr(opener, "subject_keys", None) is None
-            or getattr(opener, "legacy", None) is not None
-        ):
-            continue
+    for b, src, _where, opener in _held_layout(plan, grant):
         keys = by_source.get(src)
         if keys is None:
             keys = by_source[src] = opener.held_keys(tails[src])
@@ -1824,12 +1836,52 @@ def _held_keys(
     return held
 
 
+def _held_by_where(
+    plan: Any, grant: Grant | None, tails: list[list[bytes | None]]
+) -> dict[str, dict[bytes | None, Any]] | None:
+    """:func:`_held_keys` per ``table.column``, for a :class:`SealedRow` (``None``: none)."""
+    held: dict[str, dict[bytes | None, Any]] = {}
+    by_source: dict[int, dict[bytes | None, Any]] = {}
+    for _b, src, where, opener in _held_layout(plan, grant):
+        keys = by_source.get(src)
+        if keys is None:
+            keys = by_source[src] = opener.held_keys(tails[src])
+        held[where] = keys
+    return held or None
+
+
+def _held_layout(
+    plan: Any, grant: Grant | None
+) -> list[tuple[FieldBinding, int, str, Any]]:
+    """``(binding, subject source, table.column, cipher)`` of the columns whose keys a batch holds.
+
+    The per-subject-key columns *grant* opens, worked out once per grant
+    (its openers never change) and kept on the plan.
+    """
+    if grant is None or not plan.keyed:
+        return []
+    memo = plan._held_layout  # noqa: SLF001 - the plan's own memo
+    if memo is not None and memo[0] is grant:
+        return memo[1]  # type: ignore[no-any-return]
+    layout: list[tuple[FieldBinding, int, str, Any]] = []
+    for _pos, b, _text, src in plan.columns:
+        opener: Any = grant.opens.get(b)
+        if (
+            src >= 0
+            and getattr(opener, "subject_keys", None) is not None
+            and getattr(opener, "legacy", None) is None
+        ):
+            layout.append((b, src, b.where, opener))
+    plan._held_layout = (grant, layout)  # noqa: SLF001
+    return layout
+
+
 def _sealed_rows(
     rows: Sequence[Any],
     plan: _Plan,
     grant: Grant | None,
     tails: list[list[bytes | None]],
-    held: dict[tuple[FieldBinding, int], dict[bytes | None, Any]],
+    keys: dict[str, dict[bytes | None, Any]] | None,
 ) -> list[Any]:
     """The rows of a sealed load, each row's customer values in one :class:`SealedRow`.
 
@@ -1840,7 +1892,6 @@ def _sealed_rows(
     """
     envelopes = plan.envelopes
     at = plan.at
-    keys = {b.where: found for (b, _src), found in held.items()} if held else None
     # Each row is replaced in the fetched list itself (see _in_place).
     out: list[Any] = rows if rows.__class__ is list else list(rows)
     if not out:
@@ -2123,8 +2174,7 @@ class _AnnouncingCursor:
         # _sealed_rows, for one row.
         keys = None
         if plan.keyed:
-            held = _held_keys(plan, memo[2], tails)
-            keys = {b.where: found for (b, _src), found in held.items()} or None
+            keys = _held_by_where(plan, memo[2], tails)
         sealed = SealedRow(plan.envelopes(row), plan.at, tail, raw, memo[2], keys)
         return [plan.rebuild(len(row))((*row, sealed))]
 
@@ -2174,9 +2224,10 @@ class _AnnouncingCursor:
     ) -> Sequence[Any]:
         """Hand a batch's values over sealed, each opened through *grant*."""
         plan = self._plan
-        held = _held_keys(plan, grant, tails)
         if plan.envelopes is not None:
-            return _sealed_rows(rows, plan, grant, tails, held)
+            by_where = _held_by_where(plan, grant, tails)
+            return _sealed_rows(rows, plan, grant, tails, by_where)
+        held = _held_keys(plan, grant, tails)
         if len(rows) == 1 and not blobs:
             # One row (a get, a refresh): no transposing.
             row = list(rows[0])
@@ -2397,7 +2448,14 @@ def _before_cursor_execute(  # noqa: PLR0917
     keys = None
     if plan.keyed and not (context.is_crud or executemany):
         statement, parameters, keys = keys_first(
-            conn, statement, parameters, compiled, context, plan.lone, custodian
+            conn,
+            statement,
+            parameters,
+            compiled,
+            context,
+            plan.lone,
+            custodian,
+            plan.subject_scope(custodian),
         )
     if plan.seal and not context.is_crud:
         # An entity load: its values are handed over sealed, and each is
