@@ -485,6 +485,29 @@ class TestReader:
             with pytest.raises(error):
                 cipher.held(blobs[2], tails[2], gone)
 
+    def test_held_keys_withdrawn_since_are_never_used(self, factory: Impl) -> None:
+        """A batch's held keys after a shred in this process: the shredded subject is refused.
+
+        The held mapping records the scope's generation; a shred raises it,
+        so the next read checks the batch's keys again (the others still open).
+        """
+        from custdata import KeyDestroyedError
+
+        keyring = Keyring.generate()
+        store = InMemorySubjectKeyStore()
+        cipher = _cipher(keyring, subjects=store)
+        alice, bob = uuid.uuid4(), uuid.uuid4()
+        tails = [length_prefixed(subject_bytes(s)) for s in (alice, bob)]
+        blobs = cipher.seal_many(["canary-gone", "kept"], tails)
+        held = cipher.held_keys(tails)
+        assert "canary-gone" == cipher.held(blobs[0], tails[0], held)
+        assert keyring.shred_subject(alice, store)
+        for opener in (cipher.held, cipher.open_held):
+            with pytest.raises(KeyDestroyedError) as info:
+                opener(blobs[0], tails[0], held)
+            assert "canary" not in str(info.value)
+            assert "kept" == opener(blobs[1], tails[1], held)
+
     @needs_native
     def test_native_held_reads_make_no_python_call(
         self, monkeypatch: pytest.MonkeyPatch
@@ -613,6 +636,9 @@ class TestReader:
             NATIVE.Reader({}, HEADER_SIZE, cipher.open_value, subject_context, 1)
         with pytest.raises(ValueError, match="header size"):
             NATIVE.Reader({}, -1, *args[1:])
+        for generation in ([], [0, 1], (0,), 0):
+            with pytest.raises(TypeError, match="generation"):
+                NATIVE.Reader({}, *args, generation)
         # Entries of another shape are never used: the fallbacks read.
         blob = cipher.encrypt("value")
         odd = NATIVE.Reader({blob[:HEADER_SIZE]: ("no", b"", b"")}, *args)

@@ -1152,6 +1152,56 @@ class TestShreddedValuesAreNeverRecordedAsRevealed:
         assert CANARY not in str(info.value)
         self._refused_only(trailed, shredded)
 
+    def _shred_now(self, trailed: Trailed, subject: uuid.UUID) -> None:
+        """Crypto-shred *subject* in a session of its own, committed."""
+        with (
+            custdata.acting_as("dpo-1", role="support_agent"),
+            Session(trailed.world.engine) as session,
+        ):
+            shred_subject(
+                trailed.world.custodian,
+                subject,
+                session_or_engine=session,
+                metadata=trailed.world.Base.metadata,
+            )
+            session.commit()
+
+    @pytest.mark.parametrize("load", ["select", "get"])
+    def test_an_object_loaded_before_the_shred_is_refused_after_it(
+        self, trailed: Trailed, load: str
+    ) -> None:
+        """Loaded (sealed, its batch's keys held) before a shred, read after it: refused.
+
+        The keys a loaded object holds are never used once the shred has
+        withdrawn them in this process: the read is refused and recorded as
+        refused, like a read of a row fetched after the shred.
+        """
+        shredded, live = trailed.world.add(2)
+        with support(), Session(trailed.world.engine) as session:
+            if load == "select":
+                clients = {
+                    c.id: c for c in session.scalars(select(trailed.world.Client)).all()
+                }
+            else:
+                clients = {
+                    cid: session.get(trailed.world.Client, cid)
+                    for cid in (shredded, live)
+                }
+            self._shred_now(trailed, shredded)
+            trailed.events()
+            with pytest.raises(KeyDestroyedError) as info:
+                _ = clients[shredded].name
+            assert CANARY not in str(info.value)
+            assert CANARY + "-1" == clients[live].name
+        events = trailed.events()
+        refusals = [e for e in events if e.get("reason") == "key_destroyed"]
+        assert [({trailed.ref(shredded)}, "denied")] == [
+            (_named(e), e["outcome"]) for e in refusals
+        ]
+        for recorded in events:
+            if recorded["action"] == "field.reveal":
+                assert trailed.ref(shredded) not in _named(recorded)
+
     def test_orm_select_releases_the_others(
         self, trailed: Trailed, left: tuple[uuid.UUID, uuid.UUID]
     ) -> None:

@@ -300,6 +300,7 @@ class FieldCipher(_ColumnCipher[T]):
                 self.open_value,
                 self._subject_context,
                 self.open_held,
+                None if subject_keys is None else subject_keys._generation,  # noqa: SLF001
             )
             if subject_keys is None:
                 self.read = native.read
@@ -802,10 +803,16 @@ class FieldCipher(_ColumnCipher[T]):
         held = _batch_memo.get()
         if held is not None and held[0] is tails and held[1] is scope:
             return held[2]
-        distinct = set(tails)
+        distinct: set[Any] = set(tails)
         distinct.discard(None)
-        keys = scope.keys_for({t[4:] for t in distinct})  # type: ignore[index]
-        by_tail: dict[bytes | None, Any] = {t: keys.get(t[4:]) for t in distinct}  # type: ignore[index]
+        # Each subject's canonical id is its tail without the length prefix.
+        tail_of: dict[bytes, bytes] = {t[4:]: t for t in distinct}
+        keys = scope.keys_for(tail_of.keys())
+        by_tail: dict[bytes | None, Any] = {tail_of[s]: k for s, k in keys.items()}
+        # The scope's generation as of the fetch (see current_held): read
+        # after it, since the fetch itself may raise it (a moved shred
+        # epoch drops the cache before these keys are checked).
+        by_tail[None] = scope._generation[0]  # noqa: SLF001 - package-internal
         _batch_memo.set((tails, scope, by_tail))
         return by_tail
 
@@ -814,9 +821,33 @@ class FieldCipher(_ColumnCipher[T]):
 
         For the SQL layer, which keeps a batch's values sealed in ORM objects
         and opens each when it is read: the batch's keys are fetched when the
-        batch is, and :meth:`open_held` opens its values with them.
+        batch is, and :meth:`open_held` opens its values with them (after
+        :meth:`current_held`: a key withdrawn since is never used).
         """
         return self._batch_keys(tails)
+
+    def current_held(self, by_tail: dict[bytes | None, Any]) -> dict[bytes | None, Any]:
+        """*by_tail* (a batch's :meth:`held_keys`), its keys checked again if need be (internal).
+
+        The mapping records the key scope's generation when its keys were
+        fetched (under ``None``). When the scope has withdrawn a key since
+        (a shred in this process, a cleared cache, a shred elsewhere seen by
+        a later statement), the batch's keys are fetched again, in place: a
+        destroyed subject's value held by an object loaded before the shred
+        is then refused, never opened with the key it was loaded with.
+        """
+        scope = self.subject_keys
+        if scope is None:
+            return by_tail
+        generation = scope._generation[0]  # noqa: SLF001 - package-internal
+        if by_tail.get(None) is generation:
+            return by_tail
+        tails = [t for t in by_tail if t is not None]
+        keys = scope.keys_for({t[4:] for t in tails})
+        for tail in tails:
+            by_tail[tail] = keys.get(tail[4:])
+        by_tail[None] = generation
+        return by_tail
 
     def open_held(
         self, blob: Any, tail: bytes | None, by_tail: dict[bytes | None, Any]
@@ -833,7 +864,7 @@ class FieldCipher(_ColumnCipher[T]):
                 # Not an envelope at all: open_value names the problem.
                 return self.open_value(blob, tail)
             blob = bytes(blob)
-        key = by_tail.get(tail)
+        key = self.current_held(by_tail).get(tail)
         if (
             key.__class__ is not tuple
             or key[0] != blob[:HEADER_SIZE]
@@ -933,7 +964,7 @@ class FieldCipher(_ColumnCipher[T]):
         scope: SubjectKeyScope = self.subject_keys  # type: ignore[assignment]
         prepared = _prepared.get()
         memo = _seal_memo.get()
-        generation = scope._generation  # noqa: SLF001 - package-internal
+        generation = scope._generation[0]  # noqa: SLF001 - package-internal
         if (
             memo is not None
             and memo[0] is tails

@@ -601,7 +601,11 @@ static PyTypeObject AesGcmType = {
  * for the common case: by_tail[tail] is the subject's key as the batch
  * fetched it, (header, AesGcm, ...), its header the blob's; the associated data
  * is header || subject_context || tail. (The key's further items, its id
- * and expiry, are the fallback's to check where it reads.)
+ * and expiry, are the fallback's to check where it reads.) With a generation
+ * cell (the key scope's one-item list, raised whenever a key may have been
+ * withdrawn: a shred, a cleared cache), by_tail[None] must be the very
+ * object the cell held when the batch fetched its keys; else the fallback
+ * checks the batch's keys again.
  *
  * Anything else -- another type, an unknown header or subject, a failed
  * open, another frame -- is handed to fallback(blob[, tail]) (the cipher's
@@ -616,6 +620,7 @@ typedef struct {
     PyObject *fallback; /* called with read()'s arguments when not opened here */
     PyObject *subject;  /* bytes: the subject-bound context, after the header */
     PyObject *held_fallback; /* called with held()'s arguments likewise */
+    PyObject *generation; /* list of one item, or NULL: see held() */
     Py_ssize_t start;   /* the header's size */
 } ReaderObject;
 
@@ -626,6 +631,7 @@ reader_traverse(ReaderObject *self, visitproc visit, void *arg)
     Py_VISIT(self->fallback);
     Py_VISIT(self->subject);
     Py_VISIT(self->held_fallback);
+    Py_VISIT(self->generation);
     return 0;
 }
 
@@ -636,6 +642,7 @@ reader_clear(ReaderObject *self)
     Py_CLEAR(self->fallback);
     Py_CLEAR(self->subject);
     Py_CLEAR(self->held_fallback);
+    Py_CLEAR(self->generation);
     return 0;
 }
 
@@ -651,17 +658,23 @@ static PyObject *
 reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"keys", "start", "fallback", "subject_context",
-                             "held_fallback", NULL};
-    PyObject *keys, *fallback, *subject, *held_fallback;
+                             "held_fallback", "generation", NULL};
+    PyObject *keys, *fallback, *subject, *held_fallback, *generation = Py_None;
     Py_ssize_t start;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!nOSO:Reader", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!nOSO|O:Reader", kwlist,
                                      &PyDict_Type, &keys, &start, &fallback,
-                                     &subject, &held_fallback)) {
+                                     &subject, &held_fallback, &generation)) {
         return NULL;
     }
     if (start < 0 || !PyCallable_Check(fallback) || !PyCallable_Check(held_fallback)) {
         PyErr_SetString(PyExc_ValueError,
                         "Reader takes a header size >= 0 and callable fallbacks");
+        return NULL;
+    }
+    if (generation != Py_None &&
+        !(PyList_CheckExact(generation) && PyList_GET_SIZE(generation) == 1)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "Reader's generation is a list of one item, or None");
         return NULL;
     }
     ReaderObject *self = (ReaderObject *)type->tp_alloc(type, 0);
@@ -676,6 +689,10 @@ reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->subject = subject;
     Py_INCREF(held_fallback);
     self->held_fallback = held_fallback;
+    if (generation != Py_None) {
+        Py_INCREF(generation);
+        self->generation = generation;
+    }
     self->start = start;
     return (PyObject *)self;
 }
@@ -762,6 +779,15 @@ reader_open_held(ReaderObject *self, PyObject *blob, PyObject *tail, PyObject *b
     Py_ssize_t size = PyBytes_GET_SIZE(blob);
     if (size > INT_MAX / 2 || size - self->start < NONCE_LEN + TAG_LEN) {
         return NULL;
+    }
+    if (self->generation != NULL) {
+        /* The batch's keys as fetched at the scope's generation now (by
+         * identity), or the fallback checks them again. */
+        PyObject *at = PyDict_GetItemWithError(by_tail, Py_None);
+        if (at == NULL || PyList_GET_SIZE(self->generation) != 1 ||
+            at != PyList_GET_ITEM(self->generation, 0)) {
+            return NULL;
+        }
     }
     PyObject *key = PyDict_GetItemWithError(by_tail, tail);
     if (key == NULL || !PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) < 2) {

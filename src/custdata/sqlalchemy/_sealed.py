@@ -34,7 +34,7 @@ from sqlalchemy.orm.attributes import InstrumentedAttribute
 
 from custdata._context import _access, _custodian, _default_custodian
 from custdata._decision import Action
-from custdata._errors import ConfigurationError
+from custdata._errors import ConfigurationError, KeyDestroyedError
 from custdata._policy import FieldPolicy
 from custdata.crypto._legacy import looks_sealed
 from custdata.crypto._subject import DESTROYED
@@ -286,7 +286,15 @@ class SealedAttribute(InstrumentedAttribute[Any]):
                             tail = value.tail
                             held = keys.get(where)
                             if tail is not None and held is not None:
-                                return opener.held(data, tail, held)
+                                loaded = held.get(tail)
+                                try:
+                                    return opener.held(data, tail, held)
+                                except KeyDestroyedError:
+                                    if loaded is DESTROYED:
+                                        raise  # refused, and recorded, at the load
+                                    # Shredded since the load: the refusal
+                                    # is decided and recorded now.
+                                    return reveal(b, value, text=self.custdata_text)
                     return _open(
                         opener,
                         *_parts(value, b, self.custdata_where),
@@ -320,7 +328,14 @@ class SealedAttribute(InstrumentedAttribute[Any]):
                 ) and not self.custdata_text:
                     # The common case, without the call: an envelope to open.
                     if value.keys is not None:
-                        return opener.held(value.data, tail, value.keys)
+                        loaded = value.keys.get(tail)
+                        try:
+                            return opener.held(value.data, tail, value.keys)
+                        except KeyDestroyedError:
+                            if loaded is DESTROYED:
+                                raise  # refused, and recorded, at the load
+                            # Shredded since the load (see above).
+                            return reveal(b, value, text=self.custdata_text)
                     return opener.read(value.data, tail)
                 return _open(
                     opener, value.data, value.tail, value.keys, b, self.custdata_text
@@ -406,8 +421,12 @@ def reveal(
         # Whether the subject was crypto-shredded, before the decision: its
         # refusal is recorded then, never a reveal (the batch's keys, or
         # one lookup that the value is then opened with).
+        cipher = b.cipher(custodian)
         if keys is None:
-            keys = b.cipher(custodian).held_keys([tail])
+            keys = cipher.held_keys([tail])
+        elif cipher.subject_keys is not None:
+            # Held since the load: checked again if a key was withdrawn since.
+            keys = cipher.current_held(keys)
         if keys.get(tail) is DESTROYED:
             gone = subjects
     decision = custodian.authorize(
