@@ -1080,17 +1080,7 @@ class TestShreddedValuesAreNeverRecordedAsRevealed:
     def left(self, trailed: Trailed) -> tuple[uuid.UUID, uuid.UUID]:
         """Two subjects; the first crypto-shredded, its row left in the table."""
         shredded, live = trailed.world.add(2)
-        with (
-            custdata.acting_as("dpo-1", role="support_agent"),
-            Session(trailed.world.engine) as session,
-        ):
-            shred_subject(
-                trailed.world.custodian,
-                shredded,
-                session_or_engine=session,
-                metadata=trailed.world.Base.metadata,
-            )
-            session.commit()
+        self._shred_now(trailed, shredded)
         trailed.events()
         return shredded, live
 
