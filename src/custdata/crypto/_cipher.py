@@ -32,7 +32,14 @@ from ._envelope import (
 )
 from ._kdf import LABEL_FIELD_GCM, LABEL_FIELD_SIV, column_key
 from ._legacy import looks_sealed
-from ._subject import SubjectKeyScope, _prepared, _SubjectKey, checked_key
+from ._subject import (
+    DESTROYED,
+    WITHDRAWN_AT,
+    SubjectKeyScope,
+    _prepared,
+    _SubjectKey,
+    checked_key,
+)
 
 
 if TYPE_CHECKING:
@@ -842,10 +849,17 @@ class FieldCipher(_ColumnCipher[T]):
         generation = scope._generation[0]  # noqa: SLF001 - package-internal
         if by_tail.get(None) is generation:
             return by_tail
-        tails = [t for t in by_tail if t is not None]
+        # The tails (None keys the generation, WITHDRAWN_AT the withdrawn).
+        tails = [t for t in by_tail if t]
         keys = scope.keys_for({t[4:] for t in tails})
+        withdrawn: set[bytes] = by_tail.get(WITHDRAWN_AT) or set()
         for tail in tails:
-            by_tail[tail] = keys.get(tail[4:])
+            key = keys.get(tail[4:])
+            if key is DESTROYED and by_tail[tail] is not DESTROYED:
+                withdrawn.add(tail)
+            by_tail[tail] = key
+        if withdrawn:
+            by_tail[WITHDRAWN_AT] = withdrawn
         by_tail[None] = generation
         return by_tail
 

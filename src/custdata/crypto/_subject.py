@@ -397,6 +397,11 @@ def _subject_key(key_id: int, key: bytes, expires_at: float) -> _SubjectKey:
 #: What :meth:`SubjectKeyScope.keys_for` maps a subject whose key was destroyed to.
 DESTROYED: Final = "destroyed"
 
+#: Where a batch's held keys (:meth:`FieldCipher.held_keys`) note the tails
+#: whose keys :meth:`FieldCipher.current_held` found destroyed after the
+#: batch was fetched (a set; no tail is empty: it starts with its length).
+WITHDRAWN_AT: Final = b""
+
 #: The default number of unwrapped subject keys a scope keeps. Each is an
 #: AES-GCM key object holding an OpenSSL context per direction it was used in
 #: (with the native accelerator about 1.2 KiB for a key that only decrypted,

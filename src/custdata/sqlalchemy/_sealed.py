@@ -37,7 +37,7 @@ from custdata._decision import Action
 from custdata._errors import ConfigurationError, KeyDestroyedError
 from custdata._policy import FieldPolicy
 from custdata.crypto._legacy import looks_sealed
-from custdata.crypto._subject import DESTROYED
+from custdata.crypto._subject import DESTROYED, WITHDRAWN_AT
 
 from ._binding import FieldBinding, subject_parts
 
@@ -286,11 +286,10 @@ class SealedAttribute(InstrumentedAttribute[Any]):
                             tail = value.tail
                             held = keys.get(where)
                             if tail is not None and held is not None:
-                                loaded = held.get(tail)
                                 try:
                                     return opener.held(data, tail, held)
                                 except KeyDestroyedError:
-                                    if loaded is DESTROYED:
+                                    if not _withdrawn_since(held, tail):
                                         raise  # refused, and recorded, at the load
                                     # Shredded since the load: the refusal
                                     # is decided and recorded now.
@@ -328,11 +327,10 @@ class SealedAttribute(InstrumentedAttribute[Any]):
                 ) and not self.custdata_text:
                     # The common case, without the call: an envelope to open.
                     if value.keys is not None:
-                        loaded = value.keys.get(tail)
                         try:
                             return opener.held(value.data, tail, value.keys)
                         except KeyDestroyedError:
-                            if loaded is DESTROYED:
+                            if not _withdrawn_since(value.keys, tail):
                                 raise  # refused, and recorded, at the load
                             # Shredded since the load (see above).
                             return reveal(b, value, text=self.custdata_text)
@@ -341,6 +339,21 @@ class SealedAttribute(InstrumentedAttribute[Any]):
                     opener, value.data, value.tail, value.keys, b, self.custdata_text
                 )
         return reveal(b, value, text=self.custdata_text)
+
+
+def _withdrawn_since(held: dict[bytes | None, Any], tail: bytes | None) -> bool:
+    """Whether *tail*'s key was withdrawn after its batch was loaded, not yet recorded.
+
+    :meth:`~custdata.crypto.FieldCipher.current_held` notes such subjects
+    (a subject found destroyed at the load was refused, and recorded, then):
+    the first read that finds one is decided again, so its refusal is
+    recorded once.
+    """
+    withdrawn = held.get(WITHDRAWN_AT)
+    if not withdrawn or tail not in withdrawn:
+        return False
+    withdrawn.discard(tail)
+    return True
 
 
 def _open(  # noqa: PLR0917 - internal
