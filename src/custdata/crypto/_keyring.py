@@ -1004,6 +1004,8 @@ class Keyring:
         pack = _U32.pack
         ids = _U32_PAIR.pack
         join = b"".join
+        # The record's nonce || ciphertext is an envelope without a header.
+        open_wrapped = _aead.open_envelope
         wrappers: dict[int, Any] = {}
         out: dict[bytes, bytes | None] = {}
         try:
@@ -1012,15 +1014,16 @@ class Keyring:
                 if wrapped is None or wrapping is None:
                     out[subject] = None
                     continue
-                opener = wrappers.get(wrapping)
-                if opener is None:
-                    opener = wrappers[wrapping] = self._subject_wrapper(
-                        wrapping
-                    ).decrypt
+                if wrapped.__class__ is not bytes:
+                    wrapped = bytes(wrapped)  # a driver's memoryview
+                wrapper = wrappers.get(wrapping)
+                if wrapper is None:
+                    wrapper = wrappers[wrapping] = self._subject_wrapper(wrapping)
                 # _subject_wrap_aad, inlined: one call per key, not four.
-                out[subject] = opener(
-                    wrapped[:12],
-                    wrapped[12:],
+                out[subject] = open_wrapped(
+                    wrapper,
+                    wrapped,
+                    0,
                     join(
                         (
                             LABEL_SUBJECT_WRAP,
@@ -1029,6 +1032,7 @@ class Keyring:
                             ids(key_id, wrapping),
                         )
                     ),
+                    None,
                 )
         except (InvalidTag, ValueError):
             raise DecryptionError(

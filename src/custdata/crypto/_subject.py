@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import os
 import secrets
+import struct
 import threading
 
 from collections import OrderedDict
@@ -383,11 +384,14 @@ _SubjectKey = tuple[bytes, Aead, int, float]
 #: The header of a per-subject envelope without its key id.
 _SUBJECT_HEADER = header_bytes(Algorithm.AES_256_GCM_SUBJECT, 0)[:2]
 
+#: A per-subject envelope's header: those two bytes, then the key id.
+_HEADER_WITH_ID = struct.Struct(">2sI")
+
 
 def _subject_key(key_id: int, key: bytes, expires_at: float) -> _SubjectKey:
     """The ready key (see :data:`_SubjectKey`) of an unwrapped subject key."""
     return (
-        _SUBJECT_HEADER + key_id.to_bytes(4, "big"),
+        _HEADER_WITH_ID.pack(_SUBJECT_HEADER, key_id),
         _aead.aes_gcm(key),
         key_id,
         expires_at,
@@ -586,6 +590,7 @@ class SubjectKeyScope:
         plain = keyring._unwrap_subject_keys(found)  # noqa: SLF001 - package-internal
         # _subject_key, inlined: one pass, no call per key.
         aes_gcm = _aead.aes_gcm
+        header = _HEADER_WITH_ID.pack
         out: dict[bytes, Any] = {}
         for subject, key in plain.items():
             if key is None:
@@ -593,7 +598,7 @@ class SubjectKeyScope:
                 continue
             key_id = found[subject][1]
             out[subject] = (
-                _SUBJECT_HEADER + key_id.to_bytes(4, "big"),
+                header(_SUBJECT_HEADER, key_id),
                 aes_gcm(key),
                 key_id,
                 expires_at,
