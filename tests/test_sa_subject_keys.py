@@ -194,6 +194,35 @@ class TestKeysCommitWithTheirRows:
         assert sorted(f"{CANARY}-{k}" for k in range(40)) == names
         assert len(ids) == len(set(ids))
 
+    def test_column_key_rows_make_no_subject_keys(self, world: World) -> None:
+        """A table under column keys, beside a key store, writes no key record.
+
+        Its values are bound to their subject through the associated data
+        alone: a subject key made for them would never be used (and would
+        cost a key-table row per subject).
+        """
+
+        class ColumnKeyed(world.Base):  # type: ignore[name-defined,misc]
+            __tablename__ = f"sk_column_{world.suffix}"
+            id: Mapped[uuid.UUID] = subject_key()
+            name: Mapped[str] = customer_data("name", purposes=["support"])
+
+        ColumnKeyed.__table__.create(world.engine)
+        world.count_key_statements()
+        ids = [uuid.uuid4() for _ in range(20)]
+        with support(), Session(world.engine) as session:
+            session.add_all(
+                ColumnKeyed(id=i, name=f"{CANARY}-{k}") for k, i in enumerate(ids)
+            )
+            session.commit()
+        with support(), Session(world.engine) as session:
+            assert f"{CANARY}-3" == session.get(ColumnKeyed, ids[3]).name
+        assert [] == world.statements
+        assert 0 == world.live_keys()
+        # The per-subject table beside it still gets its keys.
+        world.add(2)
+        assert 2 == world.live_keys()
+
     def test_rollback_takes_the_keys_with_the_rows(self, world: World) -> None:
         """A flushed, then rolled-back batch leaves no key in the store or the caches."""
         ids = [uuid.uuid4() for _ in range(25)]

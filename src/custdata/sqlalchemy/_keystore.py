@@ -1026,7 +1026,12 @@ def hold_subject_keys(  # noqa: PLR0917
     subject_col = facts.subject_col
     if store is None or keyring is None or subject_col is None:
         return  # the encryption itself names what is missing
-    bound = [key for key, b in facts.subject_bound]
+    # Only columns under per-subject keys need their subjects' keys; a
+    # column-key value is bound to its subject through its associated data
+    # alone.
+    bound = [key for key, b in facts.subject_bound if b.key_scope == "subject"]
+    if not bound:
+        return
     wanted: set[bytes] = set()
     kind = facts.subject_kind
     for i, row in enumerate(rows):
