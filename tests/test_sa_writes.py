@@ -469,6 +469,11 @@ class TestSqlText:
             "WITH x AS (SELECT 1) UPDATE {t} SET card = NULL",
             "UPDATE {t} SET plan = 'a''b', card = NULL",
             "UPDATE {t} SET plan = '--', card = NULL",
+            # Names in another case; text with no quote or comment; text
+            # that is not ASCII (each takes its own path through the guard).
+            "UPDATE {T} SET CARD = NULL",
+            "INSERT INTO {T} (ID, CARD) VALUES (1, 2), (3, 4)",
+            "UPDATE {t} SET plan = NULL, card = NULL -- ☃",
         ],
     )
     def test_text_and_driver_sql_refused(
@@ -480,7 +485,7 @@ class TestSqlText:
     ) -> None:
         """text() and exec_driver_sql() writes raise, naming the columns."""
         t = models.Customer.__table__
-        statement = sql.format(t=t.name)
+        statement = sql.format(t=t.name, T=t.name.upper())
         if engine.dialect.name in {"mysql", "mariadb"}:
             statement = statement.replace('"', "`")
         with (
