@@ -1412,6 +1412,34 @@ class TestEpochReadWithTheRows:
             assert all(r.name.startswith(CANARY) for r in rows)
             assert all(len(r) == 2 for r in rows)
 
+    def test_loaded_objects_after_a_cleared_cache_read_their_batch_once(
+        self, world: World
+    ) -> None:
+        """A withdrawal that destroys nothing: loaded objects still read, one lookup per batch."""
+        world.add(30)
+        with support(), Session(world.engine) as session:
+            clients = session.scalars(select(world.Client)).all()
+            world.scope.clear()  # the generation moves: held keys are checked again
+            world.count_key_statements()
+            names = sorted(c.name for c in clients)
+            assert sorted(c.name for c in clients) == names  # again: no lookup
+        assert sorted(f"{CANARY}-{k}" for k in range(30)) == names
+        assert 1 == len(world.statements)
+
+    def test_a_shred_elsewhere_reaches_loaded_objects_after_the_next_statement(
+        self, world: World, db_url: str, tmp_path: Path
+    ) -> None:
+        """Another process's shred: once a statement has read the moved epoch, a loaded object is refused."""
+        alice, bob = world.add(2)
+        with support(), Session(world.engine) as session:
+            loaded = session.get(world.Client, alice)
+            _shred_elsewhere(world, db_url, tmp_path, alice)
+            # Any statement on the key store's database reads the epoch.
+            assert CANARY + "-1" == session.get(world.Client, bob).name
+            with pytest.raises(KeyDestroyedError) as info:
+                _ = loaded.name
+            assert CANARY not in str(info.value)
+
     def test_a_shred_elsewhere_reaches_a_warm_core_select(
         self, world: World, db_url: str, tmp_path: Path
     ) -> None:
