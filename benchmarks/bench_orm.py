@@ -27,8 +27,10 @@ Variants (same table shape: a UUID key and 4 string columns):
 - ``custdata``: ``customer_data(...)`` columns bound to a ``subject_key()``, run
   inside ``acting_as`` + ``purpose`` (purpose checks on) with the recorder chosen
   by ``--audit``: the real ``AuditTrail`` into a JSON-lines file (``jsonl``, the
-  default and the budget), a memory sink (``trail``), a list or nowhere (``noop``,
-  a diagnostic only).
+  default and the budget), a memory sink (``trail``), one HMAC-chained line per
+  decision with one ``write`` (``minimal``: the least a crash-safe,
+  tamper-evident record can cost from Python, a lower bound), a list or nowhere
+  (``noop``); all but ``jsonl`` are diagnostics.
 - ``utils``: sqlalchemy-utils ``StringEncryptedType(String, key, AesGcmEngine)``,
   without custdata's hooks.
 
@@ -43,6 +45,7 @@ import argparse
 import contextlib
 import cProfile
 import gc
+import hmac
 import os
 import pstats
 import statistics
@@ -532,6 +535,38 @@ class _NoopRecorder:
         pass
 
 
+class _MinimalRecorder:
+    """The least a tamper-evident, crash-safe record of a decision can be, in Python.
+
+    One line per decision (action, actor, purpose, the first subject in clear,
+    the count), chained by one HMAC-SHA256 over the previous MAC and the line,
+    written with one ``os.write`` on an ``O_APPEND`` file before the decision
+    returns. No pseudonym, no event id or time, no evolving key, no schema:
+    a lower bound for the ``--audit`` recorders, not a trail (a diagnostic).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._key = os.urandom(32)
+        self._mac = bytes(32)
+
+    def record_decision(self, decision: Any) -> None:
+        d = decision
+        subject = d.subjects[0] if d.subjects else ""
+        line = b'{"a":"%s","actor":"%s","purpose":"%s","subject":"%s","n":%d,' % (
+            d.action.value.encode(),
+            str(d.actor).encode(),
+            str(d.purpose).encode(),
+            subject.encode(),
+            d.count,
+        )
+        self._mac = hmac.digest(self._key, self._mac + line, "sha256")
+        os.write(self._fd, b'%s"mac":"%s"}\n' % (line, self._mac.hex().encode()))
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 class _ListRecorder:
     """Keeps decisions in a list: the cheapest recorder that keeps them."""
 
@@ -561,10 +596,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--audit",
-        choices=["jsonl", "trail", "list", "noop"],
+        choices=["jsonl", "trail", "minimal", "list", "noop"],
         default="jsonl",
         help="jsonl: custdata.audit.AuditTrail into a JSON-lines file (default); "
-        "trail: the same into a memory sink; list: decisions appended to a list; "
+        "trail: the same into a memory sink; minimal: one HMAC-chained line per "
+        "decision, one write (a lower bound, not a trail); list: decisions "
+        "appended to a list; "
         "noop: decisions dropped (isolates the SQLAlchemy layer)",
     )
     parser.add_argument(
@@ -605,6 +642,8 @@ def main() -> None:
         audit = AuditTrail(keys=keyring, sinks=[MemorySink()], checkpoint_interval=None)
     elif args.audit == "list":
         audit = _ListRecorder()
+    elif args.audit == "minimal":
+        audit = _MinimalRecorder(Path(audit_dir.name) / "minimal.log")
     else:
         audit = _NoopRecorder()
     custodian = custdata.Custodian(policy=policy, keyring=keyring, audit=audit)
@@ -647,7 +686,7 @@ def main() -> None:
             if args.count:
                 count(file_url, custodian, args.rows, args.lookups)
     finally:
-        if isinstance(audit, AuditTrail):
+        if isinstance(audit, (AuditTrail, _MinimalRecorder)):
             audit.close()
         audit_dir.cleanup()
 

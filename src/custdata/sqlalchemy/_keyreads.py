@@ -31,7 +31,7 @@ from sqlalchemy.sql.elements import (
     ColumnElement,
 )
 
-from ._binding import subject_tail
+from ._binding import blob_binder, subject_tail
 
 
 __all__ = ["KeysWithRows", "keys_first"]
@@ -139,10 +139,12 @@ def keys_first(  # noqa: PLR0917
             subject = None
     if subject is not None:
         column = f"{column}, {store.key_columns(conn)}"
+        to_blob = blob_binder(conn.dialect)
+        bound = subject if to_blob is None else to_blob(subject)
         if positional:
-            parameters = (subject, subject, subject, *parameters)
+            parameters = (bound, bound, bound, *parameters)
         else:
-            parameters = {**parameters, "custdata_subject": subject}
+            parameters = {**parameters, "custdata_subject": bound}
     sql = f"{statement[:head]}{column}, {statement[head:]}"
     return sql, parameters, KeysWithRows(store, subject)
 

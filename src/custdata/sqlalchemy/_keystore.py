@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from custdata.crypto import SubjectKeyRecord
 from custdata.crypto._subject import WrappedKey
 
-from ._binding import SUBJECT_INFO_KEY
+from ._binding import SUBJECT_INFO_KEY, blob_binder
 from ._ledger import TableStore
 
 
@@ -53,6 +53,9 @@ _CHUNK = 500
 _INSERT_CHUNK = 1000
 
 _MISSING = object()
+#: The destruction times of a chunk of live keys (see ``_insert_rendered``).
+_NONE_ONLY = frozenset({None})
+
 
 #: The most bound values in one statement of an SQLite before 3.32.
 _OLD_SQLITE_PARAMETERS = 999
@@ -290,6 +293,9 @@ class SqlSubjectKeyStore(TableStore):
             rendered = self._lookups[(dialect.name, size)] = (compiled.string, order)
         sql, order = rendered
         padded = subjects + [subjects[0]] * (size - len(subjects))
+        to_blob = blob_binder(dialect)
+        if to_blob is not None:
+            padded = list(map(to_blob, padded))
         if order is True:
             params: Any = tuple(padded)
         elif order is None:
@@ -575,8 +581,10 @@ class SqlSubjectKeyStore(TableStore):
     def _insert_sql(self, dialect: Any) -> tuple[str, str, Any] | None:
         """The multi-row ``INSERT`` that skips existing subjects, for ``dialect``.
 
-        Returns ``(head, tail, row group)`` to join around ``n`` row groups, and
-        the bind processor of the time columns; ``None`` where it is not
+        Returns ``(head, tail, (row group, row group of live keys, time
+        bind processor))``: the row groups to join around ``n`` of them (the
+        second with a literal ``NULL`` destruction time) and the bind
+        processor of the time columns; ``None`` where it is not
         rendered by hand (another dialect or parameter style, or an SQLite too
         old for 6,000 parameters in one statement).
         """
@@ -604,11 +612,12 @@ class SqlSubjectKeyStore(TableStore):
                 else f" ON CONFLICT ({quote('subject')}) DO NOTHING"
             )
             group = "(" + ", ".join([mark] * 6) + ")"
+            live_group = "(" + ", ".join([mark] * 5) + ", NULL)"
             time_type = self.table.c.created_at.type.dialect_impl(dialect)
             rendered = (
                 f"{verb} {table_sql} ({columns}) VALUES ",
                 tail,
-                (group, time_type.bind_processor(dialect)),
+                (group, live_group, time_type.bind_processor(dialect)),
             )
         self._lookups[key] = rendered
         return rendered
@@ -622,35 +631,45 @@ class SqlSubjectKeyStore(TableStore):
         statement): no per-row parameter processing, and the times of a batch
         (one creation time for all its keys) converted once.
         """
-        head, tail, (group, to_db) = rendered
+        head, tail, (group, live_group, to_db) = rendered
         times: dict[Any, Any] = {None: None}
         added = 0
+        # Through sqlite3, bytes as bytearray and no None parameter: each
+        # other parameter goes through its adaptation protocol (blob_binder).
+        to_blob = blob_binder(conn.dialect)
         for start in range(0, len(records), _INSERT_CHUNK):
             chunk = records[start : start + _INSERT_CHUNK]
+            # New keys have no destruction time: NULL in the text instead.
+            live = {r.destroyed_at for r in chunk} == _NONE_ONLY
             params: list[Any] = []
             extend = params.extend
             for r in chunk:
+                wrapped = r.wrapped_key
                 created = times.get(r.created_at, _MISSING)
                 if created is _MISSING:
                     created = times[r.created_at] = (
                         r.created_at if to_db is None else to_db(r.created_at)
                     )
+                if to_blob is not None:
+                    row = (
+                        to_blob(r.subject),
+                        r.key_id,
+                        None if wrapped is None else to_blob(wrapped),
+                        r.wrapping_key_id,
+                        created,
+                    )
+                else:
+                    row = (r.subject, r.key_id, wrapped, r.wrapping_key_id, created)
+                if live:
+                    extend(row)
+                    continue
                 destroyed = times.get(r.destroyed_at, _MISSING)
                 if destroyed is _MISSING:
                     destroyed = times[r.destroyed_at] = (
                         r.destroyed_at if to_db is None else to_db(r.destroyed_at)
                     )
-                extend(
-                    (
-                        r.subject,
-                        r.key_id,
-                        r.wrapped_key,
-                        r.wrapping_key_id,
-                        created,
-                        destroyed,
-                    )
-                )
-            sql = head + ", ".join([group] * len(chunk)) + tail
+                extend((*row, destroyed))
+            sql = head + ", ".join([live_group if live else group] * len(chunk)) + tail
             added += conn.exec_driver_sql(sql, tuple(params)).rowcount
         return added
 

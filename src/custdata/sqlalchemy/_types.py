@@ -52,7 +52,13 @@ from custdata._errors import (
 )
 from custdata.crypto._envelope import SIV_OVERHEAD, VERSION_1
 
-from ._binding import FieldBinding, SubjectKind, subject_tail, subject_value
+from ._binding import (
+    FieldBinding,
+    SubjectKind,
+    blob_binder,
+    subject_tail,
+    subject_value,
+)
 from ._sealed import SealedRow, SealedValue, stored_envelope
 
 
@@ -122,6 +128,10 @@ class _Bound:
 
     def __repr__(self) -> str:
         return "<custdata bound value>"
+
+
+#: What a stored envelope may be, as a driver returned it (see ``blob_binder``).
+_BLOBS = frozenset({bytes, bytearray, memoryview})
 
 
 class _Sealed:
@@ -260,6 +270,8 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
         b = self._binding
         text = self.storage == "text"
         b64 = base64.b64encode
+        # How the driver takes an envelope best (blob_binder): the same bytes.
+        to_blob = None if text else blob_binder(dialect)
 
         def process(value: Any) -> Any:
             if value is None:
@@ -271,15 +283,16 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
                     return _sealed_text(value, b)
                 if len(value) < SIV_OVERHEAD or value[0] != VERSION_1:
                     raise _not_sealed(b)
-                return value
-            if value.__class__ is _Sealed:
-                return value.data
-            if value.__class__ is SealedValue:
-                # Loaded sealed and written back as it is (e.g. a merged or
-                # re-inserted object): the stored envelope, unopened.
-                return value.data
-            if value.__class__ is SealedRow:
-                return value.stored(b)
+                return value if to_blob is None else to_blob(value)
+            cls = value.__class__
+            if cls is _Sealed or cls is SealedValue or cls is SealedRow:
+                # Sealed already, or loaded sealed and written back as it is
+                # (e.g. a merged or re-inserted object): the stored envelope,
+                # unopened.
+                data = value.stored(b) if cls is SealedRow else value.data
+                if to_blob is None or data.__class__ not in _BLOBS:
+                    return data
+                return to_blob(data)
             if value.__class__ is _Bound:
                 subject = value.subject
                 value = value.value
@@ -306,7 +319,9 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
                     blob = b.cipher(_custodian_now()).encrypt(value)
                 except ValueTypeError as exc:
                     raise ValueTypeError(f"{b.where}: {exc}") from None
-            return b64(blob).decode("ascii") if text else blob
+            if text:
+                return b64(blob).decode("ascii")
+            return blob if to_blob is None else to_blob(blob)
 
         return process
 
