@@ -65,7 +65,7 @@ def subject_value(value: object, kind: SubjectKind) -> object:
 _SQLITE3_DRIVERS = frozenset({"pysqlite", "aiosqlite"})
 
 
-def blob_binder(dialect: Any) -> Callable[[bytes], Any] | None:
+def blob_binder(dialect: Any) -> Callable[[Any], Any] | None:
     """How custdata hands binary values (envelopes, subject ids, wrapped keys) to a driver.
 
     ``bytearray`` through the standard library's ``sqlite3``, ``None`` (the

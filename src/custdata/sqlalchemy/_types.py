@@ -131,7 +131,7 @@ class _Bound:
 
 
 #: What a stored envelope may be, as a driver returned it (see ``blob_binder``).
-_BLOBS = frozenset({bytes, bytearray, memoryview})
+_BLOBS: frozenset[type] = frozenset({bytes, bytearray, memoryview})
 
 
 class _Sealed:
@@ -289,10 +289,10 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
                 # Sealed already, or loaded sealed and written back as it is
                 # (e.g. a merged or re-inserted object): the stored envelope,
                 # unopened.
-                data = value.stored(b) if cls is SealedRow else value.data
-                if to_blob is None or data.__class__ not in _BLOBS:
-                    return data
-                return to_blob(data)
+                data: Any = value.stored(b) if cls is SealedRow else value.data
+                if to_blob is not None and data.__class__ in _BLOBS:
+                    return to_blob(data)
+                return data
             if value.__class__ is _Bound:
                 subject = value.subject
                 value = value.value
