@@ -100,8 +100,9 @@ _BLOB_BINDER = "_custdata_blob_binder"
 _UNKNOWN = object()
 
 
-#: Plaintext types whose values cannot be told apart from a sealed envelope.
-_BYTES_LIKE = (bytes, bytearray, memoryview)
+#: Plaintext types whose values cannot be told apart from a sealed envelope
+#: (and what a driver may return a stored envelope as).
+BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
 class FieldBinding:
@@ -183,7 +184,7 @@ class FieldBinding:
     def python_type(self, value: type[Any] | None) -> None:
         self._python_type = value
         self.raw_sealed = not (
-            isinstance(value, type) and issubclass(value, _BYTES_LIKE)
+            isinstance(value, type) and issubclass(value, BYTES_LIKE)
         )
 
     @property

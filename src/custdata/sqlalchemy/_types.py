@@ -53,6 +53,7 @@ from custdata._errors import (
 from custdata.crypto._envelope import SIV_OVERHEAD, VERSION_1
 
 from ._binding import (
+    BYTES_LIKE,
     FieldBinding,
     SubjectKind,
     blob_binder,
@@ -128,10 +129,6 @@ class _Bound:
 
     def __repr__(self) -> str:
         return "<custdata bound value>"
-
-
-#: What a stored envelope may be, as a driver returned it (see ``blob_binder``).
-_BLOBS: frozenset[type] = frozenset({bytes, bytearray, memoryview})
 
 
 class _Sealed:
@@ -290,7 +287,7 @@ class EncryptedType(TypeDecorator[_T], Generic[_T]):
                 # (e.g. a merged or re-inserted object): the stored envelope,
                 # unopened.
                 data: Any = value.stored(b) if cls is SealedRow else value.data
-                if to_blob is not None and data.__class__ in _BLOBS:
+                if to_blob is not None and isinstance(data, BYTES_LIKE):
                     return to_blob(data)
                 return data
             if value.__class__ is _Bound:
