@@ -596,6 +596,89 @@ class TestBatchedReads:
         assert 2 == len(world.statements)
 
 
+    def _spy_slices(self, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+        """Record how many values each call of ``FieldCipher.open_held_many`` opens."""
+        from custdata.crypto._cipher import FieldCipher
+
+        sizes: list[int] = []
+        real = FieldCipher.open_held_many
+
+        def spy(self: Any, blobs: Any, tails: Any, by_tail: Any) -> Any:
+            sizes.append(len(blobs))
+            return real(self, blobs, tails, by_tail)
+
+        monkeypatch.setattr(FieldCipher, "open_held_many", spy)
+        return sizes
+
+    @pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
+    def test_a_large_core_batch_opens_a_slice_of_rows_at_a_time(
+        self, world: World, monkeypatch: pytest.MonkeyPatch, warm: bool
+    ) -> None:
+        """Every per-subject column of a slice of rows, then the next: values in place.
+
+        A batch of more than ``ROW_SLICE`` rows has its per-subject-key
+        columns opened together a slice at a time (a row's values meet its
+        subject's key while it is in the processor's cache), with the keys
+        fetched once for the whole batch.
+        """
+        n = 2 * _runtime.ROW_SLICE + 44
+        ids = world.add(n)
+        names = {i: f"{CANARY}-{k}" for k, i in enumerate(ids)}
+        world.scope.clear()
+        if warm:
+            with support(), world.engine.connect() as conn:
+                conn.execute(select(world.Client.__table__)).all()
+        sizes = self._spy_slices(monkeypatch)
+        world.count_key_statements()
+        with support(), world.engine.connect() as conn:
+            rows = conn.execute(select(world.Client.__table__)).all()
+        assert {(i, names[i], f"c{k}@example.jp") for k, i in enumerate(ids)} == {
+            (r.id, r.name, r.email) for r in rows
+        }
+        # Two columns, three slices each (128 + 128 + 44 rows).
+        assert [128, 128, 128, 128, 44, 44] == sizes
+        # The batch's keys in one lookup (cold); warm, no key is looked up:
+        # the shred epoch is read with the rows where the store reads
+        # committed rows on their connection, else alone.
+        if not warm:
+            assert 1 == len(world.statements)
+        else:
+            assert (0 if _reads_latest(world.engine) else 1) == len(world.statements)
+            # (That one reads the epoch's row alone: one id in its list.)
+            assert not [s for s in world.statements if re.search(r"%\(s1\)s|\?,", s)]
+
+    def test_a_batch_within_one_slice_opens_each_column_whole(
+        self, world: World, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Up to ``ROW_SLICE`` rows: one call per column, as before."""
+        world.add(_runtime.ROW_SLICE)
+        world.scope.clear()
+        sizes = self._spy_slices(monkeypatch)
+        with support(), world.engine.connect() as conn:
+            rows = conn.execute(select(world.Client.__table__)).all()
+        assert _runtime.ROW_SLICE == len(rows)
+        assert [_runtime.ROW_SLICE, _runtime.ROW_SLICE] == sizes
+
+    def test_a_moved_value_in_a_later_slice_fails_the_batch(self, world: World) -> None:
+        """A value copied to another subject's row past the first slice: DecryptionError."""
+        from sqlalchemy import LargeBinary, column, table, text, update
+
+        n = 2 * _runtime.ROW_SLICE + 44
+        world.add(n)
+        t = world.Client.__table__.name
+        with world.engine.begin() as conn:
+            stored = conn.execute(text(f"SELECT id, name FROM {t}")).all()  # noqa: S608
+            (_, donor), (victim, _) = stored[-2], stored[-1]
+            raw = table(t, column("id"), column("name", LargeBinary))
+            conn.execute(update(raw).where(raw.c.id == victim).values(name=donor))
+        world.scope.clear()
+        with support(), world.engine.connect() as conn:
+            with pytest.raises(custdata.DecryptionError) as info:
+                conn.execute(select(world.Client.__table__)).all()
+        assert CANARY not in str(info.value)
+        assert CANARY not in repr(info.value)
+
+
 class TestShreddedKeysAreNeverServed:
     def test_across_two_sessions(self, world: World) -> None:
         """A key cached by one session's read is not served to any read after shred."""

@@ -899,21 +899,36 @@ class FieldCipher(_ColumnCipher[T]):
     def _open_for_subjects(
         self, blobs: Sequence[Any], tails: Sequence[bytes | None]
     ) -> list[T | None]:
-        """Decrypt a batch under per-subject keys, each subject's key fetched once.
+        """Decrypt a batch under per-subject keys, each subject's key fetched once."""
+        return self.open_held_many(blobs, tails, self._batch_keys(tails))
 
-        The whole batch is opened in one comprehension (natively, one
-        ``map`` over the reader's ``held``); the first value it cannot open
-        with its subject's cached key as the header names it (no key, a
+    def open_held_many(
+        self,
+        blobs: Sequence[Any],
+        tails: Sequence[bytes | None],
+        by_tail: dict[bytes | None, Any],
+    ) -> list[T | None]:
+        """:meth:`open_held` for many values with their batch's keys (internal).
+
+        *by_tail* is the :meth:`held_keys` of a batch that holds *tails* (the
+        SQL layer opens a large batch a slice of rows at a time with the whole
+        batch's keys). The values are opened in one comprehension (natively,
+        one ``map`` over the reader's ``held``); the first value it cannot
+        open with its subject's key as the header names it (no key, a
         destroyed or another key, not bytes, truncated, tampered) goes
         through :meth:`open_held`, which names what is wrong.
+
+        Raises:
+            The same errors as :meth:`open_value`, for the first value that fails.
         """
-        by_tail = self._batch_keys(tails)
         if self._held_native:
             # The native reader's held(): one C call per value, each value
             # it does not open itself going to open_held (which names it).
             if len(blobs) != len(tails):
                 raise ValueError("blobs and tails differ in length")
             return list(map(self.held, blobs, tails, repeat(by_tail)))
+        # As the reader checks per value: no key withdrawn since the fetch.
+        by_tail = self.current_held(by_tail)
         get: Any = by_tail.get  # a _SubjectKey tuple, DESTROYED or None
         context = self._subject_context
         open_envelope = _aead.open_envelope

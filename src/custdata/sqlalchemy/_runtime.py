@@ -1733,14 +1733,66 @@ def _open_rows(
     columns = _columns(rows)
     for pos in masks:
         columns[pos] = [None if v is None else MASK_TEXT for v in columns[pos]]
+    sliced: list[tuple[int, FieldCipher[Any], list[Any], list[bytes | None]]] = []
     for pos, cipher, text, src in opens:
         values = blobs.get(src) if src >= 0 else None
         if values is None:
             values = columns[pos]
         if text:
             values = [None if v is None else _b64(v, cipher) for v in values]
+        if (
+            src >= 0
+            and len(rows) > ROW_SLICE
+            and cipher.subject_keys is not None
+            and cipher.legacy is None
+        ):
+            sliced.append((pos, cipher, values, tails[src]))
+            continue
         columns[pos] = cipher.open_fetched(values, tails[src] if src >= 0 else None)
+    if sliced:
+        _open_by_slices(sliced, columns, len(rows))
     return _in_place(rows, zip(*columns, strict=True))
+
+
+#: Rows per slice in which a large fetched batch's per-subject-key columns
+#: are opened together (see :func:`_open_by_slices`): the keys of this many
+#: subjects (about 1.2 KiB each) stay in a core's own cache.
+ROW_SLICE = 128
+
+
+def _open_by_slices(
+    sliced: Sequence[tuple[int, FieldCipher[Any], list[Any], list[bytes | None]]],
+    columns: list[Any],
+    count: int,
+) -> None:
+    """Open a batch's per-subject-key columns a slice of :data:`ROW_SLICE` rows at a time.
+
+    Each subject's key is an AES-GCM context of its own. Opened column by
+    column, a batch of thousands of subjects goes through all of them once
+    per column, and each pass finds them evicted from the processor's caches
+    by the one before; slice by slice, a row's values meet its subject's key
+    while it is still cached. The whole batch's keys are fetched first, once
+    (one lookup per chunk of subjects, as for any batch).
+
+    Args:
+        sliced: ``(position, cipher, values, tails)`` of each such column.
+        columns: The batch's columns; each position is replaced by its
+            opened values.
+        count: The number of rows.
+    """
+    jobs = []
+    for pos, cipher, values, tails in sliced:
+        opened: list[Any] = [None] * count
+        columns[pos] = opened
+        jobs.append(
+            (cipher.open_held_many, values, tails, cipher.held_keys(tails), opened)
+        )
+    for start in range(0, count, ROW_SLICE):
+        stop = start + ROW_SLICE
+        for open_many, values, tails, by_tail, opened in jobs:
+            opened[start:stop] = open_many(
+                values[start:stop], tails[start:stop], by_tail
+            )
 
 
 def _columns(rows: Sequence[Any]) -> list[Any]:
