@@ -595,7 +595,6 @@ class TestBatchedReads:
         assert 600 == len(rows)
         assert 2 == len(world.statements)
 
-
     def _spy_slices(self, monkeypatch: pytest.MonkeyPatch) -> list[int]:
         """Record how many values each call of ``FieldCipher.open_held_many`` opens."""
         from custdata.crypto._cipher import FieldCipher
