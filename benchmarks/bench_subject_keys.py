@@ -19,6 +19,7 @@ Usage::
         python benchmarks/bench_subject_keys.py             # adds PostgreSQL
     python benchmarks/bench_subject_keys.py --scale         # 10k / 100k / 1M subjects
     python benchmarks/bench_subject_keys.py --profile "ORM insert"
+    python benchmarks/bench_subject_keys.py --audit noop    # decisions dropped
 
 ``--scale`` measures what grows with the number of distinct subjects in a pass:
 the subject-key cache (keys fetched per batch of 1,000 rows from a SQLite store
@@ -55,7 +56,12 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _floor import floor_string  # noqa: E402
-from bench_orm import _hooks_removed, timed  # noqa: E402
+from bench_orm import (  # noqa: E402
+    _hooks_removed,
+    _MinimalRecorder,
+    _NoopRecorder,
+    timed,
+)
 from bench_orm import rows as make_rows  # noqa: E402
 
 import custdata  # noqa: E402
@@ -300,7 +306,7 @@ class Bench:
     def report(self, label: str, reps: int) -> None:
         print(
             f"\n### {label} (N={self.n}, reps={reps}, gc {'on' if GC_ON[0] else 'off'}, "
-            f"{CLOCK[0]} clock)\n"
+            f"{CLOCK[0]} clock, audit: {type(self.custodian.audit).__name__})\n"
         )
         print(
             "| operation | plain µs | floor µs | column ÷ floor | subject cold µs | "
@@ -434,6 +440,14 @@ def main() -> None:
         choices=OPERATIONS,
         help="profile this operation of 'subject cold' instead of timing it (no table)",
     )
+    parser.add_argument(
+        "--audit",
+        choices=["jsonl", "minimal", "noop"],
+        default="jsonl",
+        help="jsonl: custdata.audit.AuditTrail into a JSON-lines file (default); "
+        "minimal: one HMAC-chained line per decision (a lower bound, a diagnostic); "
+        "noop: decisions dropped (the key and SQLAlchemy layers alone)",
+    )
     parser.add_argument("--scale", action="store_true", help="10k/100k/1M subjects")
     parser.add_argument(
         "--sizes", default="10000,100000,1000000", help="sizes for --scale"
@@ -460,11 +474,17 @@ def main() -> None:
     policy = custdata.Policy.from_toml(ROOT / "examples" / "custdata.toml")
     keyring = Keyring.generate()
     audit_dir = tempfile.TemporaryDirectory()
-    audit = AuditTrail(
-        keys=keyring,
-        sinks=[JsonLinesSink(Path(audit_dir.name) / "audit.jsonl")],
-        checkpoint_interval=None,
-    )
+    audit: Any
+    if args.audit == "jsonl":
+        audit = AuditTrail(
+            keys=keyring,
+            sinks=[JsonLinesSink(Path(audit_dir.name) / "audit.jsonl")],
+            checkpoint_interval=None,
+        )
+    elif args.audit == "minimal":
+        audit = _MinimalRecorder(Path(audit_dir.name) / "minimal.log")
+    else:
+        audit = _NoopRecorder()
 
     def custodian_for(store: Any) -> custdata.Custodian:
         return custdata.Custodian(
@@ -489,7 +509,8 @@ def main() -> None:
             finally:
                 bench.close()
     finally:
-        audit.close()
+        if not isinstance(audit, _NoopRecorder):
+            audit.close()
         audit_dir.cleanup()
         tmp.cleanup()
 
