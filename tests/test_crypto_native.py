@@ -30,7 +30,14 @@ from hypothesis import strategies as st
 
 from custdata import DecryptionError
 from custdata._accel import PURE_PYTHON_ENV, load
-from custdata.crypto import InMemorySubjectKeyStore, Keyring, _accel, _aead, codec_for
+from custdata.crypto import (
+    InMemorySubjectKeyStore,
+    Keyring,
+    _accel,
+    _aead,
+    _kdf,
+    codec_for,
+)
 from custdata.crypto._envelope import HEADER_SIZE, length_prefixed, subject_bytes
 
 
@@ -60,6 +67,7 @@ class Impl:
                 "open_text": cls.open_text,
                 "seal_envelope": cls.seal,
                 "reader": NATIVE.Reader,
+                "unwrap_keys": NATIVE.unwrap_keys,
             }
         else:
             self.names = {
@@ -68,6 +76,7 @@ class Impl:
                 "open_text": _aead.py_open_text,
                 "seal_envelope": _aead.py_seal_envelope,
                 "reader": None,
+                "unwrap_keys": None,
             }
         self.key = self.names["aes_gcm"]
 
@@ -390,6 +399,128 @@ class TestColumnCiphers:
         ] == values
         with pytest.raises(DecryptionError):
             cipher.open_fetched([blobs[1], *blobs[1:]], tails)
+
+
+def _found(keyring: Keyring, n: int) -> tuple[dict[bytes, Any], dict[bytes, bytes]]:
+    """*n* new subjects' key records as a lookup reads them, and their plain keys."""
+    subjects = [subject_bytes(uuid.uuid4()) for _ in range(n)]
+    records, keys = keyring._new_subject_records(subjects)
+    found = {
+        r.subject: (r.subject, r.key_id, r.wrapped_key, r.wrapping_key_id)
+        for r in records
+    }
+    return found, {r.subject: k for r, k in zip(records, keys, strict=True)}
+
+
+class TestUnwrapKeys:
+    """A batch's subject key records unwrapped into cache entries, in one call."""
+
+    HEAD = b"\x02\x00"
+    GONE = object()
+
+    def test_entries_open_what_the_plain_keys_seal(self, factory: Impl) -> None:
+        """Both implementations: each entry's key object is the record's key; a tombstone is gone."""
+        keyring = Keyring.generate()
+        found, plain = _found(keyring, 5)
+        subjects = list(found)
+        # The shapes a driver hands back: a list row, a memoryview key.
+        found[subjects[1]] = list(found[subjects[1]])
+        row = found[subjects[2]]
+        found[subjects[2]] = (row[0], row[1], memoryview(row[2]), row[3])
+        tomb = subject_bytes(uuid.uuid4())
+        found[tomb] = (tomb, 7, None, None)
+        entries = keyring._unwrap_subject_entries(found, self.HEAD, 12.5, self.GONE)
+        if factory.names["unwrap_keys"] is None:
+            assert entries is None  # the reference unwraps in Python
+            return
+        assert entries is not None
+        assert self.GONE is entries.pop(tomb)
+        assert set(subjects) == set(entries)
+        for subject, (header, key, key_id, expires) in entries.items():
+            assert header == self.HEAD + found[subject][1].to_bytes(4, "big")
+            assert (key_id, expires) == (found[subject][1], 12.5)
+            nonce = os.urandom(12)
+            sealed = AESGCM(plain[subject]).encrypt(nonce, b"value", b"ad")
+            assert b"value" == key.decrypt(nonce, sealed, b"ad")
+
+    @needs_native
+    def test_entries_are_not_tracked_and_nothing_leaks(self) -> None:
+        """Entries hold no tracked object; repeated calls keep every refcount."""
+        keyring = Keyring.generate()
+        found = _found(keyring, 3)[0]
+        tomb = subject_bytes(uuid.uuid4())
+        found[tomb] = (tomb, 7, None, None)
+        expires = 99.5
+        wrappers = {
+            keyring.primary_key_id: keyring._subject_wrapper(keyring.primary_key_id)
+        }
+        label = _kdf.LABEL_SUBJECT_WRAP
+        before = [
+            sys.getrefcount(o) for o in (self.GONE, expires, *found, *wrappers.values())
+        ]
+        for _ in range(200):
+            out = NATIVE.unwrap_keys(
+                found, wrappers, label, self.HEAD, expires, self.GONE
+            )
+            assert not any(gc.is_tracked(e) for e in out.values())
+            del out
+        after = [
+            sys.getrefcount(o) for o in (self.GONE, expires, *found, *wrappers.values())
+        ]
+        assert before == after
+
+    @needs_native
+    def test_a_forged_or_moved_record_is_refused(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A flipped bit, or a record under another subject: DecryptionError, no key shown."""
+        monkeypatch.setattr(_aead, "unwrap_keys", NATIVE.unwrap_keys)
+        keyring = Keyring.generate()
+        found, plain = _found(keyring, 2)
+        a, b = list(found)
+        flipped = bytearray(found[a][2])
+        flipped[20] ^= 1
+        forged = {a: (a, found[a][1], bytes(flipped), found[a][3])}
+        moved = {b: (b, found[a][1], found[a][2], found[a][3])}
+        for bad in (forged, moved):
+            with pytest.raises(DecryptionError) as info:
+                keyring._unwrap_subject_entries(bad, self.HEAD, 1.0, self.GONE)
+            shown = str(info.value) + repr(info.value)
+            assert plain[a].hex() not in shown
+            assert "authentication" in shown
+
+    @needs_native
+    def test_declines_what_it_does_not_expect(self) -> None:
+        """Another type, an id out of range, a missing wrapper, a short record: None."""
+        keyring = Keyring.generate()
+        found, _ = _found(keyring, 1)
+        ((subject, row),) = found.items()
+        wrappers = {row[3]: keyring._subject_wrapper(row[3])}
+        label = _kdf.LABEL_SUBJECT_WRAP
+        declined = [
+            {subject.hex(): row},  # a str subject
+            {subject: (subject, 2**40, row[2], row[3])},  # a key id past 32 bits
+            {subject: (subject, "1", row[2], row[3])},  # a key id that is no int
+            {subject: (subject, row[1], row[2], row[3] + 1)},  # no such wrapper
+            {subject: (subject, row[1], row[2][:-1], row[3])},  # a record cut short
+            {subject: (subject, row[1])},  # a short row
+            {subject: 5},  # no row at all
+        ]
+        for bad in declined:
+            assert (
+                NATIVE.unwrap_keys(bad, wrappers, label, self.HEAD, 1.0, None) is None
+            )
+        with pytest.raises(TypeError):
+            NATIVE.unwrap_keys(found, wrappers, label, b"\x02", 1.0, None)
+
+    def test_a_key_id_past_32_bits_is_a_decryption_error(self, factory: Impl) -> None:
+        """A corrupt key id: the scope's typed error on both paths, never struct's."""
+        keyring = Keyring.generate()
+        found, _ = _found(keyring, 1)
+        ((subject, row),) = found.items()
+        scope = keyring.subject_scope(InMemorySubjectKeyStore())
+        with pytest.raises(DecryptionError):
+            scope._unwrap({subject: (subject, 2**40, row[2], row[3])})
 
 
 class TestReader:

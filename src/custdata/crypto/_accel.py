@@ -19,7 +19,7 @@ from custdata._accel import load
 __all__ = ["native", "native_enabled"]
 
 #: What the Python code calls in the extension (a build lacking any is not used).
-_REQUIRED = ("AesGcm", "Reader", "uuid_subjects")
+_REQUIRED = ("AesGcm", "Reader", "unwrap_keys", "uuid_subjects")
 
 #: The native module in use, or ``None`` (looked up once, at import).
 native: ModuleType | None = load("custdata.crypto._native", _REQUIRED)

@@ -36,6 +36,12 @@ one C call, handing anything else to *fallback* (the cipher's
 ``open_value``) or *held_fallback* (its ``open_held``); ``None`` for the
 reference, whose ciphers read through those two methods themselves.
 
+And ``unwrap_keys(found, wrappers, label, head, expires_at, destroyed)``:
+natively, a fetched batch's subject key records unwrapped straight into the
+key scope's cache entries in one C call (``None`` where it declines, and for
+the reference, whose callers unwrap in Python; see
+``Keyring._unwrap_subject_entries``).
+
 They are looked up on this module at each use (``_aead.open_text(...)``), so
 a test may swap the implementation (``tests/test_crypto_native.py`` runs
 both).
@@ -61,6 +67,7 @@ __all__ = [
     "py_seal_envelope",
     "reader",
     "seal_envelope",
+    "unwrap_keys",
 ]
 
 _NONCE_SIZE = 12
@@ -126,6 +133,7 @@ open_envelope: Any
 open_text: Any
 seal_envelope: Any
 reader: Any
+unwrap_keys: Any
 if native is None:
     aes_gcm = AESGCM
     open_envelope, open_text, seal_envelope = (
@@ -134,6 +142,7 @@ if native is None:
         py_seal_envelope,
     )
     reader = None
+    unwrap_keys = None
 else:
     aes_gcm = native.AesGcm
     open_envelope, open_text, seal_envelope = (
@@ -142,3 +151,4 @@ else:
         native.AesGcm.seal,
     )
     reader = native.Reader
+    unwrap_keys = native.unwrap_keys

@@ -1034,11 +1034,49 @@ class Keyring:
                     ),
                     None,
                 )
-        except (InvalidTag, ValueError):
+        except (InvalidTag, ValueError, struct.error):
+            # (struct.error: a key id or wrapping id that is no 32-bit number.)
             raise DecryptionError(
                 "the data subject's key record failed authentication"
             ) from None
         return out
+
+    def _unwrap_subject_entries(
+        self,
+        found: Mapping[bytes, Sequence[Any]],
+        head: bytes,
+        expires_at: float,
+        destroyed: object,
+    ) -> dict[bytes, Any] | None:
+        """:meth:`_unwrap_subject_keys` straight into a key scope's cache entries, natively.
+
+        Each live record becomes ``(head + u32(key_id), key object, key_id,
+        expires_at)``, a tombstone *destroyed*, in one C call for the whole
+        batch (``_aead.unwrap_keys``). ``None`` without the native
+        accelerator, or where it declines a record it does not expect
+        (another type, a key id out of range): then the caller unwraps in
+        Python, which names what is wrong.
+
+        Raises:
+            DecryptionError: A record fails authentication.
+            UnknownKeyError: A wrapping key is retired.
+        """
+        unwrap = _aead.unwrap_keys
+        if unwrap is None:
+            return None
+        wrappers: dict[Any, Any] = {}
+        for w in found.values():
+            wrapping = w[3]
+            if wrapping is not None and w[2] is not None and wrapping not in wrappers:
+                wrappers[wrapping] = self._subject_wrapper(wrapping)
+        try:
+            return unwrap(  # type: ignore[no-any-return]
+                found, wrappers, LABEL_SUBJECT_WRAP, head, expires_at, destroyed
+            )
+        except InvalidTag:
+            raise DecryptionError(
+                "the data subject's key record failed authentication"
+            ) from None
 
     def _unwrap_subject_parts(
         self, subject: bytes, key_id: int, wrapped: bytes, wrapping_key_id: int

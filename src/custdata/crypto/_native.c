@@ -16,8 +16,10 @@
  * Calls hold the GIL throughout (the values are short), which is also what
  * keeps one object's contexts from being used by two threads at once.
  *
- * One function besides, uuid_subjects(), turns a fetched batch's UUID subject
- * ids into what the read path needs of them (see its comment).
+ * Two functions besides: uuid_subjects() turns a fetched batch's UUID subject
+ * ids into what the read path needs of them, unwrap_keys() a fetched
+ * batch's subject key records into the key cache's entries (see their
+ * comments).
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -1080,9 +1082,231 @@ error:
     return NULL;
 }
 
+/* ------------------------------------------------------------------------
+ * unwrap_keys(found, wrappers, label, head, expires_at, destroyed): a
+ * fetched batch's subject key records unwrapped into the key scope's cache
+ * entries, in one C call (SubjectKeyScope._unwrap and
+ * Keyring._unwrap_subject_keys for the common case).
+ *
+ * found maps each subject id (bytes) to its record as read: a sequence whose
+ * items 1, 2 and 3 are the key id, the wrapped key (nonce || ciphertext ||
+ * tag, bytes-like; None for a tombstone) and the id of the data key that
+ * wrapped it (None for a tombstone). wrappers maps each such id to its
+ * AesGcm. A live record opens under the associated data
+ *     label || u32(len(subject)) || subject || u32(key id) || u32(wrapping id)
+ * into a 32-byte key; its entry is (head || u32(key id), a new AesGcm of the
+ * key, the key id, expires_at), a tuple the collector does not track (it
+ * holds nothing that does). A tombstone's entry is destroyed.
+ *
+ * A record that fails authentication raises InvalidTag. Anything else not
+ * as described -- another type, a key id out of range, a wrapping id without
+ * an AesGcm, a key of another size -- returns None, and the Python code
+ * unwraps the batch (and names what is wrong). The plain keys live only in
+ * the new objects; the stack copy is wiped.
+ * ------------------------------------------------------------------------ */
+
+#define LABEL_MAX 64
+
+static PyObject *INDEX_1 = NULL;
+static PyObject *INDEX_2 = NULL;
+static PyObject *INDEX_3 = NULL;
+
+/* A new reference to item i of row (a tuple, or any sequence-like object);
+ * NULL with the error cleared when there is none. */
+static PyObject *
+row_item(PyObject *row, Py_ssize_t i, PyObject *index)
+{
+    if (PyTuple_CheckExact(row)) {
+        if (PyTuple_GET_SIZE(row) <= i) {
+            return NULL;
+        }
+        PyObject *item = PyTuple_GET_ITEM(row, i);
+        Py_INCREF(item);
+        return item;
+    }
+    PyObject *item = PyObject_GetItem(row, index);
+    if (item == NULL) {
+        PyErr_Clear();
+    }
+    return item;
+}
+
+/* A key id or wrapping id: an int in 0 .. 2**32 - 1 into *out; 0 if not. */
+static int
+u32_of(PyObject *number, unsigned long *out)
+{
+    if (!PyLong_CheckExact(number)) {
+        return 0;
+    }
+    unsigned long value = PyLong_AsUnsignedLong(number);
+    if (value == (unsigned long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (value > 0xffffffffUL) {
+        return 0;
+    }
+    *out = value;
+    return 1;
+}
+
+static void
+put_u32(unsigned char *at, unsigned long value)
+{
+    at[0] = (unsigned char)(value >> 24);
+    at[1] = (unsigned char)(value >> 16);
+    at[2] = (unsigned char)(value >> 8);
+    at[3] = (unsigned char)value;
+}
+
+/* One live record's entry (a new reference); NULL with InvalidTag set for a
+ * forgery, with another error set for a failure of memory or OpenSSL, and
+ * with no error set for anything the Python code is to handle. */
+static PyObject *
+unwrap_one(PyObject *subject, PyObject *key_id, PyObject *wrapped,
+           PyObject *wrapper, const unsigned char *label, Py_ssize_t label_len,
+           const char *head, PyObject *expires_at, unsigned long wrapping)
+{
+    unsigned long id;
+    if (!u32_of(key_id, &id) || !Py_IS_TYPE(wrapper, &AesGcmType)) {
+        return NULL;
+    }
+    Py_buffer w;
+    if (PyObject_GetBuffer(wrapped, &w, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *entry = NULL;
+    unsigned char prefix[LABEL_MAX + 4];
+    unsigned char ids[8];
+    unsigned char key[KEY_LEN + TAG_LEN];
+    Py_ssize_t subject_len = PyBytes_GET_SIZE(subject);
+    if (w.len != NONCE_LEN + KEY_LEN + TAG_LEN || subject_len > 0xffffffffL) {
+        goto done; /* not a 32-byte key: the Python code names it */
+    }
+    memcpy(prefix, label, (size_t)label_len);
+    put_u32(prefix + label_len, (unsigned long)subject_len);
+    put_u32(ids, id);
+    put_u32(ids + 4, wrapping);
+    const unsigned char *body = (const unsigned char *)w.buf;
+    int ok = open_into((AesGcmObject *)wrapper, body, prefix, label_len + 4,
+                       (const unsigned char *)PyBytes_AS_STRING(subject),
+                       subject_len, ids, 8, body + NONCE_LEN,
+                       w.len - NONCE_LEN, key);
+    if (ok != 1) {
+        if (ok == 0) {
+            PyErr_SetNone(InvalidTag);
+        }
+        else {
+            openssl_error();
+        }
+        goto done;
+    }
+    AesGcmObject *aead = (AesGcmObject *)AesGcmType.tp_alloc(&AesGcmType, 0);
+    if (aead == NULL) {
+        goto done;
+    }
+    memcpy(aead->key, key, KEY_LEN);
+    unsigned char header[6];
+    memcpy(header, head, 2);
+    put_u32(header + 2, id);
+    PyObject *header_obj = PyBytes_FromStringAndSize((const char *)header, 6);
+    if (header_obj == NULL) {
+        Py_DECREF(aead);
+        goto done;
+    }
+    entry = PyTuple_Pack(4, header_obj, (PyObject *)aead, key_id, expires_at);
+    Py_DECREF(header_obj);
+    Py_DECREF(aead);
+    if (entry != NULL && PyObject_GC_IsTracked(entry)) {
+        /* bytes, AesGcm, int and float: no cycle can run through it. */
+        PyObject_GC_UnTrack(entry);
+    }
+done:
+    OPENSSL_cleanse(key, sizeof key);
+    PyBuffer_Release(&w);
+    return entry;
+}
+
+static PyObject *
+unwrap_keys(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_args(nargs, 6, "unwrap_keys") < 0) {
+        return NULL;
+    }
+    PyObject *found = args[0], *wrappers = args[1], *label = args[2];
+    PyObject *head = args[3], *expires_at = args[4], *destroyed = args[5];
+    if (!PyDict_CheckExact(found) || !PyDict_CheckExact(wrappers) ||
+        !PyBytes_CheckExact(label) || PyBytes_GET_SIZE(label) > LABEL_MAX ||
+        !PyBytes_CheckExact(head) || PyBytes_GET_SIZE(head) != 2) {
+        PyErr_SetString(PyExc_TypeError,
+                        "unwrap_keys(dict, dict, label bytes, 2-byte head, "
+                        "expires_at, destroyed)");
+        return NULL;
+    }
+    const unsigned char *label_bytes = (const unsigned char *)PyBytes_AS_STRING(label);
+    Py_ssize_t label_len = PyBytes_GET_SIZE(label);
+    const char *head_bytes = PyBytes_AS_STRING(head);
+    PyObject *out = PyDict_New();
+    if (out == NULL) {
+        return NULL;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *subject, *row;
+    while (PyDict_Next(found, &pos, &subject, &row)) {
+        if (!PyBytes_CheckExact(subject)) {
+            goto decline;
+        }
+        PyObject *key_id = row_item(row, 1, INDEX_1);
+        PyObject *wrapped = key_id == NULL ? NULL : row_item(row, 2, INDEX_2);
+        PyObject *wrapping = wrapped == NULL ? NULL : row_item(row, 3, INDEX_3);
+        if (wrapping == NULL) {
+            Py_XDECREF(key_id);
+            Py_XDECREF(wrapped);
+            goto decline;
+        }
+        PyObject *entry = NULL;
+        unsigned long wrapping_id;
+        if (wrapped == Py_None || wrapping == Py_None) {
+            entry = destroyed;
+            Py_INCREF(entry);
+        }
+        else if (u32_of(wrapping, &wrapping_id)) {
+            PyObject *wrapper = PyDict_GetItemWithError(wrappers, wrapping);
+            if (wrapper != NULL) {
+                entry = unwrap_one(subject, key_id, wrapped, wrapper, label_bytes,
+                                   label_len, head_bytes, expires_at, wrapping_id);
+            }
+        }
+        Py_DECREF(key_id);
+        Py_DECREF(wrapped);
+        Py_DECREF(wrapping);
+        if (entry == NULL) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            goto decline;
+        }
+        int added = PyDict_SetItem(out, subject, entry);
+        Py_DECREF(entry);
+        if (added < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+decline:
+    Py_DECREF(out);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"uuid_subjects", uuid_subjects, METH_O,
      "uuid_subjects(values) -> (distinct texts, tails), or None to leave it to Python."},
+    {"unwrap_keys", (PyCFunction)(void (*)(void))unwrap_keys, METH_FASTCALL,
+     "unwrap_keys(found, wrappers, label, head, expires_at, destroyed) -> "
+     "{subject: entry}, or None to leave it to Python."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1124,6 +1348,14 @@ PyInit__native(void)
         LIMIT_128 = PyLong_FromString("100000000000000000000000000000000", NULL, 16);
         if (UUID_CLASS == NULL || INT_NAME == NULL || SHIFT_64 == NULL ||
             ZERO == NULL || LIMIT_128 == NULL) {
+            return NULL;
+        }
+    }
+    if (INDEX_1 == NULL) {
+        INDEX_1 = PyLong_FromLong(1);
+        INDEX_2 = PyLong_FromLong(2);
+        INDEX_3 = PyLong_FromLong(3);
+        if (INDEX_1 == NULL || INDEX_2 == NULL || INDEX_3 == NULL) {
             return NULL;
         }
     }

@@ -587,6 +587,11 @@ class SubjectKeyScope:
         """Unwrap live keys in one pass; tombstones map to :data:`DESTROYED`."""
         keyring = self._keyring
         expires_at = keyring.cache.clock() + keyring.cache.ttl
+        entries = keyring._unwrap_subject_entries(  # noqa: SLF001 - package-internal
+            found, _SUBJECT_HEADER, expires_at, DESTROYED
+        )
+        if entries is not None:
+            return entries
         plain = keyring._unwrap_subject_keys(found)  # noqa: SLF001 - package-internal
         # _subject_key, inlined: one pass, no call per key.
         aes_gcm = _aead.aes_gcm
