@@ -388,6 +388,18 @@ def test_blob_binder_defers_to_an_application_bytearray_adapter() -> None:
     )
 
 
+def test_blob_binder_keeps_bytes_through_aiosqlite() -> None:
+    """SQLAlchemy's aiosqlite adapter shows no adapter registry: bytes, as documented."""
+    pytest.importorskip("aiosqlite")
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine("sqlite+aiosqlite:///:memory:")
+    try:
+        assert blob_binder(engine.sync_engine.dialect) is None
+    finally:
+        engine.sync_engine.dispose()
+
+
 class TestBoundedStatements:
     @pytest.mark.parametrize("n", [1, 120, 1200])
     def test_a_flush_of_new_subjects_uses_a_few_key_statements(
