@@ -658,6 +658,50 @@ class TestBatchedReads:
             # (That one reads the epoch's row alone: one id in its list.)
             assert not [s for s in world.statements if re.search(r"%\(s1\)s|\?,", s)]
 
+    def test_text_storage_and_a_column_key_column_in_a_sliced_batch(
+        self, world: World
+    ) -> None:
+        """Base64 envelopes and a column-key column beside per-subject ones: all in place."""
+
+        class Base(DeclarativeBase):
+            pass
+
+        class Note(Base):
+            __tablename__ = f"sk_notes_{world.suffix}"
+            id: Mapped[uuid.UUID] = subject_key()
+            name: Mapped[str] = customer_data(
+                "name", purposes=["support"], key_scope="subject", storage="text"
+            )
+            email: Mapped[str] = customer_data(
+                "contact.email", purposes=["support"], key_scope="subject"
+            )
+            phone: Mapped[str] = customer_data("contact.phone", purposes=["support"])
+
+        Base.metadata.create_all(world.engine)
+        try:
+            n = _runtime.ROW_SLICE + 70
+            ids = [uuid.uuid4() for _ in range(n)]
+            with support(), Session(world.engine) as session:
+                session.add_all(
+                    Note(
+                        id=i,
+                        name=f"{CANARY}-{k}",
+                        email=f"n{k}@example.jp",
+                        phone=f"0{k}",
+                    )
+                    for k, i in enumerate(ids)
+                )
+                session.commit()
+            world.scope.clear()
+            with support(), world.engine.connect() as conn:
+                rows = conn.execute(select(Note.__table__)).all()
+            assert {
+                (i, f"{CANARY}-{k}", f"n{k}@example.jp", f"0{k}")
+                for k, i in enumerate(ids)
+            } == {(r.id, r.name, r.email, r.phone) for r in rows}
+        finally:
+            Base.metadata.drop_all(world.engine)
+
     def test_a_batch_within_one_slice_opens_each_column_whole(
         self, world: World, monkeypatch: pytest.MonkeyPatch
     ) -> None:
