@@ -513,14 +513,18 @@ class TestUnwrapKeys:
         with pytest.raises(TypeError):
             NATIVE.unwrap_keys(found, wrappers, label, b"\x02", 1.0, None)
 
-    def test_a_key_id_past_32_bits_is_a_decryption_error(self, factory: Impl) -> None:
-        """A corrupt key id: the scope's typed error on both paths, never struct's."""
+    def test_a_corrupt_record_is_a_decryption_error(self, factory: Impl) -> None:
+        """A key id past 32 bits, a key read as text: the typed error on both paths."""
         keyring = Keyring.generate()
         found, _ = _found(keyring, 1)
         ((subject, row),) = found.items()
         scope = keyring.subject_scope(InMemorySubjectKeyStore())
-        with pytest.raises(DecryptionError):
-            scope._unwrap({subject: (subject, 2**40, row[2], row[3])})
+        for bad in (
+            (subject, 2**40, row[2], row[3]),  # a key id past 32 bits
+            (subject, row[1], row[2].hex(), row[3]),  # a key read as text
+        ):
+            with pytest.raises(DecryptionError):
+                scope._unwrap({subject: bad})
 
 
 class TestReader:

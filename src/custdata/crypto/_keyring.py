@@ -1034,8 +1034,10 @@ class Keyring:
                     ),
                     None,
                 )
-        except (InvalidTag, ValueError, struct.error):
-            # (struct.error: a key id or wrapping id that is no 32-bit number.)
+        except (InvalidTag, ValueError, TypeError, struct.error):
+            # (struct.error: a key id or wrapping id that is no 32-bit number;
+            # TypeError: a wrapped key that is no bytes, as a column of
+            # another type would read.)
             raise DecryptionError(
                 "the data subject's key record failed authentication"
             ) from None
