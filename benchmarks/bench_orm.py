@@ -577,6 +577,23 @@ class _ListRecorder:
         self.decisions.append(decision)
 
 
+def recorder(kind: str, keyring: Keyring, directory: Path) -> Any:
+    """The decisions' recorder a ``--audit`` choice names (files in *directory*)."""
+    if kind == "jsonl":
+        return AuditTrail(
+            keys=keyring,
+            sinks=[JsonLinesSink(directory / "audit.jsonl")],
+            checkpoint_interval=None,
+        )
+    if kind == "trail":
+        return AuditTrail(keys=keyring, sinks=[MemorySink()], checkpoint_interval=None)
+    if kind == "list":
+        return _ListRecorder()
+    if kind == "minimal":
+        return _MinimalRecorder(directory / "minimal.log")
+    return _NoopRecorder()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000)
@@ -631,21 +648,7 @@ def main() -> None:
     policy = custdata.Policy.from_toml(ROOT / "examples" / "custdata.toml")
     keyring = Keyring.generate()
     audit_dir = tempfile.TemporaryDirectory()
-    audit: Any
-    if args.audit == "jsonl":
-        audit = AuditTrail(
-            keys=keyring,
-            sinks=[JsonLinesSink(Path(audit_dir.name) / "audit.jsonl")],
-            checkpoint_interval=None,
-        )
-    elif args.audit == "trail":
-        audit = AuditTrail(keys=keyring, sinks=[MemorySink()], checkpoint_interval=None)
-    elif args.audit == "list":
-        audit = _ListRecorder()
-    elif args.audit == "minimal":
-        audit = _MinimalRecorder(Path(audit_dir.name) / "minimal.log")
-    else:
-        audit = _NoopRecorder()
+    audit = recorder(args.audit, keyring, Path(audit_dir.name))
     custodian = custdata.Custodian(policy=policy, keyring=keyring, audit=audit)
 
     import sqlalchemy

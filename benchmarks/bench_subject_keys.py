@@ -56,17 +56,12 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _floor import floor_string  # noqa: E402
-from bench_orm import (  # noqa: E402
-    _hooks_removed,
-    _MinimalRecorder,
-    _NoopRecorder,
-    timed,
-)
+from bench_orm import _hooks_removed, _NoopRecorder, recorder, timed  # noqa: E402
 from bench_orm import rows as make_rows  # noqa: E402
 
 import custdata  # noqa: E402
 
-from custdata.audit import AuditTrail, JsonLinesSink, MemorySink  # noqa: E402
+from custdata.audit import AuditTrail, MemorySink  # noqa: E402
 from custdata.crypto import InMemorySubjectKeyStore, Keyring, codec_for  # noqa: E402
 from custdata.crypto._envelope import length_prefixed, subject_bytes  # noqa: E402
 from custdata.sqlalchemy import (  # noqa: E402
@@ -474,17 +469,7 @@ def main() -> None:
     policy = custdata.Policy.from_toml(ROOT / "examples" / "custdata.toml")
     keyring = Keyring.generate()
     audit_dir = tempfile.TemporaryDirectory()
-    audit: Any
-    if args.audit == "jsonl":
-        audit = AuditTrail(
-            keys=keyring,
-            sinks=[JsonLinesSink(Path(audit_dir.name) / "audit.jsonl")],
-            checkpoint_interval=None,
-        )
-    elif args.audit == "minimal":
-        audit = _MinimalRecorder(Path(audit_dir.name) / "minimal.log")
-    else:
-        audit = _NoopRecorder()
+    audit = recorder(args.audit, keyring, Path(audit_dir.name))
 
     def custodian_for(store: Any) -> custdata.Custodian:
         return custdata.Custodian(
