@@ -98,7 +98,9 @@ def test_a_large_scan_does_not_flush_recent_reads(
 def test_small_decisions_still_evict_first_in_first_out(
     trail: tuple[AuditTrail, MemorySink], computed: list[str]
 ) -> None:
+    """A pseudonym let into the full cache takes the oldest one's place."""
     t, _ = trail
+    t._admit.every = 1  # every new pseudonym let in, to see the order
     first = _subjects("a", SIZE)
     t.record_decision(decision("agent", subjects=first))
     newer = _subjects("b", SIZE // 2)
@@ -124,3 +126,28 @@ def test_the_same_pseudonyms_whichever_path(
     assert once[: len(scan)] == once[len(scan) :]
     assert once[: len(scan)] == [t.subject_ref(s) for s in scan]
     assert len(set(once)) == len(scan)
+
+
+@pytest.mark.parametrize("per_decision", [1, 10])
+def test_passes_over_more_subjects_than_the_cache_keep_its_hits(
+    trail: tuple[AuditTrail, MemorySink], computed: list[str], per_decision: int
+) -> None:
+    """No step at the cache's size: a later pass computes only what cannot fit.
+
+    With every new pseudonym let into the full cache (first in, first out
+    alone), each pass over 1.5x the cache's subjects would compute all of
+    them again; letting in one in ``ADMIT_WHEN_FULL`` keeps the cache's
+    contents from pass to pass.
+    """
+    t, _ = trail
+    scan = _subjects("row", SIZE + SIZE // 2)
+    chunks = [scan[i : i + per_decision] for i in range(0, len(scan), per_decision)]
+    misses = []
+    for _ in range(4):
+        computed.clear()
+        for chunk in chunks:
+            t.record_decision(decision("agent", subjects=chunk))
+        misses.append(len(computed))
+    assert misses[0] == len(scan)
+    # The half that cannot fit, and a few the admissions displaced.
+    assert all(SIZE // 2 <= m <= SIZE // 2 + 10 for m in misses[1:]), misses

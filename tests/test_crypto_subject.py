@@ -246,6 +246,7 @@ class TestSubjectKeyBatches:
         store = InMemorySubjectKeyStore()
         scope = keyring.subject_scope(store)
         scope.max_entries = 3
+        scope._admit.every = 1  # every new key let in, to see which one goes
         subjects = [b"s" + bytes([i]) for i in range(4)]
         scope.write_keys(subjects[:3])
         scope.keys_for([subjects[0]])  # now the most recent
@@ -253,6 +254,43 @@ class TestSubjectKeyBatches:
         assert 3 == len(scope)
         assert scope.cached(subjects[1]) is None
         assert scope.cached(subjects[0]) is not None
+
+    def test_admission_counts_must_be_positive(self) -> None:
+        from custdata._util import Admission
+
+        with pytest.raises(ValueError, match="positive"):
+            Admission(0)
+
+    @pytest.mark.parametrize("batch", [1, 25])
+    def test_passes_over_more_subjects_than_the_cache_keep_its_hits(
+        self, batch: int
+    ) -> None:
+        """No step at the cache's size: a later pass looks up only what cannot fit."""
+        keyring = Keyring.generate()
+        store = InMemorySubjectKeyStore()
+        scope = keyring.subject_scope(store)
+        scope.max_entries = 100
+        subjects = [uuid.uuid4().bytes for _ in range(150)]
+        scope.write_keys(subjects)
+        scope.clear()
+        looked_up: list[int] = []
+        lookup = store.lookup
+
+        def counted(asked: Any, **kw: Any) -> Any:
+            looked_up.append(len(asked))
+            return lookup(asked, **kw)
+
+        store.lookup = counted  # type: ignore[method-assign]
+        misses = []
+        for _ in range(4):
+            looked_up.clear()
+            for i in range(0, len(subjects), batch):
+                scope.keys_for(subjects[i : i + batch])
+            misses.append(sum(looked_up))
+        assert 150 == misses[0]
+        # Least recently used alone would look up all 150 on every pass.
+        assert all(50 <= m <= 60 for m in misses[1:]), misses
+        assert 100 == len(scope)
 
     def test_a_batch_is_one_store_call_per_chunk(self) -> None:
         """keys_for of 1,200 uncached subjects asks the store three times, then none."""

@@ -50,6 +50,7 @@ import structlog
 
 from custdata._decision import AccessDecision, Action, Outcome
 from custdata._errors import AuditError, AuditUnavailableError, ConfigurationError
+from custdata._util import Admission
 
 from . import _accel
 from ._chain import ChainWriter, Fields, SealedRecord
@@ -115,7 +116,8 @@ _SYNC_ANCHOR: Final = frozenset(
     }
 )
 
-#: Subject pseudonyms kept per trail (first in, first out; about 16 MiB when full).
+#: Subject pseudonyms kept per trail (first in, first out, one new pseudonym in
+#: :data:`custdata._util.ADMIT_WHEN_FULL` let in once full; about 16 MiB when full).
 #: A decision naming more subjects than this only fills free room (see
 #: :meth:`AuditTrail._refs_of`).
 _REF_CACHE: Final = 65_536
@@ -557,9 +559,11 @@ class AuditTrail:
         # Pseudonyms stay stable across key rotation (see _keys.pseudonym_root).
         self._pseudo = PseudonymKey(pseudonym_key(pseudonym_root(keys)))
         # Pseudonyms of recently seen subjects (raw ids stay in memory only):
-        # at most _REF_CACHE, the oldest evicted first in O(1), so a pass over
-        # more distinct subjects costs one pseudonym per new subject, no more.
+        # at most _REF_CACHE; once full, one new pseudonym in ADMIT_WHEN_FULL
+        # takes the oldest one's place (first in, first out), so passes over
+        # more distinct subjects than that keep most of the cache's hits.
         self._refs: OrderedDict[str, str] = OrderedDict()
+        self._admit = Admission()
         # Prepared static parts of decision events, by decision kind.
         self._shapes: dict[tuple[Any, ...], _Shape] = {}
         self._log: _AuditLogger = structlog.wrap_logger(
@@ -613,9 +617,7 @@ class AuditTrail:
         ref = self._refs.get(subject)
         if ref is None:
             ref = subject_ref(self._pseudo, subject, tenant=self._tenant)
-            if len(self._refs) >= _REF_CACHE:
-                self._refs.popitem(last=False)
-            self._refs[subject] = ref
+            self._admit.put(self._refs, subject, ref, _REF_CACHE)
         return ref
 
     def _refs_of(self, subjects: Iterable[str]) -> list[str]:
@@ -627,7 +629,9 @@ class AuditTrail:
         larger than the cache would then compute every pseudonym every time)
         and flush the pseudonyms of the recent small reads. Such a decision
         reads the cache and fills only its free room, evicting nothing; a
-        smaller one caches its new subjects first in, first out.
+        smaller one caches its new subjects as :meth:`subject_ref` does (first
+        in, first out; once the cache is full, one in
+        :data:`~custdata._util.ADMIT_WHEN_FULL`).
         """
         named = subjects if isinstance(subjects, (list, tuple)) else list(subjects)
         if len(named) <= _REF_CACHE:

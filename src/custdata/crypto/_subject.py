@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, final, runtime_checkable
 import attrs
 
 from custdata._errors import ConfigurationError, KeyDestroyedError, UnknownKeyError
+from custdata._util import Admission
 
 from . import _aead
 from ._aead import Aead
@@ -496,7 +497,11 @@ class SubjectKeyScope:
 
     **Cache.** Up to ``max_entries`` unwrapped keys (default
     :data:`DEFAULT_SUBJECT_KEY_CACHE`), each for at most the keyring cache's
-    TTL; the least recently used key is evicted first. A batch larger than the
+    TTL; the least recently used key is evicted first, and once the cache is
+    full only one new key in :data:`~custdata._util.ADMIT_WHEN_FULL` takes a
+    place (the others serve their batch and are not kept), so a pass over
+    more subjects than it holds keeps most of its hits instead of none. A
+    batch larger than the
     cache still reads each subject's key once: the batch works from its own
     mapping, the cache only carries keys over to later batches. Keys of an
     uncommitted transaction are kept apart (never evicted, never used by
@@ -530,6 +535,7 @@ class SubjectKeyScope:
         self.store = store
         self.max_entries = max_entries
         self._cache: OrderedDict[bytes, _SubjectKey] = OrderedDict()
+        self._admit = Admission()
         self._pending: dict[bytes, _Held] = {}
         self._pending_txns: dict[int, object] = {}
         self._epoch: int | None = None
@@ -611,7 +617,13 @@ class SubjectKeyScope:
         return out
 
     def _cache_all(self, keys: dict[bytes, Any]) -> None:
-        """Put live keys in the cache (under the lock), evicting the least recent."""
+        """Put live keys in the cache (under the lock), as room and admission allow.
+
+        Where all fit, all go in; once the cache is full, one new key in
+        :data:`~custdata._util.ADMIT_WHEN_FULL` takes the least recently
+        used key's place (see :class:`~custdata._util.Admission`), so passes
+        over more subjects than the cache holds keep most of its hits.
+        """
         cache = self._cache
         limit = self.max_entries
         # A key cached already moves to the most recent end; a new one is
@@ -621,9 +633,17 @@ class SubjectKeyScope:
         if DESTROYED in keys.values():
             # Tombstones are not cached: a destroyed key is looked up again.
             keys = {s: k for s, k in keys.items() if k.__class__ is tuple}
-        cache.update(keys)
-        while len(cache) > limit:
+        while len(cache) > limit:  # max_entries lowered since
             cache.popitem(last=False)
+        if len(cache) + len(keys) <= limit:
+            cache.update(keys)
+            return
+        put = self._admit.put
+        for subject, key in keys.items():
+            if subject in cache:
+                cache[subject] = key
+            else:
+                put(cache, subject, key, limit)
 
     def _check_epoch(self, epoch: int | None) -> bool:
         """Record the store's epoch (under the lock); return whether the cache was valid.
