@@ -661,7 +661,7 @@ class TestBatchedReads:
     def test_text_storage_and_a_column_key_column_in_a_sliced_batch(
         self, world: World
     ) -> None:
-        """Base64 envelopes and a column-key column beside per-subject ones: all in place."""
+        """Base64 envelopes, NULLs and a column-key column beside per-subject ones: in place."""
 
         class Base(DeclarativeBase):
             pass
@@ -676,6 +676,9 @@ class TestBatchedReads:
                 "contact.email", purposes=["support"], key_scope="subject"
             )
             phone: Mapped[str] = customer_data("contact.phone", purposes=["support"])
+            city: Mapped[str | None] = customer_data(
+                "contact.address", purposes=["support"], key_scope="subject"
+            )
 
         Base.metadata.create_all(world.engine)
         try:
@@ -688,6 +691,7 @@ class TestBatchedReads:
                         name=f"{CANARY}-{k}",
                         email=f"n{k}@example.jp",
                         phone=f"0{k}",
+                        city=None if k % 3 else f"city-{k}",
                     )
                     for k, i in enumerate(ids)
                 )
@@ -695,10 +699,17 @@ class TestBatchedReads:
             world.scope.clear()
             with support(), world.engine.connect() as conn:
                 rows = conn.execute(select(Note.__table__)).all()
-            assert {
-                (i, f"{CANARY}-{k}", f"n{k}@example.jp", f"0{k}")
+            expected = {
+                (
+                    i,
+                    f"{CANARY}-{k}",
+                    f"n{k}@example.jp",
+                    f"0{k}",
+                    None if k % 3 else f"city-{k}",
+                )
                 for k, i in enumerate(ids)
-            } == {(r.id, r.name, r.email, r.phone) for r in rows}
+            }
+            assert expected == {(r.id, r.name, r.email, r.phone, r.city) for r in rows}
         finally:
             Base.metadata.drop_all(world.engine)
 
