@@ -239,6 +239,19 @@ class TestPerSubjectKeys:
         assert "CANARY" not in repr(record)
 
 
+def _count_lookups(store: InMemorySubjectKeyStore) -> list[int]:
+    """Spy on *store*'s lookups: the list gets how many subjects each asked for."""
+    sizes: list[int] = []
+    lookup = store.lookup
+
+    def counted(subjects: Any, **kw: Any) -> Any:
+        sizes.append(len(subjects))
+        return lookup(subjects, **kw)
+
+    store.lookup = counted  # type: ignore[method-assign]
+    return sizes
+
+
 class TestSubjectKeyBatches:
     def test_cache_is_bounded_least_recently_used_first(self) -> None:
         """The scope keeps at most max_entries keys, evicting the least recently used."""
@@ -273,14 +286,7 @@ class TestSubjectKeyBatches:
         subjects = [uuid.uuid4().bytes for _ in range(150)]
         scope.write_keys(subjects)
         scope.clear()
-        looked_up: list[int] = []
-        lookup = store.lookup
-
-        def counted(asked: Any, **kw: Any) -> Any:
-            looked_up.append(len(asked))
-            return lookup(asked, **kw)
-
-        store.lookup = counted  # type: ignore[method-assign]
+        looked_up = _count_lookups(store)
         misses = []
         for _ in range(4):
             looked_up.clear()
@@ -296,14 +302,7 @@ class TestSubjectKeyBatches:
         """keys_for of 1,200 uncached subjects asks the store three times, then none."""
         keyring = Keyring.generate()
         store = InMemorySubjectKeyStore()
-        calls: list[int] = []
-        lookup = store.lookup
-
-        def counted(subjects: Any, **kw: Any) -> Any:
-            calls.append(len(subjects))
-            return lookup(subjects, **kw)
-
-        store.lookup = counted  # type: ignore[method-assign]
+        calls = _count_lookups(store)
         scope = keyring.subject_scope(store)
         subjects = [uuid.uuid4().bytes for _ in range(1200)]
         scope.write_keys(subjects)
